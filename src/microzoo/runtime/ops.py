@@ -1,0 +1,538 @@
+"""Pre- and postprocessing ops of the BioImage Model Zoo format 0.5, bound to a whole tensor.
+
+:func:`bind_ops` takes a tensor's op descriptions and the **whole** tensor (every sample,
+the whole image) and computes every data-dependent statistic once, in order: the mean, std or
+percentiles that op ``k`` needs are computed on the result of ops ``0..k-1`` applied to the
+whole tensor. The returned :class:`Pipeline` is then pointwise (softmax aside, which needs its
+whole axis) and can be applied to the whole tensor or to any tile of it with the same result.
+
+Semantics follow the spec's field documentation and bioimageio.core 0.11.0 (``proc_ops.py``):
+
+- ``axes`` of an op are the axes reduced over; leaving out ``batch`` means per sample,
+  ``None`` means all axes jointly (batch included). Statistics are computed in float64:
+  mean, population std, percentiles with linear interpolation; ``clip`` by percentiles per
+  sample uses numpy's ``inverted_cdf`` method as core does (``linear`` over the batch).
+- Percentiles over the batch are exact over the whole tensor; core averages per-sample
+  percentiles when it sees samples one at a time.
+- ``reference_tensor`` (``scale_range``, ``scale_mean_variance``) is looked up in ``sample``,
+  even when it names the tensor itself. Core computes every statistic before any
+  preprocessing, so references are in their **raw, unprocessed** state (the spec: "ID of the
+  unprocessed input tensor"); callers pass raw inputs (and raw model outputs) in ``sample``.
+- ``eps`` of ``zero_mean_unit_variance`` and ``scale_range`` is honoured (core 0.11.0 always
+  uses 1e-6); ``binarize`` thresholds along an axis apply along that axis (core compares them
+  with the last axis).
+- Output dtype: ``binarize`` gives ``bool``, ``ensure_dtype`` its dtype, every other op
+  ``numpy.result_type(input, float32)`` (float32 for float32 and small integer inputs).
+- ``ensure_dtype`` to an integer dtype truncates toward zero like core's ``astype``; values
+  outside the dtype's range are clipped to it and NaN becomes 0 (core leaves these undefined).
+
+Tiles: statistics are stored with size 1 on reduced axes. Where a statistic keeps a
+non-singleton axis (per sample: ``batch``; per channel: ``channel``; a spatial axis left out
+of ``axes``) a tile must either span that axis whole or say where it lies in the whole tensor::
+
+    pipeline(tile, where=(slice(0, 1), slice(None), slice(256, 512), slice(0, 256)))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+import scipy.special
+from bioimageio.spec.model import v0_5
+
+from microzoo.errors import ProcessingError
+
+__all__ = ["Pipeline", "ProcessingDescr", "bind_ops", "describe_op"]
+
+ProcessingDescr = Union[v0_5.PreprocessingDescr, v0_5.PostprocessingDescr]
+_Fit = Callable[[np.ndarray], np.ndarray]
+_FIXED_EPS = 1e-6  # fixed_zero_mean_unit_variance has no eps field; core uses 1e-6
+
+
+# --- bound steps: pointwise given their (broadcastable, full-tensor) parameters -------------
+
+def _work(x: np.ndarray) -> np.ndarray:
+    """``x`` in float64 for arithmetic; results are cast back to :func:`_out_dtype`."""
+    return x.astype(np.float64, copy=False)
+
+
+def _out_dtype(x: np.ndarray) -> np.dtype:
+    return np.result_type(x.dtype, np.float32)
+
+
+@dataclass(frozen=True)
+class _Affine:
+    """``out = (x - sub) / div * mul + add``; parameters that are ``None`` are skipped."""
+
+    sub: np.ndarray | None = None
+    div: np.ndarray | None = None
+    mul: np.ndarray | None = None
+    add: np.ndarray | None = None
+
+    def __call__(self, x: np.ndarray, fit: _Fit) -> np.ndarray:
+        out = _work(x)
+        if self.sub is not None:
+            out = out - fit(self.sub)
+        if self.div is not None:
+            out = out / fit(self.div)
+        if self.mul is not None:
+            out = out * fit(self.mul)
+        if self.add is not None:
+            out = out + fit(self.add)
+        return out.astype(_out_dtype(x), copy=False)
+
+
+@dataclass(frozen=True)
+class _Binarize:
+    threshold: np.ndarray
+
+    def __call__(self, x: np.ndarray, fit: _Fit) -> np.ndarray:
+        return _work(x) > fit(self.threshold)
+
+
+@dataclass(frozen=True)
+class _Clip:
+    """Clip to ``[low, high]``; bounds from percentiles replace by ``np.where`` (as core does,
+    so NaN becomes the bound), fixed bounds by ``np.clip``."""
+
+    low: np.ndarray | None
+    high: np.ndarray | None
+    low_by_percentile: bool = False
+    high_by_percentile: bool = False
+
+    def __call__(self, x: np.ndarray, fit: _Fit) -> np.ndarray:
+        out = _work(x)
+        low = None if self.low is None else fit(self.low)
+        high = None if self.high is None else fit(self.high)
+        if self.low_by_percentile:
+            out, low = np.where(out >= low, out, low), None
+        if self.high_by_percentile:
+            out, high = np.where(out <= high, out, high), None
+        if low is not None or high is not None:
+            out = np.clip(out, low, high)
+        return out.astype(_out_dtype(x), copy=False)
+
+
+@dataclass(frozen=True)
+class _Cast:
+    dtype: np.dtype
+
+    def __call__(self, x: np.ndarray, fit: _Fit) -> np.ndarray:
+        if self.dtype.kind in "iu" and x.dtype.kind in "fciub" and x.dtype != self.dtype:
+            info = np.iinfo(self.dtype)
+            if x.dtype.kind in "fc":
+                y = np.nan_to_num(np.trunc(x.real.astype(np.float64)), nan=0.0)
+                return np.clip(y, info.min, info.max).astype(self.dtype)
+            if x.dtype.kind != "b":
+                return np.clip(x, max(info.min, np.iinfo(x.dtype).min),
+                               min(info.max, np.iinfo(x.dtype).max)).astype(self.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return x.astype(self.dtype, copy=True)
+
+
+@dataclass(frozen=True)
+class _Sigmoid:
+    def __call__(self, x: np.ndarray, fit: _Fit) -> np.ndarray:
+        return scipy.special.expit(_work(x)).astype(_out_dtype(x), copy=False)
+
+
+@dataclass(frozen=True)
+class _Softmax:
+    axis: int
+
+    def __call__(self, x: np.ndarray, fit: _Fit) -> np.ndarray:
+        return scipy.special.softmax(_work(x), axis=self.axis).astype(_out_dtype(x), copy=False)
+
+
+_Step = Union[_Affine, _Binarize, _Clip, _Cast, _Sigmoid, _Softmax]
+
+
+# --- the pipeline ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Ops bound to one whole tensor; call it on that tensor or on any tile of it.
+
+    Attributes
+    ----------
+    axes
+        Axis ids of the tensor, e.g. ``("batch", "channel", "y", "x")``.
+    shape
+        Shape of the whole tensor the statistics were computed on.
+    steps
+        The bound ops, in order.
+    names
+        The op ids, one per step.
+    """
+
+    axes: tuple[str, ...]
+    shape: tuple[int, ...]
+    steps: tuple[_Step, ...] = ()
+    names: tuple[str, ...] = ()
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether the pipeline has no ops (a call then returns a copy)."""
+        return not self.steps
+
+    @property
+    def whole_axes(self) -> frozenset[str]:
+        """Axes a tile must span whole (the axis of a ``softmax``)."""
+        return frozenset(self.axes[s.axis] for s in self.steps if isinstance(s, _Softmax))
+
+    def __call__(self, array: np.ndarray, *,
+                 where: Sequence[slice] | None = None) -> np.ndarray:
+        """Apply the ops to ``array`` (the whole tensor or a tile), returning a new array.
+
+        Parameters
+        ----------
+        array
+            Data with the pipeline's axes; never modified.
+        where
+            One slice per axis giving the tile's position in the whole tensor. Needed only
+            when a statistic varies along an axis the tile does not span whole.
+        """
+        x = np.asarray(array)
+        if x.ndim != len(self.axes):
+            raise ProcessingError(
+                f"processing expects {len(self.axes)} axes {self.axes}, got an array of shape "
+                f"{x.shape}; give the data with exactly these axes")
+        position = _resolve_where(where, x.shape, self.shape, self.axes)
+        fit = _fitter(x.shape, position, self.axes, self.names)
+        for name, step in zip(self.names, self.steps):
+            if isinstance(step, _Softmax):
+                _check_whole(step.axis, x.shape, position, self.shape, self.axes, name)
+            x = step(x, fit)
+        return x.copy() if x is array else x
+
+
+def _resolve_where(where: Sequence[slice] | None, shape: tuple[int, ...],
+                   full: tuple[int, ...], axes: tuple[str, ...]) -> tuple[slice, ...] | None:
+    if where is None:
+        return None
+    where = tuple(where)
+    if len(where) != len(full) or not all(isinstance(s, slice) for s in where):
+        raise ProcessingError(
+            f"where must be one slice per axis {axes}, got {where!r}; give the tile's position "
+            "in the whole tensor as a tuple of slices")
+    resolved = []
+    for axis, s, n, size in zip(axes, where, full, shape):
+        start, stop, step = s.indices(n)
+        if step != 1 or stop - start != size:
+            raise ProcessingError(
+                f"where[{axis!r}] = {s} covers {max(stop - start, 0)} of the tensor's {n} "
+                f"positions but the tile has {size}; give slices with step 1 that lie inside "
+                "the whole tensor and match the tile's shape")
+        resolved.append(slice(start, stop))
+    return tuple(resolved)
+
+
+def _fitter(shape: tuple[int, ...], position: tuple[slice, ...] | None,
+            axes: tuple[str, ...], names: tuple[str, ...]) -> _Fit:
+    """Cut a full-tensor parameter down to the tile at ``position``."""
+
+    def fit(param: np.ndarray) -> np.ndarray:
+        if position is not None:
+            index = tuple(p if n > 1 else slice(None) for p, n in zip(position, param.shape))
+            return param[index]
+        for axis, n, size in zip(axes, param.shape, shape):
+            if n > 1 and n != size:
+                raise ProcessingError(
+                    f"the statistics of {', '.join(names)} vary along {axis!r} ({n} values) but "
+                    f"the tile has {size} there; pass where=(slices...) with the tile's "
+                    "position in the whole tensor")
+        return param
+
+    return fit
+
+
+def _check_whole(axis: int, shape: tuple[int, ...], position: tuple[slice, ...] | None,
+                 full: tuple[int, ...], axes: tuple[str, ...], name: str) -> None:
+    if shape[axis] != full[axis] or (position is not None and position[axis].start != 0):
+        raise ProcessingError(
+            f"{name} runs along {axes[axis]!r} and needs all {full[axis]} positions of it, but "
+            f"the tile has {shape[axis]}; do not tile along {axes[axis]!r}")
+
+
+# --- binding: statistics on the whole tensor ------------------------------------------------
+
+_STAT_OPS = (v0_5.ZeroMeanUnitVarianceDescr, v0_5.ScaleMeanVarianceDescr)
+
+
+def _needs_own_stats(op: object) -> bool:
+    kwargs = getattr(op, "kwargs", None)
+    if isinstance(op, _STAT_OPS):
+        return True
+    if isinstance(op, v0_5.ScaleRangeDescr):
+        return kwargs is None or kwargs.reference_tensor is None
+    if isinstance(op, v0_5.ClipDescr):
+        return kwargs.min_percentile is not None or kwargs.max_percentile is not None
+    return False
+
+
+def bind_ops(ops: Sequence[ProcessingDescr], data: np.ndarray, axes: Sequence[str], *,
+             sample: Mapping[str, tuple[np.ndarray, Sequence[str]]] | None = None) -> Pipeline:
+    """Bind ``ops`` to the whole tensor ``data``, computing every statistic they need.
+
+    Parameters
+    ----------
+    ops
+        Pre- or postprocessing descriptions (``bioimageio.spec.model.v0_5``), in order.
+    data
+        The whole tensor (every sample, the whole image), never a tile; not modified.
+    axes
+        Axis ids of ``data``, e.g. ``("batch", "channel", "y", "x")``.
+    sample
+        Other tensors of the same sample by tensor id, as ``(array, axes)``, in their raw
+        (unprocessed) state; needed for ``reference_tensor``.
+
+    Returns
+    -------
+    Pipeline
+        Applies the bound ops to ``data`` or to any tile of it.
+    """
+    data = np.asarray(data)
+    axes = tuple(str(a) for a in axes)
+    if data.ndim != len(axes) or len(set(axes)) != len(axes):
+        raise ProcessingError(
+            f"tensor of shape {data.shape} does not match the axes {axes}; give one distinct "
+            "axis id per dimension")
+    last = max((k for k, op in enumerate(ops) if _needs_own_stats(op)), default=-1)
+    current, steps, names = data, [], []
+    for k, op in enumerate(ops):
+        step = _bind(op, current, axes, sample or {})
+        steps.append(step)
+        names.append(str(getattr(op, "id", type(op).__name__)))
+        if k < last:
+            current = step(current, lambda p: p)
+    return Pipeline(axes=axes, shape=tuple(data.shape), steps=tuple(steps), names=tuple(names))
+
+
+def _bind(op: object, x: np.ndarray, axes: tuple[str, ...],
+          sample: Mapping[str, tuple[np.ndarray, Sequence[str]]]) -> _Step:
+    name = str(getattr(op, "id", type(op).__name__))
+    kw = getattr(op, "kwargs", None)
+    if isinstance(op, v0_5.BinarizeDescr):
+        if isinstance(kw, v0_5.BinarizeAlongAxisKwargs):
+            return _Binarize(_along(kw.threshold, kw.axis, axes, x.shape, name, "threshold"))
+        return _Binarize(_scalar(kw.threshold, x.ndim))
+    if isinstance(op, v0_5.ClipDescr):
+        return _bind_clip(kw, x, axes, name)
+    if isinstance(op, v0_5.EnsureDtypeDescr):
+        return _Cast(np.dtype(kw.dtype))
+    if isinstance(op, v0_5.FixedZeroMeanUnitVarianceDescr):
+        if isinstance(kw, v0_5.FixedZeroMeanUnitVarianceAlongAxisKwargs):
+            mean = _along(kw.mean, kw.axis, axes, x.shape, name, "mean")
+            std = _along(kw.std, kw.axis, axes, x.shape, name, "std")
+        else:
+            mean, std = _scalar(kw.mean, x.ndim), _scalar(kw.std, x.ndim)
+        return _Affine(sub=mean, div=_frozen(std + _FIXED_EPS))
+    if isinstance(op, v0_5.ScaleLinearDescr):
+        if isinstance(kw, v0_5.ScaleLinearAlongAxisKwargs):
+            gain = _along(_listed(kw.gain), kw.axis, axes, x.shape, name, "gain")
+            offset = _along(_listed(kw.offset), kw.axis, axes, x.shape, name, "offset")
+        else:
+            gain, offset = _scalar(kw.gain, x.ndim), _scalar(kw.offset, x.ndim)
+        return _Affine(mul=gain, add=offset)
+    if isinstance(op, v0_5.ScaleRangeDescr):
+        ref, ref_axes = _reference(kw.reference_tensor, x, axes, sample, name)
+        red = _reduced(kw.axes, ref_axes, name, ref.shape)
+        low, high = _quantiles(ref, (kw.min_percentile / 100, kw.max_percentile / 100), red, "linear")
+        low, high = (_align(v, ref_axes, axes, x.shape, name) for v in (low, high))
+        return _Affine(sub=low, div=_frozen(high - low + kw.eps))
+    if isinstance(op, v0_5.ScaleMeanVarianceDescr):
+        red = _reduced(kw.axes, axes, name, x.shape)
+        mean, std = _mean_std(x, red)
+        ref, ref_axes = _reference(kw.reference_tensor, x, axes, sample, name)
+        ref_mean, ref_std = _mean_std(ref, _reduced(kw.axes, ref_axes, name, ref.shape))
+        ref_mean, ref_std = (_align(v, ref_axes, axes, x.shape, name) for v in (ref_mean, ref_std))
+        return _Affine(sub=mean, div=_frozen(std + kw.eps), mul=_frozen(ref_std + kw.eps), add=ref_mean)
+    if isinstance(op, v0_5.SigmoidDescr):
+        return _Sigmoid()
+    if isinstance(op, v0_5.SoftmaxDescr):
+        return _Softmax(_axis_index(kw.axis, axes, name))
+    if isinstance(op, v0_5.ZeroMeanUnitVarianceDescr):
+        mean, std = _mean_std(x, _reduced(kw.axes, axes, name, x.shape))
+        return _Affine(sub=mean, div=_frozen(std + kw.eps))
+    raise ProcessingError(
+        f"processing op {name!r} ({describe_op(op)}) is not supported by microzoo: only the "
+        "pointwise ops of format 0.5 are; run this model with bioimageio.core, or remove the "
+        "op and apply it to the output yourself")
+
+
+def _bind_clip(kw: v0_5.ClipKwargs, x: np.ndarray, axes: tuple[str, ...], name: str) -> _Clip:
+    low = None if kw.min is None else _scalar(kw.min, x.ndim)
+    high = None if kw.max is None else _scalar(kw.max, x.ndim)
+    if kw.min_percentile is None and kw.max_percentile is None:
+        return _Clip(low, high)
+    red = _reduced(kw.axes, axes, name, x.shape)
+    method = "linear" if kw.axes is None or "batch" in map(str, kw.axes) else "inverted_cdf"
+    qs = [p / 100 for p in (kw.min_percentile, kw.max_percentile) if p is not None]
+    values = _quantiles(x, qs, red, method)
+    if kw.min_percentile is not None:
+        low = values.pop(0)
+    if kw.max_percentile is not None:
+        high = values.pop(0)
+    return _Clip(low, high, low_by_percentile=kw.min_percentile is not None,
+                 high_by_percentile=kw.max_percentile is not None)
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=np.float64)
+    a.setflags(write=False)
+    return a
+
+
+def _scalar(value: float, ndim: int) -> np.ndarray:
+    return _frozen(np.full((1,) * ndim, float(value)))
+
+
+def _listed(value: float | Sequence[float]) -> list[float]:
+    return [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
+
+
+def _axis_index(axis: object, axes: tuple[str, ...], name: str) -> int:
+    if str(axis) not in axes:
+        raise ProcessingError(
+            f"{name} names the axis {str(axis)!r} but the tensor has axes {axes}; fix the op's "
+            "axis in the model description or give data with that axis")
+    return axes.index(str(axis))
+
+
+def _along(values: Sequence[float], axis: object, axes: tuple[str, ...], shape: tuple[int, ...],
+           name: str, what: str) -> np.ndarray:
+    """Per-entry parameters laid along ``axis``, size 1 elsewhere."""
+    i = _axis_index(axis, axes, name)
+    values = _listed(values)
+    if len(values) != shape[i]:
+        raise ProcessingError(
+            f"{name} gives {len(values)} {what} value(s) along {str(axis)!r} but the tensor has "
+            f"{shape[i]} there; give one value per entry of {str(axis)!r} in the description, or "
+            "data with that many entries")
+    out = np.ones((1,) * len(shape))
+    return _frozen(out * np.asarray(values).reshape([-1 if j == i else 1 for j in range(len(shape))]))
+
+
+def _reduced(reduce: Sequence[object] | None, axes: tuple[str, ...], name: str,
+             shape: tuple[int, ...]) -> tuple[int, ...]:
+    if reduce is None:
+        return tuple(range(len(axes)))
+    missing = [str(a) for a in reduce if str(a) not in axes]
+    if missing:
+        raise ProcessingError(
+            f"{name} computes statistics over the axes {[str(a) for a in reduce]} but the tensor "
+            f"has axes {axes} (missing: {missing}); fix the op's axes or give data with these axes")
+    return tuple(axes.index(str(a)) for a in reduce)
+
+
+def _reference(ref_id: object, x: np.ndarray, axes: tuple[str, ...],
+               sample: Mapping[str, tuple[np.ndarray, Sequence[str]]],
+               name: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    if ref_id is None:
+        return x, axes
+    if str(ref_id) not in sample:
+        raise ProcessingError(
+            f"{name} takes its statistics from the tensor {str(ref_id)!r}, which was not given; "
+            f"pass it as sample={{{str(ref_id)!r}: (array, axes)}} (given: {sorted(sample)})")
+    ref, ref_axes = sample[str(ref_id)]
+    ref, ref_axes = np.asarray(ref), tuple(str(a) for a in ref_axes)
+    if ref.ndim != len(ref_axes):
+        raise ProcessingError(
+            f"reference tensor {str(ref_id)!r} of shape {ref.shape} does not match its axes "
+            f"{ref_axes}; give one axis id per dimension")
+    return ref, ref_axes
+
+
+def _align(stat: np.ndarray, src: tuple[str, ...], axes: tuple[str, ...],
+           shape: tuple[int, ...], name: str) -> np.ndarray:
+    """Move a keepdims statistic of a tensor with axes ``src`` onto ``axes``."""
+    for a, n in zip(src, stat.shape):
+        if a not in axes and n > 1:
+            raise ProcessingError(
+                f"{name}: the reference statistics vary along {a!r}, which this tensor lacks; "
+                f"add {a!r} to the op's axes so it is reduced over")
+    kept = [a for a in src if a in axes]
+    order = [a for a in axes if a in kept]
+    out = stat.reshape([n for a, n in zip(src, stat.shape) if a in axes])
+    out = out.transpose([kept.index(a) for a in order])
+    out = out.reshape([out.shape[order.index(a)] if a in order else 1 for a in axes])
+    for a, n, size in zip(axes, out.shape, shape):
+        if n not in (1, size):
+            raise ProcessingError(
+                f"{name}: the reference statistics have {n} values along {a!r} but the tensor "
+                f"has {size}; add {a!r} to the op's axes or give matching tensors")
+    return _frozen(out)
+
+
+def _mean_std(x: np.ndarray, red: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population std over ``red``, keeping dims, in float64."""
+    x = _work(x)
+    mean = x.mean(axis=red, keepdims=True)
+    std = np.sqrt(np.square(x - mean).mean(axis=red, keepdims=True))
+    return _frozen(mean), _frozen(std)
+
+
+def _quantiles(x: np.ndarray, qs: Sequence[float], red: tuple[int, ...],
+               method: str) -> list[np.ndarray]:
+    values = np.quantile(_work(x), list(qs), axis=red, keepdims=True, method=method)
+    return [_frozen(v) for v in values]
+
+
+# --- descriptions ---------------------------------------------------------------------------
+
+def _fmt(v: object) -> str:
+    return f"[{', '.join(f'{float(x):g}' for x in v)}]" if isinstance(v, (list, tuple)) else f"{float(v):g}"
+
+
+def _over(reduce: Sequence[object] | None) -> str:
+    if reduce is None:
+        return "over all axes jointly"
+    names = [str(a) for a in reduce]
+    scope = "across the batch" if "batch" in names else "per sample"
+    return f"over ({', '.join(names)}) {scope}"
+
+
+def describe_op(op: ProcessingDescr) -> str:
+    """One line saying what ``op`` does, e.g. ``"zero_mean_unit_variance over (x, y) per sample,
+    eps 1e-06"``."""
+    name = str(getattr(op, "id", type(op).__name__))
+    kw = getattr(op, "kwargs", None)
+    along = f" along {kw.axis}" if getattr(kw, "axis", None) is not None else ""
+    if isinstance(op, v0_5.BinarizeDescr):
+        return f"binarize{along}: value > {_fmt(kw.threshold)}"
+    if isinstance(op, v0_5.ClipDescr):
+        low = f"percentile {kw.min_percentile:g}" if kw.min_percentile is not None else (
+            "-inf" if kw.min is None else _fmt(kw.min))
+        high = f"percentile {kw.max_percentile:g}" if kw.max_percentile is not None else (
+            "inf" if kw.max is None else _fmt(kw.max))
+        pct = kw.min_percentile is not None or kw.max_percentile is not None
+        return f"clip to [{low}, {high}]" + (f" {_over(kw.axes)}" if pct else "")
+    if isinstance(op, v0_5.EnsureDtypeDescr):
+        return f"ensure_dtype {kw.dtype}"
+    if isinstance(op, v0_5.FixedZeroMeanUnitVarianceDescr):
+        return f"fixed_zero_mean_unit_variance{along}: mean {_fmt(kw.mean)}, std {_fmt(kw.std)}"
+    if isinstance(op, v0_5.ScaleLinearDescr):
+        return f"scale_linear{along}: gain {_fmt(kw.gain)}, offset {_fmt(kw.offset)}"
+    if isinstance(op, v0_5.ScaleRangeDescr):
+        ref = "" if kw.reference_tensor is None else f" of tensor '{kw.reference_tensor}'"
+        return (f"scale_range percentiles {kw.min_percentile:g} to {kw.max_percentile:g}{ref} "
+                f"{_over(kw.axes)}, eps {kw.eps:g}")
+    if isinstance(op, v0_5.ScaleMeanVarianceDescr):
+        return (f"scale_mean_variance to match tensor '{kw.reference_tensor}' {_over(kw.axes)}, "
+                f"eps {kw.eps:g}")
+    if isinstance(op, v0_5.SoftmaxDescr):
+        return f"softmax along {kw.axis}"
+    if isinstance(op, v0_5.ZeroMeanUnitVarianceDescr):
+        return f"zero_mean_unit_variance {_over(kw.axes)}, eps {kw.eps:g}"
+    if isinstance(op, v0_5.CustomProcessingDescr):
+        return f"custom: {op.callable} from {op.source}"
+    if isinstance(op, v0_5.StardistPostprocessingDescr):
+        return (f"stardist_postprocessing: {kw.n_rays} rays, probability > {kw.prob_threshold:g}, "
+                f"nms {kw.nms_threshold:g}")
+    if isinstance(op, v0_5.CellposeFlowDynamicsDescr):
+        return (f"cellpose_flow_dynamics: cell probability > {kw.cellprob_threshold:g}, "
+                f"flow {kw.flow_threshold:g}")
+    return name

@@ -127,7 +127,13 @@ def parse_description(description_path: Path) -> Any:
     from bioimageio.spec import InvalidDescr, load_description
     from bioimageio.spec.model import v0_5
 
-    descr = load_description(description_path, format_version="latest", perform_io_checks=False)
+    try:
+        descr = load_description(description_path, format_version="latest", perform_io_checks=False)
+    except Exception as error:  # YAML syntax errors and the like, raised by the spec's reader
+        raise PackageError(
+            f"cannot read {description_path} ({type(error).__name__}: {str(error).splitlines()[0][:300]}): "
+            "fix the YAML, or download the package again"
+        ) from error
     if isinstance(descr, InvalidDescr):
         problems = "; ".join(
             f"{'.'.join(map(str, e.loc)) or 'description'}: {e.msg}"

@@ -182,7 +182,8 @@ def map_to_model(
     Returns
     -------
     tuple
-        The array in the model's axis order and the :class:`AxesMapping` that undoes it.
+        The array in the model's axis order (C-contiguous; it may share memory with ``data``,
+        so copy it before changing it in place) and the :class:`AxesMapping` that undoes it.
 
     Raises
     ------
@@ -235,7 +236,7 @@ def map_to_model(
     added = "".join(a for a in model if a not in cur)
     array = array.reshape(array.shape + (1,) * len(added))
     cur += added
-    array = array.transpose([cur.index(a) for a in model])
+    array = np.ascontiguousarray(array.transpose([cur.index(a) for a in model]))
     mapping = AxesMapping(
         input_axes=axes,
         input_shape=tuple(np.shape(data)),

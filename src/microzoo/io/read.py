@@ -263,7 +263,8 @@ def _tiff_pixel_size(tif: Any) -> tuple[dict[str, float] | None, str | None]:
 def _read_pil(path: Path) -> tuple[Any, str | None, None, None]:
     import imageio.v3 as iio
 
-    data = np.asarray(iio.imread(path))
+    # from bytes: imageio leaves files open when every plugin fails on a corrupt file
+    data = np.asarray(iio.imread(path.read_bytes(), extension=path.suffix.lower()))
     axes = "yxc" if data.ndim == 3 and data.shape[-1] in (2, 3, 4) else None
     return data, axes, None, None
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from pathlib import Path
+from typing import Iterator, List, Optional
 
 import typer
+
+from microzoo.progress import ProgressCallback
 
 app = typer.Typer(
     name="microzoo",
@@ -21,6 +26,140 @@ def version() -> None:
     from microzoo import __version__
 
     typer.echo(__version__)
+
+
+def _console(stderr: bool = False):  # noqa: ANN202
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _progress_bar(description: str = "working") -> Iterator[ProgressCallback]:
+    """A rich progress bar behind the library's ``progress(done, total, description)`` callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=_console(stderr=True), transient=False) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=what or description)
+
+        yield update
+
+
+def _parse_tile(tile: str | None) -> int | dict[str, int] | None:
+    """``--tile 256`` (every spatial axis) or ``--tile y=256,x=512``."""
+    from microzoo.errors import ConfigError
+
+    if not tile:
+        return None
+    try:
+        if "=" not in tile:
+            return int(tile)
+        return {k.strip(): int(v) for k, v in (part.split("=") for part in tile.split(","))}
+    except ValueError as error:
+        raise ConfigError(f"cannot read --tile '{tile}': write one size (--tile 256) or sizes per axis "
+                          "(--tile y=256,x=512)") from error
+
+
+@app.command()
+def validate(model: str = typer.Argument(..., help="Package folder, .zip, bioimageio.yaml or URL.")) -> None:
+    """Check a model package against the BioImage Model Zoo format (and every file's sha256)."""
+    from microzoo.package.validate import validate_package
+
+    report = validate_package(model)
+    out = _console()
+    out.print(f"[bold]{report.name or model}[/] (format {report.format_version})")
+    for problem in report.errors:
+        out.print(f"  [red]error[/]   {problem.where}: {problem.message}")
+    for problem in report.warnings:
+        out.print(f"  [yellow]warning[/] {problem.where}: {problem.message}")
+    if report.passed:
+        out.print(f"[green]valid[/] ({len(report.warnings)} warning(s))")
+    else:
+        out.print(f"[red]invalid[/]: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+        raise typer.Exit(1)
+
+
+@app.command()
+def info(model: str = typer.Argument(..., help="Package folder, .zip, bioimageio.yaml or URL.")) -> None:
+    """Show what a model does, what it takes and gives, and how to cite it."""
+    from rich.table import Table
+
+    from microzoo.package.load import open_package
+    from microzoo.package.summary import summarize
+
+    s = summarize(open_package(model))
+    out = _console()
+    out.print(f"[bold]{s.name}[/]  (format {s.format_version}, licence {s.license})")
+    out.print(s.description)
+    out.print(f"task: {s.task or 'not stated'}   tags: {', '.join(s.tags)}")
+    out.print(f"weights: {', '.join(s.weight_formats)}   authors: {', '.join(s.authors)}")
+    table = Table("", "tensor", "axes and sizes", "processing", show_lines=True)
+    for kind, tensors in (("input", s.inputs), ("output", s.outputs)):
+        for t in tensors:
+            table.add_row(kind, t.id, "\n".join(t.size_rules), "\n".join(t.processing) or "none")
+    out.print(table)
+    for citation in s.citations:
+        out.print(f"cite: {citation}")
+
+
+@app.command("test")
+def test_model(
+    model: str = typer.Argument(..., help="Package folder, .zip, bioimageio.yaml or URL."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Test only this weight format."),
+) -> None:
+    """Reproduce the package's test outputs from its test inputs with every weight format."""
+    from microzoo.package.load import open_package
+    from microzoo.runtime.reproduce import test_package
+
+    package = open_package(model)
+    with _progress_bar("testing") as progress:
+        results = test_package(package, weight_format=weights, progress=progress)
+    out = _console()
+    out.print(f"[bold]{package.name}[/]")
+    for r in results:
+        verdict = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
+        out.print(f"  {verdict}  {r.weight_format:<18} {r.output_id}: max |diff| {r.max_abs_diff:.3g}, "
+                  f"{r.mismatched_per_million:.1f} mismatched per million (allowed {r.allowed_per_million:g}; "
+                  f"rtol {r.relative_tolerance:g}, atol {r.absolute_tolerance:g})")
+        if r.error:
+            out.print(f"         {r.error}")
+    if not all(r.passed for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def predict(
+    model: str = typer.Argument(..., help="Package folder, .zip, bioimageio.yaml or URL."),
+    inputs: List[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder (or one file for one input)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="torchscript, onnx or pytorch_state_dict."),
+    tile: Optional[str] = typer.Option(None, "--tile", help="Tile size: 256, or y=256,x=512. Default: fit the memory budget."),
+    axes: Optional[str] = typer.Option(None, "--axes", help="Axes of the input images, e.g. yx, zyx, cyx, yxc."),
+    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Memory one forward may use, e.g. 2GB."),
+    output_format: str = typer.Option(".tif", "--format", help="Output file type: .tif, .zarr, .npy or .png."),
+) -> None:
+    """Run a model on images: files, folders and globs, tiled to fit memory, one progress bar."""
+    from microzoo.io.read import find_images
+    from microzoo.runtime.batch import predict_files
+    from microzoo.runtime.predict import Model, parse_bytes
+
+    paths = find_images(inputs)
+    loaded = Model.open(model, weights=weights)
+    budget = parse_bytes(memory_budget) if memory_budget else None
+    suffix = output_format if output_format.startswith(".") else f".{output_format}"
+    with _progress_bar("predicting") as progress:
+        results = predict_files(loaded, paths, out, axes=axes, tile=_parse_tile(tile), memory_budget=budget,
+                                suffix=suffix, progress=progress)
+    console = _console()
+    for notice in dict.fromkeys(n for r in results for n in r.prediction.notices):
+        console.print(f"[yellow]note:[/] {notice}")
+    written = [p for r in results for p in r.outputs.values()]
+    console.print(f"{loaded.package.name} ({loaded.weight_format}): {len(results)} image(s), "
+                  f"{len(written)} output(s) in {out}")
 
 
 @app.callback()

@@ -1,0 +1,347 @@
+"""Run a model package on arrays, exactly as its description says.
+
+The flow for one prediction::
+
+    image (its own axes) --map_to_model--> input tensors (model axes)
+      --bind preprocessing on the WHOLE input (statistics never per tile)-->
+      --tile plan (size rules, halo, memory budget) --> batches of tiles --> engine -->
+      --keep each tile's inner region --> raw outputs (whole)
+      --bind + apply postprocessing on the whole raw output--> outputs
+      --map_from_model--> arrays in the image's layout
+
+An input that is itself a valid input size and fits the memory budget runs in one forward,
+as bioimageio.core does by default; larger inputs are tiled with the output halo as overlap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from microzoo.errors import ImageError, MicrozooError
+from microzoo.package.load import ModelPackage, open_package
+from microzoo.progress import ProgressCallback
+from microzoo.runtime.engines import Engine, choose_format, load_engine
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """The outputs of one prediction in the image's layout, with what the user should know.
+
+    Attributes
+    ----------
+    outputs : dict
+        Output tensor id -> array.
+    axes : dict
+        Output tensor id -> axes string of that array (e.g. ``"yx"``, ``"cyx"``).
+    notices : tuple of str
+        Things done on the user's behalf (e.g. RGB converted to grayscale).
+    n_tiles : int
+        Forward passes needed (1 when the image ran whole).
+    """
+
+    outputs: dict[str, np.ndarray]
+    axes: dict[str, str]
+    notices: tuple[str, ...] = ()
+    n_tiles: int = 1
+
+
+class Model:
+    """A model package ready to run. Open with :func:`microzoo.load_model`.
+
+    >>> model = microzoo.load_model("unet2d_nuclei_broad")       # doctest: +SKIP
+    >>> probability = model.predict(image, axes="yx")           # doctest: +SKIP
+    """
+
+    def __init__(self, package: ModelPackage, *, weights: str | None = None, device: str | None = None,
+                 threads: int | None = None) -> None:
+        self.package = package
+        self.descr = package.descr
+        self.weight_format = choose_format(package, weights)
+        self._device = device
+        self._threads = threads
+        self._engine: Engine | None = None
+        self._geometry: Any = None
+
+    @classmethod
+    def open(cls, source: Any, *, weights: str | None = None, device: str | None = None,
+             threads: int | None = None, progress: ProgressCallback | None = None) -> "Model":
+        """Open a package (see :func:`microzoo.package.load.open_package`) to run it."""
+        package = source if isinstance(source, ModelPackage) else open_package(source, progress=progress)
+        return cls(package, weights=weights, device=device, threads=threads)
+
+    def __repr__(self) -> str:
+        return f"<microzoo.Model {self.package.name!r} ({self.weight_format})>"
+
+    @property
+    def engine(self) -> Engine:
+        """The loaded weights (loaded on first use)."""
+        if self._engine is None:
+            self._engine = load_engine(self.package, self.weight_format, device=self._device,
+                                       threads=self._threads)
+        return self._engine
+
+    @property
+    def input_ids(self) -> list[str]:
+        return [str(t.id) for t in self.descr.inputs]
+
+    @property
+    def output_ids(self) -> list[str]:
+        return [str(t.id) for t in self.descr.outputs]
+
+    def tensor_axes(self, tensor: Any) -> tuple[str, ...]:
+        return tuple(str(a.id) for a in tensor.axes)
+
+    @property
+    def geometry(self) -> Any:
+        if self._geometry is None:
+            from microzoo.runtime.tiling import geometry_from_descr
+
+            self._geometry = geometry_from_descr(self.descr)
+        return self._geometry
+
+    # --- user-facing ---------------------------------------------------------------------
+
+    def predict(self, image: np.ndarray | Mapping[str, np.ndarray], *, axes: str | Mapping[str, str] | None = None,
+                tile: int | Mapping[str, int] | None = None, memory_budget: int | None = None,
+                progress: ProgressCallback | None = None) -> np.ndarray | dict[str, np.ndarray]:
+        """Predict on an image given in its own axes; returns the output array (a dict if several).
+
+        Parameters
+        ----------
+        image
+            The image, or a dict input id -> image for a model with several inputs.
+        axes
+            The image's axes, e.g. ``"yx"``, ``"yxc"``, ``"zyx"`` (a dict for several inputs).
+            Needed unless the image is 2-D (``"yx"``).
+        tile
+            Tile size: one int for every spatial axis, or a dict axis id -> size.
+            Default: the largest tile that fits ``memory_budget``.
+        memory_budget
+            Bytes one forward pass may use (default: a quarter of the free memory).
+        """
+        prediction = self.predict_image(image, axes=axes, tile=tile, memory_budget=memory_budget,
+                                        progress=progress)
+        if len(prediction.outputs) == 1:
+            return next(iter(prediction.outputs.values()))
+        return prediction.outputs
+
+    def predict_image(self, image: np.ndarray | Mapping[str, np.ndarray], *,
+                      axes: str | Mapping[str, str] | None = None,
+                      tile: int | Mapping[str, int] | None = None, memory_budget: int | None = None,
+                      progress: ProgressCallback | None = None) -> Prediction:
+        """Like :meth:`predict`, returning a :class:`Prediction` with axes and notices."""
+        from microzoo.io.axes import map_from_model, map_to_model
+
+        images = self._per_input(image, "image")
+        axes_given = self._per_input(axes, "axes") if axes is not None else {}
+        tensors: dict[str, np.ndarray] = {}
+        mappings = {}
+        notices: list[str] = []
+        for tensor in self.descr.inputs:
+            tid = str(tensor.id)
+            data = np.asarray(images[tid])
+            image_axes = axes_given.get(tid) or _default_axes(data, tid)
+            model_axes = self.tensor_axes(tensor)
+            channels = _channel_count(tensor)
+            tensors[tid], mappings[tid] = map_to_model(data, image_axes, model_axes, channels=channels)
+            notices.extend(mappings[tid].notices)
+        raw_outputs, n_tiles = self._predict_tensors(tensors, tile=tile, memory_budget=memory_budget,
+                                                     progress=progress)
+        # outputs follow the layout of the first input (the usual single-input case)
+        reference = mappings[self.input_ids[0]]
+        outputs, out_axes = {}, {}
+        for tensor in self.descr.outputs:
+            tid = str(tensor.id)
+            outputs[tid], out_axes[tid] = map_from_model(raw_outputs[tid], self.tensor_axes(tensor), reference)
+        return Prediction(outputs=outputs, axes=out_axes, notices=tuple(dict.fromkeys(notices)),
+                          n_tiles=n_tiles)
+
+    def predict_tensors(self, inputs: Mapping[str, np.ndarray], *, tile: int | Mapping[str, int] | None = None,
+                        memory_budget: int | None = None, tiled: bool | None = None,
+                        progress: ProgressCallback | None = None) -> dict[str, np.ndarray]:
+        """Predict on tensors already in the model's axes (as the test tensors are).
+
+        ``tiled=False`` runs every input whole in one forward (the inputs must be valid sizes);
+        ``tiled=True`` always tiles; by default inputs run whole when they can.
+        """
+        outputs, _ = self._predict_tensors(inputs, tile=tile, memory_budget=memory_budget,
+                                           tiled=tiled, progress=progress)
+        return outputs
+
+    # --- the pipeline ----------------------------------------------------------------------
+
+    def _predict_tensors(self, inputs: Mapping[str, np.ndarray], *, tile: int | Mapping[str, int] | None,
+                         memory_budget: int | None, tiled: bool | None = None,
+                         progress: ProgressCallback | None = None) -> tuple[dict[str, np.ndarray], int]:
+        from microzoo.runtime.ops import bind_ops
+
+        raw = {tid: np.asarray(inputs[tid]) for tid in self.input_ids if tid in inputs}
+        missing = [tid for tid in self.input_ids if tid not in raw]
+        if missing:
+            raise ImageError(f"the model needs the input(s) {', '.join(missing)}; give one image per input")
+        for tensor in self.descr.inputs:
+            _check_content(raw[str(tensor.id)], str(tensor.id), self.tensor_axes(tensor))
+        sample = {tid: (raw[tid], self.tensor_axes(t)) for tid, t in zip(self.input_ids, self.descr.inputs)}
+        processed = {}
+        for tensor in self.descr.inputs:
+            tid = str(tensor.id)
+            pipeline = bind_ops(tensor.preprocessing, raw[tid], self.tensor_axes(tensor), sample=sample)
+            processed[tid] = np.ascontiguousarray(pipeline(raw[tid]))
+
+        shapes = {tid: dict(zip(self.tensor_axes(t), processed[tid].shape))
+                  for tid, t in zip(self.input_ids, self.descr.inputs)}
+        budget = memory_budget or default_memory_budget()
+        if tiled is False or (tiled is None and self._runs_whole(shapes, budget, tile)):
+            if progress:
+                progress(0, 1, "predicting")
+            results = self.engine.forward(*(processed[tid] for tid in self.input_ids))
+            raw_outputs = dict(zip(self.output_ids, results))
+            n_tiles = 1
+            if progress:
+                progress(1, 1, "predicting")
+        else:
+            from microzoo.runtime.tiling import plan_tiles
+
+            plan = plan_tiles(self.geometry, shapes, tile=_tile_request(tile, shapes), memory_budget=budget)
+            raw_outputs = self._run_plan(plan, processed, progress)
+            n_tiles = plan.n_tiles
+
+        outputs = {}
+        post_sample = dict(sample)
+        post_sample.update({tid: (raw_outputs[tid], self.tensor_axes(t))
+                            for tid, t in zip(self.output_ids, self.descr.outputs)})
+        for tensor in self.descr.outputs:
+            tid = str(tensor.id)
+            pipeline = bind_ops(tensor.postprocessing, raw_outputs[tid], self.tensor_axes(tensor),
+                                sample=post_sample)
+            outputs[tid] = pipeline(raw_outputs[tid])
+        return outputs, n_tiles
+
+    def _runs_whole(self, shapes: Mapping[str, Mapping[str, int]], budget: int,
+                    tile: int | Mapping[str, int] | None) -> bool:
+        """Whether every input is a valid input size as it is and fits the budget."""
+        from microzoo.runtime.tiling import is_valid_input_shape, estimate_forward_bytes
+
+        if tile is not None:
+            return False
+        return is_valid_input_shape(self.geometry, shapes) and estimate_forward_bytes(self.geometry, shapes) <= budget
+
+    def _run_plan(self, plan: Any, processed: Mapping[str, np.ndarray],
+                  progress: ProgressCallback | None) -> dict[str, np.ndarray]:
+        from microzoo.runtime.tiling import extract_tile
+
+        outputs: dict[str, np.ndarray] = {}
+        tiles = list(plan.tiles)
+        batch = max(1, int(plan.batch_size))
+        batch_axis = {tid: _batch_index(self.tensor_axes(t)) for tid, t in
+                      zip(self.input_ids + self.output_ids, list(self.descr.inputs) + list(self.descr.outputs))}
+        for start in range(0, len(tiles), batch):
+            group = tiles[start:start + batch]
+            if progress:
+                progress(start, len(tiles), "predicting tiles")
+            arrays = []
+            for tid in self.input_ids:
+                pieces = [extract_tile(processed[tid], t.inputs[tid]) for t in group]
+                axis = batch_axis[tid]
+                arrays.append(np.concatenate(pieces, axis=axis) if axis is not None and len(pieces) > 1
+                              else pieces[0])
+            results = self.engine.forward(*arrays)
+            for tid, result in zip(self.output_ids, results):
+                if tid not in outputs:
+                    shape = tuple(plan.output_shapes[tid][a] for a in self._out_axes(tid))
+                    outputs[tid] = np.zeros(shape, dtype=result.dtype)
+                axis = batch_axis[tid]
+                for k, t in enumerate(group):
+                    inner_in_tile, inner_in_output = t.outputs[tid]
+                    piece = result if axis is None else np.take(result, [k], axis=axis)
+                    outputs[tid][inner_in_output] = piece[inner_in_tile]
+        if progress:
+            progress(len(tiles), len(tiles), "predicting tiles")
+        return outputs
+
+    def _out_axes(self, tid: str) -> tuple[str, ...]:
+        return self.tensor_axes(self.descr.outputs[self.output_ids.index(tid)])
+
+    def _per_input(self, value: Any, what: str) -> dict[str, Any]:
+        if isinstance(value, Mapping):
+            unknown = set(value) - set(self.input_ids)
+            if unknown:
+                raise ImageError(f"unknown input(s) {', '.join(sorted(unknown))} in {what}; "
+                                 f"the model's inputs are {', '.join(self.input_ids)}")
+            return dict(value)
+        if len(self.input_ids) != 1:
+            raise ImageError(f"this model has {len(self.input_ids)} inputs ({', '.join(self.input_ids)}): "
+                             f"give the {what} as a dict input id -> {what}")
+        return {self.input_ids[0]: value}
+
+
+def default_memory_budget() -> int:
+    """Bytes a forward pass may use by default: a quarter of the available memory, at most 8 GiB."""
+    env = os.environ.get("MICROZOO_MEMORY_BUDGET")
+    if env:
+        return parse_bytes(env)
+    try:
+        import psutil
+
+        available = int(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover
+        available = 8 << 30
+    return int(min(available // 4, 8 << 30))
+
+
+def parse_bytes(text: str) -> int:
+    """Parse a size such as ``"2GB"``, ``"512MiB"``, ``"1e9"``."""
+    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+             "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30}
+    stripped = text.strip().lower().replace(" ", "")
+    number = stripped.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = stripped[len(number):]
+    try:
+        return int(float(number) * units[unit])
+    except (ValueError, KeyError) as error:
+        raise MicrozooError(f"cannot read '{text}' as a size: write e.g. 2GB, 512MiB or 1e9") from error
+
+
+def _default_axes(data: np.ndarray, tid: str) -> str:
+    if data.ndim == 2:
+        return "yx"
+    from microzoo.errors import AxesError
+
+    raise AxesError(
+        f"the image for input '{tid}' has {data.ndim} dimensions {data.shape}: say which axes they are, "
+        "e.g. axes='zyx', 'cyx' or 'yxc' (on the command line: --axes)"
+    )
+
+
+def _channel_count(tensor: Any) -> int | None:
+    for axis in tensor.axes:
+        if str(axis.type) == "channel":
+            return len(axis.channel_names)
+    return None
+
+
+def _batch_index(axes: Sequence[str]) -> int | None:
+    return axes.index("batch") if "batch" in axes else None
+
+
+def _tile_request(tile: int | Mapping[str, int] | None, shapes: Mapping[str, Mapping[str, int]]) -> dict[str, int] | None:
+    if tile is None or isinstance(tile, Mapping):
+        return dict(tile) if tile else None
+    spatial = {a for s in shapes.values() for a in s if a not in ("batch", "channel", "index")}
+    return {a: int(tile) for a in spatial}
+
+
+def _check_content(data: np.ndarray, tid: str, axes: Sequence[str]) -> None:
+    if data.ndim != len(axes):
+        raise ImageError(f"input '{tid}' has {data.ndim} dimensions {data.shape}, the model expects "
+                         f"{len(axes)} ({', '.join(axes)})")
+    if data.size == 0:
+        raise ImageError(f"input '{tid}' is empty (shape {data.shape})")
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).any():
+        raise ImageError(f"input '{tid}' holds no finite values (all NaN or infinite): check the image "
+                         "file, or the channel/slice you chose")

@@ -126,7 +126,7 @@ def check_axes(axes: str, *, ndim: int | None = None, name: str = "the image") -
 
 
 def letters_to_ids(axes: str) -> tuple[str, ...]:
-    """Axis ids of a model description for axes letters: ``"bcyx"`` -> ``("batch", "channel", "y", "x")``.
+    """Axis ids of a model description for axes letters.
 
     >>> letters_to_ids("bcyx")
     ('batch', 'channel', 'y', 'x')

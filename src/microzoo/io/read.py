@@ -43,6 +43,7 @@ _TIME_TO_SECONDS = {"s": 1.0, "second": 1.0, "sec": 1.0, "ms": 1e-3, "millisecon
 # tifffile's axes codes; S (samples) is a channel axis, others (I, Q, ...) are unknown
 _TIFF_LETTERS = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
 _NGFF_LETTERS = {"t": "t", "time": "t", "c": "c", "channel": "c", "z": "z", "y": "y", "x": "x"}
+OME_AXES_TAG = "microzoo axes="  # the OME Description write_image stores
 _AXES_HINT = "letters: b batch, i index, c channel, t time, z y x space"
 
 
@@ -172,9 +173,8 @@ def _read_tiff(path: Path) -> tuple[Any, str | None, dict[str, float] | None, st
         series = tif.series[0]
         if tif.is_ome and tif.ome_metadata:
             pixels, description = _ome_pixels(tif.ome_metadata)
-            own = description.removeprefix("microzoo axes=") if description else ""
-            if description.startswith("microzoo axes=") and own:
-                data, axes = _own_ome_layout(series, own)
+            if description.startswith(OME_AXES_TAG):
+                data, axes = _own_ome_layout(series, description.removeprefix(OME_AXES_TAG))
             else:
                 data, axes = series.asarray(), _tiff_axes(series.axes)
             pixel_size, unit = _ome_pixel_size(pixels)
@@ -193,9 +193,12 @@ def _tiff_axes(codes: str) -> str | None:
     return "".join(letters)  # type: ignore[arg-type]
 
 
-def _own_ome_layout(series: Any, axes: str) -> tuple[np.ndarray, str]:
+def _own_ome_layout(series: Any, axes: str) -> tuple[np.ndarray, str | None]:
     """Restore the axes order and singleton axes of an OME-TIFF that microzoo wrote."""
-    axes = check_axes(axes)
+    try:
+        axes = check_axes(axes)
+    except AxesError:
+        return series.asarray(), _tiff_axes(series.axes)
     data = series.asarray(squeeze=False)
     codes = series.get_axes(False)
     modulo = next((a for a in axes if a in "bi"), None)
@@ -203,7 +206,7 @@ def _own_ome_layout(series: Any, axes: str) -> tuple[np.ndarray, str]:
     keep = [i for i, a in enumerate(letters) if a in axes]
     drop = tuple(i for i, a in enumerate(letters) if a not in axes)
     if sorted(letters[i] for i in keep) != sorted(axes) or any(data.shape[i] != 1 for i in drop):
-        return series.asarray(), _tiff_axes(series.axes) or ""
+        return series.asarray(), _tiff_axes(series.axes)
     data = data.squeeze(axis=drop)
     cur = "".join(letters[i] for i in keep)
     return data.transpose([cur.index(a) for a in axes]), axes
@@ -296,10 +299,7 @@ def _read_zarr(path: Path) -> tuple[Any, str | None, dict[str, float] | None, st
     multiscale = meta["multiscales"][0]
     dataset = multiscale["datasets"][0]
     data = node[dataset["path"]]
-    names = [a["name"] if isinstance(a, Mapping) else str(a) for a in multiscale.get("axes", [])]
-    types = [a.get("type") if isinstance(a, Mapping) else None for a in multiscale.get("axes", [])]
-    letters = [_NGFF_LETTERS.get(n.lower()) or _NGFF_LETTERS.get(str(t)) for n, t in zip(names, types)]
-    axes = "".join(letters) if names and None not in letters and len(set(letters)) == len(letters) else None  # type: ignore[arg-type]
+    axes = _ngff_axes(multiscale.get("axes", []))
     scale = np.ones(data.ndim)
     for transforms in (dataset.get("coordinateTransformations", []),
                        multiscale.get("coordinateTransformations", [])):  # fmt: skip
@@ -322,6 +322,18 @@ def _read_zarr(path: Path) -> tuple[Any, str | None, dict[str, float] | None, st
     if unit is None and np.all(scale == 1.0):
         return data, axes, None, None  # the default scale: the file gives no pixel size
     return data, axes, sizes or None, unit
+
+
+def _ngff_axes(entries: Sequence[Any]) -> str | None:
+    """Our letters for OME-NGFF axes (dicts in 0.4+, names in 0.3), or None if unknown."""
+    letters = []
+    for entry in entries:
+        name = str(entry["name"] if isinstance(entry, Mapping) else entry).lower()
+        kind = str(entry.get("type")) if isinstance(entry, Mapping) else ""
+        letters.append(_NGFF_LETTERS.get(name) or _NGFF_LETTERS.get(kind))
+    if not letters or None in letters or len(set(letters)) != len(letters):
+        return None
+    return "".join(letters)  # type: ignore[arg-type]
 
 
 def find_images(inputs: Sequence[str]) -> list[Path]:
@@ -352,8 +364,9 @@ def find_images(inputs: Sequence[str]) -> list[Path]:
             raise ImageError(f"input {item!r} does not exist; check the path")
         if not matches:
             raise ImageError(
-                f"no images found for input {item!r}; give image files ({', '.join(IMAGE_SUFFIXES)}), "
-                "a folder that holds them, or a pattern such as 'images/*.tif'"
+                f"no images found for input {item!r}; give image files "
+                f"({', '.join(IMAGE_SUFFIXES)}), a folder that holds them, or a pattern such "
+                "as 'images/*.tif'"
             )
         found.extend(p for p in matches if p not in found)
     return found

@@ -19,7 +19,7 @@ import numpy as np
 from microzoo.errors import OutputError
 from microzoo.io.atomic import atomic_output
 from microzoo.io.axes import check_axes
-from microzoo.io.read import image_format, normalize_unit
+from microzoo.io.read import OME_AXES_TAG, image_format, normalize_unit
 
 __all__ = ["write_image"]
 
@@ -90,7 +90,9 @@ def write_image(
     return path
 
 
-def _write_tiff(tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float], unit: str) -> None:
+def _write_tiff(
+    tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float], unit: str
+) -> None:
     import tifffile
 
     if "b" in axes and "i" in axes:
@@ -103,7 +105,7 @@ def _write_tiff(tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float]
     stored = np.ascontiguousarray(array.transpose([axes.index(a) for a in order]))
     metadata: dict[str, Any] = {
         "axes": "".join(_OME_CODES[a] for a in order),
-        "Description": f"microzoo axes={axes}",
+        "Description": f"{OME_AXES_TAG}{axes}",
     }
     for letter in "zyx":
         if letter in sizes:
@@ -121,7 +123,9 @@ def _write_tiff(tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float]
         ) from exc
 
 
-def _write_png(tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float], unit: str) -> None:
+def _write_png(
+    tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float], unit: str
+) -> None:
     import imageio.v3 as iio
 
     ok_axes = axes == "yx" or (axes == "yxc" and array.shape[-1] in (3, 4))
@@ -135,12 +139,16 @@ def _write_png(tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float],
     iio.imwrite(tmp, array, extension=".png")
 
 
-def _write_npy(tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float], unit: str) -> None:
+def _write_npy(
+    tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float], unit: str
+) -> None:
     with open(tmp, "wb") as f:
         np.save(f, array, allow_pickle=False)
 
 
-def _write_zarr(tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float], unit: str) -> None:
+def _write_zarr(
+    tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float], unit: str
+) -> None:
     """OME-NGFF 0.4 in Zarr format 2: one resolution level ``0``."""
     import zarr
 

@@ -203,8 +203,11 @@ class Pipeline:
         position = _resolve_where(where, x.shape, self.shape, self.axes)
         fit = _fitter(x.shape, position, self.axes, self.names)
         for name, step in zip(self.names, self.steps):
-            if isinstance(step, _Softmax):
-                _check_whole(step.axis, x.shape, position, self.shape, self.axes, name)
+            if isinstance(step, _Softmax) and x.shape[step.axis] != self.shape[step.axis]:
+                axis = self.axes[step.axis]
+                raise ProcessingError(
+                    f"{name} runs along {axis!r} and needs all {self.shape[step.axis]} positions "
+                    f"of it, but the tile has {x.shape[step.axis]}; do not tile along {axis!r}")
             x = step(x, fit)
         return x.copy() if x is array else x
 
@@ -249,28 +252,14 @@ def _fitter(shape: tuple[int, ...], position: tuple[slice, ...] | None,
     return fit
 
 
-def _check_whole(axis: int, shape: tuple[int, ...], position: tuple[slice, ...] | None,
-                 full: tuple[int, ...], axes: tuple[str, ...], name: str) -> None:
-    if shape[axis] != full[axis] or (position is not None and position[axis].start != 0):
-        raise ProcessingError(
-            f"{name} runs along {axes[axis]!r} and needs all {full[axis]} positions of it, but "
-            f"the tile has {shape[axis]}; do not tile along {axes[axis]!r}")
-
-
 # --- binding: statistics on the whole tensor ------------------------------------------------
 
-_STAT_OPS = (v0_5.ZeroMeanUnitVarianceDescr, v0_5.ScaleMeanVarianceDescr)
-
-
 def _needs_own_stats(op: object) -> bool:
-    kwargs = getattr(op, "kwargs", None)
-    if isinstance(op, _STAT_OPS):
-        return True
-    if isinstance(op, v0_5.ScaleRangeDescr):
-        return kwargs is None or kwargs.reference_tensor is None
-    if isinstance(op, v0_5.ClipDescr):
-        return kwargs.min_percentile is not None or kwargs.max_percentile is not None
-    return False
+    """Whether ``op`` takes statistics from the tensor it processes."""
+    kw = getattr(op, "kwargs", None)
+    return (isinstance(op, (v0_5.ZeroMeanUnitVarianceDescr, v0_5.ScaleMeanVarianceDescr))
+            or isinstance(op, v0_5.ScaleRangeDescr) and kw.reference_tensor is None
+            or isinstance(op, v0_5.ClipDescr) and (kw.min_percentile, kw.max_percentile) != (None, None))
 
 
 def bind_ops(ops: Sequence[ProcessingDescr], data: np.ndarray, axes: Sequence[str], *,
@@ -339,15 +328,15 @@ def _bind(op: object, x: np.ndarray, axes: tuple[str, ...],
         return _Affine(mul=gain, add=offset)
     if isinstance(op, v0_5.ScaleRangeDescr):
         ref, ref_axes = _reference(kw.reference_tensor, x, axes, sample, name)
-        red = _reduced(kw.axes, ref_axes, name, ref.shape)
+        red = _reduced(kw.axes, ref_axes, name)
         low, high = _quantiles(ref, (kw.min_percentile / 100, kw.max_percentile / 100), red, "linear")
         low, high = (_align(v, ref_axes, axes, x.shape, name) for v in (low, high))
         return _Affine(sub=low, div=_frozen(high - low + kw.eps))
     if isinstance(op, v0_5.ScaleMeanVarianceDescr):
-        red = _reduced(kw.axes, axes, name, x.shape)
+        red = _reduced(kw.axes, axes, name)
         mean, std = _mean_std(x, red)
         ref, ref_axes = _reference(kw.reference_tensor, x, axes, sample, name)
-        ref_mean, ref_std = _mean_std(ref, _reduced(kw.axes, ref_axes, name, ref.shape))
+        ref_mean, ref_std = _mean_std(ref, _reduced(kw.axes, ref_axes, name))
         ref_mean, ref_std = (_align(v, ref_axes, axes, x.shape, name) for v in (ref_mean, ref_std))
         return _Affine(sub=mean, div=_frozen(std + kw.eps), mul=_frozen(ref_std + kw.eps), add=ref_mean)
     if isinstance(op, v0_5.SigmoidDescr):
@@ -355,7 +344,7 @@ def _bind(op: object, x: np.ndarray, axes: tuple[str, ...],
     if isinstance(op, v0_5.SoftmaxDescr):
         return _Softmax(_axis_index(kw.axis, axes, name))
     if isinstance(op, v0_5.ZeroMeanUnitVarianceDescr):
-        mean, std = _mean_std(x, _reduced(kw.axes, axes, name, x.shape))
+        mean, std = _mean_std(x, _reduced(kw.axes, axes, name))
         return _Affine(sub=mean, div=_frozen(std + kw.eps))
     raise ProcessingError(
         f"processing op {name!r} ({describe_op(op)}) is not supported by microzoo: only the "
@@ -368,7 +357,7 @@ def _bind_clip(kw: v0_5.ClipKwargs, x: np.ndarray, axes: tuple[str, ...], name: 
     high = None if kw.max is None else _scalar(kw.max, x.ndim)
     if kw.min_percentile is None and kw.max_percentile is None:
         return _Clip(low, high)
-    red = _reduced(kw.axes, axes, name, x.shape)
+    red = _reduced(kw.axes, axes, name)
     method = "linear" if kw.axes is None or "batch" in map(str, kw.axes) else "inverted_cdf"
     qs = [p / 100 for p in (kw.min_percentile, kw.max_percentile) if p is not None]
     values = _quantiles(x, qs, red, method)
@@ -412,12 +401,10 @@ def _along(values: Sequence[float], axis: object, axes: tuple[str, ...], shape: 
             f"{name} gives {len(values)} {what} value(s) along {str(axis)!r} but the tensor has "
             f"{shape[i]} there; give one value per entry of {str(axis)!r} in the description, or "
             "data with that many entries")
-    out = np.ones((1,) * len(shape))
-    return _frozen(out * np.asarray(values).reshape([-1 if j == i else 1 for j in range(len(shape))]))
+    return _frozen(np.reshape(values, [-1 if j == i else 1 for j in range(len(shape))]))
 
 
-def _reduced(reduce: Sequence[object] | None, axes: tuple[str, ...], name: str,
-             shape: tuple[int, ...]) -> tuple[int, ...]:
+def _reduced(reduce: Sequence[object] | None, axes: tuple[str, ...], name: str) -> tuple[int, ...]:
     if reduce is None:
         return tuple(range(len(axes)))
     missing = [str(a) for a in reduce if str(a) not in axes]

@@ -165,6 +165,10 @@ def test_ensure_dtype_clips_out_of_range():
     ints = np.array([-5, 70000], dtype="int32")
     op16 = m.EnsureDtypeDescr(kwargs=m.EnsureDtypeKwargs(dtype="int16"))
     assert bind_ops([op16], ints, ("x",))(ints).tolist() == [-5, 32767]
+    big = np.array([1e30, -1e30, 2.0**40], dtype="float64")
+    op64 = m.EnsureDtypeDescr(kwargs=m.EnsureDtypeKwargs(dtype="int64"))
+    out = bind_ops([op64], big, ("x",))(big)
+    assert out[0] > 2**62 and out[1] == np.iinfo(np.int64).min and out[2] == 2**40
 
 
 def test_eps_is_honoured():

@@ -121,15 +121,16 @@ class _Cast:
     dtype: np.dtype
 
     def __call__(self, x: np.ndarray, fit: _Fit) -> np.ndarray:
-        if self.dtype.kind in "iu" and x.dtype.kind in "fciub" and x.dtype != self.dtype:
-            info = np.iinfo(self.dtype)
-            if x.dtype.kind in "fc":
-                y = np.nan_to_num(np.trunc(x.real.astype(np.float64)), nan=0.0)
-                return np.clip(y, info.min, info.max).astype(self.dtype)
-            if x.dtype.kind != "b":
-                return np.clip(x, max(info.min, np.iinfo(x.dtype).min),
-                               min(info.max, np.iinfo(x.dtype).max)).astype(self.dtype)
         with np.errstate(over="ignore", invalid="ignore"):
+            if self.dtype.kind in "iu" and x.dtype.kind in "fc":  # truncate, NaN -> 0, clip
+                info, high = np.iinfo(self.dtype), float(np.iinfo(self.dtype).max)
+                if int(high) > info.max:  # (u)int64: the largest float below the bound
+                    high = np.nextafter(high, -np.inf)
+                y = np.nan_to_num(np.trunc(x.real.astype(np.float64)), nan=0.0)
+                return np.clip(y, info.min, high).astype(self.dtype)
+            if self.dtype.kind in "iu" and x.dtype.kind in "iu" and x.dtype != self.dtype:
+                to, src = np.iinfo(self.dtype), np.iinfo(x.dtype)
+                return np.clip(x, max(to.min, src.min), min(to.max, src.max)).astype(self.dtype)
             return x.astype(self.dtype, copy=True)
 
 
@@ -156,16 +157,8 @@ _Step = Union[_Affine, _Binarize, _Clip, _Cast, _Sigmoid, _Softmax]
 class Pipeline:
     """Ops bound to one whole tensor; call it on that tensor or on any tile of it.
 
-    Attributes
-    ----------
-    axes
-        Axis ids of the tensor, e.g. ``("batch", "channel", "y", "x")``.
-    shape
-        Shape of the whole tensor the statistics were computed on.
-    steps
-        The bound ops, in order.
-    names
-        The op ids, one per step.
+    ``axes`` and ``shape`` are those of the whole tensor the statistics were computed on;
+    ``steps`` are the bound ops in order and ``names`` their op ids.
     """
 
     axes: tuple[str, ...]

@@ -1,0 +1,336 @@
+"""The evaluation report: one self-contained HTML file, and the per-image CSV.
+
+Figures are drawn with matplotlib (no pyplot state), embedded as base64 PNG; the CSS is
+inline; nothing is fetched from anywhere, so the file opens offline and can be mailed.
+:func:`render_report` also returns the numbers behind every figure, which
+:func:`microzoo.qc.evaluate.write_evaluation` stores in ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from microzoo.qc import metrics
+
+if TYPE_CHECKING:
+    from microzoo.qc.evaluate import Evaluation
+
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+_HOW_TO_READ = {
+    "restoration": "PSNR (dB) and SSIM: higher is better; NRMSE and MAE: lower is better. "
+    "'fitted' figures are computed after mapping each prediction onto its truth by a least-squares "
+    "scale and offset (a·pred + b), which forgives a global brightness or contrast difference; "
+    "compare methods on them when predictions and truth are scaled differently (normalised network "
+    "outputs, images stretched one by one). The error maps show |prediction − truth| on one colour "
+    "scale per row.",
+    "semantic": "IoU = overlap / union and Dice = 2·overlap / (truth + prediction) per class, from "
+    "pixel counts pooled over all images; mean IoU averages the classes. Error maps: red pixels got "
+    "the wrong class.",
+    "instances": "Objects are paired one-to-one by IoU (Hungarian assignment, as in StarDist); a pair "
+    "at or above the IoU threshold is a true positive (TP), an unpaired prediction a false positive "
+    "(FP), an unpaired true object a false negative (FN). F1 = 2TP/(2TP+FP+FN); accuracy = "
+    "TP/(TP+FP+FN) (the StarDist paper's AP); panoptic quality = summed IoU of the TPs / "
+    "(TP+FP/2+FN/2); mean accuracy averages accuracy over IoU 0.5 to 0.95. Counts are pooled over "
+    "images before dividing. Error maps: green = matched, red = false positive, blue = missed object.",
+    "detection": "Detected points are paired one-to-one with true points within the tolerance "
+    "(Hungarian assignment). Markers: green = matched, red × = false detection, blue ○ = missed point.",
+}
+
+
+def _fmt(value: float, metric: str = "") -> str:
+    if value is None or np.isnan(value):
+        return "–"
+    if np.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    digits = 2 if metric.startswith(("psnr", "mean_distance", "mae")) else 3
+    return f"{value:.{digits}f}"
+
+
+def _png(figure: Figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _colour(index: int) -> str:
+    return _COLOURS[index % len(_COLOURS)]
+
+
+# ---------------------------------------------------------------- plots of figures
+
+
+def _distributions(evaluation: Evaluation) -> tuple[str, dict]:
+    main = evaluation.main_metric
+    # the main metric first, then its kin (fitted beside fitted, raw beside raw)
+    others = sorted((m for m in evaluation.headline if m != main), key=lambda m: m.endswith("_fitted") != main.endswith("_fitted"))
+    shown = [main, *others][:4]
+    figure = Figure(figsize=(3.2 * len(shown), 3.2 + 0.15 * max(len(m) for m in evaluation.methods)))
+    rng = np.random.default_rng(0)
+    numbers = {}
+    for k, metric in enumerate(shown):
+        axes = figure.add_subplot(1, len(shown), k + 1)
+        values = [evaluation.per_image[m][metric] for m in evaluation.methods]
+        finite = [v[np.isfinite(v)] for v in values]
+        axes.boxplot(finite, showfliers=False, widths=0.5, medianprops={"color": "black"})
+        for i, v in enumerate(finite):
+            axes.plot(i + 1 + rng.uniform(-0.15, 0.15, v.size), v, "o", ms=3.5, alpha=0.7, color=_colour(i))
+        axes.set_xticks(range(1, len(values) + 1), evaluation.methods, rotation=30, ha="right")
+        better = "higher is better" if _higher(metric) else "lower is better"
+        axes.set_title(f"{metric}\n({better})", fontsize=10)
+        axes.grid(axis="y", alpha=0.3)
+        numbers[metric] = {m: v for m, v in zip(evaluation.methods, values)}
+    figure.tight_layout()
+    return _png(figure), numbers
+
+
+def _higher(metric: str) -> bool:
+    from microzoo.qc.evaluate import higher_is_better
+
+    return higher_is_better(metric)
+
+
+def _threshold_curves(evaluation: Evaluation) -> tuple[str, dict]:
+    thresholds = evaluation.settings["iou_thresholds"]
+    figure = Figure(figsize=(9, 3.4))
+    numbers = {}
+    for k, name in enumerate(("f1", "accuracy")):
+        axes = figure.add_subplot(1, 2, k + 1)
+        for i, method in enumerate(evaluation.methods):
+            estimates = [evaluation.summary[method][f"{name}@{t:g}"] for t in thresholds]
+            values = [e.value for e in estimates]
+            axes.plot(thresholds, values, "o-", ms=3, color=_colour(i), label=method)
+            axes.fill_between(thresholds, [e.low for e in estimates], [e.high for e in estimates], color=_colour(i), alpha=0.15)
+            numbers.setdefault(method, {"threshold": list(thresholds)})
+            numbers[method].update({name: values, f"{name}_low": [e.low for e in estimates], f"{name}_high": [e.high for e in estimates]})
+        axes.set_xlabel("IoU threshold")
+        axes.set_ylabel(name)
+        axes.set_ylim(0, 1.02)
+        axes.grid(alpha=0.3)
+        axes.set_title(f"{name} vs IoU threshold (band: 95% interval)", fontsize=10)
+    axes.legend(fontsize=8, loc="lower left")
+    figure.tight_layout()
+    return _png(figure), numbers
+
+
+# ---------------------------------------------------------------- image panels
+
+
+def _plane(array: np.ndarray, *, colour: bool = False) -> np.ndarray:
+    """A 2-D view for display: the middle plane of a volume, RGB kept when asked for."""
+    array = np.asarray(array)
+    if colour and array.ndim == 3 and array.shape[-1] in (3, 4):
+        return array[..., :3]
+    while array.ndim > 2:
+        array = array[array.shape[0] // 2]
+    return array
+
+
+def _stretch(array: np.ndarray) -> np.ndarray:
+    array = array.astype(float)
+    low, high = np.percentile(array, (1, 99.8))
+    return np.clip((array - low) / (high - low), 0, 1) if high > low else np.zeros_like(array)
+
+
+def _background(inputs, truth, index) -> np.ndarray:
+    """A grey RGB picture to draw errors on: the input if there is one, else black."""
+    if inputs is not None:
+        plane = _plane(inputs[index], colour=True)
+        grey = plane.mean(axis=-1) if plane.ndim == 3 else plane
+        if grey.shape == _plane(truth).shape:
+            return np.repeat(0.6 * _stretch(grey)[..., None], 3, axis=-1)
+    return np.zeros((*_plane(truth).shape, 3))
+
+
+def _instance_errors(truth, pred, background, threshold) -> np.ndarray:
+    matching = metrics.match_instances(truth, pred, thresholds=(threshold,))
+    truth, pred = _plane(truth), _plane(pred)
+    matched_true, matched_pred = matching.pairs[0][:, 0], matching.pairs[0][:, 1]
+    picture = background.copy()
+    layers = (
+        (np.isin(pred, matched_pred) & (pred > 0), (0.2, 0.8, 0.2)),
+        ((pred > 0) & ~np.isin(pred, matched_pred), (0.95, 0.15, 0.1)),
+        ((truth > 0) & ~np.isin(truth, matched_true), (0.2, 0.4, 1.0)),
+    )
+    for mask, colour in layers:
+        picture[mask] = 0.45 * picture[mask] + 0.55 * np.asarray(colour)
+    return picture
+
+
+def _panel(evaluation, index, reason, truths, predictions, inputs) -> str:
+    task, methods = evaluation.task, evaluation.methods
+    truth = truths[index]
+    columns = (1 if inputs is not None else 0) + 1 + 2 * len(methods)
+    figure = Figure(figsize=(2.3 * columns, 2.9))
+    axes = iter(figure.subplots(1, columns, squeeze=False)[0])
+    if inputs is not None:
+        ax = next(axes)
+        plane = _plane(inputs[index], colour=True)
+        ax.imshow(_stretch(plane), cmap="gray")
+        ax.set_title("input", fontsize=9)
+    background = _background(inputs, truth, index)
+
+    def show(ax, array, title):
+        if task == "restoration":
+            ax.imshow(_stretch(_plane(array)), cmap="gray")
+        elif task == "instances":
+            from skimage.color import label2rgb
+
+            ax.imshow(label2rgb(_plane(array), bg_label=0))
+        elif task == "semantic":
+            classes = evaluation.settings["classes"]
+            ax.imshow(_plane(array), cmap="tab10", vmin=min(classes), vmax=min(classes) + 9, interpolation="nearest")
+        else:
+            ax.imshow(background)
+            ax.plot(array[:, -1], array[:, -2], "o", ms=3, mfc="none", color="yellow")
+        ax.set_title(title, fontsize=9)
+
+    show(next(axes), truth, "truth")
+    if task == "restoration":
+        fitted = evaluation.main_metric.endswith("_fitted")
+        errors = [np.abs(_plane(metrics.affine_fit(p[index], truth) if fitted else p[index].astype(float)) - _plane(truth)) for p in predictions.values()]
+        vmax = max(float(np.percentile(e, 99.5)) for e in errors) or 1.0
+    for k, method in enumerate(methods):
+        pred = predictions[method][index]
+        value = _fmt(evaluation.per_image[method][evaluation.main_metric][index], evaluation.main_metric)
+        show(next(axes), pred, f"{method}\n{evaluation.main_metric} {value}")
+        ax = next(axes)
+        if task == "restoration":
+            image = ax.imshow(errors[k], cmap="magma", vmin=0, vmax=vmax)
+            if k == len(methods) - 1:
+                figure.colorbar(image, cax=ax.inset_axes([1.04, 0.0, 0.06, 1.0]))
+        elif task == "instances":
+            ax.imshow(_instance_errors(truth, pred, background, evaluation.settings["reported_at"]))
+        elif task == "semantic":
+            picture = background.copy()
+            wrong = _plane(pred) != _plane(truth)
+            picture[wrong] = (0.95, 0.15, 0.1)
+            ax.imshow(picture)
+        else:
+            matching = metrics.match_points(truth, pred, tolerance=evaluation.settings["tolerance"])
+            ax.imshow(background)
+            hit_true, hit_pred = matching.pairs[:, 0].astype(int), matching.pairs[:, 1].astype(int)
+            missed = np.setdiff1d(np.arange(len(truth)), hit_true)
+            false = np.setdiff1d(np.arange(len(pred)), hit_pred)
+            for points, style, colour in ((pred[hit_pred], "o", "#2ca02c"), (pred[false], "x", "#d62728"), (truth[missed], "o", "#4a7bff")):
+                if len(points):
+                    ax.plot(points[:, -1], points[:, -2], style, ms=5, mfc="none", color=colour)
+        ax.set_title(f"{method}: errors", fontsize=9)
+    for ax in figure.axes:
+        if ax.images or ax.lines:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    figure.suptitle(f"{evaluation.images[index]} ({reason})", fontsize=10, y=1.0)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _ranked_images(evaluation: Evaluation) -> list[int]:
+    """Image indices from worst to best by the main metric averaged over methods."""
+    metric = evaluation.main_metric
+    stack = np.stack([evaluation.per_image[m][metric] for m in evaluation.methods])
+    stack = np.where(np.isnan(stack), np.nan, np.clip(stack, -1e12, 1e12))
+    defined = ~np.isnan(stack)
+    mean = np.where(defined.any(axis=0), np.where(defined, stack, 0).sum(axis=0) / np.maximum(defined.sum(axis=0), 1), np.nan)
+    key = mean if _higher(metric) else -mean
+    order = np.argsort(np.where(np.isnan(key), np.inf, key), kind="stable")
+    return [int(i) for i in order if not np.isnan(key[i])]
+
+
+# ---------------------------------------------------------------- the document
+
+
+def render_report(
+    evaluation: Evaluation,
+    *,
+    truths: Sequence[np.ndarray],
+    predictions: Mapping[str, Sequence[np.ndarray]],
+    inputs: Sequence[np.ndarray] | None = None,
+    n_panels: int = 4,
+    n_worst: int = 8,
+) -> tuple[str, dict]:
+    """Render the report; return the HTML text and the numbers behind its figures."""
+    import jinja2
+
+    from microzoo import __version__
+
+    metric = evaluation.main_metric
+    ranked = _ranked_images(evaluation)
+    worst = [
+        {"image": evaluation.images[i], **{m: float(evaluation.per_image[m][metric][i]) for m in evaluation.methods}}
+        for i in ranked[:n_worst]
+    ]
+    chosen: dict[int, str] = {}
+    if ranked:
+        picks = [(ranked[0], "worst"), (ranked[1] if len(ranked) > 1 else ranked[0], "second worst"),
+                 (ranked[len(ranked) // 2], "median"), (ranked[-1], "best")]
+        for index, reason in picks:
+            chosen.setdefault(index, reason)
+    panels = [
+        {"image": evaluation.images[i], "reason": reason, "png": _panel(evaluation, i, reason, truths, predictions, inputs)}
+        for i, reason in list(chosen.items())[:n_panels]
+    ]
+    distribution_png, distribution_numbers = _distributions(evaluation)
+    curves_png, curve_numbers = _threshold_curves(evaluation) if evaluation.task == "instances" else (None, None)
+
+    summary_rows = []
+    for method in evaluation.methods:
+        cells = []
+        for name in evaluation.headline:
+            estimate = evaluation.summary[method][name]
+            values = [evaluation.summary[m][name].value for m in evaluation.methods]
+            defined = [v for v in values if not np.isnan(v)]
+            best = bool(defined) and len(evaluation.methods) > 1 and estimate.value == (max(defined) if _higher(name) else min(defined))
+            cells.append({"value": _fmt(estimate.value, name), "interval": f"[{_fmt(estimate.low, name)}, {_fmt(estimate.high, name)}]", "best": best})
+        summary_rows.append({"method": method, "cells": cells})
+    differences = [
+        {"pair": f"{d.first} − {d.second}", "metric": d.metric, "difference": _fmt(d.difference, d.metric),
+         "interval": f"[{_fmt(d.low, d.metric)}, {_fmt(d.high, d.metric)}]", "verdict": d.verdict, "decided": d.better is not None}
+        for d in evaluation.differences if d.metric == metric or len(evaluation.headline) <= 6
+    ]
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+    )
+    html = environment.get_template("report.html.j2").render(
+        evaluation=evaluation,
+        headline=[{"name": n, "arrow": "↑" if _higher(n) else "↓", "main": n == metric} for n in evaluation.headline],
+        summary_rows=summary_rows,
+        differences=differences,
+        how_to_read=_HOW_TO_READ[evaluation.task],
+        distribution_png=distribution_png,
+        curves_png=curves_png,
+        worst=[{"image": w["image"], "values": [_fmt(w[m], metric) for m in evaluation.methods]} for w in worst],
+        panels=panels,
+        settings=evaluation.settings,
+        version=__version__,
+        has_inputs=inputs is not None,
+    )
+    numbers = {
+        "distributions": distribution_numbers,
+        "worst_images": worst,
+        "panels": [{"image": p["image"], "reason": p["reason"]} for p in panels],
+    }
+    if curve_numbers is not None:
+        numbers["threshold_curves"] = curve_numbers
+    return html, numbers
+
+
+def write_csv(path: str | Path, evaluation: Evaluation) -> None:
+    """One row per image and method: every per-image figure, headline figures first."""
+    first = evaluation.per_image[evaluation.methods[0]]
+    columns = list(evaluation.headline) + sorted(set(first) - set(evaluation.headline))
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "method", *columns])
+        for method in evaluation.methods:
+            figures = evaluation.per_image[method]
+            for i, image in enumerate(evaluation.images):
+                writer.writerow([image, method, *("" if np.isnan(figures[c][i]) else f"{figures[c][i]:.6g}" for c in columns)])

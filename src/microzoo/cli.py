@@ -162,6 +162,68 @@ def predict(
                   f"{len(written)} output(s) in {out}")
 
 
+@app.command()
+def demo(out: Path = typer.Option(Path("demo-output"), "-o", "--out", help="Where to write the results.")) -> None:
+    """The main job on real data: test the zoo example model, predict nuclei on DSB2018 images."""
+    from microzoo.demo import run_demo
+
+    with _progress_bar("demo") as progress:
+        result = run_demo(out, progress=progress)
+    console = _console()
+    console.print(f"[bold]{result.model_name}[/]: reproduction test "
+                  + ("[green]passed[/]" if result.test_passed else "[red]FAILED[/]"))
+    for line in result.test_lines:
+        console.print(f"  {line}")
+    for notice in result.notices:
+        console.print(f"[yellow]note:[/] {notice}")
+    console.print(f"{len(result.outputs)} probability maps and overlays written to {out.resolve()}:")
+    for output, overlay in zip(result.outputs, result.overlays):
+        console.print(f"  {output.name}   {overlay.name}")
+    if not result.test_passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def evaluate(
+    pred: List[str] = typer.Option(..., "--pred", help="Folder of predictions; repeat as NAME=DIR for several methods."),
+    truth: Path = typer.Option(..., "--truth", help="Folder of ground truth, files named like the predictions."),
+    task: str = typer.Option(..., "--task", help="restoration, semantic, instances or detection."),
+    out: Path = typer.Option(..., "-o", "--out", help="Folder for metrics.json, per_image.csv and report.html."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of input images, shown in the report."),
+    data_range: Optional[float] = typer.Option(None, "--data-range", help="Restoration: value span for PSNR/SSIM (e.g. 255)."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Detection: matching distance in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+) -> None:
+    """Score predictions against ground truth, with 95% intervals, and write an HTML report."""
+    from rich.table import Table
+
+    from microzoo.errors import ConfigError
+    from microzoo.qc.evaluate import evaluate_folders
+
+    pred_dirs: dict[str, Path] = {}
+    for entry in pred:
+        name, _, folder = entry.rpartition("=") if "=" in entry else (Path(entry).name, "", entry)
+        if not name or name in pred_dirs:
+            raise ConfigError(f"--pred {entry}: give each method a distinct name, as --pred NAME=DIR")
+        pred_dirs[name] = Path(folder)
+    with _progress_bar("evaluating") as progress:
+        result = evaluate_folders(pred_dirs, truth, task=task, images_dir=images, out_dir=out,
+                                  data_range=data_range, tolerance=tolerance, seed=seed, progress=progress)
+    table = Table(title=f"{task}: {len(result.images)} images, 95% bootstrap intervals")
+    table.add_column("metric")
+    for method in result.methods:
+        table.add_column(method, justify="right")
+    for metric in result.headline:
+        cells = [result.summary[method][metric] for method in result.methods]
+        table.add_row(metric, *(f"{c.value:.3f} [{c.low:.3f}, {c.high:.3f}]" for c in cells))
+    console = _console()
+    console.print(table)
+    for difference in result.differences:
+        if difference.metric == result.main_metric:
+            console.print(f"{difference.first} vs {difference.second} on {difference.metric}: {difference.verdict}")
+    console.print(f"Report: {out / 'report.html'}")
+
+
 @app.callback()
 def _root() -> None:
     """Find, run, train, check and publish deep-learning models for microscopy."""

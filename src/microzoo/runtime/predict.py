@@ -224,12 +224,13 @@ class Model:
 
     def _runs_whole(self, shapes: Mapping[str, Mapping[str, int]], budget: int,
                     tile: int | Mapping[str, int] | None) -> bool:
-        """Whether every input is a valid input size as it is and fits the budget."""
-        from microzoo.runtime.tiling import is_valid_input_shape, estimate_forward_bytes
+        """Whether every input is a valid input size as it is and one forward fits the budget."""
+        from microzoo.runtime.tiling import estimate_forward_bytes
 
-        if tile is not None:
+        if tile is not None or not _valid_as_is(self.geometry, shapes):
             return False
-        return is_valid_input_shape(self.geometry, shapes) and estimate_forward_bytes(self.geometry, shapes) <= budget
+        frozen = {tid: dict(s) for tid, s in shapes.items()}
+        return estimate_forward_bytes(frozen, frozen) <= budget
 
     def _run_plan(self, plan: Any, processed: Mapping[str, np.ndarray],
                   progress: ProgressCallback | None) -> dict[str, np.ndarray]:
@@ -238,6 +239,8 @@ class Model:
         outputs: dict[str, np.ndarray] = {}
         tiles = list(plan.tiles)
         batch = max(1, int(plan.batch_size))
+        # the description's padding mode, as bioimageio.core: symmetric unless the input says otherwise
+        pad_modes = {str(t.id): (str(t.pad.mode) if getattr(t, "pad", None) else "symmetric") for t in self.descr.inputs}
         batch_axis = {tid: _batch_index(self.tensor_axes(t)) for tid, t in
                       zip(self.input_ids + self.output_ids, list(self.descr.inputs) + list(self.descr.outputs))}
         for start in range(0, len(tiles), batch):
@@ -246,7 +249,7 @@ class Model:
                 progress(start, len(tiles), "predicting tiles")
             arrays = []
             for tid in self.input_ids:
-                pieces = [extract_tile(processed[tid], t.inputs[tid]) for t in group]
+                pieces = [extract_tile(processed[tid], t.inputs[tid], pad_mode=pad_modes[tid]) for t in group]
                 axis = batch_axis[tid]
                 arrays.append(np.concatenate(pieces, axis=axis) if axis is not None and len(pieces) > 1
                               else pieces[0])
@@ -345,3 +348,22 @@ def _check_content(data: np.ndarray, tid: str, axes: Sequence[str]) -> None:
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).any():
         raise ImageError(f"input '{tid}' holds no finite values (all NaN or infinite): check the image "
                          "file, or the channel/slice you chose")
+
+
+def _valid_as_is(geometry: Any, shapes: Mapping[str, Mapping[str, int]]) -> bool:
+    """Whether whole inputs of these shapes satisfy every input axis's size rule."""
+    from microzoo.runtime.geometry import FixedSize, ParameterizedSize, SizeReference
+
+    for tensor in geometry.inputs:
+        for axis in tensor.axes:
+            size, rule = shapes[tensor.id][axis.id], axis.size
+            if isinstance(rule, FixedSize) and size != rule.size:
+                return False
+            if isinstance(rule, ParameterizedSize) and not rule.is_valid(size):
+                return False
+            if isinstance(rule, SizeReference):
+                reference = geometry.tensor(rule.tensor_id).axis(rule.axis_id)
+                wanted = int(shapes[rule.tensor_id][rule.axis_id] * reference.scale / axis.scale) + rule.offset
+                if size != wanted:
+                    return False
+    return True

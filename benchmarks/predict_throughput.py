@@ -1,0 +1,196 @@
+"""Prediction throughput of microzoo against bioimageio.core and the bare engine, on real data.
+
+    .venv/bin/python benchmarks/predict_throughput.py [--sizes 2048 4096] [--formats onnx torchscript]
+
+For each image size (a mosaic of DSB2018 fluorescence test images) and weight format it prints
+megapixels per second of:
+- the bare engine limit: pixels / (tiles the model's sizes force x median time of one bare forward
+  of a 512x512 tile with onnxruntime / torch.jit directly);
+- microzoo and bioimageio.core, prediction alone (in this process, model already loaded);
+- microzoo and bioimageio.core, the whole process as a user runs it (start-up, loading, reading,
+  predicting, writing: `microzoo predict` against benchmarks/_core_predict.py), with peak memory;
+and the ratios ours / bare limit (target >= 0.95) and ours / core (target >= 1.1 for the whole
+process at 4096, never below 1.0 for prediction alone). Outputs of both must agree within the
+spec tolerance. Last, on a synthetic model with parameterized sizes, throughput against tile size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MICROZOO_SHARED_DATA", REPO.parent / "shared" / "data"))
+MODEL = DATA / "bmz" / "unet2d_nuclei_broad"
+BIN = Path(sys.executable).parent
+
+
+def mosaic(size: int) -> np.ndarray:
+    """A size x size uint8 image tiled from DSB2018 fluorescence test images (real nuclei)."""
+    import imageio.v3 as iio
+
+    pieces = []
+    for path in sorted((DATA / "dsb2018" / "test" / "images").glob("*.png")):
+        rgb = iio.imread(path)[..., :3].astype(np.float32)
+        if rgb.std(axis=-1).mean() < 1 and rgb.mean() < 60:  # grayscale, dark background
+            pieces.append(rgb[..., 0].astype(np.uint8)[:256, :256])
+    pieces = [p for p in pieces if p.shape == (256, 256)]
+    rows = []
+    k = 0
+    for _ in range(size // 256):
+        row = []
+        for _ in range(size // 256):
+            row.append(pieces[k % len(pieces)])
+            k += 1
+        rows.append(np.concatenate(row, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def bare_forward_seconds(weight_format: str, repeats: int = 7) -> float:
+    """Median seconds of one forward of a 1x1x512x512 tile with the framework alone."""
+    x = np.random.default_rng(0).standard_normal((1, 1, 512, 512)).astype(np.float32)
+    if weight_format == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(MODEL / "weights.onnx"), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        run = lambda: session.run(None, {name: x})  # noqa: E731
+    else:
+        import torch
+
+        module = torch.jit.load(str(MODEL / "weights.pt")).eval()
+        tensor = torch.from_numpy(x)
+
+        def run() -> None:
+            with torch.inference_mode():
+                module(tensor)
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def ours_predict_seconds(image: np.ndarray, weight_format: str) -> tuple[float, int, np.ndarray]:
+    import microzoo
+
+    model = microzoo.load_model(MODEL, weights=weight_format)
+    model.predict(image[:512, :512], axes="yx")  # warm up
+    start = time.perf_counter()
+    prediction = model.predict_image(image, axes="yx")
+    seconds = time.perf_counter() - start
+    return seconds, prediction.n_tiles, next(iter(prediction.outputs.values()))
+
+
+def core_predict_seconds(image: np.ndarray, weight_format: str) -> tuple[float, np.ndarray]:
+    from bioimageio.core import create_prediction_pipeline, predict
+    from bioimageio.spec import load_model_description
+
+    descr = load_model_description(MODEL / "bioimageio.yaml")
+    pipeline = create_prediction_pipeline(descr, weight_format=weight_format)
+    block = {"raw": {"batch": 1, "channel": 1, "y": 512, "x": 512}}
+    predict(model=pipeline, inputs={"raw": image[None, None, :512, :512].astype(np.float32)},
+            input_block_shape=block)  # warm up
+    start = time.perf_counter()
+    sample = predict(model=pipeline, inputs={"raw": image[None, None].astype(np.float32)}, input_block_shape=block)
+    seconds = time.perf_counter() - start
+    return seconds, np.squeeze(next(iter(sample.members.values())).data.values)
+
+
+def run_process(command: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, peak resident memory (MiB) and stdout of a command run as its own process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    stdout = process.stdout.read() if process.stdout else ""
+    stderr = process.stderr.read() if process.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024, stdout
+
+
+def mismatch_per_million(a: np.ndarray, b: np.ndarray, rtol: float = 1e-3, atol: float = 1e-3) -> float:
+    a, b = np.squeeze(a).astype(np.float64), np.squeeze(b).astype(np.float64)
+    return float((np.abs(a - b) > atol + rtol * np.abs(b)).sum() / b.size * 1e6)
+
+
+def parameterized_gain(workdir: Path) -> list[tuple[int, int, float]]:
+    """(tile, tiles, MPix/s) on a synthetic parameterized-size model, 2048x2048 image."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from _packages import build_parameterized  # the synthetic packages of the test suite
+
+    import microzoo
+
+    rdf = build_parameterized(workdir / "parameterized")
+    model = microzoo.load_model(rdf, weights="onnx")
+    image = mosaic(2048).astype(np.float32)
+    rows = []
+    for tile in (64, 128, 256, 512, 1024):
+        model.predict(image[:256, :256], axes="yx", tile=tile)
+        start = time.perf_counter()
+        prediction = model.predict_image(image, axes="yx", tile=tile)
+        seconds = time.perf_counter() - start
+        rows.append((tile, prediction.n_tiles, image.size / seconds / 1e6))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
+    parser.add_argument("--formats", nargs="+", default=["onnx", "torchscript"])
+    parser.add_argument("--skip-parameterized", action="store_true")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="microzoo-bench-"))
+    print(f"model: {MODEL.name}; machine: {os.cpu_count()} cores; work folder {workdir}")
+    for weight_format in args.formats:
+        forward = bare_forward_seconds(weight_format)
+        print(f"\n== {weight_format}: bare forward of one 512x512 tile: {forward * 1000:.1f} ms (median)")
+        for size in args.sizes:
+            image = mosaic(size)
+            path = workdir / f"mosaic_{size}.tif"
+            tifffile.imwrite(path, image)
+            pixels = image.size
+            ours_s, n_tiles, ours_out = ours_predict_seconds(image, weight_format)
+            core_s, core_out = core_predict_seconds(image, weight_format)
+            limit = pixels / (n_tiles * forward) / 1e6
+            ours_proc = run_process([str(BIN / "microzoo"), "predict", str(MODEL), str(path), "-o",
+                                     str(workdir / f"ours_{size}_{weight_format}.tif"), "--weights", weight_format])
+            core_proc = run_process([sys.executable, str(REPO / "benchmarks" / "_core_predict.py"), str(MODEL),
+                                     str(path), str(workdir / f"core_{size}_{weight_format}.tif"), weight_format])
+            agree = mismatch_per_million(ours_out, core_out)
+            agree_files = mismatch_per_million(tifffile.imread(workdir / f"ours_{size}_{weight_format}.tif"),
+                                               tifffile.imread(workdir / f"core_{size}_{weight_format}.tif"))
+            print(f"-- {size}x{size} ({pixels / 1e6:.1f} MPix), {n_tiles} tiles")
+            print(f"   bare-engine limit          {limit:6.2f} MPix/s")
+            print(f"   microzoo, prediction       {pixels / ours_s / 1e6:6.2f} MPix/s  ({ours_s:.1f} s)")
+            print(f"   bioimageio.core, predict.  {pixels / core_s / 1e6:6.2f} MPix/s  ({core_s:.1f} s)")
+            print(f"   microzoo, whole process    {pixels / ours_proc[0] / 1e6:6.2f} MPix/s  ({ours_proc[0]:.1f} s, "
+                  f"peak {ours_proc[1]:.0f} MiB)")
+            print(f"   core, whole process        {pixels / core_proc[0] / 1e6:6.2f} MPix/s  ({core_proc[0]:.1f} s, "
+                  f"peak {core_proc[1]:.0f} MiB)")
+            print(f"   ratio ours / bare limit    {pixels / ours_s / 1e6 / limit:6.3f}   (target >= 0.95)")
+            print(f"   ratio ours / core, predict {core_s / ours_s:6.3f}   (target >= 1.0)")
+            print(f"   ratio ours / core, process {core_proc[0] / ours_proc[0]:6.3f}   (target >= 1.1 at 4096)")
+            print(f"   outputs: {agree:.1f} mismatched per million in process, {agree_files:.1f} in the files "
+                  "(rtol 1e-3, atol 1e-3; allowed 100)")
+    if not args.skip_parameterized:
+        print("\n== synthetic model with parameterized sizes (min 32, step 16, halo 8), onnx, 2048x2048")
+        for tile, tiles, mpix in parameterized_gain(workdir):
+            print(f"   tile {tile:5d}: {tiles:5d} tiles, {mpix:7.2f} MPix/s")
+
+
+if __name__ == "__main__":
+    main()

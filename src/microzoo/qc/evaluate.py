@@ -434,11 +434,11 @@ def _pair_files(pred_dirs, truth_dir, images_dir):
     problems = []
     for key, files in folders.items():
         label = f"the predictions of {key[1]!r}" if isinstance(key, tuple) else "the input images"
-        for names, what in ((set(truth) - set(files), "lack"), (set(files) - set(truth), "have no truth for")):
+        for names, what in ((set(truth) - set(files), "lack names in the truth"), (set(files) - set(truth), "have names not in the truth")):
             if names:
                 shown = sorted(names)
                 listed = ", ".join(shown[:8]) + (f" and {len(shown) - 8} more" if len(shown) > 8 else "")
-                problems.append(f"{label} {what} {len(shown)}: {listed}")
+                problems.append(f"{label} {what} ({len(shown)}): {listed}")
     if problems:
         raise DataError("files are paired by name without extension, and some do not pair: " + "; ".join(problems) + ". Rename or remove them.")
     stems = sorted(truth)

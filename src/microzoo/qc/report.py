@@ -185,8 +185,8 @@ def _panel(evaluation, index, reason, truths, predictions, inputs) -> str:
 
             ax.imshow(label2rgb(_plane(array), bg_label=0))
         elif task == "semantic":
-            classes = evaluation.settings["classes"]
-            ax.imshow(_plane(array), cmap="tab10", vmin=min(classes), vmax=min(classes) + 9, interpolation="nearest")
+            index = np.searchsorted(evaluation.settings["classes"], _plane(array))  # class ids -> 0, 1, ...
+            ax.imshow(index, cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
         else:
             ax.imshow(background)
             ax.plot(array[:, -1], array[:, -2], "o", ms=3, mfc="none", color="yellow")

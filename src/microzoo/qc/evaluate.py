@@ -353,8 +353,12 @@ def evaluate(
     differences = []
     for first, second in itertools.combinations(predictions, 2):
         for metric in scorer.headline:
-            value = float(full[first][metric] - full[second][metric]) if np.isfinite(full[first][metric]) or np.isfinite(full[second][metric]) else float("nan")
-            low, high = _interval(boot[first][metric] - boot[second][metric]) if not np.isnan(value) else (float("nan"),) * 2
+            a, b = full[first][metric], full[second][metric]
+            if np.isinf(a) and np.isinf(b):  # two exact copies: nothing to tell apart
+                value, low, high = float("nan"), float("nan"), float("nan")
+            else:
+                value = float(a - b)
+                low, high = _interval(boot[first][metric] - boot[second][metric])
             better = None
             if low > 0 or high < 0:
                 better = first if (low > 0) == higher_is_better(metric) else second

@@ -130,11 +130,14 @@ class Group:
         assert n is not None
         d = self._stride(size)
         starts = [-self.halo + k * d for k in range(n)]
-        back = max(-self.halo, min(starts[-1], (self.whole + self.halo - size) // self.align * self.align))
-        if back < starts[-1] and all(
-            back * t.ratio + self.target_tile(t, size) - t.halo >= t.whole for t in self.targets
-        ):
-            starts[-1] = back
+        # move the last tile back inside the image as far as it still reaches the end
+        back = (self.whole + self.halo - size) // self.align * self.align
+        needed = max(
+            (ceil((t.whole - self.target_tile(t, size) + t.halo) / t.ratio) for t in self.targets),
+            default=starts[-1],
+        )
+        needed = -(-needed // self.align) * self.align
+        starts[-1] = min(starts[-1], max(back, needed, -self.halo))
         kept: dict[Key, list[tuple[int, int, int]]] = {}
         for t in self.targets:
             out = self.target_tile(t, size)

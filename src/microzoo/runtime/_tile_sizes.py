@@ -85,16 +85,16 @@ def batch_allowed(geometry: ModelGeometry, shapes: Mapping[str, object]) -> bool
     return bool(batch_axes) and all(a.size is None for a in batch_axes)
 
 
-def _first_k(ok: object, lo: int, limit: int = 1 << 40) -> int | None:
-    """The smallest k >= lo with ok(k), for ok monotone (False ... False True ... True)."""
+def _first_k(ok: Callable[[int], bool], lo: int, limit: int = 1 << 40) -> int | None:
+    """The smallest k in [lo, limit] with ok(k), for ok monotone (False ... False True ... True)."""
     hi, span = lo, 1
-    while not ok(hi):  # type: ignore[operator]
-        lo, hi, span = hi + 1, hi + span, span * 2
-        if hi > limit:
+    while not ok(hi):
+        if hi >= limit:
             return None
+        lo, hi, span = hi + 1, min(limit, hi + span), span * 2
     while lo < hi:
         mid = (lo + hi) // 2
-        if ok(mid):  # type: ignore[operator]
+        if ok(mid):
             hi = mid
         else:
             lo = mid + 1

@@ -87,11 +87,12 @@ class AxesMapping:
     squeezed_axes: str = ""
     added_axes: str = ""
     notices: tuple[str, ...] = ()
+    converted_to_gray: bool = False
 
     @property
     def input_had_channel(self) -> bool:
-        """Whether the image had a channel axis."""
-        return "c" in self.input_axes
+        """Whether the image had a channel axis of its own (RGB turned gray does not count)."""
+        return "c" in self.input_axes and not self.converted_to_gray
 
 
 def check_axes(axes: str, *, ndim: int | None = None, name: str = "the image") -> str:
@@ -196,7 +197,9 @@ def map_to_model(
     model = ids_to_letters(model_axes)
     notices: list[str] = []
 
+    n_notices = len(notices)
     array, cur = _match_channels(array, axes, model, channels, notices)
+    gray_from_rgb = len(notices) > n_notices  # the only notice _match_channels gives
 
     missing_space = [a for a in model if a in _SPATIAL and a not in cur]
     if missing_space:
@@ -246,6 +249,7 @@ def map_to_model(
         squeezed_axes=squeezed,
         added_axes="".join(a for a in added if a not in axes),
         notices=tuple(notices),
+        converted_to_gray=gray_from_rgb,
     )
     return array, mapping
 
@@ -335,8 +339,7 @@ def map_from_model(
         a
         for a in cur
         if array.shape[cur.index(a)] == 1
-        and a not in mapping.input_axes
-        and (a != "c" or not mapping.input_had_channel)
+        and (not mapping.input_had_channel if a == "c" else a not in mapping.input_axes)
     ]
     if drop:
         array = array.squeeze(axis=tuple(cur.index(a) for a in drop))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -123,7 +124,11 @@ class TorchscriptEngine:
         self._device = _torch_device(device)
         self.device = str(self._device)
         try:
-            self._module = torch.jit.load(str(path), map_location=self._device).eval()
+            with warnings.catch_warnings():
+                # torch 2.10+ deprecates TorchScript in favour of torch.export; the zoo format
+                # still ships TorchScript, so loading it is what we must do
+                warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=DeprecationWarning)
+                self._module = torch.jit.load(str(path), map_location=self._device).eval()
         except RuntimeError as error:
             raise PackageError(f"cannot load the TorchScript weights {path.name}: {error}") from error
 

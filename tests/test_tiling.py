@@ -107,6 +107,7 @@ def test_example_geometry(example_geometry: ModelGeometry) -> None:
     assert raw.axis("batch").size == FixedSize(1)
     assert out.axis("y").size == SizeReference("raw", "y", 0)
     assert out.axis("x").halo == 32
+    assert raw.pad_mode is None  # the description leaves padding to the runner
 
 
 @pytest.mark.parametrize(("size", "n_tiles"), [((4096, 4096), 100), ((2048, 2048), 25), ((1000, 700), 6)])

@@ -15,6 +15,7 @@ from math import ceil, floor, lcm
 
 from microzoo.errors import TilingError
 from microzoo.runtime.geometry import (
+    AxisGeometry,
     FixedSize,
     ModelGeometry,
     ParameterizedSize,
@@ -206,7 +207,10 @@ def _group(
         if k not in axes:
             continue
         if ref not in members or members[ref].ref is not None:
-            raise TilingError(f"input {k[0]!r} axis {k[1]!r} references an axis that is itself a reference")
+            raise TilingError(
+                f"input {k[0]!r} axis {k[1]!r} references an axis that is itself a reference: "
+                "the model description is invalid"
+            )
         rule = axes[k].size
         assert isinstance(rule, SizeReference)
         factor = _frac(axes[ref].scale) / _frac(axes[k].scale)
@@ -225,14 +229,21 @@ def _group(
     return group
 
 
-def _attach_targets(geometry: ModelGeometry, shapes: dict[str, dict[str, int]], group: Group, axes: dict) -> None:
+def _attach_targets(
+    geometry: ModelGeometry,
+    shapes: dict[str, dict[str, int]],
+    group: Group,
+    axes: dict[Key, AxisGeometry],
+) -> None:
     for out in geometry.outputs:
         found = 0
         for a in out.axes:
             rule = a.size
-            if not isinstance(rule, SizeReference) or (rule.tensor_id, rule.axis_id) not in group.members:
+            if not isinstance(rule, SizeReference):
                 continue
             ref = (rule.tensor_id, rule.axis_id)
+            if ref not in group.members:
+                continue
             factor = _frac(axes[ref].scale) / _frac(a.scale)
             whole = floor(shapes[ref[0]][ref[1]] * factor) + rule.offset
             if whole < 1:

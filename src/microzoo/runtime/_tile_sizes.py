@@ -38,7 +38,10 @@ def estimate_forward_bytes(
     return batch_size * elements * BYTES_PER_ELEMENT * ACTIVATION_FACTOR
 
 
-def check_shapes(geometry: ModelGeometry, input_shapes: Shapes) -> tuple[dict[str, dict[str, int]], int]:
+def check_shapes(
+    geometry: ModelGeometry, input_shapes: Shapes
+) -> tuple[dict[str, dict[str, int]], int]:
+    """Check the whole input shapes against the model; return them and the sample count."""
     inputs = {t.id: t for t in geometry.inputs}
     unknown = sorted(set(input_shapes) - set(inputs))
     missing = [t for t in inputs if t not in input_shapes and not inputs[t].optional]
@@ -69,7 +72,9 @@ def check_shapes(geometry: ModelGeometry, input_shapes: Shapes) -> tuple[dict[st
                     "select or convert the image's channels"
                 )
     if len(samples) > 1:
-        raise TilingError(f"the inputs have different batch sizes {sorted(samples)}: give them equal ones")
+        raise TilingError(
+            f"the inputs have different batch sizes {sorted(samples)}: give them equal ones"
+        )
     n_samples = samples.pop() if samples else 1
     for out in geometry.outputs:
         if n_samples > 1 and not any(a.kind == "batch" for a in out.axes):
@@ -81,6 +86,7 @@ def check_shapes(geometry: ModelGeometry, input_shapes: Shapes) -> tuple[dict[st
 
 
 def batch_allowed(geometry: ModelGeometry, shapes: Mapping[str, object]) -> bool:
+    """Whether the model takes several samples per forward pass (batch axes of any size)."""
     batch_axes = [a for t in geometry.inputs if t.id in shapes for a in t.axes if a.kind == "batch"]
     return bool(batch_axes) and all(a.size is None for a in batch_axes)
 
@@ -111,6 +117,7 @@ def choose_tile_sizes(
     strict: bool,
     batch_size: int,
 ) -> list[int]:
+    """Pick each group's tile size index k (see ``plan_tiles``); raise TilingError if none."""
     by_key = {g.key: g for g in groups}
     if unknown := sorted(set(tile) - set(by_key)):
         raise TilingError(
@@ -123,7 +130,10 @@ def choose_tile_sizes(
         limit = 0 if g.step == 0 else 1 << 40
         low = _first_k(lambda k: g.count(g.size(k)) is not None, 0, limit)
         if low is None:
-            raise TilingError(f"{name}: no tile size leaves output after cropping the halo (valid: {g.valid_sizes()})")
+            raise TilingError(
+                f"{name}: no tile size leaves output after cropping the halo "
+                f"(valid: {g.valid_sizes()})"
+            )
         cap = _first_k(lambda k: g.count(g.size(k)) == 1, low, limit)
         if g.must_whole and cap is None:
             raise TilingError(
@@ -136,7 +146,10 @@ def choose_tile_sizes(
             want = int(tile[g.key])
             if g.step == 0:
                 if want != g.first:
-                    raise TilingError(f"{name} has the fixed size {g.first}: set tile {g.key}={g.first} or leave it out")
+                    raise TilingError(
+                        f"{name} has the fixed size {g.first}: "
+                        f"set tile {g.key}={g.first} or leave it out"
+                    )
                 k = 0
             else:
                 k = max(0, -(-(want - g.first) // g.step))
@@ -170,7 +183,8 @@ def choose_tile_sizes(
 
     if not fits(0):
         if strict:
-            ins, outs = tile_shapes(geometry, shapes, groups, {g.key: g.size(k) for g, k in zip(groups, chosen)})
+            smallest = {g.key: g.size(k) for g, k in zip(groups, chosen)}
+            ins, outs = tile_shapes(geometry, shapes, groups, smallest)
             need = estimate_forward_bytes(ins, outs, batch_size=batch_size)
             raise TilingError(
                 f"the smallest possible forward pass needs about {need / 2**20:.0f} MiB, more than "
@@ -184,7 +198,9 @@ def choose_tile_sizes(
     return chosen
 
 
-def _static_size(geometry: ModelGeometry, shapes: Mapping[str, Mapping[str, int]], tensor_id: str, axis_id: str) -> int:
+def _static_size(
+    geometry: ModelGeometry, shapes: Mapping[str, Mapping[str, int]], tensor_id: str, axis_id: str
+) -> int:
     """Size of an output axis that does not follow a tiled axis (-1: data-dependent)."""
     axis = geometry.tensor(tensor_id).axis(axis_id)
     rule = axis.size
@@ -203,8 +219,12 @@ def _static_size(geometry: ModelGeometry, shapes: Mapping[str, Mapping[str, int]
 
 
 def tile_shapes(
-    geometry: ModelGeometry, shapes: dict[str, dict[str, int]], groups: list[Group], sizes: dict[str, int]
+    geometry: ModelGeometry,
+    shapes: dict[str, dict[str, int]],
+    groups: list[Group],
+    sizes: dict[str, int],
 ) -> tuple[Shapes, Shapes]:
+    """Per-tile shapes of all inputs and outputs for the driver tile ``sizes`` per group."""
     members = {k: (g, sizes[g.key]) for g in groups for k in g.members}
     targets = {t.key: (g, t, sizes[g.key]) for g in groups for t in g.targets}
     ins: dict[str, dict[str, int]] = {}
@@ -230,7 +250,10 @@ def tile_shapes(
     return freeze(ins), freeze(outs)
 
 
-def output_shapes(geometry: ModelGeometry, shapes: dict[str, dict[str, int]], groups: list[Group], n_samples: int) -> Shapes:
+def output_shapes(
+    geometry: ModelGeometry, shapes: dict[str, dict[str, int]], groups: list[Group], n_samples: int
+) -> Shapes:
+    """Whole output shapes (``-1``: data-dependent)."""
     targets = {t.key: t for g in groups for t in g.targets}
     return freeze({
         t.id: {
@@ -244,4 +267,5 @@ def output_shapes(geometry: ModelGeometry, shapes: dict[str, dict[str, int]], gr
 
 
 def freeze(shapes: Mapping[str, Mapping[str, int]]) -> Shapes:
+    """A read-only copy of per-tensor, per-axis shapes."""
     return MappingProxyType({t: MappingProxyType(dict(s)) for t, s in shapes.items()})

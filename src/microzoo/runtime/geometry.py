@@ -93,6 +93,8 @@ class TensorGeometry:
     id: str
     axes: tuple[AxisGeometry, ...]
     optional: bool = False
+    pad_mode: str | None = None
+    """An input's padding mode from the description (``pad``), None where it gives none."""
 
     @property
     def axis_ids(self) -> tuple[str, ...]:
@@ -136,13 +138,19 @@ def geometry_from_descr(descr: Any) -> ModelGeometry:
         Pure data, independent of bioimageio.spec.
     """
     return ModelGeometry(
-        inputs=tuple(_tensor(t, optional=bool(getattr(t, "optional", False))) for t in descr.inputs),
-        outputs=tuple(_tensor(t, optional=False) for t in descr.outputs),
+        inputs=tuple(_tensor(t) for t in descr.inputs),
+        outputs=tuple(_tensor(t) for t in descr.outputs),
     )
 
 
-def _tensor(t: Any, *, optional: bool) -> TensorGeometry:
-    return TensorGeometry(id=str(t.id), axes=tuple(_axis(a) for a in t.axes), optional=optional)
+def _tensor(t: Any) -> TensorGeometry:
+    pad = getattr(t, "pad", None)
+    return TensorGeometry(
+        id=str(t.id),
+        axes=tuple(_axis(a) for a in t.axes),
+        optional=bool(getattr(t, "optional", False)),
+        pad_mode=None if pad is None else str(pad.mode),
+    )
 
 
 def _axis(a: Any) -> AxisGeometry:

@@ -5,17 +5,15 @@ A pure computation over shapes. :func:`plan_tiles` turns a model's size rules
 the in-memory, streaming-Zarr and Dask predictors all follow the same plan.
 :func:`extract_tile` is the only function that touches data.
 
-One tile along one axis (the first tile, at the image origin)::
+Two neighbouring tiles along one axis, in whole-input coordinates::
 
-    input region (what the tile reads, in whole-input coordinates)
-    ┌ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─┐
-    ╷ halo  ╷                          ╷  halo  ╷
-    ╷(padded╷  (0)┏━━━━━━━━━━━━━━━━━━━━┿━━━━━━━━┿━━━━━━━━━━━━━━━━➔ image
-    ╷ with  ╷     ┃   inner region     ╷ read   ╷
-    ╷reflect)     ┃   (kept output)    ╷ from   ╷  next tile's inner region
-    ╷       ╷     ┃                    ╷ image  ╷  starts where this one ends
-    └ ─ ─ ─ ─ ─ ─ ┃─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─ ─┘
-                  ⬇
+    tile 0:  ├─ halo ─┼──────── inner ────────┼─ halo ─┤
+    tile 1:                          ├─ halo ─┼──────── inner ────────┼─ halo ─┤
+                      ┏━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━➔ image
+                      0
+
+    Tile 0 starts a halo before the image: that part is padding (``extract_tile``,
+    reflect). Each tile keeps only its inner region of the output; inner regions meet.
 
 Tiles overlap by twice the halo; the model's output halo is cropped from each tile and the
 inner regions (``Tile.outputs[...]``) cover the whole output exactly once. Where the tile
@@ -204,7 +202,9 @@ def plan_tiles(
         geometry=geometry,
         input_shapes=freeze(shapes),
         input_tile_shapes=in_tiles,
-        input_halos=freeze({t: {k[1]: g.halo_of(k) for g in groups for k in g.members if k[0] == t} for t in shapes}),
+        input_halos=freeze(
+            {t: {k[1]: g.halo_of(k) for g in groups for k in g.members if k[0] == t} for t in shapes}
+        ),
         output_tile_shapes=out_tiles,
         output_shapes=output_shapes(geometry, shapes, groups, n_samples),
         tiles=tuple(tiles),
@@ -228,6 +228,8 @@ def extract_tile(
         ``"reflect"`` (mirror without repeating the edge, as ``numpy.pad``), ``"symmetric"``,
         ``"edge"`` or ``"constant"`` (zeros). Padding mirrors the whole image, not just the
         part read, so a tile equals the same region of the padded whole image.
+        (bioimageio.core 0.11 uses the input's ``pad`` from the description,
+        ``TensorGeometry.pad_mode``, else ``"symmetric"``; pass that to match it.)
 
     Returns
     -------

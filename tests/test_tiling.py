@@ -374,3 +374,25 @@ def test_extract_tile_pads_like_padding_the_whole_image() -> None:
             np.testing.assert_array_equal(extract_tile(image, region, pad_mode=mode), expected)
     with pytest.raises(TilingError, match="pad_mode"):
         extract_tile(image, (slice(0, 1), slice(0, 1)), pad_mode="wrap")
+
+
+def test_example_tiles_match_bioimageio_core(example_model: Path, example_geometry: ModelGeometry) -> None:
+    from bioimageio.core.axis import AxisId
+    from bioimageio.core.common import MemberId
+    from bioimageio.core.digest_spec import get_io_sample_block_metas
+    from bioimageio.spec import load_model_description
+
+    descr = load_model_description(example_model / "bioimageio.yaml", perform_io_checks=False)
+    shape = {AxisId("batch"): 1, AxisId("channel"): 1, AxisId("y"): 1000, AxisId("x"): 1000}
+    n, metas = get_io_sample_block_metas(descr, {MemberId("raw"): shape}, ns={})
+    theirs = []
+    for meta in metas:
+        block = meta.input.blocks[MemberId("raw")]
+        theirs.append(tuple(
+            (block.outer_slice[AxisId(a)].start - block.padding[AxisId(a)].left,
+             block.outer_slice[AxisId(a)].stop + block.padding[AxisId(a)].right)
+            for a in SPACE
+        ))
+    plan = plan_tiles(example_geometry, _shape(1000, 1000))
+    ours = [tuple((s.start, s.stop) for s in t.inputs["raw"][2:]) for t in plan.tiles]
+    assert plan.n_tiles == n and ours == theirs

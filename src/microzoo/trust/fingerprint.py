@@ -1,0 +1,241 @@
+"""A training-data fingerprint: what the images a model learnt from looked like.
+
+A :class:`Fingerprint` summarises a set of training images with a few features per image
+that a biologist can read (how noisy, how bright, dark or bright background, colour or
+grey, how fine the texture), their typical ranges, the image shapes, dtypes and pixel
+size. :mod:`microzoo.trust.ood` scores new images against it. A model package carries it
+as the attachment ``training_fingerprint.json``.
+
+Features, all computed on a robustly normalised grey copy of each image (0.5th and 99.5th
+percentiles mapped to 0 and 1) unless said otherwise:
+
+- ``noise_level``: the wavelet estimate of the noise standard deviation
+  (``skimage.restoration.estimate_sigma``); compared on a log scale.
+- ``background_level``: where the median pixel lies between dark (0) and bright (1); low for
+  fluorescence (dark background), high for brightfield and histology.
+- ``contrast``: the standard deviation of the normalised image.
+- ``spectral_slope``: slope of the radially averaged power spectrum in log-log; steeper
+  (more negative) means smoother images, flatter means more fine detail or noise.
+- ``brightness``: the 99.5th percentile of the raw values as a fraction of the dtype's range
+  (integer images only; left out for float images).
+- ``colour``: mean saturation of a colour image; 0 for grey images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, Field
+from skimage import color, restoration
+
+from microzoo.errors import DataError, ImageError
+from microzoo.progress import ProgressCallback, no_progress
+from microzoo.qc.classical import to_grayscale
+
+ATTACHMENT_NAME = "training_fingerprint.json"
+
+#: Smallest robust spread of each feature: below this, differences do not matter in practice.
+SCALE_FLOOR = {
+    "noise_level": 0.15,  # log10 units: a factor of 1.4
+    "background_level": 0.03,
+    "contrast": 0.02,
+    "spectral_slope": 0.15,
+    "brightness": 0.03,
+    "colour": 0.03,
+}
+LOG_FEATURES = ("noise_level",)
+QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
+
+
+class FeatureSummary(BaseModel):
+    """How one feature was distributed over the training images."""
+
+    median: float
+    scale: float = Field(description="robust spread (1.4826 MAD, floored), on the compared scale")
+    log_scale: bool = Field(description="whether the feature is compared as log10")
+    quantiles: dict[str, float] = Field(description="'p5' -> value, on the feature's own scale")
+    tolerance: float = Field(default=1.0, description="|z| that 99% of training images stay within")
+
+    def z(self, value: float) -> float:
+        """Robust z-score of ``value`` against the training images."""
+        compared = np.log10(max(value, 1e-6)) if self.log_scale else value
+        return float((compared - self.median) / self.scale)
+
+    def deviation(self, value: float) -> float:
+        """Signed z-score in units of the feature's tolerance: beyond +-1 is unusual."""
+        return self.z(value) / self.tolerance
+
+
+class Fingerprint(BaseModel):
+    """Summary statistics of a model's training images; see the module docstring."""
+
+    format_version: int = 1
+    n_images: int
+    features: dict[str, FeatureSummary]
+    threshold: float = Field(description="largest |deviation| a training image reaches, at the calibrated quantile")
+    false_alarm_target: float = Field(description="fraction of training images above the threshold")
+    shapes: list[list[int]] = Field(description="distinct (height, width) of the training images")
+    dtypes: list[str]
+    channels: list[int] = Field(description="distinct channel counts (1 for grey images)")
+    pixel_size: float | None = Field(default=None, description="micrometres per pixel, when known")
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write as JSON (``.json``) or YAML (``.yaml``/``.yml``), atomically."""
+        from microzoo.io.atomic import atomic_output
+
+        path = Path(path)
+        data = self.model_dump(mode="json")
+        with atomic_output(path) as temporary:
+            if path.suffix.lower() in (".yaml", ".yml"):
+                temporary.write_text(yaml.safe_dump(data, sort_keys=False))
+            else:
+                temporary.write_text(json.dumps(data, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "Fingerprint":
+        """Read a fingerprint written by :meth:`save`."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+            data = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+            return cls.model_validate(data)
+        except (OSError, ValueError, yaml.YAMLError) as error:
+            raise DataError(
+                f"{path} is not a readable training fingerprint ({error}); create one with "
+                "microzoo.trust.fingerprint.fingerprint_images"
+            ) from error
+
+
+def image_features(image: np.ndarray) -> dict[str, float]:
+    """The fingerprint features of one 2D grey or colour (``yxc``) image."""
+    image = np.asarray(image)
+    gray = to_grayscale(image)
+    if gray.size < 64 or min(gray.shape) < 8:
+        raise ImageError(f"image of shape {image.shape} is too small to describe; give at least 8x8 pixels")
+    low, median, high = np.percentile(gray, [0.5, 50, 99.5])
+    span = high - low
+    normalised = np.clip((gray - low) / span, -0.5, 1.5) if span > 0 else np.zeros_like(gray)
+    features = {
+        "noise_level": float(restoration.estimate_sigma(_central_crop(normalised))) if span > 0 else 0.0,
+        "background_level": float((median - low) / span) if span > 0 else 0.0,
+        "contrast": float(normalised.std()),
+        "spectral_slope": _spectral_slope(normalised),
+        "colour": _colourfulness(image),
+    }
+    if np.issubdtype(image.dtype, np.integer):
+        features["brightness"] = float(high / np.iinfo(image.dtype).max)
+    return features
+
+
+def guess_modality(image: np.ndarray) -> str:
+    """A rough guess of how an image was taken, from its appearance alone.
+
+    ``"colour"`` (histology or colour brightfield) when the channels differ (mean saturation
+    above 0.05); otherwise ``"fluorescence"`` when the median lies in the darker half between
+    the 0.5th and 99.5th percentiles (dark background), else ``"brightfield"`` (bright
+    background: brightfield, phase contrast, electron microscopy).
+    """
+    features = image_features(image)
+    if features["colour"] > 0.05:
+        return "colour"
+    return "fluorescence" if features["background_level"] < 0.5 else "brightfield"
+
+
+def fingerprint_images(
+    images: Iterable[np.ndarray],
+    *,
+    pixel_size: float | None = None,
+    false_alarm_target: float = 0.01,
+    progress: ProgressCallback | None = None,
+) -> Fingerprint:
+    """Fingerprint a set of training images (2D grey, or ``yxc`` colour).
+
+    Each feature's robust z-score (distance from the training median in units of 1.4826 MAD)
+    is divided by its tolerance, the 99th percentile of the training images' own |z| (at
+    least 2), so heavy-tailed features do not make the others lax. An image's score is the
+    largest of these; the threshold is the ``1 - false_alarm_target`` quantile of the training
+    images' scores (at least 1), so about that fraction of images like the training ones is
+    flagged.
+    """
+    progress = progress or no_progress
+    images = list(images)
+    if len(images) < 5:
+        raise DataError(
+            f"a fingerprint needs at least 5 training images to learn their typical ranges, "
+            f"got {len(images)}; give more images"
+        )
+    rows, shapes, dtypes, channels = [], set(), set(), set()
+    for done, image in enumerate(images, start=1):
+        image = np.asarray(image)
+        rows.append(image_features(image))
+        shapes.add(tuple(int(s) for s in image.shape[:2]))
+        dtypes.add(str(image.dtype))
+        channels.add(1 if image.ndim == 2 else int(min(image.shape[-1], 3)))
+        progress(done, len(images), "fingerprinting training images")
+    names = [name for name in rows[0] if all(name in row for row in rows)]
+    features = {name: _summarise(name, [row[name] for row in rows]) for name in names}
+    scores = [max(abs(features[n].deviation(row[n])) for n in names) for row in rows]
+    threshold = max(float(np.quantile(scores, 1.0 - false_alarm_target)), 1.0)
+    return Fingerprint(
+        n_images=len(images), features=features, threshold=threshold,
+        false_alarm_target=false_alarm_target, shapes=sorted(list(s) for s in shapes),
+        dtypes=sorted(dtypes), channels=sorted(channels), pixel_size=pixel_size,
+    )
+
+
+def _summarise(name: str, values: Sequence[float]) -> FeatureSummary:
+    values = np.asarray(values, dtype=float)
+    log_scale = name in LOG_FEATURES
+    compared = np.log10(np.maximum(values, 1e-6)) if log_scale else values
+    median = float(np.median(compared))
+    spread = 1.4826 * float(np.median(np.abs(compared - median)))
+    quantiles = {f"p{round(q * 100):g}": float(np.quantile(values, q)) for q in QUANTILES}
+    scale = max(spread, SCALE_FLOOR.get(name, 1e-3))
+    tolerance = max(float(np.quantile(np.abs(compared - median) / scale, 0.99)), 2.0)
+    return FeatureSummary(
+        median=median, scale=scale, log_scale=log_scale, quantiles=quantiles, tolerance=tolerance
+    )
+
+
+def _central_crop(image: np.ndarray, side: int = 512) -> np.ndarray:
+    """At most ``side`` x ``side`` pixels from the centre (features of large images, fast)."""
+    top, left = max(image.shape[0] - side, 0) // 2, max(image.shape[1] - side, 0) // 2
+    return image[top : top + side, left : left + side]
+
+
+def _spectral_slope(normalised: np.ndarray) -> float:
+    """Slope of log power against log spatial frequency (0.02 to 0.35 cycles per pixel)."""
+    crop = _central_crop(normalised)
+    window = np.outer(np.hanning(crop.shape[0]), np.hanning(crop.shape[1]))
+    power = np.abs(np.fft.fftshift(np.fft.fft2((crop - crop.mean()) * window))) ** 2
+    fy = np.fft.fftshift(np.fft.fftfreq(crop.shape[0]))[:, None]
+    fx = np.fft.fftshift(np.fft.fftfreq(crop.shape[1]))[None, :]
+    radius = np.hypot(fy, fx)
+    edges = np.geomspace(0.02, 0.35, 16)
+    centres, means = [], []
+    for low, high in zip(edges[:-1], edges[1:]):
+        ring = (radius >= low) & (radius < high)
+        if ring.any():
+            centres.append(np.sqrt(low * high))
+            means.append(power[ring].mean())
+    means = np.maximum(np.asarray(means), 1e-12)
+    if len(centres) < 3:
+        return 0.0
+    return float(np.polyfit(np.log10(centres), np.log10(means), 1)[0])
+
+
+def _colourfulness(image: np.ndarray) -> float:
+    if image.ndim != 3 or image.shape[-1] < 3:
+        return 0.0
+    rgb = image[..., :3].astype(np.float64)
+    top = rgb.max()
+    if top <= 0:
+        return 0.0
+    return float(color.rgb2hsv(rgb / top)[..., 1].mean())
+

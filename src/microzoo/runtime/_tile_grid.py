@@ -148,8 +148,26 @@ class Group:
                 hi = max(lo, min(origin + out - t.halo, t.whole))
                 spans.append((origin, lo, hi))
                 lo = hi
-            kept[t.key] = spans
+            kept[t.key] = _last_keeps_its_inner(spans, t.halo)
         return starts, kept
+
+
+def _last_keeps_its_inner(spans: list[tuple[int, int, int]], halo: int) -> list[tuple[int, int, int]]:
+    """Let the last tile keep its whole inner region, as bioimageio.core's blocks do.
+
+    The last tile was moved back inside the image, so its inner region overlaps its
+    neighbour's; core writes it last and it wins there. Doing the same makes tiled results
+    identical to core's, not only within the tolerance, where the receptive field exceeds
+    the halo. The neighbours' kept parts are trimmed so the output is still covered once.
+    """
+    if len(spans) < 2:
+        return spans
+    origin, lo, hi = spans[-1]
+    own = max(0, origin + halo)
+    if own >= lo:
+        return spans
+    trimmed = [(o, min(a, own), min(b, own)) for o, a, b in spans[:-1]]
+    return trimmed + [(origin, own, hi)]
 
 
 def make_groups(geometry: ModelGeometry, shapes: dict[str, dict[str, int]]) -> list[Group]:

@@ -224,6 +224,68 @@ def evaluate(
     console.print(f"Report: {out / 'report.html'}")
 
 
+@app.command()
+def check(
+    test: Path = typer.Option(..., "--test", help="Folder of the images you evaluate or predict on."),
+    train: Optional[Path] = typer.Option(None, "--train", help="Folder of the training images."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Folder of the test label images."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model package, or a training fingerprint .json/.yaml."),
+    task: Optional[str] = typer.Option(None, "--task", help="What you use the model for: semantic, instances, denoising."),
+    use: Optional[str] = typer.Option(None, "--use", help="What the outputs are for, e.g. 'intensity quantification'."),
+    precision: Optional[float] = typer.Option(None, "--precision", help="Precision you want to report, e.g. 0.02."),
+    pixel_size: Optional[float] = typer.Option(None, "--pixel-size", help="Micrometres per pixel of the test images."),
+) -> None:
+    """Good-practice checks (leakage, test-set size, label balance, unlike-training images, task).
+
+    Prints each finding: what, why it matters, what to do. Exit code 0 when only notes, 1 when a
+    warning was found (2 on unusable input). See docs/checks.md.
+    """
+    from microzoo.trust.checks import check_folders
+
+    with _progress_bar("checking") as progress:
+        findings = check_folders(test_dir=test, train_dir=train, labels_dir=labels, model=model, task=task,
+                                 intended_use=use, requested_precision=precision, pixel_size=pixel_size,
+                                 progress=progress)
+    console = _console()
+    for finding in findings:
+        colour = "yellow" if finding.severity == "warning" else "green"
+        console.print(f"[bold {colour}]{finding.severity.upper()}[/] [bold]{finding.check}[/]: {finding.what}")
+        console.print(f"  [dim]why it matters:[/] {finding.why}")
+        console.print(f"  [dim]what to do:[/] {finding.action}")
+    if any(finding.severity == "warning" for finding in findings):
+        raise typer.Exit(1)
+
+
+@app.command()
+def compare(
+    models: List[str] = typer.Argument(None, help="Model packages (folder, .zip, yaml or URL); none with --classical only."),
+    images: Path = typer.Option(..., "--images", help="Folder of input images."),
+    truth: Path = typer.Option(..., "--truth", help="Folder of ground truth, paired with the images by file name."),
+    task: str = typer.Option(..., "--task", help="restoration, semantic or instances."),
+    out: Path = typer.Option(..., "-o", "--out", help="Folder for report.html, metrics.json, per_image.csv."),
+    classical: bool = typer.Option(False, "--classical", help="Also run the matching classical baseline."),
+    axes: Optional[str] = typer.Option(None, "--axes", help="Axes of the input images, e.g. yx or yxc."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Weight format for every model."),
+    truth_foreground: Optional[int] = typer.Option(None, "--truth-foreground", help="Semantic: the truth value of the model's foreground (default: non-zero)."),
+    data_range: Optional[float] = typer.Option(None, "--data-range", help="Restoration: value span for PSNR/SSIM, e.g. 255."),
+    train_noisy: Optional[Path] = typer.Option(None, "--train-noisy", help="Restoration: noisy training images to tune the baselines on."),
+    train_clean: Optional[Path] = typer.Option(None, "--train-clean", help="Restoration: their clean counterparts."),
+) -> None:
+    """Rank models and classical baselines on your own annotated images, with confidence intervals."""
+    from microzoo.qc.compare import compare as run_compare
+
+    with _progress_bar("comparing") as progress:
+        result = run_compare(models or [], images_dir=images, truth_dir=truth, task=task, out_dir=out,
+                             classical=classical, axes=axes, weights=weights, truth_foreground=truth_foreground,
+                             data_range=data_range, train_noisy=train_noisy, train_clean=train_clean,
+                             progress=progress)
+    console = _console()
+    for notice in result.notices:
+        console.print(f"[yellow]note:[/] {notice}")
+    _print_evaluation_summary(console, result.evaluation)
+    console.print(f"report: {result.paths['report']}")
+
+
 @app.callback()
 def _root() -> None:
     """Find, run, train, check and publish deep-learning models for microscopy."""

@@ -1,0 +1,200 @@
+"""Put models and classical baselines side by side on the user's own annotated images.
+
+``compare`` runs every model on every image, turns each output into what the task scores
+(a restored image, a class map, an instance label image), optionally runs the matching
+classical baseline, and evaluates them all against the truth with
+:func:`microzoo.qc.evaluate.evaluate` (per-image figures, bootstrap intervals, paired differences).
+
+How model outputs become predictions:
+- restoration: the first output channel as it is (the report also shows figures after a
+  per-image affine fit, for models whose output range differs from the truth's);
+- semantic: foreground where the first output channel exceeds 0.5 (argmax over channels for a
+  multi-channel softmax output); the truth's foreground is every non-zero pixel, or the value
+  given as ``truth_foreground`` (ISBI 2012 marks membranes with 0);
+- instances: with the instance settings a microzoo-trained package stores, its own
+  post-processing; otherwise a seeded watershed on the foreground probability.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from microzoo.errors import DataError
+from microzoo.progress import ProgressCallback, no_progress
+
+TASKS = ("restoration", "semantic", "instances")
+#: the classical baseline compared for each task (method name -> classical method and parameters)
+CLASSICAL = {
+    "restoration": {"gaussian": ("gaussian", {"sigma": 1.0}), "bm3d": ("bm3d", {"sigma_factor": 1.0})},
+    "semantic": {"otsu": ("otsu", {"smoothing_sigma": 1.0})},
+    "instances": {"otsu+watershed": ("watershed", {})},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    evaluation: Any
+    paths: dict[str, Path]
+    classical_params: dict[str, dict[str, float]]
+    notices: tuple[str, ...]
+
+
+def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: str, out_dir: Path,
+            classical: bool = False, axes: str | None = None, weights: str | None = None,
+            truth_foreground: int | None = None, data_range: float | None = None,
+            train_noisy: Path | None = None, train_clean: Path | None = None,
+            progress: ProgressCallback | None = None) -> Comparison:
+    """Run ``models`` (and the classical baseline) on ``images_dir``, score against ``truth_dir``.
+
+    Images and truths are paired by file name without extension. For restoration with
+    ``classical=True``, the baselines' parameters are tuned on ``train_noisy``/``train_clean``
+    pairs when given (never on the evaluated images), else fixed defaults are used and said so.
+    """
+    from microzoo.io.read import find_images, read_image
+    from microzoo.qc.evaluate import evaluate, write_evaluation
+    from microzoo.runtime.predict import Model
+
+    if task not in TASKS:
+        raise DataError(f"unknown task '{task}' for compare: choose one of {', '.join(TASKS)}")
+    if not models and not classical:
+        raise DataError("nothing to compare: give at least one model, or --classical")
+    progress = progress or no_progress
+    image_paths = find_images([str(images_dir)])
+    truth_paths = {p.name.split(".")[0]: p for p in find_images([str(truth_dir)])}
+    missing = [p.name for p in image_paths if p.name.split(".")[0] not in truth_paths]
+    if missing:
+        raise DataError(f"no truth in {truth_dir} for {len(missing)} image(s) (e.g. {', '.join(missing[:3])}): "
+                        "images and truths are paired by file name without extension")
+    names = [p.name.split(".")[0] for p in image_paths]
+    images = [read_image(p, axes=axes) for p in image_paths]
+    inputs = [np.asarray(image.data) for image in images]
+    image_axes = [image.axes for image in images]
+    truths = [_truth(np.asarray(read_image(truth_paths[n]).data), task, truth_foreground) for n in names]
+
+    predictions: dict[str, list[np.ndarray]] = {}
+    notices: list[str] = []
+    total = len(models) * len(inputs) + (len(inputs) if classical else 0)
+    done = 0
+    for source in models:
+        model = Model.open(source, weights=weights)
+        label = _unique(model.package.name, predictions)
+        settings = _instance_settings(model)
+        outputs = []
+        for image, image_ax in zip(inputs, image_axes):
+            progress(done, total, f"{label}: predicting")
+            result = model.predict_image(image, axes=image_ax)
+            notices.extend(result.notices)
+            first = model.output_ids[0]
+            outputs.append(_as_prediction(result.outputs[first], result.axes[first], task, settings))
+            done += 1
+        predictions[label] = outputs
+
+    classical_params: dict[str, dict[str, float]] = {}
+    if classical:
+        classical_params, baseline, classical_notices = _run_classical(
+            inputs, task, train_noisy=train_noisy, train_clean=train_clean, data_range=data_range,
+            progress=lambda d, t, what: progress(done + d * len(inputs) // max(t, 1), total, what))
+        predictions.update(baseline)
+        notices.extend(classical_notices)
+    progress(total, total, "evaluating")
+    gray_inputs = [_gray(x) for x in inputs]
+    evaluation = evaluate(predictions, truths, task=task, names=names, data_range=data_range)
+    paths = write_evaluation(evaluation, out_dir, truths=truths, predictions=predictions, inputs=gray_inputs)
+    return Comparison(evaluation, paths, classical_params, tuple(dict.fromkeys(notices)))
+
+
+def _truth(array: np.ndarray, task: str, foreground: int | None) -> np.ndarray:
+    array = np.squeeze(array)
+    if task == "restoration":
+        return _gray(array).astype(np.float64)
+    if task == "semantic":
+        return (array == foreground if foreground is not None else array != 0).astype(np.int64)
+    return array.astype(np.int64)
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    from microzoo.qc.classical import to_grayscale
+
+    return to_grayscale(image) if image.ndim == 3 and image.shape[-1] in (3, 4) else np.squeeze(image)
+
+
+def _as_prediction(output: np.ndarray, axes: str, task: str, settings: Any) -> np.ndarray:
+    channels_first = np.moveaxis(output, axes.index("c"), 0) if "c" in axes else output[np.newaxis]
+    if task == "restoration":
+        return channels_first[0].astype(np.float64)
+    if task == "semantic":
+        if channels_first.shape[0] > 1:
+            return np.argmax(channels_first, axis=0).astype(np.int64)
+        return (channels_first[0] > 0.5).astype(np.int64)
+    if settings is not None:
+        from microzoo.train.tasks.instance_targets import instances_from_output
+
+        return instances_from_output(channels_first, settings=settings).astype(np.int64)
+    from microzoo.qc.classical import watershed_instances
+
+    return watershed_instances(channels_first[0], smoothing_sigma=0.0, polarity="bright").astype(np.int64)
+
+
+def _instance_settings(model: Any) -> Any:
+    extra = model.descr.config.model_extra or {}
+    stored = (extra.get("microzoo") or {}).get("instance_settings")
+    if not stored:
+        return None
+    from microzoo.train.tasks.instance_targets import InstanceSettings
+
+    return InstanceSettings.model_validate(stored)
+
+
+def _run_classical(inputs: list[np.ndarray], task: str, *, train_noisy: Path | None, train_clean: Path | None,
+                   data_range: float | None, progress: ProgressCallback
+                   ) -> tuple[dict[str, dict[str, float]], dict[str, list[np.ndarray]], list[str]]:
+    from microzoo.qc.classical import denoise, segment, tune_denoiser
+
+    params: dict[str, dict[str, float]] = {}
+    results: dict[str, list[np.ndarray]] = {}
+    notices: list[str] = []
+    for name, (method, defaults) in CLASSICAL[task].items():
+        chosen = dict(defaults)
+        if task == "restoration" and train_noisy and train_clean:
+            noisy, clean = _pairs(train_noisy, train_clean)
+            chosen = tune_denoiser(method, noisy, clean, data_range=data_range or 255.0, criterion="psnr_fitted")
+        elif task == "restoration":
+            notices.append(f"{name}: fixed parameters {chosen} (give --train-noisy/--train-clean to tune them "
+                           "on training pairs)")
+        params[name] = chosen
+        outputs = []
+        for i, image in enumerate(inputs):
+            progress(i, len(inputs), f"classical: {name}")
+            if task == "restoration":
+                outputs.append(denoise(image, method=method, params=chosen))
+            else:  # semantic masks and instance labels alike
+                outputs.append(segment(image, method=method, params=chosen).astype(np.int64))
+        results[name] = outputs
+    return params, results, notices
+
+
+def _pairs(noisy_dir: Path, clean_dir: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    from microzoo.io.read import find_images, read_image
+
+    clean = {p.name.split(".")[0]: p for p in find_images([str(clean_dir)])}
+    noisy, targets = [], []
+    for path in find_images([str(noisy_dir)]):
+        key = path.name.split(".")[0]
+        if key in clean:
+            noisy.append(np.asarray(read_image(path).data))
+            targets.append(np.asarray(read_image(clean[key]).data))
+    if not noisy:
+        raise DataError(f"no noisy/clean pairs with the same file names in {noisy_dir} and {clean_dir}")
+    return noisy, targets
+
+
+def _unique(name: str, taken: dict[str, Any]) -> str:
+    label, k = name, 2
+    while label in taken:
+        label, k = f"{name} ({k})", k + 1
+    return label

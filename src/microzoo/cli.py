@@ -195,8 +195,6 @@ def evaluate(
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
 ) -> None:
     """Score predictions against ground truth, with 95% intervals, and write an HTML report."""
-    from rich.table import Table
-
     from microzoo.errors import ConfigError
     from microzoo.qc.evaluate import evaluate_folders
 
@@ -209,19 +207,26 @@ def evaluate(
     with _progress_bar("evaluating") as progress:
         result = evaluate_folders(pred_dirs, truth, task=task, images_dir=images, out_dir=out,
                                   data_range=data_range, tolerance=tolerance, seed=seed, progress=progress)
-    table = Table(title=f"{task}: {len(result.images)} images, 95% bootstrap intervals")
+    console = _console()
+    _print_evaluation_summary(console, result)
+    console.print(f"Report: {out / 'report.html'}")
+
+
+def _print_evaluation_summary(console, result) -> None:  # noqa: ANN001
+    """The data-set figures with intervals, and the verdict of every pair on the main metric."""
+    from rich.table import Table
+
+    table = Table(title=f"{result.task}: {len(result.images)} images, 95% bootstrap intervals")
     table.add_column("metric")
     for method in result.methods:
         table.add_column(method, justify="right")
     for metric in result.headline:
         cells = [result.summary[method][metric] for method in result.methods]
         table.add_row(metric, *(f"{c.value:.3f} [{c.low:.3f}, {c.high:.3f}]" for c in cells))
-    console = _console()
     console.print(table)
     for difference in result.differences:
         if difference.metric == result.main_metric:
             console.print(f"{difference.first} vs {difference.second} on {difference.metric}: {difference.verdict}")
-    console.print(f"Report: {out / 'report.html'}")
 
 
 @app.command()

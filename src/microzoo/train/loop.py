@@ -1,0 +1,274 @@
+"""The training loop every task shares.
+
+:func:`fit` trains a network on batches a task draws, one epoch of ``steps_per_epoch``
+batches at a time. After each epoch it validates, adapts the learning rate, saves two
+checkpoints in ``OUT/checkpoints/`` and the loss curves in ``OUT/curves/``:
+
+- ``best.pt``: the weights with the best validation figure so far;
+- ``last.pt``: everything needed to resume (weights, optimizer, scheduler, random states,
+  history), so a run interrupted at any point continues from the last finished epoch to the
+  same result it would have reached without interruption;
+- ``loss.csv`` and ``loss.png``: training loss, validation figures and learning rate per epoch.
+
+It stops after ``epochs``, earlier when the validation figure has not improved for
+``early_stopping_patience`` epochs, or when ``max_minutes`` have passed (the current epoch is
+validated and saved first). On the CPU with ``deterministic`` the same seed gives the same
+weights; on a GPU results are close but not bit-identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from microzoo.errors import ConfigError
+from microzoo.io.atomic import atomic_output
+from microzoo.progress import ProgressCallback, no_progress
+from microzoo.train.config import TrainingConfig
+
+__all__ = ["LoopResult", "choose_device", "fit", "predict_batches", "torch_settings"]
+
+BatchSampler = Callable[[np.random.Generator], tuple[np.ndarray, ...]]
+LossFunction = Callable[..., torch.Tensor]
+Validator = Callable[[torch.nn.Module], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    """What :func:`fit` did and where it wrote it."""
+
+    best_checkpoint: Path
+    last_checkpoint: Path
+    curves_csv: Path
+    curves_png: Path
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_value: float
+    monitor: str
+    stopped: str  # "epochs", "early stopping" or "time limit"
+
+
+def choose_device(setting: str) -> torch.device:
+    """``"auto"``: the GPU when there is one, else the CPU."""
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("training.device is 'cuda' but no GPU is available; use 'auto' or 'cpu'")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+@contextlib.contextmanager
+def torch_settings(settings: TrainingConfig, device: torch.device) -> Iterator[None]:
+    """Every core, and deterministic algorithms on the CPU, for the duration of training."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(settings.threads or cores)
+    if settings.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
+        torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def predict_batches(network: torch.nn.Module, inputs: np.ndarray, *, batch_size: int = 8) -> np.ndarray:
+    """The network's raw output for a stack of patches ``(n, c, *spatial)``, in eval mode."""
+    device = next(network.parameters()).device
+    outputs = []
+    network.eval()
+    with torch.no_grad():
+        for start in range(0, len(inputs), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(inputs[start : start + batch_size])).to(device)
+            outputs.append(network(batch).float().cpu().numpy())
+    return np.concatenate(outputs)
+
+
+def _scheduler(settings: TrainingConfig, optimizer: torch.optim.Optimizer, mode: str):
+    if settings.scheduler == "cosine":
+        total = settings.epochs * settings.steps_per_epoch
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=settings.learning_rate / 100)
+    if settings.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=mode, factor=0.5, patience=settings.plateau_patience, min_lr=settings.learning_rate / 100
+        )
+    return None
+
+
+def _improved(value: float, best: float, mode: str) -> bool:
+    if math.isnan(value):
+        return False
+    if math.isnan(best):
+        return True
+    return value < best - 1e-8 if mode == "min" else value > best + 1e-8
+
+
+def _save(state: dict[str, Any], path: Path) -> None:
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint safely (``weights_only=True``)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _write_curves(history: list[dict[str, float]], csv_path: Path, png_path: Path, monitor: str) -> None:
+    columns = list(history[0])
+    with atomic_output(csv_path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(history)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 3.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    epochs = [row["epoch"] for row in history]
+    losses, metric = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    losses.plot(epochs, [row["train_loss"] for row in history], label="training loss")
+    if "val_loss" in columns:
+        losses.plot(epochs, [row["val_loss"] for row in history], label="validation loss")
+    losses.set(xlabel="epoch", ylabel="loss", title="loss")
+    losses.legend()
+    metric.plot(epochs, [row[monitor] for row in history], color="tab:green")
+    metric.set(xlabel="epoch", ylabel=monitor, title=f"validation: {monitor}")
+    with atomic_output(png_path) as tmp:
+        figure.savefig(tmp, dpi=100)
+
+
+def fit(
+    network: torch.nn.Module,
+    *,
+    sample_batch: BatchSampler,
+    loss_fn: LossFunction,
+    validate: Validator,
+    monitor: str,
+    mode: str,
+    settings: TrainingConfig,
+    out_dir: Path,
+    resume: bool = False,
+    progress: ProgressCallback | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> LoopResult:
+    """Train ``network`` in place and return where the checkpoints and curves are.
+
+    Parameters
+    ----------
+    sample_batch : draws one training batch ``(inputs, *targets)`` as NumPy arrays from a generator.
+    loss_fn : ``loss_fn(output, *targets)`` -> scalar tensor.
+    validate : the validation figures of the network (in eval mode), including ``monitor``.
+    monitor, mode : the figure that picks the best epoch, and whether lower (``"min"``) or
+        higher (``"max"``) is better.
+    resume : continue from ``OUT/checkpoints/last.pt``; without it an existing run is an error.
+    progress : called after every step as ``progress(step, total_steps, "epoch e/E loss ... monitor ...")``.
+    on_epoch : called with each epoch's row of the history.
+    """
+    progress = progress or no_progress
+    out_dir = Path(out_dir)
+    paths = {"best": out_dir / "checkpoints" / "best.pt", "last": out_dir / "checkpoints" / "last.pt",
+             "csv": out_dir / "curves" / "loss.csv", "png": out_dir / "curves" / "loss.png"}  # fmt: skip
+    if paths["last"].exists() and not resume:
+        raise ConfigError(
+            f"{out_dir} already holds a training run; resume it (--resume, resume=True) or choose another output folder"
+        )
+    device = choose_device(settings.device)
+    network.to(device)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    scheduler = _scheduler(settings, optimizer, mode)
+    rng = np.random.default_rng(settings.seed)
+    history: list[dict[str, float]] = []
+    start_epoch, best_value, best_epoch, stale, stopped = 0, float("nan"), -1, 0, ""
+    if resume and paths["last"].exists():
+        state = load_checkpoint(paths["last"])
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = json.loads(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        history, start_epoch = list(state["history"]), int(state["epoch"]) + 1
+        best_value, best_epoch, stale, stopped = state["best_value"], state["best_epoch"], state["stale"], state["stopped"]
+
+    total_steps = settings.epochs * settings.steps_per_epoch
+    started = time.monotonic()
+    last_figure = f"{monitor} {history[-1][monitor]:.4f}" if history else f"{monitor} -"
+    epoch = start_epoch
+    with torch_settings(settings, device):
+        while not stopped and epoch < settings.epochs:
+            network.train()
+            losses: list[float] = []
+            out_of_time = False
+            for step in range(settings.steps_per_epoch):
+                inputs, *targets = (torch.from_numpy(a).to(device) for a in sample_batch(rng))
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(network(inputs), *targets)
+                if not torch.isfinite(loss):
+                    raise ConfigError(
+                        f"training diverged: the loss became {loss.item()} in epoch {epoch + 1}, step "
+                        f"{step + 1}; lower training.learning_rate or check the images for NaN values"
+                    )
+                loss.backward()
+                optimizer.step()
+                if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+                    scheduler.step()
+                losses.append(float(loss.item()))
+                done = epoch * settings.steps_per_epoch + step + 1
+                progress(done, total_steps, f"epoch {epoch + 1}/{settings.epochs} loss {np.mean(losses):.4f} {last_figure}")
+                minutes = (time.monotonic() - started) / 60
+                if settings.max_minutes is not None and minutes >= settings.max_minutes:
+                    out_of_time = True
+                    break
+            network.eval()
+            with torch.no_grad():
+                figures = {name: float(value) for name, value in validate(network).items()}
+            value = figures[monitor]
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(value)
+            row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **figures,
+                   "learning_rate": optimizer.param_groups[0]["lr"], "seconds": time.monotonic() - started}  # fmt: skip
+            history.append(row)
+            if _improved(value, best_value, mode):
+                best_value, best_epoch, stale = value, epoch + 1, 0
+                _save({"network": network.state_dict(), "epoch": epoch + 1, "monitor": monitor, "value": value},
+                      paths["best"])  # fmt: skip
+            else:
+                stale += 1
+            if out_of_time:
+                stopped = "time limit"
+            elif settings.early_stopping_patience is not None and stale >= settings.early_stopping_patience:
+                stopped = "early stopping"
+            elif epoch + 1 >= settings.epochs:
+                stopped = "epochs"
+            _save(
+                {"network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                 "rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
+                 "epoch": epoch, "history": history, "best_value": best_value, "best_epoch": best_epoch,
+                 "stale": stale, "stopped": stopped},
+                paths["last"],
+            )  # fmt: skip
+            _write_curves(history, paths["csv"], paths["png"], monitor)
+            last_figure = f"{monitor} {value:.4f}"
+            if on_epoch is not None:
+                on_epoch(row)
+            epoch += 1
+    if not history:
+        raise ConfigError(f"nothing was trained: {out_dir} holds no epoch; check training.epochs")
+    return LoopResult(paths["best"], paths["last"], paths["csv"], paths["png"], history, best_epoch,
+                      float(best_value), monitor, stopped or "epochs")  # fmt: skip

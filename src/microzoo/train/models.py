@@ -1,0 +1,136 @@
+"""The U-Net that every microzoo training task uses, in 2-D and 3-D.
+
+This file is shipped inside each exported model package as the architecture source, so it
+imports only torch (and the standard library): anyone can rebuild the network with
+``UNet(**kwargs)`` and load the package's state dict.
+
+The shape of the network (depth 3)::
+
+    input ─ block ──────────────────────────────── (skip) ── block ─ 1x1 ─ output
+              └ down ─ block ──────────────── (skip) ── block ─ up ┘
+                         └ down ─ block ─ (skip) ─ block ─ up ┘
+                                    └ down ─ bottom ─ up ┘
+
+A block is two 3x3 convolutions, each followed by batch norm (optional) and ReLU; ``down``
+halves every spatial size (max pooling, or max-blur pooling for N2V2); ``up`` doubles it
+(transposed convolution). Input sizes must be multiples of ``2 ** depth``.
+
+N2V2 (Höck et al. 2022) removes the checkerboard artefacts of Noise2Void with blur pooling
+and without the top skip connection: pass ``n2v2=True``. CARE learns the residual between
+noisy and clean images: pass ``residual=True`` (then ``in_channels == out_channels``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["BlurPool", "UNet"]
+
+
+def _conv(spatial_dims: int) -> type[nn.Module]:
+    return nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+
+
+def _block(spatial_dims: int, in_features: int, out_features: int, batch_norm: bool) -> nn.Sequential:
+    """Two 3x3 convolutions, each with optional batch norm and ReLU."""
+    norm = nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d
+    layers: list[nn.Module] = []
+    for features_in in (in_features, out_features):
+        layers.append(_conv(spatial_dims)(features_in, out_features, kernel_size=3, padding=1, bias=not batch_norm))
+        if batch_norm:
+            layers.append(norm(out_features))
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class BlurPool(nn.Module):
+    """Max-blur pooling (Zhang 2019): max over 2x2 at stride 1, then a [1, 2, 1] blur at stride 2."""
+
+    def __init__(self, channels: int, spatial_dims: int = 2) -> None:
+        super().__init__()
+        self.spatial_dims = spatial_dims
+        self.channels = channels
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        kernel = taps[:, None] * taps[None, :] if spatial_dims == 2 else taps[:, None, None] * taps[None, :, None] * taps
+        kernel = kernel / kernel.sum()
+        self.register_buffer("kernel", kernel.expand(channels, 1, *kernel.shape).contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spatial_dims == 2:
+            x = nn.functional.max_pool2d(nn.functional.pad(x, (0, 1, 0, 1), mode="replicate"), 2, stride=1)
+            x = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+            return nn.functional.conv2d(x, self.kernel, stride=2, groups=self.channels)
+        x = nn.functional.max_pool3d(nn.functional.pad(x, (0, 1, 0, 1, 0, 1), mode="replicate"), 2, stride=1)
+        x = nn.functional.pad(x, (1, 1, 1, 1, 1, 1), mode="reflect")
+        return nn.functional.conv3d(x, self.kernel, stride=2, groups=self.channels)
+
+
+class UNet(nn.Module):
+    """A U-Net for 2-D (``spatial_dims=2``, input ``(b, c, y, x)``) or 3-D (``(b, c, z, y, x)``) images.
+
+    Parameters
+    ----------
+    in_channels, out_channels
+        Channels of the input image and of the output.
+    spatial_dims
+        2 or 3.
+    depth
+        Number of halvings; input sizes must be multiples of ``2 ** depth``.
+    base_features
+        Features of the first level; each level down doubles them.
+    batch_norm
+        Batch normalisation after every convolution.
+    residual
+        Add the input to the output (CARE restoration).
+    n2v2
+        Blur pooling and no skip connection at full resolution (N2V2).
+    """
+
+    def __init__(
+        self, in_channels: int = 1, out_channels: int = 1, *, spatial_dims: int = 2, depth: int = 3,
+        base_features: int = 32, batch_norm: bool = True, residual: bool = False, n2v2: bool = False,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        if residual and in_channels != out_channels:
+            raise ValueError("a residual U-Net needs as many output channels as input channels")
+        self.depth, self.residual, self.n2v2 = depth, residual, n2v2
+        features = [base_features * 2**level for level in range(depth + 1)]
+        self.encoders = nn.ModuleList()
+        self.downs = nn.ModuleList()
+        previous = in_channels
+        for level in range(depth):
+            self.encoders.append(_block(spatial_dims, previous, features[level], batch_norm))
+            if n2v2:
+                self.downs.append(BlurPool(features[level], spatial_dims))
+            else:
+                self.downs.append(nn.MaxPool2d(2) if spatial_dims == 2 else nn.MaxPool3d(2))
+            previous = features[level]
+        self.bottom = _block(spatial_dims, features[depth - 1], features[depth], batch_norm)
+        transpose = nn.ConvTranspose2d if spatial_dims == 2 else nn.ConvTranspose3d
+        self.ups = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for level in reversed(range(depth)):
+            self.ups.append(transpose(features[level + 1], features[level], kernel_size=2, stride=2))
+            skip = 0 if (n2v2 and level == 0) else features[level]
+            self.decoders.append(_block(spatial_dims, features[level] + skip, features[level], batch_norm))
+        self.head = _conv(spatial_dims)(features[0], out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        h = x
+        for encoder, down in zip(self.encoders, self.downs):
+            h = encoder(h)
+            skips.append(h)
+            h = down(h)
+        h = self.bottom(h)
+        for level, (up, decoder) in enumerate(zip(self.ups, self.decoders)):
+            h = up(h)
+            skip = skips[self.depth - 1 - level]
+            if not (self.n2v2 and level == self.depth - 1):
+                h = torch.cat([h, skip], dim=1)
+            h = decoder(h)
+        out = self.head(h)
+        return out + x if self.residual else out

@@ -1,0 +1,92 @@
+"""One entry point for every training task: :func:`train`.
+
+>>> from microzoo.train.config import n2v_config
+>>> from microzoo.train.run import train
+>>> config = n2v_config(images="noisy/", epochs=50)           # doctest: +SKIP
+>>> result = train(config, out_dir="n2v-model")                # doctest: +SKIP
+>>> result.package, result.report, result.curves_png           # doctest: +SKIP
+
+The output folder then holds::
+
+    config.yaml            the configuration, to train again or resume
+    checkpoints/best.pt    best weights;  checkpoints/last.pt  everything to resume
+    curves/loss.csv        loss and validation figures per epoch;  curves/loss.png  the same drawn
+    qc/report.html         the model against the classical baseline on the validation images
+    qc/metrics.json        the figures with 95% intervals;  qc/per_image.csv  per image
+    package/               the BioImage Model Zoo package (bioimageio.yaml, weights, README)
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+from microzoo.errors import ConfigError
+from microzoo.progress import ProgressCallback
+from microzoo.train.config import load_config, save_config
+from microzoo.train.tasks import TrainingResult
+
+__all__ = ["TrainingResult", "train"]
+
+_RUNNERS = {"semantic": ("segmentation", "train_semantic"), "instances": ("instances", "train_instances"),
+            "care": ("care", "train_care"), "n2v": ("n2v", "train_n2v")}  # fmt: skip
+
+
+def train(
+    config: Any,
+    *,
+    out_dir: str | os.PathLike[str],
+    progress: ProgressCallback | None = None,
+    resume: bool = False,
+) -> TrainingResult:
+    """Train the model a task config describes, check it, and export it.
+
+    Parameters
+    ----------
+    config : a task config (:func:`~microzoo.train.config.unet_config`, ...) or the path of
+        its YAML file.
+    out_dir : the folder for the configuration, checkpoints, curves, QC report and package.
+    progress : called as ``progress(done, total, description)``; while training the
+        description reads ``"epoch 3/100 loss 0.1234 val_iou 0.8123"``.
+    resume : continue an interrupted run in ``out_dir`` (with the same configuration).
+
+    Raises
+    ------
+    ConfigError : the configuration is invalid, or ``out_dir`` holds another run.
+    DataError : the images cannot be used (missing partners, mismatched sizes, ...).
+    """
+    if isinstance(config, (str, os.PathLike)):
+        config = load_config(config)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_path = out_dir / "config.yaml"
+    if resume and config_path.exists():
+        saved = load_config(config_path)
+        if _comparable(saved) != _comparable(config):
+            raise ConfigError(
+                f"{config_path} holds a different configuration from the one given; resume with the "
+                "same configuration (e.g. microzoo train "
+                f"{config_path} --resume) or train into a new folder"
+            )
+    if not (resume and config_path.exists()):
+        if (out_dir / "checkpoints" / "last.pt").exists():
+            raise ConfigError(
+                f"{out_dir} already holds a training run; resume it (--resume) or choose another output folder"
+            )
+        save_config(config, config_path)
+    module, function = _RUNNERS[config.task]
+    runner = getattr(importlib.import_module(f"microzoo.train.tasks.{module}"), function)
+    return runner(config, out_dir=out_dir, config_path=config_path, resume=resume, progress=progress)
+
+
+def _comparable(config: Any) -> dict[str, Any]:
+    """The config as plain data, except settings that may change on resume (time budget, device)."""
+    data = config.model_dump(mode="json")
+    for key in ("max_minutes", "device", "threads", "export"):
+        data["training"].pop(key, None)
+    for key in ("images", "labels", "targets"):
+        value = data["data"].get(key)
+        data["data"][key] = str(Path(value).resolve()) if value else None
+    return data

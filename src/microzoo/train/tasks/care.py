@@ -1,0 +1,134 @@
+"""Supervised restoration (CARE): learn clean images from noisy ones, pairs matched by name.
+
+Inputs and clean targets are each normalised by their own percentiles; the U-Net is residual
+(it learns what to add to the input) and trained with the mean absolute error by default.
+
+Quality control works in the images' own units: the network's output is mapped back with the
+input's percentiles and compared with the clean image, beside a Gaussian filter whose width
+was tuned on training pairs (:func:`microzoo.qc.classical.tune_denoiser`) and beside the noisy
+input itself. Read the ``*_fitted`` figures (after a per-image ``a * pred + b`` fit) when the
+clean images were stretched differently from the noisy ones (as in W2S).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+from microzoo.progress import ProgressCallback, no_progress
+from microzoo.qc import classical, metrics
+from microzoo.train.config import CareConfig
+from microzoo.train.data import PatchSampler, Sample, load_samples, normalize_percentiles, split_samples
+from microzoo.train.loop import fit, predict_batches
+from microzoo.train.tasks import TrainingResult, build_network, finish, load_best, predict_image
+
+__all__ = ["restoration_qc", "train_care"]
+
+_SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0)
+
+
+def to_raw_units(output: np.ndarray, raw: np.ndarray, *, low: float, high: float) -> np.ndarray:
+    """Undo the input's percentile normalisation on a network output ``(c, *spatial)``."""
+    axes = tuple(range(1, raw.ndim))
+    p_low = np.percentile(raw, low, axis=axes, keepdims=True)
+    p_high = np.percentile(raw, high, axis=axes, keepdims=True)
+    return (output * (p_high - p_low + 1e-6) + p_low).astype(np.float32)
+
+
+def _center_crop(image: np.ndarray, side: int = 256) -> np.ndarray:
+    return image[tuple(slice(max((n - side) // 2, 0), max((n - side) // 2, 0) + side) for n in image.shape)]
+
+
+def tuned_gaussian(train: Sequence[Sample]) -> tuple[float, str]:
+    """The Gaussian width (pixels) that restores the training pairs best (fitted PSNR)."""
+    pairs = [(s.raw[0], s.truth[0]) for s in train[:4]]
+    data_range = max(float(np.ptp(clean)) for _, clean in pairs) or 1.0
+    if pairs[0][0].ndim == 2:
+        noisy = [_center_crop(n) for n, _ in pairs]
+        clean = [_center_crop(c) for _, c in pairs]
+        best = classical.tune_denoiser("gaussian", noisy, clean, data_range=data_range, criterion="psnr_fitted")
+        return float(best["sigma"]), "2-D"
+    scores = {}
+    for sigma in _SIGMAS:
+        scores[sigma] = np.mean([
+            metrics.psnr(c, metrics.affine_fit(ndi.gaussian_filter(n.astype(np.float64), sigma), c), data_range=data_range)
+            for n, c in pairs
+        ])  # fmt: skip
+    return float(max(scores, key=scores.get)), "3-D"
+
+
+def restoration_qc(
+    network: torch.nn.Module, *, train: Sequence[Sample], val: Sequence[Sample], multiple: int,
+    percentiles: tuple[float, float], model_name: str,
+) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]], list[np.ndarray]]:  # fmt: skip
+    """Truths, predictions (model, tuned Gaussian, noisy input) and inputs on the validation images."""
+    low, high = percentiles
+    sigma, _ = tuned_gaussian(train)
+
+    def first(array: np.ndarray) -> np.ndarray:
+        return array[0] if array.shape[0] == 1 else array
+
+    def gaussian(raw: np.ndarray) -> np.ndarray:
+        if raw.ndim == 3 and raw.shape[0] == 1:
+            return classical.denoise(raw[0], method="gaussian", params={"sigma": sigma})
+        return first(ndi.gaussian_filter(raw.astype(np.float64), [0] + [sigma] * (raw.ndim - 1)))
+
+    model = [first(to_raw_units(predict_image(network, s.image, multiple=multiple), s.raw, low=low, high=high))
+             for s in val]  # fmt: skip
+    predictions = {
+        model_name: model,
+        f"Gaussian (sigma {sigma:g})": [gaussian(s.raw) for s in val],
+        "noisy input": [first(s.raw) for s in val],
+    }
+    return [first(s.truth) for s in val], predictions, [first(s.raw) for s in val]
+
+
+def psnr_normalised(output: np.ndarray, target: np.ndarray) -> float:
+    """PSNR on the normalised scale (range 1) over a stack of patches."""
+    mse = float(np.mean((output - target) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def train_care(
+    config: CareConfig, *, out_dir: Path, config_path: Path, resume: bool = False,
+    progress: ProgressCallback | None = None,
+) -> TrainingResult:  # fmt: skip
+    """Train, check and export a CARE restoration U-Net (see :func:`microzoo.train.run.train`)."""
+    progress = progress or no_progress
+    data, settings = config.data, config.training
+    low, high = data.normalization_percentiles
+    samples = load_samples(data, truth="targets", progress=progress)
+    train, val = split_samples(samples, fraction=data.validation_fraction, seed=settings.seed)
+
+    def clean(group: Sequence[Sample]) -> list[np.ndarray]:
+        return [normalize_percentiles(s.truth, low=low, high=high) for s in group]
+
+    sampler = PatchSampler([s.image for s in train], clean(train), patch_size=data.patch_size,
+                           augmentation=data.augmentation, jitter_targets=True)  # fmt: skip
+    val_sampler = PatchSampler([s.image for s in val], clean(val), patch_size=data.patch_size)
+    val_x, val_y = val_sampler.sample(np.random.default_rng(settings.seed + 1), data.validation_patches)
+    channels = train[0].image.shape[0]
+    network = build_network(config, in_channels=channels, out_channels=channels)
+    loss_fn = torch.nn.functional.l1_loss if config.loss == "mae" else torch.nn.functional.mse_loss
+
+    def validate(net: torch.nn.Module) -> dict[str, float]:
+        output = predict_batches(net, val_x, batch_size=settings.batch_size)
+        loss = float(loss_fn(torch.from_numpy(output), torch.from_numpy(val_y)))
+        return {"val_loss": loss, "val_psnr": psnr_normalised(output, val_y)}
+
+    loop = fit(network, sample_batch=lambda rng: sampler.sample(rng, settings.batch_size), loss_fn=loss_fn,
+               validate=validate, monitor="val_loss", mode="min", settings=settings, out_dir=out_dir,
+               resume=resume, progress=progress)  # fmt: skip
+    network = load_best(network, loop.best_checkpoint)
+    truths, predictions, inputs = restoration_qc(network, train=train, val=val, multiple=2**config.network.depth,
+                                                 percentiles=(low, high), model_name="CARE")  # fmt: skip
+    return finish(
+        config, out_dir=out_dir, network=network, loop_result=loop, config_path=config_path,
+        train_raws=[s.raw for s in train], test_input=val[0].raw, out_channels=channels, postprocessing="none",
+        qc_task="restoration", truths=truths, predictions=predictions, inputs=inputs,
+        names=[s.name for s in val], extra_training={"loss": config.loss}, progress=progress,
+    )  # fmt: skip

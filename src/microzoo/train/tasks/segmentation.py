@@ -1,0 +1,172 @@
+"""Semantic segmentation: a U-Net gives every pixel a class.
+
+With ``n_classes: 2`` (the default) the label images are read as foreground (label > 0)
+against background (0), the network has one output channel and a sigmoid; with more classes
+the labels must be the class numbers 0..n-1, the network has one channel per class and a
+softmax. Losses: binary cross-entropy (cross-entropy for several classes), Dice, their sum
+(default), or cross-entropy weighted by the inverse class frequencies of the training labels.
+
+The classical baseline is an Otsu threshold of the grey image (multi-Otsu for several
+classes), bright or dark objects as the training labels show.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage import filters
+
+from microzoo.errors import DataError
+from microzoo.progress import ProgressCallback, no_progress
+from microzoo.train.config import SemanticConfig
+from microzoo.train.data import PatchSampler, load_samples, split_samples
+from microzoo.train.loop import fit, predict_batches
+from microzoo.train.tasks import TrainingResult, build_network, finish, load_best, predict_image
+
+__all__ = ["segmentation_loss", "train_semantic"]
+
+
+def class_map(labels: np.ndarray, n_classes: int, *, name: str = "labels") -> np.ndarray:
+    """Class numbers (int32) from a label image: foreground > 0 for two classes, else as given."""
+    if n_classes == 2:
+        return (labels > 0).astype(np.int32)
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise DataError(
+            f"{name} holds values {int(labels.min())}..{int(labels.max())} but n_classes is {n_classes}; "
+            f"give label images whose values are the class numbers 0..{n_classes - 1}"
+        )
+    return labels.astype(np.int32)
+
+
+def _dice(probabilities: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+    dims = tuple(d for d in range(probabilities.ndim) if d != 1)
+    overlap = (probabilities * one_hot).sum(dims)
+    total = probabilities.sum(dims) + one_hot.sum(dims)
+    return 1.0 - ((2 * overlap + 1.0) / (total + 1.0)).mean()
+
+
+def segmentation_loss(
+    output: torch.Tensor, target: torch.Tensor, *, kind: str, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The loss between logits ``(b, k, ...)`` and class numbers ``(b, 1, ...)`` (float).
+
+    ``kind``: ``"bce"``, ``"dice"``, ``"bce_dice"`` or ``"weighted_bce"`` (needs ``class_weights``).
+    One output channel means two classes (sigmoid); several mean one per class (softmax).
+    """
+    weights = class_weights.to(output.device) if class_weights is not None else None
+    if output.shape[1] == 1:
+        probabilities = torch.sigmoid(output)
+        one_hot = target
+        if kind == "weighted_bce":
+            pixel_weights = weights[1] * target + weights[0] * (1 - target)
+            return torch.nn.functional.binary_cross_entropy_with_logits(output, target, weight=pixel_weights)
+        cross_entropy = torch.nn.functional.binary_cross_entropy_with_logits(output, target)
+    else:
+        classes = target[:, 0].long()
+        probabilities = torch.softmax(output, dim=1)
+        one_hot = torch.nn.functional.one_hot(classes, output.shape[1]).movedim(-1, 1).to(output.dtype)
+        if kind == "weighted_bce":
+            return torch.nn.functional.cross_entropy(output, classes, weight=weights)
+        cross_entropy = torch.nn.functional.cross_entropy(output, classes)
+    if kind == "bce":
+        return cross_entropy
+    if kind == "dice":
+        return _dice(probabilities, one_hot)
+    return cross_entropy + _dice(probabilities, one_hot)
+
+
+def predicted_classes(output: np.ndarray) -> np.ndarray:
+    """Class numbers from raw outputs ``(k, ...)`` (or ``(b, k, ...)`` with ``axis``)."""
+    if output.shape[0] == 1:
+        return (output[0] > 0).astype(np.int32)
+    return np.argmax(output, axis=0).astype(np.int32)
+
+
+def mean_iou(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    """Mean IoU over the classes present in either map (foreground IoU for two classes)."""
+    classes = [1] if n_classes == 2 else range(n_classes)
+    scores = []
+    for c in classes:
+        union = np.logical_or(truth == c, pred == c).sum()
+        if union:
+            scores.append(np.logical_and(truth == c, pred == c).sum() / union)
+    return float(np.mean(scores)) if scores else 1.0
+
+
+def baseline_classes(raw: np.ndarray, *, n_classes: int, polarity: str) -> np.ndarray:
+    """Otsu (multi-Otsu for several classes) on the grey image, 2-D or 3-D."""
+    gray = raw[0].astype(np.float64)
+    if np.ptp(gray) == 0:
+        return np.zeros(gray.shape, dtype=np.int32)
+    if n_classes == 2:
+        above = gray > filters.threshold_otsu(gray)
+        return (above if polarity == "bright" else ~above).astype(np.int32)
+    classes = np.digitize(gray, filters.threshold_multiotsu(gray, classes=n_classes)).astype(np.int32)
+    return classes if polarity == "bright" else (n_classes - 1 - classes)
+
+
+def choose_polarity(raws: list[np.ndarray], truths: list[np.ndarray], n_classes: int) -> str:
+    """Whether the baseline should take bright or dark pixels as foreground (on training images)."""
+    scores = {}
+    for polarity in ("bright", "dark"):
+        scores[polarity] = np.mean([
+            mean_iou(t, baseline_classes(r, n_classes=n_classes, polarity=polarity), n_classes)
+            for r, t in zip(raws[:5], truths[:5])
+        ])  # fmt: skip
+    return max(scores, key=scores.get)
+
+
+def train_semantic(
+    config: SemanticConfig, *, out_dir: Path, config_path: Path, resume: bool = False,
+    progress: ProgressCallback | None = None,
+) -> TrainingResult:  # fmt: skip
+    """Train, check and export a semantic segmentation U-Net (see :func:`microzoo.train.run.train`)."""
+    progress = progress or no_progress
+    data, settings, n = config.data, config.training, config.n_classes
+    samples = load_samples(data, truth="labels", progress=progress)
+    train, val = split_samples(samples, fraction=data.validation_fraction, seed=settings.seed)
+    train_classes = [class_map(s.truth, n, name=s.name) for s in train]
+    truths = [class_map(s.truth, n, name=s.name) for s in val]
+    sampler = PatchSampler(
+        [s.image for s in train], [c[None].astype(np.float32) for c in train_classes], patch_size=data.patch_size,
+        augmentation=data.augmentation, foreground=[s.truth > 0 for s in train],
+        min_foreground=data.min_foreground_fraction,
+    )  # fmt: skip
+    val_sampler = PatchSampler(
+        [s.image for s in val], [t[None].astype(np.float32) for t in truths], patch_size=data.patch_size,
+        foreground=[s.truth > 0 for s in val], min_foreground=data.min_foreground_fraction,
+    )  # fmt: skip
+    val_x, val_y = val_sampler.sample(np.random.default_rng(settings.seed + 1), data.validation_patches)
+    counts = np.bincount(np.concatenate([c.ravel() for c in train_classes]), minlength=n).astype(np.float64)
+    class_weights = torch.tensor(counts.sum() / (n * np.maximum(counts, 1.0)), dtype=torch.float32)
+    network = build_network(config, in_channels=train[0].image.shape[0], out_channels=1 if n == 2 else n)
+
+    def loss_fn(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return segmentation_loss(output, target, kind=config.loss, class_weights=class_weights)
+
+    def validate(net: torch.nn.Module) -> dict[str, float]:
+        output = predict_batches(net, val_x, batch_size=settings.batch_size)
+        loss = float(loss_fn(torch.from_numpy(output), torch.from_numpy(val_y)))
+        truth = val_y[:, 0].astype(np.int32)
+        pred = np.stack([predicted_classes(o) for o in output])
+        return {"val_loss": loss, "val_iou": mean_iou(truth, pred, n)}
+
+    loop = fit(network, sample_batch=lambda rng: sampler.sample(rng, settings.batch_size), loss_fn=loss_fn,
+               validate=validate, monitor="val_iou", mode="max", settings=settings, out_dir=out_dir,
+               resume=resume, progress=progress)  # fmt: skip
+    network = load_best(network, loop.best_checkpoint)
+    multiple = 2**config.network.depth
+    polarity = choose_polarity([s.raw for s in train], train_classes, n)
+    predictions = {
+        "U-Net": [predicted_classes(predict_image(network, s.image, multiple=multiple)) for s in val],
+        f"Otsu ({polarity})": [baseline_classes(s.raw, n_classes=n, polarity=polarity) for s in val],
+    }
+    return finish(
+        config, out_dir=out_dir, network=network, loop_result=loop, config_path=config_path,
+        train_raws=[s.raw for s in train], test_input=val[0].raw, out_channels=1 if n == 2 else n,
+        postprocessing="sigmoid" if n == 2 else "softmax", qc_task="semantic", truths=truths,
+        predictions=predictions, inputs=[s.raw[0] for s in val], names=[s.name for s in val],
+        extra_training={"loss": config.loss, "classes": n}, progress=progress,
+    )  # fmt: skip

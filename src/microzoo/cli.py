@@ -291,6 +291,63 @@ def compare(
     console.print(f"report: {result.paths['report']}")
 
 
+_TRAIN_TASKS = ("unet", "instances", "care", "n2v")
+
+
+@app.command("train")
+def train_command(
+    what: str = typer.Argument(..., help="A training configuration (.yaml), or a task: unet, instances, care, n2v."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output folder (default: beside the YAML file)."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Short form: folder of input images."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Short form (unet, instances): label images."),
+    targets: Optional[Path] = typer.Option(None, "--targets", help="Short form: clean images (care; n2v: QC only)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Short form: number of epochs."),
+    patch: Optional[int] = typer.Option(None, "--patch", help="Short form: patch side (default 128, 3-D 32x64x64)."),
+    three_d: bool = typer.Option(False, "--3d", help="Short form: train on 3-D stacks (zyx)."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop cleanly after this many minutes."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the output folder."),
+) -> None:
+    """Train a model on your images, check it against a classical baseline, export a zoo package."""
+    from microzoo.errors import ConfigError
+    from microzoo.train import config as configs
+    from microzoo.train.run import train
+
+    if what in _TRAIN_TASKS:
+        if images is None or out is None:
+            raise ConfigError(f"microzoo train {what} needs --images DIR and --out DIR")
+        options = dict(images=images.resolve(), spatial_dims=3 if three_d else 2, patch_size=patch, epochs=epochs,
+                       max_minutes=max_minutes, name=f"{what}-{images.resolve().name}")  # fmt: skip
+        if what in ("unet", "instances"):
+            if labels is None:
+                raise ConfigError(f"microzoo train {what} needs --labels DIR: label images named like the inputs")
+            factory = configs.unet_config if what == "unet" else configs.instances_config
+            config = factory(labels=labels.resolve(), **options)
+        elif what == "care":
+            if targets is None:
+                raise ConfigError("microzoo train care needs --targets DIR: clean images named like the noisy ones")
+            config = configs.care_config(targets=targets.resolve(), **options)
+        else:
+            config = configs.n2v_config(targets=targets.resolve() if targets else None, **options)
+    elif what.lower().endswith((".yaml", ".yml")):
+        config = configs.load_config(what)
+        if max_minutes is not None:
+            config.training.max_minutes = max_minutes
+        out = out or Path(what).resolve().parent / config.name
+    else:
+        raise ConfigError(f"{what!r} is neither a configuration file (.yaml) nor a task ({', '.join(_TRAIN_TASKS)})")
+    with _progress_bar("training") as progress:
+        result = train(config, out_dir=out, progress=progress, resume=resume)
+    console = _console()
+    last = result.history[-1]
+    figures = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k.startswith("val_"))
+    console.print(f"Stopped after {len(result.history)} epochs ({result.stopped}); best epoch {result.best_epoch}; "
+                  f"last epoch: loss {last['train_loss']:.4g}, {figures}")  # fmt: skip
+    for label, path in (("Package", result.package), ("QC report", result.report), ("Curves", result.curves_png),
+                        ("Configuration", result.config), ("Checkpoints", result.best_checkpoint.parent)):  # fmt: skip
+        if path is not None:
+            console.print(f"{label}: {path}")
+
+
 @app.callback()
 def _root() -> None:
     """Find, run, train, check and publish deep-learning models for microscopy."""

@@ -293,3 +293,29 @@ def test_network_is_not_modified(tmp_path: Path, arch_file: Path, arch: Any) -> 
     before = {k: v.clone() for k, v in net.state_dict().items()}
     export_package(net, out_dir=tmp_path / "pkg", spec=spec)
     assert net.training and all((before[k] == v).all() for k, v in net.state_dict().items())
+
+
+@pytest.mark.parametrize("task, options", [("n2v", {"n2v2": True}), ("semantic", {"batch_norm": True})])
+def test_microzoo_unet(tmp_path: Path, task: str, options: dict[str, Any]) -> None:
+    """The U-Net of microzoo's training pipelines, shipped as its own architecture source."""
+    models = pytest.importorskip("microzoo.train.models", reason="the training pipelines' U-Net is not there yet")
+    import torch
+    from _reference import failure_messages, reference_test, test_passed
+
+    from microzoo.package.load import open_package
+    from microzoo.runtime.reproduce import test_package
+
+    out_channels = 2 if task == "semantic" else 1
+    kwargs = {"in_channels": 1, "out_channels": out_channels, "spatial_dims": 2, "depth": 2,
+              "base_features": 4, **options}
+    torch.manual_seed(0)
+    net = models.UNet(**kwargs)
+    spec = ExportSpec(
+        name=f"microzoo U-Net {task}", description="microzoo's U-Net, tiny and untrained.", task=task,
+        spatial_dims=2, in_channels=1, out_channels=out_channels, architecture_source=Path(models.__file__),
+        architecture_callable="UNet", architecture_kwargs=kwargs, size_min=16, size_step=4, halo=6,
+        postprocessing="softmax" if task == "semantic" else "none", test_input=_image((70, 90)))
+    rdf = export_package(net, out_dir=tmp_path / "unet", spec=spec)
+    assert all(r.passed for r in test_package(open_package(rdf)))
+    summary = reference_test(rdf)
+    assert test_passed(summary), failure_messages(summary)

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict
 from microzoo.errors import ConfigError, OutputError, PackageError
 from microzoo.io.atomic import atomic_output
 from microzoo.progress import ProgressCallback, no_progress
+from microzoo.train.export_docs import TASK_TEXT, plain_yaml, readme_text, write_cover
 from microzoo.trust.fingerprint import ATTACHMENT_NAME as FINGERPRINT_NAME
 
 OPSET = 17
@@ -128,11 +129,12 @@ def export_package(network: Any, *, out_dir: Path, spec: ExportSpec,
         progress(0, steps, "saving the weights")
         arch = tmp / spec.architecture_source.name
         shutil.copyfile(spec.architecture_source, arch)
-        _save_state_dict(net, spec, arch, tmp / STATE_DICT_FILE, x)
+        checks = _checks(net, spec, x)
+        _save_state_dict(net, spec, arch, tmp / STATE_DICT_FILE, checks)
         progress(1, steps, "converting to TorchScript")
-        script_kind = _save_torchscript(net, x, spec, tmp / TORCHSCRIPT_FILE)
+        script_kind = _save_torchscript(net, spec, tmp / TORCHSCRIPT_FILE, checks)
         progress(2, steps, "converting to ONNX")
-        _save_onnx(net, x, spec, tmp / ONNX_FILE)
+        _save_onnx(net, spec, tmp / ONNX_FILE, checks)
         progress(3, steps, "computing the test output, cover and README")
         descr = _build_descr(tmp, spec, x, net, script_kind)
         progress(4, steps, "validating the description")
@@ -251,13 +253,16 @@ def _quiet_torch() -> Iterator[None]:
 # --- weights ------------------------------------------------------------------------------
 
 
-def _checks(net: Any, spec: ExportSpec, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+_Check = tuple[np.ndarray, np.ndarray]
+
+
+def _checks(net: Any, spec: ExportSpec, x: np.ndarray) -> list[_Check]:
     """(input, expected output) pairs: the test input, and a batch of 2 at another valid size."""
     other = _random_input(spec, batch=2, extra_steps=1)
     return [(x, _torch_out(net, x)), (other, _torch_out(net, other))]
 
 
-def _save_state_dict(net: Any, spec: ExportSpec, arch: Path, path: Path, x: np.ndarray) -> None:
+def _save_state_dict(net: Any, spec: ExportSpec, arch: Path, path: Path, checks: list[_Check]) -> None:
     """Save the state dict, after checking that the packaged source rebuilds the network."""
     import torch
 
@@ -287,22 +292,21 @@ def _save_state_dict(net: Any, spec: ExportSpec, arch: Path, path: Path, x: np.n
     finally:
         sys.modules.pop(name, None)
     rebuilt.eval()
-    for inputs, expected in _checks(net, spec, x):
+    for inputs, expected in checks:
         _assert_reproduces("pytorch_state_dict", _torch_out(rebuilt, inputs), expected)
     torch.save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, path)
 
 
-def _save_torchscript(net: Any, x: np.ndarray, spec: ExportSpec, path: Path) -> str:
+def _save_torchscript(net: Any, spec: ExportSpec, path: Path, checks: list[_Check]) -> str:
     """Script the network (trace it if scripting fails); return ``"scripted"`` or ``"traced"``."""
     import torch
 
-    checks = _checks(net, spec, x)
     failures = []
     for kind in ("scripted", "traced"):
         try:
             with _quiet_torch():
                 module = torch.jit.script(net) if kind == "scripted" else torch.jit.trace(
-                    net, torch.from_numpy(x), check_trace=False)
+                    net, torch.from_numpy(checks[0][0]), check_trace=False)
                 module.save(str(path))
                 loaded = torch.jit.load(str(path)).eval()
             for inputs, expected in checks:
@@ -315,21 +319,22 @@ def _save_torchscript(net: Any, x: np.ndarray, spec: ExportSpec, path: Path) -> 
                        "avoid data-dependent Python control flow in forward, or make it scriptable")
 
 
-def _save_onnx(net: Any, x: np.ndarray, spec: ExportSpec, path: Path) -> None:
+def _save_onnx(net: Any, spec: ExportSpec, path: Path, checks: list[_Check]) -> None:
     """ONNX (opset 17) with dynamic batch and spatial axes, checked with onnxruntime."""
     import onnxruntime
     import torch
 
     spatial = {d: name for d, name in enumerate(spec.spatial_axes, start=2)}
-    dynamic = {INPUT_ID: {0: "batch", **spatial}, OUTPUT_ID: {0: "batch", **{d: f"{OUTPUT_ID}_{a}" for d, a in spatial.items()}}}
+    dynamic = {INPUT_ID: {0: "batch", **spatial},
+               OUTPUT_ID: {0: "batch", **{d: f"{OUTPUT_ID}_{a}" for d, a in spatial.items()}}}
     try:
         with _quiet_torch(), torch.no_grad():
-            torch.onnx.export(net, (torch.from_numpy(x),), str(path), dynamo=False, opset_version=OPSET,
+            torch.onnx.export(net, (torch.from_numpy(checks[0][0]),), str(path), dynamo=False, opset_version=OPSET,
                               input_names=[INPUT_ID], output_names=[OUTPUT_ID], dynamic_axes=dynamic)
     except Exception as error:  # the exporter raises many error types
         raise PackageError(f"the network cannot be exported to ONNX opset {OPSET}: {error}") from error
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for inputs, expected in _checks(net, spec, x):
+    for inputs, expected in checks:
         _assert_reproduces("ONNX", session.run(None, {INPUT_ID: inputs})[0], expected)
 
 
@@ -436,7 +441,7 @@ TASK_TAGS = {
     "care": ["restoration", "denoising", "care"],
     "n2v": ["denoising", "restoration", "noise2void", "self-supervised"],
 }
-MODALITY_TAGS = {"fluorescence": "fluorescence-light-microscopy", "brightfield": "brightfield-microscopy",
+MODALITY_TAGS = {"fluorescence": "fluorescence-light-microscopy", "brightfield": "brightfield",
                  "colour": "histology"}
 CITE = [("BioImage Model Zoo: Ouyang et al. (2022), BioImage Model Zoo: a community-driven resource for "
          "accessible deep learning in bioimage analysis", "10.1101/2022.06.07.495102")]
@@ -448,10 +453,12 @@ def _describe(tmp: Path, spec: ExportSpec, x: np.ndarray, net: Any, script_kind:
     input_descr = _input_descr(v05, tmp, spec, x)
     y = _test_output(tmp, spec, input_descr, x)
     modality = _guess_modality(x)
-    _write_cover(tmp / "cover.png", spec, x, y)
+    write_cover(tmp / "cover.png", spec, x, y)
     attachments = _write_attachments(tmp, spec)
-    (tmp / "README.md").write_text(readme_text(spec, modality=modality, script_kind=script_kind,
-                                               attachments=[a.name for a in attachments]))
+    weights = {"pytorch_state_dict": STATE_DICT_FILE, "torchscript": TORCHSCRIPT_FILE, "onnx": ONNX_FILE}
+    (tmp / "README.md").write_text(readme_text(
+        spec, weights=weights, opset=OPSET, input_id=INPUT_ID, modality=modality, script_kind=script_kind,
+        attachments=[a.name for a in attachments]))
     tags = [*spec.tags, *TASK_TAGS[spec.task], f"{spec.spatial_dims}d", "pytorch", "microzoo"]
     if modality:
         tags.append(MODALITY_TAGS[modality])
@@ -547,38 +554,7 @@ def _microzoo_config(spec: ExportSpec, attachments: list[Path]) -> dict[str, Any
         "qc": spec.qc,
         "training": spec.training,
     }
-    return _plain({k: v for k, v in config.items() if v is not None})
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with NumPy scalars, arrays and paths turned into plain YAML values."""
-    def default(obj: Any) -> Any:
-        if isinstance(obj, (np.generic, np.ndarray)):
-            return obj.tolist()
-        return str(obj)
-
-    return json.loads(json.dumps(value, default=default))
-
-
-def _write_cover(path: Path, spec: ExportSpec, x: np.ndarray, y: np.ndarray) -> None:
-    """The given cover, else the test input and output side by side (grey, 2:1)."""
-    import imageio.v3 as iio
-
-    if spec.cover is not None:
-        iio.imwrite(path, np.asarray(spec.cover, dtype=np.uint8))
-        return
-
-    def panel(t: np.ndarray, *, classes: bool) -> np.ndarray:
-        t = t[0] if t.ndim == 4 else t[0][:, t.shape[2] // 2]  # (c, y, x); 3-D: the middle plane
-        if classes and t.shape[0] > 1:
-            return (np.argmax(t, axis=0) * (255 // (t.shape[0] - 1))).astype(np.uint8)
-        low, high = np.percentile(t[0], [1, 99.8])
-        return (np.clip((t[0] - low) / (high - low + 1e-12), 0, 1) * 255).astype(np.uint8)
-
-    picture = np.concatenate([panel(x, classes=False), panel(y, classes=spec.task == "semantic")], axis=1)
-    repeat = max(1, 256 // picture.shape[0])
-    picture = np.repeat(np.repeat(picture, repeat, axis=0), repeat, axis=1)
-    iio.imwrite(path, np.repeat(picture[..., None], 3, axis=2))
+    return plain_yaml({k: v for k, v in config.items() if v is not None})
 
 
 def _save_and_validate(descr: Any, tmp: Path) -> None:
@@ -592,137 +568,3 @@ def _save_and_validate(descr: Any, tmp: Path) -> None:
                   for e in d.errors]
         raise PackageError("the exported description is not valid for bioimageio.spec: "
                            + "; ".join(errors[:8]) + "; fix the ExportSpec fields named")
-
-
-# --- the README ---------------------------------------------------------------------------
-
-_HALLUCINATION = (
-    "**Do not use the restored images for intensity quantification.** The network predicts what "
-    "the image most plausibly looks like from what it learnt: it can invent structures that are "
-    "not in the sample (hallucination) or remove faint real ones, most of all on images unlike its "
-    "training data. Use the output for looking at the data and for segmentation that is itself "
-    "validated; measure intensities on the raw images. Output values are on the normalised scale of "
-    "the input (its percentiles), not in the camera's units.")
-#: task -> (what the model does, intended use and limits)
-TASK_TEXT = {
-    "semantic": (
-        "Semantic segmentation: for every pixel, a score for each class (one output channel per "
-        "class). Threshold the single channel, or take the arg-max over the channels, to get a mask.",
-        "Intended for images like the training data (same modality, magnification, staining and "
-        "noise). It does not separate touching objects of one class: to count or measure single "
-        "objects, use an instance segmentation model. Check it on a few annotated images of your own "
-        "before relying on it (see Validation)."),
-    "instances": (
-        "Instance segmentation: the network predicts maps (for example foreground and boundaries or "
-        "distances) from which single objects are separated. The outputs are not labels yet: see "
-        "'Turning the outputs into labels'.",
-        "Intended for images like the training data. Objects much larger or smaller than those seen "
-        "in training, or packed more densely, are split or merged wrongly; counts and sizes should be "
-        "checked on a few annotated images of your own (see Validation)."),
-    "care": (
-        "Content-aware image restoration (CARE): trained on pairs of low- and high-quality images of "
-        "the same fields, it predicts a restored (denoised, sharper) version of the input.",
-        _HALLUCINATION),
-    "n2v": (
-        "Noise2Void denoising: trained self-supervised on the noisy images themselves, it predicts "
-        "each pixel from its neighbours and so removes noise that is independent from pixel to pixel.",
-        _HALLUCINATION + " Noise correlated between neighbouring pixels (structured noise from some "
-        "cameras or from scanning) is not removed and can be turned into patterns."),
-}
-
-
-def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _qc_rows(qc: dict[str, Any]) -> list[tuple[str, ...]]:
-    baseline = {k[len("baseline "):]: v for k, v in qc.items() if k.startswith("baseline ")}
-    rows = [(k, _fmt(v), _fmt(baseline[k]) if k in baseline else "") for k, v in qc.items()
-            if not k.startswith("baseline ")]
-    rows += [(k, "", _fmt(v)) for k, v in baseline.items() if k not in qc]
-    return rows
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return json.dumps(_plain(value)) if isinstance(value, (dict, list, tuple)) else str(value)
-
-
-def readme_text(spec: ExportSpec, *, modality: str | None = None, script_kind: str = "scripted",
-                attachments: list[str] | None = None) -> str:
-    """The package's README.md (Markdown)."""
-    does, limits = TASK_TEXT[spec.task]
-    low, high = spec.normalization_percentiles
-    attachments = attachments or []
-    axes = "zyx" if spec.spatial_dims == 3 else "yx"
-    if spec.in_channels > 1:
-        axes = "c" + axes
-    parts = [f"# {spec.name}\n\n{spec.description}\n",
-             f"## What the model does\n\n{does} It works on {spec.spatial_dims}-D images with "
-             f"{spec.in_channels} input channel(s) and gives {spec.out_channels} output channel(s)"
-             + (f", after a {spec.postprocessing}" if spec.postprocessing != "none" else "") + ".\n",
-             f"## Intended use and limits\n\n{limits}\n"]
-    if modality:
-        parts.append(f"The test image looks like {modality} microscopy (a guess from its appearance).\n")
-    if FINGERPRINT_NAME in attachments:
-        parts.append(f"The attachment `{FINGERPRINT_NAME}` summarises what the training images looked "
-                     "like; `microzoo predict` compares every new image with it and warns when an image "
-                     "is unlike them.\n")
-    if spec.task == "instances":
-        settings = spec.instance_settings or {}
-        rows = [(k, _fmt(v)) for k, v in settings.items()]
-        parts.append("## Turning the outputs into labels\n\nThe settings of the instance post-processing "
-                     "that was checked in quality control are stored in `bioimageio.yaml` under "
-                     "`config.microzoo.instance_settings`"
-                     + (":\n\n" + _table(rows, ("setting", "value")) if rows else " (none were given)")
-                     + "\n\nmicrozoo's instance pipeline (`microzoo.train.tasks`) reads them to turn the "
-                     "maps into a label image. Other zoo tools (bioimageio.core, deepImageJ) give only the "
-                     "maps; make labels from them with the same settings, or the QC figures do not apply.\n")
-    training = _table([(k, _fmt(v)) for k, v in spec.training.items()], ("item", "value")) \
-        if spec.training else "No training details were recorded."
-    parts.append(f"## Training data and parameters\n\n{training}\n\nEvery image is normalised on its own: "
-                 f"its percentiles {low:g} and {high:g} (per channel, over all spatial axes) are mapped "
-                 "to 0 and 1. This step is part of the package (`scale_range` preprocessing), so every "
-                 "zoo tool recomputes it for each image.\n")
-    qc = (_table(_qc_rows(spec.qc), ("metric", "this model", "classical baseline")) if spec.qc
-          else "No quality-control figures were recorded.")
-    if any(a.startswith("qc_report") for a in attachments):
-        qc += "\n\nThe full report (intervals, per-image scores, worst images) is attached: `qc_report.html`."
-    parts.append(f"## Quality control\n\nFigures on held-out validation images, against the classical "
-                 f"baseline:\n\n{qc}\n")
-    evaluate_task = {"semantic": "semantic", "instances": "instances"}.get(spec.task, "restoration")
-    parts.append(
-        "# Validation\n\nBefore trusting the model on your data, check it on a few images of your own "
-        "with ground truth" + (" (clean, high-quality images of the same fields)" if evaluate_task ==
-                               "restoration" else " (annotations)")
-        + ": predict them, then score the predictions and the classical baseline together:\n\n"
-        f"```\nmicrozoo predict PACKAGE images/ -o pred/\nmicrozoo evaluate --pred model=pred/ "
-        f"--truth truth/ --task {evaluate_task} -o qc/\n```\n\nThe report gives each figure with a 95% "
-        "interval. Figures much below those above mean that your images differ from the training data.\n")
-    parts.append(
-        "## How to run it\n\nWith microzoo (tiled to fit memory, normalisation included):\n\n"
-        f"```\nmicrozoo test PACKAGE\nmicrozoo predict PACKAGE image.tif -o out.tif --axes {axes}\n```\n\n"
-        "With bioimageio.core (any tool of the BioImage Model Zoo runs the package the same way):\n\n"
-        "```python\nfrom bioimageio.core import predict\n"
-        f"sample = predict(model=\"PACKAGE/bioimageio.yaml\", inputs={{\"{INPUT_ID}\": image}})"
-        f"  # image axes: batch, channel, {', '.join(spec.spatial_axes)}\n```\n\n"
-        "or `bioimageio test PACKAGE/bioimageio.yaml`. In Fiji with deepImageJ: zip the package "
-        "folder (`bioimageio package PACKAGE/bioimageio.yaml`), install the zip with *DeepImageJ "
-        "Install Model* and run it with *DeepImageJ Run*; it uses the TorchScript weights and the "
-        "normalisation stored in the package.\n")
-    parts.append(
-        "## Package contents\n\n"
-        f"- weights: `{STATE_DICT_FILE}` (PyTorch state dict; architecture "
-        f"`{spec.architecture_source.name}`, `{spec.architecture_callable}`), `{TORCHSCRIPT_FILE}` "
-        f"(TorchScript, {script_kind}) and `{ONNX_FILE}` (ONNX opset {OPSET}), all checked to give "
-        "the same output\n"
-        f"- input size: {spec.size_min} + n x {spec.size_step} pixels along "
-        f"{', '.join(spec.spatial_axes)}; the outer {spec.halo} pixels of the output are discarded "
-        "when tiling\n"
-        "- test tensors `test_input.npy` and `test_output.npy` (also as `sample_input.tif` and "
-        "`sample_output.tif`), cover `cover.png`"
-        + "".join(f"\n- attachment `{a}`" for a in attachments) + "\n\nExported by microzoo.\n")
-    return "\n".join(parts)

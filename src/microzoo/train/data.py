@@ -103,7 +103,10 @@ def _partners(images: list[Path], folder: Path, role: str) -> list[Path]:
     """The file in ``folder`` with the same name as each image; a DataError names the missing."""
     if not folder.is_dir():
         raise DataError(f"the {role} folder {folder} does not exist; check data.{role}")
-    by_stem = {stem(p): p for p in find_images([str(folder)])}
+    try:
+        by_stem = {stem(p): p for p in find_images([str(folder)])}
+    except ImageError:
+        by_stem = {}
     missing = [stem(p) for p in images if stem(p) not in by_stem]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")

@@ -207,6 +207,7 @@ def fit(
 
     total_steps = settings.epochs * settings.steps_per_epoch
     started = time.monotonic()
+    earlier = float(history[-1]["seconds"]) if history else 0.0  # training time before a resume
     last_figure = f"{monitor} {history[-1][monitor]:.4f}" if history else f"{monitor} -"
     epoch = start_epoch
     with torch_settings(settings, device):
@@ -241,7 +242,7 @@ def fit(
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(value)
             row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **figures,
-                   "learning_rate": optimizer.param_groups[0]["lr"], "seconds": time.monotonic() - started}  # fmt: skip
+                   "learning_rate": optimizer.param_groups[0]["lr"], "seconds": earlier + time.monotonic() - started}  # fmt: skip
             history.append(row)
             if _improved(value, best_value, mode):
                 best_value, best_epoch, stale = value, epoch + 1, 0

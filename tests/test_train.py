@@ -1,0 +1,253 @@
+"""Training: tiny end-to-end runs of every task on 64x64 crops of real data, one 3-D run,
+determinism, resume, early stopping, time limit, configs and data handling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from microzoo.cli import app
+from microzoo.errors import ConfigError, DataError
+from microzoo.train.config import (
+    TrainingConfig,
+    care_config,
+    instances_config,
+    load_config,
+    n2v_config,
+    save_config,
+    unet_config,
+)
+from microzoo.train.data import PatchSampler, load_samples, split_samples
+from microzoo.train.loop import fit, load_checkpoint
+from microzoo.train.run import train
+
+N = 5  # images per tiny data set
+
+
+def _tiny(config, *, epochs: int = 2, export: bool = False):
+    """Depth 2, 8 features, 32-pixel patches, 2 steps of 4 per epoch."""
+    config.network.depth = 2
+    config.network.base_features = 8
+    config.data.validation_patches = 4
+    config.training.epochs = epochs
+    config.training.steps_per_epoch = 2
+    config.training.batch_size = 4 if config.data.spatial_dims == 2 else 2
+    config.training.export = export
+    return config
+
+
+@pytest.fixture(scope="module")
+def isbi(shared_data: Path, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("isbi")
+    for folder in ("images", "labels"):
+        (root / folder).mkdir()
+        for i in range(N):
+            image = iio.imread(shared_data / "isbi2012" / "train" / folder / f"{i:02d}.png")
+            iio.imwrite(root / folder / f"{i:02d}.png", image[200:264, 200:264])
+    return root
+
+
+@pytest.fixture(scope="module")
+def dsb(shared_data: Path, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("dsb")
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    source = shared_data / "dsb2018" / "train"
+    for path in sorted((source / "images").glob("*.png"))[:N]:
+        iio.imwrite(root / "images" / path.name, iio.imread(path)[:64, :64])  # RGBA PNG
+        labels = tifffile.imread(source / "labels" / f"{path.stem}.tif")
+        tifffile.imwrite(root / "labels" / f"{path.stem}.tif", labels[:64, :64])
+    return root
+
+
+@pytest.fixture(scope="module")
+def w2s(shared_data: Path, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("w2s")
+    for folder in ("noisy", "clean"):
+        (root / folder).mkdir()
+        for i in range(1, N + 1):
+            image = tifffile.imread(shared_data / "w2s" / "train" / folder / f"{i:03d}.tif")
+            tifffile.imwrite(root / folder / f"{i:03d}.tif", image[200:264, 200:264])
+    return root
+
+
+@pytest.fixture(scope="module")
+def w2s_volumes(shared_data: Path, tmp_path_factory) -> Path:
+    """Three 8x32x32 stacks of W2S fields (plain 3-D TIFF, no axes metadata)."""
+    root = tmp_path_factory.mktemp("w2s3d")
+    for folder in ("noisy", "clean"):
+        (root / folder).mkdir()
+        for v in range(3):
+            planes = [tifffile.imread(shared_data / "w2s" / "train" / folder / f"{v * 8 + i + 1:03d}.tif")
+                      for i in range(8)]  # fmt: skip
+            tifffile.imwrite(root / folder / f"{v}.tif", np.stack([p[100:132, 100:132] for p in planes]))
+    return root
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["network"]
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    first, second = _weights(a), _weights(b)
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+# ------------------------------------------------------------------ end to end, every task
+
+
+def test_semantic_isbi_writes_model_report_curves_and_package(isbi: Path, tmp_path: Path) -> None:
+    config = _tiny(unet_config(images=isbi / "images", labels=isbi / "labels", patch_size=32), export=True)
+    result = train(config, out_dir=tmp_path / "out")
+    assert load_config(result.config) == config
+    rows = (tmp_path / "out" / "curves" / "loss.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,train_loss,val_loss,val_iou") and len(rows) == 3
+    assert result.curves_png.stat().st_size > 1000 and result.best_checkpoint.exists()
+    metrics = json.loads(result.metrics.read_text())
+    assert metrics["task"] == "semantic" and metrics["methods"][0] == "U-Net" and "Otsu" in metrics["methods"][1]
+    assert {"mean_iou", "baseline mean_iou"} <= set(result.figures)
+    description = yaml.safe_load(result.package.read_text())
+    assert description["format_version"].startswith("0.5")
+    assert {w for w in description["weights"]} == {"pytorch_state_dict", "torchscript", "onnx"}
+
+
+def test_instances_dsb_chooses_thresholds_on_validation_images(dsb: Path, tmp_path: Path) -> None:
+    config = _tiny(instances_config(images=dsb / "images", labels=dsb / "labels", patch_size=32))
+    result = train(config, out_dir=tmp_path / "out")
+    chosen = yaml.safe_load((tmp_path / "out" / "instance_settings.yaml").read_text())
+    assert {"foreground_threshold", "seed_threshold"} <= set(chosen["settings"]) and chosen["search"]["rows"]
+    assert {"f1@0.5", "baseline f1@0.5"} <= set(result.figures)
+    assert "val_f1" in result.history[-1]
+
+
+def test_care_w2s_is_compared_with_a_tuned_gaussian_and_the_noisy_input(w2s: Path, tmp_path: Path) -> None:
+    config = _tiny(care_config(images=w2s / "noisy", targets=w2s / "clean", patch_size=32))
+    result = train(config, out_dir=tmp_path / "out")
+    metrics = json.loads(result.metrics.read_text())
+    assert metrics["methods"][0] == "CARE" and metrics["methods"][2] == "noisy input"
+    assert metrics["methods"][1].startswith("Gaussian")
+    assert {"psnr_fitted", "baseline psnr_fitted"} <= set(result.figures) and result.package is None
+
+
+def test_n2v_in_3d_on_stacks(w2s_volumes: Path, tmp_path: Path) -> None:
+    config = _tiny(n2v_config(images=w2s_volumes / "noisy", targets=w2s_volumes / "clean", spatial_dims=3,
+                              patch_size=(8, 16, 16)))  # fmt: skip
+    result = train(config, out_dir=tmp_path / "out")
+    assert result.report.exists() and np.isfinite(result.figures["psnr_fitted"])
+
+
+# ------------------------------------------------------------------ determinism, resume, stopping
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_same_seed_same_weights_and_resume_reaches_the_same_result(w2s: Path, tmp_path: Path) -> None:
+    config = _tiny(n2v_config(images=w2s / "noisy", patch_size=32, variant="n2v"))  # no clean images: no QC
+    first = train(config, out_dir=tmp_path / "a")
+    assert first.report is None and first.figures == {} and len(first.history) == 2
+    second = train(config, out_dir=tmp_path / "b")
+    assert _same_weights(first.last_checkpoint, second.last_checkpoint)
+    assert [r["train_loss"] for r in first.history] == [r["train_loss"] for r in second.history]
+
+    def interrupt(done: int, total: int, description: str) -> None:
+        if description.startswith("epoch 2/2"):
+            raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        train(config, out_dir=tmp_path / "c", progress=interrupt)
+    assert load_checkpoint(tmp_path / "c" / "checkpoints" / "last.pt")["epoch"] == 0  # one epoch saved
+    with pytest.raises(ConfigError, match="resume"):
+        train(config, out_dir=tmp_path / "c")
+    resumed = train(config, out_dir=tmp_path / "c", resume=True)
+    assert _same_weights(first.last_checkpoint, resumed.last_checkpoint)
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in first.history]
+    assert resumed.history[1]["seconds"] > resumed.history[0]["seconds"]
+
+
+def _fit_constant(tmp_path: Path, **settings) -> object:
+    """A one-layer network whose validation figure never improves."""
+    network = torch.nn.Conv2d(1, 1, 3, padding=1)
+    data = np.random.default_rng(0).normal(size=(2, 1, 8, 8)).astype(np.float32)
+    return fit(network, sample_batch=lambda rng: (data, data), loss_fn=torch.nn.functional.mse_loss,
+               validate=lambda net: {"val_loss": 1.0}, monitor="val_loss", mode="min",
+               settings=TrainingConfig(steps_per_epoch=2, **settings), out_dir=tmp_path)  # fmt: skip
+
+
+def test_early_stopping_and_time_limit_keep_the_best_checkpoint(tmp_path: Path) -> None:
+    stopped = _fit_constant(tmp_path / "early", epochs=50, early_stopping_patience=3)
+    assert stopped.stopped == "early stopping" and len(stopped.history) == 4 and stopped.best_epoch == 1
+    assert stopped.best_checkpoint.exists()
+    timed = _fit_constant(tmp_path / "time", epochs=50, max_minutes=1e-6)
+    assert timed.stopped == "time limit" and len(timed.history) == 1 and timed.best_checkpoint.exists()
+
+
+# ------------------------------------------------------------------ configuration and data
+
+
+def test_config_yaml_round_trip_with_relative_paths(tmp_path: Path) -> None:
+    config = care_config(images="noisy", targets="clean", epochs=7, patch_size=64)
+    path = save_config(config, tmp_path / "care.yaml")
+    loaded = load_config(path)
+    assert loaded.data.images == tmp_path / "noisy" and loaded.training.epochs == 7
+    assert loaded.data.patch_size == (64, 64) and loaded.network.residual
+    assert loaded.model_dump(exclude={"data"}) == config.model_dump(exclude={"data"})
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"task": "semantic", "data": {"images": "a"}}, "data.labels"),
+        ({"task": "care", "data": {"images": "a", "targets": "b"}, "training": {"epocs": 3}}, "training.epocs"),
+        ({"task": "n2v", "data": {"images": "a", "patch_size": [60, 60]}}, "data.patch_size"),
+        ({"task": "n2v", "data": {"images": "a"}, "training": {"learning_rate": -1}}, "training.learning_rate"),
+        ({"task": "segment", "data": {"images": "a"}}, "task"),
+    ],
+)
+def test_config_errors_name_the_field(tmp_path: Path, data: dict, field: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(path)
+
+
+def test_data_split_grey_conversion_pairing_and_empty_patches(dsb: Path, isbi: Path, tmp_path: Path) -> None:
+    config = instances_config(images=dsb / "images", labels=dsb / "labels", patch_size=32).data
+    samples = load_samples(config, truth="labels")
+    assert all(s.image.shape == (1, 64, 64) and s.truth.shape == (64, 64) for s in samples)
+    assert [s.name for s in split_samples(samples, fraction=0.4, seed=3)[1]] == [
+        s.name for s in split_samples(samples, fraction=0.4, seed=3)[1]
+    ]
+    assert len(split_samples(samples, fraction=0.4, seed=3)[1]) == 2
+    splits = {tuple(s.name for s in split_samples(samples, fraction=0.4, seed=seed)[1]) for seed in range(6)}
+    assert len(splits) > 1  # the seed decides the split
+    (tmp_path / "labels").mkdir()
+    with pytest.raises(DataError, match="no file of the same name"):
+        load_samples(config.model_copy(update={"labels": tmp_path / "labels"}), truth="labels")
+    foreground = np.zeros((64, 64), bool)
+    foreground[:32, :32] = True
+    mask = foreground[None].astype(np.float32)
+    sampler = PatchSampler([mask], [mask], patch_size=(16, 16), foreground=[foreground], min_foreground=0.1)
+    inputs, targets = sampler.sample(np.random.default_rng(1), 16)
+    assert inputs.shape == targets.shape == (16, 1, 16, 16)
+    assert all(t.mean() >= 0.1 for t in targets)  # empty patches were redrawn
+
+
+def test_cli_train_from_yaml_and_short_form_errors(w2s: Path, tmp_path: Path) -> None:
+    config = _tiny(n2v_config(images=w2s / "noisy", patch_size=32), epochs=1)
+    path = save_config(config, tmp_path / "n2v.yaml")
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "Curves:" in result.output and (tmp_path / "out" / "config.yaml").exists()
+    missing = runner.invoke(app, ["train", "unet", "--images", str(w2s / "noisy"), "--out", str(tmp_path / "x")])
+    assert missing.exit_code != 0 and "--labels" in str(missing.output) + str(missing.exception)

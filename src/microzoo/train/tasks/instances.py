@@ -76,12 +76,13 @@ def train_instances(
         augmentation=data.augmentation, foreground=[s.truth > 0 for s in train],
         min_foreground=data.min_foreground_fraction,
     )  # fmt: skip
+    # validation patches carry their label crop as a last channel, to score instances on them
     val_sampler = PatchSampler(
-        [s.image for s in val], [targets_from_labels(s.truth) for s in val], patch_size=data.patch_size,
-        foreground=[s.truth > 0 for s in val], min_foreground=data.min_foreground_fraction,
+        [s.image for s in val], [np.concatenate([targets_from_labels(s.truth), s.truth[None]]) for s in val],
+        patch_size=data.patch_size, foreground=[s.truth > 0 for s in val], min_foreground=data.min_foreground_fraction,
     )  # fmt: skip
-    val_x, val_y = val_sampler.sample(np.random.default_rng(settings.seed + 1), data.validation_patches)
-    val_labels = [instances_from_output(t, settings=InstanceSettings(min_size=0)) for t in val_y]
+    val_x, val_both = val_sampler.sample(np.random.default_rng(settings.seed + 1), data.validation_patches)
+    val_y, val_labels = val_both[:, :N_TARGET_CHANNELS], list(val_both[:, N_TARGET_CHANNELS].astype(np.int32))
     network = build_network(config, in_channels=train[0].image.shape[0], out_channels=N_TARGET_CHANNELS)
 
     def validate(net: torch.nn.Module) -> dict[str, float]:

@@ -298,12 +298,12 @@ def test_network_is_not_modified(tmp_path: Path, arch_file: Path, arch: Any) -> 
 @pytest.mark.parametrize("task, options", [("n2v", {"n2v2": True}), ("semantic", {"batch_norm": True})])
 def test_microzoo_unet(tmp_path: Path, task: str, options: dict[str, Any]) -> None:
     """The U-Net of microzoo's training pipelines, shipped as its own architecture source."""
-    models = pytest.importorskip("microzoo.train.models", reason="the training pipelines' U-Net is not there yet")
     import torch
     from _reference import failure_messages, reference_test, test_passed
 
     from microzoo.package.load import open_package
     from microzoo.runtime.reproduce import test_package
+    from microzoo.train import models
 
     out_channels = 2 if task == "semantic" else 1
     kwargs = {"in_channels": 1, "out_channels": out_channels, "spatial_dims": 2, "depth": 2,

@@ -120,10 +120,13 @@ def test_semantic_isbi_writes_model_report_curves_and_package(isbi: Path, tmp_pa
 
 
 def test_instances_dsb_chooses_thresholds_on_validation_images(dsb: Path, tmp_path: Path) -> None:
-    config = _tiny(instances_config(images=dsb / "images", labels=dsb / "labels", patch_size=32))
+    config = _tiny(instances_config(images=dsb / "images", labels=dsb / "labels", patch_size=32), export=True)
     result = train(config, out_dir=tmp_path / "out")
     chosen = yaml.safe_load((tmp_path / "out" / "instance_settings.yaml").read_text())
     assert {"foreground_threshold", "seed_threshold"} <= set(chosen["settings"]) and chosen["search"]["rows"]
+    # the chosen thresholds travel with the model: any microzoo user gets the same instances
+    description = yaml.safe_load(result.package.read_text())
+    assert description["config"]["microzoo"]["instance_settings"] == chosen["settings"]
     assert {"f1@0.5", "baseline f1@0.5"} <= set(result.figures)
     assert "val_f1" in result.history[-1]
 

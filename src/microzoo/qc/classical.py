@@ -24,6 +24,7 @@ from scipy import ndimage as ndi
 from skimage import color, feature, filters, measure, morphology, restoration, segmentation
 
 from microzoo.errors import ConfigError, DataError, ImageError
+from microzoo.qc.metrics import affine_fit, psnr
 from microzoo.progress import ProgressCallback, no_progress
 
 DENOISING_METHODS = ("gaussian", "median", "nl_means", "bm3d")
@@ -133,8 +134,8 @@ def tune_denoiser(
                 raise DataError(f"noisy and clean shapes differ: {np.shape(noisy)} vs {clean.shape}")
             output = denoise(noisy, method=method, params=params)
             if criterion == "psnr_fitted":
-                output = _affine_fit(output, clean)
-            scores.append(_psnr(clean, output, data_range))
+                output = affine_fit(output, clean)
+            scores.append(psnr(clean, output, data_range=data_range))
             done += 1
             progress(done, total, f"tuning {method}")
         if np.mean(scores) > best_score:
@@ -293,33 +294,25 @@ def run_classical_on_folder(
     return result
 
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
-
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """The image files in ``folder`` (TIFF, PNG, JPEG, BMP), sorted by name."""
+    """The image files in ``folder``, sorted by name (see :func:`microzoo.io.read.find_images`)."""
+    from microzoo.io.read import find_images
+
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder; give a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(f"no images (.tif, .png, .jpg) in {folder}; check the path")
-    return files
+    try:
+        return find_images([str(folder)])
+    except ImageError as error:
+        raise DataError(f"no images in {folder}: {error}") from error
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read one 2D image file (TIFF with tifffile, others with imageio)."""
-    path = Path(path)
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
+    """One 2D image file as an array (``yx``, or ``yxc`` for colour), read by :mod:`microzoo.io`."""
+    from microzoo.io.read import read_image as read
 
-            return np.asarray(tifffile.imread(path))
-        import imageio.v3 as iio
-
-        return np.asarray(iio.imread(path))
-    except (OSError, ValueError) as error:
-        raise ImageError(f"cannot read {path}: {error}; check that it is an image file") from error
+    return np.asarray(read(path).data)
 
 
 def _as_output(result: np.ndarray) -> np.ndarray:
@@ -330,13 +323,3 @@ def _check_method(method: str, allowed: Sequence[str]) -> None:
     if method not in allowed:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(allowed)}")
 
-
-def _psnr(truth: np.ndarray, prediction: np.ndarray, data_range: float) -> float:
-    mse = float(np.mean((truth - prediction) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(data_range**2 / mse)
-
-
-def _affine_fit(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    design = np.stack([prediction.ravel(), np.ones(prediction.size)], axis=1)
-    (scale, offset), *_ = np.linalg.lstsq(design, truth.ravel(), rcond=None)
-    return scale * prediction + offset

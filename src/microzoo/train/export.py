@@ -394,7 +394,7 @@ def _write_sample(tmp: Path, name: str, tensor: np.ndarray) -> str:
     """A TIFF of a test tensor for people to look at (the spec's ``sample_tensor``)."""
     import tifffile
 
-    tifffile.imwrite(tmp / name, np.squeeze(tensor, axis=0))
+    tifffile.imwrite(tmp / name, np.squeeze(tensor, axis=0), photometric="minisblack")  # channels are not RGB
     return name
 
 

@@ -105,3 +105,33 @@ def test_unknown_weight_format_exits_2(example_model: Path, two_images: Path, tm
     result = run("predict", str(example_model), str(two_images), "-o", str(tmp_path / "o"), "--weights", "tensorflow")
     assert result.returncode == 2
     assert "unknown weight format 'tensorflow'" in result.stderr
+
+
+def test_predict_adds_a_trust_note_from_the_training_fingerprint(example_model: Path, shared_data: Path,
+                                                                  tmp_path: Path) -> None:
+    """A package that carries its training fingerprint warns about images unlike its training data."""
+    import imageio.v3 as iio
+
+    from microzoo.trust.fingerprint import ATTACHMENT_NAME, fingerprint_images
+
+    package = tmp_path / "model"
+    shutil.copytree(example_model, package)
+    fluorescence = []
+    for path in sorted((shared_data / "dsb2018" / "train" / "images").glob("*.png")):
+        rgb = iio.imread(path)[..., :3]
+        if rgb.std(axis=-1).mean() < 1 and rgb.mean() < 60:
+            fluorescence.append(rgb[..., 0])
+        if len(fluorescence) == 40:
+            break
+    fingerprint_images(fluorescence).save(package / ATTACHMENT_NAME)
+    text = (package / "bioimageio.yaml").read_text()
+    (package / "bioimageio.yaml").write_text(text.replace("type: model\n", f"type: model\nattachments:\n  - source: {ATTACHMENT_NAME}\n"))
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(shared_data / "w2s" / "test" / "noisy" / "081.tif", images / "w2s_081.tif")
+    result = run("predict", str(package), str(images), "-o", str(tmp_path / "out"), "--weights", "onnx")
+    assert result.returncode == 0, result.stderr
+    assert "1 of 1 image(s) differ from the model's training data" in result.stdout
+    assert "w2s_081.tif" in result.stdout
+    plain = run("predict", str(example_model), str(images), "-o", str(tmp_path / "out2"), "--weights", "onnx")
+    assert "carries no training fingerprint" in plain.stdout

@@ -179,3 +179,11 @@ def test_cli_evaluate_prints_a_summary_and_the_report_path(tmp_path):
     assert "f1@0.5" in result.output and "seg vs again" in result.output
     assert "report.html" in result.output
     assert (tmp_path / "out" / "report.html").exists()
+
+
+def test_one_image_gives_no_interval_and_no_verdict() -> None:
+    """Resampling a single image returns it every time: a point 'interval' must not decide."""
+    truth = [np.random.default_rng(0).normal(size=(32, 32))]
+    evaluation = evaluate({"a": [truth[0] + 0.1], "b": [truth[0] + 0.3]}, truth, task="restoration", data_range=4.0)
+    assert np.isnan(evaluation.summary["a"]["psnr"].low)
+    assert all(d.better is None and d.verdict.startswith("too few images") for d in evaluation.differences)

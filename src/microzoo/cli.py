@@ -160,6 +160,28 @@ def predict(
     written = [p for r in results for p in r.outputs.values()]
     console.print(f"{loaded.package.name} ({loaded.weight_format}): {len(results)} image(s), "
                   f"{len(written)} output(s) in {out}")
+    _print_trust_note(console, loaded.package, paths, axes)
+
+
+def _print_trust_note(console, package, paths: List[Path], axes: Optional[str]) -> None:  # noqa: ANN001
+    """Warn about images unlike the model's training data (packages that carry a fingerprint)."""
+    import numpy as np
+
+    from microzoo.io.read import read_image
+    from microzoo.trust.note import unlike_training
+
+    images = [np.asarray(read_image(p, axes=axes).data) for p in paths]
+    flagged = unlike_training(package, images, [p.name for p in paths])
+    if flagged is None:
+        console.print("trust: this package carries no training fingerprint; to compare your images with "
+                      "the training data, run `microzoo check --train TRAIN_DIR --test IMAGES`")
+    elif not flagged:
+        console.print(f"trust: all {len(paths)} image(s) look like the model's training data")
+    else:
+        console.print(f"[yellow]trust: {len(flagged)} of {len(paths)} image(s) differ from the model's training "
+                      "data[/]; check these outputs with care:")
+        for result in flagged:
+            console.print(f"  {result.name}: {'; '.join(d.words for d in result.deviations[:3])}")
 
 
 @app.command()

@@ -60,7 +60,9 @@ class Difference:
     def verdict(self) -> str:
         if self.better is not None:
             return f"{self.better} better"
-        return "undefined" if np.isnan(self.difference) else "no clear difference"
+        if np.isnan(self.difference):
+            return "undefined"
+        return "too few images to tell (need 2 or more)" if np.isnan(self.low) else "no clear difference"
 
 
 @dataclass(frozen=True)
@@ -346,8 +348,10 @@ def evaluate(
         per_image[method] = scorer.aggregate(vector)
     if main_metric not in full[next(iter(full))]:
         raise DataError(f"unknown main metric {main_metric!r}; choose one of {', '.join(sorted(full[next(iter(full))]))}")
+    # resampling one image gives that image back every time: no interval, and no verdict, from it
+    interval = _interval if n >= 2 else (lambda samples: (float("nan"), float("nan")))
     summary = {
-        method: {name: Estimate(float(value), *_interval(boot[method][name])) for name, value in figures.items()}
+        method: {name: Estimate(float(value), *interval(boot[method][name])) for name, value in figures.items()}
         for method, figures in full.items()
     }
     differences = []
@@ -358,7 +362,7 @@ def evaluate(
                 value, low, high = float("nan"), float("nan"), float("nan")
             else:
                 value = float(a - b)
-                low, high = _interval(boot[first][metric] - boot[second][metric])
+                low, high = interval(boot[first][metric] - boot[second][metric])
             better = None
             if low > 0 or high < 0:
                 better = first if (low > 0) == higher_is_better(metric) else second

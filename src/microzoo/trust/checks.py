@@ -287,17 +287,14 @@ def load_model_claims(source: str | os.PathLike[str]) -> tuple[Fingerprint | Non
     attachment ``training_fingerprint.json`` (``None`` when it has none).
     """
     from microzoo.package.load import DESCRIPTION_NAMES, open_package
-    from microzoo.trust.fingerprint import ATTACHMENT_NAME
 
     path = Path(source)
     if path.is_file() and path.name not in DESCRIPTION_NAMES and path.suffix.lower() in (".json", ".yaml", ".yml"):
         return Fingerprint.load(path), []
+    from microzoo.trust.note import package_fingerprint
+
     package = open_package(source, check_files=False)
-    tags = [str(tag) for tag in (package.descr.tags or [])]
-    for attachment in package.descr.attachments or []:
-        if str(attachment.source).replace("\\", "/").split("/")[-1] == ATTACHMENT_NAME:
-            return Fingerprint.load(package.file(attachment.source)), tags
-    return None, tags
+    return package_fingerprint(package), [str(tag) for tag in (package.descr.tags or [])]
 
 
 def run_checks(

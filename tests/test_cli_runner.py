@@ -135,3 +135,31 @@ def test_predict_adds_a_trust_note_from_the_training_fingerprint(example_model: 
     assert "w2s_081.tif" in result.stdout
     plain = run("predict", str(example_model), str(images), "-o", str(tmp_path / "out2"), "--weights", "onnx")
     assert "carries no training fingerprint" in plain.stdout
+
+
+def test_predict_keeps_axes_and_pixel_size_of_an_ome_tiff_stack(example_model: Path, shared_data: Path,
+                                                                  tmp_path: Path) -> None:
+    """A z-stack runs slice by slice through the 2-D model; the output keeps zyx and the pixel size."""
+    import imageio.v3 as iio
+
+    from microzoo.io.read import read_image
+    from microzoo.io.write import write_image
+
+    paths = sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png"))[:3]
+    stack = np.stack([iio.imread(p)[:256, :256, 0] for p in paths])
+    source = write_image(tmp_path / "stack.ome.tif", stack, "zyx", pixel_size={"z": 2.0, "y": 0.5, "x": 0.5},
+                         unit="micrometer")
+    out = tmp_path / "out"
+    result = run("predict", str(example_model), str(source), "-o", str(out), "--format", ".zarr")
+    assert result.returncode == 0, result.stderr
+    written = read_image(out / "stack.zarr")
+    assert written.axes == "zyx" and written.data.shape == (3, 256, 256)
+    assert written.pixel_size == {"z": 2.0, "y": 0.5, "x": 0.5}
+    first_slice = microzoo_predict_slice(example_model, stack[0])
+    np.testing.assert_allclose(np.asarray(written.data[0]), first_slice, atol=1e-5)
+
+
+def microzoo_predict_slice(model_path: Path, image: np.ndarray) -> np.ndarray:
+    import microzoo
+
+    return microzoo.load_model(model_path).predict(image, axes="yx")

@@ -97,16 +97,15 @@ def predict_files(model: Model, inputs: Sequence[Path], out: Path, *, axes: str 
 
 
 def _output_pixel_size(model: Model, output_id: str, pixel_size: Mapping[str, float] | None) -> dict[str, float] | None:
-    """The input's pixel size carried to an output, through the output axes' scale relative to the input."""
+    """The input's pixel size carried to an output.
+
+    Axes the model runs over (a z or t folded into its batch) keep their size; axes the model's
+    output has are scaled by that axis's scale relative to the input's (a 2x upsampling output
+    has half the pixel size).
+    """
     if not pixel_size:
         return None
     tensor: Any = model.descr.outputs[model.output_ids.index(output_id)]
-    first_input = model.descr.inputs[0]
-    input_scale = {str(a.id): float(getattr(a, "scale", 1.0) or 1.0) for a in first_input.axes}
-    result = {}
-    for axis in tensor.axes:
-        letter = str(axis.id)
-        if letter in pixel_size:
-            ratio = float(getattr(axis, "scale", 1.0) or 1.0) / input_scale.get(letter, 1.0)
-            result[letter] = pixel_size[letter] * ratio
-    return result or None
+    input_scale = {str(a.id): float(getattr(a, "scale", 1.0) or 1.0) for a in model.descr.inputs[0].axes}
+    output_scale = {str(a.id): float(getattr(a, "scale", 1.0) or 1.0) for a in tensor.axes}
+    return {axis: size * output_scale.get(axis, 1.0) / input_scale.get(axis, 1.0) for axis, size in pixel_size.items()}

@@ -123,16 +123,27 @@ class Core:
 
 
 def run_process(command: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak resident memory (MiB) and stdout of a command run as its own process."""
+    """Wall seconds, peak resident memory (MiB) and stdout of a command run as its own process.
+
+    Peak memory is sampled every 20 ms with psutil (``ru_maxrss`` of a child also counts the
+    memory of this process at the fork, so it cannot tell two children apart).
+    """
+    import psutil
+
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
+    watched, peak = psutil.Process(process.pid), 0
+    while process.poll() is None:
+        try:
+            peak = max(peak, watched.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.02)
+    stdout, stderr = process.communicate()
     seconds = time.perf_counter() - start
-    stdout = process.stdout.read() if process.stdout else ""
-    stderr = process.stderr.read() if process.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
+    if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024, stdout
+    return seconds, peak / 2**20, stdout
 
 
 def mismatch_per_million(a: np.ndarray, b: np.ndarray, rtol: float = 1e-3, atol: float = 1e-3) -> float:

@@ -39,6 +39,7 @@ def parser(description: str, *, minutes: float) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/out/<name>)")
     p.add_argument("--eval-only", action="store_true", help="evaluate the run already in the output folder")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for training (default: every core)")
     return p
 
 
@@ -55,12 +56,17 @@ class StepLogger:
             log(f"step {done}/{total} {description}")
 
 
-def train_run(config: Any, out_dir: Path, *, eval_only: bool = False) -> dict[str, Any]:
+def train_run(config: Any, out_dir: Path, *, eval_only: bool = False, threads: int | None = None) -> dict[str, Any]:
     """Train ``config`` into a fresh ``out_dir`` (no export); return a summary of the run."""
+    import torch
+
     from microzoo.train.loop import load_checkpoint
     from microzoo.train.run import train
 
     config.training.export = False
+    if threads:
+        config.training.threads = threads
+        torch.set_num_threads(threads)
     if eval_only:
         state = load_checkpoint(out_dir / "checkpoints" / "last.pt")
         history = state["history"]

@@ -168,14 +168,15 @@ def _print_trust_note(console, package, paths: List[Path], axes: Optional[str]) 
     import numpy as np
 
     from microzoo.io.read import read_image
-    from microzoo.trust.note import unlike_training
+    from microzoo.trust.note import package_fingerprint, unlike_training
 
-    images = [np.asarray(read_image(p, axes=axes).data) for p in paths]
-    flagged = unlike_training(package, images, [p.name for p in paths])
-    if flagged is None:
+    if package_fingerprint(package) is None:  # say so without reading the images again
         console.print("trust: this package carries no training fingerprint; to compare your images with "
                       "the training data, run `microzoo check --train TRAIN_DIR --test IMAGES`")
-    elif not flagged:
+        return
+    images = [np.asarray(read_image(p, axes=axes).data) for p in paths]
+    flagged = unlike_training(package, images, [p.name for p in paths])
+    if not flagged:
         console.print(f"trust: all {len(paths)} image(s) look like the model's training data")
     else:
         console.print(f"[yellow]trust: {len(flagged)} of {len(paths)} image(s) differ from the model's training "

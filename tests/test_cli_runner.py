@@ -163,3 +163,13 @@ def microzoo_predict_slice(model_path: Path, image: np.ndarray) -> np.ndarray:
     import microzoo
 
     return microzoo.load_model(model_path).predict(image, axes="yx")
+
+
+def test_baseline_command_runs_a_classical_method_on_a_folder(two_images: Path, tmp_path: Path) -> None:
+    result = run("baseline", "watershed", "--images", str(two_images), "-o", str(tmp_path / "labels"))
+    assert result.returncode == 0, result.stderr
+    labels = sorted((tmp_path / "labels").glob("*.tif"))
+    assert len(labels) == 2 and tifffile.imread(labels[0]).max() > 3  # several nuclei found
+    assert "s per image" in result.stdout
+    bad = run("baseline", "gaussian", "--images", str(two_images), "-o", str(tmp_path / "g"), "--param", "sigma")
+    assert bad.returncode == 2 and "NAME=VALUE" in bad.stderr

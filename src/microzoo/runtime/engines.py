@@ -215,6 +215,10 @@ class OnnxEngine:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.log_severity_level = 3
+        # onnxruntime's threads spin after every run by default, taking the cores from the
+        # stitching and processing between tiles; without spinning a 2048x2048 image ran in
+        # 9.2 s instead of 11.0 s on a shared 2-core machine, and single forwards were no slower
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")

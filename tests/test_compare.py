@@ -48,11 +48,11 @@ def test_model_against_watershed_on_nuclei(nuclei: Path, example_model: Path, tm
 
 def test_restoration_baselines_are_tuned_on_training_pairs_only(shared_data: Path, tmp_path: Path) -> None:
     w2s = shared_data / "w2s"
-    for split, names in (("test", ["081", "082", "083"]), ("train", ["001", "002"])):
+    for split, names in (("test", ["081", "082", "083"]), ("train", ["001"])):
         for kind in ("noisy", "clean"):
             (tmp_path / split / kind).mkdir(parents=True)
             for name in names:
-                tifffile.imwrite(tmp_path / split / kind / f"{name}.tif", tifffile.imread(w2s / split / kind / f"{name}.tif")[:96, :96])
+                tifffile.imwrite(tmp_path / split / kind / f"{name}.tif", tifffile.imread(w2s / split / kind / f"{name}.tif")[:64, :64])
     result = compare([], images_dir=tmp_path / "test" / "noisy", truth_dir=tmp_path / "test" / "clean",
                      task="restoration", classical=True, out_dir=tmp_path / "out", data_range=255,
                      train_noisy=tmp_path / "train" / "noisy", train_clean=tmp_path / "train" / "clean")

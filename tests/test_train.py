@@ -194,6 +194,18 @@ def test_early_stopping_and_time_limit_keep_the_best_checkpoint(tmp_path: Path) 
     assert timed.stopped == "time limit" and len(timed.history) == 1 and timed.best_checkpoint.exists()
 
 
+def test_resume_after_a_time_limit_trains_on(tmp_path: Path) -> None:
+    """A run stopped by its time budget continues when resumed (with a new budget)."""
+    timed = _fit_constant(tmp_path, epochs=3, max_minutes=1e-6)
+    assert timed.stopped == "time limit" and len(timed.history) == 1
+    network = torch.nn.Conv2d(1, 1, 3, padding=1)
+    data = np.random.default_rng(0).normal(size=(2, 1, 8, 8)).astype(np.float32)
+    resumed = fit(network, sample_batch=lambda rng: (data, data), loss_fn=torch.nn.functional.mse_loss,
+                  validate=lambda net: {"val_loss": 1.0}, monitor="val_loss", mode="min",
+                  settings=TrainingConfig(steps_per_epoch=2, epochs=3), out_dir=tmp_path, resume=True)  # fmt: skip
+    assert resumed.stopped == "epochs" and len(resumed.history) == 3
+
+
 # ------------------------------------------------------------------ configuration and data
 
 

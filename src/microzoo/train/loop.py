@@ -204,6 +204,8 @@ def fit(
         torch.set_rng_state(state["torch_rng"])
         history, start_epoch = list(state["history"]), int(state["epoch"]) + 1
         best_value, best_epoch, stale, stopped = state["best_value"], state["best_epoch"], state["stale"], state["stopped"]
+        if stopped == "time limit":  # a resumed run gets a new time budget
+            stopped = ""
 
     total_steps = settings.epochs * settings.steps_per_epoch
     started = time.monotonic()

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from microzoo.qc import classical
-from microzoo.qc.metrics import restoration_metrics, semantic_metrics
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _training_common import table as _table  # noqa: E402  (one Markdown table printer for all benchmarks)
+
+from microzoo.qc import classical  # noqa: E402
+from microzoo.qc.metrics import restoration_metrics, semantic_metrics  # noqa: E402
 
 try:
     from microzoo.qc.metrics import instance_metrics_dataset, match_instances
@@ -27,14 +31,6 @@ except ImportError:  # the instance metrics live in their own module
     from microzoo.qc.metrics_instances import instance_metrics_dataset, match_instances
 
 DATA = Path(os.environ.get("MICROZOO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def _table(header: list[str], rows: list[list[object]]) -> None:
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
-    print(flush=True)
 
 
 def _pairs(noisy_dir: Path, clean_dir: Path, limit: int | None) -> tuple[list, list, list[str]]:

@@ -56,6 +56,16 @@ class StepLogger:
             log(f"step {done}/{total} {description}")
 
 
+def apply_budget_settings(config, args) -> None:  # noqa: ANN001
+    """The settings every time-budgeted benchmark run shares: network size and learning rate from
+    the command line, a short plateau patience, and no early stopping (the time limit ends it)."""
+    config.network.base_features = args.features
+    config.network.depth = args.depth
+    config.training.learning_rate = args.lr
+    config.training.plateau_patience = 4
+    config.training.early_stopping_patience = None
+
+
 def train_run(config: Any, out_dir: Path, *, eval_only: bool = False, threads: int | None = None) -> dict[str, Any]:
     """Train ``config`` into a fresh ``out_dir`` (no export); return a summary of the run."""
     import torch

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training_common import DATA, OUT, load_network, log, parser, psnr_pair, restore, run_line, table, train_run  # noqa: E402
+from _training_common import apply_budget_settings, DATA, OUT, load_network, log, parser, psnr_pair, restore, run_line, table, train_run  # noqa: E402
 
 from microzoo.qc import classical  # noqa: E402
 
@@ -59,11 +59,7 @@ def main() -> None:
         epochs=10_000, seed=args.seed, max_minutes=args.minutes, name="bsd68-n2v", variant=args.variant,
     )  # fmt: skip
     config.masked_fraction = args.masked_fraction
-    config.network.base_features = args.features
-    config.network.depth = args.depth
-    config.training.learning_rate = args.lr
-    config.training.plateau_patience = 4
-    config.training.early_stopping_patience = None
+    apply_budget_settings(config, args)
     out = args.out or OUT / "train_bsd68"
     summary = train_run(config, out, eval_only=args.eval_only, threads=args.threads)
     network = load_network(config, out, in_channels=1, out_channels=1)

@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training_common import DATA, OUT, load_network, log, parser, predict, run_line, table, train_run  # noqa: E402
+from _training_common import apply_budget_settings, DATA, OUT, load_network, log, parser, predict, run_line, table, train_run  # noqa: E402
 
 from microzoo.qc import classical  # noqa: E402
 from microzoo.qc.metrics import instance_metrics_dataset, match_instances  # noqa: E402
@@ -80,12 +80,8 @@ def main() -> None:
         batch_size=args.batch, steps_per_epoch=args.steps_per_epoch, epochs=10_000, seed=args.seed,
         max_minutes=args.minutes, name="dsb2018-nuclei",
     )  # fmt: skip
-    config.network.base_features = args.features
-    config.network.depth = args.depth
-    config.training.learning_rate = args.lr
+    apply_budget_settings(config, args)
     config.data.validation_fraction = args.val_fraction
-    config.training.plateau_patience = 4
-    config.training.early_stopping_patience = None
     summary = train_run(config, out, eval_only=args.eval_only, threads=args.threads)
     chosen = InstanceSettings(**yaml.safe_load((out / "instance_settings.yaml").read_text())["settings"])
     log(f"decoding settings chosen on the validation images: {chosen}")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training_common import DATA, OUT, load_network, log, parser, predict, run_line, table, train_run  # noqa: E402
+from _training_common import apply_budget_settings, DATA, OUT, load_network, log, parser, predict, run_line, table, train_run  # noqa: E402
 
 from microzoo.qc import classical  # noqa: E402
 
@@ -65,11 +65,7 @@ def main() -> None:
         steps_per_epoch=args.steps_per_epoch, epochs=10_000, seed=args.seed, max_minutes=args.minutes,
         name="isbi2012-membranes", loss=args.loss,
     )  # fmt: skip
-    config.network.base_features = args.features
-    config.network.depth = args.depth
-    config.training.learning_rate = args.lr
-    config.training.plateau_patience = 4
-    config.training.early_stopping_patience = None
+    apply_budget_settings(config, args)
     summary = train_run(config, out, eval_only=args.eval_only, threads=args.threads)
 
     def load(split):

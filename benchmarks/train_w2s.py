@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _training_common import (  # noqa: E402
+    apply_budget_settings,
     DATA, OUT, load_network, log, parser, psnr_pair, restore, run_line, table, train_run,
 )
 
@@ -65,11 +66,7 @@ def train_method(method: str, args) -> tuple[object, dict, str]:
         config = n2v_config(images=root / "noisy", targets=root / "clean", name="w2s-n2v", variant=args.variant, **common)
         config.masked_fraction = args.masked_fraction
         settings = f"{args.variant.upper()}, {args.masked_fraction:.1%} of pixels masked per patch"
-    config.network.base_features = args.features
-    config.network.depth = args.depth
-    config.training.learning_rate = args.lr
-    config.training.plateau_patience = 4
-    config.training.early_stopping_patience = None
+    apply_budget_settings(config, args)
     out = (args.out or OUT) / f"train_w2s_{method}"
     summary = train_run(config, out, eval_only=args.eval_only, threads=args.threads)
     settings += (f"; patch {args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base "

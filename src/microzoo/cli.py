@@ -170,12 +170,13 @@ def _print_trust_note(console, package, paths: List[Path], axes: Optional[str]) 
     from microzoo.io.read import read_image
     from microzoo.trust.note import package_fingerprint, unlike_training
 
-    if package_fingerprint(package) is None:  # say so without reading the images again
+    fingerprint = package_fingerprint(package)
+    if fingerprint is None:  # say so without reading the images again
         console.print("trust: this package carries no training fingerprint; to compare your images with "
                       "the training data, run `microzoo check --train TRAIN_DIR --test IMAGES`")
         return
     images = [np.asarray(read_image(p, axes=axes).data) for p in paths]
-    flagged = unlike_training(package, images, [p.name for p in paths])
+    flagged = unlike_training(fingerprint, images, [p.name for p in paths])
     if not flagged:
         console.print(f"trust: all {len(paths)} image(s) look like the model's training data")
     else:

@@ -25,9 +25,6 @@ def package_fingerprint(package: ModelPackage) -> Fingerprint | None:
     return None
 
 
-def unlike_training(package: ModelPackage, images: Sequence[np.ndarray], names: Sequence[str]) -> list[OODResult] | None:
-    """The images that differ from the package's training data; ``None`` without a fingerprint."""
-    fingerprint = package_fingerprint(package)
-    if fingerprint is None:
-        return None
+def unlike_training(fingerprint: Fingerprint, images: Sequence[np.ndarray], names: Sequence[str]) -> list[OODResult]:
+    """The images that differ from the training data the fingerprint describes."""
     return [r for r in check_images(fingerprint, images, names=names) if r.out_of_distribution]

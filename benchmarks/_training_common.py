@@ -58,11 +58,12 @@ class StepLogger:
 
 def apply_budget_settings(config, args) -> None:  # noqa: ANN001
     """The settings every time-budgeted benchmark run shares: network size and learning rate from
-    the command line, a short plateau patience, and no early stopping (the time limit ends it)."""
+    the command line, a cosine schedule that anneals over the time budget, and no early stopping
+    (the time limit ends the run; the best validated epoch is kept)."""
     config.network.base_features = args.features
     config.network.depth = args.depth
     config.training.learning_rate = args.lr
-    config.training.plateau_patience = 4
+    config.training.scheduler = "cosine"
     config.training.early_stopping_patience = None
 
 

@@ -93,7 +93,7 @@ def main() -> None:
     print(f"## BSD68 sigma 25: {args.variant.upper()} trained {summary['minutes']:.0f} min on this CPU vs Gaussian and BM3D\n")
     run_line(summary, f"{args.variant.upper()}, {args.masked_fraction:.1%} of pixels masked per patch; patch "
                       f"{args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base features, "
-                      f"AdamW lr {args.lr:g}, seed {args.seed}; 340 noisy Train400 images, 60 validate")  # fmt: skip
+                      f"AdamW lr {args.lr:g} (cosine over the time budget), seed {args.seed}; 340 noisy Train400 images, 60 validate")  # fmt: skip
     rows = []
     for name, r in results.items():
         raw, fit = [x[0] for x in r], [x[1] for x in r]

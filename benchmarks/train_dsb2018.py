@@ -113,7 +113,7 @@ def main() -> None:
 
     print(f"## DSB2018 test: instance U-Net trained {summary['minutes']:.0f} min on this CPU vs Otsu + watershed\n")
     run_line(summary, f"patch {args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base "
-                      f"features, AdamW lr {args.lr:g} (plateau halving), seed {args.seed}; all 469 train images "
+                      f"features, AdamW lr {args.lr:g} (cosine over the time budget), seed {args.seed}; all 469 train images "
                       f"({args.val_fraction:.0%} validate); decoding {chosen.model_dump()}")  # fmt: skip
     print(f"Watershed tuned on {len(tune)} train images: {tuned}. Fluorescence: {sum(fluo)} of {len(files)} test "
           "images (grey PNG and median below 100 of 255). Pooled over images at IoU 0.5.\n")

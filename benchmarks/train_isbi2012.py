@@ -100,7 +100,7 @@ def main() -> None:
 
     print(f"## ISBI 2012 test (5 slices): membrane U-Net trained {summary['minutes']:.0f} min on this CPU vs thresholds\n")
     run_line(summary, f"patch {args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base "
-                      f"features, {args.loss} loss on membrane = foreground, AdamW lr {args.lr:g}, seed {args.seed}; "
+                      f"features, {args.loss} loss on membrane = foreground, AdamW lr {args.lr:g} (cosine over the time budget), seed {args.seed}; "
                       "17 train slices, 3 validate")  # fmt: skip
     rows = [[f"U-Net ({np.mean(seconds):.2f} s/slice)", net["membrane"], net["interior"]]]
     rows += [[f"{name} (tuned on train)", v["membrane"], v["interior"]] for name, v in baselines.items()]

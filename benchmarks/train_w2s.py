@@ -70,7 +70,7 @@ def train_method(method: str, args) -> tuple[object, dict, str]:
     out = (args.out or OUT) / f"train_w2s_{method}"
     summary = train_run(config, out, eval_only=args.eval_only, threads=args.threads)
     settings += (f"; patch {args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base "
-                 f"features, AdamW lr {args.lr:g}, seed {args.seed}; 51 train fields, 9 validate")
+                 f"features, AdamW lr {args.lr:g} (cosine over the time budget), seed {args.seed}; 51 train fields, 9 validate")
     return load_network(config, out, in_channels=1, out_channels=1), summary, settings
 
 

@@ -26,7 +26,7 @@ from microzoo.train.config import (
     unet_config,
 )
 from microzoo.train.data import PatchSampler, load_samples, split_samples
-from microzoo.train.loop import fit, load_checkpoint
+from microzoo.train.loop import cosine_rate, fit, load_checkpoint
 from microzoo.train.run import train
 
 N = 5  # images per tiny data set
@@ -204,6 +204,19 @@ def test_resume_after_a_time_limit_trains_on(tmp_path: Path) -> None:
                   validate=lambda net: {"val_loss": 1.0}, monitor="val_loss", mode="min",
                   settings=TrainingConfig(steps_per_epoch=2, epochs=3), out_dir=tmp_path, resume=True)  # fmt: skip
     assert resumed.stopped == "epochs" and len(resumed.history) == 3
+
+
+def test_cosine_schedule_anneals_over_the_steps_or_the_time_budget(tmp_path: Path) -> None:
+    settings = TrainingConfig(epochs=10, steps_per_epoch=10, learning_rate=1e-3, scheduler="cosine")
+    assert cosine_rate(settings, 0, 0.0) == pytest.approx(1e-3)
+    assert cosine_rate(settings, 50, 0.0) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert cosine_rate(settings, 100, 0.0) == pytest.approx(1e-5)
+    timed = settings.model_copy(update={"max_minutes": 2.0})
+    assert cosine_rate(timed, 10, 1.0) == pytest.approx((1e-3 + 1e-5) / 2)  # half the budget spent
+    assert cosine_rate(timed, 10, 5.0) == pytest.approx(1e-5)  # past the deadline: the floor
+    run = _fit_constant(tmp_path, epochs=4, scheduler="cosine", early_stopping_patience=None)
+    rates = [row["learning_rate"] for row in run.history]
+    assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(4e-6)  # the default rate 4e-4, annealed to its hundredth
 
 
 # ------------------------------------------------------------------ configuration and data

@@ -98,10 +98,23 @@ def predict_batches(network: torch.nn.Module, inputs: np.ndarray, *, batch_size:
     return np.concatenate(outputs)
 
 
+def cosine_rate(settings: TrainingConfig, done_steps: int, minutes: float) -> float:
+    """The cosine schedule's rate: from ``learning_rate`` down to a hundredth of it over the run.
+
+    The run's end is its last step or, when ``max_minutes`` is set and comes sooner, its time
+    budget: a time-limited run anneals fully by its deadline instead of stopping at a high rate.
+    The time counts from the start of this run (a resumed run has a new budget, as it does for
+    stopping).
+    """
+    fraction = done_steps / (settings.epochs * settings.steps_per_epoch)
+    if settings.max_minutes is not None:
+        fraction = max(fraction, minutes / settings.max_minutes)
+    low = settings.learning_rate / 100
+    return low + (settings.learning_rate - low) * (1 + math.cos(math.pi * min(fraction, 1.0))) / 2
+
+
 def _scheduler(settings: TrainingConfig, optimizer: torch.optim.Optimizer, mode: str):
-    if settings.scheduler == "cosine":
-        total = settings.epochs * settings.steps_per_epoch
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=settings.learning_rate / 100)
+    """The plateau scheduler; the cosine (:func:`cosine_rate`) is set step by step in the loop."""
     if settings.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=mode, factor=0.5, patience=settings.plateau_patience, min_lr=settings.learning_rate / 100
@@ -228,12 +241,13 @@ def fit(
                     )
                 loss.backward()
                 optimizer.step()
-                if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-                    scheduler.step()
                 losses.append(float(loss.item()))
                 done = epoch * settings.steps_per_epoch + step + 1
                 progress(done, total_steps, f"epoch {epoch + 1}/{settings.epochs} loss {np.mean(losses):.4f} {last_figure}")
                 minutes = (time.monotonic() - started) / 60
+                if settings.scheduler == "cosine":
+                    for group in optimizer.param_groups:
+                        group["lr"] = cosine_rate(settings, done, minutes)
                 if settings.max_minutes is not None and minutes >= settings.max_minutes:
                     out_of_time = True
                     break

@@ -63,6 +63,24 @@ def test_synthetic_package_agrees_with_bioimageio_core(name: str, tmp_path_facto
     assert all(r.passed for r in test_package(package))
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.script is deprecated in torch 2.10+
+def test_torchscript_is_optimised_for_inference_where_it_can_be() -> None:
+    import torch
+
+    from microzoo.runtime.engines import _optimized_for_inference
+
+    network = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    network[1].running_mean.fill_(0.3)
+    scripted = torch.jit.script(network.eval())
+    optimised = _optimized_for_inference(scripted)
+    assert optimised is not scripted
+    x = torch.randn(1, 1, 32, 32)
+    with torch.inference_mode():
+        assert torch.allclose(optimised(x), scripted(x), atol=1e-5)
+    training = torch.jit.script(network.train())  # TorchScript freezes only modules in eval mode
+    assert _optimized_for_inference(training) is training
+
+
 def test_scale_mean_variance_reproduces_its_independent_test_output(tmp_path_factory: pytest.TempPathFactory) -> None:
     """bioimageio.core 0.11 cannot run output statistics ops; the test output was computed by hand."""
     package = open_package(built_package(tmp_path_factory, "ops_scale_mean_variance"))

@@ -28,6 +28,7 @@ from microzoo.train.config import (
 from microzoo.train.data import PatchSampler, load_samples, split_samples
 from microzoo.train.loop import cosine_rate, fit, load_checkpoint
 from microzoo.train.run import train
+from microzoo.train.tasks.segmentation import class_map
 
 N = 5  # images per tiny data set
 
@@ -105,7 +106,9 @@ def _same_weights(a: Path, b: Path) -> bool:
 
 
 def test_semantic_isbi_writes_model_report_curves_and_package(isbi: Path, tmp_path: Path) -> None:
-    config = _tiny(unet_config(images=isbi / "images", labels=isbi / "labels", patch_size=32), export=True)
+    # ISBI 2012 draws the membranes as 0: foreground "zero" makes them the class the U-Net learns
+    config = unet_config(images=isbi / "images", labels=isbi / "labels", patch_size=32, foreground="zero")
+    config = _tiny(config, export=True)
     result = train(config, out_dir=tmp_path / "out")
     assert load_config(result.config) == config
     rows = (tmp_path / "out" / "curves" / "loss.csv").read_text().splitlines()
@@ -239,6 +242,7 @@ def test_config_yaml_round_trip_with_relative_paths(tmp_path: Path) -> None:
         ({"task": "n2v", "data": {"images": "a", "patch_size": [60, 60]}}, "data.patch_size"),
         ({"task": "n2v", "data": {"images": "a"}, "training": {"learning_rate": -1}}, "training.learning_rate"),
         ({"task": "segment", "data": {"images": "a"}}, "task"),
+        ({"task": "semantic", "data": {"images": "a", "labels": "b"}, "foreground": "membranes"}, "foreground"),
     ],
 )
 def test_config_errors_name_the_field(tmp_path: Path, data: dict, field: str) -> None:
@@ -246,6 +250,14 @@ def test_config_errors_name_the_field(tmp_path: Path, data: dict, field: str) ->
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         load_config(path)
+
+
+def test_two_class_foreground_is_label_above_zero_or_label_zero(shared_data: Path) -> None:
+    labels = iio.imread(shared_data / "isbi2012" / "train" / "labels" / "00.png")  # 0 membrane, 255 interior
+    membranes = class_map(labels, 2, foreground="zero")
+    interior = class_map(labels, 2)
+    assert np.array_equal(membranes, 1 - interior) and 0.1 < membranes.mean() < 0.35  # membranes: the minority
+    assert np.array_equal(class_map(np.array([[0, 1], [2, 0]]), 3), [[0, 1], [2, 0]])  # several classes: as given
 
 
 def test_data_split_grey_conversion_pairing_and_empty_patches(dsb: Path, isbi: Path, tmp_path: Path) -> None:

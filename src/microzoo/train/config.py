@@ -144,7 +144,12 @@ class SemanticConfig(_TaskBase):
     """Semantic segmentation: every pixel gets a class (label 0 is background)."""
 
     task: Literal["semantic"] = "semantic"
-    n_classes: int = Field(default=2, ge=2, description="2: foreground (label > 0) against background")
+    n_classes: int = Field(default=2, ge=2, description="2: foreground against background")
+    foreground: Literal["nonzero", "zero"] = Field(
+        default="nonzero",
+        description="two classes: the foreground is every label > 0 ('nonzero', objects on a 0 background) "
+        "or the label 0 ('zero': structures drawn as 0, e.g. the membranes of ISBI 2012)",
+    )
     loss: Literal["bce", "dice", "bce_dice", "weighted_bce"] = "bce_dice"
 
     @model_validator(mode="after")
@@ -302,12 +307,14 @@ def unet_config(
     patch_size: int | tuple[int, ...] | None = None, axes: str | None = None, epochs: int | None = None,
     steps_per_epoch: int | None = None, batch_size: int | None = None, seed: int = 0,
     max_minutes: float | None = None, name: str | None = None, loss: str = "bce_dice", n_classes: int = 2,
+    foreground: str = "nonzero",
 ) -> SemanticConfig:  # fmt: skip
     """Semantic segmentation U-Net: depth 3, 32 features, BCE + Dice loss, 128x128 patches."""
     common = _common(images=images, labels=labels, spatial_dims=spatial_dims, patch_size=patch_size, axes=axes,
                      epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, seed=seed,
                      max_minutes=max_minutes, name=name)  # fmt: skip
-    return validate_config({"task": "semantic", "loss": loss, "n_classes": n_classes, **common})
+    return validate_config({"task": "semantic", "loss": loss, "n_classes": n_classes, "foreground": foreground,
+                            **common})  # fmt: skip
 
 
 def instances_config(

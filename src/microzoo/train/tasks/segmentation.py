@@ -1,7 +1,7 @@
 """Semantic segmentation: a U-Net gives every pixel a class.
 
-With ``n_classes: 2`` (the default) the label images are read as foreground (label > 0)
-against background (0), the network has one output channel and a sigmoid; with more classes
+With ``n_classes: 2`` (the default) the label images are read as foreground (label > 0, or
+label 0 with ``foreground: zero``) against background, the network has one output channel and a sigmoid; with more classes
 the labels must be the class numbers 0..n-1, the network has one channel per class and a
 softmax. Losses: binary cross-entropy (cross-entropy for several classes), Dice, their sum
 (default), or cross-entropy weighted by the inverse class frequencies of the training labels.
@@ -28,10 +28,11 @@ from microzoo.train.tasks import TrainingResult, build_network, finish, load_bes
 __all__ = ["segmentation_loss", "train_semantic"]
 
 
-def class_map(labels: np.ndarray, n_classes: int, *, name: str = "labels") -> np.ndarray:
-    """Class numbers (int32) from a label image: foreground > 0 for two classes, else as given."""
+def class_map(labels: np.ndarray, n_classes: int, *, name: str = "labels", foreground: str = "nonzero") -> np.ndarray:
+    """Class numbers (int32) from a label image; for two classes 1 is the foreground (label > 0,
+    or label 0 with ``foreground="zero"``), else the labels are the class numbers."""
     if n_classes == 2:
-        return (labels > 0).astype(np.int32)
+        return ((labels == 0) if foreground == "zero" else (labels > 0)).astype(np.int32)
     if labels.min() < 0 or labels.max() >= n_classes:
         raise DataError(
             f"{name} holds values {int(labels.min())}..{int(labels.max())} but n_classes is {n_classes}; "
@@ -127,16 +128,16 @@ def train_semantic(
     data, settings, n = config.data, config.training, config.n_classes
     samples = load_samples(data, truth="labels", progress=progress)
     train, val = split_samples(samples, fraction=data.validation_fraction, seed=settings.seed)
-    train_classes = [class_map(s.truth, n, name=s.name) for s in train]
-    truths = [class_map(s.truth, n, name=s.name) for s in val]
+    train_classes = [class_map(s.truth, n, name=s.name, foreground=config.foreground) for s in train]
+    truths = [class_map(s.truth, n, name=s.name, foreground=config.foreground) for s in val]
     sampler = PatchSampler(
         [s.image for s in train], [c[None].astype(np.float32) for c in train_classes], patch_size=data.patch_size,
-        augmentation=data.augmentation, foreground=[s.truth > 0 for s in train],
+        augmentation=data.augmentation, foreground=[c > 0 for c in train_classes],
         min_foreground=data.min_foreground_fraction,
     )  # fmt: skip
     val_sampler = PatchSampler(
         [s.image for s in val], [t[None].astype(np.float32) for t in truths], patch_size=data.patch_size,
-        foreground=[s.truth > 0 for s in val], min_foreground=data.min_foreground_fraction,
+        foreground=[t > 0 for t in truths], min_foreground=data.min_foreground_fraction,
     )  # fmt: skip
     val_x, val_y = val_sampler.sample(np.random.default_rng(settings.seed + 1), data.validation_patches)
     counts = np.bincount(np.concatenate([c.ravel() for c in train_classes]), minlength=n).astype(np.float64)
@@ -163,10 +164,13 @@ def train_semantic(
         "U-Net": [predicted_classes(predict_image(network, s.image, multiple=multiple)) for s in val],
         f"Otsu ({polarity})": [baseline_classes(s.raw, n_classes=n, polarity=polarity) for s in val],
     }
+    notes = {"loss": config.loss, "classes": n}
+    if n == 2:
+        notes["foreground"] = "label 0" if config.foreground == "zero" else "label > 0"
     return finish(
         config, out_dir=out_dir, network=network, loop_result=loop, config_path=config_path,
         train_raws=[s.raw for s in train], test_input=val[0].raw, out_channels=1 if n == 2 else n,
         postprocessing="sigmoid" if n == 2 else "softmax", qc_task="semantic", truths=truths,
         predictions=predictions, inputs=[s.raw[0] for s in val], names=[s.name for s in val],
-        extra_training={"loss": config.loss, "classes": n}, progress=progress,
+        extra_training=notes, progress=progress,
     )  # fmt: skip

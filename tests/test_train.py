@@ -291,3 +291,7 @@ def test_cli_train_from_yaml_and_short_form_errors(w2s: Path, tmp_path: Path) ->
     assert "Curves:" in result.output and (tmp_path / "out" / "config.yaml").exists()
     missing = runner.invoke(app, ["train", "unet", "--images", str(w2s / "noisy"), "--out", str(tmp_path / "x")])
     assert missing.exit_code != 0 and "--labels" in str(missing.output) + str(missing.exception)
+    wrong = runner.invoke(app, ["train", "unet", "--images", str(w2s / "noisy"), "--labels", str(w2s / "clean"),
+                                "--foreground", "membranes", "--out", str(tmp_path / "y")])  # fmt: skip
+    assert isinstance(wrong.exception, ConfigError) and "foreground" in str(wrong.exception)
+    assert not (tmp_path / "y").exists()  # refused before anything is written

@@ -325,6 +325,7 @@ def train_command(
     images: Optional[Path] = typer.Option(None, "--images", help="Short form: folder of input images."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Short form (unet, instances): label images."),
     targets: Optional[Path] = typer.Option(None, "--targets", help="Short form: clean images (care; n2v: QC only)."),
+    foreground: str = typer.Option("nonzero", "--foreground", help="Short form (unet): 'nonzero' (labels > 0 are the objects) or 'zero' (label 0 is, e.g. membranes)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Short form: number of epochs."),
     patch: Optional[int] = typer.Option(None, "--patch", help="Short form: patch side (default 128, 3-D 32x64x64)."),
     three_d: bool = typer.Option(False, "--3d", help="Short form: train on 3-D stacks (zyx)."),
@@ -344,8 +345,10 @@ def train_command(
         if what in ("unet", "instances"):
             if labels is None:
                 raise ConfigError(f"microzoo train {what} needs --labels DIR: label images named like the inputs")
-            factory = configs.unet_config if what == "unet" else configs.instances_config
-            config = factory(labels=labels.resolve(), **options)
+            if what == "unet":
+                config = configs.unet_config(labels=labels.resolve(), foreground=foreground, **options)
+            else:
+                config = configs.instances_config(labels=labels.resolve(), **options)
         elif what == "care":
             if targets is None:
                 raise ConfigError("microzoo train care needs --targets DIR: clean images named like the noisy ones")

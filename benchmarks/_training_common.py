@@ -106,8 +106,13 @@ def load_network(config: Any, out_dir: Path, *, in_channels: int, out_channels: 
     return load_best(network, out_dir / "checkpoints" / "best.pt")
 
 
-def predict(network: Any, raw: np.ndarray, *, depth: int, percentiles=(1.0, 99.8)) -> np.ndarray:
-    """The network's raw output ``(k, y, x)`` for a 2-D grey image in its own units."""
+def predict(network: Any, raw: np.ndarray, *, depth: int, percentiles=(1.0, 99.8), tta: bool = False) -> np.ndarray:
+    """The network's raw output ``(k, y, x)`` for a 2-D grey image in its own units.
+
+    ``tta``: test-time augmentation, the mean of the outputs for the 8 flips and 90-degree
+    rotations of the image, each turned back (as the Noise2Void authors' notebook does; 8 times
+    the prediction time). The exported packages predict once, without it.
+    """
     import torch
 
     from microzoo.train.data import normalize_percentiles
@@ -116,15 +121,25 @@ def predict(network: Any, raw: np.ndarray, *, depth: int, percentiles=(1.0, 99.8
     low, high = percentiles
     image = normalize_percentiles(np.asarray(raw, np.float32)[None], low=low, high=high)
     with torch.no_grad():
-        return predict_image(network, image, multiple=2**depth)
+        if not tta:
+            return predict_image(network, image, multiple=2**depth)
+        outputs = []
+        for turns in range(4):
+            for flip in (False, True):
+                view = np.rot90(image, turns, axes=(-2, -1))
+                view = view[..., ::-1] if flip else view
+                out = predict_image(network, np.ascontiguousarray(view), multiple=2**depth)
+                out = out[..., ::-1] if flip else out
+                outputs.append(np.rot90(out, -turns, axes=(-2, -1)))
+        return np.mean(outputs, axis=0)
 
 
-def restore(network: Any, raw: np.ndarray, *, depth: int, percentiles=(1.0, 99.8)) -> np.ndarray:
+def restore(network: Any, raw: np.ndarray, *, depth: int, percentiles=(1.0, 99.8), tta: bool = False) -> np.ndarray:
     """A restoration network's output for a grey image, mapped back to the image's units."""
     from microzoo.train.tasks.care import to_raw_units
 
     low, high = percentiles
-    out = predict(network, raw, depth=depth, percentiles=percentiles)
+    out = predict(network, raw, depth=depth, percentiles=percentiles, tta=tta)
     return to_raw_units(out, np.asarray(raw, np.float32)[None], low=low, high=high)[0].astype(np.float64)
 
 

@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--variant", choices=["n2v", "n2v2"], default="n2v2")
     p.add_argument("--masked-fraction", type=float, default=0.01)
     p.add_argument("--bm3d-images", type=int, default=5, help="BM3D on the first N test images (0: none)")
+    p.add_argument("--tta", action="store_true", help="also score the network with 8-fold test-time augmentation")
     args = p.parse_args()
 
     import tifffile
@@ -77,6 +78,8 @@ def main() -> None:
     methods = {"noisy input": (lambda x: x, len(files)),
                f"Gaussian {gauss} (tuned on 4 Train400)": (lambda x: classical.denoise(x, method="gaussian", params=gauss), len(files)),
                args.variant.upper(): (lambda x: restore(network, x, depth=args.depth), len(files))}  # fmt: skip
+    if args.tta:
+        methods[f"{args.variant.upper()} + 8-fold TTA"] = (lambda x: restore(network, x, depth=args.depth, tta=True), len(files))
     if args.bm3d_images:
         methods["BM3D sigma 25"] = (lambda x: classical.denoise(x, method="bm3d", params={"sigma": 25.0}), args.bm3d_images)
     results, seconds = {}, {}

@@ -1,6 +1,6 @@
 """DSB2018 nuclei: train the instance U-Net on the train split, score it on the test split.
 
-    .venv/bin/python benchmarks/train_dsb2018.py --minutes 18     # as run for RESULTS.md
+    .venv/bin/python benchmarks/train_dsb2018.py --minutes 30 --features 32 --steps-per-epoch 100   # RESULTS.md run 2
     .venv/bin/python benchmarks/train_dsb2018.py --minutes 30     # the issue's full budget
 
 Training: :func:`microzoo.train.config.instances_config` on all 469 train images (every

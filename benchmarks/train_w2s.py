@@ -1,7 +1,8 @@
 """W2S widefield denoising: CARE and Noise2Void trained on the train fields, scored on the test fields,
 then both applied to the FMD Confocal_BPAE_B test field 19.
 
-    .venv/bin/python benchmarks/train_w2s.py --method both --minutes 10    # as run for RESULTS.md (10 min each)
+    .venv/bin/python benchmarks/train_w2s.py --method both --minutes 30 --features 32 --steps-per-epoch 100  # run 2
+    .venv/bin/python benchmarks/train_w2s.py --method both --eval-only --tta --features 32 --steps-per-epoch 100
     .venv/bin/python benchmarks/train_w2s.py --method both --minutes 30    # the issue's full budget, each
 
 Training: CARE (:func:`~microzoo.train.config.care_config`: residual U-Net, MAE) on the 60 train

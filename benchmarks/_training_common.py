@@ -106,6 +106,10 @@ def load_network(config: Any, out_dir: Path, *, in_channels: int, out_channels: 
     return load_best(network, out_dir / "checkpoints" / "best.pt")
 
 
+#: How a method scored with test-time augmentation (``tta=True``) is named in the tables.
+TTA_SUFFIX = " + 8-fold TTA"
+
+
 def predict(network: Any, raw: np.ndarray, *, depth: int, percentiles=(1.0, 99.8), tta: bool = False) -> np.ndarray:
     """The network's raw output ``(k, y, x)`` for a 2-D grey image in its own units.
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training_common import apply_budget_settings, DATA, OUT, load_network, log, parser, psnr_pair, restore, run_line, table, train_run  # noqa: E402
+from _training_common import apply_budget_settings, DATA, OUT, TTA_SUFFIX, load_network, log, parser, psnr_pair, restore, run_line, table, train_run  # noqa: E402
 
 from microzoo.qc import classical  # noqa: E402
 
@@ -79,7 +79,7 @@ def main() -> None:
                f"Gaussian {gauss} (tuned on 4 Train400)": (lambda x: classical.denoise(x, method="gaussian", params=gauss), len(files)),
                args.variant.upper(): (lambda x: restore(network, x, depth=args.depth), len(files))}  # fmt: skip
     if args.tta:
-        methods[f"{args.variant.upper()} + 8-fold TTA"] = (lambda x: restore(network, x, depth=args.depth, tta=True), len(files))
+        methods[args.variant.upper() + TTA_SUFFIX] = (lambda x: restore(network, x, depth=args.depth, tta=True), len(files))
     if args.bm3d_images:
         methods["BM3D sigma 25"] = (lambda x: classical.denoise(x, method="bm3d", params={"sigma": 25.0}), args.bm3d_images)
     results, seconds = {}, {}

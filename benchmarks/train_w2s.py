@@ -37,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _training_common import (  # noqa: E402
     apply_budget_settings,
-    DATA, OUT, load_network, log, parser, psnr_pair, restore, run_line, table, train_run,
+    DATA, OUT, TTA_SUFFIX, load_network, log, parser, psnr_pair, restore, run_line, table, train_run,
 )
 
 from microzoo.qc import classical  # noqa: E402
@@ -92,6 +92,7 @@ def main() -> None:
     args = p.parse_args()
     methods = ["care", "n2v"] if args.method == "both" else [args.method]
 
+    label = {"care": "CARE", "n2v": args.variant.upper()}  # each network's name in the tables
     networks, summaries = {}, {}
     for method in methods:
         networks[method], *summaries[method] = train_method(method, args)
@@ -127,10 +128,9 @@ def main() -> None:
     if bm3d:
         score(f"BM3D {bm3d}", lambda x: classical.denoise(x, method="bm3d", params=bm3d), args.bm3d_fields)
     for method, network in networks.items():
-        name = method.upper() if method == "care" else args.variant.upper()
-        score(name, lambda x, net=network: restore(net, x, depth=depth), len(noisy))
+        score(label[method], lambda x, net=network: restore(net, x, depth=depth), len(noisy))
         if args.tta:
-            score(f"{name} + 8-fold TTA", lambda x, net=network: restore(net, x, depth=depth, tta=True), len(noisy))
+            score(label[method] + TTA_SUFFIX, lambda x, net=network: restore(net, x, depth=depth, tta=True), len(noisy))
 
     print(f"## W2S test (channel 0, fields {names[0]}-{names[-1]}): "
           + ", ".join(f"{m.upper()} trained {summaries[m][0]['minutes']:.0f} min" for m in methods)
@@ -151,8 +151,7 @@ def main() -> None:
     best_name = max(classical_names, key=lambda k: np.mean([x[1] for x in results[k][:10]]))
     best = float(np.mean([x[1] for x in results[best_name][:10]]))
     for method in methods:
-        base_name = "CARE" if method == "care" else args.variant.upper()
-        for name in (base_name, f"{base_name} + 8-fold TTA"):
+        for name in (label[method], label[method] + TTA_SUFFIX):
             if name not in results:
                 continue
             value = float(np.mean([x[1] for x in results[name][:10]]))
@@ -175,8 +174,7 @@ def main() -> None:
     fmd_methods = {"noisy input": lambda x: x,
                    f"Gaussian {fgauss} (tuned on FMD train)": lambda x: classical.denoise(x, method="gaussian", params=fgauss)}
     for method, network in networks.items():
-        label = "CARE" if method == "care" else args.variant.upper()
-        fmd_methods[f"{label} (trained on W2S)"] = lambda x, net=network: restore(net, x, depth=depth)
+        fmd_methods[f"{label[method]} (trained on W2S)"] = lambda x, net=network: restore(net, x, depth=depth)
     rows, fmd_figures = [], {}
     for name, function in fmd_methods.items():
         r = [psnr_pair(gt, function(c)) for c in captures]

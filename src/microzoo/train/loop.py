@@ -255,7 +255,7 @@ def fit(
             with torch.no_grad():
                 figures = {name: float(value) for name, value in validate(network).items()}
             value = figures[monitor]
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if scheduler is not None:  # the plateau scheduler, the only one kept as an object
                 scheduler.step(value)
             row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **figures,
                    "learning_rate": optimizer.param_groups[0]["lr"], "seconds": earlier + time.monotonic() - started}  # fmt: skip

@@ -1,9 +1,9 @@
 """Semantic segmentation: a U-Net gives every pixel a class.
 
 With ``n_classes: 2`` (the default) the label images are read as foreground (label > 0, or
-label 0 with ``foreground: zero``) against background, the network has one output channel and a sigmoid; with more classes
-the labels must be the class numbers 0..n-1, the network has one channel per class and a
-softmax. Losses: binary cross-entropy (cross-entropy for several classes), Dice, their sum
+label 0 with ``foreground: zero``) against background, the network has one output channel and
+a sigmoid; with more classes the labels must be the class numbers 0..n-1, the network has one
+channel per class and a softmax. Losses: binary cross-entropy (cross-entropy for several classes), Dice, their sum
 (default), or cross-entropy weighted by the inverse class frequencies of the training labels.
 
 The classical baseline is an Otsu threshold of the grey image (multi-Otsu for several

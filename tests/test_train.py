@@ -295,3 +295,6 @@ def test_cli_train_from_yaml_and_short_form_errors(w2s: Path, tmp_path: Path) ->
                                 "--foreground", "membranes", "--out", str(tmp_path / "y")])  # fmt: skip
     assert isinstance(wrong.exception, ConfigError) and "foreground" in str(wrong.exception)
     assert not (tmp_path / "y").exists()  # refused before anything is written
+    ignored = runner.invoke(app, ["train", "instances", "--images", str(w2s / "noisy"), "--labels", str(w2s / "clean"),
+                                  "--foreground", "zero", "--out", str(tmp_path / "z")])  # fmt: skip
+    assert isinstance(ignored.exception, ConfigError) and "train unet" in str(ignored.exception)

@@ -340,6 +340,8 @@ def train_command(
     if what in _TRAIN_TASKS:
         if images is None or out is None:
             raise ConfigError(f"microzoo train {what} needs --images DIR and --out DIR")
+        if foreground != "nonzero" and what != "unet":
+            raise ConfigError(f"--foreground applies to `microzoo train unet` only, not to {what}; leave it out")
         options = dict(images=images.resolve(), spatial_dims=3 if three_d else 2, patch_size=patch, epochs=epochs,
                        max_minutes=max_minutes, name=f"{what}-{images.resolve().name}")  # fmt: skip
         if what in ("unet", "instances"):

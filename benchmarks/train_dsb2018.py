@@ -71,7 +71,7 @@ def main() -> None:
     import tifffile
 
     from microzoo.train.config import instances_config
-    from microzoo.train.tasks.instance_targets import InstanceSettings, instances_from_output
+    from microzoo.runtime.instances import InstanceSettings, instances_from_output
 
     root = DATA / "dsb2018"
     out = args.out or OUT / "train_dsb2018"

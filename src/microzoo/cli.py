@@ -89,7 +89,7 @@ def info(model: str = typer.Argument(..., help="Package folder, .zip, bioimageio
     from rich.table import Table
 
     from microzoo.package.load import open_package
-    from microzoo.package.summary import summarize
+    from microzoo.runtime.summary import summarize
 
     s = summarize(open_package(model))
     out = _console()

@@ -132,7 +132,7 @@ def _as_prediction(output: np.ndarray, axes: str, task: str, settings: Any) -> n
             return np.argmax(channels_first, axis=0).astype(np.int64)
         return (channels_first[0] > 0.5).astype(np.int64)
     if settings is not None:
-        from microzoo.train.tasks.instance_targets import instances_from_output
+        from microzoo.runtime.instances import instances_from_output
 
         return instances_from_output(channels_first, settings=settings).astype(np.int64)
     from microzoo.qc.classical import watershed_instances
@@ -145,7 +145,7 @@ def _instance_settings(model: Any) -> Any:
     stored = (extra.get("microzoo") or {}).get("instance_settings")
     if not stored:
         return None
-    from microzoo.train.tasks.instance_targets import InstanceSettings
+    from microzoo.runtime.instances import InstanceSettings
 
     return InstanceSettings.model_validate(stored)
 

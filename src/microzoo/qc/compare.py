@@ -25,6 +25,9 @@ from typing import Any
 import numpy as np
 
 from microzoo.errors import DataError
+from microzoo.io.axes import to_grayscale
+from microzoo.io.files import list_images, pair_by_stem
+from microzoo.io.read import read_array, read_image
 from microzoo.progress import ProgressCallback, no_progress
 
 TASKS = ("restoration", "semantic", "instances")
@@ -55,7 +58,6 @@ def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: s
     ``classical=True``, the baselines' parameters are tuned on ``train_noisy``/``train_clean``
     pairs when given (never on the evaluated images), else fixed defaults are used and said so.
     """
-    from microzoo.io.read import find_images, read_image
     from microzoo.qc.evaluate import evaluate, write_evaluation
     from microzoo.runtime.predict import Model
 
@@ -64,17 +66,13 @@ def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: s
     if not models and not classical:
         raise DataError("nothing to compare: give at least one model, or --classical")
     progress = progress or no_progress
-    image_paths = find_images([str(images_dir)])
-    truth_paths = {p.name.split(".")[0]: p for p in find_images([str(truth_dir)])}
-    missing = [p.name for p in image_paths if p.name.split(".")[0] not in truth_paths]
-    if missing:
-        raise DataError(f"no truth in {truth_dir} for {len(missing)} image(s) (e.g. {', '.join(missing[:3])}): "
-                        "images and truths are paired by file name without extension")
-    names = [p.name.split(".")[0] for p in image_paths]
+    names, paired = pair_by_stem({"images": list_images(images_dir, role="images"),
+                                  "truth": list_images(truth_dir, role="truth")}, extra_ok=True)
+    image_paths = paired["images"]
     images = [read_image(p, axes=axes) for p in image_paths]
     inputs = [np.asarray(image.data) for image in images]
     image_axes = [image.axes for image in images]
-    truths = [_truth(np.asarray(read_image(truth_paths[n]).data), task, truth_foreground) for n in names]
+    truths = [_truth(read_array(path), task, truth_foreground) for path in paired["truth"]]
 
     predictions: dict[str, list[np.ndarray]] = {}
     notices: list[str] = []
@@ -118,8 +116,6 @@ def _truth(array: np.ndarray, task: str, foreground: int | None) -> np.ndarray:
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
-    from microzoo.qc.classical import to_grayscale
-
     return to_grayscale(image) if image.ndim == 3 and image.shape[-1] in (3, 4) else np.squeeze(image)
 
 
@@ -179,18 +175,11 @@ def _run_classical(inputs: list[np.ndarray], task: str, *, train_noisy: Path | N
 
 
 def _pairs(noisy_dir: Path, clean_dir: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    from microzoo.io.read import find_images, read_image
-
-    clean = {p.name.split(".")[0]: p for p in find_images([str(clean_dir)])}
-    noisy, targets = [], []
-    for path in find_images([str(noisy_dir)]):
-        key = path.name.split(".")[0]
-        if key in clean:
-            noisy.append(np.asarray(read_image(path).data))
-            targets.append(np.asarray(read_image(clean[key]).data))
-    if not noisy:
-        raise DataError(f"no noisy/clean pairs with the same file names in {noisy_dir} and {clean_dir}")
-    return noisy, targets
+    _, paired = pair_by_stem({"noisy training images": list_images(noisy_dir, role="noisy training images"),
+                              "clean training images": list_images(clean_dir, role="clean training images")},
+                             extra_ok=True)
+    return ([read_array(p) for p in paired["noisy training images"]],
+            [read_array(p) for p in paired["clean training images"]])
 
 
 def _unique(name: str, taken: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from microzoo.errors import DataError
+from microzoo.io.files import list_images, pair_by_stem
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.qc import metrics
 
@@ -417,41 +418,17 @@ def write_evaluation(
 
 # ---------------------------------------------------------------- folders
 
-_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".csv")
-
-
-def _files_by_stem(folder: Path, role: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise DataError(f"the {role} folder {folder} does not exist; give a folder of images")
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in _SUFFIXES and not path.name.startswith("."):
-            if path.stem in found:
-                raise DataError(f"{found[path.stem].name} and {path.name} in {folder} share a name; keep one")
-            found[path.stem] = path
-    if not found:
-        raise DataError(f"no images ({', '.join(_SUFFIXES)}) in the {role} folder {folder}")
-    return found
-
-
 def _pair_files(pred_dirs, truth_dir, images_dir):
-    truth = _files_by_stem(Path(truth_dir), "truth")
-    folders = {("pred", m): _files_by_stem(Path(d), f"prediction ({m})") for m, d in pred_dirs.items()}
+    """Stems and, per role (``"truth"``, ``("pred", method)``, ``"images"``), the files in that order."""
+    groups = {"truth": list_images(truth_dir, role="truth", extra_suffixes=(".csv",))}
+    for method, folder in pred_dirs.items():
+        groups[f"predictions ({method})"] = list_images(folder, role=f"predictions ({method})", extra_suffixes=(".csv",))
     if images_dir is not None:
-        folders["images"] = _files_by_stem(Path(images_dir), "images")
-    problems = []
-    for key, files in folders.items():
-        label = f"the predictions of {key[1]!r}" if isinstance(key, tuple) else "the input images"
-        for names, what in ((set(truth) - set(files), "lack names in the truth"), (set(files) - set(truth), "have names not in the truth")):
-            if names:
-                shown = sorted(names)
-                listed = ", ".join(shown[:8]) + (f" and {len(shown) - 8} more" if len(shown) > 8 else "")
-                problems.append(f"{label} {what} ({len(shown)}): {listed}")
-    if problems:
-        raise DataError("files are paired by name without extension, and some do not pair: " + "; ".join(problems) + ". Rename or remove them.")
-    stems = sorted(truth)
-    paths = {"truth": [truth[s] for s in stems]}
-    paths.update({key: [files[s] for s in stems] for key, files in folders.items()})
+        groups["input images"] = list_images(images_dir, role="input images")
+    stems, paired = pair_by_stem(groups)
+    paths = {"truth": paired["truth"], **{("pred", m): paired[f"predictions ({m})"] for m in pred_dirs}}
+    if images_dir is not None:
+        paths["images"] = paired["input images"]
     return stems, paths
 
 

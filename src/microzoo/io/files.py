@@ -98,12 +98,16 @@ def pair_by_stem(
     for role, files in list(keyed.items())[1:]:
         missing, extra = set(reference) - set(files), set(files) - set(reference)
         if missing:
-            problems.append(f"{len(missing)} name(s) of the {reference_role} have no file of the same name in the {role}: "
-                            f"{_listed(missing)}")
+            problems.append(
+                f"{len(missing)} name(s) of the {reference_role} have no file of the same name in the {role}: "
+                f"{_listed(missing)}"
+            )
         if extra and not extra_ok:
             problems.append(f"{len(extra)} name(s) in the {role} are not among the {reference_role}: {_listed(extra)}")
     if problems:
-        raise DataError("files are paired by name without extension (a.ome.tif pairs with a.png), and some do "
-                        "not pair: " + "; ".join(problems) + ". Rename or remove them.")
+        raise DataError(
+            "files are paired by name without extension (a.ome.tif pairs with a.png), and some do "
+            "not pair: " + "; ".join(problems) + ". Rename or remove them."
+        )
     stems = list(reference)
     return stems, {role: [files[stem] for stem in stems] for role, files in keyed.items()}

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from microzoo.cli import app
 from microzoo.errors import DataError
-from microzoo.qc.evaluate import evaluate, evaluate_folders
+from microzoo.qc.evaluate import evaluate
+from microzoo.qc.folders import evaluate_folders
 from microzoo.qc.metrics import instance_metrics_dataset, match_instances, restoration_metrics
 
 

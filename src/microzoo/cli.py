@@ -220,7 +220,7 @@ def evaluate(
 ) -> None:
     """Score predictions against ground truth, with 95% intervals, and write an HTML report."""
     from microzoo.errors import ConfigError
-    from microzoo.qc.evaluate import evaluate_folders
+    from microzoo.qc.folders import evaluate_folders
 
     pred_dirs: dict[str, Path] = {}
     for entry in pred:

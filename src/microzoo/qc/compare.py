@@ -29,8 +29,8 @@ from microzoo.io.axes import to_grayscale
 from microzoo.io.files import list_images, pair_by_stem
 from microzoo.io.read import read_array, read_image
 from microzoo.progress import ProgressCallback, no_progress
+from microzoo.qc.tasks import QCTask, as_intensities, as_labels, get_task
 
-TASKS = ("restoration", "semantic", "instances")
 #: the classical baseline compared for each task (method name -> classical method and parameters)
 CLASSICAL = {
     "restoration": {"gaussian": ("gaussian", {"sigma": 1.0}), "bm3d": ("bm3d", {"sigma_factor": 1.0})},
@@ -61,8 +61,7 @@ def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: s
     from microzoo.qc.evaluate import evaluate, write_evaluation
     from microzoo.runtime.predict import Model
 
-    if task not in TASKS:
-        raise DataError(f"unknown task '{task}' for compare: choose one of {', '.join(TASKS)}")
+    definition = get_task(task, runnable=True)
     if not models and not classical:
         raise DataError("nothing to compare: give at least one model, or --classical")
     progress = progress or no_progress
@@ -72,7 +71,7 @@ def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: s
     images = [read_image(p, axes=axes) for p in image_paths]
     inputs = [np.asarray(image.data) for image in images]
     image_axes = [image.axes for image in images]
-    truths = [_truth(read_array(path), task, truth_foreground) for path in paired["truth"]]
+    truths = [_truth(read_array(path), task, truth_foreground, where=str(path)) for path in paired["truth"]]
 
     predictions: dict[str, list[np.ndarray]] = {}
     notices: list[str] = []
@@ -88,7 +87,7 @@ def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: s
             result = model.predict_image(image, axes=image_ax)
             notices.extend(result.notices)
             first = model.output_ids[0]
-            outputs.append(_as_prediction(result.outputs[first], result.axes[first], task, settings))
+            outputs.append(_as_prediction(result.outputs[first], result.axes[first], definition, settings))
             done += 1
         predictions[label] = outputs
 
@@ -106,34 +105,22 @@ def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: s
     return Comparison(evaluation, paths, classical_params, tuple(dict.fromkeys(notices)))
 
 
-def _truth(array: np.ndarray, task: str, foreground: int | None) -> np.ndarray:
-    array = np.squeeze(array)
-    if task == "restoration":
-        return _gray(array).astype(np.float64)
-    if task == "semantic":
-        return (array == foreground if foreground is not None else array != 0).astype(np.int64)
-    return array.astype(np.int64)
+def _truth(array: np.ndarray, task: str, foreground: int | None, *, where: str) -> np.ndarray:
+    if not get_task(task).labels:
+        return as_intensities(array)
+    labels = as_labels(array, task=task, where=where)  # the check evaluate applies too
+    if task == "semantic":  # the model's foreground against the truth's
+        return (labels == foreground if foreground is not None else labels != 0).astype(np.int64)
+    return labels
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
     return to_grayscale(image) if image.ndim == 3 and image.shape[-1] in (3, 4) else np.squeeze(image)
 
 
-def _as_prediction(output: np.ndarray, axes: str, task: str, settings: Any) -> np.ndarray:
+def _as_prediction(output: np.ndarray, axes: str, task: QCTask, settings: Any) -> np.ndarray:
     channels_first = np.moveaxis(output, axes.index("c"), 0) if "c" in axes else output[np.newaxis]
-    if task == "restoration":
-        return channels_first[0].astype(np.float64)
-    if task == "semantic":
-        if channels_first.shape[0] > 1:
-            return np.argmax(channels_first, axis=0).astype(np.int64)
-        return (channels_first[0] > 0.5).astype(np.int64)
-    if settings is not None:
-        from microzoo.runtime.instances import instances_from_output
-
-        return instances_from_output(channels_first, settings=settings).astype(np.int64)
-    from microzoo.qc.classical import watershed_instances
-
-    return watershed_instances(channels_first[0], smoothing_sigma=0.0, polarity="bright").astype(np.int64)
+    return task.from_output(channels_first, settings)
 
 
 def _instance_settings(model: Any) -> Any:

@@ -29,15 +29,8 @@ from microzoo.io.axes import to_grayscale
 from microzoo.io.files import list_images, pair_by_stem
 from microzoo.io.read import read_array, read_image
 from microzoo.progress import ProgressCallback, no_progress
+from microzoo.qc.baselines import baselines_for
 from microzoo.qc.tasks import QCTask, as_intensities, as_labels, get_task
-
-#: the classical baseline compared for each task (method name -> classical method and parameters)
-CLASSICAL = {
-    "restoration": {"gaussian": ("gaussian", {"sigma": 1.0}), "bm3d": ("bm3d", {"sigma_factor": 1.0})},
-    "semantic": {"otsu": ("otsu", {"smoothing_sigma": 1.0})},
-    "instances": {"otsu+watershed": ("watershed", {})},
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
@@ -135,29 +128,20 @@ def _instance_settings(model: Any) -> Any:
 
 def _run_classical(inputs: list[np.ndarray], task: str, *, train_noisy: Path | None, train_clean: Path | None,
                    data_range: float | None, progress: ProgressCallback
-                   ) -> tuple[dict[str, dict[str, float]], dict[str, list[np.ndarray]], list[str]]:
-    from microzoo.qc.classical import denoise, segment, tune_denoiser
-
+                   ) -> tuple[dict[str, dict[str, float]], dict[str, list[np.ndarray]], list[str]]:  # fmt: skip
+    train_images, train_truths = _pairs(train_noisy, train_clean) if task == "restoration" and train_noisy and train_clean else ([], [])
     params: dict[str, dict[str, float]] = {}
     results: dict[str, list[np.ndarray]] = {}
     notices: list[str] = []
-    for name, (method, defaults) in CLASSICAL[task].items():
-        chosen = dict(defaults)
-        if task == "restoration" and train_noisy and train_clean:
-            noisy, clean = _pairs(train_noisy, train_clean)
-            chosen = tune_denoiser(method, noisy, clean, data_range=data_range or 255.0, criterion="psnr_fitted")
-        elif task == "restoration":
-            notices.append(f"{name}: fixed parameters {chosen} (give --train-noisy/--train-clean to tune them "
-                           "on training pairs)")
-        params[name] = chosen
+    for baseline in baselines_for(task, train_images=train_images, train_truths=train_truths, data_range=data_range):
+        params[baseline.name] = dict(baseline.params)
+        if baseline.notice:
+            notices.append(baseline.notice + (" with --train-noisy/--train-clean" if task == "restoration" else ""))
         outputs = []
         for i, image in enumerate(inputs):
-            progress(i, len(inputs), f"classical: {name}")
-            if task == "restoration":
-                outputs.append(denoise(image, method=method, params=chosen))
-            else:  # semantic masks and instance labels alike
-                outputs.append(segment(image, method=method, params=chosen).astype(np.int64))
-        results[name] = outputs
+            progress(i, len(inputs), f"classical: {baseline.name}")
+            outputs.append(baseline(image))
+        results[baseline.name] = outputs
     return params, results, notices
 
 

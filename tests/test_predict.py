@@ -46,7 +46,7 @@ def test_predict_from_python_on_a_2d_array(example_model: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["parameterized", "scaled_output", "two_in_two_out", "format_04", "state_dict",
-                                  "ops_fixed", "ops_stats", "ops_norm_act", "three_d"])
+                                  "ops_fixed", "ops_stats", "ops_norm_act", "ops_chained", "three_d"])
 def test_synthetic_package_agrees_with_bioimageio_core(name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     rdf = built_package(tmp_path_factory, name)
     package = open_package(rdf)

@@ -1,10 +1,13 @@
 """Pre- and postprocessing ops of the BioImage Model Zoo format 0.5, bound to a whole tensor.
 
 :func:`bind_ops` takes a tensor's op descriptions and the **whole** tensor (every sample,
-the whole image) and computes every data-dependent statistic once, in order: the mean, std or
-percentiles that op ``k`` needs are computed on the result of ops ``0..k-1`` applied to the
-whole tensor. The returned :class:`Pipeline` is then pointwise (softmax aside, which needs its
-whole axis) and can be applied to the whole tensor or to any tile of it with the same result.
+the whole image) and computes every data-dependent statistic once, all of them on that tensor
+as given (the raw input, or the raw model output for postprocessing), never on the result of
+the ops before: ``scale_linear`` then ``zero_mean_unit_variance`` normalises with the mean and
+std of the unscaled input. This is what bioimageio.core 0.11 does (one ``UpdateStats`` step
+before every op), so a package gives the same numbers in every tool. The returned
+:class:`Pipeline` is then pointwise (softmax aside, which needs its whole axis) and can be
+applied to the whole tensor or to any tile of it with the same result.
 
 Semantics follow the spec's field documentation and bioimageio.core 0.11.0 (``proc_ops.py``):
 
@@ -263,14 +266,6 @@ def _fitter(shape: tuple[int, ...], position: tuple[slice, ...] | None,
 
 # --- binding: statistics on the whole tensor ------------------------------------------------
 
-def _needs_own_stats(op: object) -> bool:
-    """Whether ``op`` takes statistics from the tensor it processes."""
-    kw = getattr(op, "kwargs", None)
-    return (isinstance(op, (v0_5.ZeroMeanUnitVarianceDescr, v0_5.ScaleMeanVarianceDescr))
-            or isinstance(op, v0_5.ScaleRangeDescr) and kw.reference_tensor is None
-            or isinstance(op, v0_5.ClipDescr) and (kw.min_percentile, kw.max_percentile) != (None, None))
-
-
 def bind_ops(ops: Sequence[ProcessingDescr], data: np.ndarray, axes: Sequence[str], *,
              sample: Mapping[str, tuple[np.ndarray, Sequence[str]]] | None = None) -> Pipeline:
     """Bind ``ops`` to the whole tensor ``data``, computing every statistic they need.
@@ -280,7 +275,8 @@ def bind_ops(ops: Sequence[ProcessingDescr], data: np.ndarray, axes: Sequence[st
     ops
         Pre- or postprocessing descriptions (``bioimageio.spec.model.v0_5``), in order.
     data
-        The whole tensor (every sample, the whole image), never a tile; not modified.
+        The whole tensor (every sample, the whole image), never a tile; not modified. The
+        statistics of every op are computed on it as given, not after the ops before.
     axes
         Axis ids of ``data``, e.g. ``("batch", "channel", "y", "x")``.
     sample
@@ -298,15 +294,9 @@ def bind_ops(ops: Sequence[ProcessingDescr], data: np.ndarray, axes: Sequence[st
         raise ProcessingError(
             f"tensor of shape {data.shape} does not match the axes {axes}; give one distinct "
             "axis id per dimension")
-    last = max((k for k, op in enumerate(ops) if _needs_own_stats(op)), default=-1)
-    current, steps, names = data, [], []
-    for k, op in enumerate(ops):
-        step = _bind(op, current, axes, sample or {})
-        steps.append(step)
-        names.append(str(getattr(op, "id", type(op).__name__)))
-        if k < last:
-            current = step(current, lambda p: p)
-    return Pipeline(axes=axes, shape=tuple(data.shape), steps=tuple(steps), names=tuple(names))
+    steps = tuple(_bind(op, data, axes, sample or {}) for op in ops)  # statistics of the raw tensor
+    names = tuple(str(getattr(op, "id", type(op).__name__)) for op in ops)
+    return Pipeline(axes=axes, shape=tuple(data.shape), steps=steps, names=names)
 
 
 def _bind(op: object, x: np.ndarray, axes: tuple[str, ...],

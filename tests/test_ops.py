@@ -348,3 +348,19 @@ def test_bad_shapes():
 ])
 def test_describe_op(op, text):
     assert describe_op(op) == text
+
+
+@pytest.mark.parametrize("op", [zmuv(YX), scale_range(YX, 1.0, 99.0), clip(min_percentile=2.0, max_percentile=98.0, axes=YX)],
+                         ids=describe_op)
+def test_statistics_leave_out_non_finite_values(op):
+    """A NaN and an infinite value change no statistic: each slice is processed as core
+    processes its finite values alone (core's own statistics would be NaN)."""
+    broken = rand(seed=7).astype(np.float64)
+    broken[0, 1, 3, 4], broken[1, 2, 5, 6] = np.nan, np.inf
+    ours = bind_ops([op], broken, BCYX)(broken)
+    for b, c in [(0, 1), (1, 2), (0, 0)]:
+        finite = np.isfinite(broken[b, c])
+        values = broken[b, c][finite][None, None, None, :]
+        np.testing.assert_allclose(ours[b, c][finite], core_apply(op, values, BCYX).ravel(), rtol=1e-10, atol=1e-10)
+    if not isinstance(op, m.ClipDescr):  # clip by percentile replaces NaN by the bound, as core does
+        assert np.isnan(ours[0, 1, 3, 4])

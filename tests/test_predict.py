@@ -156,3 +156,26 @@ def test_bad_inputs_get_clear_errors(example_model: Path, tmp_path_factory: pyte
     keras = built_package(tmp_path_factory, "keras_only")
     with pytest.raises(WeightFormatError, match="Supported formats: torchscript, onnx, pytorch_state_dict"):
         microzoo.load_model(keras)
+
+
+def test_a_few_nan_and_inf_pixels_stay_local_and_are_reported(example_model: Path) -> None:
+    """Three NaN and two infinite pixels in a real nuclei image: NaN at those five pixels of the
+    output, the prediction elsewhere as for the image with the median in their place."""
+    model = microzoo.load_model(example_model, weights="onnx")
+    image = np.load(example_model / "test_input.npy")[0, 0].astype(np.float32)
+    spots = [(10, 20), (100, 300), (256, 256), (400, 17), (511, 511)]
+    broken = image.copy()
+    for (y, x), value in zip(spots, [np.nan, np.nan, np.nan, np.inf, -np.inf]):
+        broken[y, x] = value
+    prediction = model.predict_image(broken, axes="yx")
+    probability = prediction.outputs["probability"]
+    bad = np.zeros(image.shape, bool)
+    bad[tuple(zip(*spots))] = True
+    assert np.isnan(probability[bad]).all() and np.isfinite(probability[~bad]).all()
+    patched = image.copy()
+    patched[bad] = np.median(image[~bad])
+    expected = model.predict_image(patched, axes="yx").outputs["probability"]
+    assert_agrees(np.where(bad, expected, probability), expected)
+    notice = next(n for n in prediction.notices if "not finite" in n)
+    assert "5 of 262144 pixels" in notice and "3 NaN and 2 infinite" in notice
+    assert "NaN in the output(s) probability" in notice

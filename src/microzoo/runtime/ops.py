@@ -24,6 +24,8 @@ Semantics follow the spec's field documentation and bioimageio.core 0.11.0 (``pr
 - ``eps`` of ``zero_mean_unit_variance`` and ``scale_range`` is honoured (core 0.11.0 always
   uses 1e-6); ``binarize`` thresholds along an axis apply along that axis (core compares them
   with the last axis).
+- Statistics are taken over the **finite** values only (core's are NaN as soon as one pixel
+  is NaN or infinite); the pipeline itself maps NaN to NaN.
 - Output dtype: ``binarize`` gives ``bool``, ``ensure_dtype`` its dtype, every other op
   ``numpy.result_type(input, float32)`` (float32 for float32 and small integer inputs).
 - ``ensure_dtype`` to an integer dtype truncates toward zero like core's ``astype``; values
@@ -38,6 +40,7 @@ of ``axes``) a tile must either span that axis whole or say where it lies in the
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Union
@@ -453,8 +456,21 @@ def _align(stat: np.ndarray, src: tuple[str, ...], axes: tuple[str, ...],
     return _frozen(out)
 
 
+def _non_finite_as_nan(x: np.ndarray) -> np.ndarray | None:
+    """``x`` in float64 with every NaN or infinite value as NaN, or ``None`` when all are finite."""
+    if x.dtype.kind not in "fc" or np.isfinite(x).all():
+        return None
+    return np.where(np.isfinite(x), x, np.nan).astype(np.float64, copy=False)
+
+
 def _mean_std(x: np.ndarray, red: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and population std over ``red``, keeping dims, in float64."""
+    """Mean and population std over ``red`` of the finite values, keeping dims, in float64."""
+    nan_x = _non_finite_as_nan(x)
+    if nan_x is not None:
+        with warnings.catch_warnings():  # a slice with no finite value gives NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return (_frozen(np.nanmean(nan_x, axis=red, keepdims=True)),
+                    _frozen(np.nanstd(nan_x, axis=red, keepdims=True)))
     mean = x.mean(axis=red, keepdims=True, dtype=np.float64)  # float64 sums, no float64 copy of x
     # two passes; deviations in the data's own precision (float32 stays float32), squares summed
     # in float64: as accurate as a float64 copy to ~1e-7 relative, and twice as fast on big images
@@ -466,7 +482,15 @@ def _mean_std(x: np.ndarray, red: tuple[int, ...]) -> tuple[np.ndarray, np.ndarr
 
 def _quantiles(x: np.ndarray, qs: Sequence[float], red: tuple[int, ...],
                method: str) -> list[np.ndarray]:
-    values = np.quantile(x.astype(np.float64, copy=False), list(qs), axis=red, keepdims=True, method=method)
+    """Quantiles over ``red`` of the finite values, keeping dims, in float64."""
+    nan_x = _non_finite_as_nan(x)
+    if nan_x is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            values = np.nanquantile(nan_x, list(qs), axis=red, keepdims=True, method=method)
+    else:
+        values = np.quantile(x.astype(np.float64, copy=False), list(qs), axis=red, keepdims=True,
+                             method=method)
     return [_frozen(v) for v in values]
 
 

@@ -150,8 +150,9 @@ class Model:
             channels = _channel_count(tensor)
             tensors[tid], mappings[tid] = map_to_model(data, image_axes, model_axes, channels=channels)
             notices.extend(mappings[tid].notices)
-        raw_outputs, n_tiles = self._predict_tensors(tensors, tile=tile, memory_budget=memory_budget,
-                                                     progress=progress)
+        raw_outputs, n_tiles, run_notices = self._predict_tensors(tensors, tile=tile, memory_budget=memory_budget,
+                                                                  progress=progress)
+        notices.extend(run_notices)
         # outputs follow the layout of the first input (the usual single-input case)
         reference = mappings[self.input_ids[0]]
         outputs, out_axes = {}, {}
@@ -169,7 +170,7 @@ class Model:
         ``tiled=False`` runs every input whole in one forward (the inputs must be valid sizes);
         ``tiled=True`` always tiles; by default inputs run whole when they can.
         """
-        outputs, _ = self._predict_tensors(inputs, tile=tile, memory_budget=memory_budget,
+        outputs, _, _ = self._predict_tensors(inputs, tile=tile, memory_budget=memory_budget,
                                            tiled=tiled, progress=progress)
         return outputs
 
@@ -177,7 +178,10 @@ class Model:
 
     def _predict_tensors(self, inputs: Mapping[str, np.ndarray], *, tile: int | Mapping[str, int] | None,
                          memory_budget: int | None, tiled: bool | None = None,
-                         progress: ProgressCallback | None = None) -> tuple[dict[str, np.ndarray], int]:
+                         progress: ProgressCallback | None = None,
+                         ) -> tuple[dict[str, np.ndarray], int, tuple[str, ...]]:
+        """Outputs (model axes), forward passes, and notices (non-finite input pixels)."""
+        from microzoo.runtime.non_finite import describe, fill_non_finite, mark_non_finite
         from microzoo.runtime.ops import bind_ops
 
         raw = {tid: np.asarray(inputs[tid]) for tid in self.input_ids if tid in inputs}
@@ -187,11 +191,13 @@ class Model:
         for tensor in self.descr.inputs:
             _check_content(raw[str(tensor.id)], str(tensor.id), self.tensor_axes(tensor))
         sample = {tid: (raw[tid], self.tensor_axes(t)) for tid, t in zip(self.input_ids, self.descr.inputs)}
-        processed = {}
+        processed, non_finite = {}, []
         for tensor in self.descr.inputs:
             tid = str(tensor.id)
             pipeline = bind_ops(tensor.preprocessing, raw[tid], self.tensor_axes(tensor), sample=sample)
-            processed[tid] = np.ascontiguousarray(pipeline(raw[tid]))
+            filled, where = fill_non_finite(raw[tid], self.tensor_axes(tensor), tid)
+            non_finite += [where] if where is not None else []
+            processed[tid] = np.ascontiguousarray(pipeline(filled))
 
         shapes = {tid: dict(zip(self.tensor_axes(t), processed[tid].shape))
                   for tid, t in zip(self.input_ids, self.descr.inputs)}
@@ -220,7 +226,12 @@ class Model:
             pipeline = bind_ops(tensor.postprocessing, raw_outputs[tid], self.tensor_axes(tensor),
                                 sample=post_sample)
             outputs[tid] = pipeline(raw_outputs[tid])
-        return outputs, n_tiles
+        notices = []
+        for where in non_finite:
+            marked = [tid for tid, t in zip(self.output_ids, self.descr.outputs)
+                      if mark_non_finite(outputs[tid], self.tensor_axes(t), where)]
+            notices.append(describe(where, marked, [tid for tid in self.output_ids if tid not in marked]))
+        return outputs, n_tiles, tuple(notices)
 
     def _runs_whole(self, shapes: Mapping[str, Mapping[str, int]], budget: int,
                     tile: int | Mapping[str, int] | None) -> bool:

@@ -12,6 +12,7 @@ from _packages import built_package
 from _reference import reference_predict
 from microzoo.errors import ImageError, WeightFormatError
 from microzoo.package.load import open_package
+from microzoo.runtime.outputs import Outputs
 from microzoo.runtime.reproduce import compare_outputs, test_package
 
 RTOL = ATOL = 1e-3
@@ -40,9 +41,25 @@ def test_example_model_reproduces_its_test_output(example_model: Path) -> None:
 def test_predict_from_python_on_a_2d_array(example_model: Path) -> None:
     model = microzoo.load_model(example_model, weights="onnx")
     image = np.load(example_model / "test_input.npy")[0, 0]
-    probability = model.predict(image, axes="yx")
-    assert probability.shape == (512, 512)
+    outputs = model.predict(image, axes="yx")
+    assert isinstance(outputs, Outputs) and list(outputs) == ["probability"]
+    probability = outputs["probability"]
+    assert probability.shape == (512, 512) and outputs.only is probability
+    assert np.asarray(outputs) is probability
     assert_agrees(probability, np.load(example_model / "test_output.npy")[0, 0])
+
+
+def test_predict_returns_the_same_mapping_for_a_two_output_model(tmp_path_factory: pytest.TempPathFactory) -> None:
+    rdf = built_package(tmp_path_factory, "two_in_two_out")
+    model = microzoo.load_model(rdf)
+    inputs = {tid: array[0] for tid, array in _inputs(rdf).items()}
+    axes = {tid: "cyx" for tid in inputs}
+    outputs = model.predict(inputs, axes=axes)
+    assert isinstance(outputs, Outputs) and list(outputs) == model.output_ids
+    with pytest.raises(microzoo.MicrozooError, match="2 outputs"):
+        outputs.only
+    with pytest.raises(TypeError):
+        outputs["x"] = np.zeros(1)  # read-only
 
 
 @pytest.mark.parametrize("name", ["parameterized", "scaled_output", "two_in_two_out", "format_04", "state_dict",

@@ -26,6 +26,7 @@ from microzoo.errors import ImageError, MicrozooError
 from microzoo.package.load import ModelPackage, open_package
 from microzoo.progress import ProgressCallback
 from microzoo.runtime.engines import Engine, choose_format, load_engine
+from microzoo.runtime.outputs import Outputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,8 +35,8 @@ class Prediction:
 
     Attributes
     ----------
-    outputs : dict
-        Output tensor id -> array.
+    outputs : Outputs
+        Output tensor id -> array (``.only`` for a one-output model).
     axes : dict
         Output tensor id -> axes string of that array (e.g. ``"yx"``, ``"cyx"``).
     notices : tuple of str
@@ -44,7 +45,7 @@ class Prediction:
         Forward passes needed (1 when the image ran whole).
     """
 
-    outputs: dict[str, np.ndarray]
+    outputs: Outputs
     axes: dict[str, str]
     notices: tuple[str, ...] = ()
     n_tiles: int = 1
@@ -54,7 +55,8 @@ class Model:
     """A model package ready to run. Open with :func:`microzoo.load_model`.
 
     >>> model = microzoo.load_model("unet2d_nuclei_broad")       # doctest: +SKIP
-    >>> probability = model.predict(image, axes="yx")           # doctest: +SKIP
+    >>> outputs = model.predict(image, axes="yx")               # doctest: +SKIP
+    >>> probability = outputs["probability"]  # or outputs.only  # doctest: +SKIP
     """
 
     def __init__(self, package: ModelPackage, *, weights: str | None = None, device: str | None = None,
@@ -108,8 +110,11 @@ class Model:
 
     def predict(self, image: np.ndarray | Mapping[str, np.ndarray], *, axes: str | Mapping[str, str] | None = None,
                 tile: int | Mapping[str, int] | None = None, memory_budget: int | None = None,
-                progress: ProgressCallback | None = None) -> np.ndarray | dict[str, np.ndarray]:
-        """Predict on an image given in its own axes; returns the output array (a dict if several).
+                progress: ProgressCallback | None = None) -> Outputs:
+        """Predict on an image given in its own axes; returns output id -> array in the image's layout.
+
+        The same :class:`~microzoo.runtime.outputs.Outputs` mapping for every model; for a
+        one-output model ``.only`` (or ``np.asarray(outputs)``) is the array.
 
         Parameters
         ----------
@@ -124,11 +129,8 @@ class Model:
         memory_budget
             Bytes one forward pass may use (default: a quarter of the free memory).
         """
-        prediction = self.predict_image(image, axes=axes, tile=tile, memory_budget=memory_budget,
-                                        progress=progress)
-        if len(prediction.outputs) == 1:
-            return next(iter(prediction.outputs.values()))
-        return prediction.outputs
+        return self.predict_image(image, axes=axes, tile=tile, memory_budget=memory_budget,
+                                  progress=progress).outputs
 
     def predict_image(self, image: np.ndarray | Mapping[str, np.ndarray], *,
                       axes: str | Mapping[str, str] | None = None,
@@ -159,7 +161,7 @@ class Model:
         for tensor in self.descr.outputs:
             tid = str(tensor.id)
             outputs[tid], out_axes[tid] = map_from_model(raw_outputs[tid], self.tensor_axes(tensor), reference)
-        return Prediction(outputs=outputs, axes=out_axes, notices=tuple(dict.fromkeys(notices)),
+        return Prediction(outputs=Outputs(outputs), axes=out_axes, notices=tuple(dict.fromkeys(notices)),
                           n_tiles=n_tiles)
 
     def predict_tensors(self, inputs: Mapping[str, np.ndarray], *, tile: int | Mapping[str, int] | None = None,

@@ -145,7 +145,8 @@ def predict(
 ) -> None:
     """Run a model on images: files, folders and globs, tiled to fit memory, one progress bar."""
     from microzoo.io.read import find_images
-    from microzoo.runtime.predict import Model, parse_bytes
+    from microzoo.runtime.predict import Model
+    from microzoo.runtime.resources import parse_bytes
     from microzoo.trust.note import predict_files_with_note
 
     paths = find_images(inputs)

@@ -16,15 +16,15 @@ as bioimageio.core does by default; larger inputs are tiled with the output halo
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from microzoo.errors import ImageError, MicrozooError
+from microzoo.errors import ImageError
 from microzoo.package.load import ModelPackage, open_package
 from microzoo.progress import ProgressCallback
+from microzoo.runtime import resources
 from microzoo.runtime.engines import Engine, choose_format, load_engine
 from microzoo.runtime.outputs import Outputs
 
@@ -127,7 +127,7 @@ class Model:
             Tile size: one int for every spatial axis, or a dict axis id -> size.
             Default: the largest tile that fits ``memory_budget``.
         memory_budget
-            Bytes one forward pass may use (default: a quarter of the free memory).
+            Bytes one forward pass may use (default: :func:`microzoo.runtime.resources.memory_budget`).
         """
         return self.predict_image(image, axes=axes, tile=tile, memory_budget=memory_budget,
                                   progress=progress).outputs
@@ -203,7 +203,7 @@ class Model:
 
         shapes = {tid: dict(zip(self.tensor_axes(t), processed[tid].shape))
                   for tid, t in zip(self.input_ids, self.descr.inputs)}
-        budget = memory_budget or default_memory_budget()
+        budget = resources.memory_budget(memory_budget)
         if tiled is False or (tiled is None and self._runs_whole(shapes, budget, tile)):
             if progress:
                 progress(0, 1, "predicting")
@@ -294,33 +294,6 @@ class Model:
             raise ImageError(f"this model has {len(self.input_ids)} inputs ({', '.join(self.input_ids)}): "
                              f"give the {what} as a dict input id -> {what}")
         return {self.input_ids[0]: value}
-
-
-def default_memory_budget() -> int:
-    """Bytes a forward pass may use by default: a quarter of the available memory, at most 8 GiB."""
-    env = os.environ.get("MICROZOO_MEMORY_BUDGET")
-    if env:
-        return parse_bytes(env)
-    try:
-        import psutil
-
-        available = int(psutil.virtual_memory().available)
-    except ImportError:  # pragma: no cover
-        available = 8 << 30
-    return int(min(available // 4, 8 << 30))
-
-
-def parse_bytes(text: str) -> int:
-    """Parse a size such as ``"2GB"``, ``"512MiB"``, ``"1e9"``."""
-    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-             "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30}
-    stripped = text.strip().lower().replace(" ", "")
-    number = stripped.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = stripped[len(number):]
-    try:
-        return int(float(number) * units[unit])
-    except (ValueError, KeyError) as error:
-        raise MicrozooError(f"cannot read '{text}' as a size: write e.g. 2GB, 512MiB or 1e9") from error
 
 
 def _default_axes(data: np.ndarray, tid: str) -> str:

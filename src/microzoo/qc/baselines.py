@@ -20,6 +20,7 @@ Images are 2-D (``yx``, or ``yxc`` colour) or 3-D volumes (``zyx``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -69,7 +70,9 @@ def restoration_baselines(
     methods: Sequence[str] = ("gaussian",),
 ) -> list[Baseline]:
     """Denoising baselines (``"gaussian"``, ``"bm3d"``), tuned on up to 4 training pairs when given."""
-    pairs = list(zip(train_noisy, train_clean))[:4]
+    if len(train_noisy) != len(train_clean):
+        raise DataError(f"give one clean image per noisy one, got {len(train_noisy)} and {len(train_clean)}")
+    pairs = list(zip(train_noisy, train_clean, strict=True))[:4]
     noisy, clean = [_crop(n) for n, _ in pairs], [_crop(c) for _, c in pairs]
     if data_range is None and pairs:
         data_range = max(float(np.ptp(classical.grey(c))) for c in clean) or 1.0
@@ -83,10 +86,7 @@ def restoration_baselines(
             params = dict(classical.DEFAULT_PARAMS[method])
             notice = f"{method}: fixed parameters {params} (give training pairs to tune them)"
         name = _NAMES.get(method, method).format(**params)
-
-        def run(image: np.ndarray, method: str = method, params: dict = dict(params)) -> np.ndarray:
-            return classical.denoise(image, method=method, params=params)
-
+        run = functools.partial(classical.denoise, method=method, params=dict(params))
         baselines.append(Baseline(name, method, dict(params), run, notice))
     return baselines
 
@@ -119,15 +119,19 @@ def semantic_baseline(
     """Otsu (multi-Otsu) classes; polarity chosen on up to 5 training pairs, else per image."""
     if n_classes < 2:
         raise DataError(f"a semantic baseline needs at least 2 classes, got {n_classes}")
-    pairs = list(zip(train_images, train_classes))[:5]
+    if len(train_images) != len(train_classes):
+        raise DataError(f"give one class map per image, got {len(train_images)} images and {len(train_classes)}")
+    pairs = list(zip(train_images, train_classes, strict=True))[:5]
     polarity = "auto"
     if pairs:
         scores = {
-            p: np.mean([_mean_iou(t, _otsu_classes(i, n_classes=n_classes, polarity=p), n_classes) for i, t in pairs])
+            p: float(
+                np.mean([_mean_iou(t, _otsu_classes(i, n_classes=n_classes, polarity=p), n_classes) for i, t in pairs])
+            )
             for p in ("bright", "dark")
         }
-        polarity = max(scores, key=scores.get)
-    params = {"smoothing_sigma": SEMANTIC_SMOOTHING, "polarity": polarity, "classes": n_classes}
+        polarity = max(scores, key=lambda p: scores[p])
+    params: dict[str, float | str] = {"smoothing_sigma": SEMANTIC_SMOOTHING, "polarity": polarity, "classes": n_classes}
     name = f"Otsu ({polarity})" if polarity != "auto" else "Otsu"
     return Baseline(name, "otsu", params, lambda image: _otsu_classes(image, n_classes=n_classes, polarity=polarity))
 

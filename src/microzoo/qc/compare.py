@@ -36,7 +36,7 @@ from microzoo.qc.tasks import QCTask, as_intensities, as_labels, get_task
 class Comparison:
     evaluation: Any
     paths: dict[str, Path]
-    classical_params: dict[str, dict[str, float]]
+    classical_params: dict[str, dict[str, float | str]]
     notices: tuple[str, ...]
 
 
@@ -84,7 +84,7 @@ def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: s
             done += 1
         predictions[label] = outputs
 
-    classical_params: dict[str, dict[str, float]] = {}
+    classical_params: dict[str, dict[str, float | str]] = {}
     if classical:
         classical_params, baseline, classical_notices = _run_classical(
             inputs, task, train_noisy=train_noisy, train_clean=train_clean, data_range=data_range,
@@ -113,6 +113,7 @@ def _gray(image: np.ndarray) -> np.ndarray:
 
 def _as_prediction(output: np.ndarray, axes: str, task: QCTask, settings: Any) -> np.ndarray:
     channels_first = np.moveaxis(output, axes.index("c"), 0) if "c" in axes else output[np.newaxis]
+    assert task.from_output is not None  # get_task(runnable=True) chose it
     return task.from_output(channels_first, settings)
 
 
@@ -128,9 +129,9 @@ def _instance_settings(model: Any) -> Any:
 
 def _run_classical(inputs: list[np.ndarray], task: str, *, train_noisy: Path | None, train_clean: Path | None,
                    data_range: float | None, progress: ProgressCallback
-                   ) -> tuple[dict[str, dict[str, float]], dict[str, list[np.ndarray]], list[str]]:  # fmt: skip
+                   ) -> tuple[dict[str, dict[str, float | str]], dict[str, list[np.ndarray]], list[str]]:  # fmt: skip
     train_images, train_truths = _pairs(train_noisy, train_clean) if task == "restoration" and train_noisy and train_clean else ([], [])
-    params: dict[str, dict[str, float]] = {}
+    params: dict[str, dict[str, float | str]] = {}
     results: dict[str, list[np.ndarray]] = {}
     notices: list[str] = []
     for baseline in baselines_for(task, train_images=train_images, train_truths=train_truths, data_range=data_range):

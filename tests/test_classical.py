@@ -10,7 +10,7 @@ import pytest
 import tifffile
 from skimage import draw
 
-from microzoo.errors import ConfigError, DataError, ImageError
+from microzoo.errors import ConfigError, DataError
 from microzoo.qc import classical
 
 

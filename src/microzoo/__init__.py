@@ -2,7 +2,8 @@
 
 >>> import microzoo
 >>> model = microzoo.load_model("path/to/model")          # doctest: +SKIP
->>> prediction = model.predict(image, axes="yx")          # doctest: +SKIP
+>>> outputs = model.predict(image, axes="yx")             # doctest: +SKIP
+>>> probability = outputs.only      # one-output model; else outputs["name"]  # doctest: +SKIP
 """
 
 from __future__ import annotations

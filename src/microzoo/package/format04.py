@@ -45,7 +45,7 @@ def _repair_fixed_shape_halos(content: dict[str, Any]) -> list[str]:
         if source is not None:
             output["shape"] = {
                 "reference_tensor": source.get("name"),
-                "scale": [out / size for out, size in zip(shape, source["shape"])],
+                "scale": [out / size for out, size in zip(shape, source["shape"], strict=True)],
                 "offset": [0] * len(shape),
             }
             notices.append(

@@ -176,7 +176,9 @@ def convert_description(description_path: Path, content: dict[str, Any] | None =
     return descr, notices
 
 
-def _converted_with_repairs(description_path: Path, content: dict[str, Any], failed: Any) -> tuple[Any, tuple[str, ...]]:
+def _converted_with_repairs(
+    description_path: Path, content: dict[str, Any], failed: Any
+) -> tuple[Any, tuple[str, ...]]:
     """The 0.5 description of a 0.4 one the spec could not convert, repaired where the field is
     known (``failed`` and no notices where it still does not convert)."""
     from bioimageio.spec import InvalidDescr, ValidationContext, build_description
@@ -411,7 +413,8 @@ def read_description(description_path: Path) -> dict[str, Any]:
     if not isinstance(content, dict):
         raise PackageError(
             f"{description_path} is not a model description: expected a YAML mapping "
-            f"(format_version: ..., type: model, ...), found {type(content).__name__ if content is not None else 'nothing'}"
+            "(format_version: ..., type: model, ...), found "
+            f"{type(content).__name__ if content is not None else 'nothing'}"
         )
     if _expanded_nodes(content, {}, MAX_DESCRIPTION_NODES) > MAX_DESCRIPTION_NODES:
         raise PackageError(

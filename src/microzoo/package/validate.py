@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from microzoo.errors import MicrozooError, PackageError
+from microzoo.package.download import is_url
 from microzoo.package.load import (
     ModelPackage,
     check_package_files,
+    convert_description,
     iter_file_entries,
     locate_description,
-    convert_description,
     read_description,
 )
-from microzoo.package.download import is_url
 from microzoo.progress import ProgressCallback
 
 
@@ -77,7 +77,8 @@ def validate_package(source: str | os.PathLike[str], *, progress: ProgressCallba
     warnings = [Problem(_where(w.loc), w.msg) for d in summary.details for w in d.warnings]
     warnings += notes
     if not is_model and not _is_invalid(descr):
-        errors.append(Problem("type", f"this is a '{getattr(descr, 'type', '?')}' description; microzoo runs models only"))
+        kind = getattr(descr, "type", "?")
+        errors.append(Problem("type", f"this is a '{kind}' description; microzoo runs models only"))
     return ValidationReport(str(source), getattr(descr, "name", None), version, tuple(errors), tuple(warnings))
 
 

@@ -109,7 +109,7 @@ def info(model: str = typer.Argument(..., help="Package folder, .zip, bioimageio
     from rich.table import Table
 
     from microzoo.package.load import open_package
-    from microzoo.package.summary import summarize
+    from microzoo.runtime.summary import summarize
 
     s = summarize(open_package(model))
     out = _console()
@@ -241,7 +241,7 @@ def evaluate(
 ) -> None:
     """Score predictions against ground truth, with 95% intervals, and write an HTML report."""
     from microzoo.errors import ConfigError
-    from microzoo.qc.evaluate import evaluate_folders
+    from microzoo.qc.folders import evaluate_folders
 
     pred_dirs: dict[str, Path] = {}
     for entry in pred:

@@ -20,7 +20,8 @@ import numpy as np
 from microzoo.errors import AxesError, ImageError
 from microzoo.io.axes import check_axes
 
-__all__ = ["IMAGE_SUFFIXES", "Image", "find_images", "image_format", "image_shape", "normalize_unit", "read_image"]
+__all__ = ["IMAGE_SUFFIXES", "Image", "find_images", "image_format", "image_shape", "normalize_unit", "read_array",
+           "read_image"]
 
 #: file name endings microzoo reads, longest first
 IMAGE_SUFFIXES = (
@@ -169,6 +170,11 @@ def image_shape(path: str | os.PathLike[str]) -> tuple[int, ...]:
     except Exception as exc:  # noqa: BLE001 - every header failure means an unreadable file
         raise ImageError(f"cannot read the header of {path}: {exc}; the file may be incomplete or corrupt") from exc
     raise ImageError(f"cannot read {path}: unknown image type; microzoo reads {', '.join(IMAGE_SUFFIXES)}")
+
+
+def read_array(path: str | os.PathLike[str], *, axes: str | None = None) -> np.ndarray:
+    """The pixels of :func:`read_image` as a NumPy array in memory (lazy Zarr data is read)."""
+    return np.asarray(read_image(path, axes=axes).data)
 
 
 def _ambiguous_message(path: Path, shape: tuple[int, ...]) -> str:
@@ -367,6 +373,8 @@ def _ngff_axes(entries: Sequence[Any]) -> str | None:
 def find_images(inputs: Sequence[str]) -> list[Path]:
     """Expand files, folders (their images, not recursive, sorted) and glob patterns.
 
+    A path that exists is taken as it is, so ``cell[red].png`` is a file, not a pattern.
+
     Raises
     ------
     ImageError
@@ -377,17 +385,17 @@ def find_images(inputs: Sequence[str]) -> list[Path]:
     found: list[Path] = []
     for item in inputs:
         text = os.path.expanduser(str(item))
-        if glob.has_magic(text):
-            matches = [Path(p) for p in sorted(glob.glob(text))]
-            matches = [p for p in matches if p.is_file() or _is_image_folder(p)]
-        elif Path(text).is_dir() and not _is_image_folder(Path(text)):
+        if Path(text).is_dir() and not _is_image_folder(Path(text)):
             matches = sorted(
                 p for p in Path(text).iterdir()
                 if not p.name.startswith(".") and image_format(p) is not None
                 and (p.is_file() or _is_image_folder(p))
             )  # fmt: skip
-        elif Path(text).exists():
+        elif Path(text).exists():  # an existing path is taken literally, even with [ ] * ? in its name
             matches = [Path(text)]
+        elif glob.has_magic(text):
+            matches = [Path(p) for p in sorted(glob.glob(text))]
+            matches = [p for p in matches if p.is_file() or _is_image_folder(p)]
         else:
             raise ImageError(f"input {item!r} does not exist; check the path")
         if not matches:

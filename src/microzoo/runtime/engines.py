@@ -197,10 +197,13 @@ class StateDictEngine:
         try:
             state = torch.load(str(path), map_location=self._device, weights_only=True)
         except Exception as error:  # torch raises UnpicklingError/RuntimeError variants
+            # torch's own message advises loading the file unsafely; never pass that on
             raise PackageError(
-                f"cannot load the state dict {path.name} safely (weights_only=True): {error}. "
-                "The file must hold a plain state dict of tensors"
-            ) from error
+                f"cannot load the state dict {path.name} safely: the file holds more than weights "
+                f"(Python objects whose loading could run code: {type(error).__name__}), so microzoo "
+                "does not load it. Choose another weight format of the package (--weights), or ask its "
+                "authors for torchscript or onnx weights, or for a plain state dict of tensors"
+            ) from None
         model.load_state_dict(state, strict=bool(getattr(entry, "strict", True)))
         self._module = model.to(self._device).eval()
 

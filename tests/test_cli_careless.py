@@ -17,8 +17,13 @@ MICROZOO = [sys.executable, "-m", "microzoo.cli"]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*MICROZOO, *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+    return subprocess.run(
+        [*MICROZOO, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
 
 
 def refused(result: subprocess.CompletedProcess[str], *expected: str) -> None:
@@ -48,8 +53,9 @@ def test_square_brackets_survive_in_error_messages(example_model: Path, tmp_path
     assert nothing_in(out)
 
 
-def test_a_read_only_output_folder_is_refused_before_computing(example_model: Path, image: Path,
-                                                                tmp_path: Path) -> None:
+def test_a_read_only_output_folder_is_refused_before_computing(
+    example_model: Path, image: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "read-only"
     out.mkdir()
     if os.geteuid() == 0:  # root writes through permissions: make the folder immutable instead
@@ -58,8 +64,11 @@ def test_a_read_only_output_folder_is_refused_before_computing(example_model: Pa
     else:
         out.chmod(0o555)
     try:
-        refused(run("predict", str(example_model), str(image), "-o", str(out)),
-                "cannot write into the output folder", str(out))
+        refused(
+            run("predict", str(example_model), str(image), "-o", str(out)),
+            "cannot write into the output folder",
+            str(out),
+        )
         assert nothing_in(out)
     finally:
         subprocess.run(["chattr", "-i", str(out)], capture_output=True)
@@ -70,8 +79,9 @@ def test_an_output_folder_under_proc_is_refused(example_model: Path, image: Path
     refused(run("predict", str(example_model), str(image), "-o", "/proc/microzoo-out"), "/proc/microzoo-out")
 
 
-def test_an_existing_file_where_the_output_folder_should_be_is_refused(example_model: Path, image: Path,
-                                                                       tmp_path: Path) -> None:
+def test_an_existing_file_where_the_output_folder_should_be_is_refused(
+    example_model: Path, image: Path, tmp_path: Path
+) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes")
     refused(run("predict", str(example_model), str(image), "-o", str(notes)), f"{notes} is a file, not a folder")
@@ -86,7 +96,8 @@ def test_a_full_disk_is_found_before_computing(example_model: Path, image: Path,
     (hook / "sitecustomize.py").write_text(
         "import shutil, collections\n"
         "_usage = collections.namedtuple('usage', 'total used free')\n"
-        "shutil.disk_usage = lambda path: _usage(10**9, 10**9 - 1000, 1000)\n")
+        "shutil.disk_usage = lambda path: _usage(10**9, 10**9 - 1000, 1000)\n"
+    )
     out = tmp_path / "out"
     env = {"PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
     refused(run("predict", str(example_model), str(image), "-o", str(out), env=env), "MB free", str(out))
@@ -124,13 +135,20 @@ def test_temporaries_of_a_killed_run_are_removed(example_model: Path, image: Pat
     assert (out / "cells.tif").exists()
 
 
-@pytest.mark.parametrize(("option", "value", "expected"), [
-    ("--tile", "0", "--tile 0"), ("--tile", "y=0,x=256", "--tile y=0,x=256"),
-    ("--memory-budget", "0", "'0'"), ("--memory-budget", "0GB", "'0GB'"),
-    ("--channel", "x", "--channel 'x'"), ("--channel", "-1", "--channel -1"),
-])
-def test_options_that_cannot_work_are_refused(option: str, value: str, expected: str, example_model: Path,
-                                              image: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--tile", "0", "--tile 0"),
+        ("--tile", "y=0,x=256", "--tile y=0,x=256"),
+        ("--memory-budget", "0", "'0'"),
+        ("--memory-budget", "0GB", "'0GB'"),
+        ("--channel", "x", "--channel 'x'"),
+        ("--channel", "-1", "--channel -1"),
+    ],
+)
+def test_options_that_cannot_work_are_refused(
+    option: str, value: str, expected: str, example_model: Path, image: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     refused(run("predict", str(example_model), str(image), "-o", str(out), option, value), expected)
     assert nothing_in(out)
@@ -142,8 +160,9 @@ def test_channel_chooses_the_channel_the_model_gets(example_model: Path, shared_
     rgba = sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png"))[0]
     source = tmp_path / "rgba.png"
     shutil.copy(rgba, source)
-    result = run("predict", str(example_model), str(source), "-o", str(tmp_path / "out"), "--weights", "onnx",
-                 "--channel", "1")
+    result = run(
+        "predict", str(example_model), str(source), "-o", str(tmp_path / "out"), "--weights", "onnx", "--channel", "1"
+    )
     assert result.returncode == 0, result.stderr
     assert "used channel(s) 1 of 4" in result.stdout and "grayscale" not in result.stdout
     import microzoo

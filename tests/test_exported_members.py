@@ -18,3 +18,29 @@ def test_importing_microzoo_does_not_import_torch_or_the_spec() -> None:
     code = "import sys, microzoo; print('torch' in sys.modules, 'bioimageio.spec' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
+
+
+def _check_exports(package_name: str, expected: list[str]) -> None:
+    import importlib
+
+    package = importlib.import_module(package_name)
+    assert package.__all__ == expected
+    for name in expected:
+        value = getattr(package, name)
+        assert getattr(value, "__module__", package_name).startswith(package_name), name
+    assert set(expected) <= set(dir(package))
+
+
+def test_qc_api() -> None:
+    _check_exports("microzoo.qc", [
+        "Baseline", "Comparison", "Difference", "Estimate", "Evaluation", "QCTask", "TASKS", "baselines_for",
+        "compare", "denoise", "evaluate", "evaluate_folders", "get_task", "run_classical_on_folder", "segment",
+        "tune_denoiser", "write_evaluation",
+    ])  # fmt: skip
+
+
+def test_trust_api() -> None:
+    _check_exports("microzoo.trust", [
+        "Finding", "Fingerprint", "NearDuplicate", "OODResult", "TrustNote", "check_folders", "check_images",
+        "find_near_duplicates", "fingerprint_images", "load_model_claims", "run_checks", "trust_note",
+    ])  # fmt: skip

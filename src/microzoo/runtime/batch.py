@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from microzoo.errors import OutputError
+from microzoo.io.files import image_stem
 from microzoo.progress import ProgressCallback
 from microzoo.runtime.predict import Model, Prediction
 
@@ -44,7 +45,7 @@ def output_paths(model: Model, inputs: Sequence[Path], out: Path, *, suffix: str
         if single_file:
             plans.append({model.output_ids[0]: out})
             continue
-        stem = path.name[: -len(".ome.tif")] if path.name.lower().endswith(".ome.tif") else path.stem
+        stem = image_stem(path)
         if len(model.output_ids) == 1:
             plans.append({model.output_ids[0]: out / f"{stem}{suffix}"})
         else:

@@ -69,3 +69,10 @@ def test_trust_api() -> None:
         "Finding", "Fingerprint", "NearDuplicate", "OODResult", "TrustNote", "check_folders", "check_images",
         "find_near_duplicates", "fingerprint_images", "load_model_claims", "run_checks", "trust_note",
     ])  # fmt: skip
+
+
+def test_package_api() -> None:
+    _check_exports("microzoo.package", [
+        "ModelPackage", "Problem", "ValidationReport", "architecture_callable", "cache_dir", "open_package",
+        "validate_package",
+    ])  # fmt: skip

@@ -686,6 +686,52 @@ def build_ops_norm_act(folder: Path) -> Path:
 
 
 @_in_folder_context
+def build_ops_chained(folder: Path) -> Path:
+    """Batch of 2. Statistics of ops that follow another op: ``a``: scale_linear then
+    zero_mean_unit_variance over the batch (per dataset); ``b``: a fixed clip then scale_range
+    per sample. bioimageio.core computes every statistic on the raw input tensor, not on the
+    output of the ops before it; the test output is core's."""
+    from bioimageio.spec.model import v0_5 as v05
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model = _make_model(folder, "TwoHeads", {"hidden": 4}, seed=11)
+    a = _rng_image(24, (2, 1, 64, 64), scale=5.0, offset=50.0)
+    a[1] = a[1] * 3.0 - 20.0
+    b = _rng_image(25, (2, 2, 64, 64), scale=2.0, offset=-3.0)
+    w = _save_all_weights(folder, model, [a, b], ["a", "b"], ["prob", "classes"])
+    common = _common_fields(v05, folder, "microzoo synthetic ops chained",
+                            "Statistics of ops that follow another op: scale_linear then "
+                            "zero_mean_unit_variance per dataset; clip then scale_range.", a)
+    batch, y, x = v05.AxisId("batch"), v05.AxisId("y"), v05.AxisId("x")
+    pre_a = [v05.ScaleLinearDescr(kwargs=v05.ScaleLinearKwargs(gain=2.0, offset=30.0)),
+             v05.ZeroMeanUnitVarianceDescr(kwargs=v05.ZeroMeanUnitVarianceKwargs(axes=[batch, y, x]))]
+    pre_b = [v05.ClipDescr(kwargs=v05.ClipKwargs(min=-4.0, max=-1.0)),
+             v05.ScaleRangeDescr(kwargs=v05.ScaleRangeKwargs(axes=[y, x], min_percentile=2.0,
+                                                             max_percentile=99.0))]
+    halo = 4
+
+    def make(files):
+        return v05.ModelDescr(
+            **common,
+            inputs=[
+                _input(v05, folder, "a", [_batch(), _channel(1), _param_in("y"), _param_in("x")], a,
+                       preprocessing=pre_a),
+                _input(v05, folder, "b", [_batch(), _channel(2), _ref_in("y", "a"), _ref_in("x", "a")], b,
+                       preprocessing=pre_b),
+            ],
+            outputs=[
+                _output(v05, "prob", [_batch(), _channel(1), _ref_out("y", "a", halo), _ref_out("x", "a", halo)],
+                        files),
+                _output(v05, "classes", [_batch(), _channel(2), _ref_out("y", "a", halo),
+                                         _ref_out("x", "a", halo)], files),
+            ],
+            weights=_weights(v05, folder, torchscript=w["torchscript"], onnx=w["onnx"], parent="torchscript"),
+        )
+
+    return _finish_v05(folder, make, {"a": a, "b": b}, "torchscript")
+
+
+@_in_folder_context
 def build_three_d(folder: Path) -> Path:
     """(batch, channel, z, y, x); z ParameterizedSize(8, 4), y/x (32, 16); halo z 2, y/x 4."""
     from bioimageio.spec.model import v0_5 as v05
@@ -823,6 +869,7 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "ops_stats": build_ops_stats,
     "ops_scale_mean_variance": build_ops_scale_mean_variance,
     "ops_norm_act": build_ops_norm_act,
+    "ops_chained": build_ops_chained,
     "three_d": build_three_d,
     "keras_only": build_keras_only,
 }
@@ -838,6 +885,7 @@ WEIGHT_FORMATS: dict[str, tuple[str, ...]] = {
     "ops_stats": ("torchscript", "onnx"),
     "ops_scale_mean_variance": ("torchscript", "onnx"),
     "ops_norm_act": ("torchscript", "onnx"),
+    "ops_chained": ("torchscript", "onnx"),
     "three_d": ("torchscript", "onnx"),
     "keras_only": ("keras_hdf5",),
 }
@@ -870,3 +918,56 @@ def built_packages(tmp_path_factory, names: Sequence[str] | None = None) -> dict
             return built_packages(tmp_path_factory)
     """
     return {n: built_package(tmp_path_factory, n) for n in (names or list(BUILDERS))}
+
+
+# ---------------------------------------------------------------------------------------------
+# format 0.4 descriptions bioimageio.spec reads as valid 0.4 but cannot convert to 0.5 (core runs
+# them from the 0.4 description). Same network and test tensors as ``format_04``: core runs the
+# test input whole, so the halo does not change the test output.
+
+
+def _build_format_04_again(folder: Path) -> Path:
+    """``build_format_04``, which may run more than once a session: it deletes the architecture
+    file it imported, so modules whose file is gone are forgotten first (else torch.jit.script
+    cannot read their source)."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("microzoo_synthetic_arch_") and not Path(getattr(module, "__file__", "") or "").exists():
+            del sys.modules[name]
+    return build_format_04(folder)
+
+
+def _format_04_variant(folder: Path, edit: Callable[[str], str]) -> Path:
+    rdf = _build_format_04_again(folder)
+    rdf.write_text(edit(rdf.read_text()))
+    return rdf
+
+
+def build_format_04_fixed_halo(folder: Path) -> Path:
+    """Input and output of fixed shape (1, 1, 64, 64), the output with halo 8: the 0.5 converter
+    refuses "output axis with halo and fixed size"."""
+    return _format_04_variant(folder, lambda text: text.replace(
+        "    shape:\n      min: [1, 1, 32, 32]\n      step: [0, 0, 16, 16]", "    shape: [1, 1, 64, 64]").replace(
+        "    shape:\n      reference_tensor: raw\n      scale: [1, 1, 1, 1]\n      offset: [0, 0, 0, 0]",
+        "    shape: [1, 1, 64, 64]"))
+
+
+def build_format_04_cite_url(folder: Path) -> Path:
+    """Citations with a URL without scheme and an ftp URL: valid 0.4, refused by 0.5's HttpUrl."""
+    return _format_04_variant(folder, lambda text: text.replace(
+        "    url: https://bioimage.io\n",
+        "    url: bioimage.io\n  - text: the data\n    url: ftp://example.org/data\n"
+        "  - text: the method\n    doi: 10.1007/978-3-319-24574-4_28\n    url: ftp://example.org/paper\n"))
+
+
+BUILDERS["format_04"] = _build_format_04_again
+BUILDERS["format_04_fixed_halo"] = build_format_04_fixed_halo
+BUILDERS["format_04_cite_url"] = build_format_04_cite_url
+WEIGHT_FORMATS["format_04_fixed_halo"] = ("torchscript",)
+WEIGHT_FORMATS["format_04_cite_url"] = ("torchscript",)
+
+# packages bioimageio.spec reads as valid 0.4 but cannot convert to 0.5, and why (microzoo repairs
+# the field: microzoo.package.format04)
+SPEC_CANNOT_CONVERT: dict[str, str] = {
+    "format_04_fixed_halo": "output axis with halo and fixed size",
+    "format_04_cite_url": "Input should be a valid URL",
+}

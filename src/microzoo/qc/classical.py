@@ -21,11 +21,14 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage import color, feature, filters, measure, morphology, restoration, segmentation
+from skimage import feature, filters, measure, morphology, restoration, segmentation
 
-from microzoo.errors import ConfigError, DataError, ImageError
-from microzoo.qc.metrics import affine_fit, psnr
+from microzoo.errors import ConfigError, DataError
+from microzoo.io.axes import to_grayscale
+from microzoo.io.files import image_stem, list_images
+from microzoo.io.read import read_image
 from microzoo.progress import ProgressCallback, no_progress
+from microzoo.qc.metrics import affine_fit, psnr
 
 DENOISING_METHODS = ("gaussian", "median", "nl_means", "bm3d")
 SEGMENTATION_METHODS = ("otsu", "local", "watershed")
@@ -40,28 +43,74 @@ DEFAULT_GRIDS: dict[str, list[dict[str, float]]] = {
 }
 
 
-def to_grayscale(image: np.ndarray) -> np.ndarray:
-    """Return a float64 grayscale copy of ``image`` (``"yx"``, or ``"yxc"`` with 3 or 4 channels).
+#: Each method's parameters: name -> (lowest, highest, whether the bounds are included, meaning).
+PARAMETERS: dict[str, dict[str, tuple[float, float, bool, str]]] = {
+    "gaussian": {"sigma": (0.0, 100.0, False, "width in pixels")},
+    "median": {"size": (1, 101, True, "window side in pixels")},
+    "nl_means": {"h_factor": (0.0, 100.0, False, "filter strength, times the estimated noise sigma"),
+                 "patch_size": (1, 51, True, "patch side in pixels"),
+                 "patch_distance": (1, 101, True, "search distance in pixels")},
+    "bm3d": {"sigma_factor": (0.0, 100.0, False, "times the estimated noise sigma"),
+             "sigma": (0.0, float("inf"), False, "noise sigma in the image's units (overrides sigma_factor)")},
+    "otsu": {"smoothing_sigma": (0.0, 100.0, True, "Gaussian smoothing first, pixels")},
+    "local": {"smoothing_sigma": (0.0, 100.0, True, "Gaussian smoothing first, pixels"),
+              "block_size": (3, 1001, True, "odd window side in pixels"),
+              "offset": (-float("inf"), float("inf"), True, "image units beyond the local mean")},
+    "watershed": {"smoothing_sigma": (0.0, 100.0, True, "Gaussian smoothing first, pixels"),
+                  "min_distance": (1, 1000, True, "pixels between seeds"),
+                  "min_size": (0, float("inf"), True, "smallest object kept, pixels")},
+}  # fmt: skip
+#: The parameters a method runs with when none are given (and compare's untuned baselines).
+DEFAULT_PARAMS: dict[str, dict[str, float]] = {
+    "gaussian": {"sigma": 1.0}, "median": {"size": 5}, "nl_means": {"h_factor": 1.0},
+    "bm3d": {"sigma_factor": 1.0}, "otsu": {"smoothing_sigma": 1.0}, "local": {}, "watershed": {},
+}  # fmt: skip
+_WHOLE = {"size", "patch_size", "patch_distance", "block_size", "min_distance", "min_size"}
 
-    RGBA images (DSB2018 PNGs) lose their alpha channel; colour images are converted with
-    ``skimage.color.rgb2gray`` weights applied to the raw values, so the units stay those of
-    the input.
+
+def check_params(method: str, params: dict[str, float] | None) -> dict[str, float]:
+    """``params`` of ``method`` checked against :data:`PARAMETERS`; a ConfigError names the valid ones.
+
+    >>> check_params("gaussian", {"sigma": 1.5})
+    {'sigma': 1.5}
     """
+    _check_method(method, DENOISING_METHODS + SEGMENTATION_METHODS)
+    allowed = PARAMETERS[method]
+
+    def valid() -> str:
+        if not allowed:
+            return f"{method} takes no parameters"
+        return f"{method} takes " + "; ".join(
+            f"{name} in {'[' if closed else '('}{low:g}, {high:g}{']' if closed else ')'} ({meaning})"
+            for name, (low, high, closed, meaning) in allowed.items()
+        )
+
+    checked: dict[str, float] = {}
+    for name, value in (params or {}).items():
+        if name not in allowed:
+            raise ConfigError(f"unknown parameter {name!r} for {method}: {valid()}")
+        low, high, closed, _ = allowed[name]
+        number = float(value)
+        inside = low <= number <= high if closed else low < number < high
+        if not np.isfinite(number) and name != "offset" or not inside:
+            raise ConfigError(f"{name}={value} is out of range for {method}: {valid()}")
+        if name in _WHOLE:
+            if number != round(number):
+                raise ConfigError(f"{name}={value} must be a whole number for {method}: {valid()}")
+            number = int(number)
+        if name == "block_size" and number % 2 == 0:
+            raise ConfigError(f"block_size={value} must be odd for {method}: {valid()}")
+        checked[name] = number
+    return checked
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    """A float64 grey copy: 2-D ``yx``, colour ``yxc`` (3 or 4 channels, see
+    :func:`microzoo.io.axes.to_grayscale`), or a 3-D ``zyx`` volume as it is."""
     image = np.asarray(image)
-    if image.ndim == 2:
+    if image.ndim == 3 and image.shape[-1] not in (1, 3, 4):
         return image.astype(np.float64)
-    if image.ndim == 3 and image.shape[-1] in (3, 4):
-        rgb = image[..., :3].astype(np.float64)
-        if np.all(rgb[..., 0] == rgb[..., 1]) and np.all(rgb[..., 1] == rgb[..., 2]):
-            return rgb[..., 0].copy()
-        weights = np.array([0.2125, 0.7154, 0.0721])  # rgb2gray's weights, on raw units
-        return rgb @ weights
-    if image.ndim == 3 and image.shape[-1] == 1:
-        return image[..., 0].astype(np.float64)
-    raise ImageError(
-        f"expected a 2D image (y, x) or a colour image (y, x, 3|4), got shape {image.shape}; "
-        "pass one plane at a time"
-    )
+    return to_grayscale(image)
 
 
 def estimate_noise_sigma(image: np.ndarray) -> float:
@@ -70,15 +119,18 @@ def estimate_noise_sigma(image: np.ndarray) -> float:
 
 
 def denoise(image: np.ndarray, *, method: str, params: dict[str, float]) -> np.ndarray:
-    """Denoise a 2D image with one classical method; returns float64 in the input's units.
+    """Denoise a 2-D image (or a volume: gaussian, median) with one method; float64 in the input's units.
 
     ``method`` is one of ``"gaussian"`` (``sigma`` in pixels), ``"median"`` (``size``),
     ``"nl_means"`` (``h_factor`` times the estimated noise sigma) or ``"bm3d"``
     (``sigma_factor`` times the estimated noise sigma; ``sigma`` overrides it when the noise
     level is known, e.g. 25 for the BSD68 protocol).
     """
-    gray = to_grayscale(image)
+    gray = grey(image)
     _check_method(method, DENOISING_METHODS)
+    params = check_params(method, params)
+    if gray.ndim == 3 and method in ("nl_means", "bm3d"):
+        raise ConfigError(f"{method} denoises 2-D images; for a volume choose gaussian or median")
     if method == "gaussian":
         return filters.gaussian(gray, sigma=float(params["sigma"]), preserve_range=True)
     if method == "median":
@@ -129,8 +181,8 @@ def tune_denoiser(
     for params in candidates:
         scores = []
         for noisy, clean in zip(noisy_train, clean_train):
-            clean = to_grayscale(clean)
-            if to_grayscale(noisy).shape != clean.shape:
+            clean = grey(clean)
+            if grey(noisy).shape != clean.shape:
                 raise DataError(f"noisy and clean shapes differ: {np.shape(noisy)} vs {clean.shape}")
             output = denoise(noisy, method=method, params=params)
             if criterion == "psnr_fitted":
@@ -150,7 +202,7 @@ def detect_polarity(image: np.ndarray) -> Literal["bright", "dark"]:
     (nuclei cover less of the field than the background in fluorescence, brightfield and
     histology alike).
     """
-    gray = to_grayscale(image)
+    gray = grey(image)
     if np.ptp(gray) == 0:
         return "bright"
     above = np.mean(gray > filters.threshold_otsu(gray))
@@ -173,7 +225,7 @@ def threshold_segmentation(
     by more than ``offset`` (image units) towards the foreground. ``polarity`` says whether the foreground is bright or dark; ``"auto"`` uses
     :func:`detect_polarity`. Returns a boolean array of the image's shape.
     """
-    gray = to_grayscale(image)
+    gray = grey(image)
     if smoothing_sigma > 0:
         gray = filters.gaussian(gray, sigma=smoothing_sigma, preserve_range=True)
     if polarity == "auto":
@@ -228,7 +280,7 @@ def segment(image: np.ndarray, *, method: str, params: dict[str, float] | None =
     """Dispatch to :func:`threshold_segmentation` (``"otsu"``, ``"local"``) or
     :func:`watershed_instances` (``"watershed"``) with keyword ``params``."""
     _check_method(method, SEGMENTATION_METHODS)
-    params = dict(params or {})
+    params = check_params(method, params)
     if method == "watershed":
         return watershed_instances(image, **params)
     return threshold_segmentation(image, method=method, **params)
@@ -265,16 +317,14 @@ def run_classical_on_folder(
     """
     from microzoo.io.atomic import atomic_output
 
+    params = check_params(method, params if params is not None else DEFAULT_PARAMS.get(method))
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    files = list_images(in_dir)
+    files = list_images(in_dir, role="input")
     if in_dir.resolve() == out_dir.resolve():
         raise ConfigError(f"the output folder {out_dir} is the input folder; choose another one")
     if method in DENOISING_METHODS:
-        params = dict(params if params is not None else DEFAULT_GRIDS[method][2])
         run: Callable[[np.ndarray], np.ndarray] = lambda im: denoise(im, method=method, params=params).astype(np.float32)
     else:
-        _check_method(method, DENOISING_METHODS + SEGMENTATION_METHODS)
-        params = dict(params or {})
         run = lambda im: _as_output(segment(im, method=method, params=params))
     import tifffile
 
@@ -282,37 +332,17 @@ def run_classical_on_folder(
     progress = progress or no_progress
     out_dir.mkdir(parents=True, exist_ok=True)
     for done, path in enumerate(files, start=1):
-        image = read_image(path)
+        image = np.asarray(read_image(path).data)
         start = time.perf_counter()
         output = run(image)
         result.seconds_per_image.append(time.perf_counter() - start)
-        target = out_dir / f"{path.stem}.tif"
+        target = out_dir / f"{image_stem(path)}.tif"
         with atomic_output(target) as temporary:
             tifffile.imwrite(temporary, output)
         result.outputs.append(target)
         progress(done, len(files), f"{method} on {path.name}")
     return result
 
-
-
-def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """The image files in ``folder``, sorted by name (see :func:`microzoo.io.read.find_images`)."""
-    from microzoo.io.read import find_images
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder} is not a folder; give a folder of images")
-    try:
-        return find_images([str(folder)])
-    except ImageError as error:
-        raise DataError(f"no images in {folder}: {error}") from error
-
-
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """One 2D image file as an array (``yx``, or ``yxc`` for colour), read by :mod:`microzoo.io`."""
-    from microzoo.io.read import read_image as read
-
-    return np.asarray(read(path).data)
 
 
 def _as_output(result: np.ndarray) -> np.ndarray:

@@ -11,17 +11,18 @@ Keras and TensorFlow weights are recognised and refused with a message naming wh
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from microzoo.errors import PackageError, WeightFormatError
+from microzoo.package.architecture import architecture_callable, library_callable
 from microzoo.package.load import ModelPackage
+from microzoo.runtime.resources import thread_count
 
 #: formats microzoo runs, in the order tried when the user does not choose
 SUPPORTED_FORMATS = ("torchscript", "onnx", "pytorch_state_dict")
@@ -120,7 +121,7 @@ def _torch_device(device: str | None) -> Any:
 def _set_torch_threads(threads: int | None) -> None:
     import torch
 
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.set_num_threads(thread_count(threads))
 
 
 class TorchscriptEngine:
@@ -186,41 +187,27 @@ class StateDictEngine:
         self.device = str(self._device)
         architecture = entry.architecture
         if hasattr(architecture, "source"):
-            factory = _callable_from_file(package.file(architecture.source), str(architecture.callable))
+            factory = architecture_callable(package.file(architecture.source), str(architecture.callable))
         else:  # ArchitectureFromLibraryDescr
-            module = importlib.import_module(architecture.import_from)
-            factory = getattr(module, str(architecture.callable))
+            factory = library_callable(str(architecture.import_from), str(architecture.callable))
         model = factory(**dict(architecture.kwargs or {}))
         if not isinstance(model, torch.nn.Module):
             raise PackageError(f"the architecture '{architecture.callable}' did not return a torch.nn.Module")
         try:
             state = torch.load(str(path), map_location=self._device, weights_only=True)
         except Exception as error:  # torch raises UnpicklingError/RuntimeError variants
+            # torch's own message advises loading the file unsafely; never pass that on
             raise PackageError(
-                f"cannot load the state dict {path.name} safely (weights_only=True): {error}. "
-                "The file must hold a plain state dict of tensors"
-            ) from error
+                f"cannot load the state dict {path.name} safely: the file holds more than weights "
+                f"(Python objects whose loading could run code: {type(error).__name__}), so microzoo "
+                "does not load it. Choose another weight format of the package (--weights), or ask its "
+                "authors for torchscript or onnx weights, or for a plain state dict of tensors"
+            ) from None
         model.load_state_dict(state, strict=bool(getattr(entry, "strict", True)))
         self._module = model.to(self._device).eval()
 
     def forward(self, *inputs: np.ndarray) -> list[np.ndarray]:
         return _torch_forward(self._module, self._device, inputs)
-
-
-def _callable_from_file(path: Path, name: str) -> Any:
-    module_name = f"microzoo_architecture_{abs(hash(str(path.resolve())))}"
-    module = sys.modules.get(module_name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None:
-            raise PackageError(f"cannot import the architecture source {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    try:
-        return getattr(module, name)
-    except AttributeError as error:
-        raise PackageError(f"the architecture source {path.name} has no callable '{name}'") from error
 
 
 def _torch_forward(module: Any, device: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -245,7 +232,7 @@ class OnnxEngine:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.intra_op_num_threads = thread_count(threads)
         options.log_severity_level = 3
         # onnxruntime's threads spin after every run by default, taking the cores from the
         # stitching and processing between tiles; without spinning a 2048x2048 image ran in

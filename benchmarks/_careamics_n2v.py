@@ -45,8 +45,14 @@ def _stub_unused_imports() -> None:
     torchvision.transforms, transforms.functional = transforms, functional
     microssim = types.ModuleType("microssim")
     microssim.MicroSSIM = microssim.MicroMS3IM = unavailable
-    sys.modules.update({"torchvision": torchvision, "torchvision.transforms": transforms,
-                        "torchvision.transforms.functional": functional, "microssim": microssim})
+    sys.modules.update(
+        {
+            "torchvision": torchvision,
+            "torchvision.transforms": transforms,
+            "torchvision.transforms.functional": functional,
+            "microssim": microssim,
+        }
+    )
 
 
 def main() -> None:
@@ -98,9 +104,18 @@ def main() -> None:
     predictions, _ = careamist.predict(pred_data=test, axes="SYX", data_type="array")
     predictions = np.concatenate([np.asarray(p).reshape(-1, *np.shape(p)[-2:]) for p in predictions])
     np.save(out / "predictions.npy", predictions.astype(np.float32))
-    print("result=" + json.dumps({"steps": steps, "train_seconds": clock.last - clock.first,
-                                  "fit_seconds": fit_seconds, "epochs": int(careamist.trainer.current_epoch),
-                                  "torch_threads": clock.threads}))
+    print(
+        "result="
+        + json.dumps(
+            {
+                "steps": steps,
+                "train_seconds": clock.last - clock.first,
+                "fit_seconds": fit_seconds,
+                "epochs": int(careamist.trainer.current_epoch),
+                "torch_threads": clock.threads,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

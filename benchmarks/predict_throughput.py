@@ -125,8 +125,9 @@ class Core:
         from bioimageio.core import predict
 
         start = time.perf_counter()
-        sample = predict(model=self.pipeline, inputs={"raw": image[None, None].astype(np.float32)},
-                         input_block_shape=self.block)
+        sample = predict(
+            model=self.pipeline, inputs={"raw": image[None, None].astype(np.float32)}, input_block_shape=self.block
+        )
         seconds = time.perf_counter() - start
         return seconds, np.squeeze(next(iter(sample.members.values())).data.values)
 
@@ -189,8 +190,11 @@ def process_pairs(args: argparse.Namespace, workdir: Path) -> None:
     tools = {"microzoo": ours_src, "core": None}
     if args.before_src:
         tools = {"before": args.before_src.resolve(), **tools}
-    print(f"== whole process, {weight_format}, {size}x{size}, {args.pairs} rounds of {', '.join(tools)} in turn; "
-          f"microzoo from {ours_src}" + (f", before from {args.before_src}" if args.before_src else ""), flush=True)
+    print(
+        f"== whole process, {weight_format}, {size}x{size}, {args.pairs} rounds of {', '.join(tools)} in turn; "
+        f"microzoo from {ours_src}" + (f", before from {args.before_src}" if args.before_src else ""),
+        flush=True,
+    )
     seconds: dict[str, list[float]] = {name: [] for name in tools}
     for round_ in range(args.pairs):
         line = []
@@ -199,12 +203,28 @@ def process_pairs(args: argparse.Namespace, workdir: Path) -> None:
             target.unlink(missing_ok=True)
             load = os.getloadavg()[0]
             if src is None:
-                command = [sys.executable, str(REPO / "benchmarks" / "_core_predict.py"), str(MODEL), str(path),
-                           str(target), weight_format]
+                command = [
+                    sys.executable,
+                    str(REPO / "benchmarks" / "_core_predict.py"),
+                    str(MODEL),
+                    str(path),
+                    str(target),
+                    weight_format,
+                ]
                 run = run_process(command)
             else:
-                command = [sys.executable, "-m", "microzoo.cli", "predict", str(MODEL), str(path), "-o", str(target),
-                           "--weights", weight_format]
+                command = [
+                    sys.executable,
+                    "-m",
+                    "microzoo.cli",
+                    "predict",
+                    str(MODEL),
+                    str(path),
+                    "-o",
+                    str(target),
+                    "--weights",
+                    weight_format,
+                ]
                 run = run_process(command, env={**os.environ, "PYTHONPATH": str(src)})
             seconds[name].append(run[0])
             line.append(f"{name} {run[0]:6.1f} s (load {load:4.1f}, peak {run[1]:.0f} MiB)")
@@ -212,13 +232,20 @@ def process_pairs(args: argparse.Namespace, workdir: Path) -> None:
     for name in tools:
         if name == "core":
             continue
-        ratios = [c / o for c, o in zip(seconds["core"], seconds[name])]
-        print(f"   core / {name}: per round {[round(r, 3) for r in ratios]}, median {statistics.median(ratios):.3f}; "
-              f"median seconds {name} {statistics.median(seconds[name]):.1f}, core {statistics.median(seconds['core']):.1f}")
+        ratios = [c / o for c, o in zip(seconds["core"], seconds[name], strict=True)]
+        print(
+            f"   core / {name}: per round {[round(r, 3) for r in ratios]}, median {statistics.median(ratios):.3f}; "
+            f"median seconds {name} {statistics.median(seconds[name]):.1f}, "
+            f"core {statistics.median(seconds['core']):.1f}"
+        )
     if args.before_src:
-        ratios = [b / a for b, a in zip(seconds["before"], seconds["microzoo"])]
-        print(f"   before / microzoo: per round {[round(r, 3) for r in ratios]}, median {statistics.median(ratios):.3f}")
-    agree = mismatch_per_million(tifffile.imread(workdir / f"microzoo_{size}.tif"), tifffile.imread(workdir / f"core_{size}.tif"))
+        ratios = [b / a for b, a in zip(seconds["before"], seconds["microzoo"], strict=True)]
+        print(
+            f"   before / microzoo: per round {[round(r, 3) for r in ratios]}, median {statistics.median(ratios):.3f}"
+        )
+    agree = mismatch_per_million(
+        tifffile.imread(workdir / f"microzoo_{size}.tif"), tifffile.imread(workdir / f"core_{size}.tif")
+    )
     print(f"   outputs: {agree:.1f} mismatched per million (rtol 1e-3, atol 1e-3; allowed 100)")
 
 
@@ -252,34 +279,64 @@ def main() -> None:
                 ours_times.append(ours_s)
                 core_s, core_out = core.seconds(image)
                 core_times.append(core_s)
-                ours_runs.append(run_process([str(BIN / "microzoo"), "predict", str(MODEL), str(path), "-o",
-                                              str(workdir / f"ours_{size}_{weight_format}.tif"), "--weights",
-                                              weight_format]))
-                core_runs.append(run_process([sys.executable, str(REPO / "benchmarks" / "_core_predict.py"),
-                                              str(MODEL), str(path), str(workdir / f"core_{size}_{weight_format}.tif"),
-                                              weight_format]))
+                ours_runs.append(
+                    run_process(
+                        [
+                            str(BIN / "microzoo"),
+                            "predict",
+                            str(MODEL),
+                            str(path),
+                            "-o",
+                            str(workdir / f"ours_{size}_{weight_format}.tif"),
+                            "--weights",
+                            weight_format,
+                        ]
+                    )
+                )
+                core_runs.append(
+                    run_process(
+                        [
+                            sys.executable,
+                            str(REPO / "benchmarks" / "_core_predict.py"),
+                            str(MODEL),
+                            str(path),
+                            str(workdir / f"core_{size}_{weight_format}.tif"),
+                            weight_format,
+                        ]
+                    )
+                )
             forward, ours_s, core_s = min(forwards), min(ours_times), min(core_times)
             ours_proc = min(ours_runs, key=lambda r: r[0])
             core_proc = min(core_runs, key=lambda r: r[0])
             limit = pixels / (n_tiles * forward) / 1e6
             agree = mismatch_per_million(ours_out, core_out)
-            agree_files = mismatch_per_million(tifffile.imread(workdir / f"ours_{size}_{weight_format}.tif"),
-                                               tifffile.imread(workdir / f"core_{size}_{weight_format}.tif"))
-            print(f"\n== {weight_format}, {size}x{size} ({pixels / 1e6:.1f} MPix), {n_tiles} tiles; "
-                  f"fastest of {args.repeats} interleaved runs")
+            agree_files = mismatch_per_million(
+                tifffile.imread(workdir / f"ours_{size}_{weight_format}.tif"),
+                tifffile.imread(workdir / f"core_{size}_{weight_format}.tif"),
+            )
+            print(
+                f"\n== {weight_format}, {size}x{size} ({pixels / 1e6:.1f} MPix), {n_tiles} tiles; "
+                f"fastest of {args.repeats} interleaved runs"
+            )
             print(f"   bare forward, one 512 tile {forward * 1000:6.1f} ms")
             print(f"   bare-engine limit          {limit:6.2f} MPix/s")
             print(f"   microzoo, prediction       {pixels / ours_s / 1e6:6.2f} MPix/s  ({ours_s:.1f} s)")
             print(f"   bioimageio.core, predict.  {pixels / core_s / 1e6:6.2f} MPix/s  ({core_s:.1f} s)")
-            print(f"   microzoo, whole process    {pixels / ours_proc[0] / 1e6:6.2f} MPix/s  ({ours_proc[0]:.1f} s, "
-                  f"peak {ours_proc[1]:.0f} MiB)")
-            print(f"   core, whole process        {pixels / core_proc[0] / 1e6:6.2f} MPix/s  ({core_proc[0]:.1f} s, "
-                  f"peak {core_proc[1]:.0f} MiB)")
+            print(
+                f"   microzoo, whole process    {pixels / ours_proc[0] / 1e6:6.2f} MPix/s  ({ours_proc[0]:.1f} s, "
+                f"peak {ours_proc[1]:.0f} MiB)"
+            )
+            print(
+                f"   core, whole process        {pixels / core_proc[0] / 1e6:6.2f} MPix/s  ({core_proc[0]:.1f} s, "
+                f"peak {core_proc[1]:.0f} MiB)"
+            )
             print(f"   ratio ours / bare limit    {pixels / ours_s / 1e6 / limit:6.3f}   (target >= 0.95)")
             print(f"   ratio ours / core, predict {core_s / ours_s:6.3f}   (target >= 1.0)")
             print(f"   ratio ours / core, process {core_proc[0] / ours_proc[0]:6.3f}   (target >= 1.1 at 4096)")
-            print(f"   outputs: {agree:.1f} mismatched per million in process, {agree_files:.1f} in the files "
-                  "(rtol 1e-3, atol 1e-3; allowed 100)")
+            print(
+                f"   outputs: {agree:.1f} mismatched per million in process, {agree_files:.1f} in the files "
+                "(rtol 1e-3, atol 1e-3; allowed 100)"
+            )
     if not args.skip_parameterized:
         print("\n== synthetic model with parameterized sizes (min 32, step 16, halo 8), onnx, 2048x2048")
         for tile, tiles, mpix in parameterized_gain(workdir):

@@ -65,7 +65,9 @@ def train_files(settings: dict) -> list[str]:
     from microzoo.train.data import load_samples, split_samples
 
     config = _config(settings, Path("."))
-    train, _ = split_samples(load_samples(config.data), fraction=config.data.validation_fraction, seed=config.training.seed)
+    train, _ = split_samples(
+        load_samples(config.data), fraction=config.data.validation_fraction, seed=config.training.seed
+    )
     folder = Path(settings["train_folder"])
     return [str(folder / f"{sample.name}.tif") for sample in train]
 
@@ -120,7 +122,7 @@ def run_tool(tool: str, settings: dict, workdir: Path) -> dict:
     import tifffile
 
     clean = [tifffile.imread(p.replace("/noisy/", "/clean/")) for p in settings["test"]]
-    fitted = [psnr_pair(truth, pred.astype(np.float64))[1] for truth, pred in zip(clean, predictions)]
+    fitted = [psnr_pair(truth, pred.astype(np.float64))[1] for truth, pred in zip(clean, predictions, strict=True)]
     return {**result, "tool": tool, "load": load, "wall": wall, "psnr_fitted": float(np.mean(fitted)),
             "steps_per_s": result["steps"] / result["train_seconds"]}  # fmt: skip
 
@@ -147,8 +149,9 @@ def main() -> None:
         return
 
     w2s = DATA / "w2s"
-    settings = {key: getattr(args, key) for key in ("seconds", "patch", "batch", "depth", "features", "lr",
-                                                    "steps_per_epoch", "val_patches", "masked_fraction", "threads", "seed")}  # fmt: skip
+    keys = ("seconds", "patch", "batch", "depth", "features", "lr", "steps_per_epoch", "val_patches",
+            "masked_fraction", "threads", "seed")  # fmt: skip
+    settings = {key: getattr(args, key) for key in keys}
     settings["train_folder"] = str(w2s / "train" / "noisy")
     settings["train"] = train_files(settings)
     settings["test"] = [str(p) for p in sorted((w2s / "test" / "noisy").glob("*.tif"))[: args.test_fields]]
@@ -164,20 +167,27 @@ def main() -> None:
             run = run_tool(tool, settings, workdir)
             run["repeat"] = repeat + 1
             runs.append(run)
-            print(f"  pair {repeat + 1} {tool:9s}: {run['steps']} steps in {run['train_seconds']:.0f} s = "
-                  f"{run['steps_per_s']:.3f} steps/s; fitted PSNR {run['psnr_fitted']:.2f} dB; "
-                  f"process {run['wall']:.0f} s; load average before {run['load']:.2f}", flush=True)
+            print(
+                f"  pair {repeat + 1} {tool:9s}: {run['steps']} steps in {run['train_seconds']:.0f} s = "
+                f"{run['steps_per_s']:.3f} steps/s; fitted PSNR {run['psnr_fitted']:.2f} dB; "
+                f"process {run['wall']:.0f} s; load average before {run['load']:.2f}",
+                flush=True,
+            )
     table(["pair", "tool", "steps", "training s", "steps/s", "PSNR fitted (dB)", "process s", "load average"],
           [[r["repeat"], r["tool"], r["steps"], r["train_seconds"], r["steps_per_s"], r["psnr_fitted"], r["wall"],
             r["load"]] for r in runs])  # fmt: skip
     ours = [r for r in runs if r["tool"] == "microzoo"]
     theirs = [r for r in runs if r["tool"] == "careamics"]
-    speed = [a["steps_per_s"] / b["steps_per_s"] for a, b in zip(ours, theirs)]
-    quality = [a["psnr_fitted"] - b["psnr_fitted"] for a, b in zip(ours, theirs)]
-    print(f"steps/s microzoo / CAREamics, per pair {[round(s, 3) for s in speed]}: median {statistics.median(speed):.3f} "
-          "(target >= 1.0)")
-    print(f"fitted PSNR microzoo - CAREamics (dB), per pair {[round(q, 2) for q in quality]}: median "
-          f"{statistics.median(quality):+.2f} (target >= 0)")
+    speed = [a["steps_per_s"] / b["steps_per_s"] for a, b in zip(ours, theirs, strict=True)]
+    quality = [a["psnr_fitted"] - b["psnr_fitted"] for a, b in zip(ours, theirs, strict=True)]
+    print(
+        f"steps/s microzoo / CAREamics, per pair {[round(s, 3) for s in speed]}: median {statistics.median(speed):.3f} "
+        "(target >= 1.0)"
+    )
+    print(
+        f"fitted PSNR microzoo - CAREamics (dB), per pair {[round(q, 2) for q in quality]}: median "
+        f"{statistics.median(quality):+.2f} (target >= 0)"
+    )
 
 
 if __name__ == "__main__":

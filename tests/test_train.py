@@ -23,12 +23,12 @@ from microzoo.train.config import (
     load_config,
     n2v_config,
     save_config,
-    unet_config,
+    semantic_config,
 )
 from microzoo.train.data import PatchSampler, load_samples, split_samples
 from microzoo.train.loop import cosine_rate, fit, load_checkpoint
 from microzoo.train.run import train
-from microzoo.train.tasks.segmentation import class_map
+from microzoo.train.tasks.semantic import class_map
 
 N = 5  # images per tiny data set
 
@@ -107,7 +107,7 @@ def _same_weights(a: Path, b: Path) -> bool:
 
 def test_semantic_isbi_writes_model_report_curves_and_package(isbi: Path, tmp_path: Path) -> None:
     # ISBI 2012 draws the membranes as 0: foreground "zero" makes them the class the U-Net learns
-    config = unet_config(images=isbi / "images", labels=isbi / "labels", patch_size=32, foreground="zero")
+    config = semantic_config(images=isbi / "images", labels=isbi / "labels", patch_size=32, foreground="zero")
     config = _tiny(config, export=True)
     result = train(config, out_dir=tmp_path / "out")
     assert load_config(result.config) == config
@@ -252,6 +252,24 @@ def test_config_errors_name_the_field(tmp_path: Path, data: dict, field: str) ->
         load_config(path)
 
 
+def test_each_task_has_one_name_and_former_names_are_refused_with_the_new_one(tmp_path: Path) -> None:
+    from microzoo.train.tasks.registry import TASKS
+
+    assert list(TASKS) == ["semantic", "instances", "care", "n2v"]
+    for name, task in TASKS.items():  # the config class, its factory and the task's own module agree on the name
+        assert task.config_class.model_fields["task"].default == name
+        assert task.module.endswith(f".{name}") and task.factory.__name__ == f"{name}_config"
+    path = tmp_path / "old.yaml"
+    for former in ("unet", "segmentation"):
+        path.write_text(yaml.safe_dump({"task": former, "data": {"images": "a", "labels": "b"}}))
+        with pytest.raises(ConfigError, match="now called 'semantic'"):
+            load_config(path)
+    result = CliRunner().invoke(app, ["train", "unet", "--images", str(tmp_path), "--labels", str(tmp_path),
+                                      "--out", str(tmp_path / "x")])  # fmt: skip
+    assert isinstance(result.exception, ConfigError) and "now called 'semantic'" in str(result.exception)
+    assert not (tmp_path / "x").exists()
+
+
 def test_two_class_foreground_is_label_above_zero_or_label_zero(shared_data: Path) -> None:
     labels = iio.imread(shared_data / "isbi2012" / "train" / "labels" / "00.png")  # 0 membrane, 255 interior
     membranes = class_map(labels, 2, foreground="zero")
@@ -289,12 +307,13 @@ def test_cli_train_from_yaml_and_short_form_errors(w2s: Path, tmp_path: Path) ->
     result = runner.invoke(app, ["train", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "Curves:" in result.output and (tmp_path / "out" / "config.yaml").exists()
-    missing = runner.invoke(app, ["train", "unet", "--images", str(w2s / "noisy"), "--out", str(tmp_path / "x")])
+    missing = runner.invoke(app, ["train", "semantic", "--images", str(w2s / "noisy"), "--out", str(tmp_path / "x")])
     assert missing.exit_code != 0 and "--labels" in str(missing.output) + str(missing.exception)
-    wrong = runner.invoke(app, ["train", "unet", "--images", str(w2s / "noisy"), "--labels", str(w2s / "clean"),
+    wrong = runner.invoke(app, ["train", "semantic", "--images", str(w2s / "noisy"), "--labels", str(w2s / "clean"),
                                 "--foreground", "membranes", "--out", str(tmp_path / "y")])  # fmt: skip
     assert isinstance(wrong.exception, ConfigError) and "foreground" in str(wrong.exception)
     assert not (tmp_path / "y").exists()  # refused before anything is written
     ignored = runner.invoke(app, ["train", "instances", "--images", str(w2s / "noisy"), "--labels", str(w2s / "clean"),
                                   "--foreground", "zero", "--out", str(tmp_path / "z")])  # fmt: skip
-    assert isinstance(ignored.exception, ConfigError) and "train unet" in str(ignored.exception)
+    message = str(ignored.exception)
+    assert isinstance(ignored.exception, ConfigError) and "--foreground" in message and "train instances" in message

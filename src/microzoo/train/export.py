@@ -41,7 +41,8 @@ from pydantic import BaseModel, ConfigDict
 from microzoo.errors import ConfigError, OutputError, PackageError
 from microzoo.io.atomic import atomic_output
 from microzoo.progress import ProgressCallback, no_progress
-from microzoo.train.export_docs import TASK_TEXT, plain_yaml, readme_text, write_cover
+from microzoo.train.export_docs import plain_yaml, readme_text, write_cover
+from microzoo.train.tasks.registry import TASKS
 from microzoo.trust.fingerprint import ATTACHMENT_NAME as FINGERPRINT_NAME
 
 OPSET = 17
@@ -64,7 +65,7 @@ class ExportSpec(BaseModel):
 
     name: str
     description: str
-    task: Literal["semantic", "instances", "care", "n2v"]
+    task: str  # a name of microzoo.train.tasks.registry.TASKS
     spatial_dims: Literal[2, 3]
     in_channels: int
     out_channels: int
@@ -162,6 +163,8 @@ def _build_descr(tmp: Path, spec: ExportSpec, x: np.ndarray, net: Any, script_ki
 
 
 def _check_spec(spec: ExportSpec) -> None:
+    if spec.task not in TASKS:
+        raise ConfigError(f"task {spec.task!r} is not a training task; choose one of {', '.join(TASKS)}")
     image = np.asarray(spec.test_input)
     expected = (spec.spatial_dims, spec.spatial_dims + 1)
     if image.ndim not in expected:
@@ -399,7 +402,7 @@ def _write_sample(tmp: Path, name: str, tensor: np.ndarray) -> str:
 
 
 def _output_descr(v05: Any, tmp: Path, spec: ExportSpec, y: np.ndarray) -> Any:
-    prefix = {"semantic": "class", "instances": "map", "care": "restored", "n2v": "denoised"}[spec.task]
+    prefix = TASKS[spec.task].channel_prefix
     ref = dict(tensor_id=v05.TensorId(INPUT_ID))
     return v05.OutputTensorDescr(
         id=v05.TensorId(OUTPUT_ID),
@@ -435,12 +438,6 @@ def _test_output(tmp: Path, spec: ExportSpec, input_descr: Any, x: np.ndarray) -
 
 # --- the description ----------------------------------------------------------------------
 
-TASK_TAGS = {
-    "semantic": ["segmentation", "semantic-segmentation"],
-    "instances": ["segmentation", "instance-segmentation"],
-    "care": ["restoration", "denoising", "care"],
-    "n2v": ["denoising", "restoration", "noise2void", "self-supervised"],
-}
 MODALITY_TAGS = {"fluorescence": "fluorescence-light-microscopy", "brightfield": "brightfield",
                  "colour": "histology"}
 CITE = [("BioImage Model Zoo: Ouyang et al. (2022), BioImage Model Zoo: a community-driven resource for "
@@ -459,7 +456,7 @@ def _describe(tmp: Path, spec: ExportSpec, x: np.ndarray, net: Any, script_kind:
     (tmp / "README.md").write_text(readme_text(
         spec, weights=weights, opset=OPSET, input_id=INPUT_ID, modality=modality, script_kind=script_kind,
         attachments=[a.name for a in attachments]))
-    tags = [*spec.tags, *TASK_TAGS[spec.task], f"{spec.spatial_dims}d", "pytorch", "microzoo"]
+    tags = [*spec.tags, *TASKS[spec.task].tags, f"{spec.spatial_dims}d", "pytorch", "microzoo"]
     if modality:
         tags.append(MODALITY_TAGS[modality])
     return v05.ModelDescr(
@@ -529,12 +526,11 @@ def _bioimageio_config(v05: Any, spec: ExportSpec, net: Any, modality: str | Non
         elif key in ("seconds", "time_s") and isinstance(value, (int, float)):
             training["training_duration"] = float(value) / 3600
     return v05.BioimageioConfig(
-        task={"semantic": "semantic segmentation", "instances": "instance segmentation",
-              "care": "image restoration", "n2v": "denoising"}[spec.task],
+        task=TASKS[spec.task].bioimageio_task,
         modality=f"{modality} (guessed from the test image)" if modality else None,
         architecture_type=spec.architecture_callable[:32],
         model_parameter_count=int(sum(p.numel() for p in net.parameters())),
-        out_of_scope_use=TASK_TEXT[spec.task][1],
+        out_of_scope_use=TASKS[spec.task].limits,
         training=v05.TrainingDetails(**training),
     )
 

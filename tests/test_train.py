@@ -143,11 +143,47 @@ def test_care_w2s_is_compared_with_a_tuned_gaussian_and_the_noisy_input(w2s: Pat
     assert {"psnr_fitted", "baseline psnr_fitted"} <= set(result.figures) and result.package is None
 
 
-def test_n2v_in_3d_on_stacks(w2s_volumes: Path, tmp_path: Path) -> None:
+def test_n2v_in_3d_on_stacks_exports_a_package_with_its_fingerprint(w2s_volumes: Path, tmp_path: Path) -> None:
     config = _tiny(n2v_config(images=w2s_volumes / "noisy", targets=w2s_volumes / "clean", spatial_dims=3,
-                              patch_size=(8, 16, 16)))  # fmt: skip
+                              patch_size=(8, 16, 16)), export=True)  # fmt: skip
     result = train(config, out_dir=tmp_path / "out")
     assert result.report.exists() and np.isfinite(result.figures["psnr_fitted"])
+    # three stacks: planes of each make the fingerprint, so 3-D predictions get a trust note too
+    description = yaml.safe_load(result.package.read_text())
+    assert [op["id"] for op in description["outputs"][0]["postprocessing"]] == ["scale_linear", "ensure_dtype"]
+    assert description["config"]["microzoo"]["fingerprint"] == "training_fingerprint.json"
+    assert (result.package.parent / "training_fingerprint.json").exists()
+
+
+def test_restoration_package_answers_in_the_input_units_in_microzoo_and_bioimageio_core(
+    w2s: Path, tmp_path: Path
+) -> None:
+    from _reference import reference_predict
+
+    import microzoo
+    from microzoo.train.data import normalize_percentiles
+    from microzoo.train.tasks.skeleton import build_network, load_best, predict_image
+
+    # CARE's residual U-Net starts near the identity: after a few steps its output is a restored
+    # input, so the package's output must lie in the input's range (0..255 on W2S), not in 0..1
+    config = _tiny(care_config(images=w2s / "noisy", targets=w2s / "clean", patch_size=32), export=True)
+    result = train(config, out_dir=tmp_path / "out")
+    description = yaml.safe_load(result.package.read_text())
+    assert [op["id"] for op in description["outputs"][0]["postprocessing"]] == ["scale_linear", "ensure_dtype"]
+    scale = description["config"]["microzoo"]["output_scale"]
+    raw = tifffile.imread(w2s / "noisy" / "001.tif")  # W2S: uint8, 0..255
+    assert raw.dtype == np.uint8 and scale["gain"][0] > 50  # the training images' percentile range, in 0..255
+    ours = np.squeeze(microzoo.load_model(result.package.parent).predict_image(raw, axes="yx").outputs["output"])
+    core = np.squeeze(reference_predict(result.package, {"input": raw[None, None].astype(np.float32)},
+                                        weight_format="torchscript")["output"])  # fmt: skip
+    np.testing.assert_allclose(ours, core, rtol=1e-3, atol=1e-2)
+    # the network's normalised output, mapped back by the stored gain and offset
+    network = load_best(build_network(config, in_channels=1, out_channels=1), result.best_checkpoint)
+    normalised = predict_image(network, normalize_percentiles(raw[None].astype(np.float32)), multiple=4)[0]
+    np.testing.assert_allclose(ours, normalised * scale["gain"][0] + scale["offset"][0], rtol=1e-3, atol=1e-2)
+    # in the input's units: the denoised image lies in the raw image's range, not in 0..1
+    assert np.percentile(raw, 1) - 20 < np.median(ours) < np.percentile(raw, 99) + 20
+    assert abs(float(ours.mean()) - float(raw.mean())) < 0.25 * float(np.ptp(raw))
 
 
 # ------------------------------------------------------------------ determinism, resume, stopping

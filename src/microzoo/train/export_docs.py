@@ -61,6 +61,13 @@ def readme_text(spec: ExportSpec, *, weights: Mapping[str, str], opset: int, inp
              f"{spec.in_channels} input channel(s) and gives {spec.out_channels} output channel(s)"
              + (f", after a {spec.postprocessing}" if spec.postprocessing != "none" else "") + ".\n",
              f"## Intended use and limits\n\n{limits}\n"]
+    if spec.output_scale is not None:
+        gain, offset = spec.output_scale
+        parts.insert(2, "The output is in the intensity units of the input: the package maps the network's "
+                     f"normalised output back with gain {_fmt(gain)} and offset {_fmt(offset)} (the median "
+                     f"{low:g} and {high:g} percentiles of the training images; `scale_linear` postprocessing, "
+                     "which every zoo tool applies). Images exposed unlike the training images come back in "
+                     "the training images' range.\n")
     if modality:
         parts.append(f"The test image looks like {modality} microscopy (a guess from its appearance).\n")
     if FINGERPRINT_NAME in attachments:

@@ -26,7 +26,7 @@ from microzoo.train.data import PatchSampler, Sample, normalize_percentiles
 from microzoo.train.loop import predict_batches
 from microzoo.train.tasks.skeleton import LoopSetup, TaskCheck, predict_image
 
-__all__ = ["check", "restoration_qc", "setup"]
+__all__ = ["check", "output_scale", "restoration_qc", "setup"]
 
 _SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0)
 
@@ -37,6 +37,20 @@ def to_raw_units(output: np.ndarray, raw: np.ndarray, *, low: float, high: float
     p_low = np.percentile(raw, low, axis=axes, keepdims=True)
     p_high = np.percentile(raw, high, axis=axes, keepdims=True)
     return (output * (p_high - p_low + 1e-6) + p_low).astype(np.float32)
+
+
+def output_scale(train: Sequence[Sample], percentiles: tuple[float, float]) -> tuple[list[float], list[float]]:
+    """Gain and offset per channel that map a normalised output back to intensity units.
+
+    The medians over the training images of each image's ``low`` and ``high`` percentiles
+    (the values the normalisation sends to 0 and 1): ``gain = p_high - p_low``, ``offset = p_low``.
+    The package applies them as ``scale_linear`` postprocessing, so every zoo tool answers in
+    the input's units (for images exposed like the training images).
+    """
+    low, high = percentiles
+    ranges = np.array([np.percentile(s.raw.reshape(s.raw.shape[0], -1), [low, high], axis=1) for s in train])
+    p_low, p_high = np.median(ranges, axis=0)  # (channels,) each
+    return [float(g) for g in p_high - p_low + 1e-6], [float(o) for o in p_low]
 
 
 def _center_crop(image: np.ndarray, side: int = 256) -> np.ndarray:
@@ -121,8 +135,8 @@ def check(
     progress: ProgressCallback,
 ) -> TaskCheck:  # fmt: skip
     """The restored validation images in their own units, beside a tuned Gaussian and the input."""
+    percentiles = tuple(config.data.normalization_percentiles)
     truths, predictions, inputs = restoration_qc(network, train=train, val=val, multiple=2**config.network.depth,
-                                                 percentiles=tuple(config.data.normalization_percentiles),
-                                                 model_name="CARE")  # fmt: skip
+                                                 percentiles=percentiles, model_name="CARE")  # fmt: skip
     return TaskCheck(postprocessing="none", notes={"loss": config.loss}, truths=truths, predictions=predictions,
-                     inputs=inputs)  # fmt: skip
+                     inputs=inputs, output_scale=output_scale(train, percentiles))  # fmt: skip

@@ -21,7 +21,7 @@ from microzoo.progress import ProgressCallback
 from microzoo.train.config import N2VConfig
 from microzoo.train.data import PatchSampler, Sample
 from microzoo.train.loop import predict_batches
-from microzoo.train.tasks.care import restoration_qc
+from microzoo.train.tasks.care import output_scale, restoration_qc
 from microzoo.train.tasks.n2v_masking import blind_spot_mask, n2v_loss
 from microzoo.train.tasks.skeleton import LoopSetup, TaskCheck
 
@@ -66,10 +66,11 @@ def check(
 ) -> TaskCheck:  # fmt: skip
     """With clean images (``data.targets``): the denoised validation images against the clean ones."""
     notes = {"loss": f"{config.variant.upper()} masked MSE ({config.masked_fraction:.2%} of pixels)"}
+    percentiles = tuple(config.data.normalization_percentiles)
+    scale = output_scale(train, percentiles)
     if config.data.targets is None:
-        return TaskCheck(postprocessing="none", notes=notes)
-    truths, predictions, inputs = restoration_qc(
-        network, train=train, val=val, multiple=2**config.network.depth,
-        percentiles=tuple(config.data.normalization_percentiles), model_name=config.variant.upper(),
-    )  # fmt: skip
-    return TaskCheck(postprocessing="none", notes=notes, truths=truths, predictions=predictions, inputs=inputs)
+        return TaskCheck(postprocessing="none", notes=notes, output_scale=scale)
+    truths, predictions, inputs = restoration_qc(network, train=train, val=val, multiple=2**config.network.depth,
+                                                 percentiles=percentiles, model_name=config.variant.upper())  # fmt: skip
+    return TaskCheck(postprocessing="none", notes=notes, truths=truths, predictions=predictions, inputs=inputs,
+                     output_scale=scale)  # fmt: skip

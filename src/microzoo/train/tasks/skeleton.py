@@ -88,7 +88,8 @@ class TaskCheck:
 
     ``predictions`` maps method names to outputs on the validation images: the trained model
     first, then the classical baseline (None: no QC, e.g. Noise2Void without clean images).
-    ``notes`` are task details for the package's training record.
+    ``notes`` are task details for the package's training record; ``output_scale`` (gain,
+    offset per channel) maps the network's output back to the input's units in the package.
     """
 
     postprocessing: str
@@ -97,6 +98,7 @@ class TaskCheck:
     predictions: Mapping[str, Sequence[np.ndarray]] | None = None
     inputs: Sequence[np.ndarray] | None = None
     instance_settings: Mapping[str, Any] | None = None
+    output_scale: tuple[list[float], list[float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -175,10 +177,13 @@ def predict_image(network: torch.nn.Module, image: np.ndarray, *, multiple: int)
     return output[(slice(None), *(slice(0, s) for s in spatial))]
 
 
-def _plane(raw: np.ndarray) -> np.ndarray:
-    """A 2-D grey view of a raw image ``(c, *spatial)`` for the fingerprint and the report."""
+def _planes(raw: np.ndarray, *, most: int = 8) -> list[np.ndarray]:
+    """2-D grey views of a raw image ``(c, *spatial)`` for the fingerprint: the image itself in
+    2-D; in 3-D up to ``most`` planes spread evenly over z (so a few stacks give enough images)."""
     image = raw[0]
-    return image[image.shape[0] // 2] if image.ndim == 3 else image
+    if image.ndim == 2:
+        return [image]
+    return [image[z] for z in np.unique(np.linspace(0, image.shape[0] - 1, most).round().astype(int))]
 
 
 def fingerprint_or_none(raws: Sequence[np.ndarray]) -> Any:
@@ -187,7 +192,7 @@ def fingerprint_or_none(raws: Sequence[np.ndarray]) -> Any:
     from microzoo.trust.fingerprint import fingerprint_images
 
     try:
-        return fingerprint_images([_plane(r) for r in raws])
+        return fingerprint_images([plane for raw in raws for plane in _planes(raw)])
     except MicrozooError:
         return None
 
@@ -255,7 +260,8 @@ def _export(run: TrainedRun, task: TrainingTask, *, figures: dict[str, float], r
         out_channels=out_channels, architecture_source=Path(models.__file__), architecture_callable="UNet",
         architecture_kwargs=network_kwargs(config, in_channels=in_channels, out_channels=out_channels),
         normalization_percentiles=tuple(config.data.normalization_percentiles),
-        postprocessing=check.postprocessing, size_min=2 * halo + step, size_step=step, halo=halo,
+        postprocessing=check.postprocessing, output_scale=check.output_scale, size_min=2 * halo + step,
+        size_step=step, halo=halo,
         test_input=test_input[0] if in_channels == 1 else test_input,
         authors=list(config.authors), license=config.license, training=_training_record(run), qc=figures,
         fingerprint=fingerprint_or_none([s.raw for s in run.train]),

@@ -22,6 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _training_common import table as _table  # noqa: E402  (one Markdown table printer for all benchmarks)
 
+from microzoo.io.files import list_images  # noqa: E402
+from microzoo.io.read import read_array  # noqa: E402
 from microzoo.qc import classical  # noqa: E402
 from microzoo.qc.metrics import restoration_metrics, semantic_metrics  # noqa: E402
 
@@ -34,9 +36,9 @@ DATA = Path(os.environ.get("MICROZOO_SHARED_DATA", Path(__file__).resolve().pare
 
 
 def _pairs(noisy_dir: Path, clean_dir: Path, limit: int | None) -> tuple[list, list, list[str]]:
-    files = classical.list_images(noisy_dir)[:limit]
-    noisy = [classical.read_image(f) for f in files]
-    clean = [classical.read_image(clean_dir / f.name) for f in files]
+    files = list_images(noisy_dir)[:limit]
+    noisy = [read_array(f) for f in files]
+    clean = [read_array(clean_dir / f.name) for f in files]
     return noisy, clean, [f.stem for f in files]
 
 
@@ -61,14 +63,14 @@ def _mean(figures, key, first=None):
 
 def dsb2018(quick: bool) -> None:
     print("## DSB2018 test: Otsu + distance-transform watershed\n")
-    train = classical.list_images(DATA / "dsb2018" / "train" / "images")[: 40 if quick else 120]
-    test = classical.list_images(DATA / "dsb2018" / "test" / "images")[: 25 if quick else None]
+    train = list_images(DATA / "dsb2018" / "train" / "images")[: 40 if quick else 120]
+    test = list_images(DATA / "dsb2018" / "test" / "images")[: 25 if quick else None]
     import tifffile
 
     def score(files, params):
         matchings, seconds = [], []
         for f in files:
-            image = classical.read_image(f)
+            image = read_array(f)
             start = time.perf_counter()
             labels = classical.watershed_instances(image, **params)
             seconds.append(time.perf_counter() - start)
@@ -91,8 +93,8 @@ def dsb2018(quick: bool) -> None:
 def isbi2012(quick: bool) -> None:
     print("## ISBI 2012 test: thresholds (membrane = label 0, interior = 255)\n")
     def load(split):
-        files = classical.list_images(DATA / "isbi2012" / split / "images")
-        return [(classical.read_image(f), classical.read_image(f.parent.parent / "labels" / f.name)) for f in files]
+        files = list_images(DATA / "isbi2012" / split / "images")
+        return [(read_array(f), read_array(f.parent.parent / "labels" / f.name)) for f in files]
 
     train, test = load("train")[: 6 if quick else None], load("test")
 
@@ -158,13 +160,13 @@ def w2s(quick: bool) -> None:
 def fmd(quick: bool) -> None:
     print("## FMD Confocal_BPAE_B test field 19 (captures vs gt), peak 255\n")
     root = DATA / "fmd_confocal_bpae_b"
-    gt = classical.read_image(root / "test" / "gt" / "19.png")
-    captures = classical.list_images(root / "test" / "raw" / "19")[: 8 if quick else None]
-    noisy = [classical.read_image(f) for f in captures]
+    gt = read_array(root / "test" / "gt" / "19.png")
+    captures = list_images(root / "test" / "raw" / "19")[: 8 if quick else None]
+    noisy = [read_array(f) for f in captures]
     train_noisy, train_clean = [], []
     for field in sorted((root / "train" / "raw").iterdir())[: 4 if quick else 6]:
-        train_noisy.append(_crop(classical.read_image(classical.list_images(field)[0])))
-        train_clean.append(_crop(classical.read_image(root / "train" / "gt" / f"{field.name}.png")))
+        train_noisy.append(_crop(read_array(list_images(field)[0])))
+        train_clean.append(_crop(read_array(root / "train" / "gt" / f"{field.name}.png")))
     print(f"{len(noisy)} captures; tuning on central crops of one capture of {len(train_noisy)} train fields. "
           f"BM3D (about 10 s per capture) runs on the first {min(10, len(noisy))} captures only.\n")
     denoising("fmd", noisy, [gt] * len(noisy), train_noisy, train_clean, data_range=255.0, criterion="psnr",
@@ -176,12 +178,12 @@ def fmd(quick: bool) -> None:
 
 def bsd68(quick: bool) -> None:
     print("## BSD68 test, Gaussian noise sigma 25 (seed 0, not clipped), peak 255\n")
-    files = classical.list_images(DATA / "bsd68" / "test")[: 12 if quick else None]
-    clean = [classical.read_image(f).astype(np.float64) for f in files]
+    files = list_images(DATA / "bsd68" / "test")[: 12 if quick else None]
+    clean = [read_array(f).astype(np.float64) for f in files]
     rng = np.random.default_rng(0)
     noisy = [image + rng.normal(0.0, 25.0, image.shape) for image in clean]
-    train_files = classical.list_images(DATA / "bsd68" / "train400")[:4]
-    train_clean = [classical.read_image(f).astype(np.float64) for f in train_files]
+    train_files = list_images(DATA / "bsd68" / "train400")[:4]
+    train_clean = [read_array(f).astype(np.float64) for f in train_files]
     train_noisy = [image + rng.normal(0.0, 25.0, image.shape) for image in train_clean]
     print(f"{len(files)} test images; BM3D with the known sigma 25 (the published protocol); Gaussian "
           "and non-local means tuned on 4 noisy Train400 images.\n")

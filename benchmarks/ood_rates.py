@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from microzoo.qc.classical import list_images, read_image
+from microzoo.io.files import list_images
+from microzoo.io.read import read_array as read_image
 from microzoo.trust.fingerprint import fingerprint_images
 from microzoo.trust.ood import check_images
 

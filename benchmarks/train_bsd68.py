@@ -27,6 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _training_common import apply_budget_settings, DATA, OUT, TTA_SUFFIX, load_network, log, parser, psnr_pair, restore, run_line, table, train_run  # noqa: E402
 
+from microzoo.io.files import list_images  # noqa: E402
+from microzoo.io.read import read_array  # noqa: E402
 from microzoo.qc import classical  # noqa: E402
 
 
@@ -52,8 +54,8 @@ def main() -> None:
     noisy_dir = OUT / "bsd68_train400_noisy"
     noisy_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed + 1)
-    for f in classical.list_images(root / "train400"):
-        clean = classical.read_image(f).astype(np.float64)
+    for f in list_images(root / "train400"):
+        clean = read_array(f).astype(np.float64)
         tifffile.imwrite(noisy_dir / f"{f.stem}.tif", (clean + rng.normal(0.0, 25.0, clean.shape)).astype(np.float32))
     config = n2v_config(
         images=noisy_dir, patch_size=args.patch, batch_size=args.batch, steps_per_epoch=args.steps_per_epoch,
@@ -65,12 +67,12 @@ def main() -> None:
     summary = train_run(config, out, eval_only=args.eval_only, threads=args.threads)
     network = load_network(config, out, in_channels=1, out_channels=1)
 
-    files = classical.list_images(root / "test")
-    clean = [classical.read_image(f).astype(np.float64) for f in files]
+    files = list_images(root / "test")
+    clean = [read_array(f).astype(np.float64) for f in files]
     rng = np.random.default_rng(0)
     noisy = [image + rng.normal(0.0, 25.0, image.shape) for image in clean]
-    train_files = classical.list_images(root / "train400")[:4]
-    train_clean = [classical.read_image(f).astype(np.float64) for f in train_files]
+    train_files = list_images(root / "train400")[:4]
+    train_clean = [read_array(f).astype(np.float64) for f in train_files]
     trng = np.random.default_rng(0)
     train_noisy = [image + trng.normal(0.0, 25.0, image.shape) for image in train_clean]
     gauss = classical.tune_denoiser("gaussian", train_noisy, train_clean, data_range=255.0, criterion="psnr")

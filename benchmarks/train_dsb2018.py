@@ -28,6 +28,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _training_common import apply_budget_settings, DATA, OUT, load_network, log, parser, predict, run_line, table, train_run  # noqa: E402
 
+from microzoo.io.files import list_images  # noqa: E402
+from microzoo.io.read import read_array  # noqa: E402
 from microzoo.qc import classical  # noqa: E402
 from microzoo.qc.metrics import instance_metrics_dataset, match_instances  # noqa: E402
 
@@ -71,7 +73,7 @@ def main() -> None:
     import tifffile
 
     from microzoo.train.config import instances_config
-    from microzoo.train.tasks.instance_targets import InstanceSettings, instances_from_output
+    from microzoo.runtime.instances import InstanceSettings, instances_from_output
 
     root = DATA / "dsb2018"
     out = args.out or OUT / "train_dsb2018"
@@ -88,18 +90,18 @@ def main() -> None:
 
     # the classical baseline, tuned on train images in this run
     start = time.monotonic()
-    tune_files = classical.list_images(root / "train" / "images")[: args.tune_images]
-    tune = [(classical.read_image(f), tifffile.imread(root / "train" / "labels" / f"{f.stem}.tif")) for f in tune_files]
+    tune_files = list_images(root / "train" / "images")[: args.tune_images]
+    tune = [(read_array(f), tifffile.imread(root / "train" / "labels" / f"{f.stem}.tif")) for f in tune_files]
     grid = [{"smoothing_sigma": s, "min_distance": d} for s in (0.0, 1.0, 2.0) for d in (3, 5, 8)]
     tuned = max(grid, key=lambda prm: pooled([t for _, t in tune],
                                               [classical.watershed_instances(i, **prm) for i, _ in tune])["f1"])
     log(f"watershed tuned on {len(tune)} train images in {time.monotonic() - start:.0f} s: {tuned}")
 
     network = load_network(config, out, in_channels=1, out_channels=3)
-    files = classical.list_images(root / "test" / "images")[: args.test_limit]
+    files = list_images(root / "test" / "images")[: args.test_limit]
     truths, nets, bases, fluo, net_s, base_s = [], [], [], [], [], []
     for f in files:
-        image = classical.read_image(f)
+        image = read_array(f)
         truths.append(tifffile.imread(root / "test" / "labels" / f"{f.stem}.tif"))
         fluo.append(is_fluorescence(image))
         t = time.perf_counter()

@@ -25,6 +25,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _training_common import apply_budget_settings, DATA, OUT, load_network, log, parser, predict, run_line, table, train_run  # noqa: E402
 
+from microzoo.io.files import list_images  # noqa: E402
+from microzoo.io.read import read_array  # noqa: E402
 from microzoo.qc import classical  # noqa: E402
 
 
@@ -58,8 +60,8 @@ def main() -> None:
     out = args.out or OUT / "train_isbi2012"
     labels = OUT / "isbi2012_membrane_labels"
     labels.mkdir(parents=True, exist_ok=True)
-    for f in classical.list_images(root / "train" / "labels"):
-        tifffile.imwrite(labels / f"{f.stem}.tif", (classical.read_image(f) == 0).astype(np.uint8))
+    for f in list_images(root / "train" / "labels"):
+        tifffile.imwrite(labels / f"{f.stem}.tif", (read_array(f) == 0).astype(np.uint8))
     config = semantic_config(
         images=root / "train" / "images", labels=labels, patch_size=args.patch, batch_size=args.batch,
         steps_per_epoch=args.steps_per_epoch, epochs=10_000, seed=args.seed, max_minutes=args.minutes,
@@ -69,8 +71,8 @@ def main() -> None:
     summary = train_run(config, out, eval_only=args.eval_only, threads=args.threads)
 
     def load(split):
-        files = classical.list_images(root / split / "images")
-        return [(classical.read_image(f), classical.read_image(f.parent.parent / "labels" / f.name) == 0) for f in files]
+        files = list_images(root / split / "images")
+        return [(read_array(f), read_array(f.parent.parent / "labels" / f.name) == 0) for f in files]
 
     train, test = load("train"), load("test")
     start = time.monotonic()

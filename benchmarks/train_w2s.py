@@ -40,6 +40,8 @@ from _training_common import (  # noqa: E402
     DATA, OUT, TTA_SUFFIX, load_network, log, parser, psnr_pair, restore, run_line, table, train_run,
 )
 
+from microzoo.io.files import list_images  # noqa: E402
+from microzoo.io.read import read_array  # noqa: E402
 from microzoo.qc import classical  # noqa: E402
 
 
@@ -49,9 +51,9 @@ def _crop(image: np.ndarray, size: int = 192) -> np.ndarray:
 
 
 def _pairs(noisy_dir: Path, clean_dir: Path, limit: int | None = None):
-    files = classical.list_images(noisy_dir)[:limit]
-    return ([classical.read_image(f).astype(np.float64) for f in files],
-            [classical.read_image(clean_dir / f.name).astype(np.float64) for f in files], [f.stem for f in files])
+    files = list_images(noisy_dir)[:limit]
+    return ([read_array(f).astype(np.float64) for f in files],
+            [read_array(clean_dir / f.name).astype(np.float64) for f in files], [f.stem for f in files])
 
 
 def train_method(method: str, args) -> tuple[object, dict, str]:
@@ -163,13 +165,13 @@ def main() -> None:
 
     # FMD Confocal_BPAE_B field 19
     fmd = DATA / "fmd_confocal_bpae_b"
-    gt = classical.read_image(fmd / "test" / "gt" / "19.png").astype(np.float64)
-    captures = [classical.read_image(f).astype(np.float64)
-                for f in classical.list_images(fmd / "test" / "raw" / "19")[: args.fmd_captures]]  # fmt: skip
+    gt = read_array(fmd / "test" / "gt" / "19.png").astype(np.float64)
+    captures = [read_array(f).astype(np.float64)
+                for f in list_images(fmd / "test" / "raw" / "19")[: args.fmd_captures]]  # fmt: skip
     fn, fc = [], []
     for field in sorted((fmd / "train" / "raw").iterdir())[:6]:
-        fn.append(_crop(classical.read_image(classical.list_images(field)[0]).astype(np.float64)))
-        fc.append(_crop(classical.read_image(fmd / "train" / "gt" / f"{field.name}.png").astype(np.float64)))
+        fn.append(_crop(read_array(list_images(field)[0]).astype(np.float64)))
+        fc.append(_crop(read_array(fmd / "train" / "gt" / f"{field.name}.png").astype(np.float64)))
     fgauss = classical.tune_denoiser("gaussian", fn, fc, data_range=255.0, criterion="psnr")
     fmd_methods = {"noisy input": lambda x: x,
                    f"Gaussian {fgauss} (tuned on FMD train)": lambda x: classical.denoise(x, method="gaussian", params=fgauss)}

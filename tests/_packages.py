@@ -686,6 +686,52 @@ def build_ops_norm_act(folder: Path) -> Path:
 
 
 @_in_folder_context
+def build_ops_chained(folder: Path) -> Path:
+    """Batch of 2. Statistics of ops that follow another op: ``a``: scale_linear then
+    zero_mean_unit_variance over the batch (per dataset); ``b``: a fixed clip then scale_range
+    per sample. bioimageio.core computes every statistic on the raw input tensor, not on the
+    output of the ops before it; the test output is core's."""
+    from bioimageio.spec.model import v0_5 as v05
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model = _make_model(folder, "TwoHeads", {"hidden": 4}, seed=11)
+    a = _rng_image(24, (2, 1, 64, 64), scale=5.0, offset=50.0)
+    a[1] = a[1] * 3.0 - 20.0
+    b = _rng_image(25, (2, 2, 64, 64), scale=2.0, offset=-3.0)
+    w = _save_all_weights(folder, model, [a, b], ["a", "b"], ["prob", "classes"])
+    common = _common_fields(v05, folder, "microzoo synthetic ops chained",
+                            "Statistics of ops that follow another op: scale_linear then "
+                            "zero_mean_unit_variance per dataset; clip then scale_range.", a)
+    batch, y, x = v05.AxisId("batch"), v05.AxisId("y"), v05.AxisId("x")
+    pre_a = [v05.ScaleLinearDescr(kwargs=v05.ScaleLinearKwargs(gain=2.0, offset=30.0)),
+             v05.ZeroMeanUnitVarianceDescr(kwargs=v05.ZeroMeanUnitVarianceKwargs(axes=[batch, y, x]))]
+    pre_b = [v05.ClipDescr(kwargs=v05.ClipKwargs(min=-4.0, max=-1.0)),
+             v05.ScaleRangeDescr(kwargs=v05.ScaleRangeKwargs(axes=[y, x], min_percentile=2.0,
+                                                             max_percentile=99.0))]
+    halo = 4
+
+    def make(files):
+        return v05.ModelDescr(
+            **common,
+            inputs=[
+                _input(v05, folder, "a", [_batch(), _channel(1), _param_in("y"), _param_in("x")], a,
+                       preprocessing=pre_a),
+                _input(v05, folder, "b", [_batch(), _channel(2), _ref_in("y", "a"), _ref_in("x", "a")], b,
+                       preprocessing=pre_b),
+            ],
+            outputs=[
+                _output(v05, "prob", [_batch(), _channel(1), _ref_out("y", "a", halo), _ref_out("x", "a", halo)],
+                        files),
+                _output(v05, "classes", [_batch(), _channel(2), _ref_out("y", "a", halo),
+                                         _ref_out("x", "a", halo)], files),
+            ],
+            weights=_weights(v05, folder, torchscript=w["torchscript"], onnx=w["onnx"], parent="torchscript"),
+        )
+
+    return _finish_v05(folder, make, {"a": a, "b": b}, "torchscript")
+
+
+@_in_folder_context
 def build_three_d(folder: Path) -> Path:
     """(batch, channel, z, y, x); z ParameterizedSize(8, 4), y/x (32, 16); halo z 2, y/x 4."""
     from bioimageio.spec.model import v0_5 as v05
@@ -823,6 +869,7 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "ops_stats": build_ops_stats,
     "ops_scale_mean_variance": build_ops_scale_mean_variance,
     "ops_norm_act": build_ops_norm_act,
+    "ops_chained": build_ops_chained,
     "three_d": build_three_d,
     "keras_only": build_keras_only,
 }
@@ -838,6 +885,7 @@ WEIGHT_FORMATS: dict[str, tuple[str, ...]] = {
     "ops_stats": ("torchscript", "onnx"),
     "ops_scale_mean_variance": ("torchscript", "onnx"),
     "ops_norm_act": ("torchscript", "onnx"),
+    "ops_chained": ("torchscript", "onnx"),
     "three_d": ("torchscript", "onnx"),
     "keras_only": ("keras_hdf5",),
 }

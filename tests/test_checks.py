@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 
 from microzoo.cli import app
 from microzoo.errors import ConfigError, DataError
-from microzoo.qc.classical import list_images, read_image, to_grayscale
+from microzoo.io.axes import to_grayscale
+from microzoo.io.files import list_images
+from microzoo.io.read import read_array as read_image
 from microzoo.trust import checks
 from microzoo.trust.fingerprint import fingerprint_images
 from microzoo.trust.leakage import find_near_duplicates, perceptual_hash

@@ -33,19 +33,6 @@ def noisy_pair():
     return clean + rng.normal(0, 0.1, clean.shape), clean
 
 
-def test_to_grayscale_drops_alpha_and_keeps_units():
-    rgba = np.zeros((4, 5, 4), dtype=np.uint8)
-    rgba[..., :3] = 100
-    rgba[..., 3] = 255
-    gray = classical.to_grayscale(rgba)
-    assert gray.shape == (4, 5) and np.all(gray == 100)
-    colour = np.zeros((2, 2, 3), dtype=np.uint8)
-    colour[..., 0] = 255
-    assert classical.to_grayscale(colour).max() == pytest.approx(0.2125 * 255)
-    with pytest.raises(ImageError, match="one plane at a time"):
-        classical.to_grayscale(np.zeros((3, 4, 5, 6)))
-
-
 @pytest.mark.parametrize("method", classical.DENOISING_METHODS)
 def test_each_denoiser_improves_psnr_and_does_not_mutate(method, noisy_pair):
     noisy, clean = noisy_pair

@@ -162,7 +162,7 @@ def test_predict_keeps_axes_and_pixel_size_of_an_ome_tiff_stack(example_model: P
 def microzoo_predict_slice(model_path: Path, image: np.ndarray) -> np.ndarray:
     import microzoo
 
-    return microzoo.load_model(model_path).predict(image, axes="yx")
+    return microzoo.load_model(model_path).predict(image, axes="yx").only
 
 
 def test_baseline_command_runs_a_classical_method_on_a_folder(two_images: Path, tmp_path: Path) -> None:

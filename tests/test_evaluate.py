@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from microzoo.cli import app
 from microzoo.errors import DataError
-from microzoo.qc.evaluate import evaluate, evaluate_folders
+from microzoo.qc.evaluate import evaluate
+from microzoo.qc.folders import evaluate_folders
 from microzoo.qc.metrics import instance_metrics_dataset, match_instances, restoration_metrics
 
 
@@ -142,7 +143,7 @@ def test_folders_that_do_not_pair_are_named(tmp_path):
     truths, _ = _label_images(n=3)
     _write(tmp_path / "truth", truths, ["x", "y", "z"])
     _write(tmp_path / "net", truths, ["x", "y", "w"])
-    with pytest.raises(DataError, match=r"lack names in the truth \(1\): z.*not in the truth \(1\): w"):
+    with pytest.raises(DataError, match=r"1 name\(s\) of the truth have no file of the same name in the predictions \(net\): z.*predictions \(net\) are not among the truth: w"):
         evaluate_folders({"net": tmp_path / "net"}, tmp_path / "truth", task="instances", out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
     tifffile.imwrite(tmp_path / "net" / "z.tif", truths[2] + 0.5)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from microzoo.errors import DataError, ImageError
-from microzoo.qc.classical import list_images, read_image
+from microzoo.io.files import list_images
+from microzoo.io.read import read_array as read_image
 from microzoo.trust.fingerprint import Fingerprint, fingerprint_images, guess_modality, image_features
 from microzoo.trust.ood import check_images
 

@@ -1,4 +1,4 @@
-"""Instance segmentation targets, decoding, threshold search and loss (train.tasks.instance_targets)."""
+"""Instance segmentation targets, threshold search and loss (train.tasks.instance_targets), decoding (runtime.instances)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,8 @@ from scipy import ndimage as ndi
 
 from microzoo.errors import ConfigError, DataError
 from microzoo.qc.metrics_instances import instance_metrics_dataset, match_instances
-from microzoo.train.tasks.instance_targets import (
-    N_TARGET_CHANNELS,
-    InstanceSettings,
-    instance_loss,
-    instances_from_output,
-    optimize_instance_settings,
-    targets_from_labels,
-)
+from microzoo.runtime.instances import N_TARGET_CHANNELS, InstanceSettings, instances_from_output
+from microzoo.train.tasks.instance_targets import instance_loss, optimize_instance_settings, targets_from_labels
 
 # DSB2018 training labels: four with many touching nuclei, four others (first in name order)
 TOUCHING = ("9bb6e39d", "e49fc2b4", "c53326fe", "df53d0b6")

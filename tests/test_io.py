@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from microzoo.errors import AxesError, ImageError, OutputError
+from microzoo.errors import AxesError, DataError, ImageError, OutputError
+from microzoo.io.axes import RGB_WEIGHTS, rgb_to_grey, to_grayscale
+from microzoo.io.files import image_stem, list_images, pair_by_stem
 from microzoo.io.read import find_images, read_image
 from microzoo.io.write import write_image
 
@@ -231,3 +233,69 @@ def test_tiff_from_other_tools_and_jpeg(tmp_path: Path) -> None:
     iio.imwrite(jpeg, _random((16, 16, 3), "uint8"))
     image = read_image(jpeg)
     assert image.axes == "yxc" and image.data.shape == (16, 16, 3)
+
+
+def test_to_grayscale_drops_alpha_and_keeps_units():
+    rgba = np.zeros((4, 5, 4), dtype=np.uint8)
+    rgba[..., :3] = 100
+    rgba[..., 3] = 255
+    gray = to_grayscale(rgba)
+    assert gray.shape == (4, 5) and np.all(gray == 100)
+    colour = np.zeros((2, 2, 3), dtype=np.uint8)
+    colour[..., 0] = 255
+    assert to_grayscale(colour).max() == pytest.approx(0.2125 * 255)
+    with pytest.raises(ImageError, match="one plane at a time"):
+        to_grayscale(np.zeros((3, 4, 5, 6)))
+
+
+def test_rgb_to_grey_is_one_set_of_weights_for_every_layout() -> None:
+    rgba = np.random.default_rng(0).integers(0, 255, (5, 6, 4)).astype(np.uint8)
+    last = rgb_to_grey(rgba)
+    first = rgb_to_grey(np.moveaxis(rgba, -1, 0), channel_axis=0)
+    np.testing.assert_allclose(first, last)
+    np.testing.assert_allclose(to_grayscale(rgba), rgba[..., :3].astype(float) @ np.array(RGB_WEIGHTS), rtol=1e-6)
+    with pytest.raises(AxesError, match="3 or 4 channels"):
+        rgb_to_grey(np.zeros((4, 4, 2)))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("a.ome.tif", "a"), ("a.ome.tiff", "a"), ("a.ome.zarr", "a"), ("cell.v1.tif", "cell.v1"),
+     ("cell.v2.png", "cell.v2"), ("B.TIF", "B"), ("points.csv", "points"), ("noext", "noext")],
+)
+def test_image_stem(name: str, expected: str) -> None:
+    assert image_stem(Path("folder") / name) == expected
+
+
+def test_pair_by_stem_ome_and_dotted_names(tmp_path: Path) -> None:
+    images = [tmp_path / "i" / n for n in ("a.ome.tif", "cell.v1.tif", "cell.v2.tif")]
+    labels = [tmp_path / "l" / n for n in ("cell.v2.png", "a.tif", "cell.v1.npy", "extra.tif")]
+    stems, paired = pair_by_stem({"images": images, "labels": labels}, extra_ok=True)
+    assert stems == ["a", "cell.v1", "cell.v2"]
+    assert [p.name for p in paired["labels"]] == ["a.tif", "cell.v1.npy", "cell.v2.png"]
+    with pytest.raises(DataError, match=r"1 name\(s\) in the labels are not among the images: extra"):
+        pair_by_stem({"images": images, "labels": labels})
+    with pytest.raises(DataError, match="no file of the same name in the labels: cell.v2"):
+        pair_by_stem({"images": images, "labels": labels[1:]}, extra_ok=True)
+    with pytest.raises(DataError, match="a.ome.tif and a.png .images. share the name 'a'"):
+        pair_by_stem({"images": [*images, tmp_path / "a.png"], "labels": labels})
+
+
+def test_list_images_of_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="the labels folder .* does not exist"):
+        list_images(tmp_path / "nowhere", role="labels")
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(DataError, match="no images .* in the images folder"):
+        list_images(tmp_path)
+    (tmp_path / "p.csv").write_text("y,x\n")
+    (tmp_path / "b.tif").write_bytes(b"")
+    assert [p.name for p in list_images(tmp_path)] == ["b.tif"]
+    assert [p.name for p in list_images(tmp_path, extra_suffixes=(".csv",))] == ["b.tif", "p.csv"]
+
+
+def test_an_existing_path_with_brackets_is_a_file_not_a_pattern(tmp_path: Path) -> None:
+    path = tmp_path / "cell[red].png"
+    write_image(path, _random((8, 8)).astype(np.uint8), "yx")
+    assert find_images([str(path)]) == [path]
+    assert read_image(path).data.shape == (8, 8)
+    assert find_images([str(tmp_path / "cell*.png")]) == [path]

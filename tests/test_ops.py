@@ -203,18 +203,32 @@ def test_real_image_matches_core(nuclei, op):
     np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-7)
 
 
-def test_statistics_are_sequential():
-    """Op k's statistics are taken from the result of ops 0..k-1 on the whole tensor."""
+def core_chain(ops, data, axes):
+    """Apply ``ops`` in order with bioimageio.core, as its pipeline does: every statistic
+    computed once on the raw ``data`` (one ``UpdateStats`` before the first op)."""
+    s = Sample(members={MemberId("t"): Tensor(data, dims=[AxisId(d) for d in axes])}, stat={}, id=None)
+    procs = [CORE[type(op)].from_proc_descr(op, MemberId("t")) for op in ops]
+    s.stat.update(compute_measures({r for p in procs for r in p.required_measures}, [s]))
+    for proc in procs:
+        proc(s)
+    return np.asarray(s.members[MemberId("t")].data)
+
+
+@pytest.mark.parametrize("ops", [
+    [m.ScaleLinearDescr(kwargs=m.ScaleLinearKwargs(gain=2.0, offset=5.0)), zmuv(BYX)],
+    [clip(min=0.0, max=40.0), scale_range(YX, 1.0, 99.0)],
+    [m.ScaleLinearDescr(kwargs=m.ScaleLinearKwargs(gain=2.0, offset=5.0)), zmuv(YX),
+     clip(min_percentile=5.0, max_percentile=95.0, axes=BYX), scale_range(YX, 1.0, 99.0)],
+], ids=["scale_linear-zmuv_dataset", "clip-scale_range", "four_ops"])
+def test_statistics_are_taken_on_the_raw_tensor(ops):
+    """Op k's statistics come from the tensor as given, not from ops 0..k-1's result (as core)."""
     x = rand()
-    ops = [m.ScaleLinearDescr(kwargs=m.ScaleLinearKwargs(gain=2.0, offset=5.0)), zmuv(YX),
-           clip(min_percentile=5.0, max_percentile=95.0, axes=BYX), scale_range(YX, 1.0, 99.0)]
     ours = bind_ops(ops, x, BCYX)(x)
-    expect = x
+    np.testing.assert_allclose(ours, core_chain(ops, x, BCYX), rtol=1e-5, atol=1e-5)
+    sequential = x
     for op in ops:
-        expect = core_apply(op, expect, BCYX)
-    np.testing.assert_allclose(ours, expect, rtol=1e-5, atol=1e-5)
-    mid = bind_ops(ops[:2], x, BCYX)(x)
-    np.testing.assert_allclose(mid.mean(axis=(2, 3)), 0, atol=1e-5)
+        sequential = core_apply(op, sequential, BCYX)
+    assert not np.allclose(ours, sequential, rtol=1e-3, atol=1e-3)  # the chain's order matters here
 
 
 TILED_OPS = [zmuv(YX), zmuv(["x"]), clip(min_percentile=1.0, max_percentile=99.0, axes=["batch", "x"]),
@@ -334,3 +348,19 @@ def test_bad_shapes():
 ])
 def test_describe_op(op, text):
     assert describe_op(op) == text
+
+
+@pytest.mark.parametrize("op", [zmuv(YX), scale_range(YX, 1.0, 99.0), clip(min_percentile=2.0, max_percentile=98.0, axes=YX)],
+                         ids=describe_op)
+def test_statistics_leave_out_non_finite_values(op):
+    """A NaN and an infinite value change no statistic: each slice is processed as core
+    processes its finite values alone (core's own statistics would be NaN)."""
+    broken = rand(seed=7).astype(np.float64)
+    broken[0, 1, 3, 4], broken[1, 2, 5, 6] = np.nan, np.inf
+    ours = bind_ops([op], broken, BCYX)(broken)
+    for b, c in [(0, 1), (1, 2), (0, 0)]:
+        finite = np.isfinite(broken[b, c])
+        values = broken[b, c][finite][None, None, None, :]
+        np.testing.assert_allclose(ours[b, c][finite], core_apply(op, values, BCYX).ravel(), rtol=1e-10, atol=1e-10)
+    if not isinstance(op, m.ClipDescr):  # clip by percentile replaces NaN by the bound, as core does
+        assert np.isnan(ours[0, 1, 3, 4])

@@ -13,7 +13,7 @@ import pytest
 
 from microzoo.errors import ChecksumError, DownloadError, PackageError, WeightFormatError
 from microzoo.package.load import open_package, sha256_of
-from microzoo.package.summary import summarize
+from microzoo.runtime.summary import summarize
 from microzoo.package.validate import validate_package
 from microzoo.runtime.engines import choose_format
 

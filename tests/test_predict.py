@@ -12,6 +12,7 @@ from _packages import built_package
 from _reference import reference_predict
 from microzoo.errors import ImageError, WeightFormatError
 from microzoo.package.load import open_package
+from microzoo.runtime.outputs import Outputs
 from microzoo.runtime.reproduce import compare_outputs, test_package
 
 RTOL = ATOL = 1e-3
@@ -40,13 +41,29 @@ def test_example_model_reproduces_its_test_output(example_model: Path) -> None:
 def test_predict_from_python_on_a_2d_array(example_model: Path) -> None:
     model = microzoo.load_model(example_model, weights="onnx")
     image = np.load(example_model / "test_input.npy")[0, 0]
-    probability = model.predict(image, axes="yx")
-    assert probability.shape == (512, 512)
+    outputs = model.predict(image, axes="yx")
+    assert isinstance(outputs, Outputs) and list(outputs) == ["probability"]
+    probability = outputs["probability"]
+    assert probability.shape == (512, 512) and outputs.only is probability
+    assert np.asarray(outputs) is probability
     assert_agrees(probability, np.load(example_model / "test_output.npy")[0, 0])
 
 
+def test_predict_returns_the_same_mapping_for_a_two_output_model(tmp_path_factory: pytest.TempPathFactory) -> None:
+    rdf = built_package(tmp_path_factory, "two_in_two_out")
+    model = microzoo.load_model(rdf)
+    inputs = {tid: array[0] for tid, array in _inputs(rdf).items()}
+    axes = {tid: "cyx" for tid in inputs}
+    outputs = model.predict(inputs, axes=axes)
+    assert isinstance(outputs, Outputs) and list(outputs) == model.output_ids
+    with pytest.raises(microzoo.MicrozooError, match="2 outputs"):
+        outputs.only
+    with pytest.raises(TypeError):
+        outputs["x"] = np.zeros(1)  # read-only
+
+
 @pytest.mark.parametrize("name", ["parameterized", "scaled_output", "two_in_two_out", "format_04", "state_dict",
-                                  "ops_fixed", "ops_stats", "ops_norm_act", "three_d"])
+                                  "ops_fixed", "ops_stats", "ops_norm_act", "ops_chained", "three_d"])
 def test_synthetic_package_agrees_with_bioimageio_core(name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     rdf = built_package(tmp_path_factory, name)
     package = open_package(rdf)
@@ -156,3 +173,26 @@ def test_bad_inputs_get_clear_errors(example_model: Path, tmp_path_factory: pyte
     keras = built_package(tmp_path_factory, "keras_only")
     with pytest.raises(WeightFormatError, match="Supported formats: torchscript, onnx, pytorch_state_dict"):
         microzoo.load_model(keras)
+
+
+def test_a_few_nan_and_inf_pixels_stay_local_and_are_reported(example_model: Path) -> None:
+    """Three NaN and two infinite pixels in a real nuclei image: NaN at those five pixels of the
+    output, the prediction elsewhere as for the image with the median in their place."""
+    model = microzoo.load_model(example_model, weights="onnx")
+    image = np.load(example_model / "test_input.npy")[0, 0].astype(np.float32)
+    spots = [(10, 20), (100, 300), (256, 256), (400, 17), (511, 511)]
+    broken = image.copy()
+    for (y, x), value in zip(spots, [np.nan, np.nan, np.nan, np.inf, -np.inf]):
+        broken[y, x] = value
+    prediction = model.predict_image(broken, axes="yx")
+    probability = prediction.outputs["probability"]
+    bad = np.zeros(image.shape, bool)
+    bad[tuple(zip(*spots))] = True
+    assert np.isnan(probability[bad]).all() and np.isfinite(probability[~bad]).all()
+    patched = image.copy()
+    patched[bad] = np.median(image[~bad])
+    expected = model.predict_image(patched, axes="yx").outputs["probability"]
+    assert_agrees(np.where(bad, expected, probability), expected)
+    notice = next(n for n in prediction.notices if "not finite" in n)
+    assert "5 of 262144 pixels" in notice and "3 NaN and 2 infinite" in notice
+    assert "NaN in the output(s) probability" in notice

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 import typer
+from rich.markup import escape
 
 from microzoo.progress import ProgressCallback
 
@@ -89,7 +90,7 @@ def info(model: str = typer.Argument(..., help="Package folder, .zip, bioimageio
     from rich.table import Table
 
     from microzoo.package.load import open_package
-    from microzoo.package.summary import summarize
+    from microzoo.runtime.summary import summarize
 
     s = summarize(open_package(model))
     out = _console()
@@ -144,46 +145,44 @@ def predict(
 ) -> None:
     """Run a model on images: files, folders and globs, tiled to fit memory, one progress bar."""
     from microzoo.io.read import find_images
-    from microzoo.runtime.batch import predict_files
-    from microzoo.runtime.predict import Model, parse_bytes
+    from microzoo.runtime.predict import Model
+    from microzoo.runtime.resources import parse_bytes
+    from microzoo.trust.note import predict_files_with_note
 
     paths = find_images(inputs)
     loaded = Model.open(model, weights=weights)
     budget = parse_bytes(memory_budget) if memory_budget else None
     suffix = output_format if output_format.startswith(".") else f".{output_format}"
     with _progress_bar("predicting") as progress:
-        results = predict_files(loaded, paths, out, axes=axes, tile=_parse_tile(tile), memory_budget=budget,
-                                suffix=suffix, progress=progress)
+        run = predict_files_with_note(loaded, paths, out, axes=axes, tile=_parse_tile(tile), memory_budget=budget,
+                                      suffix=suffix, progress=progress)
     console = _console()
-    for notice in dict.fromkeys(n for r in results for n in r.prediction.notices):
-        console.print(f"[yellow]note:[/] {notice}")
-    written = [p for r in results for p in r.outputs.values()]
-    console.print(f"{loaded.package.name} ({loaded.weight_format}): {len(results)} image(s), "
-                  f"{len(written)} output(s) in {out}")
-    _print_trust_note(console, loaded.package, paths, axes)
+    _print_notices(console, run.results)
+    written = [p for r in run.results for p in r.outputs.values()]
+    console.print(escape(f"{loaded.package.name} ({loaded.weight_format}): {len(run.results)} image(s), "
+                         f"{len(written)} output(s) in {out}"))
+    _print_trust_note(console, run.trust)
 
 
-def _print_trust_note(console, package, paths: List[Path], axes: Optional[str]) -> None:  # noqa: ANN001
-    """Warn about images unlike the model's training data (packages that carry a fingerprint)."""
-    import numpy as np
+def _print_notices(console, results) -> None:  # noqa: ANN001
+    """Each notice once, naming the files it concerns when it does not concern them all."""
+    notices: dict[str, list[str]] = {}
+    for result in results:
+        for notice in result.prediction.notices:
+            notices.setdefault(notice, []).append(result.input.name)
+    for notice, names in notices.items():
+        where = "" if len(names) == len(results) and len(results) > 1 else f" ({', '.join(names)})"
+        console.print(f"[yellow]note:[/] {escape(notice + where)}")
 
-    from microzoo.io.read import read_image
-    from microzoo.trust.note import package_fingerprint, unlike_training
 
-    fingerprint = package_fingerprint(package)
-    if fingerprint is None:  # say so without reading the images again
-        console.print("trust: this package carries no training fingerprint; to compare your images with "
-                      "the training data, run `microzoo check --train TRAIN_DIR --test IMAGES`")
-        return
-    images = [np.asarray(read_image(p, axes=axes).data) for p in paths]
-    flagged = unlike_training(fingerprint, images, [p.name for p in paths])
-    if not flagged:
-        console.print(f"trust: all {len(paths)} image(s) look like the model's training data")
+def _print_trust_note(console, note) -> None:  # noqa: ANN001
+    """Render the library's trust note (microzoo.trust.note.TrustNote)."""
+    if note.warning:
+        console.print(f"[yellow]trust: {escape(note.headline)}[/]")
     else:
-        console.print(f"[yellow]trust: {len(flagged)} of {len(paths)} image(s) differ from the model's training "
-                      "data[/]; check these outputs with care:")
-        for result in flagged:
-            console.print(f"  {result.name}: {'; '.join(d.words for d in result.deviations[:3])}")
+        console.print(f"trust: {escape(note.headline)}")
+    for line in note.details:
+        console.print(f"  {escape(line)}")
 
 
 @app.command()
@@ -220,7 +219,7 @@ def evaluate(
 ) -> None:
     """Score predictions against ground truth, with 95% intervals, and write an HTML report."""
     from microzoo.errors import ConfigError
-    from microzoo.qc.evaluate import evaluate_folders
+    from microzoo.qc.folders import evaluate_folders
 
     pred_dirs: dict[str, Path] = {}
     for entry in pred:

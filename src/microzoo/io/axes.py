@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from microzoo.errors import AxesError
+from microzoo.errors import AxesError, ImageError
 
 __all__ = [
     "AXES_LETTERS",
@@ -39,6 +39,9 @@ __all__ = [
     "letters_to_ids",
     "map_from_model",
     "map_to_model",
+    "RGB_WEIGHTS",
+    "rgb_to_grey",
+    "to_grayscale",
 ]
 
 #: every axes letter microzoo knows, in its canonical order
@@ -55,8 +58,8 @@ _LETTER_TO_ID = {
 _ID_TO_LETTER = {v: k for k, v in _LETTER_TO_ID.items()}
 _LETTER_HELP = "b batch, i index, c channel, t time, z y x space"
 _SPATIAL = "zyx"
-# luminance weights of skimage.color.rgb2gray (ITU-R BT.709)
-_RGB_WEIGHTS = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
+#: luminance weights of skimage.color.rgb2gray (ITU-R BT.709), applied to raw values
+RGB_WEIGHTS = (0.2125, 0.7154, 0.0721)
 
 
 @dataclass(frozen=True)
@@ -271,8 +274,7 @@ def _match_channels(
         return array, axes
     spatial_only = set(axes) - {"b"} == {"c", "y", "x"}
     if channels == 1 and n in (3, 4) and spatial_only:
-        weights = _RGB_WEIGHTS.astype(np.result_type(array.dtype, np.float32), copy=False)
-        gray = np.tensordot(np.moveaxis(array, axes.index("c"), -1)[..., :3], weights, axes=1)
+        gray = rgb_to_grey(array, channel_axis=axes.index("c"))
         notices.append(
             "converted RGB to grayscale for a 1-channel model"
             + (" (alpha dropped)" if n == 4 else "")
@@ -359,3 +361,42 @@ def _output_order(cur: str, input_axes: str) -> str:
     new = [a for a in AXES_LETTERS if a in cur and a not in input_axes]
     first_space = next((i for i, a in enumerate(known) if a in _SPATIAL), len(known))
     return "".join(known[:first_space] + new + known[first_space:])
+
+
+def rgb_to_grey(array: np.ndarray, *, channel_axis: int = -1) -> np.ndarray:
+    """Grey from an RGB(A) array: :data:`RGB_WEIGHTS` on the first three channels, alpha dropped.
+
+    The channel axis is removed; the result is floating point (float32 for integer or float32
+    input, float64 for float64) in the input's units.
+
+    >>> rgb_to_grey(np.array([[[255, 0, 0, 255]]], np.uint8)).tolist()
+    [[54.1875]]
+    """
+    array = np.asarray(array)
+    rgb = np.moveaxis(array, channel_axis, -1)[..., :3]
+    if rgb.shape[-1] != 3:
+        raise AxesError(f"an RGB(A) image needs 3 or 4 channels, got {array.shape[channel_axis]}")
+    weights = np.asarray(RGB_WEIGHTS, dtype=np.result_type(array.dtype, np.float32))
+    return np.tensordot(rgb, weights, axes=1)
+
+
+def to_grayscale(image: np.ndarray) -> np.ndarray:
+    """A float64 grey copy of a 2-D image: ``"yx"``, or ``"yxc"`` with 1, 3 or 4 channels.
+
+    Colour images get :func:`rgb_to_grey` (alpha dropped; an RGB image whose three channels are
+    equal keeps its values exactly), so the units stay those of the input.
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        return image.astype(np.float64)
+    if image.ndim == 3 and image.shape[-1] in (3, 4):
+        rgb = image[..., :3].astype(np.float64)
+        if np.all(rgb[..., 0] == rgb[..., 1]) and np.all(rgb[..., 1] == rgb[..., 2]):
+            return rgb[..., 0].copy()
+        return rgb_to_grey(rgb)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        return image[..., 0].astype(np.float64)
+    raise ImageError(
+        f"expected a 2D image (y, x) or a colour image (y, x, 3|4), got shape {image.shape}; "
+        "pass one plane at a time"
+    )

@@ -20,7 +20,7 @@ import numpy as np
 from microzoo.errors import AxesError, ImageError
 from microzoo.io.axes import check_axes
 
-__all__ = ["IMAGE_SUFFIXES", "Image", "find_images", "image_format", "normalize_unit", "read_image"]
+__all__ = ["IMAGE_SUFFIXES", "Image", "find_images", "image_format", "normalize_unit", "read_array", "read_image"]
 
 #: file name endings microzoo reads, longest first
 IMAGE_SUFFIXES = (
@@ -141,6 +141,11 @@ def read_image(path: str | os.PathLike[str], *, axes: str | None = None) -> Imag
     if pixel_size is not None:
         pixel_size = {a: v for a, v in pixel_size.items() if a in final} or None
     return Image(data=data, axes=final, pixel_size=pixel_size, unit=unit, path=path)
+
+
+def read_array(path: str | os.PathLike[str], *, axes: str | None = None) -> np.ndarray:
+    """The pixels of :func:`read_image` as a NumPy array in memory (lazy Zarr data is read)."""
+    return np.asarray(read_image(path, axes=axes).data)
 
 
 def _ambiguous_message(path: Path, shape: tuple[int, ...]) -> str:
@@ -339,6 +344,8 @@ def _ngff_axes(entries: Sequence[Any]) -> str | None:
 def find_images(inputs: Sequence[str]) -> list[Path]:
     """Expand files, folders (their images, not recursive, sorted) and glob patterns.
 
+    A path that exists is taken as it is, so ``cell[red].png`` is a file, not a pattern.
+
     Raises
     ------
     ImageError
@@ -349,17 +356,17 @@ def find_images(inputs: Sequence[str]) -> list[Path]:
     found: list[Path] = []
     for item in inputs:
         text = os.path.expanduser(str(item))
-        if glob.has_magic(text):
-            matches = [Path(p) for p in sorted(glob.glob(text))]
-            matches = [p for p in matches if p.is_file() or _is_image_folder(p)]
-        elif Path(text).is_dir() and not _is_image_folder(Path(text)):
+        if Path(text).is_dir() and not _is_image_folder(Path(text)):
             matches = sorted(
                 p for p in Path(text).iterdir()
                 if not p.name.startswith(".") and image_format(p) is not None
                 and (p.is_file() or _is_image_folder(p))
             )  # fmt: skip
-        elif Path(text).exists():
+        elif Path(text).exists():  # an existing path is taken literally, even with [ ] * ? in its name
             matches = [Path(text)]
+        elif glob.has_magic(text):
+            matches = [Path(p) for p in sorted(glob.glob(text))]
+            matches = [p for p in matches if p.is_file() or _is_image_folder(p)]
         else:
             raise ImageError(f"input {item!r} does not exist; check the path")
         if not matches:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +52,10 @@ class ModelPackage:
     original_format: str
 
     def file(self, source: Any) -> Path:
-        """The local path of a file the description names (relative path or URL)."""
-        return resolve_file(source, self.root)
+        """The local path of a file the description names (relative path, or URL: downloaded
+        into the cache once and checked against the description's sha256)."""
+        expected = next((sha for _, named, sha in iter_file_entries(self.descr) if str(named) == str(source)), None)
+        return resolve_file(source, self.root, sha256=None if expected is None else str(expected))
 
     @property
     def name(self) -> str:
@@ -83,8 +86,9 @@ def open_package(
         A file's sha256 differs from the description's.
     """
     description_path = locate_description(source, progress=progress)
-    original_format = read_format_version(description_path)
-    descr = parse_description(description_path)
+    content = read_description(description_path)
+    original_format = str(content.get("format_version", "unknown"))
+    descr = parse_description(description_path, content)
     package = ModelPackage(
         descr=descr,
         root=description_path.parent,
@@ -122,11 +126,17 @@ def locate_description(
     )
 
 
-def parse_description(description_path: Path) -> Any:
-    """Parse a description with bioimageio.spec, converted to format 0.5 (no file checks)."""
+def parse_description(description_path: Path, content: dict[str, Any] | None = None) -> Any:
+    """Parse a description with bioimageio.spec, converted to format 0.5 (no file checks).
+
+    ``content``: the description as :func:`read_description` read it (read here if not given);
+    the spec sees only descriptions that passed its guards.
+    """
     from bioimageio.spec import InvalidDescr, load_description
     from bioimageio.spec.model import v0_5
 
+    if content is None:
+        read_description(description_path)
     try:
         descr = load_description(description_path, format_version="latest", perform_io_checks=False)
     except Exception as error:  # YAML syntax errors and the like, raised by the spec's reader
@@ -153,12 +163,17 @@ def parse_description(description_path: Path) -> Any:
 
 
 def check_package_files(package: ModelPackage, *, progress: ProgressCallback | None = None) -> None:
-    """Check that every file the description names is present and has its sha256."""
-    entries = list(iter_file_entries(package.descr))
+    """Check that every file the description names is in the package and has its sha256.
+
+    Files named by URL are not fetched here: :meth:`ModelPackage.file` downloads one when it is
+    used and checks its sha256 then, so a package whose other weight formats are remote runs
+    offline with its local one.
+    """
+    entries = [entry for entry in iter_file_entries(package.descr) if not is_url(str(entry[1]))]
     for done, (where, source, expected) in enumerate(entries):
         if progress:
             progress(done, len(entries), "checking files")
-        path = resolve_file(source, package.root)
+        path = resolve_file(source, package.root, where=where)
         if not path.is_file():
             raise PackageError(
                 f"the description names '{source}' ({where}) but it is not in the package at "
@@ -194,13 +209,45 @@ def iter_file_entries(node: Any, where: str = "") -> Iterator[tuple[str, Any, st
             yield from iter_file_entries(item, f"{where}.{key}")
 
 
-def resolve_file(source: Any, root: Path) -> Path:
-    """Local path of a description's file source: relative to ``root``, or downloaded if a URL."""
+def resolve_file(source: Any, root: Path, *, sha256: str | None = None, where: str = "") -> Path:
+    """Local path of a description's file source: inside ``root``, or downloaded if a URL.
+
+    A URL is downloaded (once, into the cache; checked against ``sha256`` when given). A
+    relative path must stay inside the package folder ``root``, symbolic links followed.
+
+    Raises
+    ------
+    PackageError
+        The path is absolute or leads outside the package.
+    """
     text = str(source)
     if is_url(text):
-        return download(text)
-    path = Path(text)
-    return path if path.is_absolute() else root / path
+        return download(text, sha256=sha256)
+    return path_inside(root, text, where=where)
+
+
+def path_inside(root: Path, relative: str, *, where: str = "") -> Path:
+    """``root / relative``, refused unless it is inside ``root`` once symbolic links are followed.
+
+    >>> path_inside(Path("/pkg"), "../etc/passwd")
+    Traceback (most recent call last):
+    ...
+    microzoo.errors.PackageError: the description names '../etc/passwd', which lies outside the package ...
+    """
+    named = f"'{relative}'" + (f" ({where})" if where else "")
+    if Path(relative).is_absolute() or relative.startswith(("/", "\\")) or relative[1:3] in (":/", ":\\"):
+        raise PackageError(
+            f"the description names the absolute path {named}: a package names its files relative "
+            "to its own folder, so this one is refused. Ask its author to put the file in the package"
+        )
+    base = root.resolve()
+    resolved = (base / relative).resolve()
+    if not resolved.is_relative_to(base):
+        raise PackageError(
+            f"the description names {named}, which lies outside the package ({resolved}): refused, "
+            "a package may only name its own files. Ask its author to put the file in the package"
+        )
+    return root / relative
 
 
 def sha256_of(path: Path, *, chunk_size: int = 1 << 20) -> str:
@@ -227,7 +274,11 @@ def _description_in_folder(folder: Path) -> Path:
 
 
 def _extract_zip(path: Path) -> Path:
-    """Extract a zip package into the cache, keyed by its sha256; reuse an earlier extraction."""
+    """Extract a zip package into the cache, keyed by its sha256; reuse an earlier extraction.
+
+    Refused, before anything is written: a corrupt zip, a member whose name leads outside the
+    package, and archives past :data:`MAX_EXTRACTED_BYTES` or :data:`MAX_COMPRESSION_RATIO`.
+    """
     if not zipfile.is_zipfile(path):
         raise PackageError(f"{path} is not a valid zip file (corrupt or truncated): download it again")
     target = cache_dir() / "packages" / sha256_of(path)
@@ -237,41 +288,130 @@ def _extract_zip(path: Path) -> Path:
 
     try:
         with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-            if bad is not None:
-                raise PackageError(f"{path} is corrupt ({bad} fails its CRC check): download it again")
+            _check_zip_members(path, archive.infolist())
             with atomic_output(target) as tmp:
-                for member in archive.namelist():
-                    destination = (tmp / member).resolve()
-                    if not str(destination).startswith(str(tmp.resolve())):
-                        raise PackageError(f"{path} holds a file outside the package ({member}): refused")
-                archive.extractall(tmp)
-    except zipfile.BadZipFile as error:
+                archive.extractall(tmp)  # checks each member's CRC as it goes
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError) as error:
         raise PackageError(f"{path} is a corrupt zip file ({error}): download it again") from error
     return target
+
+
+#: The most a package zip may extract to. A bound on the disk one download can fill; the
+#: packages we know are far smaller. A larger package can be extracted by the user and opened
+#: as a folder, where no limit applies.
+MAX_EXTRACTED_BYTES = 4 << 30
+#: The highest compression ratio allowed for a member over :data:`RATIO_CHECK_BYTES`. Weights
+#: and float test tensors compress about 1.1:1, masks of mostly zeros some tens to one; a member
+#: of zeros (a zip bomb) compresses about 1000:1, deflate's limit.
+MAX_COMPRESSION_RATIO = 200
+#: Members smaller than this are not ratio-checked: a small file of zeros is harmless.
+RATIO_CHECK_BYTES = 16 << 20
+
+
+def _check_zip_members(path: Path, members: list[zipfile.ZipInfo]) -> None:
+    """Refuse a zip whose members lead outside the package or expand past the limits."""
+    extract_yourself = (
+        "If you trust this package, extract it yourself (for example with `unzip`) and give the folder"
+    )
+    total = 0
+    for member in members:
+        name = member.filename
+        if Path(name).is_absolute() or name.startswith(("/", "\\")) or ".." in Path(name.replace("\\", "/")).parts:
+            raise PackageError(f"{path} holds a file outside the package ({name}): refused")
+        total += member.file_size
+        ratio = member.file_size / max(member.compress_size, 1)
+        if member.file_size > RATIO_CHECK_BYTES and ratio > MAX_COMPRESSION_RATIO:
+            raise PackageError(
+                f"{path}: the member {name} would expand {member.compress_size:,} bytes into "
+                f"{member.file_size:,} ({ratio:.0f}:1); refused, as microzoo extracts no member that "
+                f"compresses more than {MAX_COMPRESSION_RATIO}:1 (a zip bomb looks like this). {extract_yourself}"
+            )
+    if total > MAX_EXTRACTED_BYTES:
+        raise PackageError(
+            f"{path} would extract to {total / (1 << 20):,.0f} MiB, more than microzoo extracts from a zip "
+            f"({MAX_EXTRACTED_BYTES / (1 << 20):,.0f} MiB); refused. {extract_yourself}"
+        )
 
 
 def _locate_remote(url: str, *, progress: ProgressCallback | None) -> Path:
     local = download(url, progress=progress)
     if zipfile.is_zipfile(local):
-        return _description_in_folder(_extract_zip(local))
+        try:
+            return _description_in_folder(_extract_zip(local))
+        except PackageError:
+            local.unlink(missing_ok=True)  # a refused zip leaves nothing in the cache
+            raise
     if local.suffix.lower() not in (".yaml", ".yml"):
         raise PackageError(f"{url} is neither a zip package nor a .yaml description")
-    # a description on a server: fetch the files it names from beside it, into its folder
+    # a description on a server: fetch the files it names from beside it, into its folder, each
+    # checked to stay inside that folder before the download and against its sha256 after it
     base = url.rsplit("/", 1)[0] + "/"
-    for _, source, _ in iter_file_entries(parse_description(local)):
+    for where, source, sha256 in iter_file_entries(parse_description(local)):
         text = str(source)
         if not is_url(text):
-            download(base + text, destination=local.parent / text, progress=progress)
+            destination = path_inside(local.parent, text, where=where)
+            download(base + text, destination=destination, sha256=sha256, progress=progress)
     return local
+
+
+#: The most nodes a description may hold once its YAML aliases are expanded. Descriptions hold
+#: hundreds to a few thousand; ten anchors of ten aliases each expand to 10^10 and make
+#: bioimageio.spec (which expands them) run forever.
+MAX_DESCRIPTION_NODES = 200_000
+
+
+def read_description(description_path: Path) -> dict[str, Any]:
+    """The YAML mapping of a description file, refused where aliases expand past the bound.
+
+    Raises
+    ------
+    PackageError
+        The file cannot be read, is not YAML, is not a mapping, or is an alias bomb.
+    """
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        content = yaml.load(description_path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 - a safe loader
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise PackageError(
+            f"cannot read {description_path} as YAML ({first_line}): is it a model description? "
+            "Fix the YAML, or download the package again"
+        ) from error
+    if not isinstance(content, dict):
+        raise PackageError(
+            f"{description_path} is not a model description: expected a YAML mapping "
+            f"(format_version: ..., type: model, ...), found {type(content).__name__ if content is not None else 'nothing'}"
+        )
+    if _expanded_nodes(content, {}, MAX_DESCRIPTION_NODES) > MAX_DESCRIPTION_NODES:
+        raise PackageError(
+            f"{description_path}: its YAML aliases (*name) expand to more than {MAX_DESCRIPTION_NODES:,} "
+            "values, far more than any model description holds; refused (an alias bomb looks like this)"
+        )
+    return content
+
+
+def _expanded_nodes(node: Any, seen: dict[int, int], limit: int) -> int:
+    """How many values ``node`` holds with every alias expanded (stops counting past ``limit``).
+
+    A structure reached again (an alias) costs its size again without being walked again; one
+    that contains itself counts as past the limit.
+    """
+    if not isinstance(node, (dict, list)):
+        return 1
+    key = id(node)
+    if key in seen:
+        return seen[key] if seen[key] >= 0 else limit + 1
+    seen[key] = -1  # being counted: reaching it again means it contains itself
+    children = node.values() if isinstance(node, dict) else node
+    total = 1 + (len(node) if isinstance(node, dict) else 0)
+    for child in children:
+        total += _expanded_nodes(child, seen, limit)
+        if total > limit:
+            break
+    seen[key] = total
+    return total
 
 
 def read_format_version(description_path: Path) -> str:
     """The ``format_version`` a description file was written in."""
-    try:
-        content = yaml.safe_load(description_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as error:
-        raise PackageError(f"cannot read {description_path} as YAML ({error}): is it a model description?") from error
-    if not isinstance(content, dict):
-        raise PackageError(f"{description_path} is not a model description (expected a YAML mapping)")
-    return str(content.get("format_version", "unknown"))
+    return str(read_description(description_path).get("format_version", "unknown"))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
+from typing import Any
 
-from microzoo.errors import MicrozooError
+from microzoo.errors import MicrozooError, PackageError
 from microzoo.package.load import (
     ModelPackage,
     check_package_files,
     locate_description,
     parse_description,
-    read_format_version,
+    read_description,
 )
 from microzoo.progress import ProgressCallback
 
@@ -43,26 +45,48 @@ def validate_package(source: str | os.PathLike[str], *, progress: ProgressCallba
     """Check a package: the format (bioimageio.spec, with its warnings) and every file's sha256.
 
     Problems are collected, not raised, so that the user sees all of them at once; only a
-    source that is not a package at all raises :class:`~microzoo.errors.PackageError`.
+    source that is not a package at all, or a description that is not a YAML mapping, raises
+    :class:`~microzoo.errors.PackageError`. The spec reads the package's files (its own checks)
+    only after microzoo has checked that every file named lies inside the package.
     """
-    from bioimageio.spec import InvalidDescr, load_description
-
     path = locate_description(source, progress=progress)
-    descr = load_description(path, format_version="discover", perform_io_checks=True)
-    summary = descr.validation_summary
-    errors = [Problem(_where(e.loc), e.msg) for d in summary.details for e in d.errors]
-    warnings = [Problem(_where(w.loc), w.msg) for d in summary.details for w in d.warnings]
-    name = getattr(descr, "name", None)
-    version = read_format_version(path)
-    if not isinstance(descr, InvalidDescr) and getattr(descr, "type", None) == "model":
-        try:  # our own file check names the file and the fix; add it where the spec said nothing
-            package = ModelPackage(parse_description(path), path.parent, path, str(source), str(version))
+    content = read_description(path)  # refuses what is not a mapping, and alias bombs
+    version = str(content.get("format_version", "unknown"))
+    descr = _spec_description(path, perform_io_checks=False)
+    file_errors: list[Problem] = []
+    is_model = getattr(descr, "type", None) == "model"
+    if is_model and not _is_invalid(descr):
+        try:  # our own file check names the file and the fix, and keeps the spec inside the package
+            package = ModelPackage(parse_description(path, content), path.parent, path, str(source), version)
             check_package_files(package)
         except MicrozooError as error:
-            errors.append(Problem("files", str(error)))
-    elif getattr(descr, "type", "model") != "model":
-        errors.append(Problem("type", f"this is a '{descr.type}' description; microzoo runs models only"))
-    return ValidationReport(str(source), name, str(version) if version else None, tuple(errors), tuple(warnings))
+            file_errors.append(Problem("files", str(error)))
+        if not file_errors:
+            descr = _spec_description(path, perform_io_checks=True)
+    summary = descr.validation_summary
+    errors = [Problem(_where(e.loc), e.msg) for d in summary.details for e in d.errors] + file_errors
+    warnings = [Problem(_where(w.loc), w.msg) for d in summary.details for w in d.warnings]
+    if not is_model and not _is_invalid(descr):
+        errors.append(Problem("type", f"this is a '{getattr(descr, 'type', '?')}' description; microzoo runs models only"))
+    return ValidationReport(str(source), getattr(descr, "name", None), version, tuple(errors), tuple(warnings))
+
+
+def _spec_description(path: Path, *, perform_io_checks: bool) -> Any:
+    from bioimageio.spec import load_description
+
+    try:
+        return load_description(path, format_version="discover", perform_io_checks=perform_io_checks)
+    except Exception as error:  # YAML the spec's reader refuses (duplicate keys, ...)
+        raise PackageError(
+            f"cannot read {path} ({type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}): "
+            "fix the YAML, or download the package again"
+        ) from error
+
+
+def _is_invalid(descr: Any) -> bool:
+    from bioimageio.spec import InvalidDescr
+
+    return isinstance(descr, InvalidDescr)
 
 
 def _where(loc: tuple[object, ...]) -> str:

@@ -21,11 +21,14 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage import color, feature, filters, measure, morphology, restoration, segmentation
+from skimage import feature, filters, measure, morphology, restoration, segmentation
 
-from microzoo.errors import ConfigError, DataError, ImageError
-from microzoo.qc.metrics import affine_fit, psnr
+from microzoo.errors import ConfigError, DataError
+from microzoo.io.axes import to_grayscale
+from microzoo.io.files import image_stem, list_images
+from microzoo.io.read import read_image
 from microzoo.progress import ProgressCallback, no_progress
+from microzoo.qc.metrics import affine_fit, psnr
 
 DENOISING_METHODS = ("gaussian", "median", "nl_means", "bm3d")
 SEGMENTATION_METHODS = ("otsu", "local", "watershed")
@@ -38,30 +41,6 @@ DEFAULT_GRIDS: dict[str, list[dict[str, float]]] = {
     "nl_means": [{"h_factor": f} for f in (0.6, 0.8, 1.0, 1.5, 2.0, 3.0)],
     "bm3d": [{"sigma_factor": f} for f in (0.75, 1.0, 1.5, 2.0, 3.0, 4.0)],
 }
-
-
-def to_grayscale(image: np.ndarray) -> np.ndarray:
-    """Return a float64 grayscale copy of ``image`` (``"yx"``, or ``"yxc"`` with 3 or 4 channels).
-
-    RGBA images (DSB2018 PNGs) lose their alpha channel; colour images are converted with
-    ``skimage.color.rgb2gray`` weights applied to the raw values, so the units stay those of
-    the input.
-    """
-    image = np.asarray(image)
-    if image.ndim == 2:
-        return image.astype(np.float64)
-    if image.ndim == 3 and image.shape[-1] in (3, 4):
-        rgb = image[..., :3].astype(np.float64)
-        if np.all(rgb[..., 0] == rgb[..., 1]) and np.all(rgb[..., 1] == rgb[..., 2]):
-            return rgb[..., 0].copy()
-        weights = np.array([0.2125, 0.7154, 0.0721])  # rgb2gray's weights, on raw units
-        return rgb @ weights
-    if image.ndim == 3 and image.shape[-1] == 1:
-        return image[..., 0].astype(np.float64)
-    raise ImageError(
-        f"expected a 2D image (y, x) or a colour image (y, x, 3|4), got shape {image.shape}; "
-        "pass one plane at a time"
-    )
 
 
 def estimate_noise_sigma(image: np.ndarray) -> float:
@@ -266,7 +245,7 @@ def run_classical_on_folder(
     from microzoo.io.atomic import atomic_output
 
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    files = list_images(in_dir)
+    files = list_images(in_dir, role="input")
     if in_dir.resolve() == out_dir.resolve():
         raise ConfigError(f"the output folder {out_dir} is the input folder; choose another one")
     if method in DENOISING_METHODS:
@@ -282,37 +261,17 @@ def run_classical_on_folder(
     progress = progress or no_progress
     out_dir.mkdir(parents=True, exist_ok=True)
     for done, path in enumerate(files, start=1):
-        image = read_image(path)
+        image = np.asarray(read_image(path).data)
         start = time.perf_counter()
         output = run(image)
         result.seconds_per_image.append(time.perf_counter() - start)
-        target = out_dir / f"{path.stem}.tif"
+        target = out_dir / f"{image_stem(path)}.tif"
         with atomic_output(target) as temporary:
             tifffile.imwrite(temporary, output)
         result.outputs.append(target)
         progress(done, len(files), f"{method} on {path.name}")
     return result
 
-
-
-def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """The image files in ``folder``, sorted by name (see :func:`microzoo.io.read.find_images`)."""
-    from microzoo.io.read import find_images
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder} is not a folder; give a folder of images")
-    try:
-        return find_images([str(folder)])
-    except ImageError as error:
-        raise DataError(f"no images in {folder}: {error}") from error
-
-
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """One 2D image file as an array (``yx``, or ``yxc`` for colour), read by :mod:`microzoo.io`."""
-    from microzoo.io.read import read_image as read
-
-    return np.asarray(read(path).data)
 
 
 def _as_output(result: np.ndarray) -> np.ndarray:

@@ -25,9 +25,12 @@ from typing import Any
 import numpy as np
 
 from microzoo.errors import DataError
+from microzoo.io.axes import to_grayscale
+from microzoo.io.files import list_images, pair_by_stem
+from microzoo.io.read import read_array, read_image
 from microzoo.progress import ProgressCallback, no_progress
+from microzoo.qc.tasks import QCTask, as_intensities, as_labels, get_task
 
-TASKS = ("restoration", "semantic", "instances")
 #: the classical baseline compared for each task (method name -> classical method and parameters)
 CLASSICAL = {
     "restoration": {"gaussian": ("gaussian", {"sigma": 1.0}), "bm3d": ("bm3d", {"sigma_factor": 1.0})},
@@ -55,26 +58,20 @@ def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: s
     ``classical=True``, the baselines' parameters are tuned on ``train_noisy``/``train_clean``
     pairs when given (never on the evaluated images), else fixed defaults are used and said so.
     """
-    from microzoo.io.read import find_images, read_image
     from microzoo.qc.evaluate import evaluate, write_evaluation
     from microzoo.runtime.predict import Model
 
-    if task not in TASKS:
-        raise DataError(f"unknown task '{task}' for compare: choose one of {', '.join(TASKS)}")
+    definition = get_task(task, runnable=True)
     if not models and not classical:
         raise DataError("nothing to compare: give at least one model, or --classical")
     progress = progress or no_progress
-    image_paths = find_images([str(images_dir)])
-    truth_paths = {p.name.split(".")[0]: p for p in find_images([str(truth_dir)])}
-    missing = [p.name for p in image_paths if p.name.split(".")[0] not in truth_paths]
-    if missing:
-        raise DataError(f"no truth in {truth_dir} for {len(missing)} image(s) (e.g. {', '.join(missing[:3])}): "
-                        "images and truths are paired by file name without extension")
-    names = [p.name.split(".")[0] for p in image_paths]
+    names, paired = pair_by_stem({"images": list_images(images_dir, role="images"),
+                                  "truth": list_images(truth_dir, role="truth")}, extra_ok=True)
+    image_paths = paired["images"]
     images = [read_image(p, axes=axes) for p in image_paths]
     inputs = [np.asarray(image.data) for image in images]
     image_axes = [image.axes for image in images]
-    truths = [_truth(np.asarray(read_image(truth_paths[n]).data), task, truth_foreground) for n in names]
+    truths = [_truth(read_array(path), task, truth_foreground, where=str(path)) for path in paired["truth"]]
 
     predictions: dict[str, list[np.ndarray]] = {}
     notices: list[str] = []
@@ -90,7 +87,7 @@ def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: s
             result = model.predict_image(image, axes=image_ax)
             notices.extend(result.notices)
             first = model.output_ids[0]
-            outputs.append(_as_prediction(result.outputs[first], result.axes[first], task, settings))
+            outputs.append(_as_prediction(result.outputs[first], result.axes[first], definition, settings))
             done += 1
         predictions[label] = outputs
 
@@ -108,36 +105,22 @@ def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: s
     return Comparison(evaluation, paths, classical_params, tuple(dict.fromkeys(notices)))
 
 
-def _truth(array: np.ndarray, task: str, foreground: int | None) -> np.ndarray:
-    array = np.squeeze(array)
-    if task == "restoration":
-        return _gray(array).astype(np.float64)
-    if task == "semantic":
-        return (array == foreground if foreground is not None else array != 0).astype(np.int64)
-    return array.astype(np.int64)
+def _truth(array: np.ndarray, task: str, foreground: int | None, *, where: str) -> np.ndarray:
+    if not get_task(task).labels:
+        return as_intensities(array)
+    labels = as_labels(array, task=task, where=where)  # the check evaluate applies too
+    if task == "semantic":  # the model's foreground against the truth's
+        return (labels == foreground if foreground is not None else labels != 0).astype(np.int64)
+    return labels
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
-    from microzoo.qc.classical import to_grayscale
-
     return to_grayscale(image) if image.ndim == 3 and image.shape[-1] in (3, 4) else np.squeeze(image)
 
 
-def _as_prediction(output: np.ndarray, axes: str, task: str, settings: Any) -> np.ndarray:
+def _as_prediction(output: np.ndarray, axes: str, task: QCTask, settings: Any) -> np.ndarray:
     channels_first = np.moveaxis(output, axes.index("c"), 0) if "c" in axes else output[np.newaxis]
-    if task == "restoration":
-        return channels_first[0].astype(np.float64)
-    if task == "semantic":
-        if channels_first.shape[0] > 1:
-            return np.argmax(channels_first, axis=0).astype(np.int64)
-        return (channels_first[0] > 0.5).astype(np.int64)
-    if settings is not None:
-        from microzoo.train.tasks.instance_targets import instances_from_output
-
-        return instances_from_output(channels_first, settings=settings).astype(np.int64)
-    from microzoo.qc.classical import watershed_instances
-
-    return watershed_instances(channels_first[0], smoothing_sigma=0.0, polarity="bright").astype(np.int64)
+    return task.from_output(channels_first, settings)
 
 
 def _instance_settings(model: Any) -> Any:
@@ -145,7 +128,7 @@ def _instance_settings(model: Any) -> Any:
     stored = (extra.get("microzoo") or {}).get("instance_settings")
     if not stored:
         return None
-    from microzoo.train.tasks.instance_targets import InstanceSettings
+    from microzoo.runtime.instances import InstanceSettings
 
     return InstanceSettings.model_validate(stored)
 
@@ -179,18 +162,11 @@ def _run_classical(inputs: list[np.ndarray], task: str, *, train_noisy: Path | N
 
 
 def _pairs(noisy_dir: Path, clean_dir: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    from microzoo.io.read import find_images, read_image
-
-    clean = {p.name.split(".")[0]: p for p in find_images([str(clean_dir)])}
-    noisy, targets = [], []
-    for path in find_images([str(noisy_dir)]):
-        key = path.name.split(".")[0]
-        if key in clean:
-            noisy.append(np.asarray(read_image(path).data))
-            targets.append(np.asarray(read_image(clean[key]).data))
-    if not noisy:
-        raise DataError(f"no noisy/clean pairs with the same file names in {noisy_dir} and {clean_dir}")
-    return noisy, targets
+    _, paired = pair_by_stem({"noisy training images": list_images(noisy_dir, role="noisy training images"),
+                              "clean training images": list_images(clean_dir, role="clean training images")},
+                             extra_ok=True)
+    return ([read_array(p) for p in paired["noisy training images"]],
+            [read_array(p) for p in paired["clean training images"]])
 
 
 def _unique(name: str, taken: dict[str, Any]) -> str:

@@ -1,9 +1,8 @@
 """Evaluate methods against ground truth: per image, pooled, with bootstrap confidence intervals.
 
 Any number of methods are scored on the same images. Each image is reduced to a vector of
-additive numbers (TP/FP/FN counts for objects, pixel counts per class, metric values for
-restoration), so the data-set figure is computed from sums over images, as StarDist's
-``matching_dataset`` does, and a bootstrap resample is one weighted sum. Resampling images
+additive numbers, so the data-set figure is computed from sums over images and a bootstrap
+resample is one weighted sum. Resampling images
 with replacement (seeded) gives a 95% percentile interval for every figure; resampling the
 same images for two methods gives the interval of their paired difference.
 
@@ -15,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,16 +23,7 @@ import numpy as np
 from microzoo.errors import DataError
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.qc import metrics
-
-TASKS = ("restoration", "semantic", "instances", "detection")
-LOWER_IS_BETTER = frozenset({"nrmse", "mae", "nrmse_fitted", "mae_fitted", "mean_distance"})
-MAIN_METRIC = {"restoration": "psnr_fitted", "semantic": "mean_iou", "instances": "f1@0.5", "detection": "f1"}
-
-
-def higher_is_better(metric: str) -> bool:
-    """Whether a larger value of ``metric`` is better (false for errors and distances)."""
-    return metric not in LOWER_IS_BETTER
-
+from microzoo.qc.tasks import get_task
 
 @dataclass(frozen=True)
 class Estimate:
@@ -116,118 +106,6 @@ def _json_safe(value):
     return value
 
 
-def _divide(numerator, denominator):
-    numerator, denominator = np.broadcast_arrays(np.asarray(numerator, float), np.asarray(denominator, float))
-    out = np.full(numerator.shape, np.nan)
-    np.divide(numerator, denominator, out=out, where=denominator != 0)
-    return out
-
-
-def _nanmean(stack: list[np.ndarray]) -> np.ndarray:
-    values = np.stack(stack, axis=-1)
-    defined = ~np.isnan(values)
-    return _divide(np.where(defined, values, 0).sum(axis=-1), defined.sum(axis=-1))
-
-
-# ---------------------------------------------------------------- tasks: image -> additive vector
-
-
-@dataclass(frozen=True)
-class _Task:
-    """How one task turns an image pair into additive numbers and sums back into figures."""
-
-    vectorize: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    aggregate: Callable[[np.ndarray], dict[str, np.ndarray]]  # sums (..., k) -> figures (...)
-    headline: tuple[str, ...]
-
-
-def _restoration_task(data_range: float) -> _Task:
-    names = ("psnr", "ssim", "nrmse", "mae", "psnr_fitted", "ssim_fitted", "nrmse_fitted", "mae_fitted")
-
-    def vectorize(truth, pred):
-        figures = metrics.restoration_metrics(truth, pred, data_range=data_range)
-        values = np.array([figures[name] for name in names])
-        defined = ~np.isnan(values)
-        return np.concatenate([np.where(defined, values, 0.0), defined.astype(float)])
-
-    def aggregate(sums):
-        k = len(names)
-        return {name: _divide(sums[..., i], sums[..., k + i]) for i, name in enumerate(names)}
-
-    return _Task(vectorize, aggregate, names)
-
-
-def _semantic_task(classes: list[int]) -> _Task:
-    def vectorize(truth, pred):
-        figures = metrics.semantic_metrics(truth, pred, classes=classes)
-        counts = [figures["counts"][c][key] for c in classes for key in ("intersection", "truth", "pred")]
-        correct = figures["pixel_accuracy"] * truth.size
-        return np.array([*counts, round(correct), truth.size], dtype=float)
-
-    def aggregate(sums):
-        out = {"pixel_accuracy": _divide(sums[..., -2], sums[..., -1])}
-        ious, dices = [], []
-        for i, c in enumerate(classes):
-            inter, n_truth, n_pred = sums[..., 3 * i], sums[..., 3 * i + 1], sums[..., 3 * i + 2]
-            ious.append(_divide(inter, n_truth + n_pred - inter))
-            dices.append(_divide(2 * inter, n_truth + n_pred))
-        out["mean_iou"], out["mean_dice"] = _nanmean(ious), _nanmean(dices)
-        out.update({f"iou[{c}]": v for c, v in zip(classes, ious)})
-        out.update({f"dice[{c}]": v for c, v in zip(classes, dices)})
-        return out
-
-    headline = ("mean_iou", "mean_dice", "pixel_accuracy", *(f"iou[{c}]" for c in classes))
-    return _Task(vectorize, aggregate, headline)
-
-
-def _instances_task(thresholds: tuple[float, ...], report_at: float) -> _Task:
-    n = len(thresholds)
-
-    def vectorize(truth, pred):
-        m = metrics.match_instances(truth, pred, thresholds=thresholds)
-        return np.concatenate([m.tp, m.fp, m.fn, m.sum_matched_iou]).astype(float)
-
-    def aggregate(sums):
-        tp, fp, fn, iou = (sums[..., j * n : (j + 1) * n] for j in range(4))
-        figures = {
-            "precision": _divide(tp, tp + fp),
-            "recall": _divide(tp, tp + fn),
-            "f1": _divide(2 * tp, 2 * tp + fp + fn),
-            "accuracy": _divide(tp, tp + fp + fn),
-            "panoptic_quality": _divide(iou, tp + fp / 2 + fn / 2),
-            "mean_matched_iou": _divide(iou, tp),
-        }
-        out = {
-            f"{name}@{t:g}": values[..., k]
-            for name, values in figures.items()
-            for k, t in enumerate(thresholds)
-        }
-        out["mean_accuracy"] = _nanmean([figures["accuracy"][..., k] for k in range(n)])
-        out["n_true"], out["n_pred"] = tp[..., 0] + fn[..., 0], tp[..., 0] + fp[..., 0]
-        return out
-
-    at = f"{report_at:g}"
-    headline = tuple(f"{name}@{at}" for name in ("f1", "precision", "recall", "accuracy", "panoptic_quality"))
-    return _Task(vectorize, aggregate, (*headline, "mean_accuracy"))
-
-
-def _detection_task(tolerance: float) -> _Task:
-    def vectorize(truth, pred):
-        m = metrics.match_points(truth, pred, tolerance=tolerance)
-        return np.array([m.tp, m.n_true, m.n_pred, m.pairs[:, 2].sum()], dtype=float)
-
-    def aggregate(sums):
-        tp, n_true, n_pred, distance = (sums[..., j] for j in range(4))
-        return {
-            "f1": _divide(2 * tp, n_true + n_pred),
-            "precision": _divide(tp, n_pred),
-            "recall": _divide(tp, n_true),
-            "mean_distance": _divide(distance, tp),
-        }
-
-    return _Task(vectorize, aggregate, ("f1", "precision", "recall", "mean_distance"))
-
-
 # ---------------------------------------------------------------- evaluation
 
 
@@ -239,34 +117,6 @@ def _interval(samples: np.ndarray) -> tuple[float, float]:
     return float(np.percentile(defined, 2.5, method="lower")), float(
         np.percentile(defined, 97.5, method="higher")
     )
-
-
-def _make_task(task, truths, predictions, *, data_range, thresholds, tolerance) -> tuple[_Task, dict]:
-    if task == "restoration":
-        if data_range is None:
-            low = min(float(np.min(t)) for t in truths)
-            data_range = max(float(np.max(t)) for t in truths) - low
-            if data_range <= 0:
-                raise DataError("every truth image is constant; give data_range= (e.g. 255 for 8-bit)")
-        return _restoration_task(float(data_range)), {"data_range": float(data_range)}
-    if task == "semantic":
-        classes = set()
-        for array in itertools.chain(truths, *predictions.values()):
-            classes.update(np.unique(array).tolist())
-        classes = sorted(int(c) for c in classes)
-        return _semantic_task(classes), {"classes": classes}
-    if task == "instances":
-        thresholds = tuple(float(t) for t in thresholds)
-        report_at = 0.5 if any(abs(t - 0.5) < 1e-9 for t in thresholds) else thresholds[0]
-        return _instances_task(thresholds, report_at), {"iou_thresholds": list(thresholds), "reported_at": report_at}
-    if task == "detection":
-        if tolerance is None:
-            raise DataError(
-                "detection needs tolerance=: the largest distance in pixels at which a detected "
-                "point still counts as finding a true one (e.g. a nucleus radius)"
-            )
-        return _detection_task(float(tolerance)), {"tolerance": float(tolerance)}
-    raise DataError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
 
 
 def evaluate(
@@ -307,6 +157,7 @@ def evaluate(
     progress = progress or no_progress
     truths = list(truths)
     predictions = {str(name): list(arrays) for name, arrays in predictions.items()}
+    definition = get_task(task)
     n = len(truths)
     if n == 0:
         raise DataError("no images to evaluate: give at least one truth image")
@@ -321,10 +172,12 @@ def evaluate(
     if n_bootstrap < 1:
         raise DataError(f"n_bootstrap must be at least 1, got {n_bootstrap}")
 
-    scorer, task_settings = _make_task(
-        task, truths, predictions, data_range=data_range, thresholds=thresholds, tolerance=tolerance
+    if definition.check is not None:
+        definition.check(truths, predictions, names)
+    scorer, task_settings = definition.scorer(
+        truths, predictions, data_range=data_range, thresholds=thresholds, tolerance=tolerance
     )
-    main_metric = main_metric or MAIN_METRIC[task]
+    main_metric = main_metric or definition.main_metric
     total, done = n * len(predictions), 0
     vectors: dict[str, np.ndarray] = {}
     for method, arrays in predictions.items():
@@ -365,7 +218,7 @@ def evaluate(
                 low, high = interval(boot[first][metric] - boot[second][metric])
             better = None
             if low > 0 or high < 0:
-                better = first if (low > 0) == higher_is_better(metric) else second
+                better = first if (low > 0) == definition.higher_is_better(metric) else second
             differences.append(Difference(first, second, metric, value, low, high, better))
     settings = {
         "task": task,
@@ -413,151 +266,3 @@ def write_evaluation(
     with atomic_output(paths["report"]) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return paths
-
-
-# ---------------------------------------------------------------- folders
-
-_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".csv")
-
-
-def _files_by_stem(folder: Path, role: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise DataError(f"the {role} folder {folder} does not exist; give a folder of images")
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in _SUFFIXES and not path.name.startswith("."):
-            if path.stem in found:
-                raise DataError(f"{found[path.stem].name} and {path.name} in {folder} share a name; keep one")
-            found[path.stem] = path
-    if not found:
-        raise DataError(f"no images ({', '.join(_SUFFIXES)}) in the {role} folder {folder}")
-    return found
-
-
-def _pair_files(pred_dirs, truth_dir, images_dir):
-    truth = _files_by_stem(Path(truth_dir), "truth")
-    folders = {("pred", m): _files_by_stem(Path(d), f"prediction ({m})") for m, d in pred_dirs.items()}
-    if images_dir is not None:
-        folders["images"] = _files_by_stem(Path(images_dir), "images")
-    problems = []
-    for key, files in folders.items():
-        label = f"the predictions of {key[1]!r}" if isinstance(key, tuple) else "the input images"
-        for names, what in ((set(truth) - set(files), "lack names in the truth"), (set(files) - set(truth), "have names not in the truth")):
-            if names:
-                shown = sorted(names)
-                listed = ", ".join(shown[:8]) + (f" and {len(shown) - 8} more" if len(shown) > 8 else "")
-                problems.append(f"{label} {what} ({len(shown)}): {listed}")
-    if problems:
-        raise DataError("files are paired by name without extension, and some do not pair: " + "; ".join(problems) + ". Rename or remove them.")
-    stems = sorted(truth)
-    paths = {"truth": [truth[s] for s in stems]}
-    paths.update({key: [files[s] for s in stems] for key, files in folders.items()})
-    return stems, paths
-
-
-def _read_points(path: Path) -> np.ndarray:
-    import csv
-
-    with path.open(newline="") as handle:
-        rows = list(csv.reader(handle))
-    header, body = [h.strip().lower() for h in rows[0]], [r for r in rows[1:] if r]
-    wanted = [h for h in ("z", "y", "x") if h in header] or [h for h in header if h.startswith("axis-")]
-    if not wanted:
-        raise DataError(f"{path} has no coordinate columns; name them z, y, x (or axis-0, axis-1, ...)")
-    columns = [header.index(h) for h in wanted]
-    return np.array([[float(r[c]) for c in columns] for r in body]).reshape(-1, len(columns))
-
-
-def _read_one(path: Path, *, task: str, role: str) -> np.ndarray:
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        if task != "detection":
-            raise DataError(f"{path} is a CSV file; only detection reads point lists")
-        return _read_points(path)
-    try:
-        if suffix in (".tif", ".tiff"):
-            import tifffile
-
-            array = tifffile.imread(path)
-        elif suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
-        else:
-            import imageio.v3 as iio
-
-            array = iio.imread(path)
-    except (OSError, ValueError) as error:
-        raise DataError(f"cannot read {path}: {error}; give a TIFF, PNG, JPEG or .npy file") from None
-    if role == "input":
-        return array
-    array = np.squeeze(array)
-    if task in ("semantic", "instances", "detection") and not np.issubdtype(array.dtype, np.integer):
-        if array.dtype != bool and not np.array_equal(array, np.round(array)):
-            raise DataError(f"{path} holds non-integer values; {task} needs integer labels (0 = background)")
-        array = array.astype(np.int64)
-    if task == "detection":
-        from skimage.measure import regionprops
-
-        array = np.array([r.centroid for r in regionprops(array)]).reshape(-1, array.ndim)
-    return array
-
-
-def _read_images(paths: Sequence[Path], *, task: str, role: str, progress: ProgressCallback) -> list[np.ndarray]:
-    arrays = []
-    for done, path in enumerate(paths, start=1):
-        arrays.append(_read_one(path, task=task, role=role))
-        progress(done, len(paths), f"reading {role}")
-    return arrays
-
-
-def evaluate_folders(
-    pred_dirs: Mapping[str, str | Path],
-    truth_dir: str | Path,
-    *,
-    task: str,
-    out_dir: str | Path,
-    images_dir: str | Path | None = None,
-    data_range: float | None = None,
-    thresholds: Sequence[float] = metrics.DEFAULT_THRESHOLDS,
-    tolerance: float | None = None,
-    main_metric: str | None = None,
-    n_bootstrap: int = 2000,
-    seed: int = 0,
-    progress: ProgressCallback | None = None,
-) -> Evaluation:
-    """Evaluate folders of predictions (one per method) against a folder of truths.
-
-    Files are paired by name without extension (``a.tif`` with ``a.png``); a name missing
-    from any folder is a :class:`~microzoo.errors.DataError` that lists them. ``images_dir``
-    holds the inputs, shown in the report's panels. Detection truths and predictions are CSV
-    files of coordinates (columns ``z``/``y``/``x`` or ``axis-0``, ...) or label images whose
-    object centroids are used. All images are held in memory. Writes ``metrics.json``,
-    ``per_image.csv`` and ``report.html`` into ``out_dir``; the other options are those of
-    :func:`evaluate`.
-    """
-    if task not in TASKS:
-        raise DataError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    progress = progress or no_progress
-    stems, paths = _pair_files(pred_dirs, truth_dir, images_dir)
-    truths = _read_images(paths["truth"], task=task, role="truth", progress=progress)
-    predictions = {
-        method: _read_images(paths[("pred", method)], task=task, role=method, progress=progress)
-        for method in pred_dirs
-    }
-    inputs = _read_images(paths["images"], task=task, role="input", progress=progress) if images_dir else None
-    evaluation = evaluate(
-        predictions,
-        truths,
-        task=task,
-        names=stems,
-        data_range=data_range,
-        thresholds=thresholds,
-        tolerance=tolerance,
-        main_metric=main_metric,
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-        progress=progress,
-    )
-    progress(0, 1, "writing the report")
-    write_evaluation(evaluation, out_dir, truths=truths, predictions=predictions, inputs=inputs)
-    progress(1, 1, "writing the report")
-    return evaluation

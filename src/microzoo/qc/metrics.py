@@ -30,7 +30,9 @@ from microzoo.errors import DataError
 from microzoo.qc.metrics_instances import (
     DEFAULT_THRESHOLDS,
     InstanceMatching,
+    divide,
     instance_metrics_dataset,
+    instance_ratios,
     match_instances,
 )
 
@@ -39,11 +41,15 @@ __all__ = [
     "InstanceMatching",
     "PointMatching",
     "affine_fit",
+    "divide",
     "instance_metrics_dataset",
+    "instance_ratios",
+    "iou_and_dice",
     "mae",
     "match_instances",
     "match_points",
     "nrmse",
+    "point_ratios",
     "psnr",
     "restoration_metrics",
     "semantic_metrics",
@@ -151,6 +157,27 @@ def restoration_metrics(truth: np.ndarray, pred: np.ndarray, *, data_range: floa
     return {key: figures[key] for key in sorted(figures, key=lambda k: (k.endswith("_fitted"), k))}
 
 
+def iou_and_dice(intersection, n_truth, n_pred) -> tuple[np.ndarray, np.ndarray]:
+    """IoU ``i / (t + p - i)`` and Dice ``2i / (t + p)`` from pixel counts (arrays or numbers); NaN if both empty.
+
+    >>> [float(v) for v in iou_and_dice(1, 2, 1)]
+    [0.5, 0.6666666666666666]
+    """
+    intersection, n_truth, n_pred = (np.asarray(v, dtype=float) for v in (intersection, n_truth, n_pred))
+    return divide(intersection, n_truth + n_pred - intersection), divide(2 * intersection, n_truth + n_pred)
+
+
+def point_ratios(tp, n_true, n_pred, sum_distance) -> dict[str, np.ndarray]:
+    """Detection figures from counts: F1 ``2TP/(n_true+n_pred)``, precision, recall, mean matched distance."""
+    tp, n_true, n_pred, distance = (np.asarray(v, dtype=float) for v in (tp, n_true, n_pred, sum_distance))
+    return {
+        "f1": divide(2 * tp, n_true + n_pred),
+        "precision": divide(tp, n_pred),
+        "recall": divide(tp, n_true),
+        "mean_distance": divide(distance, tp),
+    }
+
+
 def semantic_metrics(
     truth: np.ndarray, pred: np.ndarray, *, classes: Sequence[int] | None = None
 ) -> dict:
@@ -194,11 +221,9 @@ def semantic_metrics(
         in_truth, in_pred = truth == value, pred == value
         intersection = int(np.count_nonzero(in_truth & in_pred))
         n_truth, n_pred = int(np.count_nonzero(in_truth)), int(np.count_nonzero(in_pred))
-        union = n_truth + n_pred - intersection
         key = int(value)
         counts[key] = {"intersection": intersection, "truth": n_truth, "pred": n_pred}
-        iou[key] = intersection / union if union else float("nan")
-        dice[key] = 2 * intersection / (n_truth + n_pred) if union else float("nan")
+        iou[key], dice[key] = (float(v) for v in iou_and_dice(intersection, n_truth, n_pred))
     defined_iou = [v for v in iou.values() if not np.isnan(v)]
     defined_dice = [v for v in dice.values() if not np.isnan(v)]
     return {
@@ -233,22 +258,26 @@ class PointMatching:
     def fn(self) -> int:
         return self.n_true - self.tp
 
+    def ratios(self) -> dict[str, float]:
+        """:func:`point_ratios` of this matching."""
+        figures = point_ratios(self.tp, self.n_true, self.n_pred, self.pairs[:, 2].sum())
+        return {name: float(value) for name, value in figures.items()}
+
     @property
     def precision(self) -> float:
-        return self.tp / self.n_pred if self.n_pred else float("nan")
+        return self.ratios()["precision"]
 
     @property
     def recall(self) -> float:
-        return self.tp / self.n_true if self.n_true else float("nan")
+        return self.ratios()["recall"]
 
     @property
     def f1(self) -> float:
-        total = self.n_true + self.n_pred
-        return 2 * self.tp / total if total else float("nan")
+        return self.ratios()["f1"]
 
     @property
     def mean_distance(self) -> float:
-        return float(self.pairs[:, 2].mean()) if self.tp else float("nan")
+        return self.ratios()["mean_distance"]
 
 
 def _points(points: np.ndarray, name: str) -> np.ndarray:

@@ -40,12 +40,34 @@ from microzoo.errors import DataError
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * step, 2) for step in range(10))
 
 
-def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+def divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator`` elementwise, NaN where the denominator is 0 (undefined, not bad).
+
+    >>> divide([1, 1], [2, 0]).tolist()
+    [0.5, nan]
+    """
     numerator = np.asarray(numerator, dtype=float)
     denominator = np.asarray(denominator, dtype=float)
     out = np.full(np.broadcast(numerator, denominator).shape, np.nan)
     np.divide(numerator, denominator, out=out, where=denominator != 0)
     return out
+
+
+def instance_ratios(tp, fp, fn, sum_matched_iou) -> dict[str, np.ndarray]:
+    """Every instance figure from the counts (arrays of any shape, e.g. per threshold or pooled).
+
+    precision TP/(TP+FP), recall TP/(TP+FN), F1 2TP/(2TP+FP+FN), accuracy TP/(TP+FP+FN),
+    panoptic quality sum(IoU of TP)/(TP+FP/2+FN/2), mean matched IoU sum(IoU of TP)/TP.
+    """
+    tp, fp, fn, iou = (np.asarray(v, dtype=float) for v in (tp, fp, fn, sum_matched_iou))
+    return {
+        "precision": divide(tp, tp + fp),
+        "recall": divide(tp, tp + fn),
+        "f1": divide(2 * tp, 2 * tp + fp + fn),
+        "accuracy": divide(tp, tp + fp + fn),
+        "panoptic_quality": divide(iou, tp + fp / 2 + fn / 2),
+        "mean_matched_iou": divide(iou, tp),
+    }
 
 
 @dataclass(frozen=True)
@@ -67,29 +89,33 @@ class InstanceMatching:
     sum_matched_iou: np.ndarray
     pairs: tuple[np.ndarray, ...] = ()
 
+    def ratios(self) -> dict[str, np.ndarray]:
+        """:func:`instance_ratios` of these counts, one value per threshold."""
+        return instance_ratios(self.tp, self.fp, self.fn, self.sum_matched_iou)
+
     @property
     def precision(self) -> np.ndarray:
-        return _divide(self.tp, self.tp + self.fp)
+        return self.ratios()["precision"]
 
     @property
     def recall(self) -> np.ndarray:
-        return _divide(self.tp, self.tp + self.fn)
+        return self.ratios()["recall"]
 
     @property
     def f1(self) -> np.ndarray:
-        return _divide(2 * self.tp, 2 * self.tp + self.fp + self.fn)
+        return self.ratios()["f1"]
 
     @property
     def accuracy(self) -> np.ndarray:
-        return _divide(self.tp, self.tp + self.fp + self.fn)
+        return self.ratios()["accuracy"]
 
     @property
     def panoptic_quality(self) -> np.ndarray:
-        return _divide(self.sum_matched_iou, self.tp + self.fp / 2 + self.fn / 2)
+        return self.ratios()["panoptic_quality"]
 
     @property
     def mean_matched_iou(self) -> np.ndarray:
-        return _divide(self.sum_matched_iou, self.tp)
+        return self.ratios()["mean_matched_iou"]
 
     def at(self, threshold: float) -> dict[str, float]:
         """Every figure at one of ``thresholds``: counts and ratios, as plain numbers."""
@@ -107,12 +133,7 @@ class InstanceMatching:
             "tp": int(self.tp[k]),
             "fp": int(self.fp[k]),
             "fn": int(self.fn[k]),
-            "precision": float(self.precision[k]),
-            "recall": float(self.recall[k]),
-            "f1": float(self.f1[k]),
-            "accuracy": float(self.accuracy[k]),
-            "panoptic_quality": float(self.panoptic_quality[k]),
-            "mean_matched_iou": float(self.mean_matched_iou[k]),
+            **{name: float(values[k]) for name, values in self.ratios().items()},
         }
 
 
@@ -156,7 +177,7 @@ def _iou_matrix(truth: np.ndarray, pred: np.ndarray):
     true_sizes = overlap.sum(axis=1, keepdims=True)
     pred_sizes = overlap.sum(axis=0, keepdims=True)
     union = true_sizes + pred_sizes - overlap
-    iou = _divide(overlap, union)[1:, 1:]
+    iou = divide(overlap, union)[1:, 1:]
     return np.nan_to_num(iou), true_ids[1:], pred_ids[1:]
 
 

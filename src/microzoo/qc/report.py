@@ -18,32 +18,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.figure import Figure
 
-from microzoo.qc import metrics
+from microzoo.qc import panels
+from microzoo.qc.tasks import get_task
 
 if TYPE_CHECKING:
     from microzoo.qc.evaluate import Evaluation
 
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-_HOW_TO_READ = {
-    "restoration": "PSNR (dB) and SSIM: higher is better; NRMSE and MAE: lower is better. "
-    "'fitted' figures are computed after mapping each prediction onto its truth by a least-squares "
-    "scale and offset (a·pred + b), which forgives a global brightness or contrast difference; "
-    "compare methods on them when predictions and truth are scaled differently (normalised network "
-    "outputs, images stretched one by one). The error maps show |prediction − truth| on one colour "
-    "scale per row.",
-    "semantic": "IoU = overlap / union and Dice = 2·overlap / (truth + prediction) per class, from "
-    "pixel counts pooled over all images; mean IoU averages the classes. Error maps: red pixels got "
-    "the wrong class.",
-    "instances": "Objects are paired one-to-one by IoU (Hungarian assignment, as in StarDist); a pair "
-    "at or above the IoU threshold is a true positive (TP), an unpaired prediction a false positive "
-    "(FP), an unpaired true object a false negative (FN). F1 = 2TP/(2TP+FP+FN); accuracy = "
-    "TP/(TP+FP+FN) (the StarDist paper's AP); panoptic quality = summed IoU of the TPs / "
-    "(TP+FP/2+FN/2); mean accuracy averages accuracy over IoU 0.5 to 0.95. Counts are pooled over "
-    "images before dividing. Error maps: green = matched, red = false positive, blue = missed object.",
-    "detection": "Detected points are paired one-to-one with true points within the tolerance "
-    "(Hungarian assignment). Markers: green = matched, red × = false detection, blue ○ = missed point.",
-}
-
 
 def _fmt(value: float, metric: str = "") -> str:
     if value is None or np.isnan(value):
@@ -83,18 +64,12 @@ def _distributions(evaluation: Evaluation) -> tuple[str, dict]:
         for i, v in enumerate(finite):
             axes.plot(i + 1 + rng.uniform(-0.15, 0.15, v.size), v, "o", ms=3.5, alpha=0.7, color=_colour(i))
         axes.set_xticks(range(1, len(values) + 1), evaluation.methods, rotation=30, ha="right")
-        better = "higher is better" if _higher(metric) else "lower is better"
+        better = "higher is better" if get_task(evaluation.task).higher_is_better(metric) else "lower is better"
         axes.set_title(f"{metric}\n({better})", fontsize=10)
         axes.grid(axis="y", alpha=0.3)
         numbers[metric] = {m: v for m, v in zip(evaluation.methods, values)}
     figure.tight_layout()
     return _png(figure), numbers
-
-
-def _higher(metric: str) -> bool:
-    from microzoo.qc.evaluate import higher_is_better
-
-    return higher_is_better(metric)
 
 
 def _threshold_curves(evaluation: Evaluation) -> tuple[str, dict]:
@@ -123,105 +98,27 @@ def _threshold_curves(evaluation: Evaluation) -> tuple[str, dict]:
 # ---------------------------------------------------------------- image panels
 
 
-def _plane(array: np.ndarray, *, colour: bool = False) -> np.ndarray:
-    """A 2-D view for display: the middle plane of a volume, RGB kept when asked for."""
-    array = np.asarray(array)
-    if colour and array.ndim == 3 and array.shape[-1] in (3, 4):
-        return array[..., :3]
-    while array.ndim > 2:
-        array = array[array.shape[0] // 2]
-    return array
-
-
-def _stretch(array: np.ndarray) -> np.ndarray:
-    array = array.astype(float)
-    low, high = np.percentile(array, (1, 99.8))
-    return np.clip((array - low) / (high - low), 0, 1) if high > low else np.zeros_like(array)
-
-
-def _background(inputs, truth, index) -> np.ndarray:
-    """A grey RGB picture to draw errors on: the input if there is one, else black."""
-    if inputs is not None:
-        plane = _plane(inputs[index], colour=True)
-        grey = plane.mean(axis=-1) if plane.ndim == 3 else plane
-        if grey.shape == _plane(truth).shape:
-            return np.repeat(0.6 * _stretch(grey)[..., None], 3, axis=-1)
-    return np.zeros((*_plane(truth).shape, 3))
-
-
-def _instance_errors(truth, pred, background, threshold) -> np.ndarray:
-    matching = metrics.match_instances(truth, pred, thresholds=(threshold,))
-    truth, pred = _plane(truth), _plane(pred)
-    matched_true, matched_pred = matching.pairs[0][:, 0], matching.pairs[0][:, 1]
-    picture = background.copy()
-    layers = (
-        (np.isin(pred, matched_pred) & (pred > 0), (0.2, 0.8, 0.2)),
-        ((pred > 0) & ~np.isin(pred, matched_pred), (0.95, 0.15, 0.1)),
-        ((truth > 0) & ~np.isin(truth, matched_true), (0.2, 0.4, 1.0)),
-    )
-    for mask, colour in layers:
-        picture[mask] = 0.45 * picture[mask] + 0.55 * np.asarray(colour)
-    return picture
-
-
 def _panel(evaluation, index, reason, truths, predictions, inputs) -> str:
-    task, methods = evaluation.task, evaluation.methods
+    task, methods = get_task(evaluation.task), evaluation.methods
     truth = truths[index]
     columns = (1 if inputs is not None else 0) + 1 + 2 * len(methods)
     figure = Figure(figsize=(2.3 * columns, 2.9))
-    axes = iter(figure.subplots(1, columns, squeeze=False)[0])
+    axes = list(figure.subplots(1, columns, squeeze=False)[0])
     if inputs is not None:
-        ax = next(axes)
-        plane = _plane(inputs[index], colour=True)
-        ax.imshow(_stretch(plane), cmap="gray")
+        ax = axes.pop(0)
+        ax.imshow(panels.stretch(panels.plane(inputs[index], colour=True)), cmap="gray")
         ax.set_title("input", fontsize=9)
-    background = _background(inputs, truth, index)
-
-    def show(ax, array, title):
-        if task == "restoration":
-            ax.imshow(_stretch(_plane(array)), cmap="gray")
-        elif task == "instances":
-            from skimage.color import label2rgb
-
-            ax.imshow(label2rgb(_plane(array), bg_label=0))
-        elif task == "semantic":
-            index = np.searchsorted(evaluation.settings["classes"], _plane(array))  # class ids -> 0, 1, ...
-            ax.imshow(index, cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
-        else:
-            ax.imshow(background)
-            ax.plot(array[:, -1], array[:, -2], "o", ms=3, mfc="none", color="yellow")
-        ax.set_title(title, fontsize=9)
-
-    show(next(axes), truth, "truth")
-    if task == "restoration":
-        fitted = evaluation.main_metric.endswith("_fitted")
-        errors = [np.abs(_plane(metrics.affine_fit(p[index], truth) if fitted else p[index].astype(float)) - _plane(truth)) for p in predictions.values()]
-        vmax = max(float(np.percentile(e, 99.5)) for e in errors) or 1.0
-    for k, method in enumerate(methods):
-        pred = predictions[method][index]
+    drawing = {"settings": evaluation.settings, "background": panels.background(inputs, truth, index)}
+    task.show(axes[0], truth, **drawing)
+    axes[0].set_title("truth", fontsize=9)
+    image_axes, error_axes = axes[1::2], axes[2::2]
+    for ax, method in zip(image_axes, methods):
         value = _fmt(evaluation.per_image[method][evaluation.main_metric][index], evaluation.main_metric)
-        show(next(axes), pred, f"{method}\n{evaluation.main_metric} {value}")
-        ax = next(axes)
-        if task == "restoration":
-            image = ax.imshow(errors[k], cmap="magma", vmin=0, vmax=vmax)
-            if k == len(methods) - 1:
-                figure.colorbar(image, cax=ax.inset_axes([1.04, 0.0, 0.06, 1.0]))
-        elif task == "instances":
-            ax.imshow(_instance_errors(truth, pred, background, evaluation.settings["reported_at"]))
-        elif task == "semantic":
-            picture = background.copy()
-            wrong = _plane(pred) != _plane(truth)
-            picture[wrong] = (0.95, 0.15, 0.1)
-            ax.imshow(picture)
-        else:
-            matching = metrics.match_points(truth, pred, tolerance=evaluation.settings["tolerance"])
-            ax.imshow(background)
-            hit_true, hit_pred = matching.pairs[:, 0].astype(int), matching.pairs[:, 1].astype(int)
-            missed = np.setdiff1d(np.arange(len(truth)), hit_true)
-            false = np.setdiff1d(np.arange(len(pred)), hit_pred)
-            for points, style, colour in ((pred[hit_pred], "o", "#2ca02c"), (pred[false], "x", "#d62728"), (truth[missed], "o", "#4a7bff")):
-                if len(points):
-                    ax.plot(points[:, -1], points[:, -2], style, ms=5, mfc="none", color=colour)
+        task.show(ax, predictions[method][index], **drawing)
+        ax.set_title(f"{method}\n{evaluation.main_metric} {value}", fontsize=9)
+    task.show_errors(error_axes, figure, truth, [predictions[m][index] for m in methods],
+                     main_metric=evaluation.main_metric, **drawing)
+    for ax, method in zip(error_axes, methods):
         ax.set_title(f"{method}: errors", fontsize=9)
     for ax in figure.axes:
         if ax.images or ax.lines:
@@ -239,7 +136,7 @@ def _ranked_images(evaluation: Evaluation) -> list[int]:
     stack = np.where(np.isnan(stack), np.nan, np.clip(stack, -1e12, 1e12))
     defined = ~np.isnan(stack)
     mean = np.where(defined.any(axis=0), np.where(defined, stack, 0).sum(axis=0) / np.maximum(defined.sum(axis=0), 1), np.nan)
-    key = mean if _higher(metric) else -mean
+    key = mean if get_task(evaluation.task).higher_is_better(metric) else -mean
     order = np.argsort(np.where(np.isnan(key), np.inf, key), kind="stable")
     return [int(i) for i in order if not np.isnan(key[i])]
 
@@ -262,6 +159,7 @@ def render_report(
     from microzoo import __version__
 
     metric = evaluation.main_metric
+    task = get_task(evaluation.task)
     ranked = _ranked_images(evaluation)
     worst = [
         {"image": evaluation.images[i], **{m: float(evaluation.per_image[m][metric][i]) for m in evaluation.methods}}
@@ -278,7 +176,7 @@ def render_report(
         for i, reason in list(chosen.items())[:n_panels]
     ]
     distribution_png, distribution_numbers = _distributions(evaluation)
-    curves_png, curve_numbers = _threshold_curves(evaluation) if evaluation.task == "instances" else (None, None)
+    curves_png, curve_numbers = _threshold_curves(evaluation) if task.threshold_curves else (None, None)
 
     summary_rows = []
     for method in evaluation.methods:
@@ -287,7 +185,7 @@ def render_report(
             estimate = evaluation.summary[method][name]
             values = [evaluation.summary[m][name].value for m in evaluation.methods]
             defined = [v for v in values if not np.isnan(v)]
-            best = bool(defined) and len(evaluation.methods) > 1 and estimate.value == (max(defined) if _higher(name) else min(defined))
+            best = bool(defined) and len(evaluation.methods) > 1 and estimate.value == (max(defined) if task.higher_is_better(name) else min(defined))
             cells.append({"value": _fmt(estimate.value, name), "interval": f"[{_fmt(estimate.low, name)}, {_fmt(estimate.high, name)}]", "best": best})
         summary_rows.append({"method": method, "cells": cells})
     differences = [
@@ -301,10 +199,10 @@ def render_report(
     )
     html = environment.get_template("report.html.j2").render(
         evaluation=evaluation,
-        headline=[{"name": n, "arrow": "↑" if _higher(n) else "↓", "main": n == metric} for n in evaluation.headline],
+        headline=[{"name": n, "arrow": "↑" if task.higher_is_better(n) else "↓", "main": n == metric} for n in evaluation.headline],
         summary_rows=summary_rows,
         differences=differences,
-        how_to_read=_HOW_TO_READ[evaluation.task],
+        how_to_read=task.how_to_read,
         distribution_png=distribution_png,
         curves_png=curves_png,
         worst=[{"image": w["image"], "values": [_fmt(w[m], metric) for m in evaluation.methods]} for w in worst],

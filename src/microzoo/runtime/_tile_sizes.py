@@ -18,7 +18,6 @@ from microzoo.errors import TilingError
 from microzoo.runtime._tile_grid import Group
 from microzoo.runtime.geometry import DataDependentSize, FixedSize, ModelGeometry, SizeReference
 
-DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 BYTES_PER_ELEMENT = 4
 ACTIVATION_FACTOR = 64
 

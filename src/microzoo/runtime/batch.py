@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from microzoo.errors import OutputError
 from microzoo.progress import ProgressCallback
@@ -67,11 +69,14 @@ def output_paths(model: Model, inputs: Sequence[Path], out: Path, *, suffix: str
 
 def predict_files(model: Model, inputs: Sequence[Path], out: Path, *, axes: str | None = None,
                   tile: int | Mapping[str, int] | None = None, memory_budget: int | None = None,
-                  suffix: str = ".tif", progress: ProgressCallback | None = None) -> list[FileResult]:
+                  suffix: str = ".tif", progress: ProgressCallback | None = None,
+                  on_image: Callable[[Path, np.ndarray], None] | None = None) -> list[FileResult]:
     """Predict every input file and write its outputs (see :func:`output_paths` for the names).
 
     Progress is reported per file. Every output is written to a temporary name first, so an
-    interrupted batch leaves only complete files.
+    interrupted batch leaves only complete files. ``on_image(path, image)`` is called with each
+    image as read (its own axes), so a caller can look at it without reading it again
+    (:func:`microzoo.trust.note.predict_files_with_note` computes the trust note this way).
     """
     import time
 
@@ -85,8 +90,10 @@ def predict_files(model: Model, inputs: Sequence[Path], out: Path, *, axes: str 
             progress(done, len(inputs), path.name)
         start = time.perf_counter()
         image = read_image(path, axes=axes)
-        prediction = model.predict_image(image.data[...] if not hasattr(image.data, "compute") else image.data.compute(),
-                                         axes=image.axes, tile=tile, memory_budget=memory_budget)
+        data = np.asarray(image.data.compute() if hasattr(image.data, "compute") else image.data[...])
+        prediction = model.predict_image(data, axes=image.axes, tile=tile, memory_budget=memory_budget)
+        if on_image is not None:
+            on_image(path, data)
         for oid, target in plan.items():
             write_image(target, prediction.outputs[oid], prediction.axes[oid],
                         pixel_size=_output_pixel_size(model, oid, image.pixel_size), unit=image.unit)

@@ -22,6 +22,7 @@ import numpy as np
 
 from microzoo.errors import PackageError, WeightFormatError
 from microzoo.package.load import ModelPackage
+from microzoo.runtime.resources import thread_count
 
 #: formats microzoo runs, in the order tried when the user does not choose
 SUPPORTED_FORMATS = ("torchscript", "onnx", "pytorch_state_dict")
@@ -120,7 +121,7 @@ def _torch_device(device: str | None) -> Any:
 def _set_torch_threads(threads: int | None) -> None:
     import torch
 
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.set_num_threads(thread_count(threads))
 
 
 class TorchscriptEngine:
@@ -196,10 +197,13 @@ class StateDictEngine:
         try:
             state = torch.load(str(path), map_location=self._device, weights_only=True)
         except Exception as error:  # torch raises UnpicklingError/RuntimeError variants
+            # torch's own message advises loading the file unsafely; never pass that on
             raise PackageError(
-                f"cannot load the state dict {path.name} safely (weights_only=True): {error}. "
-                "The file must hold a plain state dict of tensors"
-            ) from error
+                f"cannot load the state dict {path.name} safely: the file holds more than weights "
+                f"(Python objects whose loading could run code: {type(error).__name__}), so microzoo "
+                "does not load it. Choose another weight format of the package (--weights), or ask its "
+                "authors for torchscript or onnx weights, or for a plain state dict of tensors"
+            ) from None
         model.load_state_dict(state, strict=bool(getattr(entry, "strict", True)))
         self._module = model.to(self._device).eval()
 
@@ -245,7 +249,7 @@ class OnnxEngine:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.intra_op_num_threads = thread_count(threads)
         options.log_severity_level = 3
         # onnxruntime's threads spin after every run by default, taking the cores from the
         # stitching and processing between tiles; without spinning a 2048x2048 image ran in

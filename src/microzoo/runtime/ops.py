@@ -1,10 +1,13 @@
 """Pre- and postprocessing ops of the BioImage Model Zoo format 0.5, bound to a whole tensor.
 
 :func:`bind_ops` takes a tensor's op descriptions and the **whole** tensor (every sample,
-the whole image) and computes every data-dependent statistic once, in order: the mean, std or
-percentiles that op ``k`` needs are computed on the result of ops ``0..k-1`` applied to the
-whole tensor. The returned :class:`Pipeline` is then pointwise (softmax aside, which needs its
-whole axis) and can be applied to the whole tensor or to any tile of it with the same result.
+the whole image) and computes every data-dependent statistic once, all of them on that tensor
+as given (the raw input, or the raw model output for postprocessing), never on the result of
+the ops before: ``scale_linear`` then ``zero_mean_unit_variance`` normalises with the mean and
+std of the unscaled input. This is what bioimageio.core 0.11 does (one ``UpdateStats`` step
+before every op), so a package gives the same numbers in every tool. The returned
+:class:`Pipeline` is then pointwise (softmax aside, which needs its whole axis) and can be
+applied to the whole tensor or to any tile of it with the same result.
 
 Semantics follow the spec's field documentation and bioimageio.core 0.11.0 (``proc_ops.py``):
 
@@ -21,6 +24,8 @@ Semantics follow the spec's field documentation and bioimageio.core 0.11.0 (``pr
 - ``eps`` of ``zero_mean_unit_variance`` and ``scale_range`` is honoured (core 0.11.0 always
   uses 1e-6); ``binarize`` thresholds along an axis apply along that axis (core compares them
   with the last axis).
+- Statistics are taken over the **finite** values only (core's are NaN as soon as one pixel
+  is NaN or infinite); the pipeline itself maps NaN to NaN.
 - Output dtype: ``binarize`` gives ``bool``, ``ensure_dtype`` its dtype, every other op
   ``numpy.result_type(input, float32)`` (float32 for float32 and small integer inputs).
 - ``ensure_dtype`` to an integer dtype truncates toward zero like core's ``astype``; values
@@ -35,6 +40,7 @@ of ``axes``) a tile must either span that axis whole or say where it lies in the
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Union
@@ -263,14 +269,6 @@ def _fitter(shape: tuple[int, ...], position: tuple[slice, ...] | None,
 
 # --- binding: statistics on the whole tensor ------------------------------------------------
 
-def _needs_own_stats(op: object) -> bool:
-    """Whether ``op`` takes statistics from the tensor it processes."""
-    kw = getattr(op, "kwargs", None)
-    return (isinstance(op, (v0_5.ZeroMeanUnitVarianceDescr, v0_5.ScaleMeanVarianceDescr))
-            or isinstance(op, v0_5.ScaleRangeDescr) and kw.reference_tensor is None
-            or isinstance(op, v0_5.ClipDescr) and (kw.min_percentile, kw.max_percentile) != (None, None))
-
-
 def bind_ops(ops: Sequence[ProcessingDescr], data: np.ndarray, axes: Sequence[str], *,
              sample: Mapping[str, tuple[np.ndarray, Sequence[str]]] | None = None) -> Pipeline:
     """Bind ``ops`` to the whole tensor ``data``, computing every statistic they need.
@@ -280,7 +278,8 @@ def bind_ops(ops: Sequence[ProcessingDescr], data: np.ndarray, axes: Sequence[st
     ops
         Pre- or postprocessing descriptions (``bioimageio.spec.model.v0_5``), in order.
     data
-        The whole tensor (every sample, the whole image), never a tile; not modified.
+        The whole tensor (every sample, the whole image), never a tile; not modified. The
+        statistics of every op are computed on it as given, not after the ops before.
     axes
         Axis ids of ``data``, e.g. ``("batch", "channel", "y", "x")``.
     sample
@@ -298,15 +297,9 @@ def bind_ops(ops: Sequence[ProcessingDescr], data: np.ndarray, axes: Sequence[st
         raise ProcessingError(
             f"tensor of shape {data.shape} does not match the axes {axes}; give one distinct "
             "axis id per dimension")
-    last = max((k for k, op in enumerate(ops) if _needs_own_stats(op)), default=-1)
-    current, steps, names = data, [], []
-    for k, op in enumerate(ops):
-        step = _bind(op, current, axes, sample or {})
-        steps.append(step)
-        names.append(str(getattr(op, "id", type(op).__name__)))
-        if k < last:
-            current = step(current, lambda p: p)
-    return Pipeline(axes=axes, shape=tuple(data.shape), steps=tuple(steps), names=tuple(names))
+    steps = tuple(_bind(op, data, axes, sample or {}) for op in ops)  # statistics of the raw tensor
+    names = tuple(str(getattr(op, "id", type(op).__name__)) for op in ops)
+    return Pipeline(axes=axes, shape=tuple(data.shape), steps=steps, names=names)
 
 
 def _bind(op: object, x: np.ndarray, axes: tuple[str, ...],
@@ -463,8 +456,21 @@ def _align(stat: np.ndarray, src: tuple[str, ...], axes: tuple[str, ...],
     return _frozen(out)
 
 
+def _non_finite_as_nan(x: np.ndarray) -> np.ndarray | None:
+    """``x`` in float64 with every NaN or infinite value as NaN, or ``None`` when all are finite."""
+    if x.dtype.kind not in "fc" or np.isfinite(x).all():
+        return None
+    return np.where(np.isfinite(x), x, np.nan).astype(np.float64, copy=False)
+
+
 def _mean_std(x: np.ndarray, red: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and population std over ``red``, keeping dims, in float64."""
+    """Mean and population std over ``red`` of the finite values, keeping dims, in float64."""
+    nan_x = _non_finite_as_nan(x)
+    if nan_x is not None:
+        with warnings.catch_warnings():  # a slice with no finite value gives NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return (_frozen(np.nanmean(nan_x, axis=red, keepdims=True)),
+                    _frozen(np.nanstd(nan_x, axis=red, keepdims=True)))
     mean = x.mean(axis=red, keepdims=True, dtype=np.float64)  # float64 sums, no float64 copy of x
     # two passes; deviations in the data's own precision (float32 stays float32), squares summed
     # in float64: as accurate as a float64 copy to ~1e-7 relative, and twice as fast on big images
@@ -476,7 +482,15 @@ def _mean_std(x: np.ndarray, red: tuple[int, ...]) -> tuple[np.ndarray, np.ndarr
 
 def _quantiles(x: np.ndarray, qs: Sequence[float], red: tuple[int, ...],
                method: str) -> list[np.ndarray]:
-    values = np.quantile(x.astype(np.float64, copy=False), list(qs), axis=red, keepdims=True, method=method)
+    """Quantiles over ``red`` of the finite values, keeping dims, in float64."""
+    nan_x = _non_finite_as_nan(x)
+    if nan_x is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            values = np.nanquantile(nan_x, list(qs), axis=red, keepdims=True, method=method)
+    else:
+        values = np.quantile(x.astype(np.float64, copy=False), list(qs), axis=red, keepdims=True,
+                             method=method)
     return [_frozen(v) for v in values]
 
 

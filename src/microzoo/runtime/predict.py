@@ -16,16 +16,17 @@ as bioimageio.core does by default; larger inputs are tiled with the output halo
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from microzoo.errors import ImageError, MicrozooError
+from microzoo.errors import ImageError
 from microzoo.package.load import ModelPackage, open_package
 from microzoo.progress import ProgressCallback
+from microzoo.runtime import resources
 from microzoo.runtime.engines import Engine, choose_format, load_engine
+from microzoo.runtime.outputs import Outputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,8 +35,8 @@ class Prediction:
 
     Attributes
     ----------
-    outputs : dict
-        Output tensor id -> array.
+    outputs : Outputs
+        Output tensor id -> array (``.only`` for a one-output model).
     axes : dict
         Output tensor id -> axes string of that array (e.g. ``"yx"``, ``"cyx"``).
     notices : tuple of str
@@ -44,7 +45,7 @@ class Prediction:
         Forward passes needed (1 when the image ran whole).
     """
 
-    outputs: dict[str, np.ndarray]
+    outputs: Outputs
     axes: dict[str, str]
     notices: tuple[str, ...] = ()
     n_tiles: int = 1
@@ -54,7 +55,8 @@ class Model:
     """A model package ready to run. Open with :func:`microzoo.load_model`.
 
     >>> model = microzoo.load_model("unet2d_nuclei_broad")       # doctest: +SKIP
-    >>> probability = model.predict(image, axes="yx")           # doctest: +SKIP
+    >>> outputs = model.predict(image, axes="yx")               # doctest: +SKIP
+    >>> probability = outputs["probability"]  # or outputs.only  # doctest: +SKIP
     """
 
     def __init__(self, package: ModelPackage, *, weights: str | None = None, device: str | None = None,
@@ -108,8 +110,11 @@ class Model:
 
     def predict(self, image: np.ndarray | Mapping[str, np.ndarray], *, axes: str | Mapping[str, str] | None = None,
                 tile: int | Mapping[str, int] | None = None, memory_budget: int | None = None,
-                progress: ProgressCallback | None = None) -> np.ndarray | dict[str, np.ndarray]:
-        """Predict on an image given in its own axes; returns the output array (a dict if several).
+                progress: ProgressCallback | None = None) -> Outputs:
+        """Predict on an image given in its own axes; returns output id -> array in the image's layout.
+
+        The same :class:`~microzoo.runtime.outputs.Outputs` mapping for every model; for a
+        one-output model ``.only`` (or ``np.asarray(outputs)``) is the array.
 
         Parameters
         ----------
@@ -122,13 +127,10 @@ class Model:
             Tile size: one int for every spatial axis, or a dict axis id -> size.
             Default: the largest tile that fits ``memory_budget``.
         memory_budget
-            Bytes one forward pass may use (default: a quarter of the free memory).
+            Bytes one forward pass may use (default: :func:`microzoo.runtime.resources.memory_budget`).
         """
-        prediction = self.predict_image(image, axes=axes, tile=tile, memory_budget=memory_budget,
-                                        progress=progress)
-        if len(prediction.outputs) == 1:
-            return next(iter(prediction.outputs.values()))
-        return prediction.outputs
+        return self.predict_image(image, axes=axes, tile=tile, memory_budget=memory_budget,
+                                  progress=progress).outputs
 
     def predict_image(self, image: np.ndarray | Mapping[str, np.ndarray], *,
                       axes: str | Mapping[str, str] | None = None,
@@ -150,15 +152,16 @@ class Model:
             channels = _channel_count(tensor)
             tensors[tid], mappings[tid] = map_to_model(data, image_axes, model_axes, channels=channels)
             notices.extend(mappings[tid].notices)
-        raw_outputs, n_tiles = self._predict_tensors(tensors, tile=tile, memory_budget=memory_budget,
-                                                     progress=progress)
+        raw_outputs, n_tiles, run_notices = self._predict_tensors(tensors, tile=tile, memory_budget=memory_budget,
+                                                                  progress=progress)
+        notices.extend(run_notices)
         # outputs follow the layout of the first input (the usual single-input case)
         reference = mappings[self.input_ids[0]]
         outputs, out_axes = {}, {}
         for tensor in self.descr.outputs:
             tid = str(tensor.id)
             outputs[tid], out_axes[tid] = map_from_model(raw_outputs[tid], self.tensor_axes(tensor), reference)
-        return Prediction(outputs=outputs, axes=out_axes, notices=tuple(dict.fromkeys(notices)),
+        return Prediction(outputs=Outputs(outputs), axes=out_axes, notices=tuple(dict.fromkeys(notices)),
                           n_tiles=n_tiles)
 
     def predict_tensors(self, inputs: Mapping[str, np.ndarray], *, tile: int | Mapping[str, int] | None = None,
@@ -169,7 +172,7 @@ class Model:
         ``tiled=False`` runs every input whole in one forward (the inputs must be valid sizes);
         ``tiled=True`` always tiles; by default inputs run whole when they can.
         """
-        outputs, _ = self._predict_tensors(inputs, tile=tile, memory_budget=memory_budget,
+        outputs, _, _ = self._predict_tensors(inputs, tile=tile, memory_budget=memory_budget,
                                            tiled=tiled, progress=progress)
         return outputs
 
@@ -177,7 +180,10 @@ class Model:
 
     def _predict_tensors(self, inputs: Mapping[str, np.ndarray], *, tile: int | Mapping[str, int] | None,
                          memory_budget: int | None, tiled: bool | None = None,
-                         progress: ProgressCallback | None = None) -> tuple[dict[str, np.ndarray], int]:
+                         progress: ProgressCallback | None = None,
+                         ) -> tuple[dict[str, np.ndarray], int, tuple[str, ...]]:
+        """Outputs (model axes), forward passes, and notices (non-finite input pixels)."""
+        from microzoo.runtime.non_finite import describe, fill_non_finite, mark_non_finite
         from microzoo.runtime.ops import bind_ops
 
         raw = {tid: np.asarray(inputs[tid]) for tid in self.input_ids if tid in inputs}
@@ -187,15 +193,17 @@ class Model:
         for tensor in self.descr.inputs:
             _check_content(raw[str(tensor.id)], str(tensor.id), self.tensor_axes(tensor))
         sample = {tid: (raw[tid], self.tensor_axes(t)) for tid, t in zip(self.input_ids, self.descr.inputs)}
-        processed = {}
+        processed, non_finite = {}, []
         for tensor in self.descr.inputs:
             tid = str(tensor.id)
             pipeline = bind_ops(tensor.preprocessing, raw[tid], self.tensor_axes(tensor), sample=sample)
-            processed[tid] = np.ascontiguousarray(pipeline(raw[tid]))
+            filled, where = fill_non_finite(raw[tid], self.tensor_axes(tensor), tid)
+            non_finite += [where] if where is not None else []
+            processed[tid] = np.ascontiguousarray(pipeline(filled))
 
         shapes = {tid: dict(zip(self.tensor_axes(t), processed[tid].shape))
                   for tid, t in zip(self.input_ids, self.descr.inputs)}
-        budget = memory_budget or default_memory_budget()
+        budget = resources.memory_budget(memory_budget)
         if tiled is False or (tiled is None and self._runs_whole(shapes, budget, tile)):
             if progress:
                 progress(0, 1, "predicting")
@@ -220,7 +228,12 @@ class Model:
             pipeline = bind_ops(tensor.postprocessing, raw_outputs[tid], self.tensor_axes(tensor),
                                 sample=post_sample)
             outputs[tid] = pipeline(raw_outputs[tid])
-        return outputs, n_tiles
+        notices = []
+        for where in non_finite:
+            marked = [tid for tid, t in zip(self.output_ids, self.descr.outputs)
+                      if mark_non_finite(outputs[tid], self.tensor_axes(t), where)]
+            notices.append(describe(where, marked, [tid for tid in self.output_ids if tid not in marked]))
+        return outputs, n_tiles, tuple(notices)
 
     def _runs_whole(self, shapes: Mapping[str, Mapping[str, int]], budget: int,
                     tile: int | Mapping[str, int] | None) -> bool:
@@ -281,33 +294,6 @@ class Model:
             raise ImageError(f"this model has {len(self.input_ids)} inputs ({', '.join(self.input_ids)}): "
                              f"give the {what} as a dict input id -> {what}")
         return {self.input_ids[0]: value}
-
-
-def default_memory_budget() -> int:
-    """Bytes a forward pass may use by default: a quarter of the available memory, at most 8 GiB."""
-    env = os.environ.get("MICROZOO_MEMORY_BUDGET")
-    if env:
-        return parse_bytes(env)
-    try:
-        import psutil
-
-        available = int(psutil.virtual_memory().available)
-    except ImportError:  # pragma: no cover
-        available = 8 << 30
-    return int(min(available // 4, 8 << 30))
-
-
-def parse_bytes(text: str) -> int:
-    """Parse a size such as ``"2GB"``, ``"512MiB"``, ``"1e9"``."""
-    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-             "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30}
-    stripped = text.strip().lower().replace(" ", "")
-    number = stripped.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = stripped[len(number):]
-    try:
-        return int(float(number) * units[unit])
-    except (ValueError, KeyError) as error:
-        raise MicrozooError(f"cannot read '{text}' as a size: write e.g. 2GB, 512MiB or 1e9") from error
 
 
 def _default_axes(data: np.ndarray, tid: str) -> str:

@@ -34,7 +34,8 @@ Memory estimate (bytes per forward, used to pick tile sizes and the batch size):
 summed over all input and output tensors; ``ACTIVATION_FACTOR = 64`` stands for the
 network's intermediate activations (a 2D U-Net with 32 base features keeps about that many
 full-resolution feature maps per input plus output channel). The default budget is
-``DEFAULT_MEMORY_BUDGET`` (2 GiB).
+:func:`microzoo.runtime.resources.memory_budget` (a quarter of the available memory, at most
+8 GiB), the same as for prediction.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ from microzoo.runtime._tile_grid import Group, Key, make_groups
 from microzoo.runtime._tile_sizes import (
     ACTIVATION_FACTOR,
     BYTES_PER_ELEMENT,
-    DEFAULT_MEMORY_BUDGET,
     Shapes,
     batch_allowed,
     check_shapes,
@@ -62,11 +62,11 @@ from microzoo.runtime._tile_sizes import (
     tile_shapes,
 )
 from microzoo.runtime.geometry import ModelGeometry, geometry_from_descr
+from microzoo.runtime.resources import memory_budget as memory_budget_or_default
 
 __all__ = [
     "ACTIVATION_FACTOR",
     "BYTES_PER_ELEMENT",
-    "DEFAULT_MEMORY_BUDGET",
     "Tile",
     "TilePlan",
     "estimate_forward_bytes",
@@ -176,7 +176,7 @@ def plan_tiles(
     """
     shapes, n_samples = check_shapes(geometry, input_shapes)
     groups = make_groups(geometry, shapes)
-    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+    budget = memory_budget_or_default(memory_budget)
     can_batch = batch_allowed(geometry, shapes)
     if batch_size is not None:
         if batch_size < 1:

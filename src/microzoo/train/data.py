@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from microzoo.errors import AxesError, DataError, ImageError
-from microzoo.io.read import IMAGE_SUFFIXES, find_images, read_image
+from microzoo.io.axes import rgb_to_grey
+from microzoo.io.files import image_stem, list_images, pair_by_stem
+from microzoo.io.read import find_images, read_image
 from microzoo.train.config import AugmentationConfig, DataConfig
 
-__all__ = ["PatchSampler", "Sample", "load_samples", "normalize_percentiles", "split_samples", "stem"]
-
-_GRAY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])  # skimage.color.rgb2gray, as microzoo.io uses
+__all__ = ["PatchSampler", "Sample", "load_samples", "normalize_percentiles", "split_samples"]
 
 
 @dataclass(frozen=True)
@@ -47,15 +47,6 @@ class Sample:
     raw: np.ndarray
     image: np.ndarray
     truth: np.ndarray | None = None
-
-
-def stem(path: Path) -> str:
-    """The file name without its image suffix (``a.ome.tif`` -> ``a``)."""
-    name = path.name
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def normalize_percentiles(image: np.ndarray, *, low: float = 1.0, high: float = 99.8) -> np.ndarray:
@@ -85,7 +76,7 @@ def _channels_first(data: np.ndarray, axes: str, *, spatial_dims: int, path: Pat
     if "c" not in axes:
         return array[None]
     if axes.endswith("c") and array.shape[0] in (3, 4):  # RGB(A) picture: grey as the runtime does
-        return np.tensordot(_GRAY_WEIGHTS, array[:3], axes=1)[None].astype(np.float32)
+        return rgb_to_grey(array, channel_axis=0)[None].astype(np.float32)
     return array
 
 
@@ -104,17 +95,11 @@ def _partners(images: list[Path], folder: Path, role: str) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"the {role} folder {folder} does not exist; check data.{role}")
     try:
-        by_stem = {stem(p): p for p in find_images([str(folder)])}
-    except ImageError:
-        by_stem = {}
-    missing = [stem(p) for p in images if stem(p) not in by_stem]
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise DataError(
-            f"{len(missing)} of {len(images)} images have no file of the same name in {folder} "
-            f"({shown}); name each {role} file like its image (suffixes may differ)"
-        )
-    return [by_stem[stem(p)] for p in images]
+        partners = list_images(folder, role=role)
+    except DataError:  # no images there: every image lacks its partner, which the pairing names
+        partners = []
+    _, paired = pair_by_stem({"images": images, role: partners}, extra_ok=True)
+    return paired[role]
 
 
 def load_samples(
@@ -149,7 +134,7 @@ def load_samples(
                         f"{partner.name} is not a label image (one channel of whole numbers, 0 = background)"
                     )
                 other = other[0].astype(np.int32)
-        samples.append(Sample(stem(path), raw, normalize_percentiles(raw, low=low, high=high), other))
+        samples.append(Sample(image_stem(path), raw, normalize_percentiles(raw, low=low, high=high), other))
         if progress:
             progress(done, len(paths), "reading training images")
     if len(channels) > 1:

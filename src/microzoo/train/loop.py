@@ -22,7 +22,6 @@ import contextlib
 import csv
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import torch
 from microzoo.errors import ConfigError
 from microzoo.io.atomic import atomic_output
 from microzoo.progress import ProgressCallback, no_progress
+from microzoo.runtime.resources import thread_count
 from microzoo.train.config import TrainingConfig
 
 __all__ = ["LoopResult", "RunState", "choose_device", "fit", "predict_batches", "torch_settings"]
@@ -73,8 +73,7 @@ def torch_settings(settings: TrainingConfig, device: torch.device) -> Iterator[N
     """Every core, and deterministic algorithms on the CPU, for the duration of training."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     benchmark = torch.backends.cudnn.benchmark
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(settings.threads or cores)
+    torch.set_num_threads(thread_count(settings.threads or None))
     if settings.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
         torch.backends.cudnn.benchmark = False

@@ -17,6 +17,8 @@ from pydantic import BaseModel
 from scipy import stats
 
 from microzoo.errors import ConfigError, DataError
+from microzoo.io.files import list_images
+from microzoo.io.read import read_array
 from microzoo.progress import ProgressCallback
 from microzoo.trust.fingerprint import Fingerprint, guess_modality
 from microzoo.trust.leakage import find_near_duplicates
@@ -352,15 +354,13 @@ def check_folders(
     progress: ProgressCallback | None = None,
 ) -> list[Finding]:
     """:func:`run_checks` on folders of images (what ``microzoo check`` runs)."""
-    from microzoo.qc.classical import list_images, read_image
+    def read(folder, role):
+        files = list_images(folder, role=role)
+        return [read_array(f) for f in files], [f.name for f in files]
 
-    def read(folder):
-        files = list_images(folder)
-        return [read_image(f) for f in files], [f.name for f in files]
-
-    test_images, test_names = read(test_dir)
-    train_images, train_names = read(train_dir) if train_dir else ([], None)
-    labels = read(labels_dir)[0] if labels_dir else []
+    test_images, test_names = read(test_dir, "test images")
+    train_images, train_names = read(train_dir, "training images") if train_dir else ([], None)
+    labels = read(labels_dir, "labels")[0] if labels_dir else []
     fingerprint, tags = load_model_claims(model) if model else (None, [])
     findings = run_checks(
         train_images=train_images, test_images=test_images, train_names=train_names,

@@ -35,7 +35,7 @@ from skimage import color, restoration
 
 from microzoo.errors import DataError, ImageError
 from microzoo.progress import ProgressCallback, no_progress
-from microzoo.qc.classical import to_grayscale
+from microzoo.io.axes import to_grayscale
 
 ATTACHMENT_NAME = "training_fingerprint.json"
 

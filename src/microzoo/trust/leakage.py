@@ -21,7 +21,7 @@ from scipy import fft
 from skimage.transform import resize
 
 from microzoo.progress import ProgressCallback, no_progress
-from microzoo.qc.classical import to_grayscale
+from microzoo.io.axes import to_grayscale
 
 THUMBNAIL_SIDE = 32
 HASH_SIDE = 8

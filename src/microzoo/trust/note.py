@@ -2,19 +2,68 @@
 
 A package trained by microzoo carries the fingerprint of its training images
 (``training_fingerprint.json``); for those, every predicted image is compared with it and the
-ones that differ are named with what differs. Packages without a fingerprint get no note
-(``microzoo check --train DIR`` computes one from training images the user has).
+ones that differ are named with what differs. Packages without a fingerprint get a note that
+says so (``microzoo check --train DIR`` computes one from training images the user has).
+
+The note is computed here, from the images already in memory, so the command line, a napari
+widget and the zoo show the same words; front ends only render :class:`TrustNote`::
+
+    run = predict_files_with_note(model, paths, out)      # files: read once, predicted, checked
+    note = trust_note(model.package, [image], ["image"])  # arrays already in memory
+    print(note.headline); print(*note.details, sep="\\n")
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from microzoo.package.load import ModelPackage
+from microzoo.progress import ProgressCallback
+from microzoo.runtime.batch import FileResult, predict_files
+from microzoo.runtime.predict import Model
 from microzoo.trust.fingerprint import ATTACHMENT_NAME, Fingerprint
 from microzoo.trust.ood import OODResult, check_images
+
+NO_FINGERPRINT = ("this package carries no training fingerprint; to compare your images with the training "
+                  "data, run `microzoo check --train TRAIN_DIR --test IMAGES`")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrustNote:
+    """The verdict on a set of predicted images against the model's training data.
+
+    ``checked`` is ``False`` when the package carries no fingerprint (nothing was compared);
+    ``unlike`` holds the images that differ, each with what differs.
+    """
+
+    checked: bool
+    n_images: int
+    unlike: tuple[OODResult, ...] = ()
+
+    @property
+    def warning(self) -> bool:
+        """Whether some image differs from the training data (front ends highlight it)."""
+        return bool(self.unlike)
+
+    @property
+    def headline(self) -> str:
+        """One sentence for the user."""
+        if not self.checked:
+            return NO_FINGERPRINT
+        if not self.unlike:
+            return f"all {self.n_images} image(s) look like the model's training data"
+        return (f"{len(self.unlike)} of {self.n_images} image(s) differ from the model's training data; "
+                "check these outputs with care:")
+
+    @property
+    def details(self) -> tuple[str, ...]:
+        """One line per image that differs: its name and what differs (at most three features)."""
+        return tuple(f"{r.name}: {'; '.join([d.words for d in r.deviations[:3]] + r.notes)}" for r in self.unlike)
 
 
 def package_fingerprint(package: ModelPackage) -> Fingerprint | None:
@@ -28,3 +77,40 @@ def package_fingerprint(package: ModelPackage) -> Fingerprint | None:
 def unlike_training(fingerprint: Fingerprint, images: Sequence[np.ndarray], names: Sequence[str]) -> list[OODResult]:
     """The images that differ from the training data the fingerprint describes."""
     return [r for r in check_images(fingerprint, images, names=names) if r.out_of_distribution]
+
+
+def trust_note(package: ModelPackage, images: Sequence[np.ndarray], names: Sequence[str]) -> TrustNote:
+    """The trust note for ``images`` (as given to the model, their own axes) under ``package``."""
+    fingerprint = package_fingerprint(package)
+    if fingerprint is None:
+        return TrustNote(checked=False, n_images=len(images))
+    return TrustNote(checked=True, n_images=len(images),
+                     unlike=tuple(unlike_training(fingerprint, images, names)))
+
+
+@dataclasses.dataclass(frozen=True)
+class FilePredictions:
+    """What :func:`predict_files_with_note` did: one result per file, and the trust note."""
+
+    results: list[FileResult]
+    trust: TrustNote
+
+
+def predict_files_with_note(model: Model, inputs: Sequence[Path], out: Path, *,
+                            progress: ProgressCallback | None = None, **options: Any) -> FilePredictions:
+    """:func:`microzoo.runtime.batch.predict_files` (same options), with the trust note computed
+    from each image while it is in memory: no image is read twice, none is kept."""
+    fingerprint = package_fingerprint(model.package)
+    unlike: list[OODResult] = []
+
+    def inspect(path: Path, image: np.ndarray) -> None:
+        if fingerprint is not None:
+            unlike.extend(unlike_training(fingerprint, [image], [path.name]))
+
+    results = predict_files(model, inputs, out, progress=progress, on_image=inspect, **options)
+    return FilePredictions(results, TrustNote(checked=fingerprint is not None, n_images=len(results),
+                                              unlike=tuple(unlike)))
+
+
+__all__ = ["FilePredictions", "NO_FINGERPRINT", "TrustNote", "package_fingerprint", "predict_files_with_note",
+           "trust_note", "unlike_training"]

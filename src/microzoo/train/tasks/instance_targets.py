@@ -1,8 +1,8 @@
-"""Instance segmentation as three-channel pixel classification, decoded by seeded watershed.
+"""Instance segmentation as three-channel pixel classification: training targets, settings search, loss.
 
 A network cannot output label ids directly; it is trained instead on three maps computed from
 the instance label image (:func:`targets_from_labels`), and its output is turned back into
-labels afterwards (:func:`instances_from_output`):
+labels afterwards (:func:`microzoo.runtime.instances.instances_from_output`):
 
 ====  ============  ===============================================================
  ch   name          target
@@ -22,16 +22,10 @@ labels afterwards (:func:`instances_from_output`):
 All three are trained with a sigmoid output (:func:`instance_loss`), so the decoded output is
 three probability-like maps in [0, 1].
 
-Decoding (:class:`InstanceSettings`): pixels whose foreground exceeds
-``foreground_threshold`` are the objects' area; the seed map ``distance - boundary_weight *
-boundary`` above ``seed_threshold`` gives one connected seed per object (seeds smaller than
-``min_seed_size`` are noise and dropped); a watershed of ``-distance`` from those seeds, within
-the area, draws the objects; a connected part of the area that holds no seed (an object too
-small or thin for its seed map to pass the threshold) becomes an object of its own; objects smaller than ``min_size`` pixels are removed and ids are
-made consecutive. The distance map makes seeds robust where the boundary is faint (one seed in
-the middle of each nucleus) and the boundary term parts touching objects whose distance valley
-is shallow. The thresholds are best chosen on validation data with
-:func:`optimize_instance_settings` and stored with the model.
+Decoding the output back into labels (:func:`~microzoo.runtime.instances.instances_from_output`,
+with its :class:`~microzoo.runtime.instances.InstanceSettings`) is part of running a model and
+lives in :mod:`microzoo.runtime.instances`; here the thresholds are chosen on validation data
+with :func:`optimize_instance_settings` and stored with the model.
 """
 
 from __future__ import annotations
@@ -42,16 +36,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from scipy import ndimage as ndi
 from skimage import segmentation
 
 from microzoo.errors import ConfigError, DataError
 from microzoo.qc.metrics_instances import instance_metrics_dataset, match_instances
-
-#: Channels of the training targets and of the network output: foreground, boundary, distance.
-N_TARGET_CHANNELS = 3
-FOREGROUND, BOUNDARY, DISTANCE = 0, 1, 2
+from microzoo.runtime.instances import (
+    BOUNDARY,
+    DISTANCE,
+    FOREGROUND,
+    N_TARGET_CHANNELS,
+    InstanceSettings,
+    check_instance_output,
+    consecutive_labels,
+    instances_from_output,
+)
 
 #: Weights of the foreground, boundary and distance terms in :func:`instance_loss`.
 LOSS_WEIGHTS = (1.0, 1.0, 1.0)
@@ -93,7 +93,7 @@ def targets_from_labels(labels: np.ndarray) -> np.ndarray:
         return targets
     targets[FOREGROUND] = labels > 0
     targets[BOUNDARY] = segmentation.find_boundaries(labels, mode="inner")
-    compact, _ = _consecutive(labels)
+    compact, _ = consecutive_labels(labels)
     for number, box in enumerate(ndi.find_objects(compact), start=1):
         if box is None:
             continue
@@ -109,70 +109,6 @@ def targets_from_labels(labels: np.ndarray) -> np.ndarray:
         view = targets[DISTANCE][box]
         view[inside] = distance[inside] / distance[inside].max()
     return targets
-
-
-def _consecutive(labels: np.ndarray) -> tuple[np.ndarray, int]:
-    """Labels renumbered 1..n in order of id (0 stays 0), and n."""
-    ids, inverse = np.unique(labels, return_inverse=True)
-    if ids[0] != 0:
-        ids, inverse = np.concatenate([[0], ids]), inverse + 1
-    return inverse.reshape(labels.shape).astype(np.int32), len(ids) - 1
-
-
-class InstanceSettings(BaseModel):
-    """How :func:`instances_from_output` turns the three output maps into labels."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    foreground_threshold: float = Field(0.5, gt=0, lt=1, description="foreground above it is object area")
-    seed_threshold: float = Field(
-        0.5, gt=-1, lt=1, description="seed map (distance - boundary_weight * boundary) above it is a seed"
-    )
-    boundary_weight: float = Field(0.5, ge=0, description="how much the boundary map lowers the seed map")
-    min_seed_size: int = Field(2, ge=1, description="seeds with fewer pixels are dropped as noise")
-    min_size: int = Field(10, ge=0, description="objects with fewer pixels (voxels) are removed")
-
-
-def _check_output(output: np.ndarray) -> np.ndarray:
-    output = np.asarray(output)
-    if output.ndim not in (3, 4) or output.shape[0] != N_TARGET_CHANNELS:
-        raise DataError(
-            f"an instance network output must be ({N_TARGET_CHANNELS}, y, x) or "
-            f"({N_TARGET_CHANNELS}, z, y, x) (foreground, boundary, distance), got shape {output.shape}"
-        )
-    if not np.issubdtype(output.dtype, np.floating):
-        raise DataError(f"an instance network output must be floating point after the sigmoid, got {output.dtype}")
-    return output
-
-
-def instances_from_output(output: np.ndarray, *, settings: InstanceSettings) -> np.ndarray:
-    """Label image (uint32, 0 = background, ids 1..n) from a network output after sigmoid.
-
-    ``output`` is ``(N_TARGET_CHANNELS, *spatial)`` (foreground, boundary, distance; 2-D or
-    3-D); it is not modified. The decoding is described in the module docstring.
-
-    >>> labels = np.zeros((7, 12), np.uint16); labels[1:6, 1:6] = 7; labels[1:6, 6:11] = 3
-    >>> out = instances_from_output(targets_from_labels(labels), settings=InstanceSettings())
-    >>> out.dtype, int(out.max()), out[3].tolist()
-    (dtype('uint32'), 2, [0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 0])
-    """
-    output = _check_output(output)
-    foreground = output[FOREGROUND]
-    distance = output[DISTANCE].astype(np.float32)
-    area = foreground > settings.foreground_threshold
-    seed_map = distance - settings.boundary_weight * output[BOUNDARY]
-    seeds, n_seeds = ndi.label(area & (seed_map > settings.seed_threshold))
-    seed_sizes = np.bincount(seeds.ravel(), minlength=n_seeds + 1)
-    seeds[seed_sizes[seeds] < settings.min_seed_size] = 0
-    labels = segmentation.watershed(-distance, seeds, mask=area)
-    # parts of the area that no seed reached (tiny or thin objects) become objects of their own
-    unseeded, n_unseeded = ndi.label(area & (labels == 0))
-    if n_unseeded:
-        labels[unseeded > 0] = unseeded[unseeded > 0] + labels.max()
-    sizes = np.bincount(labels.ravel())
-    labels[sizes[labels] < settings.min_size] = 0
-    labels, _ = _consecutive(labels)
-    return labels.astype(np.uint32)
 
 
 #: Candidates tried by :func:`optimize_instance_settings` when no grid is given.
@@ -218,7 +154,7 @@ def optimize_instance_settings(
         raise ConfigError(f"the IoU threshold must lie in (0, 1], got {iou_threshold}")
     truths = [_check_labels(truth) for truth in labels]
     for output, truth in zip(outputs, truths):
-        if _check_output(output).shape[1:] != truth.shape:
+        if check_instance_output(output).shape[1:] != truth.shape:
             raise DataError(
                 f"an output of spatial shape {np.shape(output)[1:]} was given with labels of shape "
                 f"{truth.shape}; give each output with its own label image"

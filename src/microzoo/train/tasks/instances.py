@@ -26,14 +26,8 @@ from microzoo.qc.metrics import instance_metrics_dataset, match_instances
 from microzoo.train.config import InstancesConfig
 from microzoo.train.data import PatchSampler, Sample
 from microzoo.train.loop import predict_batches
-from microzoo.train.tasks.instance_targets import (
-    N_TARGET_CHANNELS,
-    InstanceSettings,
-    instance_loss,
-    instances_from_output,
-    optimize_instance_settings,
-    targets_from_labels,
-)
+from microzoo.runtime.instances import N_TARGET_CHANNELS, InstanceSettings, instances_from_output
+from microzoo.train.tasks.instance_targets import instance_loss, optimize_instance_settings, targets_from_labels
 from microzoo.train.tasks.skeleton import LoopSetup, TaskCheck, predict_image
 
 __all__ = ["baseline_instances", "check", "setup"]

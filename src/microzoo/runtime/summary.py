@@ -1,4 +1,8 @@
-"""A readable summary of a model package (what ``microzoo info`` shows)."""
+"""A readable summary of a model package (what ``microzoo info`` shows).
+
+It lives in ``runtime`` because it names what the runtime can do with the package: the weight
+formats it runs and the processing ops in words.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import dataclasses
 from typing import Any
 
 from microzoo.package.load import ModelPackage
+from microzoo.runtime.engines import available_formats
+from microzoo.runtime.ops import describe_op
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,10 +39,7 @@ class PackageSummary:
 
 
 def summarize(package: ModelPackage) -> PackageSummary:
-    """Summarize a package's description for people."""
-    from microzoo.runtime.engines import available_formats
-    from microzoo.runtime.ops import describe_op
-
+    """Summarize a package's description for people (the weight formats listed are those microzoo runs)."""
     d = package.descr
     tags = tuple(str(t) for t in d.tags)
     task = str(getattr(d.config.bioimageio, "task", "") or "") or _task_from_tags(tags)

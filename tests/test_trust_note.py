@@ -1,0 +1,76 @@
+"""The trust note is computed by the library from the images already in memory; front ends render it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import microzoo
+
+
+@pytest.fixture(scope="module")
+def fingerprinted_model(example_model: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The zoo example model with a fingerprint of 30 fluorescence training images attached."""
+    import imageio.v3 as iio
+
+    from microzoo.trust.fingerprint import ATTACHMENT_NAME, fingerprint_images
+
+    package = tmp_path_factory.mktemp("fingerprinted") / "model"
+    shutil.copytree(example_model, package)
+    fluorescence = []
+    for path in sorted((shared_data / "dsb2018" / "train" / "images").glob("*.png")):
+        rgb = iio.imread(path)[..., :3]
+        if rgb.std(axis=-1).mean() < 1 and rgb.mean() < 60:
+            fluorescence.append(rgb[..., 0])
+        if len(fluorescence) == 30:
+            break
+    fingerprint_images(fluorescence).save(package / ATTACHMENT_NAME)
+    text = (package / "bioimageio.yaml").read_text()
+    (package / "bioimageio.yaml").write_text(
+        text.replace("type: model\n", f"type: model\nattachments:\n  - source: {ATTACHMENT_NAME}\n"))
+    return package
+
+
+def test_predict_files_with_note_reads_each_image_once(fingerprinted_model: Path, shared_data: Path,
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import microzoo.io.read as read_module
+    from microzoo.io.read import read_image
+    from microzoo.trust.note import predict_files_with_note, trust_note
+
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(shared_data / "w2s" / "test" / "noisy" / "081.tif", images / "w2s_081.tif")
+    nuclei = sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png"))
+    fluorescent = next(p for p in nuclei if np.asarray(read_image(p).data)[..., :3].std(axis=-1).mean() < 1)
+    shutil.copy(fluorescent, images / fluorescent.name)
+    paths = sorted(images.iterdir())
+    reads: list[Path] = []
+    original = read_module.read_image
+
+    def counting(path, *args, **kwargs):  # noqa: ANN001, ANN202
+        reads.append(Path(path))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(read_module, "read_image", counting)
+    model = microzoo.load_model(fingerprinted_model, weights="onnx")
+    run = predict_files_with_note(model, paths, tmp_path / "out")
+    assert sorted(reads) == paths  # each image read once: for the prediction and the note together
+    note = run.trust
+    assert note.checked and note.n_images == 2 and note.warning
+    assert [r.name for r in note.unlike] == ["w2s_081.tif"]
+    assert note.headline.startswith("1 of 2 image(s) differ from the model's training data")
+    assert note.details[0].startswith("w2s_081.tif: ")
+    # the same note from arrays in memory (a napari widget's path)
+    arrays = [np.asarray(original(p).data) for p in paths]
+    assert trust_note(model.package, arrays, [p.name for p in paths]) == note
+
+
+def test_a_package_without_fingerprint_says_so(example_model: Path) -> None:
+    from microzoo.package.load import open_package
+    from microzoo.trust.note import NO_FINGERPRINT, trust_note
+
+    note = trust_note(open_package(example_model), [np.zeros((64, 64), np.float32)], ["blank"])
+    assert not note.checked and not note.warning and note.headline == NO_FINGERPRINT and note.details == ()

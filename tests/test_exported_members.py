@@ -18,3 +18,23 @@ def test_importing_microzoo_does_not_import_torch_or_the_spec() -> None:
     code = "import sys, microzoo; print('torch' in sys.modules, 'bioimageio.spec' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_train_reexports_its_verbs_and_its_configs_load_without_torch() -> None:
+    import subprocess
+    import sys
+
+    import microzoo.train as train
+
+    assert sorted(train.__all__) == sorted([
+        "TASKS", "ExportSpec", "TrainingResult", "care_config", "export_package", "instances_config", "load_config",
+        "n2v_config", "predict_image", "save_config", "semantic_config", "short_form_config", "train",
+    ])  # fmt: skip
+    for name in train.__all__:  # every name resolves (the torch-bound ones on first use) and is documented
+        member = getattr(train, name)
+        assert name == "TASKS" or (member.__doc__ or "").strip(), name
+    assert set(train.TASKS) == {"semantic", "instances", "care", "n2v"}
+    code = ("import sys; from microzoo.train import TASKS, load_config, n2v_config, semantic_config; "
+            "print('torch' in sys.modules)")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False"]

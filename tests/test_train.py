@@ -173,7 +173,7 @@ def test_restoration_package_answers_in_the_input_units_in_microzoo_and_bioimage
     scale = description["config"]["microzoo"]["output_scale"]
     raw = tifffile.imread(w2s / "noisy" / "001.tif")  # W2S: uint8, 0..255
     assert raw.dtype == np.uint8 and scale["gain"][0] > 50  # the training images' percentile range, in 0..255
-    ours = np.squeeze(microzoo.load_model(result.package.parent).predict_image(raw, axes="yx").outputs["output"])
+    ours = np.squeeze(microzoo.load_model(result.package.parent).predict(raw, axes="yx")["output"])
     core = np.squeeze(reference_predict(result.package, {"input": raw[None, None].astype(np.float32)},
                                         weight_format="torchscript")["output"])  # fmt: skip
     np.testing.assert_allclose(ours, core, rtol=1e-3, atol=1e-2)

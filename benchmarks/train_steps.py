@@ -132,13 +132,13 @@ def main() -> None:
                 shown = ", ".join(f"{t} {r:.2f}" for t, r in rates[index][-1].items())
                 print(f"repeat {repeat + 1} tree {tree}: {shown} steps/s", flush=True)
     print(f"\npatch {args.patch}x{args.patch}, batch {args.batch}, depth {args.depth}, {args.features} features, "
-          f"{args.threads} threads; {args.steps} steps after {args.warmup}; median of {args.repeats} repeats\n")  # fmt: skip
+          f"{args.threads} threads; {args.steps} steps after {args.warmup}; median of {args.repeats} repeats\n")
     header = ["task"] + [f"steps/s {tree.name}" for tree in trees] + (["median ratio"] if len(trees) == 2 else [])
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for task in TASKS:
         row = [task] + [f"{statistics.median(r[task] for r in runs):.2f}" for runs in rates]
         if len(trees) == 2:
-            ratios = [new[task] / old[task] for old, new in zip(*rates)]
+            ratios = [new[task] / old[task] for old, new in zip(*rates, strict=True)]
             row.append(f"{statistics.median(ratios):.3f}")
         print("| " + " | ".join(row) + " |")
 

@@ -144,7 +144,8 @@ def test_notebook_uses_only_the_public_api(path: Path) -> None:
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        for node in ast.walk(ast.parse("\n".join(l for l in cell.source.splitlines() if not l.startswith(("%", "!"))))):
+        code = "\n".join(line for line in cell.source.splitlines() if not line.startswith(("%", "!")))
+        for node in ast.walk(ast.parse(code)):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("microzoo"):
                 used += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
             elif isinstance(node, ast.Import):

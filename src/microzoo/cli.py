@@ -331,10 +331,11 @@ def train_command(
     """Train a model on your images, check it against a classical baseline, export a zoo package."""
     from microzoo.errors import ConfigError
     from microzoo.train import config as configs
-    from microzoo.train import short_form_config
-    from microzoo.train.run import train
+    from microzoo.train import short_form_config, train
+    from microzoo.train.tasks import get_task
 
     if not what.lower().endswith((".yaml", ".yml")):
+        get_task(what, source=f"`microzoo train {what}` (a task, or a configuration file .yaml)")
         if images is None or out is None:
             raise ConfigError(f"microzoo train {what} needs --images DIR and --out DIR")
         config = short_form_config(

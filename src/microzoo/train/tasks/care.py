@@ -135,7 +135,7 @@ def check(
     progress: ProgressCallback,
 ) -> TaskCheck:  # fmt: skip
     """The restored validation images in their own units, beside a tuned Gaussian and the input."""
-    percentiles = tuple(config.data.normalization_percentiles)
+    percentiles = config.data.normalization_percentiles
     truths, predictions, inputs = restoration_qc(network, train=train, val=val, multiple=2**config.network.depth,
                                                  percentiles=percentiles, model_name="CARE")  # fmt: skip
     return TaskCheck(postprocessing="none", notes={"loss": config.loss}, truths=truths, predictions=predictions,

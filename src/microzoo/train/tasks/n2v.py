@@ -66,7 +66,7 @@ def check(
 ) -> TaskCheck:  # fmt: skip
     """With clean images (``data.targets``): the denoised validation images against the clean ones."""
     notes = {"loss": f"{config.variant.upper()} masked MSE ({config.masked_fraction:.2%} of pixels)"}
-    percentiles = tuple(config.data.normalization_percentiles)
+    percentiles = config.data.normalization_percentiles
     scale = output_scale(train, percentiles)
     if config.data.targets is None:
         return TaskCheck(postprocessing="none", notes=notes, output_scale=scale)

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from microzoo.errors import ConfigError
 from microzoo.train.config import (
     CareConfig,
@@ -59,7 +61,7 @@ class TrainingTask:
     """
 
     name: str
-    config_class: type
+    config_class: type[BaseModel]
     factory: Callable[..., Any]
     module: str
     summary: str

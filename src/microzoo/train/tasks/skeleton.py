@@ -21,7 +21,7 @@ import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -92,7 +92,7 @@ class TaskCheck:
     offset per channel) maps the network's output back to the input's units in the package.
     """
 
-    postprocessing: str
+    postprocessing: Literal["sigmoid", "softmax", "none"]
     notes: Mapping[str, Any]
     truths: Sequence[np.ndarray] = ()
     predictions: Mapping[str, Sequence[np.ndarray]] | None = None

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/export_time.py --tree /work/base-1a06668 --tree .
 
 Each run trains a small N2V2 U-Net (depth 2, 16 features; 2-D: 4 fields of 256x256, patches
-64x64, batches of 4; 3-D: 3 stacks of 16x128x128 W2S fields, patches 16x32x32, batches of 2)
+64x64, batches of 4; 3-D: 3 stacks of 20x256x256 W2S fields, patches 16x32x32, batches of 2)
 for ``--epochs`` x ``--steps`` steps and exports its package, in a subprocess whose
 ``PYTHONPATH`` is ``TREE/src``. Training time is the run's own (its curves' ``seconds``);
 export time runs from the first export progress message to the end of the run.
@@ -47,7 +47,7 @@ print("TIMES " + json.dumps({"train_s": result.history[-1]["seconds"], "export_s
 
 
 def write_data(work: Path) -> dict[int, Path]:
-    """2-D: 4 W2S noisy fields cropped to 256x256; 3-D: 3 stacks of 16 fields cropped to 128x128."""
+    """2-D: 4 W2S noisy fields cropped to 256x256; 3-D: 3 stacks of 20 fields cropped to 256x256."""
     noisy = DATA / "w2s" / "train" / "noisy"
     folders = {2: work / "d2", 3: work / "d3"}
     for folder in folders.values():
@@ -55,7 +55,7 @@ def write_data(work: Path) -> dict[int, Path]:
     for i in range(4):
         tifffile.imwrite(folders[2] / f"{i}.tif", tifffile.imread(noisy / f"{i + 1:03d}.tif")[:256, :256])
     for v in range(3):
-        planes = [tifffile.imread(noisy / f"{v * 16 + i + 1:03d}.tif")[100:228, 100:228] for i in range(16)]
+        planes = [tifffile.imread(noisy / f"{v * 20 + i + 1:03d}.tif")[:256, :256] for i in range(20)]
         tifffile.imwrite(folders[3] / f"{v}.tif", np.stack(planes))
     return folders
 
@@ -65,12 +65,13 @@ def main() -> None:
     p.add_argument("--tree", type=Path, action="append", help="a source tree (repeat for two; default: this one)")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--steps", type=int, default=10, help="steps per epoch")
+    p.add_argument("--dims", type=int, nargs="+", default=[2, 3], choices=[2, 3])
     args = p.parse_args()
     trees = [t.resolve() for t in (args.tree or [ROOT])]
     print("| tree | dims | training (s) | export (s) | export / training |\n|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         folders = write_data(Path(tmp))
-        for dims in (2, 3):
+        for dims in args.dims:
             for index, tree in enumerate(trees):
                 out = Path(tmp) / f"out-{dims}-{index}"
                 command = [sys.executable, "-c", _CHILD, str(folders[dims]), str(dims), str(args.epochs),

@@ -126,7 +126,10 @@ def test_folders_write_metrics_csv_and_report(tmp_path):
     _write(tmp_path / "baseline", missing, names)
     result = evaluate_folders(
         {"net": tmp_path / "net", "baseline": tmp_path / "baseline"},
-        tmp_path / "truth", task="instances", out_dir=tmp_path / "out", n_bootstrap=100,
+        tmp_path / "truth",
+        task="instances",
+        out_dir=tmp_path / "out",
+        n_bootstrap=100,
     )
     assert result.images == tuple(names)
     document = json.loads((tmp_path / "out" / "metrics.json").read_text(), parse_constant=pytest.fail)
@@ -143,7 +146,10 @@ def test_folders_that_do_not_pair_are_named(tmp_path):
     truths, _ = _label_images(n=3)
     _write(tmp_path / "truth", truths, ["x", "y", "z"])
     _write(tmp_path / "net", truths, ["x", "y", "w"])
-    with pytest.raises(DataError, match=r"1 name\(s\) of the truth have no file of the same name in the predictions \(net\): z.*predictions \(net\) are not among the truth: w"):
+    with pytest.raises(
+        DataError,
+        match=r"1 name\(s\) of the truth have no file of the same name in the predictions \(net\): z.*predictions \(net\) are not among the truth: w",
+    ):
         evaluate_folders({"net": tmp_path / "net"}, tmp_path / "truth", task="instances", out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
     tifffile.imwrite(tmp_path / "net" / "z.tif", truths[2] + 0.5)
@@ -173,8 +179,19 @@ def test_cli_evaluate_prints_a_summary_and_the_report_path(tmp_path):
     _write(tmp_path / "seg", missing, names)
     result = CliRunner().invoke(
         app,
-        ["evaluate", "--pred", str(tmp_path / "seg"), "--pred", f"again={tmp_path / 'seg'}",
-         "--truth", str(tmp_path / "truth"), "--task", "instances", "-o", str(tmp_path / "out")],
+        [
+            "evaluate",
+            "--pred",
+            str(tmp_path / "seg"),
+            "--pred",
+            f"again={tmp_path / 'seg'}",
+            "--truth",
+            str(tmp_path / "truth"),
+            "--task",
+            "instances",
+            "-o",
+            str(tmp_path / "out"),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "f1@0.5" in result.output and "seg vs again" in result.output

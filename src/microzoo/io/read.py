@@ -20,8 +20,16 @@ import numpy as np
 from microzoo.errors import AxesError, ImageError
 from microzoo.io.axes import check_axes
 
-__all__ = ["IMAGE_SUFFIXES", "Image", "find_images", "image_format", "image_shape", "normalize_unit", "read_array",
-           "read_image"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "Image",
+    "find_images",
+    "image_format",
+    "image_shape",
+    "normalize_unit",
+    "read_array",
+    "read_image",
+]
 
 #: file name endings microzoo reads, longest first
 IMAGE_SUFFIXES = (
@@ -115,10 +123,7 @@ def read_image(path: str | os.PathLike[str], *, axes: str | None = None) -> Imag
     if not path.exists():
         raise ImageError(f"image {path} does not exist; check the path")
     if fmt is None:
-        raise ImageError(
-            f"cannot read {path}: unknown image type; microzoo reads "
-            f"{', '.join(IMAGE_SUFFIXES)}"
-        )
+        raise ImageError(f"cannot read {path}: unknown image type; microzoo reads {', '.join(IMAGE_SUFFIXES)}")
     reader = {"tiff": _read_tiff, "png": _read_pil, "jpeg": _read_pil, "npy": _read_npy,
               "zarr": _read_zarr}[fmt]  # fmt: skip
     try:

@@ -140,8 +140,12 @@ def denoise(image: np.ndarray, *, method: str, params: dict[str, float]) -> np.n
         sigma = estimate_noise_sigma(gray)
         h = float(params.get("h_factor", 1.0)) * sigma
         return restoration.denoise_nl_means(
-            gray, h=h, sigma=sigma, patch_size=int(params.get("patch_size", 5)),
-            patch_distance=int(params.get("patch_distance", 6)), fast_mode=True,
+            gray,
+            h=h,
+            sigma=sigma,
+            patch_size=int(params.get("patch_size", 5)),
+            patch_distance=int(params.get("patch_distance", 6)),
+            fast_mode=True,
         )
     import bm3d  # optional extra: microzoo[classical]
 
@@ -262,9 +266,7 @@ def watershed_instances(
     distance = ndi.distance_transform_edt(mask)
     smooth_distance = filters.gaussian(distance, sigma=1.0)
     components = measure.label(mask)
-    peaks = feature.peak_local_max(
-        smooth_distance, min_distance=min_distance, labels=components, exclude_border=False
-    )
+    peaks = feature.peak_local_max(smooth_distance, min_distance=min_distance, labels=components, exclude_border=False)
     markers = np.zeros(mask.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     # components without a peak (thin shapes) keep one seed each
@@ -323,7 +325,9 @@ def run_classical_on_folder(
     if in_dir.resolve() == out_dir.resolve():
         raise ConfigError(f"the output folder {out_dir} is the input folder; choose another one")
     if method in DENOISING_METHODS:
-        run: Callable[[np.ndarray], np.ndarray] = lambda im: denoise(im, method=method, params=params).astype(np.float32)
+        run: Callable[[np.ndarray], np.ndarray] = lambda im: denoise(im, method=method, params=params).astype(
+            np.float32
+        )
     else:
         run = lambda im: _as_output(segment(im, method=method, params=params))
     import tifffile
@@ -344,7 +348,6 @@ def run_classical_on_folder(
     return result
 
 
-
 def _as_output(result: np.ndarray) -> np.ndarray:
     return result.astype(np.uint8) * 255 if result.dtype == bool else result.astype(np.int32)
 
@@ -352,4 +355,3 @@ def _as_output(result: np.ndarray) -> np.ndarray:
 def _check_method(method: str, allowed: Sequence[str]) -> None:
     if method not in allowed:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(allowed)}")
-

@@ -32,6 +32,7 @@ from microzoo.progress import ProgressCallback, no_progress
 from microzoo.qc.baselines import baselines_for
 from microzoo.qc.tasks import QCTask, as_intensities, as_labels, get_task
 
+
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     evaluation: Any
@@ -40,11 +41,22 @@ class Comparison:
     notices: tuple[str, ...]
 
 
-def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: str, out_dir: Path,
-            classical: bool = False, axes: str | None = None, weights: str | None = None,
-            truth_foreground: int | None = None, data_range: float | None = None,
-            train_noisy: Path | None = None, train_clean: Path | None = None,
-            progress: ProgressCallback | None = None) -> Comparison:
+def compare(
+    models: Sequence[str],
+    *,
+    images_dir: Path,
+    truth_dir: Path,
+    task: str,
+    out_dir: Path,
+    classical: bool = False,
+    axes: str | None = None,
+    weights: str | None = None,
+    truth_foreground: int | None = None,
+    data_range: float | None = None,
+    train_noisy: Path | None = None,
+    train_clean: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> Comparison:
     """Run ``models`` (and the classical baseline) on ``images_dir``, score against ``truth_dir``.
 
     Images and truths are paired by file name without extension. For restoration with
@@ -58,8 +70,9 @@ def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: s
     if not models and not classical:
         raise DataError("nothing to compare: give at least one model, or --classical")
     progress = progress or no_progress
-    names, paired = pair_by_stem({"images": list_images(images_dir, role="images"),
-                                  "truth": list_images(truth_dir, role="truth")}, extra_ok=True)
+    names, paired = pair_by_stem(
+        {"images": list_images(images_dir, role="images"), "truth": list_images(truth_dir, role="truth")}, extra_ok=True
+    )
     image_paths = paired["images"]
     images = [read_image(p, axes=axes) for p in image_paths]
     inputs = [np.asarray(image.data) for image in images]
@@ -87,8 +100,13 @@ def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: s
     classical_params: dict[str, dict[str, float | str]] = {}
     if classical:
         classical_params, baseline, classical_notices = _run_classical(
-            inputs, task, train_noisy=train_noisy, train_clean=train_clean, data_range=data_range,
-            progress=lambda d, t, what: progress(done + d * len(inputs) // max(t, 1), total, what))
+            inputs,
+            task,
+            train_noisy=train_noisy,
+            train_clean=train_clean,
+            data_range=data_range,
+            progress=lambda d, t, what: progress(done + d * len(inputs) // max(t, 1), total, what),
+        )
         predictions.update(baseline)
         notices.extend(classical_notices)
     progress(total, total, "evaluating")
@@ -130,7 +148,9 @@ def _instance_settings(model: Any) -> Any:
 def _run_classical(inputs: list[np.ndarray], task: str, *, train_noisy: Path | None, train_clean: Path | None,
                    data_range: float | None, progress: ProgressCallback
                    ) -> tuple[dict[str, dict[str, float | str]], dict[str, list[np.ndarray]], list[str]]:  # fmt: skip
-    train_images, train_truths = _pairs(train_noisy, train_clean) if task == "restoration" and train_noisy and train_clean else ([], [])
+    train_images, train_truths = (
+        _pairs(train_noisy, train_clean) if task == "restoration" and train_noisy and train_clean else ([], [])
+    )
     params: dict[str, dict[str, float | str]] = {}
     results: dict[str, list[np.ndarray]] = {}
     notices: list[str] = []
@@ -147,11 +167,17 @@ def _run_classical(inputs: list[np.ndarray], task: str, *, train_noisy: Path | N
 
 
 def _pairs(noisy_dir: Path, clean_dir: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    _, paired = pair_by_stem({"noisy training images": list_images(noisy_dir, role="noisy training images"),
-                              "clean training images": list_images(clean_dir, role="clean training images")},
-                             extra_ok=True)
-    return ([read_array(p) for p in paired["noisy training images"]],
-            [read_array(p) for p in paired["clean training images"]])
+    _, paired = pair_by_stem(
+        {
+            "noisy training images": list_images(noisy_dir, role="noisy training images"),
+            "clean training images": list_images(clean_dir, role="clean training images"),
+        },
+        extra_ok=True,
+    )
+    return (
+        [read_array(p) for p in paired["noisy training images"]],
+        [read_array(p) for p in paired["clean training images"]],
+    )
 
 
 def _unique(name: str, taken: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from microzoo.progress import ProgressCallback, no_progress
 from microzoo.qc import metrics
 from microzoo.qc.tasks import get_task
 
+
 @dataclass(frozen=True)
 class Estimate:
     """A data-set figure and its bootstrap 95% interval."""
@@ -81,9 +82,7 @@ class Evaluation:
                     method: {name: vars(est) for name, est in figures.items()}
                     for method, figures in self.summary.items()
                 },
-                "differences": [
-                    {**vars(d), "verdict": d.verdict} for d in self.differences
-                ],
+                "differences": [{**vars(d), "verdict": d.verdict} for d in self.differences],
                 "per_image": {
                     method: {name: values.tolist() for name, values in figures.items()}
                     for method, figures in self.per_image.items()
@@ -114,9 +113,7 @@ def _interval(samples: np.ndarray) -> tuple[float, float]:
     if defined.size == 0:
         return float("nan"), float("nan")
     # no interpolation, so infinite values (PSNR of an exact copy) do not turn into NaN
-    return float(np.percentile(defined, 2.5, method="lower")), float(
-        np.percentile(defined, 97.5, method="higher")
-    )
+    return float(np.percentile(defined, 2.5, method="lower")), float(np.percentile(defined, 97.5, method="higher"))
 
 
 def evaluate(
@@ -200,7 +197,9 @@ def evaluate(
         boot[method] = scorer.aggregate(weights @ vector)
         per_image[method] = scorer.aggregate(vector)
     if main_metric not in full[next(iter(full))]:
-        raise DataError(f"unknown main metric {main_metric!r}; choose one of {', '.join(sorted(full[next(iter(full))]))}")
+        raise DataError(
+            f"unknown main metric {main_metric!r}; choose one of {', '.join(sorted(full[next(iter(full))]))}"
+        )
     # resampling one image gives that image back every time: no interval, and no verdict, from it
     interval = _interval if n >= 2 else (lambda samples: (float("nan"), float("nan")))
     summary = {
@@ -258,7 +257,11 @@ def write_evaluation(
     html, figure_numbers = render_report(evaluation, truths=truths, predictions=predictions, inputs=inputs)
     document = evaluation.to_dict()
     document["figures"] = _json_safe(figure_numbers)
-    paths = {"metrics": out_dir / "metrics.json", "per_image": out_dir / "per_image.csv", "report": out_dir / "report.html"}
+    paths = {
+        "metrics": out_dir / "metrics.json",
+        "per_image": out_dir / "per_image.csv",
+        "report": out_dir / "report.html",
+    }
     with atomic_output(paths["metrics"]) as tmp:
         tmp.write_text(json.dumps(document, indent=1), encoding="utf-8")
     with atomic_output(paths["per_image"]) as tmp:

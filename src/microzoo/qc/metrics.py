@@ -178,9 +178,7 @@ def point_ratios(tp, n_true, n_pred, sum_distance) -> dict[str, np.ndarray]:
     }
 
 
-def semantic_metrics(
-    truth: np.ndarray, pred: np.ndarray, *, classes: Sequence[int] | None = None
-) -> dict:
+def semantic_metrics(truth: np.ndarray, pred: np.ndarray, *, classes: Sequence[int] | None = None) -> dict:
     """Per-class IoU and Dice, and pixel accuracy, of two integer class maps.
 
     Parameters
@@ -285,15 +283,11 @@ def _points(points: np.ndarray, name: str) -> np.ndarray:
     if points.size == 0:
         return points.reshape(0, points.shape[-1] if points.ndim == 2 else 2)
     if points.ndim != 2:
-        raise DataError(
-            f"{name} points must be an (n, ndim) array of coordinates, got shape {points.shape}"
-        )
+        raise DataError(f"{name} points must be an (n, ndim) array of coordinates, got shape {points.shape}")
     return points
 
 
-def match_points(
-    truth_points: np.ndarray, pred_points: np.ndarray, *, tolerance: float
-) -> PointMatching:
+def match_points(truth_points: np.ndarray, pred_points: np.ndarray, *, tolerance: float) -> PointMatching:
     """Pair detected points with true points one-to-one (Hungarian) within ``tolerance``.
 
     The assignment first maximises the number of pairs closer than ``tolerance`` (inclusive),

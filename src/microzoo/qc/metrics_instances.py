@@ -171,9 +171,7 @@ def _iou_matrix(truth: np.ndarray, pred: np.ndarray):
     if pred_ids.size == 0 or pred_ids[0] != 0:
         pred_ids, pred_index = np.concatenate([[0], pred_ids]), pred_index + 1
     n_t, n_p = true_ids.size, pred_ids.size
-    overlap = np.bincount(
-        true_index.ravel() * n_p + pred_index.ravel(), minlength=n_t * n_p
-    ).reshape(n_t, n_p)
+    overlap = np.bincount(true_index.ravel() * n_p + pred_index.ravel(), minlength=n_t * n_p).reshape(n_t, n_p)
     true_sizes = overlap.sum(axis=1, keepdims=True)
     pred_sizes = overlap.sum(axis=0, keepdims=True)
     union = true_sizes + pred_sizes - overlap

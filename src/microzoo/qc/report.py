@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
+
 def _fmt(value: float, metric: str = "") -> str:
     if value is None or np.isnan(value):
         return "–"
@@ -51,7 +52,9 @@ def _colour(index: int) -> str:
 def _distributions(evaluation: Evaluation) -> tuple[str, dict]:
     main = evaluation.main_metric
     # the main metric first, then its kin (fitted beside fitted, raw beside raw)
-    others = sorted((m for m in evaluation.headline if m != main), key=lambda m: m.endswith("_fitted") != main.endswith("_fitted"))
+    others = sorted(
+        (m for m in evaluation.headline if m != main), key=lambda m: m.endswith("_fitted") != main.endswith("_fitted")
+    )
     shown = [main, *others][:4]
     figure = Figure(figsize=(3.2 * len(shown), 3.2 + 0.15 * max(len(m) for m in evaluation.methods)))
     rng = np.random.default_rng(0)
@@ -82,9 +85,13 @@ def _threshold_curves(evaluation: Evaluation) -> tuple[str, dict]:
             estimates = [evaluation.summary[method][f"{name}@{t:g}"] for t in thresholds]
             values = [e.value for e in estimates]
             axes.plot(thresholds, values, "o-", ms=3, color=_colour(i), label=method)
-            axes.fill_between(thresholds, [e.low for e in estimates], [e.high for e in estimates], color=_colour(i), alpha=0.15)
+            axes.fill_between(
+                thresholds, [e.low for e in estimates], [e.high for e in estimates], color=_colour(i), alpha=0.15
+            )
             numbers.setdefault(method, {"threshold": list(thresholds)})
-            numbers[method].update({name: values, f"{name}_low": [e.low for e in estimates], f"{name}_high": [e.high for e in estimates]})
+            numbers[method].update(
+                {name: values, f"{name}_low": [e.low for e in estimates], f"{name}_high": [e.high for e in estimates]}
+            )
         axes.set_xlabel("IoU threshold")
         axes.set_ylabel(name)
         axes.set_ylim(0, 1.02)
@@ -116,8 +123,14 @@ def _panel(evaluation, index, reason, truths, predictions, inputs) -> str:
         value = _fmt(evaluation.per_image[method][evaluation.main_metric][index], evaluation.main_metric)
         task.show(ax, predictions[method][index], **drawing)
         ax.set_title(f"{method}\n{evaluation.main_metric} {value}", fontsize=9)
-    task.show_errors(error_axes, figure, truth, [predictions[m][index] for m in methods],
-                     main_metric=evaluation.main_metric, **drawing)
+    task.show_errors(
+        error_axes,
+        figure,
+        truth,
+        [predictions[m][index] for m in methods],
+        main_metric=evaluation.main_metric,
+        **drawing,
+    )
     for ax, method in zip(error_axes, methods):
         ax.set_title(f"{method}: errors", fontsize=9)
     for ax in figure.axes:
@@ -135,7 +148,9 @@ def _ranked_images(evaluation: Evaluation) -> list[int]:
     stack = np.stack([evaluation.per_image[m][metric] for m in evaluation.methods])
     stack = np.where(np.isnan(stack), np.nan, np.clip(stack, -1e12, 1e12))
     defined = ~np.isnan(stack)
-    mean = np.where(defined.any(axis=0), np.where(defined, stack, 0).sum(axis=0) / np.maximum(defined.sum(axis=0), 1), np.nan)
+    mean = np.where(
+        defined.any(axis=0), np.where(defined, stack, 0).sum(axis=0) / np.maximum(defined.sum(axis=0), 1), np.nan
+    )
     key = mean if get_task(evaluation.task).higher_is_better(metric) else -mean
     order = np.argsort(np.where(np.isnan(key), np.inf, key), kind="stable")
     return [int(i) for i in order if not np.isnan(key[i])]
@@ -167,12 +182,20 @@ def render_report(
     ]
     chosen: dict[int, str] = {}
     if ranked:
-        picks = [(ranked[0], "worst"), (ranked[1] if len(ranked) > 1 else ranked[0], "second worst"),
-                 (ranked[len(ranked) // 2], "median"), (ranked[-1], "best")]
+        picks = [
+            (ranked[0], "worst"),
+            (ranked[1] if len(ranked) > 1 else ranked[0], "second worst"),
+            (ranked[len(ranked) // 2], "median"),
+            (ranked[-1], "best"),
+        ]
         for index, reason in picks:
             chosen.setdefault(index, reason)
     panels = [
-        {"image": evaluation.images[i], "reason": reason, "png": _panel(evaluation, i, reason, truths, predictions, inputs)}
+        {
+            "image": evaluation.images[i],
+            "reason": reason,
+            "png": _panel(evaluation, i, reason, truths, predictions, inputs),
+        }
         for i, reason in list(chosen.items())[:n_panels]
     ]
     distribution_png, distribution_numbers = _distributions(evaluation)
@@ -185,21 +208,44 @@ def render_report(
             estimate = evaluation.summary[method][name]
             values = [evaluation.summary[m][name].value for m in evaluation.methods]
             defined = [v for v in values if not np.isnan(v)]
-            best = bool(defined) and len(evaluation.methods) > 1 and estimate.value == (max(defined) if task.higher_is_better(name) else min(defined))
-            cells.append({"value": _fmt(estimate.value, name), "interval": f"[{_fmt(estimate.low, name)}, {_fmt(estimate.high, name)}]", "best": best})
+            best = (
+                bool(defined)
+                and len(evaluation.methods) > 1
+                and estimate.value == (max(defined) if task.higher_is_better(name) else min(defined))
+            )
+            cells.append(
+                {
+                    "value": _fmt(estimate.value, name),
+                    "interval": f"[{_fmt(estimate.low, name)}, {_fmt(estimate.high, name)}]",
+                    "best": best,
+                }
+            )
         summary_rows.append({"method": method, "cells": cells})
     differences = [
-        {"pair": f"{d.first} − {d.second}", "metric": d.metric, "difference": _fmt(d.difference, d.metric),
-         "interval": f"[{_fmt(d.low, d.metric)}, {_fmt(d.high, d.metric)}]", "verdict": d.verdict, "decided": d.better is not None}
-        for d in evaluation.differences if d.metric == metric or len(evaluation.headline) <= 6
+        {
+            "pair": f"{d.first} − {d.second}",
+            "metric": d.metric,
+            "difference": _fmt(d.difference, d.metric),
+            "interval": f"[{_fmt(d.low, d.metric)}, {_fmt(d.high, d.metric)}]",
+            "verdict": d.verdict,
+            "decided": d.better is not None,
+        }
+        for d in evaluation.differences
+        if d.metric == metric or len(evaluation.headline) <= 6
     ]
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
     html = environment.get_template("report.html.j2").render(
         evaluation=evaluation,
-        headline=[{"name": n, "arrow": "↑" if task.higher_is_better(n) else "↓", "main": n == metric} for n in evaluation.headline],
+        headline=[
+            {"name": n, "arrow": "↑" if task.higher_is_better(n) else "↓", "main": n == metric}
+            for n in evaluation.headline
+        ],
         summary_rows=summary_rows,
         differences=differences,
         how_to_read=task.how_to_read,
@@ -231,4 +277,6 @@ def write_csv(path: str | Path, evaluation: Evaluation) -> None:
         for method in evaluation.methods:
             figures = evaluation.per_image[method]
             for i, image in enumerate(evaluation.images):
-                writer.writerow([image, method, *("" if np.isnan(figures[c][i]) else f"{figures[c][i]:.6g}" for c in columns)])
+                writer.writerow(
+                    [image, method, *("" if np.isnan(figures[c][i]) else f"{figures[c][i]:.6g}" for c in columns)]
+                )

@@ -183,9 +183,14 @@ def fingerprint_images(
     scores = [max(abs(features[n].deviation(row[n])) for n in names) for row in rows]
     threshold = max(float(np.quantile(scores, 1.0 - false_alarm_target)), 1.0)
     return Fingerprint(
-        n_images=len(images), features=features, threshold=threshold,
-        false_alarm_target=false_alarm_target, shapes=sorted(list(s) for s in shapes),
-        dtypes=sorted(dtypes), channels=sorted(channels), pixel_size=pixel_size,
+        n_images=len(images),
+        features=features,
+        threshold=threshold,
+        false_alarm_target=false_alarm_target,
+        shapes=sorted(list(s) for s in shapes),
+        dtypes=sorted(dtypes),
+        channels=sorted(channels),
+        pixel_size=pixel_size,
     )
 
 
@@ -198,9 +203,7 @@ def _summarise(name: str, values: Sequence[float]) -> FeatureSummary:
     quantiles = {f"p{round(q * 100):g}": float(np.quantile(values, q)) for q in QUANTILES}
     scale = max(spread, SCALE_FLOOR.get(name, 1e-3))
     tolerance = max(float(np.quantile(np.abs(compared - median) / scale, 0.99)), 2.0)
-    return FeatureSummary(
-        median=median, scale=scale, log_scale=log_scale, quantiles=quantiles, tolerance=tolerance
-    )
+    return FeatureSummary(median=median, scale=scale, log_scale=log_scale, quantiles=quantiles, tolerance=tolerance)
 
 
 def _central_crop(image: np.ndarray, side: int = 512) -> np.ndarray:
@@ -238,4 +241,3 @@ def _colourfulness(image: np.ndarray) -> float:
     if top <= 0:
         return 0.0
     return float(color.rgb2hsv(rgb / top)[..., 1].mean())
-

@@ -25,8 +25,16 @@ from microzoo.io.axes import to_grayscale
 
 THUMBNAIL_SIDE = 32
 HASH_SIDE = 8
-TRANSFORMS = ("as is", "flipped left-right", "flipped up-down", "rotated 180", "transposed",
-              "rotated 90", "rotated 270", "anti-transposed")
+TRANSFORMS = (
+    "as is",
+    "flipped left-right",
+    "flipped up-down",
+    "rotated 180",
+    "transposed",
+    "rotated 90",
+    "rotated 270",
+    "anti-transposed",
+)
 
 
 @dataclass(frozen=True)
@@ -61,8 +69,16 @@ def perceptual_hash(image_or_thumbnail: np.ndarray) -> np.ndarray:
 
 
 def _dihedral(small: np.ndarray) -> list[np.ndarray]:
-    return [small, small[:, ::-1], small[::-1, :], small[::-1, ::-1], small.T,
-            np.rot90(small, 1), np.rot90(small, -1), small[::-1, ::-1].T]
+    return [
+        small,
+        small[:, ::-1],
+        small[::-1, :],
+        small[::-1, ::-1],
+        small.T,
+        np.rot90(small, 1),
+        np.rot90(small, -1),
+        small[::-1, ::-1].T,
+    ]
 
 
 def find_near_duplicates(
@@ -100,9 +116,11 @@ def find_near_duplicates(
             pick = int(np.argmax(correlations))
             if correlations[pick] >= min_correlation and (best is None or correlations[pick] > best.correlation):
                 best = NearDuplicate(
-                    train_index=int(candidates[pick]), test_index=test_index,
+                    train_index=int(candidates[pick]),
+                    test_index=test_index,
                     hash_distance=int(distances[candidates[pick]]),
-                    correlation=float(correlations[pick]), transform=transform,
+                    correlation=float(correlations[pick]),
+                    transform=transform,
                 )
         if best is not None:
             found.append(best)

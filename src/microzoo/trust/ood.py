@@ -22,13 +22,18 @@ from microzoo.trust.fingerprint import Fingerprint, FeatureSummary, image_featur
 #: How each feature is described: (name in words, word when higher, word when lower).
 WORDS = {
     "noise_level": ("noise level", "noisier", "less noisy"),
-    "background_level": ("background", "brighter background (brightfield- or histology-like)",
-                         "darker background (fluorescence-like)"),
+    "background_level": (
+        "background",
+        "brighter background (brightfield- or histology-like)",
+        "darker background (fluorescence-like)",
+    ),
     "contrast": ("contrast", "higher contrast", "lower contrast (flatter)"),
-    "spectral_slope": ("texture", "more fine-grained detail or grain",
-                       "smoother, blurrier structures"),
-    "brightness": ("signal brightness", "brighter (uses more of the intensity range)",
-                   "dimmer (uses less of the intensity range)"),
+    "spectral_slope": ("texture", "more fine-grained detail or grain", "smoother, blurrier structures"),
+    "brightness": (
+        "signal brightness",
+        "brighter (uses more of the intensity range)",
+        "dimmer (uses less of the intensity range)",
+    ),
     "colour": ("colour", "more colourful (e.g. stained histology)", "less colourful"),
 }
 PIXEL_SIZE_TOLERANCE = 1.5
@@ -65,8 +70,10 @@ class OODResult(BaseModel):
             text = f"{self.name}: looks like the training images (score {self.score:.1f}, limit {self.threshold:.1f})."
         else:
             reasons = "; ".join(d.words for d in self.deviations)
-            text = (f"{self.name}: unlike the training images (score {self.score:.1f}, limit "
-                    f"{self.threshold:.1f}): {reasons}.")
+            text = (
+                f"{self.name}: unlike the training images (score {self.score:.1f}, limit "
+                f"{self.threshold:.1f}): {reasons}."
+            )
         return " ".join([text, *self.notes])
 
 
@@ -124,12 +131,14 @@ def _check_one(fingerprint: Fingerprint, image: np.ndarray, name: str, pixel_siz
     height, width = image.shape[:2]
     smallest = min(min(shape) for shape in fingerprint.shapes)
     if min(height, width) < smallest / 4:
-        notes.append(
-            f"It is much smaller ({height}x{width}) than any training image; few objects fit in it."
-        )
+        notes.append(f"It is much smaller ({height}x{width}) than any training image; few objects fit in it.")
     return OODResult(
-        name=name, score=score, threshold=fingerprint.threshold, out_of_distribution=flagged,
-        deviations=deviations, notes=notes,
+        name=name,
+        score=score,
+        threshold=fingerprint.threshold,
+        out_of_distribution=flagged,
+        deviations=deviations,
+        notes=notes,
     )
 
 

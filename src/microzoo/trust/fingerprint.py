@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import yaml
@@ -34,8 +34,8 @@ from pydantic import BaseModel, Field
 from skimage import color, restoration
 
 from microzoo.errors import DataError, ImageError
-from microzoo.progress import ProgressCallback, no_progress
 from microzoo.io.axes import to_grayscale
+from microzoo.progress import ProgressCallback, no_progress
 
 ATTACHMENT_NAME = "training_fingerprint.json"
 
@@ -98,7 +98,7 @@ class Fingerprint(BaseModel):
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "Fingerprint":
+    def load(cls, path: str | os.PathLike[str]) -> Fingerprint:
         """Read a fingerprint written by :meth:`save`."""
         path = Path(path)
         try:

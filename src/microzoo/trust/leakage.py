@@ -13,15 +13,15 @@ layout) from being reported. Crops of a larger training image are not detected.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import fft
 from skimage.transform import resize
 
-from microzoo.progress import ProgressCallback, no_progress
 from microzoo.io.axes import to_grayscale
+from microzoo.progress import ProgressCallback, no_progress
 
 THUMBNAIL_SIDE = 32
 HASH_SIDE = 8

@@ -11,13 +11,13 @@ described in words, with the training range, so a user can see *why*.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from pydantic import BaseModel
 
 from microzoo.progress import ProgressCallback, no_progress
-from microzoo.trust.fingerprint import Fingerprint, FeatureSummary, image_features
+from microzoo.trust.fingerprint import FeatureSummary, Fingerprint, image_features
 
 #: How each feature is described: (name in words, word when higher, word when lower).
 WORDS = {

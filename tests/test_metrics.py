@@ -234,7 +234,7 @@ def _count_pairs_by_brute_force(truth, pred, threshold):
     for label in np.unique(truth)[1:]:
         mask = truth == label
         ids, overlaps = np.unique(pred[mask], return_counts=True)
-        for other, overlap in zip(ids, overlaps):
+        for other, overlap in zip(ids, overlaps, strict=True):
             if other and overlap / (mask.sum() + (pred == other).sum() - overlap) >= threshold:
                 count += 1
     return count

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -185,7 +185,7 @@ def tune_denoiser(
     best_score, best_params, done = -np.inf, candidates[0], 0
     for params in candidates:
         scores = []
-        for noisy, clean in zip(noisy_train, clean_train):
+        for noisy, clean in zip(noisy_train, clean_train, strict=True):
             clean = grey(clean)
             if grey(noisy).shape != clean.shape:
                 raise DataError(f"noisy and clean shapes differ: {np.shape(noisy)} vs {clean.shape}")
@@ -227,8 +227,8 @@ def threshold_segmentation(
 
     The image is converted to grayscale and optionally smoothed (Gaussian, ``smoothing_sigma``
     pixels) first. A local threshold keeps pixels that differ from their neighbourhood's mean
-    by more than ``offset`` (image units) towards the foreground. ``polarity`` says whether the foreground is bright or dark; ``"auto"`` uses
-    :func:`detect_polarity`. Returns a boolean array of the image's shape.
+    by more than ``offset`` (image units) towards the foreground. ``polarity`` says whether the
+    foreground is bright or dark; ``"auto"`` uses :func:`detect_polarity`. Returns a boolean array of the image's shape.
     """
     gray = grey(image)
     if smoothing_sigma > 0:
@@ -325,12 +325,12 @@ def run_classical_on_folder(
     files = list_images(in_dir, role="input")
     if in_dir.resolve() == out_dir.resolve():
         raise ConfigError(f"the output folder {out_dir} is the input folder; choose another one")
-    if method in DENOISING_METHODS:
-        run: Callable[[np.ndarray], np.ndarray] = lambda im: denoise(im, method=method, params=params).astype(
-            np.float32
-        )
-    else:
-        run = lambda im: _as_output(segment(im, method=method, params=params))
+
+    def run(image: np.ndarray) -> np.ndarray:
+        if method in DENOISING_METHODS:
+            return denoise(image, method=method, params=params).astype(np.float32)
+        return _as_output(segment(image, method=method, params=params))
+
     import tifffile
 
     result = FolderRun(method=method, params=params)

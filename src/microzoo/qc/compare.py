@@ -88,7 +88,7 @@ def compare(
         label = _unique(model.package.name, predictions)
         settings = _instance_settings(model)
         outputs = []
-        for image, image_ax in zip(inputs, image_axes):
+        for image, image_ax in zip(inputs, image_axes, strict=True):
             progress(done, total, f"{label}: predicting")
             result = model.predict_image(image, axes=image_ax)
             notices.extend(result.notices)

@@ -179,7 +179,7 @@ def evaluate(
     vectors: dict[str, np.ndarray] = {}
     for method, arrays in predictions.items():
         rows = []
-        for name, truth, pred in zip(names, truths, arrays):
+        for name, truth, pred in zip(names, truths, arrays, strict=True):
             try:
                 rows.append(scorer.vectorize(truth, pred))
             except DataError as error:

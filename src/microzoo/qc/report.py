@@ -70,7 +70,7 @@ def _distributions(evaluation: Evaluation) -> tuple[str, dict]:
         better = "higher is better" if get_task(evaluation.task).higher_is_better(metric) else "lower is better"
         axes.set_title(f"{metric}\n({better})", fontsize=10)
         axes.grid(axis="y", alpha=0.3)
-        numbers[metric] = {m: v for m, v in zip(evaluation.methods, values)}
+        numbers[metric] = {m: v for m, v in zip(evaluation.methods, values, strict=True)}
     figure.tight_layout()
     return _png(figure), numbers
 
@@ -119,7 +119,7 @@ def _panel(evaluation, index, reason, truths, predictions, inputs) -> str:
     task.show(axes[0], truth, **drawing)
     axes[0].set_title("truth", fontsize=9)
     image_axes, error_axes = axes[1::2], axes[2::2]
-    for ax, method in zip(image_axes, methods):
+    for ax, method in zip(image_axes, methods, strict=True):
         value = _fmt(evaluation.per_image[method][evaluation.main_metric][index], evaluation.main_metric)
         task.show(ax, predictions[method][index], **drawing)
         ax.set_title(f"{method}\n{evaluation.main_metric} {value}", fontsize=9)
@@ -131,7 +131,7 @@ def _panel(evaluation, index, reason, truths, predictions, inputs) -> str:
         main_metric=evaluation.main_metric,
         **drawing,
     )
-    for ax, method in zip(error_axes, methods):
+    for ax, method in zip(error_axes, methods, strict=True):
         ax.set_title(f"{method}: errors", fontsize=9)
     for ax in figure.axes:
         if ax.images or ax.lines:

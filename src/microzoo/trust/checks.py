@@ -223,7 +223,7 @@ def check_label_balance(
     if kind == "semantic":
         values, counts = np.unique(np.concatenate([image.ravel() for image in labels]), return_counts=True)
         fractions = counts / counts.sum()
-        listed = ", ".join(f"class {v}: {f:.1%}" for v, f in zip(values, fractions))
+        listed = ", ".join(f"class {v}: {f:.1%}" for v, f in zip(values, fractions, strict=True))
         rare = values[fractions < min_class_fraction]
         if rare.size == 0:
             return [

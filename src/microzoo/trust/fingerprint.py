@@ -23,6 +23,7 @@ percentiles mapped to 0 and 1) unless said otherwise:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -222,7 +223,7 @@ def _spectral_slope(normalised: np.ndarray) -> float:
     radius = np.hypot(fy, fx)
     edges = np.geomspace(0.02, 0.35, 16)
     centres, means = [], []
-    for low, high in zip(edges[:-1], edges[1:]):
+    for low, high in itertools.pairwise(edges):
         ring = (radius >= low) & (radius < high)
         if ring.any():
             centres.append(np.sqrt(low * high))

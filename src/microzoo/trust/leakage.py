@@ -106,7 +106,7 @@ def find_near_duplicates(
     found = []
     for test_index, small in enumerate(test_thumbs):
         best: NearDuplicate | None = None
-        for transform, variant in zip(TRANSFORMS, _dihedral(small)):
+        for transform, variant in zip(TRANSFORMS, _dihedral(small), strict=True):
             bits = perceptual_hash(np.ascontiguousarray(variant)).astype(np.int8)
             distances = np.count_nonzero(train_hashes != bits, axis=1)
             candidates = np.flatnonzero(distances <= max_distance)

@@ -5,8 +5,9 @@ turned into robust z-scores against the training images (distance from the train
 in units of the training spread), each divided by that feature's tolerance (the |z| that 99%
 of training images stay within). The image's score is the largest of these; it is flagged
 when that exceeds the fingerprint's threshold, which was calibrated on the training images
-themselves (by default only 1% of them exceed it); 1 means "at the edge of the training range". Each feature past the threshold is
-described in words, with the training range, so a user can see *why*.
+themselves (by default only 1% of them exceed it); 1 means "at the edge of the training
+range". Each feature past the threshold is described in words, with the training range, so
+a user can see *why*.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def check_images(
         raise DataError(f"got {len(images)} images but {len(names)} names; give one name per image")
     progress = progress or no_progress
     results = []
-    for done, (name, image) in enumerate(zip(names, images), start=1):
+    for done, (name, image) in enumerate(zip(names, images, strict=True), start=1):
         results.append(_check_one(fingerprint, np.asarray(image), name, pixel_size))
         progress(done, len(images), "comparing with the training data")
     return results

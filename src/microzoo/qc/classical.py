@@ -13,9 +13,10 @@ three times the estimate (W2S); on additive Gaussian noise the best multiple is 
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -279,14 +280,20 @@ def watershed_instances(
     return np.asarray(labels, dtype=np.int32)
 
 
+#: Each segmentation method's function; its keywords are the method's :data:`PARAMETERS`,
+#: checked at run time by :func:`check_params`.
+_SEGMENTERS: dict[str, Callable[..., np.ndarray]] = {
+    "otsu": functools.partial(threshold_segmentation, method="otsu"),
+    "local": functools.partial(threshold_segmentation, method="local"),
+    "watershed": watershed_instances,
+}
+
+
 def segment(image: np.ndarray, *, method: str, params: dict[str, float] | None = None) -> np.ndarray:
     """Dispatch to :func:`threshold_segmentation` (``"otsu"``, ``"local"``) or
     :func:`watershed_instances` (``"watershed"``) with keyword ``params``."""
     _check_method(method, SEGMENTATION_METHODS)
-    params = check_params(method, params)
-    if method == "watershed":
-        return watershed_instances(image, **params)
-    return threshold_segmentation(image, method=method, **params)
+    return _SEGMENTERS[method](image, **check_params(method, params))
 
 
 @dataclass(frozen=True)

@@ -196,12 +196,12 @@ def fingerprint_images(
 
 
 def _summarise(name: str, values: Sequence[float]) -> FeatureSummary:
-    values = np.asarray(values, dtype=float)
+    array = np.asarray(values, dtype=float)
     log_scale = name in LOG_FEATURES
-    compared = np.log10(np.maximum(values, 1e-6)) if log_scale else values
+    compared = np.log10(np.maximum(array, 1e-6)) if log_scale else array
     median = float(np.median(compared))
     spread = 1.4826 * float(np.median(np.abs(compared - median)))
-    quantiles = {f"p{round(q * 100):g}": float(np.quantile(values, q)) for q in QUANTILES}
+    quantiles = {f"p{round(q * 100):g}": float(np.quantile(array, q)) for q in QUANTILES}
     scale = max(spread, SCALE_FLOOR.get(name, 1e-3))
     tolerance = max(float(np.quantile(np.abs(compared - median) / scale, 0.99)), 2.0)
     return FeatureSummary(median=median, scale=scale, log_scale=log_scale, quantiles=quantiles, tolerance=tolerance)

@@ -95,7 +95,8 @@ def find_near_duplicates(
     """
     progress = progress or no_progress
     total = len(train_images) + len(test_images)
-    train_thumbs, test_thumbs = [], []
+    train_thumbs: list[np.ndarray] = []
+    test_thumbs: list[np.ndarray] = []
     for done, image in enumerate([*train_images, *test_images], start=1):
         (train_thumbs if done <= len(train_images) else test_thumbs).append(thumbnail(image))
         progress(done, total, "hashing images")

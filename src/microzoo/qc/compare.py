@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,10 +32,15 @@ from microzoo.progress import ProgressCallback, no_progress
 from microzoo.qc.baselines import baselines_for
 from microzoo.qc.tasks import QCTask, as_intensities, as_labels, get_task
 
+if TYPE_CHECKING:
+    from microzoo.qc.evaluate import Evaluation
+    from microzoo.runtime.instances import InstanceSettings
+    from microzoo.runtime.predict import Model
+
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-    evaluation: Any
+    evaluation: Evaluation
     paths: dict[str, Path]
     classical_params: dict[str, dict[str, float | str]]
     notices: tuple[str, ...]
@@ -129,13 +134,13 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return to_grayscale(image) if image.ndim == 3 and image.shape[-1] in (3, 4) else np.squeeze(image)
 
 
-def _as_prediction(output: np.ndarray, axes: str, task: QCTask, settings: Any) -> np.ndarray:
+def _as_prediction(output: np.ndarray, axes: str, task: QCTask, settings: InstanceSettings | None) -> np.ndarray:
     channels_first = np.moveaxis(output, axes.index("c"), 0) if "c" in axes else output[np.newaxis]
     assert task.from_output is not None  # get_task(runnable=True) chose it
     return task.from_output(channels_first, settings)
 
 
-def _instance_settings(model: Any) -> Any:
+def _instance_settings(model: Model) -> InstanceSettings | None:
     extra = model.descr.config.model_extra or {}
     stored = (extra.get("microzoo") or {}).get("instance_settings")
     if not stored:

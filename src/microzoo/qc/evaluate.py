@@ -17,13 +17,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from microzoo.errors import DataError
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.qc import metrics
-from microzoo.qc.tasks import get_task
+from microzoo.qc.tasks import TaskSettings, get_task
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,9 @@ class Evaluation:
     summary: dict[str, dict[str, Estimate]]
     per_image: dict[str, dict[str, np.ndarray]]
     differences: tuple[Difference, ...]
-    settings: dict = field(default_factory=dict)
+    settings: TaskSettings = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return _json_safe(
             {
                 "task": self.task,
@@ -92,7 +93,7 @@ class Evaluation:
         )
 
 
-def _json_safe(value):
+def _json_safe(value: Any) -> Any:
     """NaN and infinities become null (JSON has neither)."""
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
-def _fmt(value: float, metric: str = "") -> str:
+def _fmt(value: float | None, metric: str = "") -> str:
     if value is None or np.isnan(value):
         return "–"
     if np.isinf(value):
@@ -49,7 +49,7 @@ def _colour(index: int) -> str:
 # ---------------------------------------------------------------- plots of figures
 
 
-def _distributions(evaluation: Evaluation) -> tuple[str, dict]:
+def _distributions(evaluation: Evaluation) -> tuple[str, dict[str, dict[str, np.ndarray]]]:
     main = evaluation.main_metric
     # the main metric first, then its kin (fitted beside fitted, raw beside raw)
     others = sorted(
@@ -58,7 +58,7 @@ def _distributions(evaluation: Evaluation) -> tuple[str, dict]:
     shown = [main, *others][:4]
     figure = Figure(figsize=(3.2 * len(shown), 3.2 + 0.15 * max(len(m) for m in evaluation.methods)))
     rng = np.random.default_rng(0)
-    numbers = {}
+    numbers: dict[str, dict[str, np.ndarray]] = {}
     for k, metric in enumerate(shown):
         axes = figure.add_subplot(1, len(shown), k + 1)
         values = [evaluation.per_image[m][metric] for m in evaluation.methods]
@@ -75,10 +75,10 @@ def _distributions(evaluation: Evaluation) -> tuple[str, dict]:
     return _png(figure), numbers
 
 
-def _threshold_curves(evaluation: Evaluation) -> tuple[str, dict]:
+def _threshold_curves(evaluation: Evaluation) -> tuple[str, dict[str, dict[str, list[float]]]]:
     thresholds = evaluation.settings["iou_thresholds"]
     figure = Figure(figsize=(9, 3.4))
-    numbers = {}
+    numbers: dict[str, dict[str, list[float]]] = {}
     for k, name in enumerate(("f1", "accuracy")):
         axes = figure.add_subplot(1, 2, k + 1)
         for i, method in enumerate(evaluation.methods):
@@ -105,7 +105,14 @@ def _threshold_curves(evaluation: Evaluation) -> tuple[str, dict]:
 # ---------------------------------------------------------------- image panels
 
 
-def _panel(evaluation, index, reason, truths, predictions, inputs) -> str:
+def _panel(
+    evaluation: Evaluation,
+    index: int,
+    reason: str,
+    truths: Sequence[np.ndarray],
+    predictions: Mapping[str, Sequence[np.ndarray]],
+    inputs: Sequence[np.ndarray] | None,
+) -> str:
     task, methods = get_task(evaluation.task), evaluation.methods
     truth = truths[index]
     columns = (1 if inputs is not None else 0) + 1 + 2 * len(methods)
@@ -115,21 +122,22 @@ def _panel(evaluation, index, reason, truths, predictions, inputs) -> str:
         ax = axes.pop(0)
         ax.imshow(panels.stretch(panels.plane(inputs[index], colour=True)), cmap="gray")
         ax.set_title("input", fontsize=9)
-    drawing = {"settings": evaluation.settings, "background": panels.background(inputs, truth, index)}
-    task.show(axes[0], truth, **drawing)
+    settings, background = evaluation.settings, panels.background(inputs, truth, index)
+    task.show(axes[0], truth, settings=settings, background=background)
     axes[0].set_title("truth", fontsize=9)
     image_axes, error_axes = axes[1::2], axes[2::2]
     for ax, method in zip(image_axes, methods, strict=True):
         value = _fmt(evaluation.per_image[method][evaluation.main_metric][index], evaluation.main_metric)
-        task.show(ax, predictions[method][index], **drawing)
+        task.show(ax, predictions[method][index], settings=settings, background=background)
         ax.set_title(f"{method}\n{evaluation.main_metric} {value}", fontsize=9)
     task.show_errors(
         error_axes,
         figure,
         truth,
         [predictions[m][index] for m in methods],
+        settings=settings,
+        background=background,
         main_metric=evaluation.main_metric,
-        **drawing,
     )
     for ax, method in zip(error_axes, methods, strict=True):
         ax.set_title(f"{method}: errors", fontsize=9)
@@ -167,7 +175,7 @@ def render_report(
     inputs: Sequence[np.ndarray] | None = None,
     n_panels: int = 4,
     n_worst: int = 8,
-) -> tuple[str, dict]:
+) -> tuple[str, dict[str, object]]:
     """Render the report; return the HTML text and the numbers behind its figures."""
     import jinja2
 
@@ -176,10 +184,11 @@ def render_report(
     metric = evaluation.main_metric
     task = get_task(evaluation.task)
     ranked = _ranked_images(evaluation)
-    worst = [
-        {"image": evaluation.images[i], **{m: float(evaluation.per_image[m][metric][i]) for m in evaluation.methods}}
+    worst_values = [
+        (evaluation.images[i], [float(evaluation.per_image[m][metric][i]) for m in evaluation.methods])
         for i in ranked[:n_worst]
     ]
+    worst = [{"image": image, **dict(zip(evaluation.methods, values, strict=True))} for image, values in worst_values]
     chosen: dict[int, str] = {}
     if ranked:
         picks = [
@@ -251,13 +260,13 @@ def render_report(
         how_to_read=task.how_to_read,
         distribution_png=distribution_png,
         curves_png=curves_png,
-        worst=[{"image": w["image"], "values": [_fmt(w[m], metric) for m in evaluation.methods]} for w in worst],
+        worst=[{"image": image, "values": [_fmt(v, metric) for v in values]} for image, values in worst_values],
         panels=panels,
         settings=evaluation.settings,
         version=__version__,
         has_inputs=inputs is not None,
     )
-    numbers = {
+    numbers: dict[str, object] = {
         "distributions": distribution_numbers,
         "worst_images": worst,
         "panels": [{"image": p["image"], "reason": p["reason"]} for p in panels],

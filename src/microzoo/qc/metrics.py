@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from skimage.metrics import structural_similarity
@@ -157,7 +158,7 @@ def restoration_metrics(truth: np.ndarray, pred: np.ndarray, *, data_range: floa
     return {key: figures[key] for key in sorted(figures, key=lambda k: (k.endswith("_fitted"), k))}
 
 
-def iou_and_dice(intersection, n_truth, n_pred) -> tuple[np.ndarray, np.ndarray]:
+def iou_and_dice(intersection: ArrayLike, n_truth: ArrayLike, n_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """IoU ``i / (t + p - i)`` and Dice ``2i / (t + p)`` from pixel counts (arrays or numbers); NaN if both empty.
 
     >>> [float(v) for v in iou_and_dice(1, 2, 1)]
@@ -167,7 +168,7 @@ def iou_and_dice(intersection, n_truth, n_pred) -> tuple[np.ndarray, np.ndarray]
     return divide(intersection, n_truth + n_pred - intersection), divide(2 * intersection, n_truth + n_pred)
 
 
-def point_ratios(tp, n_true, n_pred, sum_distance) -> dict[str, np.ndarray]:
+def point_ratios(tp: ArrayLike, n_true: ArrayLike, n_pred: ArrayLike, sum_distance: ArrayLike) -> dict[str, np.ndarray]:
     """Detection figures from counts: F1 ``2TP/(n_true+n_pred)``, precision, recall, mean matched distance."""
     tp, n_true, n_pred, distance = (np.asarray(v, dtype=float) for v in (tp, n_true, n_pred, sum_distance))
     return {

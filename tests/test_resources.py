@@ -23,15 +23,35 @@ def test_the_same_default_budget_for_prediction_and_tiling(monkeypatch: pytest.M
     assert resources.memory_budget(5000) == 5000
     from bioimageio.spec.model import v0_5 as v05  # a model of free size: the budget picks the tile
 
-    descr = v05.ModelDescr.model_construct(inputs=[v05.InputTensorDescr.model_construct(
-        id=v05.TensorId("raw"), axes=[v05.BatchAxis(), v05.ChannelAxis(channel_names=[v05.Identifier("c")]),
-                                      v05.SpaceInputAxis(id=v05.AxisId("y"), size=v05.ParameterizedSize(min=16, step=16)),
-                                      v05.SpaceInputAxis(id=v05.AxisId("x"), size=v05.ParameterizedSize(min=16, step=16))])],
-        outputs=[v05.OutputTensorDescr.model_construct(
-            id=v05.TensorId("out"), axes=[v05.BatchAxis(), v05.ChannelAxis(channel_names=[v05.Identifier("c")]),
-                                          *(v05.SpaceOutputAxis(id=v05.AxisId(a), size=v05.SizeReference(
-                                              tensor_id=v05.TensorId("raw"), axis_id=v05.AxisId(a)))
-                                            for a in "yx")])])
+    descr = v05.ModelDescr.model_construct(
+        inputs=[
+            v05.InputTensorDescr.model_construct(
+                id=v05.TensorId("raw"),
+                axes=[
+                    v05.BatchAxis(),
+                    v05.ChannelAxis(channel_names=[v05.Identifier("c")]),
+                    v05.SpaceInputAxis(id=v05.AxisId("y"), size=v05.ParameterizedSize(min=16, step=16)),
+                    v05.SpaceInputAxis(id=v05.AxisId("x"), size=v05.ParameterizedSize(min=16, step=16)),
+                ],
+            )
+        ],
+        outputs=[
+            v05.OutputTensorDescr.model_construct(
+                id=v05.TensorId("out"),
+                axes=[
+                    v05.BatchAxis(),
+                    v05.ChannelAxis(channel_names=[v05.Identifier("c")]),
+                    *(
+                        v05.SpaceOutputAxis(
+                            id=v05.AxisId(a),
+                            size=v05.SizeReference(tensor_id=v05.TensorId("raw"), axis_id=v05.AxisId(a)),
+                        )
+                        for a in "yx"
+                    ),
+                ],
+            )
+        ],
+    )
     plan = plan_tiles(geometry_from_descr(descr), {"raw": {"batch": 1, "channel": 1, "y": 8192, "x": 8192}})
     assert 100 * 2**20 < plan.bytes_per_forward <= 300 * 2**20 and plan.n_tiles > 1  # not 2 GiB
 

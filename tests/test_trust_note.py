@@ -30,12 +30,14 @@ def fingerprinted_model(example_model: Path, shared_data: Path, tmp_path_factory
     fingerprint_images(fluorescence).save(package / ATTACHMENT_NAME)
     text = (package / "bioimageio.yaml").read_text()
     (package / "bioimageio.yaml").write_text(
-        text.replace("type: model\n", f"type: model\nattachments:\n  - source: {ATTACHMENT_NAME}\n"))
+        text.replace("type: model\n", f"type: model\nattachments:\n  - source: {ATTACHMENT_NAME}\n")
+    )
     return package
 
 
-def test_predict_files_with_note_reads_each_image_once(fingerprinted_model: Path, shared_data: Path,
-                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predict_files_with_note_reads_each_image_once(
+    fingerprinted_model: Path, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import microzoo.io.read as read_module
     from microzoo.io.read import read_image
     from microzoo.trust.note import predict_files_with_note, trust_note

@@ -54,15 +54,34 @@ def _parse_tile(tile: str | None) -> int | dict[str, int] | None:
     """``--tile 256`` (every spatial axis) or ``--tile y=256,x=512``."""
     from microzoo.errors import ConfigError
 
-    if not tile:
+    if tile is None:
         return None
     try:
-        if "=" not in tile:
-            return int(tile)
-        return {k.strip(): int(v) for k, v in (part.split("=") for part in tile.split(","))}
+        sizes = ({"": int(tile)} if "=" not in tile
+                 else {k.strip(): int(v) for k, v in (part.split("=") for part in tile.split(","))})
     except ValueError as error:
         raise ConfigError(f"cannot read --tile '{tile}': write one size (--tile 256) or sizes per axis "
                           "(--tile y=256,x=512)") from error
+    if any(size < 1 for size in sizes.values()):
+        raise ConfigError(f"--tile {tile}: tile sizes must be positive (e.g. --tile 256); leave --tile out "
+                          "to fit the memory budget")
+    return sizes[""] if "" in sizes else sizes
+
+
+def _parse_channels(channel: str | None) -> list[int] | None:
+    """``--channel 0`` or ``--channel 0,2``: image channels numbered from 0."""
+    from microzoo.errors import ConfigError
+
+    if channel is None:
+        return None
+    try:
+        channels = [int(part) for part in channel.split(",")]
+    except ValueError as error:
+        raise ConfigError(f"cannot read --channel '{channel}': write channel numbers from 0, e.g. --channel 0 "
+                          "or --channel 0,2") from error
+    if any(c < 0 for c in channels):
+        raise ConfigError(f"--channel {channel}: channels are numbered from 0 (e.g. --channel 0)")
+    return channels
 
 
 @app.command()
@@ -72,11 +91,11 @@ def validate(model: str = typer.Argument(..., help="Package folder, .zip, bioima
 
     report = validate_package(model)
     out = _console()
-    out.print(f"[bold]{report.name or model}[/] (format {report.format_version})")
+    out.print(f"[bold]{escape(str(report.name or model))}[/] (format {report.format_version})")
     for problem in report.errors:
-        out.print(f"  [red]error[/]   {problem.where}: {problem.message}")
+        out.print(f"  [red]error[/]   {escape(f'{problem.where}: {problem.message}')}")
     for problem in report.warnings:
-        out.print(f"  [yellow]warning[/] {problem.where}: {problem.message}")
+        out.print(f"  [yellow]warning[/] {escape(f'{problem.where}: {problem.message}')}")
     if report.passed:
         out.print(f"[green]valid[/] ({len(report.warnings)} warning(s))")
     else:
@@ -95,21 +114,19 @@ def info(model: str = typer.Argument(..., help="Package folder, .zip, bioimageio
     package = open_package(model)
     s = summarize(package)
     out = _console()
-    from rich.markup import escape
-
     for notice in package.notices:
         out.print(f"[yellow]note[/] {escape(notice)}")
-    out.print(f"[bold]{s.name}[/]  (format {s.format_version}, licence {s.license})")
-    out.print(s.description)
-    out.print(f"task: {s.task or 'not stated'}   tags: {', '.join(s.tags)}")
-    out.print(f"weights: {', '.join(s.weight_formats)}   authors: {', '.join(s.authors)}")
+    out.print(f"[bold]{escape(s.name)}[/]  " + escape(f"(format {s.format_version}, licence {s.license})"))
+    out.print(escape(s.description))
+    out.print(escape(f"task: {s.task or 'not stated'}   tags: {', '.join(s.tags)}"))
+    out.print(escape(f"weights: {', '.join(s.weight_formats)}   authors: {', '.join(s.authors)}"))
     table = Table("", "tensor", "axes and sizes", "processing", show_lines=True)
     for kind, tensors in (("input", s.inputs), ("output", s.outputs)):
         for t in tensors:
-            table.add_row(kind, t.id, "\n".join(t.size_rules), "\n".join(t.processing) or "none")
+            table.add_row(kind, escape(t.id), escape("\n".join(t.size_rules)), escape("\n".join(t.processing) or "none"))
     out.print(table)
     for citation in s.citations:
-        out.print(f"cite: {citation}")
+        out.print(escape(f"cite: {citation}"))
 
 
 @app.command("test")
@@ -125,14 +142,14 @@ def test_model(
     with _progress_bar("testing") as progress:
         results = test_package(package, weight_format=weights, progress=progress)
     out = _console()
-    out.print(f"[bold]{package.name}[/]")
+    out.print(f"[bold]{escape(package.name)}[/]")
     for r in results:
         verdict = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
         out.print(f"  {verdict}  {r.weight_format:<18} {r.output_id}: max |diff| {r.max_abs_diff:.3g}, "
                   f"{r.mismatched_per_million:.1f} mismatched per million (allowed {r.allowed_per_million:g}; "
                   f"rtol {r.relative_tolerance:g}, atol {r.absolute_tolerance:g})")
         if r.error:
-            out.print(f"         {r.error}")
+            out.print(f"         {escape(str(r.error))}")
     if not all(r.passed for r in results):
         raise typer.Exit(1)
 
@@ -147,6 +164,8 @@ def predict(
     axes: Optional[str] = typer.Option(None, "--axes", help="Axes of the input images, e.g. yx, zyx, cyx, yxc."),
     memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Memory one forward may use, e.g. 2GB."),
     output_format: str = typer.Option(".tif", "--format", help="Output file type: .tif, .zarr, .npy or .png."),
+    channel: Optional[str] = typer.Option(None, "--channel", help="Image channel(s) to use, from 0: 0, or 0,2."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that exist already."),
 ) -> None:
     """Run a model on images: files, folders and globs, tiled to fit memory, one progress bar."""
     from microzoo.io.read import find_images
@@ -154,13 +173,14 @@ def predict(
     from microzoo.runtime.resources import parse_bytes
     from microzoo.trust.note import predict_files_with_note
 
+    tiles, channels = _parse_tile(tile), _parse_channels(channel)
+    budget = parse_bytes(memory_budget) if memory_budget is not None else None
     paths = find_images(inputs)
     loaded = Model.open(model, weights=weights)
-    budget = parse_bytes(memory_budget) if memory_budget else None
     suffix = output_format if output_format.startswith(".") else f".{output_format}"
     with _progress_bar("predicting") as progress:
-        run = predict_files_with_note(loaded, paths, out, axes=axes, tile=_parse_tile(tile), memory_budget=budget,
-                                      suffix=suffix, progress=progress)
+        run = predict_files_with_note(loaded, paths, out, axes=axes, tile=tiles, memory_budget=budget,
+                                      channel=channels, suffix=suffix, overwrite=overwrite, progress=progress)
     console = _console()
     _print_notices(console, run.results)
     written = [p for r in run.results for p in r.outputs.values()]
@@ -198,15 +218,15 @@ def demo(out: Path = typer.Option(Path("demo-output"), "-o", "--out", help="Wher
     with _progress_bar("demo") as progress:
         result = run_demo(out, progress=progress)
     console = _console()
-    console.print(f"[bold]{result.model_name}[/]: reproduction test "
+    console.print(f"[bold]{escape(result.model_name)}[/]: reproduction test "
                   + ("[green]passed[/]" if result.test_passed else "[red]FAILED[/]"))
     for line in result.test_lines:
-        console.print(f"  {line}")
+        console.print(f"  {escape(line)}")
     for notice in result.notices:
-        console.print(f"[yellow]note:[/] {notice}")
-    console.print(f"{len(result.outputs)} probability maps and overlays written to {out.resolve()}:")
+        console.print(f"[yellow]note:[/] {escape(notice)}")
+    console.print(escape(f"{len(result.outputs)} probability maps and overlays written to {out.resolve()}:"))
     for output, overlay in zip(result.outputs, result.overlays):
-        console.print(f"  {output.name}   {overlay.name}")
+        console.print(escape(f"  {output.name}   {overlay.name}"))
     if not result.test_passed:
         raise typer.Exit(1)
 
@@ -237,7 +257,7 @@ def evaluate(
                                   data_range=data_range, tolerance=tolerance, seed=seed, progress=progress)
     console = _console()
     _print_evaluation_summary(console, result)
-    console.print(f"Report: {out / 'report.html'}")
+    console.print(escape(f"Report: {out / 'report.html'}"))
 
 
 def _print_evaluation_summary(console, result) -> None:  # noqa: ANN001
@@ -282,9 +302,9 @@ def check(
     console = _console()
     for finding in findings:
         colour = "yellow" if finding.severity == "warning" else "green"
-        console.print(f"[bold {colour}]{finding.severity.upper()}[/] [bold]{finding.check}[/]: {finding.what}")
-        console.print(f"  [dim]why it matters:[/] {finding.why}")
-        console.print(f"  [dim]what to do:[/] {finding.action}")
+        console.print(f"[bold {colour}]{finding.severity.upper()}[/] [bold]{finding.check}[/]: {escape(finding.what)}")
+        console.print(f"  [dim]why it matters:[/] {escape(finding.why)}")
+        console.print(f"  [dim]what to do:[/] {escape(finding.action)}")
     if any(finding.severity == "warning" for finding in findings):
         raise typer.Exit(1)
 
@@ -314,9 +334,9 @@ def compare(
                              progress=progress)
     console = _console()
     for notice in result.notices:
-        console.print(f"[yellow]note:[/] {notice}")
+        console.print(f"[yellow]note:[/] {escape(notice)}")
     _print_evaluation_summary(console, result.evaluation)
-    console.print(f"report: {result.paths['report']}")
+    console.print(escape(f"report: {result.paths['report']}"))
 
 
 _TRAIN_TASKS = ("unet", "instances", "care", "n2v")
@@ -378,7 +398,7 @@ def train_command(
     for label, path in (("Package", result.package), ("QC report", result.report), ("Curves", result.curves_png),
                         ("Configuration", result.config), ("Checkpoints", result.best_checkpoint.parent)):  # fmt: skip
         if path is not None:
-            console.print(f"{label}: {path}")
+            console.print(escape(f"{label}: {path}"))
 
 
 @app.command()
@@ -403,8 +423,8 @@ def baseline(
             raise ConfigError(f"--param {entry}: write NAME=VALUE with a number, e.g. --param sigma=1.5")
     with _progress_bar(method) as progress:
         run = run_classical_on_folder(method, images, out, params=params or None, progress=progress)
-    _console().print(f"{method} {run.params}: {len(run.outputs)} image(s) in {out}, "
-                     f"{run.mean_seconds:.3f} s per image on average")
+    _console().print(escape(f"{method} {run.params}: {len(run.outputs)} image(s) in {out}, "
+                            f"{run.mean_seconds:.3f} s per image on average"))
 
 
 @app.callback()
@@ -421,7 +441,7 @@ def main() -> None:
     except MicrozooError as error:
         from rich.console import Console
 
-        Console(stderr=True).print(f"[bold red]Error:[/] {error}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[bold red]Error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -2,13 +2,16 @@
 
 Every output microzoo writes goes to a temporary name beside its target and is renamed
 onto the target only once it is complete, so an interrupted or failed run never leaves
-a half-written file that looks finished.
+a half-written file that looks finished. Temporaries are named
+``.<stem>.partial-<pid>-<random><suffix>``; those a killed process left behind (its process
+is gone) are removed the next time the same target is written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -31,8 +34,9 @@ def atomic_output(target: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
     # keep the suffix so that libraries choosing a format by extension still do
-    tmp = target.with_name(f".{target.stem}.partial-{uuid.uuid4().hex[:8]}{target.suffix}")
+    tmp = target.with_name(f".{target.stem}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{target.suffix}")
     try:
         yield tmp
         if not tmp.exists():
@@ -46,3 +50,39 @@ def atomic_output(target: str | os.PathLike[str]) -> Iterator[Path]:
         elif tmp.exists():
             tmp.unlink()
         raise
+
+
+def remove_stale_temporaries(target: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries of ``target`` whose writing process is gone; return them.
+
+    Temporaries of a process still running (another microzoo writing the same file) are kept.
+    """
+    target = Path(target)
+    pattern = re.compile(rf"\.{re.escape(target.stem)}\.partial-(?:(\d+)-)?[0-9a-f]{{8}}{re.escape(target.suffix)}")
+    try:
+        candidates = list(target.parent.iterdir())
+    except OSError:
+        return []
+    removed = []
+    for path in candidates:
+        match = pattern.fullmatch(path.name)
+        if match is None or (match.group(1) and _running(int(match.group(1)))):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # gone, or a number no process can have
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

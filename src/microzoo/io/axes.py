@@ -39,6 +39,7 @@ __all__ = [
     "letters_to_ids",
     "map_from_model",
     "map_to_model",
+    "select_channels",
     "RGB_WEIGHTS",
     "rgb_to_grey",
     "to_grayscale",
@@ -257,6 +258,34 @@ def map_to_model(
     return array, mapping
 
 
+def select_channels(data: np.ndarray, axes: str, channels: int | Sequence[int]) -> tuple[np.ndarray, str]:
+    """Keep only the given channels (0-based, in the order given) of an image's ``c`` axis.
+
+    Returns the image (the ``c`` axis kept, even for one channel) and a notice.
+
+    >>> rgb = np.zeros((4, 5, 3))
+    >>> picked, notice = select_channels(rgb, "yxc", [0, 2])
+    >>> picked.shape, notice
+    ((4, 5, 2), 'used channel(s) 0, 2 of 3')
+    """
+    array = np.asarray(data)
+    axes = check_axes(axes, ndim=array.ndim)
+    wanted = [channels] if isinstance(channels, (int, np.integer)) else list(channels)
+    if "c" not in axes:
+        raise AxesError(
+            f"channel(s) {', '.join(map(str, wanted))} were chosen but the image has axes {axes!r} "
+            f"(shape {array.shape}) with no channel axis; leave out --channel, or say with --axes "
+            "which axis holds the channels (e.g. --axes cyx)")
+    n = array.shape[axes.index("c")]
+    bad = [c for c in wanted if not 0 <= int(c) < n]
+    if not wanted or bad:
+        raise AxesError(
+            f"channel(s) {', '.join(map(str, bad or wanted)) or 'none'} do not exist: the image has {n} "
+            f"channel(s), numbered 0 to {n - 1}; choose among them, e.g. --channel 0")
+    picked = np.take(array, [int(c) for c in wanted], axis=axes.index("c"))
+    return picked, f"used channel(s) {', '.join(map(str, wanted))} of {n}"
+
+
 def _match_channels(
     array: np.ndarray, axes: str, model: str, channels: int | None, notices: list[str]
 ) -> tuple[np.ndarray, str]:
@@ -267,7 +296,8 @@ def _match_channels(
         if n > 1:
             raise AxesError(
                 f"the image has axes {axes!r} with {n} channels but the model takes no channel "
-                "axis; choose one channel, or pass --axes if the image's axes were read wrongly"
+                "axis; choose one channel with --channel (e.g. --channel 0; in Python channel=0), or "
+                "pass --axes if the image's axes were read wrongly"
             )
         return array, axes
     if channels is None or n == channels:
@@ -285,7 +315,8 @@ def _match_channels(
         f"the image has axes {axes!r} (shape {tuple(array.shape)}) with {what}, but the model "
         f"takes {channels} channel{'s' if channels != 1 else ''}; "
         + (
-            "choose the channel(s) to use, or pass --axes if another axis holds the channels "
+            "choose the channel(s) to use with --channel (e.g. --channel 0 or --channel 0,2; in "
+            "Python channel=[0, 2]), or pass --axes if another axis holds the channels "
             "(e.g. --axes cyx or --axes yxc)"
             if has_c
             else "if one of the image's axes holds the channels, say so with --axes "

@@ -20,7 +20,8 @@ import numpy as np
 from microzoo.errors import AxesError, ImageError
 from microzoo.io.axes import check_axes
 
-__all__ = ["IMAGE_SUFFIXES", "Image", "find_images", "image_format", "normalize_unit", "read_array", "read_image"]
+__all__ = ["IMAGE_SUFFIXES", "Image", "find_images", "image_format", "image_shape", "normalize_unit", "read_array",
+           "read_image"]
 
 #: file name endings microzoo reads, longest first
 IMAGE_SUFFIXES = (
@@ -147,6 +148,34 @@ def read_image(path: str | os.PathLike[str], *, axes: str | None = None) -> Imag
     if pixel_size is not None:
         pixel_size = {a: v for a, v in pixel_size.items() if a in final} or None
     return Image(data=data, axes=final, pixel_size=pixel_size, unit=unit, path=path)
+
+
+def image_shape(path: str | os.PathLike[str]) -> tuple[int, ...]:
+    """The shape :func:`read_image` gives, from the file's header (TIFF, PNG, JPEG, NPY) or its
+    lazy array (Zarr), without decoding the pixels. Raises ImageError when that fails."""
+    path = Path(path)
+    fmt = image_format(path)
+    try:
+        if fmt == "tiff":
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                return tuple(int(n) for n in tif.series[0].shape)
+        if fmt in ("png", "jpeg"):
+            from PIL import Image as PILImage
+
+            with PILImage.open(path) as pil:
+                bands = len(pil.getbands())
+                return (pil.height, pil.width, bands) if bands > 1 else (pil.height, pil.width)
+        if fmt == "npy":
+            return tuple(int(n) for n in _read_npy(path)[0].shape)
+        if fmt == "zarr" or (fmt is None and _is_zarr_folder(path)):
+            return tuple(int(n) for n in _read_zarr(path)[0].shape)
+    except ImageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every header failure means an unreadable file
+        raise ImageError(f"cannot read the header of {path}: {exc}; the file may be incomplete or corrupt") from exc
+    raise ImageError(f"cannot read {path}: unknown image type; microzoo reads {', '.join(IMAGE_SUFFIXES)}")
 
 
 def read_array(path: str | os.PathLike[str], *, axes: str | None = None) -> np.ndarray:

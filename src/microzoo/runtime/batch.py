@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from microzoo.errors import OutputError
+from microzoo.errors import MicrozooError, OutputError
 from microzoo.io.files import image_stem
 from microzoo.progress import ProgressCallback
 from microzoo.runtime.predict import Model, Prediction
@@ -68,13 +71,83 @@ def output_paths(model: Model, inputs: Sequence[Path], out: Path, *, suffix: str
     return plans
 
 
+def check_outputs(model: Model, inputs: Sequence[Path], plans: Sequence[Mapping[str, Path]], *,
+                  overwrite: bool = False) -> None:
+    """Refuse, before any computing, outputs that cannot be written.
+
+    Raises OutputError when an output exists (unless ``overwrite``), when a file stands where
+    an output folder should be, when an output folder cannot be created or written to (read
+    only, under ``/proc``), or when its disk has less free space than the outputs will take
+    (estimated from the images' sizes). Creates the output folders.
+    """
+    targets = [target for plan in plans for target in plan.values()]
+    for target in targets:
+        if target.is_dir() and not target.is_symlink() and target.suffix.lower() != ".zarr":
+            raise OutputError(f"the output {target} is an existing folder: give another -o, or remove the folder")
+        if target.exists() and not overwrite:
+            raise OutputError(f"the output {target} exists already: pass --overwrite (overwrite=True) to replace "
+                              "it, or choose another output with -o")
+    folders = list(dict.fromkeys(target.parent for target in targets))
+    for folder in folders:
+        _check_folder(folder)
+    needed = _estimated_output_bytes(model, inputs)
+    for folder in folders:
+        free = shutil.disk_usage(folder).free
+        share = needed * sum(t.parent == folder for t in targets) // max(len(targets), 1)
+        if free < share:
+            raise OutputError(f"the outputs need about {share / 1e6:.1f} MB but the disk of {folder} has only "
+                              f"{free / 1e6:.1f} MB free: free some space or choose another output folder with -o")
+
+
+def _check_folder(folder: Path) -> None:
+    """Create ``folder`` if needed and check that files can be written into it."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists() or p.is_symlink()), None)
+    if existing is not None and not existing.is_dir():
+        raise OutputError(f"cannot write outputs into {folder}: {existing} is a file, not a folder; give a "
+                          "folder with -o (or an image file name such as out.tif for one input)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".microzoo-write-check-"):
+            pass
+    except OSError as error:
+        raise OutputError(f"cannot write into the output folder {folder} ({error.strerror or error}): choose a "
+                          "folder you can write to with -o") from error
+
+
+def _estimated_output_bytes(model: Model, inputs: Sequence[Path]) -> int:
+    """About how many bytes the outputs of ``inputs`` take: float32, every output channel per
+    input pixel (the input's own channels counted too, an overestimate for RGB images)."""
+    from microzoo.errors import ImageError
+    from microzoo.io.read import image_shape
+
+    def pixels(path: Path) -> int:
+        try:
+            return math.prod(image_shape(path))
+        except ImageError:  # unreadable: reported with its reason when it is read
+            return 0
+
+    per_pixel = 0.0
+    for tensor in model.descr.outputs:
+        scale = 1.0
+        channels = 1
+        for axis in tensor.axes:
+            if str(axis.type) == "channel":
+                channels = len(axis.channel_names)
+            elif str(axis.type) in ("space", "time"):
+                scale *= 1.0 / float(getattr(axis, "scale", 1.0) or 1.0)
+        per_pixel += 4 * channels * scale
+    return int(sum(pixels(path) for path in inputs) * per_pixel)
+
+
 def predict_files(model: Model, inputs: Sequence[Path], out: Path, *, axes: str | None = None,
                   tile: int | Mapping[str, int] | None = None, memory_budget: int | None = None,
-                  suffix: str = ".tif", progress: ProgressCallback | None = None,
+                  channel: int | Sequence[int] | None = None, suffix: str = ".tif", overwrite: bool = False,
+                  progress: ProgressCallback | None = None,
                   on_image: Callable[[Path, np.ndarray], None] | None = None) -> list[FileResult]:
     """Predict every input file and write its outputs (see :func:`output_paths` for the names).
 
-    Progress is reported per file. Every output is written to a temporary name first, so an
+    Before anything is computed the outputs are checked (:func:`check_outputs`): an existing
+    output is refused unless ``overwrite``. Progress is reported per file. Every output is written to a temporary name first, so an
     interrupted batch leaves only complete files. ``on_image(path, image)`` is called with each
     image as read (its own axes), so a caller can look at it without reading it again
     (:func:`microzoo.trust.note.predict_files_with_note` computes the trust note this way).
@@ -85,14 +158,21 @@ def predict_files(model: Model, inputs: Sequence[Path], out: Path, *, axes: str 
     from microzoo.io.write import write_image
 
     plans = output_paths(model, inputs, out, suffix=suffix)
+    check_outputs(model, inputs, plans, overwrite=overwrite)
     results = []
     for done, (path, plan) in enumerate(zip(inputs, plans)):
         if progress:
             progress(done, len(inputs), path.name)
         start = time.perf_counter()
-        image = read_image(path, axes=axes)
-        data = np.asarray(image.data.compute() if hasattr(image.data, "compute") else image.data[...])
-        prediction = model.predict_image(data, axes=image.axes, tile=tile, memory_budget=memory_budget)
+        try:
+            image = read_image(path, axes=axes)
+            data = np.asarray(image.data.compute() if hasattr(image.data, "compute") else image.data[...])
+            prediction = model.predict_image(data, axes=image.axes, tile=tile, memory_budget=memory_budget,
+                                             channel=channel)
+        except MicrozooError as error:  # say which file, unless the message does
+            if str(path) in str(error) or type(error).__init__ is not Exception.__init__:
+                raise
+            raise type(error)(f"{path}: {error}") from error
         if on_image is not None:
             on_image(path, data)
         for oid, target in plan.items():

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+
 @dataclasses.dataclass(frozen=True)
 class NonFinite:
     """Where an input had non-finite values: a boolean mask over its axes but ``channel``
@@ -35,8 +36,7 @@ class NonFinite:
         return int(self.mask.sum())
 
 
-def fill_non_finite(data: np.ndarray, axes: Sequence[str],
-                    tensor_id: str) -> tuple[np.ndarray, NonFinite | None]:
+def fill_non_finite(data: np.ndarray, axes: Sequence[str], tensor_id: str) -> tuple[np.ndarray, NonFinite | None]:
     """``data`` with each non-finite value replaced by the median of its channel's finite values
     (0 where a channel has none), and where they were; ``data`` itself when all are finite."""
     if data.dtype.kind not in "fc":
@@ -54,8 +54,14 @@ def fill_non_finite(data: np.ndarray, axes: Sequence[str],
     filled = np.where(finite, data, median)
     mask = ~finite.all(axis=channel) if channel is not None else ~finite
     n_nan = int(np.isnan(data).sum())
-    return filled, NonFinite(tensor_id, tuple(a for a in axes if a != "channel"), mask,
-                             n_nan=n_nan, n_inf=int((~finite).sum()) - n_nan, n_values=int(data.size))
+    return filled, NonFinite(
+        tensor_id,
+        tuple(a for a in axes if a != "channel"),
+        mask,
+        n_nan=n_nan,
+        n_inf=int((~finite).sum()) - n_nan,
+        n_values=int(data.size),
+    )
 
 
 def mark_non_finite(output: np.ndarray, axes: Sequence[str], where: NonFinite) -> bool:
@@ -67,8 +73,8 @@ def mark_non_finite(output: np.ndarray, axes: Sequence[str], where: NonFinite) -
     extra = [a for a in axes if a not in where.axes]
     if any(a not in axes for a in where.axes) or any(a not in ("channel",) for a in extra):
         return False
-    sizes = dict(zip(axes, output.shape))
-    if any(sizes[a] != n for a, n in zip(where.axes, where.mask.shape)):
+    sizes = dict(zip(axes, output.shape, strict=True))
+    if any(sizes[a] != n for a, n in zip(where.axes, where.mask.shape, strict=True)):
         return False
     order = [a for a in axes if a in where.axes]
     mask = np.transpose(where.mask, [where.axes.index(a) for a in order])
@@ -79,14 +85,17 @@ def mark_non_finite(output: np.ndarray, axes: Sequence[str], where: NonFinite) -
 
 def describe(where: NonFinite, marked: Sequence[str], unmarked: Sequence[str]) -> str:
     """The notice: how many pixels were not finite and what became of them."""
-    kinds = " and ".join(f"{n} {what}" for n, what in ((where.n_nan, "NaN"), (where.n_inf, "infinite"))
-                         if n)
-    text = (f"input '{where.tensor_id}': {where.n_pixels} of {where.mask.size} pixels were not finite "
-            f"({kinds} value(s)); the model saw the median of their channel there, and the statistics "
-            "of the preprocessing leave them out")
+    kinds = " and ".join(f"{n} {what}" for n, what in ((where.n_nan, "NaN"), (where.n_inf, "infinite")) if n)
+    text = (
+        f"input '{where.tensor_id}': {where.n_pixels} of {where.mask.size} pixels were not finite "
+        f"({kinds} value(s)); the model saw the median of their channel there, and the statistics "
+        "of the preprocessing leave them out"
+    )
     if marked:
         text += f"; they are NaN in the output(s) {', '.join(marked)}"
     if unmarked:
-        text += (f"; the output(s) {', '.join(unmarked)} cannot show them (not a float image laid out "
-                 "like the input) and hold the model's guess there")
+        text += (
+            f"; the output(s) {', '.join(unmarked)} cannot show them (not a float image laid out "
+            "like the input) and hold the model's guess there"
+        )
     return text

@@ -51,8 +51,10 @@ class Outputs(Mapping[str, np.ndarray]):
         """The array of a one-output model; an error naming the outputs otherwise."""
         if len(self._arrays) != 1:
             names = ", ".join(self._arrays)
-            raise MicrozooError(f"the model has {len(self._arrays)} outputs ({names}): pick one by name, "
-                                f"e.g. outputs[{next(iter(self._arrays), '')!r}]")
+            raise MicrozooError(
+                f"the model has {len(self._arrays)} outputs ({names}): pick one by name, "
+                f"e.g. outputs[{next(iter(self._arrays), '')!r}]"
+            )
         return next(iter(self._arrays.values()))
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:

@@ -16,12 +16,13 @@ as bioimageio.core does by default; larger inputs are tiled with the output halo
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from microzoo.errors import ImageError
+from microzoo.errors import ImageError, TilingError
 from microzoo.package.load import ModelPackage, open_package
 from microzoo.progress import ProgressCallback
 from microzoo.runtime import resources
@@ -110,7 +111,7 @@ class Model:
 
     def predict(self, image: np.ndarray | Mapping[str, np.ndarray], *, axes: str | Mapping[str, str] | None = None,
                 tile: int | Mapping[str, int] | None = None, memory_budget: int | None = None,
-                progress: ProgressCallback | None = None) -> Outputs:
+                channel: int | Sequence[int] | None = None, progress: ProgressCallback | None = None) -> Outputs:
         """Predict on an image given in its own axes; returns output id -> array in the image's layout.
 
         The same :class:`~microzoo.runtime.outputs.Outputs` mapping for every model; for a
@@ -128,17 +129,24 @@ class Model:
             Default: the largest tile that fits ``memory_budget``.
         memory_budget
             Bytes one forward pass may use (default: :func:`microzoo.runtime.resources.memory_budget`).
+        channel
+            The image channel(s) to give the model, numbered from 0 (e.g. ``0`` or ``[0, 2]``);
+            by default all of them (RGB(A) to a one-channel model: converted to grayscale).
         """
         return self.predict_image(image, axes=axes, tile=tile, memory_budget=memory_budget,
-                                  progress=progress).outputs
+                                  channel=channel, progress=progress).outputs
 
     def predict_image(self, image: np.ndarray | Mapping[str, np.ndarray], *,
                       axes: str | Mapping[str, str] | None = None,
                       tile: int | Mapping[str, int] | None = None, memory_budget: int | None = None,
+                      channel: int | Sequence[int] | None = None,
                       progress: ProgressCallback | None = None) -> Prediction:
         """Like :meth:`predict`, returning a :class:`Prediction` with axes and notices."""
-        from microzoo.io.axes import map_from_model, map_to_model
+        from microzoo.io.axes import map_from_model, map_to_model, select_channels
 
+        if tile is not None:
+            _checked_tile(tile)
+        resources.memory_budget(memory_budget)  # refuses a budget below one byte before any work
         images = self._per_input(image, "image")
         axes_given = self._per_input(axes, "axes") if axes is not None else {}
         tensors: dict[str, np.ndarray] = {}
@@ -148,6 +156,9 @@ class Model:
             tid = str(tensor.id)
             data = np.asarray(images[tid])
             image_axes = axes_given.get(tid) or _default_axes(data, tid)
+            if channel is not None:
+                data, notice = select_channels(data, image_axes, channel)
+                notices.append(notice)
             model_axes = self.tensor_axes(tensor)
             channels = _channel_count(tensor)
             tensors[tid], mappings[tid] = map_to_model(data, image_axes, model_axes, channels=channels)
@@ -319,10 +330,23 @@ def _batch_index(axes: Sequence[str]) -> int | None:
 
 
 def _tile_request(tile: int | Mapping[str, int] | None, shapes: Mapping[str, Mapping[str, int]]) -> dict[str, int] | None:
-    if tile is None or isinstance(tile, Mapping):
-        return dict(tile) if tile else None
-    spatial = {a for s in shapes.values() for a in s if a not in ("batch", "channel", "index")}
-    return {a: int(tile) for a in spatial}
+    if tile is None:
+        return None
+    if isinstance(tile, Mapping):
+        request = {str(a): int(size) for a, size in _checked_tile(tile).items()}
+    else:
+        spatial = {a for s in shapes.values() for a in s if a not in ("batch", "channel", "index")}
+        request = {a: int(_checked_tile(tile)) for a in spatial}
+    return request or None
+
+
+def _checked_tile(tile: Any) -> Any:
+    """``tile`` if every size in it is a positive whole number; a TilingError otherwise."""
+    sizes = tile.values() if isinstance(tile, Mapping) else [tile]
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1 for v in sizes):
+        raise TilingError(f"tile sizes must be positive whole numbers of pixels, not {tile!r}; give e.g. "
+                          "--tile 256 (tile=256), or leave it out to fit the memory budget")
+    return tile
 
 
 def _check_content(data: np.ndarray, tid: str, axes: Sequence[str]) -> None:

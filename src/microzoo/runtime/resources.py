@@ -29,15 +29,28 @@ from microzoo.errors import ConfigError
 MEMORY_BUDGET_ENV = "MICROZOO_MEMORY_BUDGET"
 MAX_DEFAULT_MEMORY_BUDGET = 8 << 30
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+    "k": 2**10,
+    "m": 2**20,
+    "g": 2**30,
+}
 
 
 def parse_bytes(text: str) -> int:
     """A positive size such as ``"2GB"``, ``"512MiB"``, ``"1e9"`` in bytes."""
     stripped = text.strip().lower().replace(" ", "")
     number = stripped.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = stripped[len(number):]
+    unit = stripped[len(number) :]
     try:
         value = float(number) * _UNITS[unit]
     except (ValueError, KeyError) as error:
@@ -62,8 +75,10 @@ def memory_budget(requested: int | None = None) -> int:
     quarter of the available memory, at most 8 GiB. A budget below one byte is refused."""
     if requested is not None:
         if isinstance(requested, bool) or not isinstance(requested, numbers.Integral) or requested < 1:
-            raise ConfigError(f"the memory budget must be a positive number of bytes, not {requested!r}; "
-                              "give e.g. 2GB (--memory-budget 2GB) or leave it out for the default")
+            raise ConfigError(
+                f"the memory budget must be a positive number of bytes, not {requested!r}; "
+                "give e.g. 2GB (--memory-budget 2GB) or leave it out for the default"
+            )
         return int(requested)
     env = os.environ.get(MEMORY_BUDGET_ENV)
     if env:

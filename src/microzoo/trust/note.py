@@ -29,8 +29,10 @@ from microzoo.runtime.predict import Model
 from microzoo.trust.fingerprint import ATTACHMENT_NAME, Fingerprint
 from microzoo.trust.ood import OODResult, check_images
 
-NO_FINGERPRINT = ("this package carries no training fingerprint; to compare your images with the training "
-                  "data, run `microzoo check --train TRAIN_DIR --test IMAGES`")
+NO_FINGERPRINT = (
+    "this package carries no training fingerprint; to compare your images with the training "
+    "data, run `microzoo check --train TRAIN_DIR --test IMAGES`"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +59,10 @@ class TrustNote:
             return NO_FINGERPRINT
         if not self.unlike:
             return f"all {self.n_images} image(s) look like the model's training data"
-        return (f"{len(self.unlike)} of {self.n_images} image(s) differ from the model's training data; "
-                "check these outputs with care:")
+        return (
+            f"{len(self.unlike)} of {self.n_images} image(s) differ from the model's training data; "
+            "check these outputs with care:"
+        )
 
     @property
     def details(self) -> tuple[str, ...]:
@@ -84,8 +88,7 @@ def trust_note(package: ModelPackage, images: Sequence[np.ndarray], names: Seque
     fingerprint = package_fingerprint(package)
     if fingerprint is None:
         return TrustNote(checked=False, n_images=len(images))
-    return TrustNote(checked=True, n_images=len(images),
-                     unlike=tuple(unlike_training(fingerprint, images, names)))
+    return TrustNote(checked=True, n_images=len(images), unlike=tuple(unlike_training(fingerprint, images, names)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +99,9 @@ class FilePredictions:
     trust: TrustNote
 
 
-def predict_files_with_note(model: Model, inputs: Sequence[Path], out: Path, *,
-                            progress: ProgressCallback | None = None, **options: Any) -> FilePredictions:
+def predict_files_with_note(
+    model: Model, inputs: Sequence[Path], out: Path, *, progress: ProgressCallback | None = None, **options: Any
+) -> FilePredictions:
     """:func:`microzoo.runtime.batch.predict_files` (same options), with the trust note computed
     from each image while it is in memory: no image is read twice, none is kept."""
     fingerprint = package_fingerprint(model.package)
@@ -108,9 +112,17 @@ def predict_files_with_note(model: Model, inputs: Sequence[Path], out: Path, *,
             unlike.extend(unlike_training(fingerprint, [image], [path.name]))
 
     results = predict_files(model, inputs, out, progress=progress, on_image=inspect, **options)
-    return FilePredictions(results, TrustNote(checked=fingerprint is not None, n_images=len(results),
-                                              unlike=tuple(unlike)))
+    return FilePredictions(
+        results, TrustNote(checked=fingerprint is not None, n_images=len(results), unlike=tuple(unlike))
+    )
 
 
-__all__ = ["FilePredictions", "NO_FINGERPRINT", "TrustNote", "package_fingerprint", "predict_files_with_note",
-           "trust_note", "unlike_training"]
+__all__ = [
+    "FilePredictions",
+    "NO_FINGERPRINT",
+    "TrustNote",
+    "package_fingerprint",
+    "predict_files_with_note",
+    "trust_note",
+    "unlike_training",
+]

@@ -15,8 +15,8 @@ import shutil
 import socket
 import threading
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 DESCRIPTION = "bioimageio.yaml"
 
@@ -103,7 +103,7 @@ def counting_port() -> Iterator[tuple[str, list[int]]]:
         while not stop.is_set():
             try:
                 connection, _ = listener.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             counter[0] += 1
             connection.close()

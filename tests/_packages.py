@@ -918,3 +918,49 @@ def built_packages(tmp_path_factory, names: Sequence[str] | None = None) -> dict
             return built_packages(tmp_path_factory)
     """
     return {n: built_package(tmp_path_factory, n) for n in (names or list(BUILDERS))}
+
+
+# ---------------------------------------------------------------------------------------------
+# format 0.4 descriptions bioimageio.spec reads as valid 0.4 but cannot convert to 0.5 (core runs
+# them from the 0.4 description). Same network and test tensors as ``format_04``: core runs the
+# test input whole, so the halo does not change the test output.
+
+
+def _build_format_04_again(folder: Path) -> Path:
+    """``build_format_04``, which may run more than once a session: it deletes the architecture
+    file it imported, so modules whose file is gone are forgotten first (else torch.jit.script
+    cannot read their source)."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("microzoo_synthetic_arch_") and not Path(getattr(module, "__file__", "") or "").exists():
+            del sys.modules[name]
+    return build_format_04(folder)
+
+
+def _format_04_variant(folder: Path, edit: Callable[[str], str]) -> Path:
+    rdf = _build_format_04_again(folder)
+    rdf.write_text(edit(rdf.read_text()))
+    return rdf
+
+
+def build_format_04_fixed_halo(folder: Path) -> Path:
+    """Input and output of fixed shape (1, 1, 64, 64), the output with halo 8: the 0.5 converter
+    refuses "output axis with halo and fixed size"."""
+    return _format_04_variant(folder, lambda text: text.replace(
+        "    shape:\n      min: [1, 1, 32, 32]\n      step: [0, 0, 16, 16]", "    shape: [1, 1, 64, 64]").replace(
+        "    shape:\n      reference_tensor: raw\n      scale: [1, 1, 1, 1]\n      offset: [0, 0, 0, 0]",
+        "    shape: [1, 1, 64, 64]"))
+
+
+def build_format_04_cite_url(folder: Path) -> Path:
+    """Citations with a URL without scheme and an ftp URL: valid 0.4, refused by 0.5's HttpUrl."""
+    return _format_04_variant(folder, lambda text: text.replace(
+        "    url: https://bioimage.io\n",
+        "    url: bioimage.io\n  - text: the data\n    url: ftp://example.org/data\n"
+        "  - text: the method\n    doi: 10.1007/978-3-319-24574-4_28\n    url: ftp://example.org/paper\n"))
+
+
+BUILDERS["format_04"] = _build_format_04_again
+BUILDERS["format_04_fixed_halo"] = build_format_04_fixed_halo
+BUILDERS["format_04_cite_url"] = build_format_04_cite_url
+WEIGHT_FORMATS["format_04_fixed_halo"] = ("torchscript",)
+WEIGHT_FORMATS["format_04_cite_url"] = ("torchscript",)

@@ -141,3 +141,26 @@ def test_cli_check_prints_findings_and_exits_by_severity(tmp_path: Path):
     tifffile.imwrite(test / "leaked.tif", _planted(_blobs(3)).astype(np.float32))
     leaked = runner.invoke(app, ["check", "--train", str(train), "--test", str(test)])
     assert leaked.exit_code == 1 and "WARNING" in leaked.output and "leaked.tif ~ 3.png" in leaked.output
+
+
+def test_check_folders_pairs_labels_with_the_test_images(tmp_path: Path):
+    test, labels = tmp_path / "test", tmp_path / "labels"
+    test.mkdir()
+    labels.mkdir()
+    for name in ("a", "b.v1"):
+        iio.imwrite(test / f"{name}.png", _blobs(1))
+        tifffile.imwrite(labels / f"{name}.tif", (_blobs(1) > 60).astype(np.uint8))
+    findings = checks.check_folders(test_dir=test, labels_dir=labels)
+    assert any(f.check == "label balance" for f in findings)
+    (labels / "b.v1.tif").rename(labels / "c.tif")
+    with pytest.raises(DataError, match=r"no file of the same name in the labels: b\.v1.*not among the test images: c"):
+        checks.check_folders(test_dir=test, labels_dir=labels)
+
+
+@pytest.mark.parametrize("pixel_size", [0.0, -0.5, float("nan")])
+def test_a_pixel_size_that_is_not_positive_is_refused(tmp_path: Path, pixel_size: float):
+    iio.imwrite(tmp_path / "a.png", _blobs(1))
+    with pytest.raises(ConfigError, match="pixel size must be a positive number"):
+        checks.check_folders(test_dir=tmp_path, pixel_size=pixel_size)
+    result = CliRunner().invoke(app, ["check", "--test", str(tmp_path), "--pixel-size", "0"])
+    assert result.exit_code != 0 and isinstance(result.exception, ConfigError)

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 from skimage import draw
 
-from microzoo.errors import ConfigError, DataError, ImageError
+from microzoo.errors import ConfigError, DataError
 from microzoo.qc import classical
 
 
@@ -122,3 +122,55 @@ def test_run_classical_on_folder_writes_and_times(tmp_path: Path, noisy_pair):
         classical.run_classical_on_folder("otsu", in_dir, in_dir)
     with pytest.raises(DataError, match="no images"):
         classical.run_classical_on_folder("otsu", tmp_path / "out" / "..", tmp_path / "x")
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "message"),
+    [
+        ("gaussian", {"sigma": -1.0}, r"sigma=-1.0 is out of range for gaussian: gaussian takes sigma in \(0, 100\)"),
+        ("gaussian", {"sigma": float("nan")}, "out of range"),
+        ("gaussian", {"width": 2.0}, r"unknown parameter 'width' for gaussian: gaussian takes sigma in"),
+        ("median", {"size": 2.5}, "size=2.5 must be a whole number"),
+        ("local", {"block_size": 4}, "block_size=4 must be odd"),
+        ("watershed", {"min_distance": 0}, r"watershed takes smoothing_sigma in \[0, 100\].*min_distance in \[1, 1000\]"),
+    ],
+)
+def test_parameters_are_checked_against_each_methods_names_and_ranges(tmp_path: Path, method, params, message):
+    with pytest.raises(ConfigError, match=message):
+        classical.run_classical_on_folder(method, tmp_path, tmp_path / "out", params=params)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_baseline_with_a_bad_parameter_prints_one_message(tmp_path: Path, noisy_pair):
+    import subprocess
+    import sys
+
+    tifffile.imwrite(tmp_path / "a.tif", noisy_pair[0].astype(np.float32))
+    for param, words in (("sigma=-1", "sigma=-1.0 is out of range"), ("radius=2", "unknown parameter 'radius'")):
+        result = subprocess.run([sys.executable, "-m", "microzoo.cli", "baseline", "gaussian", "--images",
+                                 str(tmp_path), "-o", str(tmp_path / "out"), "--param", param],
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        assert words in result.stderr and "Traceback" not in result.stderr
+
+
+def test_task_baselines_on_planes_and_volumes():
+    from microzoo.qc.baselines import baselines_for, instances_baseline, restoration_baselines, semantic_baseline
+
+    rng = np.random.default_rng(1)
+    volume = np.stack([_discs(shape=(48, 48), centres=((14, 14), (34, 30)), radius=8)] * 6) * 100
+    noisy = volume + rng.normal(0, 20, volume.shape)
+    (gaussian,) = restoration_baselines(train_noisy=[noisy], train_clean=[volume])
+    assert gaussian.name == f"Gaussian (sigma {gaussian.params['sigma']:g})" and gaussian.notice is None
+    assert _psnr(gaussian(noisy), volume, 100) > _psnr(noisy, volume, 100) + 3
+    (untuned,) = restoration_baselines()
+    assert untuned.params == {"sigma": 1.0} and "fixed parameters" in untuned.notice
+    with pytest.raises(ConfigError, match="2-D images"):
+        classical.denoise(noisy, method="nl_means", params={})
+    assert instances_baseline()(volume + rng.normal(0, 2, volume.shape)).max() == 2  # 3-D: Otsu, connected parts
+    dark = 255 - _discs() * 200  # dark objects on a bright background
+    otsu = semantic_baseline(train_images=[dark], train_classes=[_discs().astype(int)])
+    found, discs = otsu(dark) == 1, _discs() > 0
+    assert otsu.name == "Otsu (dark)" and (found & discs).sum() / (found | discs).sum() > 0.95
+    with pytest.raises(DataError, match="no classical baseline for task 'detection'"):
+        baselines_for("detection")

@@ -188,3 +188,25 @@ def test_one_image_gives_no_interval_and_no_verdict() -> None:
     evaluation = evaluate({"a": [truth[0] + 0.1], "b": [truth[0] + 0.3]}, truth, task="restoration", data_range=4.0)
     assert np.isnan(evaluation.summary["a"]["psnr"].low)
     assert all(d.better is None and d.verdict.startswith("too few images") for d in evaluation.differences)
+
+
+def test_restoration_with_nan_pixels_is_refused_naming_the_file_and_count(tmp_path):
+    rng = np.random.default_rng(0)
+    clean = [rng.uniform(0, 255, (32, 32)).astype(np.float32) for _ in range(2)]
+    noisy = [c + rng.normal(0, 5, c.shape).astype(np.float32) for c in clean]
+    noisy[1][3:5, 7] = np.nan
+    _write(tmp_path / "truth", clean, ["a", "b"])
+    _write(tmp_path / "net", noisy, ["a", "b"])
+    with pytest.raises(DataError, match=r"prediction \(net\) b: 2 of 1024 pixels"):
+        evaluate_folders({"net": tmp_path / "net"}, tmp_path / "truth", task="restoration", out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("task", ["instances", "semantic"])
+def test_probability_map_truth_is_refused_by_the_one_label_check(tmp_path, task):
+    truths, _ = _label_images(n=2)
+    probabilities = [(t > 0) * 0.8 for t in truths]
+    _write(tmp_path / "truth", probabilities, ["a", "b"])
+    _write(tmp_path / "net", truths, ["a", "b"])
+    with pytest.raises(DataError, match=r"truth.a\.tif holds non-integer values \(a probability map\?\)"):
+        evaluate_folders({"net": tmp_path / "net"}, tmp_path / "truth", task=task, out_dir=tmp_path / "out")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
-def _point_input_at(source: str) -> "callable":
+def _point_input_at(source: str) -> Callable[[str], str]:
     return lambda text: text.replace("source: test_input.npy", f"source: {source}")
 
 
@@ -167,3 +168,46 @@ def test_state_dict_holding_more_than_weights_is_refused_without_unsafe_advice(t
     message = str(info.value)
     assert "weights_only=False" not in message and "weights_only" not in message
     assert "more than weights" in message and "torchscript" in message
+
+
+# -- the architecture code of a package --------------------------------------------------------
+
+
+def test_architecture_source_is_imported_once_and_its_errors_are_one_message(tmp_path: Path) -> None:
+    from microzoo.package.architecture import architecture_callable
+
+    source = tmp_path / "arch.py"
+    source.write_text("CALLS = []\nCALLS.append(1)\ndef Net(width=2):\n    return ('net', width)\n")
+    first = architecture_callable(source, "Net")
+    assert first(width=3) == ("net", 3)
+    assert architecture_callable(source, "Net") is first  # imported once: module-level code ran once
+    with pytest.raises(PackageError, match="arch.py defines no 'Missing'"):
+        architecture_callable(source, "Missing")
+    for text, what in [("def Net(:\n", "SyntaxError"), ("import not_a_module_xyz\n", "ModuleNotFoundError"),
+                       ("raise RuntimeError('boom')\n", "boom")]:
+        broken = tmp_path / f"broken_{len(text)}.py"
+        broken.write_text(text)
+        with pytest.raises(PackageError, match=what) as info:
+            architecture_callable(broken, "Net")
+        assert broken.name in str(info.value)
+
+
+def test_only_an_opened_package_runs_its_architecture_code(tmp_path_factory, tmp_path: Path) -> None:
+    """Opening and validating a package never executes its code; loading its state dict does."""
+    from _packages import ARCH_FILE, built_package
+
+    from microzoo.runtime.engines import load_engine
+
+    rdf = built_package(tmp_path_factory, "state_dict")
+    folder = writable_copy(rdf.parent, tmp_path / "pkg")
+    marker = tmp_path / "executed"
+    arch = folder / ARCH_FILE
+    old_sha = hashlib.sha256(arch.read_bytes()).hexdigest()
+    arch.write_text(arch.read_text() + f"\nimport pathlib\npathlib.Path({str(marker)!r}).touch()\n")
+    description = folder / "bioimageio.yaml"
+    description.write_text(description.read_text().replace(old_sha, hashlib.sha256(arch.read_bytes()).hexdigest()))
+    package = open_package(folder)
+    assert validate_package(folder).passed
+    assert not marker.exists()
+    load_engine(package, "pytorch_state_dict", device="cpu")
+    assert marker.exists()

@@ -1,9 +1,12 @@
 """microzoo: find, run, train, check and publish deep-learning models for microscopy.
 
->>> import microzoo
->>> model = microzoo.load_model("path/to/model")          # doctest: +SKIP
->>> outputs = model.predict(image, axes="yx")             # doctest: +SKIP
->>> probability = outputs.only      # one-output model; else outputs["name"]  # doctest: +SKIP
+Run a model package (folder, ``.zip``, ``bioimageio.yaml`` or URL) on a NumPy image::
+
+    import microzoo
+
+    model = microzoo.load_model("path/to/model")
+    outputs = model.predict(image, axes="yx")
+    probability = outputs.only      # a one-output model; else outputs["name"]
 """
 
 from __future__ import annotations

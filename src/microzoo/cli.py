@@ -111,8 +111,11 @@ def info(model: str = typer.Argument(..., help="Package folder, .zip, bioimageio
     from microzoo.package.load import open_package
     from microzoo.runtime.summary import summarize
 
-    s = summarize(open_package(model))
+    package = open_package(model)
+    s = summarize(package)
     out = _console()
+    for notice in package.notices:
+        out.print(f"[yellow]note[/] {escape(notice)}")
     out.print(f"[bold]{escape(s.name)}[/]  " + escape(f"(format {s.format_version}, licence {s.license})"))
     out.print(escape(s.description))
     out.print(escape(f"task: {s.task or 'not stated'}   tags: {', '.join(s.tags)}"))

@@ -43,6 +43,9 @@ class ModelPackage:
         What the user gave (path or URL).
     original_format : str
         The ``format_version`` the description was written in.
+    notices : tuple of str
+        What microzoo changed to read the description (format 0.4 fields the spec cannot
+        convert; see :mod:`microzoo.package.format04`).
     """
 
     descr: Any
@@ -50,6 +53,7 @@ class ModelPackage:
     description_path: Path
     source: str
     original_format: str
+    notices: tuple[str, ...] = ()
 
     def file(self, source: Any) -> Path:
         """The local path of a file the description names (relative path, or URL: downloaded
@@ -88,13 +92,14 @@ def open_package(
     description_path = locate_description(source, progress=progress)
     content = read_description(description_path)
     original_format = str(content.get("format_version", "unknown"))
-    descr = parse_description(description_path, content)
+    descr, notices = convert_description(description_path, content)
     package = ModelPackage(
         descr=descr,
         root=description_path.parent,
         description_path=description_path,
         source=str(source),
         original_format=original_format,
+        notices=notices,
     )
     if check_files:
         check_package_files(package, progress=progress)
@@ -132,11 +137,18 @@ def parse_description(description_path: Path, content: dict[str, Any] | None = N
     ``content``: the description as :func:`read_description` read it (read here if not given);
     the spec sees only descriptions that passed its guards.
     """
+    return convert_description(description_path, content)[0]
+
+
+def convert_description(description_path: Path, content: dict[str, Any] | None = None) -> tuple[Any, tuple[str, ...]]:
+    """:func:`parse_description`, with the notices of the repairs a format 0.4 description needed
+    to be converted (:mod:`microzoo.package.format04`)."""
     from bioimageio.spec import InvalidDescr, load_description
     from bioimageio.spec.model import v0_5
 
     if content is None:
-        read_description(description_path)
+        content = read_description(description_path)
+    notices: tuple[str, ...] = ()
     try:
         descr = load_description(description_path, format_version="latest", perform_io_checks=False)
     except Exception as error:  # YAML syntax errors and the like, raised by the spec's reader
@@ -144,6 +156,8 @@ def parse_description(description_path: Path, content: dict[str, Any] | None = N
             f"cannot read {description_path} ({type(error).__name__}: {str(error).splitlines()[0][:300]}): "
             "fix the YAML, or download the package again"
         ) from error
+    if isinstance(descr, InvalidDescr) and str(content.get("format_version", "")).startswith("0.4"):
+        descr, notices = _converted_with_repairs(description_path, content, descr)
     if isinstance(descr, InvalidDescr):
         problems = "; ".join(
             f"{'.'.join(map(str, e.loc)) or 'description'}: {e.msg}"
@@ -159,7 +173,26 @@ def parse_description(description_path: Path, content: dict[str, Any] | None = N
             f"{description_path} describes a '{getattr(descr, 'type', '?')}', not a model: "
             "microzoo runs model packages only"
         )
-    return descr
+    return descr, notices
+
+
+def _converted_with_repairs(
+    description_path: Path, content: dict[str, Any], failed: Any
+) -> tuple[Any, tuple[str, ...]]:
+    """The 0.5 description of a 0.4 one the spec could not convert, repaired where the field is
+    known (``failed`` and no notices where it still does not convert)."""
+    from bioimageio.spec import InvalidDescr, ValidationContext, build_description
+
+    from microzoo.package.format04 import repair_for_conversion
+
+    repaired, notices = repair_for_conversion(content)
+    if not notices:
+        return failed, ()
+    context = ValidationContext(root=description_path.parent, file_name=description_path.name, perform_io_checks=False)
+    descr = build_description(repaired, context=context, format_version="latest")
+    if isinstance(descr, InvalidDescr):
+        return failed, ()
+    return descr, tuple(f"format 0.4 description repaired to be converted to 0.5: {n}" for n in notices)
 
 
 def check_package_files(package: ModelPackage, *, progress: ProgressCallback | None = None) -> None:
@@ -380,7 +413,8 @@ def read_description(description_path: Path) -> dict[str, Any]:
     if not isinstance(content, dict):
         raise PackageError(
             f"{description_path} is not a model description: expected a YAML mapping "
-            f"(format_version: ..., type: model, ...), found {type(content).__name__ if content is not None else 'nothing'}"
+            "(format_version: ..., type: model, ...), found "
+            f"{type(content).__name__ if content is not None else 'nothing'}"
         )
     if _expanded_nodes(content, {}, MAX_DESCRIPTION_NODES) > MAX_DESCRIPTION_NODES:
         raise PackageError(

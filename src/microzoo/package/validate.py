@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from microzoo.errors import MicrozooError, PackageError
+from microzoo.package.download import is_url
 from microzoo.package.load import (
     ModelPackage,
     check_package_files,
+    convert_description,
+    iter_file_entries,
     locate_description,
-    parse_description,
     read_description,
 )
 from microzoo.progress import ProgressCallback
@@ -54,20 +56,29 @@ def validate_package(source: str | os.PathLike[str], *, progress: ProgressCallba
     version = str(content.get("format_version", "unknown"))
     descr = _spec_description(path, perform_io_checks=False)
     file_errors: list[Problem] = []
+    notes: list[Problem] = []
     is_model = getattr(descr, "type", None) == "model"
     if is_model and not _is_invalid(descr):
+        remote: list[str] = []
         try:  # our own file check names the file and the fix, and keeps the spec inside the package
-            package = ModelPackage(parse_description(path, content), path.parent, path, str(source), version)
-            check_package_files(package)
+            converted, notices = convert_description(path, content)
+            notes += [Problem("conversion", notice) for notice in notices]
+            remote = [str(src) for _, src, _ in iter_file_entries(converted) if is_url(str(src))]
+            notes += [Problem("files", f"{url} is not downloaded here: it is fetched and checked against its "
+                                       "sha256 when that file is used") for url in remote]
+            check_package_files(ModelPackage(converted, path.parent, path, str(source), version, notices))
         except MicrozooError as error:
             file_errors.append(Problem("files", str(error)))
-        if not file_errors:
+        # the spec's own file checks download every URL, so they run only where there is none
+        if not file_errors and not remote:
             descr = _spec_description(path, perform_io_checks=True)
     summary = descr.validation_summary
     errors = [Problem(_where(e.loc), e.msg) for d in summary.details for e in d.errors] + file_errors
     warnings = [Problem(_where(w.loc), w.msg) for d in summary.details for w in d.warnings]
+    warnings += notes
     if not is_model and not _is_invalid(descr):
-        errors.append(Problem("type", f"this is a '{getattr(descr, 'type', '?')}' description; microzoo runs models only"))
+        kind = getattr(descr, "type", "?")
+        errors.append(Problem("type", f"this is a '{kind}' description; microzoo runs models only"))
     return ValidationReport(str(source), getattr(descr, "name", None), version, tuple(errors), tuple(warnings))
 
 

@@ -1,0 +1,41 @@
+"""Quality control: metrics, classical baselines, evaluation with confidence intervals, reports.
+
+The verbs, importable from here (loaded on first use, so ``import microzoo.qc`` stays cheap)::
+
+    evaluate(predictions, truths, task=...)        figures per image and pooled, with intervals
+    evaluate_folders(pred_dirs, truth_dir, ...)    the same on folders, report written
+    write_evaluation(evaluation, out_dir, ...)     metrics.json, per_image.csv, report.html
+    compare(models, images_dir=..., ...)           models and classical baselines side by side
+    baselines_for(task, ...)                       the classical baselines of a task
+    denoise / segment / tune_denoiser              classical methods on one image
+    run_classical_on_folder(method, in, out)       what `microzoo baseline` runs
+    get_task(name)                                 the definition of a QC task (qc.tasks.TASKS)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "Baseline": "baselines", "baselines_for": "baselines",
+    "Comparison": "compare", "compare": "compare",
+    "denoise": "classical", "run_classical_on_folder": "classical", "segment": "classical",
+    "tune_denoiser": "classical",
+    "Difference": "evaluate", "Estimate": "evaluate", "Evaluation": "evaluate", "evaluate": "evaluate",
+    "write_evaluation": "evaluate",
+    "evaluate_folders": "folders",
+    "QCTask": "tasks", "TASKS": "tasks", "get_task": "tasks",
+}  # fmt: skip
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -43,21 +43,94 @@ DEFAULT_GRIDS: dict[str, list[dict[str, float]]] = {
 }
 
 
+#: Each method's parameters: name -> (lowest, highest, whether the bounds are included, meaning).
+PARAMETERS: dict[str, dict[str, tuple[float, float, bool, str]]] = {
+    "gaussian": {"sigma": (0.0, 100.0, False, "width in pixels")},
+    "median": {"size": (1, 101, True, "window side in pixels")},
+    "nl_means": {"h_factor": (0.0, 100.0, False, "filter strength, times the estimated noise sigma"),
+                 "patch_size": (1, 51, True, "patch side in pixels"),
+                 "patch_distance": (1, 101, True, "search distance in pixels")},
+    "bm3d": {"sigma_factor": (0.0, 100.0, False, "times the estimated noise sigma"),
+             "sigma": (0.0, float("inf"), False, "noise sigma in the image's units (overrides sigma_factor)")},
+    "otsu": {"smoothing_sigma": (0.0, 100.0, True, "Gaussian smoothing first, pixels")},
+    "local": {"smoothing_sigma": (0.0, 100.0, True, "Gaussian smoothing first, pixels"),
+              "block_size": (3, 1001, True, "odd window side in pixels"),
+              "offset": (-float("inf"), float("inf"), True, "image units beyond the local mean")},
+    "watershed": {"smoothing_sigma": (0.0, 100.0, True, "Gaussian smoothing first, pixels"),
+                  "min_distance": (1, 1000, True, "pixels between seeds"),
+                  "min_size": (0, float("inf"), True, "smallest object kept, pixels")},
+}  # fmt: skip
+#: The parameters a method runs with when none are given (and compare's untuned baselines).
+DEFAULT_PARAMS: dict[str, dict[str, float]] = {
+    "gaussian": {"sigma": 1.0}, "median": {"size": 5}, "nl_means": {"h_factor": 1.0},
+    "bm3d": {"sigma_factor": 1.0}, "otsu": {"smoothing_sigma": 1.0}, "local": {}, "watershed": {},
+}  # fmt: skip
+_WHOLE = {"size", "patch_size", "patch_distance", "block_size", "min_distance", "min_size"}
+
+
+def check_params(method: str, params: dict[str, float] | None) -> dict[str, float]:
+    """``params`` of ``method`` checked against :data:`PARAMETERS`; a ConfigError names the valid ones.
+
+    >>> check_params("gaussian", {"sigma": 1.5})
+    {'sigma': 1.5}
+    """
+    _check_method(method, DENOISING_METHODS + SEGMENTATION_METHODS)
+    allowed = PARAMETERS[method]
+
+    def valid() -> str:
+        if not allowed:
+            return f"{method} takes no parameters"
+        return f"{method} takes " + "; ".join(
+            f"{name} in {'[' if closed else '('}{low:g}, {high:g}{']' if closed else ')'} ({meaning})"
+            for name, (low, high, closed, meaning) in allowed.items()
+        )
+
+    checked: dict[str, float] = {}
+    for name, value in (params or {}).items():
+        if name not in allowed:
+            raise ConfigError(f"unknown parameter {name!r} for {method}: {valid()}")
+        low, high, closed, _ = allowed[name]
+        number = float(value)
+        inside = low <= number <= high if closed else low < number < high
+        if not np.isfinite(number) and name != "offset" or not inside:
+            raise ConfigError(f"{name}={value} is out of range for {method}: {valid()}")
+        if name in _WHOLE:
+            if number != round(number):
+                raise ConfigError(f"{name}={value} must be a whole number for {method}: {valid()}")
+            number = int(number)
+        if name == "block_size" and number % 2 == 0:
+            raise ConfigError(f"block_size={value} must be odd for {method}: {valid()}")
+        checked[name] = number
+    return checked
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    """A float64 grey copy: 2-D ``yx``, colour ``yxc`` (3 or 4 channels, see
+    :func:`microzoo.io.axes.to_grayscale`), or a 3-D ``zyx`` volume as it is."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] not in (1, 3, 4):
+        return image.astype(np.float64)
+    return to_grayscale(image)
+
+
 def estimate_noise_sigma(image: np.ndarray) -> float:
     """Noise standard deviation of ``image`` in its own units (wavelet estimate)."""
     return float(restoration.estimate_sigma(to_grayscale(image)))
 
 
 def denoise(image: np.ndarray, *, method: str, params: dict[str, float]) -> np.ndarray:
-    """Denoise a 2D image with one classical method; returns float64 in the input's units.
+    """Denoise a 2-D image (or a volume: gaussian, median) with one method; float64 in the input's units.
 
     ``method`` is one of ``"gaussian"`` (``sigma`` in pixels), ``"median"`` (``size``),
     ``"nl_means"`` (``h_factor`` times the estimated noise sigma) or ``"bm3d"``
     (``sigma_factor`` times the estimated noise sigma; ``sigma`` overrides it when the noise
     level is known, e.g. 25 for the BSD68 protocol).
     """
-    gray = to_grayscale(image)
+    gray = grey(image)
     _check_method(method, DENOISING_METHODS)
+    params = check_params(method, params)
+    if gray.ndim == 3 and method in ("nl_means", "bm3d"):
+        raise ConfigError(f"{method} denoises 2-D images; for a volume choose gaussian or median")
     if method == "gaussian":
         return filters.gaussian(gray, sigma=float(params["sigma"]), preserve_range=True)
     if method == "median":
@@ -108,8 +181,8 @@ def tune_denoiser(
     for params in candidates:
         scores = []
         for noisy, clean in zip(noisy_train, clean_train):
-            clean = to_grayscale(clean)
-            if to_grayscale(noisy).shape != clean.shape:
+            clean = grey(clean)
+            if grey(noisy).shape != clean.shape:
                 raise DataError(f"noisy and clean shapes differ: {np.shape(noisy)} vs {clean.shape}")
             output = denoise(noisy, method=method, params=params)
             if criterion == "psnr_fitted":
@@ -129,7 +202,7 @@ def detect_polarity(image: np.ndarray) -> Literal["bright", "dark"]:
     (nuclei cover less of the field than the background in fluorescence, brightfield and
     histology alike).
     """
-    gray = to_grayscale(image)
+    gray = grey(image)
     if np.ptp(gray) == 0:
         return "bright"
     above = np.mean(gray > filters.threshold_otsu(gray))
@@ -152,7 +225,7 @@ def threshold_segmentation(
     by more than ``offset`` (image units) towards the foreground. ``polarity`` says whether the foreground is bright or dark; ``"auto"`` uses
     :func:`detect_polarity`. Returns a boolean array of the image's shape.
     """
-    gray = to_grayscale(image)
+    gray = grey(image)
     if smoothing_sigma > 0:
         gray = filters.gaussian(gray, sigma=smoothing_sigma, preserve_range=True)
     if polarity == "auto":
@@ -207,7 +280,7 @@ def segment(image: np.ndarray, *, method: str, params: dict[str, float] | None =
     """Dispatch to :func:`threshold_segmentation` (``"otsu"``, ``"local"``) or
     :func:`watershed_instances` (``"watershed"``) with keyword ``params``."""
     _check_method(method, SEGMENTATION_METHODS)
-    params = dict(params or {})
+    params = check_params(method, params)
     if method == "watershed":
         return watershed_instances(image, **params)
     return threshold_segmentation(image, method=method, **params)
@@ -244,16 +317,14 @@ def run_classical_on_folder(
     """
     from microzoo.io.atomic import atomic_output
 
+    params = check_params(method, params if params is not None else DEFAULT_PARAMS.get(method))
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     files = list_images(in_dir, role="input")
     if in_dir.resolve() == out_dir.resolve():
         raise ConfigError(f"the output folder {out_dir} is the input folder; choose another one")
     if method in DENOISING_METHODS:
-        params = dict(params if params is not None else DEFAULT_GRIDS[method][2])
         run: Callable[[np.ndarray], np.ndarray] = lambda im: denoise(im, method=method, params=params).astype(np.float32)
     else:
-        _check_method(method, DENOISING_METHODS + SEGMENTATION_METHODS)
-        params = dict(params or {})
         run = lambda im: _as_output(segment(im, method=method, params=params))
     import tifffile
 

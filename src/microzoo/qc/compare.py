@@ -29,21 +29,14 @@ from microzoo.io.axes import to_grayscale
 from microzoo.io.files import list_images, pair_by_stem
 from microzoo.io.read import read_array, read_image
 from microzoo.progress import ProgressCallback, no_progress
+from microzoo.qc.baselines import baselines_for
 from microzoo.qc.tasks import QCTask, as_intensities, as_labels, get_task
-
-#: the classical baseline compared for each task (method name -> classical method and parameters)
-CLASSICAL = {
-    "restoration": {"gaussian": ("gaussian", {"sigma": 1.0}), "bm3d": ("bm3d", {"sigma_factor": 1.0})},
-    "semantic": {"otsu": ("otsu", {"smoothing_sigma": 1.0})},
-    "instances": {"otsu+watershed": ("watershed", {})},
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     evaluation: Any
     paths: dict[str, Path]
-    classical_params: dict[str, dict[str, float]]
+    classical_params: dict[str, dict[str, float | str]]
     notices: tuple[str, ...]
 
 
@@ -91,7 +84,7 @@ def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: s
             done += 1
         predictions[label] = outputs
 
-    classical_params: dict[str, dict[str, float]] = {}
+    classical_params: dict[str, dict[str, float | str]] = {}
     if classical:
         classical_params, baseline, classical_notices = _run_classical(
             inputs, task, train_noisy=train_noisy, train_clean=train_clean, data_range=data_range,
@@ -120,6 +113,7 @@ def _gray(image: np.ndarray) -> np.ndarray:
 
 def _as_prediction(output: np.ndarray, axes: str, task: QCTask, settings: Any) -> np.ndarray:
     channels_first = np.moveaxis(output, axes.index("c"), 0) if "c" in axes else output[np.newaxis]
+    assert task.from_output is not None  # get_task(runnable=True) chose it
     return task.from_output(channels_first, settings)
 
 
@@ -135,29 +129,20 @@ def _instance_settings(model: Any) -> Any:
 
 def _run_classical(inputs: list[np.ndarray], task: str, *, train_noisy: Path | None, train_clean: Path | None,
                    data_range: float | None, progress: ProgressCallback
-                   ) -> tuple[dict[str, dict[str, float]], dict[str, list[np.ndarray]], list[str]]:
-    from microzoo.qc.classical import denoise, segment, tune_denoiser
-
-    params: dict[str, dict[str, float]] = {}
+                   ) -> tuple[dict[str, dict[str, float | str]], dict[str, list[np.ndarray]], list[str]]:  # fmt: skip
+    train_images, train_truths = _pairs(train_noisy, train_clean) if task == "restoration" and train_noisy and train_clean else ([], [])
+    params: dict[str, dict[str, float | str]] = {}
     results: dict[str, list[np.ndarray]] = {}
     notices: list[str] = []
-    for name, (method, defaults) in CLASSICAL[task].items():
-        chosen = dict(defaults)
-        if task == "restoration" and train_noisy and train_clean:
-            noisy, clean = _pairs(train_noisy, train_clean)
-            chosen = tune_denoiser(method, noisy, clean, data_range=data_range or 255.0, criterion="psnr_fitted")
-        elif task == "restoration":
-            notices.append(f"{name}: fixed parameters {chosen} (give --train-noisy/--train-clean to tune them "
-                           "on training pairs)")
-        params[name] = chosen
+    for baseline in baselines_for(task, train_images=train_images, train_truths=train_truths, data_range=data_range):
+        params[baseline.name] = dict(baseline.params)
+        if baseline.notice:
+            notices.append(baseline.notice + (" with --train-noisy/--train-clean" if task == "restoration" else ""))
         outputs = []
         for i, image in enumerate(inputs):
-            progress(i, len(inputs), f"classical: {name}")
-            if task == "restoration":
-                outputs.append(denoise(image, method=method, params=chosen))
-            else:  # semantic masks and instance labels alike
-                outputs.append(segment(image, method=method, params=chosen).astype(np.int64))
-        results[name] = outputs
+            progress(i, len(inputs), f"classical: {baseline.name}")
+            outputs.append(baseline(image))
+        results[baseline.name] = outputs
     return params, results, notices
 
 

@@ -25,7 +25,9 @@ def _pair_files(pred_dirs, truth_dir, images_dir):
     """Stems and, per role (``"truth"``, ``("pred", method)``, ``"images"``), the files in that order."""
     groups = {"truth": list_images(truth_dir, role="truth", extra_suffixes=(".csv",))}
     for method, folder in pred_dirs.items():
-        groups[f"predictions ({method})"] = list_images(folder, role=f"predictions ({method})", extra_suffixes=(".csv",))
+        groups[f"predictions ({method})"] = list_images(
+            folder, role=f"predictions ({method})", extra_suffixes=(".csv",)
+        )
     if images_dir is not None:
         groups["input images"] = list_images(images_dir, role="input images")
     stems, paired = pair_by_stem(groups)
@@ -41,7 +43,7 @@ def _read_points(path: Path) -> np.ndarray:
     with path.open(newline="") as handle:
         rows = list(csv.reader(handle))
     header, body = [h.strip().lower() for h in rows[0]], [r for r in rows[1:] if r]
-    wanted = [h for h in ("z", "y", "x") if h in header] or [h for h in header if h.startswith("axis-")]
+    wanted: list[str] = [h for h in ("z", "y", "x") if h in header] or [h for h in header if h.startswith("axis-")]
     if not wanted:
         raise DataError(f"{path} has no coordinate columns; name them z, y, x (or axis-0, axis-1, ...)")
     columns = [header.index(h) for h in wanted]
@@ -117,8 +119,7 @@ def evaluate_folders(
     stems, paths = _pair_files(pred_dirs, truth_dir, images_dir)
     truths = _read_images(paths["truth"], task=task, role="truth", progress=progress)
     predictions = {
-        method: _read_images(paths[("pred", method)], task=task, role=method, progress=progress)
-        for method in pred_dirs
+        method: _read_images(paths[("pred", method)], task=task, role=method, progress=progress) for method in pred_dirs
     }
     inputs = _read_images(paths["images"], task=task, role="input", progress=progress) if images_dir else None
     evaluation = evaluate(

@@ -68,22 +68,38 @@ def show_points(ax: Any, array: np.ndarray, *, settings: dict, background: np.nd
 # ---------------------------------------------------------------- show every method's errors
 
 
-def restoration_errors(axes: Sequence[Any], figure: Any, truth: np.ndarray, preds: Sequence[np.ndarray], *,
-                       settings: dict, background: np.ndarray, main_metric: str) -> None:
+def restoration_errors(
+    axes: Sequence[Any],
+    figure: Any,
+    truth: np.ndarray,
+    preds: Sequence[np.ndarray],
+    *,
+    settings: dict,
+    background: np.ndarray,
+    main_metric: str,
+) -> None:
     """|prediction - truth| on one colour scale for the row (after the affine fit for fitted metrics)."""
     fitted = main_metric.endswith("_fitted")
     errors = [np.abs(plane(metrics.affine_fit(p, truth) if fitted else p.astype(float)) - plane(truth)) for p in preds]
     vmax = max(float(np.percentile(e, 99.5)) for e in errors) or 1.0
-    for k, (ax, error) in enumerate(zip(axes, errors)):
+    for k, (ax, error) in enumerate(zip(axes, errors, strict=True)):
         image = ax.imshow(error, cmap="magma", vmin=0, vmax=vmax)
         if k == len(errors) - 1:
             figure.colorbar(image, cax=ax.inset_axes([1.04, 0.0, 0.06, 1.0]))
 
 
-def instance_errors(axes: Sequence[Any], figure: Any, truth: np.ndarray, preds: Sequence[np.ndarray], *,
-                    settings: dict, background: np.ndarray, main_metric: str) -> None:
+def instance_errors(
+    axes: Sequence[Any],
+    figure: Any,
+    truth: np.ndarray,
+    preds: Sequence[np.ndarray],
+    *,
+    settings: dict,
+    background: np.ndarray,
+    main_metric: str,
+) -> None:
     """Green matched, red false positive, blue missed objects at the reported IoU threshold."""
-    for ax, pred in zip(axes, preds):
+    for ax, pred in zip(axes, preds, strict=True):
         matching = metrics.match_instances(truth, pred, thresholds=(settings["reported_at"],))
         true_plane, pred_plane = plane(truth), plane(pred)
         matched_true, matched_pred = matching.pairs[0][:, 0], matching.pairs[0][:, 1]
@@ -98,19 +114,35 @@ def instance_errors(axes: Sequence[Any], figure: Any, truth: np.ndarray, preds: 
         ax.imshow(picture)
 
 
-def semantic_errors(axes: Sequence[Any], figure: Any, truth: np.ndarray, preds: Sequence[np.ndarray], *,
-                    settings: dict, background: np.ndarray, main_metric: str) -> None:
+def semantic_errors(
+    axes: Sequence[Any],
+    figure: Any,
+    truth: np.ndarray,
+    preds: Sequence[np.ndarray],
+    *,
+    settings: dict,
+    background: np.ndarray,
+    main_metric: str,
+) -> None:
     """Pixels of the wrong class in red."""
-    for ax, pred in zip(axes, preds):
+    for ax, pred in zip(axes, preds, strict=True):
         picture = background.copy()
         picture[plane(pred) != plane(truth)] = (0.95, 0.15, 0.1)
         ax.imshow(picture)
 
 
-def detection_errors(axes: Sequence[Any], figure: Any, truth: np.ndarray, preds: Sequence[np.ndarray], *,
-                     settings: dict, background: np.ndarray, main_metric: str) -> None:
+def detection_errors(
+    axes: Sequence[Any],
+    figure: Any,
+    truth: np.ndarray,
+    preds: Sequence[np.ndarray],
+    *,
+    settings: dict,
+    background: np.ndarray,
+    main_metric: str,
+) -> None:
     """Green matched, red x false detections, blue o missed points."""
-    for ax, pred in zip(axes, preds):
+    for ax, pred in zip(axes, preds, strict=True):
         matching = metrics.match_points(truth, pred, tolerance=settings["tolerance"])
         ax.imshow(background)
         hit_true, hit_pred = matching.pairs[:, 0].astype(int), matching.pairs[:, 1].astype(int)

@@ -82,11 +82,13 @@ def _semantic_scorer(truths, predictions, **_) -> tuple[Scorer, dict]:
 
     def aggregate(sums):
         out = {"pixel_accuracy": divide(sums[..., -2], sums[..., -1])}
-        pairs = [iou_and_dice(sums[..., 3 * i], sums[..., 3 * i + 1], sums[..., 3 * i + 2]) for i in range(len(classes))]
+        pairs = [
+            iou_and_dice(sums[..., 3 * i], sums[..., 3 * i + 1], sums[..., 3 * i + 2]) for i in range(len(classes))
+        ]
         ious, dices = [p[0] for p in pairs], [p[1] for p in pairs]
         out["mean_iou"], out["mean_dice"] = _nanmean(ious), _nanmean(dices)
-        out.update({f"iou[{c}]": v for c, v in zip(classes, ious)})
-        out.update({f"dice[{c}]": v for c, v in zip(classes, dices)})
+        out.update({f"iou[{c}]": v for c, v in zip(classes, ious, strict=True)})
+        out.update({f"dice[{c}]": v for c, v in zip(classes, dices, strict=True)})
         return out
 
     headline = ("mean_iou", "mean_dice", "pixel_accuracy", *(f"iou[{c}]" for c in classes))
@@ -156,12 +158,13 @@ def _instances_from_output(channels: np.ndarray, settings: Any) -> np.ndarray:
     return watershed_instances(channels[0], smoothing_sigma=0.0, polarity="bright").astype(np.int64)
 
 
-def check_finite(truths: Sequence[np.ndarray], predictions: Mapping[str, Sequence[np.ndarray]],
-                 names: Sequence[str]) -> None:
+def check_finite(
+    truths: Sequence[np.ndarray], predictions: Mapping[str, Sequence[np.ndarray]], names: Sequence[str]
+) -> None:
     """Refuse restoration images with NaN or infinite pixels, naming the file and the count."""
     problems = []
     for role, arrays in (("truth", truths), *((f"prediction ({m})", a) for m, a in predictions.items())):
-        for name, array in zip(names, arrays):
+        for name, array in zip(names, arrays, strict=True):
             bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
             if bad:
                 problems.append(f"{role} {name}: {bad} of {np.size(array)} pixels")
@@ -295,7 +298,9 @@ def as_labels(array: np.ndarray, *, task: str, where: str) -> np.ndarray:
         return array.astype(np.int64)
     if not np.issubdtype(array.dtype, np.integer):
         if not np.issubdtype(array.dtype, np.floating) or not np.all(np.isfinite(array)):
-            raise DataError(f"{where} holds non-finite or non-numeric values; {task} needs integer labels (0 = background)")
+            raise DataError(
+                f"{where} holds non-finite or non-numeric values; {task} needs integer labels (0 = background)"
+            )
         if not np.array_equal(array, np.round(array)):
             raise DataError(
                 f"{where} holds non-integer values (a probability map?); {task} needs integer labels "

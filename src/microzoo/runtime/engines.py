@@ -11,16 +11,16 @@ Keras and TensorFlow weights are recognised and refused with a message naming wh
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from microzoo.errors import PackageError, WeightFormatError
+from microzoo.package.architecture import architecture_callable, library_callable
 from microzoo.package.load import ModelPackage
 from microzoo.runtime.resources import thread_count
 
@@ -187,10 +187,9 @@ class StateDictEngine:
         self.device = str(self._device)
         architecture = entry.architecture
         if hasattr(architecture, "source"):
-            factory = _callable_from_file(package.file(architecture.source), str(architecture.callable))
+            factory = architecture_callable(package.file(architecture.source), str(architecture.callable))
         else:  # ArchitectureFromLibraryDescr
-            module = importlib.import_module(architecture.import_from)
-            factory = getattr(module, str(architecture.callable))
+            factory = library_callable(str(architecture.import_from), str(architecture.callable))
         model = factory(**dict(architecture.kwargs or {}))
         if not isinstance(model, torch.nn.Module):
             raise PackageError(f"the architecture '{architecture.callable}' did not return a torch.nn.Module")
@@ -209,22 +208,6 @@ class StateDictEngine:
 
     def forward(self, *inputs: np.ndarray) -> list[np.ndarray]:
         return _torch_forward(self._module, self._device, inputs)
-
-
-def _callable_from_file(path: Path, name: str) -> Any:
-    module_name = f"microzoo_architecture_{abs(hash(str(path.resolve())))}"
-    module = sys.modules.get(module_name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None:
-            raise PackageError(f"cannot import the architecture source {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    try:
-        return getattr(module, name)
-    except AttributeError as error:
-        raise PackageError(f"the architecture source {path.name} has no callable '{name}'") from error
 
 
 def _torch_forward(module: Any, device: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:

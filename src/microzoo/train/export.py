@@ -26,20 +26,19 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 import json
 import shutil
-import sys
-import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from microzoo.errors import ConfigError, OutputError, PackageError
 from microzoo.io.atomic import atomic_output
+from microzoo.package.architecture import architecture_callable
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.train.export_docs import TASK_TEXT, plain_yaml, readme_text, write_cover
 from microzoo.trust.fingerprint import ATTACHMENT_NAME as FINGERPRINT_NAME
@@ -270,27 +269,18 @@ def _save_state_dict(net: Any, spec: ExportSpec, arch: Path, path: Path, checks:
         json.dumps(spec.architecture_kwargs)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"architecture_kwargs must be plain numbers, strings, lists and dicts ({error})") from error
-    name = f"microzoo_export_architecture_{uuid.uuid4().hex}"
-    module_spec = importlib.util.spec_from_file_location(name, arch)
-    if module_spec is None or module_spec.loader is None:
-        raise ConfigError(f"cannot import the architecture source {spec.architecture_source}")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module
     try:
-        module_spec.loader.exec_module(module)
-        factory = getattr(module, spec.architecture_callable, None)
-        if factory is None:
-            raise ConfigError(f"the architecture source {arch.name} defines no '{spec.architecture_callable}'; "
-                              "give the name of the network's class or factory")
-        try:
-            rebuilt = factory(**spec.architecture_kwargs)
-            rebuilt.load_state_dict(net.state_dict())
-        except Exception as error:  # any error of user code: wrong kwargs, other layers
-            raise ConfigError(
-                f"{spec.architecture_callable}(**architecture_kwargs) from {arch.name} does not rebuild the "
-                f"trained network ({error}); give the kwargs the network was built with") from error
-    finally:
-        sys.modules.pop(name, None)
+        factory = architecture_callable(arch, spec.architecture_callable)
+    except PackageError as error:
+        raise ConfigError(f"{error}; give the source file of the network and the name of its class or "
+                          "factory") from error
+    try:
+        rebuilt = factory(**spec.architecture_kwargs)
+        rebuilt.load_state_dict(net.state_dict())
+    except Exception as error:  # any error of user code: wrong kwargs, other layers
+        raise ConfigError(
+            f"{spec.architecture_callable}(**architecture_kwargs) from {arch.name} does not rebuild the "
+            f"trained network ({error}); give the kwargs the network was built with") from error
     rebuilt.eval()
     for inputs, expected in checks:
         _assert_reproduces("pytorch_state_dict", _torch_out(rebuilt, inputs), expected)

@@ -1,0 +1,35 @@
+"""Trust: the training-data fingerprint, out-of-distribution checks, good-practice checks.
+
+The verbs, importable from here (loaded on first use)::
+
+    fingerprint_images(images)                 a Fingerprint of the training images
+    check_images(fingerprint, images)          which images are unlike the training data
+    find_near_duplicates(train, test)          test images that repeat training images
+    run_checks(...) / check_folders(...)       every good-practice check (`microzoo check`)
+    trust_note(package, images, names)         the note shown beside a prediction
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "Finding": "checks", "check_folders": "checks", "load_model_claims": "checks", "run_checks": "checks",
+    "Fingerprint": "fingerprint", "fingerprint_images": "fingerprint",
+    "NearDuplicate": "leakage", "find_near_duplicates": "leakage",
+    "TrustNote": "note", "trust_note": "note",
+    "OODResult": "ood", "check_images": "ood",
+}  # fmt: skip
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from scipy import stats
 
 from microzoo.errors import ConfigError, DataError
-from microzoo.io.files import list_images
+from microzoo.io.files import list_images, pair_by_stem
 from microzoo.io.read import read_array
 from microzoo.progress import ProgressCallback
 from microzoo.trust.fingerprint import Fingerprint, guess_modality
@@ -299,6 +299,11 @@ def load_model_claims(source: str | os.PathLike[str]) -> tuple[Fingerprint | Non
     return package_fingerprint(package), [str(tag) for tag in (package.descr.tags or [])]
 
 
+def _check_pixel_size(pixel_size: float | None) -> None:
+    if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
+        raise ConfigError(f"the pixel size must be a positive number of micrometres per pixel, got {pixel_size}")
+
+
 def run_checks(
     *,
     train_images: Sequence[np.ndarray] = (),
@@ -320,6 +325,7 @@ def run_checks(
     Without a ``fingerprint``, one is made from ``train_images`` (at least 5) to check the
     test images against.
     """
+    _check_pixel_size(pixel_size)
     findings: list[Finding] = []
     if len(train_images) and len(test_images):
         findings += check_leakage(train_images, test_images, train_names=train_names,
@@ -354,13 +360,17 @@ def check_folders(
     progress: ProgressCallback | None = None,
 ) -> list[Finding]:
     """:func:`run_checks` on folders of images (what ``microzoo check`` runs)."""
-    def read(folder, role):
-        files = list_images(folder, role=role)
-        return [read_array(f) for f in files], [f.name for f in files]
-
-    test_images, test_names = read(test_dir, "test images")
-    train_images, train_names = read(train_dir, "training images") if train_dir else ([], None)
-    labels = read(labels_dir, "labels")[0] if labels_dir else []
+    _check_pixel_size(pixel_size)
+    test_files = list_images(test_dir, role="test images")
+    train_files = list_images(train_dir, role="training images") if train_dir else []
+    label_files: list[Path] = []
+    if labels_dir:  # every test image needs its label image, paired by name
+        _, paired = pair_by_stem({"test images": test_files, "labels": list_images(labels_dir, role="labels")})
+        label_files = paired["labels"]
+    test_images, test_names = [read_array(f) for f in test_files], [f.name for f in test_files]
+    train_images = [read_array(f) for f in train_files]
+    train_names = [f.name for f in train_files] if train_files else None
+    labels = [read_array(f) for f in label_files]
     fingerprint, tags = load_model_claims(model) if model else (None, [])
     findings = run_checks(
         train_images=train_images, test_images=test_images, train_names=train_names,

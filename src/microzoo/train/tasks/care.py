@@ -5,7 +5,7 @@ Inputs and clean targets are each normalised by their own percentiles; the U-Net
 
 Quality control works in the images' own units: the network's output is mapped back with the
 input's percentiles and compared with the clean image, beside a Gaussian filter whose width
-was tuned on training pairs (:func:`microzoo.qc.classical.tune_denoiser`) and beside the noisy
+was tuned on training pairs (:func:`microzoo.qc.baselines.restoration_baselines`) and beside the noisy
 input itself. Read the ``*_fitted`` figures (after a per-image ``a * pred + b`` fit) when the
 clean images were stretched differently from the noisy ones (as in W2S).
 """
@@ -17,18 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
 
 from microzoo.progress import ProgressCallback, no_progress
-from microzoo.qc import classical, metrics
+from microzoo.qc.baselines import restoration_baselines
 from microzoo.train.config import CareConfig
 from microzoo.train.data import PatchSampler, Sample, load_samples, normalize_percentiles, split_samples
 from microzoo.train.loop import fit, predict_batches
 from microzoo.train.tasks import TrainingResult, build_network, finish, load_best, predict_image
 
 __all__ = ["restoration_qc", "train_care"]
-
-_SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0)
 
 
 def to_raw_units(output: np.ndarray, raw: np.ndarray, *, low: float, high: float) -> np.ndarray:
@@ -39,49 +36,22 @@ def to_raw_units(output: np.ndarray, raw: np.ndarray, *, low: float, high: float
     return (output * (p_high - p_low + 1e-6) + p_low).astype(np.float32)
 
 
-def _center_crop(image: np.ndarray, side: int = 256) -> np.ndarray:
-    return image[tuple(slice(max((n - side) // 2, 0), max((n - side) // 2, 0) + side) for n in image.shape)]
-
-
-def tuned_gaussian(train: Sequence[Sample]) -> tuple[float, str]:
-    """The Gaussian width (pixels) that restores the training pairs best (fitted PSNR)."""
-    pairs = [(s.raw[0], s.truth[0]) for s in train[:4]]
-    data_range = max(float(np.ptp(clean)) for _, clean in pairs) or 1.0
-    if pairs[0][0].ndim == 2:
-        noisy = [_center_crop(n) for n, _ in pairs]
-        clean = [_center_crop(c) for _, c in pairs]
-        best = classical.tune_denoiser("gaussian", noisy, clean, data_range=data_range, criterion="psnr_fitted")
-        return float(best["sigma"]), "2-D"
-    scores = {}
-    for sigma in _SIGMAS:
-        scores[sigma] = np.mean([
-            metrics.psnr(c, metrics.affine_fit(ndi.gaussian_filter(n.astype(np.float64), sigma), c), data_range=data_range)
-            for n, c in pairs
-        ])  # fmt: skip
-    return float(max(scores, key=scores.get)), "3-D"
-
-
 def restoration_qc(
     network: torch.nn.Module, *, train: Sequence[Sample], val: Sequence[Sample], multiple: int,
     percentiles: tuple[float, float], model_name: str,
 ) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]], list[np.ndarray]]:  # fmt: skip
     """Truths, predictions (model, tuned Gaussian, noisy input) and inputs on the validation images."""
     low, high = percentiles
-    sigma, _ = tuned_gaussian(train)
+    (gaussian,) = restoration_baselines(train_noisy=[s.raw[0] for s in train], train_clean=[s.truth[0] for s in train])
 
     def first(array: np.ndarray) -> np.ndarray:
         return array[0] if array.shape[0] == 1 else array
-
-    def gaussian(raw: np.ndarray) -> np.ndarray:
-        if raw.ndim == 3 and raw.shape[0] == 1:
-            return classical.denoise(raw[0], method="gaussian", params={"sigma": sigma})
-        return first(ndi.gaussian_filter(raw.astype(np.float64), [0] + [sigma] * (raw.ndim - 1)))
 
     model = [first(to_raw_units(predict_image(network, s.image, multiple=multiple), s.raw, low=low, high=high))
              for s in val]  # fmt: skip
     predictions = {
         model_name: model,
-        f"Gaussian (sigma {sigma:g})": [gaussian(s.raw) for s in val],
+        gaussian.name: [first(np.stack([gaussian(channel) for channel in s.raw])) for s in val],
         "noisy input": [first(s.raw) for s in val],
     }
     return [first(s.truth) for s in val], predictions, [first(s.raw) for s in val]

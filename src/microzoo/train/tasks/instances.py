@@ -6,7 +6,8 @@ that turn the maps into labels are chosen on the validation images (best F1 at I
 in ``OUT/instance_settings.yaml`` and in the package, so no hand tuning is needed.
 
 The classical baseline is Otsu + distance-transform seeded watershed
-(:func:`microzoo.qc.classical.watershed_instances`; in 3-D, Otsu and connected components).
+(:func:`microzoo.qc.baselines.instances_baseline`, the one `compare --classical` runs; in 3-D, Otsu
+and connected components).
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from scipy import ndimage as ndi
-from skimage import filters
 
 from microzoo.io.atomic import atomic_output
 from microzoo.progress import ProgressCallback, no_progress
-from microzoo.qc.classical import watershed_instances
+from microzoo.qc.baselines import instances_baseline
 from microzoo.qc.metrics import instance_metrics_dataset, match_instances
 from microzoo.train.config import InstancesConfig
 from microzoo.train.data import PatchSampler, load_samples, split_samples
@@ -36,24 +35,11 @@ from microzoo.train.tasks.instance_targets import (
     targets_from_labels,
 )
 
-__all__ = ["baseline_instances", "train_instances"]
+__all__ = ["train_instances"]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
-
-
-def baseline_instances(raw: np.ndarray) -> np.ndarray:
-    """The classical instances of a raw image ``(c, *spatial)``: seeded watershed in 2-D."""
-    gray = raw[0]
-    if gray.ndim == 2:
-        return watershed_instances(gray)
-    if np.ptp(gray) == 0:
-        return np.zeros(gray.shape, dtype=np.int32)
-    mask = gray > filters.threshold_otsu(gray)
-    if mask.mean() > 0.5:  # objects are the smaller class
-        mask = ~mask
-    return ndi.label(mask)[0].astype(np.int32)
 
 
 def _f1(truths: list[np.ndarray], preds: list[np.ndarray]) -> float:
@@ -102,9 +88,10 @@ def train_instances(
     chosen, table = optimize_instance_settings(outputs, truths)
     with atomic_output(out_dir / "instance_settings.yaml") as tmp:
         tmp.write_text(yaml.safe_dump({"settings": chosen.model_dump(), "search": table}, sort_keys=False))
+    watershed = instances_baseline()
     predictions = {
         "U-Net": [instances_from_output(o, settings=chosen) for o in outputs],
-        "watershed": [baseline_instances(s.raw) for s in val],
+        watershed.name: [watershed(s.raw[0]) for s in val],
     }
     return finish(
         config, out_dir=out_dir, network=network, loop_result=loop, config_path=config_path,

@@ -7,7 +7,8 @@ channel per class and a softmax. Losses: binary cross-entropy (cross-entropy for
 (default), or cross-entropy weighted by the inverse class frequencies of the training labels.
 
 The classical baseline is an Otsu threshold of the grey image (multi-Otsu for several
-classes), bright or dark objects as the training labels show.
+classes), bright or dark objects as the training labels show (:func:`microzoo.qc.baselines.semantic_baseline`,
+the one `compare --classical` runs).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from skimage import filters
 
 from microzoo.errors import DataError
 from microzoo.progress import ProgressCallback, no_progress
+from microzoo.qc.baselines import semantic_baseline
 from microzoo.train.config import SemanticConfig
 from microzoo.train.data import PatchSampler, load_samples, split_samples
 from microzoo.train.loop import fit, predict_batches
@@ -96,29 +97,6 @@ def mean_iou(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
     return float(np.mean(scores)) if scores else 1.0
 
 
-def baseline_classes(raw: np.ndarray, *, n_classes: int, polarity: str) -> np.ndarray:
-    """Otsu (multi-Otsu for several classes) on the grey image, 2-D or 3-D."""
-    gray = raw[0].astype(np.float64)
-    if np.ptp(gray) == 0:
-        return np.zeros(gray.shape, dtype=np.int32)
-    if n_classes == 2:
-        above = gray > filters.threshold_otsu(gray)
-        return (above if polarity == "bright" else ~above).astype(np.int32)
-    classes = np.digitize(gray, filters.threshold_multiotsu(gray, classes=n_classes)).astype(np.int32)
-    return classes if polarity == "bright" else (n_classes - 1 - classes)
-
-
-def choose_polarity(raws: list[np.ndarray], truths: list[np.ndarray], n_classes: int) -> str:
-    """Whether the baseline should take bright or dark pixels as foreground (on training images)."""
-    scores = {}
-    for polarity in ("bright", "dark"):
-        scores[polarity] = np.mean([
-            mean_iou(t, baseline_classes(r, n_classes=n_classes, polarity=polarity), n_classes)
-            for r, t in zip(raws[:5], truths[:5])
-        ])  # fmt: skip
-    return max(scores, key=scores.get)
-
-
 def train_semantic(
     config: SemanticConfig, *, out_dir: Path, config_path: Path, resume: bool = False,
     progress: ProgressCallback | None = None,
@@ -159,10 +137,10 @@ def train_semantic(
                resume=resume, progress=progress)  # fmt: skip
     network = load_best(network, loop.best_checkpoint)
     multiple = 2**config.network.depth
-    polarity = choose_polarity([s.raw for s in train], train_classes, n)
+    otsu = semantic_baseline(train_images=[s.raw[0] for s in train], train_classes=train_classes, n_classes=n)
     predictions = {
         "U-Net": [predicted_classes(predict_image(network, s.image, multiple=multiple)) for s in val],
-        f"Otsu ({polarity})": [baseline_classes(s.raw, n_classes=n, polarity=polarity) for s in val],
+        otsu.name: [otsu(s.raw[0]).astype(np.int32) for s in val],
     }
     notes = {"loss": config.loss, "classes": n}
     if n == 2:

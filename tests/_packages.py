@@ -964,3 +964,10 @@ BUILDERS["format_04_fixed_halo"] = build_format_04_fixed_halo
 BUILDERS["format_04_cite_url"] = build_format_04_cite_url
 WEIGHT_FORMATS["format_04_fixed_halo"] = ("torchscript",)
 WEIGHT_FORMATS["format_04_cite_url"] = ("torchscript",)
+
+# packages bioimageio.spec reads as valid 0.4 but cannot convert to 0.5, and why (microzoo repairs
+# the field: microzoo.package.format04)
+SPEC_CANNOT_CONVERT: dict[str, str] = {
+    "format_04_fixed_halo": "output axis with halo and fixed size",
+    "format_04_cite_url": "Input should be a valid URL",
+}

@@ -20,46 +20,26 @@ def test_importing_microzoo_does_not_import_torch_or_the_spec() -> None:
     assert result.stdout.split() == ["False", "False"]
 
 
-def _check_exports(package_name: str, expected: list[str]) -> None:
+def _check_subpackage(name: str, expected: list[str]) -> None:
+    """``microzoo.<name>`` re-exports exactly ``expected``, each defined in one of its modules,
+    without importing torch or bioimageio.spec until a name is used."""
     import importlib
-
-    package = importlib.import_module(package_name)
-    assert package.__all__ == expected
-    for name in expected:
-        value = getattr(package, name)
-        assert getattr(value, "__module__", package_name).startswith(package_name), name
-    assert set(expected) <= set(dir(package))
-
-
-def test_qc_api() -> None:
-    _check_exports("microzoo.qc", [
-        "Baseline", "Comparison", "Difference", "Estimate", "Evaluation", "QCTask", "TASKS", "baselines_for",
-        "compare", "denoise", "evaluate", "evaluate_folders", "get_task", "run_classical_on_folder", "segment",
-        "tune_denoiser", "write_evaluation",
-    ])  # fmt: skip
-
-
-def test_trust_api() -> None:
-    _check_exports("microzoo.trust", [
-        "Finding", "Fingerprint", "NearDuplicate", "OODResult", "TrustNote", "check_folders", "check_images",
-        "find_near_duplicates", "fingerprint_images", "load_model_claims", "run_checks", "trust_note",
-    ])  # fmt: skip
-
-
-def _check_lazy_subpackage(name: str, expected: list[str]) -> None:
-    """``microzoo.<name>`` re-exports exactly ``expected`` and imports neither torch nor
-    bioimageio.spec until a name is used."""
     import subprocess
     import sys
 
-    _check_exports(f"microzoo.{name}", sorted(expected))
+    package = importlib.import_module(f"microzoo.{name}")
+    assert sorted(package.__all__) == sorted(expected)
+    for member in package.__all__:
+        value = getattr(package, member)
+        if hasattr(value, "__module__"):  # functions and classes; constants such as IMAGE_SUFFIXES have none
+            assert value.__module__.startswith(f"microzoo.{name}."), (member, value.__module__)
     code = f"import sys, microzoo.{name}; print('torch' in sys.modules, 'bioimageio.spec' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
 
 
 def test_runtime_api() -> None:
-    _check_lazy_subpackage("runtime", [
+    _check_subpackage("runtime", [
         "Engine", "FileResult", "InstanceSettings", "Model", "ModelGeometry", "OutputComparison", "Outputs",
         "PackageSummary", "Pipeline", "Prediction", "Tile", "TilePlan", "available_formats", "bind_ops",
         "check_outputs", "choose_format", "compare_outputs", "describe_op", "extract_tile", "geometry_from_descr",
@@ -69,8 +49,30 @@ def test_runtime_api() -> None:
 
 
 def test_io_api() -> None:
-    _check_lazy_subpackage("io", [
+    _check_subpackage("io", [
         "AxesMapping", "IMAGE_SUFFIXES", "Image", "atomic_output", "check_axes", "find_images", "image_format",
         "image_shape", "image_stem", "list_images", "map_from_model", "map_to_model", "pair_by_stem",
         "read_array", "read_image", "rgb_to_grey", "select_channels", "to_grayscale", "write_image",
+    ])  # fmt: skip
+
+
+def test_qc_api() -> None:
+    _check_subpackage("qc", [
+        "Baseline", "Comparison", "Difference", "Estimate", "Evaluation", "QCTask", "TASKS", "baselines_for",
+        "compare", "denoise", "evaluate", "evaluate_folders", "get_task", "run_classical_on_folder", "segment",
+        "tune_denoiser", "write_evaluation",
+    ])  # fmt: skip
+
+
+def test_trust_api() -> None:
+    _check_subpackage("trust", [
+        "Finding", "Fingerprint", "NearDuplicate", "OODResult", "TrustNote", "check_folders", "check_images",
+        "find_near_duplicates", "fingerprint_images", "load_model_claims", "run_checks", "trust_note",
+    ])  # fmt: skip
+
+
+def test_package_api() -> None:
+    _check_subpackage("package", [
+        "ModelPackage", "Problem", "ValidationReport", "architecture_callable", "cache_dir", "open_package",
+        "validate_package",
     ])  # fmt: skip

@@ -123,8 +123,14 @@ def read_image(path: str | os.PathLike[str], *, axes: str | None = None) -> Imag
               "zarr": _read_zarr}[fmt]  # fmt: skip
     try:
         data, found, pixel_size, unit = reader(path)
-    except (ImageError, MemoryError):
+    except ImageError:
         raise
+    except MemoryError as exc:  # a header can claim any size: say so, with the file's own size
+        raise ImageError(
+            f"cannot read {path}: the image its header describes does not fit in memory ({exc}); the "
+            f"file holds {path.stat().st_size:,} bytes, so if it is much smaller its header is corrupt: "
+            "export it again"
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - every reader failure means an unreadable file
         raise ImageError(
             f"cannot read {path} as {fmt.upper()}: {exc}; the file may be incomplete or "

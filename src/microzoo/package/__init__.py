@@ -1,0 +1,36 @@
+"""Model packages: open, validate and read what a package holds, safely.
+
+The verbs, importable from here (loaded on first use, so ``import microzoo.package`` stays cheap)::
+
+    open_package(source)                      a ModelPackage: description (format 0.5) and files
+    validate_package(source)                  a ValidationReport: every error and warning at once
+    architecture_callable(source, name)       a package's network class or factory (runs its code)
+    cache_dir()                               where downloads and extracted zips go
+
+Safety limits (paths inside the package, zip sizes, YAML aliases) and the format 0.4 repairs are
+described in ``docs/runner.md``, "Safety limits and compatibility".
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "architecture_callable": "architecture",
+    "cache_dir": "download",
+    "ModelPackage": "load", "open_package": "load",
+    "Problem": "validate", "ValidationReport": "validate", "validate_package": "validate",
+}  # fmt: skip
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -106,9 +106,7 @@ def open_package(
     return package
 
 
-def locate_description(
-    source: str | os.PathLike[str], *, progress: ProgressCallback | None = None
-) -> Path:
+def locate_description(source: str | os.PathLike[str], *, progress: ProgressCallback | None = None) -> Path:
     """Bring a package onto the local disk and return the path of its description file."""
     text = os.fspath(source)
     if is_url(text):
@@ -116,8 +114,7 @@ def locate_description(
     path = Path(text).expanduser()
     if not path.exists():
         raise PackageError(
-            f"no model package at '{text}': give a package folder, a .zip, a bioimageio.yaml "
-            "or an http(s) URL"
+            f"no model package at '{text}': give a package folder, a .zip, a bioimageio.yaml or an http(s) URL"
         )
     if path.is_dir():
         return _description_in_folder(path)
@@ -230,7 +227,8 @@ def iter_file_entries(node: Any, where: str = "") -> Iterator[tuple[str, Any, st
     if isinstance(node, BaseModel):
         fields = type(node).model_fields
         if "source" in fields and "sha256" in fields:
-            yield where or "description", node.source, node.sha256
+            file_node: Any = node  # a FileDescr or a weights entry: both fields are declared
+            yield where or "description", file_node.source, file_node.sha256
         for name in fields:
             if name in ("source", "parent"):
                 continue
@@ -347,9 +345,7 @@ RATIO_CHECK_BYTES = 16 << 20
 
 def _check_zip_members(path: Path, members: list[zipfile.ZipInfo]) -> None:
     """Refuse a zip whose members lead outside the package or expand past the limits."""
-    extract_yourself = (
-        "If you trust this package, extract it yourself (for example with `unzip`) and give the folder"
-    )
+    extract_yourself = "If you trust this package, extract it yourself (for example with `unzip`) and give the folder"
     total = 0
     for member in members:
         name = member.filename

@@ -14,10 +14,9 @@ import numpy as np
 
 from microzoo.errors import MicrozooError, OutputError
 from microzoo.io.files import image_stem
+from microzoo.io.read import image_format
 from microzoo.progress import ProgressCallback
 from microzoo.runtime.predict import Model, Prediction
-
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".zarr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +36,7 @@ def output_paths(model: Model, inputs: Sequence[Path], out: Path, *, suffix: str
     ``OUT/<stem><suffix>`` for a one-output model, ``OUT/<stem>_<output id><suffix>`` otherwise.
     Raises OutputError when an output would overwrite an input or two outputs collide.
     """
-    single_file = out.suffix.lower() in IMAGE_SUFFIXES or out.name.lower().endswith(".ome.zarr")
+    single_file = image_format(out) is not None
     if single_file and (len(inputs) != 1 or len(model.output_ids) != 1):
         raise OutputError(
             f"-o {out} names one file but there are {len(inputs)} inputs and {len(model.output_ids)} "

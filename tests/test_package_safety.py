@@ -19,6 +19,7 @@ from _hostile import (
 )
 
 from microzoo.errors import ChecksumError, MicrozooError, PackageError
+from microzoo.package import archive as archive_module
 from microzoo.package import load as load_module
 from microzoo.package.load import open_package
 from microzoo.package.validate import validate_package
@@ -105,7 +106,7 @@ def test_zip_larger_than_the_limit_is_refused(
     example_model: Path, tmp_path: Path, _private_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     archive = zip_folder(example_model, tmp_path / "model.zip")
-    monkeypatch.setattr(load_module, "MAX_EXTRACTED_BYTES", 1 << 20)
+    monkeypatch.setattr(archive_module, "MAX_EXTRACTED_BYTES", 1 << 20)
     with pytest.raises(PackageError, match="1 MiB") as info:
         open_package(archive)
     assert "extract" in str(info.value)

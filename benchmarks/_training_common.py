@@ -100,7 +100,7 @@ def train_run(config: Any, out_dir: Path, *, eval_only: bool = False, threads: i
 
 def load_network(config: Any, out_dir: Path, *, in_channels: int, out_channels: int):
     """The network of ``config`` with the best checkpoint of ``out_dir``, on the CPU in eval mode."""
-    from microzoo.train.tasks import build_network, load_best
+    from microzoo.train.tasks.skeleton import build_network, load_best
 
     network = build_network(config, in_channels=in_channels, out_channels=out_channels)
     return load_best(network, out_dir / "checkpoints" / "best.pt")
@@ -120,7 +120,7 @@ def predict(network: Any, raw: np.ndarray, *, depth: int, percentiles=(1.0, 99.8
     import torch
 
     from microzoo.train.data import normalize_percentiles
-    from microzoo.train.tasks import predict_image
+    from microzoo.train.tasks.skeleton import predict_image
 
     low, high = percentiles
     image = normalize_percentiles(np.asarray(raw, np.float32)[None], low=low, high=high)

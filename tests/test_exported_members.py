@@ -76,3 +76,13 @@ def test_package_api() -> None:
         "ModelPackage", "Problem", "ValidationReport", "architecture_callable", "cache_dir", "open_package",
         "validate_package",
     ])  # fmt: skip
+
+
+def test_train_api() -> None:
+    _check_subpackage("train", [
+        "TASKS", "ExportSpec", "TrainingResult", "care_config", "export_package", "instances_config", "load_config",
+        "n2v_config", "predict_image", "save_config", "semantic_config", "short_form_config", "train",
+    ])  # fmt: skip
+    import microzoo.train
+
+    assert set(microzoo.train.TASKS) == {"semantic", "instances", "care", "n2v"}

@@ -211,3 +211,20 @@ def test_only_an_opened_package_runs_its_architecture_code(tmp_path_factory, tmp
     assert not marker.exists()
     load_engine(package, "pytorch_state_dict", device="cpu")
     assert marker.exists()
+
+
+def test_every_path_is_checked_before_any_file_is_read(example_model: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The escaping path is the last file named; no file is hashed before it is refused. A path
+    with a NUL byte is one PackageError too (found by the fuzz test)."""
+    folder = edited_copy(example_model, tmp_path / "pkg", lambda text: text.replace(
+        "    source: weights.pt\n", "    source: ../weights.pt\n"))
+    hashed: list[Path] = []
+    monkeypatch.setattr(load_module, "sha256_of", lambda path, **_: hashed.append(path) or "0")
+    with pytest.raises(PackageError, match="weights.pt"):
+        open_package(folder)
+    assert hashed == []
+    (folder / "bioimageio.yaml").write_text((example_model / "bioimageio.yaml").read_text().replace(
+        "source: test_input.npy", 'source: "a\\0b.npy"'))
+    with pytest.raises(PackageError, match="not a usable file path"):
+        open_package(folder)

@@ -203,10 +203,11 @@ def check_package_files(package: ModelPackage, *, progress: ProgressCallback | N
     offline with its local one.
     """
     entries = [entry for entry in iter_file_entries(package.descr) if not is_url(str(entry[1]))]
-    for done, (where, source, expected) in enumerate(entries):
+    # every path is checked to stay inside the package before any file is read
+    paths = [path_inside(package.root, str(source), where=where) for where, source, _ in entries]
+    for done, ((where, source, expected), path) in enumerate(zip(entries, paths, strict=True)):
         if progress:
             progress(done, len(entries), "checking files")
-        path = resolve_file(source, package.root, where=where)
         if not path.is_file():
             raise PackageError(
                 f"the description names '{source}' ({where}) but it is not in the package at "
@@ -274,7 +275,10 @@ def path_inside(root: Path, relative: str, *, where: str = "") -> Path:
             "to its own folder, so this one is refused. Ask its author to put the file in the package"
         )
     base = root.resolve()
-    resolved = (base / relative).resolve()
+    try:
+        resolved = (base / relative).resolve()
+    except (ValueError, OSError) as error:  # a NUL byte, a loop of symbolic links
+        raise PackageError(f"the description names {named}, which is not a usable file path ({error})") from error
     if not resolved.is_relative_to(base):
         raise PackageError(
             f"the description names {named}, which lies outside the package ({resolved}): refused, "

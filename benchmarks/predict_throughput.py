@@ -12,6 +12,14 @@ megapixels per second of:
 and the ratios ours / bare limit (target >= 0.95) and ours / core (target >= 1.1 for the whole
 process at 4096, never below 1.0 for prediction alone). Outputs of both must agree within the
 spec tolerance. Last, on a synthetic model with parameterized sizes, throughput against tile size.
+
+    .venv/bin/python benchmarks/predict_throughput.py --pairs 5 [--before-src OTHER_TREE/src]
+
+``--pairs N``: only the whole processes, at the first size and format: `microzoo predict` and
+bioimageio.core run in turn N times (A B A B ...; with ``--before-src``, a second microzoo from
+another source tree, e.g. the main branch, runs in each round too: before, after, core), each
+run's seconds with the load average before it, and the median of the per-round ratios
+core / microzoo (the issue's target at 4096, onnx: >= 1.15).
 """
 
 from __future__ import annotations
@@ -123,7 +131,7 @@ class Core:
         return seconds, np.squeeze(next(iter(sample.members.values())).data.values)
 
 
-def run_process(command: list[str]) -> tuple[float, float, str]:
+def run_process(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Wall seconds, peak resident memory (MiB) and stdout of a command run as its own process.
 
     Peak memory is sampled every 20 ms with psutil (``ru_maxrss`` of a child also counts the
@@ -132,7 +140,7 @@ def run_process(command: list[str]) -> tuple[float, float, str]:
     import psutil
 
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     watched, peak = psutil.Process(process.pid), 0
     while process.poll() is None:
         try:
@@ -172,15 +180,62 @@ def parameterized_gain(workdir: Path) -> list[tuple[int, int, float]]:
     return rows
 
 
+def process_pairs(args: argparse.Namespace, workdir: Path) -> None:
+    """Whole processes only, in turn: (before,) microzoo, core; per-round ratios and their median."""
+    size, weight_format = args.sizes[0], args.formats[0]
+    path = workdir / f"mosaic_{size}.tif"
+    tifffile.imwrite(path, mosaic(size))
+    ours_src = Path(__import__("microzoo").__file__).resolve().parents[1]
+    tools = {"microzoo": ours_src, "core": None}
+    if args.before_src:
+        tools = {"before": args.before_src.resolve(), **tools}
+    print(f"== whole process, {weight_format}, {size}x{size}, {args.pairs} rounds of {', '.join(tools)} in turn; "
+          f"microzoo from {ours_src}" + (f", before from {args.before_src}" if args.before_src else ""), flush=True)
+    seconds: dict[str, list[float]] = {name: [] for name in tools}
+    for round_ in range(args.pairs):
+        line = []
+        for name, src in tools.items():
+            target = workdir / f"{name}_{size}.tif"
+            target.unlink(missing_ok=True)
+            load = os.getloadavg()[0]
+            if src is None:
+                command = [sys.executable, str(REPO / "benchmarks" / "_core_predict.py"), str(MODEL), str(path),
+                           str(target), weight_format]
+                run = run_process(command)
+            else:
+                command = [sys.executable, "-m", "microzoo.cli", "predict", str(MODEL), str(path), "-o", str(target),
+                           "--weights", weight_format]
+                run = run_process(command, env={**os.environ, "PYTHONPATH": str(src)})
+            seconds[name].append(run[0])
+            line.append(f"{name} {run[0]:6.1f} s (load {load:4.1f}, peak {run[1]:.0f} MiB)")
+        print(f"   round {round_ + 1}: " + "; ".join(line), flush=True)
+    for name in tools:
+        if name == "core":
+            continue
+        ratios = [c / o for c, o in zip(seconds["core"], seconds[name])]
+        print(f"   core / {name}: per round {[round(r, 3) for r in ratios]}, median {statistics.median(ratios):.3f}; "
+              f"median seconds {name} {statistics.median(seconds[name]):.1f}, core {statistics.median(seconds['core']):.1f}")
+    if args.before_src:
+        ratios = [b / a for b, a in zip(seconds["before"], seconds["microzoo"])]
+        print(f"   before / microzoo: per round {[round(r, 3) for r in ratios]}, median {statistics.median(ratios):.3f}")
+    agree = mismatch_per_million(tifffile.imread(workdir / f"microzoo_{size}.tif"), tifffile.imread(workdir / f"core_{size}.tif"))
+    print(f"   outputs: {agree:.1f} mismatched per million (rtol 1e-3, atol 1e-3; allowed 100)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
     parser.add_argument("--formats", nargs="+", default=["onnx", "torchscript"])
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the fastest counts")
     parser.add_argument("--skip-parameterized", action="store_true")
+    parser.add_argument("--pairs", type=int, default=0, help="only the whole processes, N rounds in turn (see above)")
+    parser.add_argument("--before-src", type=Path, default=None, help="with --pairs: a second microzoo source tree")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="microzoo-bench-"))
+    if args.pairs:
+        process_pairs(args, workdir)
+        return
     print(f"model: {MODEL.name}; machine: {os.cpu_count()} cores; work folder {workdir}")
     for weight_format in args.formats:
         bare, ours, core = Bare(weight_format), Ours(weight_format), Core(weight_format)

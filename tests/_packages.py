@@ -142,8 +142,11 @@ def _import_arch(folder: Path) -> ModuleType:
     if not path.exists():
         path.write_text(ARCH_SOURCE)
     name = f"microzoo_synthetic_arch_{sha256_of(path)[:16]}"
-    if name in sys.modules:
-        return sys.modules[name]
+    cached = sys.modules.get(name)
+    # reuse only while its file exists: torch.jit.script reads the class's source from that file,
+    # and an earlier test's folder may be gone
+    if cached is not None and cached.__file__ is not None and Path(cached.__file__).exists():
+        return cached
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -72,7 +72,7 @@ def test_trust_api() -> None:
 
 
 def test_package_api() -> None:
-    _check_exports("microzoo.package", [
+    _check_subpackage("package", [
         "ModelPackage", "Problem", "ValidationReport", "architecture_callable", "cache_dir", "open_package",
         "validate_package",
     ])  # fmt: skip

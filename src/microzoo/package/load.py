@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,8 @@ import yaml
 from pydantic import BaseModel
 
 from microzoo.errors import ChecksumError, PackageError
-from microzoo.package.download import cache_dir, download, is_url
+from microzoo.package.archive import extract_zip
+from microzoo.package.download import download, is_url
 from microzoo.progress import ProgressCallback
 
 DESCRIPTION_NAMES = ("bioimageio.yaml", "rdf.yaml")
@@ -106,9 +106,7 @@ def open_package(
     return package
 
 
-def locate_description(
-    source: str | os.PathLike[str], *, progress: ProgressCallback | None = None
-) -> Path:
+def locate_description(source: str | os.PathLike[str], *, progress: ProgressCallback | None = None) -> Path:
     """Bring a package onto the local disk and return the path of its description file."""
     text = os.fspath(source)
     if is_url(text):
@@ -116,13 +114,12 @@ def locate_description(
     path = Path(text).expanduser()
     if not path.exists():
         raise PackageError(
-            f"no model package at '{text}': give a package folder, a .zip, a bioimageio.yaml "
-            "or an http(s) URL"
+            f"no model package at '{text}': give a package folder, a .zip, a bioimageio.yaml or an http(s) URL"
         )
     if path.is_dir():
         return _description_in_folder(path)
     if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
-        return _description_in_folder(_extract_zip(path))
+        return _description_in_folder(extract_zip(path))
     if path.suffix.lower() in (".yaml", ".yml"):
         return path.resolve()
     raise PackageError(
@@ -131,18 +128,14 @@ def locate_description(
     )
 
 
-def parse_description(description_path: Path, content: dict[str, Any] | None = None) -> Any:
-    """Parse a description with bioimageio.spec, converted to format 0.5 (no file checks).
+def convert_description(description_path: Path, content: dict[str, Any] | None = None) -> tuple[Any, tuple[str, ...]]:
+    """Parse a description with bioimageio.spec, converted to format 0.5 (no file checks), and the
+    notices of the repairs a format 0.4 description needed to be converted
+    (:mod:`microzoo.package.format04`).
 
     ``content``: the description as :func:`read_description` read it (read here if not given);
     the spec sees only descriptions that passed its guards.
     """
-    return convert_description(description_path, content)[0]
-
-
-def convert_description(description_path: Path, content: dict[str, Any] | None = None) -> tuple[Any, tuple[str, ...]]:
-    """:func:`parse_description`, with the notices of the repairs a format 0.4 description needed
-    to be converted (:mod:`microzoo.package.format04`)."""
     from bioimageio.spec import InvalidDescr, load_description
     from bioimageio.spec.model import v0_5
 
@@ -203,10 +196,11 @@ def check_package_files(package: ModelPackage, *, progress: ProgressCallback | N
     offline with its local one.
     """
     entries = [entry for entry in iter_file_entries(package.descr) if not is_url(str(entry[1]))]
-    for done, (where, source, expected) in enumerate(entries):
+    # every path is checked to stay inside the package before any file is read
+    paths = [path_inside(package.root, str(source), where=where) for where, source, _ in entries]
+    for done, ((where, source, expected), path) in enumerate(zip(entries, paths, strict=True)):
         if progress:
             progress(done, len(entries), "checking files")
-        path = resolve_file(source, package.root, where=where)
         if not path.is_file():
             raise PackageError(
                 f"the description names '{source}' ({where}) but it is not in the package at "
@@ -229,7 +223,8 @@ def iter_file_entries(node: Any, where: str = "") -> Iterator[tuple[str, Any, st
     if isinstance(node, BaseModel):
         fields = type(node).model_fields
         if "source" in fields and "sha256" in fields:
-            yield where or "description", node.source, node.sha256
+            file_node: Any = node  # a FileDescr or a weights entry: both fields are declared
+            yield where or "description", file_node.source, file_node.sha256
         for name in fields:
             if name in ("source", "parent"):
                 continue
@@ -274,7 +269,10 @@ def path_inside(root: Path, relative: str, *, where: str = "") -> Path:
             "to its own folder, so this one is refused. Ask its author to put the file in the package"
         )
     base = root.resolve()
-    resolved = (base / relative).resolve()
+    try:
+        resolved = (base / relative).resolve()
+    except (ValueError, OSError) as error:  # a NUL byte, a loop of symbolic links
+        raise PackageError(f"the description names {named}, which is not a usable file path ({error})") from error
     if not resolved.is_relative_to(base):
         raise PackageError(
             f"the description names {named}, which lies outside the package ({resolved}): refused, "
@@ -306,71 +304,11 @@ def _description_in_folder(folder: Path) -> Path:
     )
 
 
-def _extract_zip(path: Path) -> Path:
-    """Extract a zip package into the cache, keyed by its sha256; reuse an earlier extraction.
-
-    Refused, before anything is written: a corrupt zip, a member whose name leads outside the
-    package, and archives past :data:`MAX_EXTRACTED_BYTES` or :data:`MAX_COMPRESSION_RATIO`.
-    """
-    if not zipfile.is_zipfile(path):
-        raise PackageError(f"{path} is not a valid zip file (corrupt or truncated): download it again")
-    target = cache_dir() / "packages" / sha256_of(path)
-    if target.is_dir():
-        return target
-    from microzoo.io.atomic import atomic_output
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            _check_zip_members(path, archive.infolist())
-            with atomic_output(target) as tmp:
-                archive.extractall(tmp)  # checks each member's CRC as it goes
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError) as error:
-        raise PackageError(f"{path} is a corrupt zip file ({error}): download it again") from error
-    return target
-
-
-#: The most a package zip may extract to. A bound on the disk one download can fill; the
-#: packages we know are far smaller. A larger package can be extracted by the user and opened
-#: as a folder, where no limit applies.
-MAX_EXTRACTED_BYTES = 4 << 30
-#: The highest compression ratio allowed for a member over :data:`RATIO_CHECK_BYTES`. Weights
-#: and float test tensors compress about 1.1:1, masks of mostly zeros some tens to one; a member
-#: of zeros (a zip bomb) compresses about 1000:1, deflate's limit.
-MAX_COMPRESSION_RATIO = 200
-#: Members smaller than this are not ratio-checked: a small file of zeros is harmless.
-RATIO_CHECK_BYTES = 16 << 20
-
-
-def _check_zip_members(path: Path, members: list[zipfile.ZipInfo]) -> None:
-    """Refuse a zip whose members lead outside the package or expand past the limits."""
-    extract_yourself = (
-        "If you trust this package, extract it yourself (for example with `unzip`) and give the folder"
-    )
-    total = 0
-    for member in members:
-        name = member.filename
-        if Path(name).is_absolute() or name.startswith(("/", "\\")) or ".." in Path(name.replace("\\", "/")).parts:
-            raise PackageError(f"{path} holds a file outside the package ({name}): refused")
-        total += member.file_size
-        ratio = member.file_size / max(member.compress_size, 1)
-        if member.file_size > RATIO_CHECK_BYTES and ratio > MAX_COMPRESSION_RATIO:
-            raise PackageError(
-                f"{path}: the member {name} would expand {member.compress_size:,} bytes into "
-                f"{member.file_size:,} ({ratio:.0f}:1); refused, as microzoo extracts no member that "
-                f"compresses more than {MAX_COMPRESSION_RATIO}:1 (a zip bomb looks like this). {extract_yourself}"
-            )
-    if total > MAX_EXTRACTED_BYTES:
-        raise PackageError(
-            f"{path} would extract to {total / (1 << 20):,.0f} MiB, more than microzoo extracts from a zip "
-            f"({MAX_EXTRACTED_BYTES / (1 << 20):,.0f} MiB); refused. {extract_yourself}"
-        )
-
-
 def _locate_remote(url: str, *, progress: ProgressCallback | None) -> Path:
     local = download(url, progress=progress)
     if zipfile.is_zipfile(local):
         try:
-            return _description_in_folder(_extract_zip(local))
+            return _description_in_folder(extract_zip(local))
         except PackageError:
             local.unlink(missing_ok=True)  # a refused zip leaves nothing in the cache
             raise
@@ -379,7 +317,7 @@ def _locate_remote(url: str, *, progress: ProgressCallback | None) -> Path:
     # a description on a server: fetch the files it names from beside it, into its folder, each
     # checked to stay inside that folder before the download and against its sha256 after it
     base = url.rsplit("/", 1)[0] + "/"
-    for where, source, sha256 in iter_file_entries(parse_description(local)):
+    for where, source, sha256 in iter_file_entries(convert_description(local)[0]):
         text = str(source)
         if not is_url(text):
             destination = path_inside(local.parent, text, where=where)
@@ -444,8 +382,3 @@ def _expanded_nodes(node: Any, seen: dict[int, int], limit: int) -> int:
             break
     seen[key] = total
     return total
-
-
-def read_format_version(description_path: Path) -> str:
-    """The ``format_version`` a description file was written in."""
-    return str(read_description(description_path).get("format_version", "unknown"))

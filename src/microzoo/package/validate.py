@@ -64,8 +64,14 @@ def validate_package(source: str | os.PathLike[str], *, progress: ProgressCallba
             converted, notices = convert_description(path, content)
             notes += [Problem("conversion", notice) for notice in notices]
             remote = [str(src) for _, src, _ in iter_file_entries(converted) if is_url(str(src))]
-            notes += [Problem("files", f"{url} is not downloaded here: it is fetched and checked against its "
-                                       "sha256 when that file is used") for url in remote]
+            notes += [
+                Problem(
+                    "files",
+                    f"{url} is not downloaded here: it is fetched and checked against its "
+                    "sha256 when that file is used",
+                )
+                for url in remote
+            ]
             check_package_files(ModelPackage(converted, path.parent, path, str(source), version, notices))
         except MicrozooError as error:
             file_errors.append(Problem("files", str(error)))

@@ -12,12 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from microzoo.errors import MicrozooError, OutputError
+from microzoo.errors import ImageError, MicrozooError, OutputError
 from microzoo.io.files import image_stem
+from microzoo.io.read import image_format, image_shape
 from microzoo.progress import ProgressCallback
 from microzoo.runtime.predict import Model, Prediction
-
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".zarr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +36,7 @@ def output_paths(model: Model, inputs: Sequence[Path], out: Path, *, suffix: str
     ``OUT/<stem><suffix>`` for a one-output model, ``OUT/<stem>_<output id><suffix>`` otherwise.
     Raises OutputError when an output would overwrite an input or two outputs collide.
     """
-    single_file = out.suffix.lower() in IMAGE_SUFFIXES or out.name.lower().endswith(".ome.zarr")
+    single_file = image_format(out) is not None
     if single_file and (len(inputs) != 1 or len(model.output_ids) != 1):
         raise OutputError(
             f"-o {out} names one file but there are {len(inputs)} inputs and {len(model.output_ids)} "
@@ -117,9 +116,6 @@ def _check_folder(folder: Path) -> None:
 def _estimated_output_bytes(model: Model, inputs: Sequence[Path]) -> int:
     """About how many bytes the outputs of ``inputs`` take: float32, every output channel per
     input pixel (the input's own channels counted too, an overestimate for RGB images)."""
-    from microzoo.errors import ImageError
-    from microzoo.io.read import image_shape
-
     def pixels(path: Path) -> int:
         try:
             return math.prod(image_shape(path))
@@ -147,8 +143,10 @@ def predict_files(model: Model, inputs: Sequence[Path], out: Path, *, axes: str 
     """Predict every input file and write its outputs (see :func:`output_paths` for the names).
 
     Before anything is computed the outputs are checked (:func:`check_outputs`): an existing
-    output is refused unless ``overwrite``. Progress is reported per file. Every output is written to a temporary name first, so an
-    interrupted batch leaves only complete files. ``on_image(path, image)`` is called with each
+    output is refused unless ``overwrite``. Progress is reported per file. Every output is
+    written to a temporary name first, so an interrupted batch leaves only complete files.
+    ``channel`` chooses image channels (:func:`microzoo.io.axes.select_channels`).
+    ``on_image(path, image)`` is called with each
     image as read (its own axes), so a caller can look at it without reading it again
     (:func:`microzoo.trust.note.predict_files_with_note` computes the trust note this way).
     """

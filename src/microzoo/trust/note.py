@@ -79,8 +79,21 @@ def package_fingerprint(package: ModelPackage) -> Fingerprint | None:
 
 
 def unlike_training(fingerprint: Fingerprint, images: Sequence[np.ndarray], names: Sequence[str]) -> list[OODResult]:
-    """The images that differ from the training data the fingerprint describes."""
-    return [r for r in check_images(fingerprint, images, names=names) if r.out_of_distribution]
+    """The images that differ from the training data the fingerprint describes.
+
+    NaN and infinite pixels are left out as in prediction: each is replaced by the median of
+    the image's finite pixels first (else every feature of the image would be meaningless)."""
+    finite = [_finite(np.asarray(image)) for image in images]
+    return [r for r in check_images(fingerprint, finite, names=names) if r.out_of_distribution]
+
+
+def _finite(image: np.ndarray) -> np.ndarray:
+    if image.dtype.kind not in "fc":
+        return image
+    good = np.isfinite(image)
+    if good.all() or not good.any():
+        return image
+    return np.where(good, image, np.median(image[good]))
 
 
 def trust_note(package: ModelPackage, images: Sequence[np.ndarray], names: Sequence[str]) -> TrustNote:

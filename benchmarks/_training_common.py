@@ -82,8 +82,8 @@ def train_run(config: Any, out_dir: Path, *, eval_only: bool = False, threads: i
         state = load_checkpoint(out_dir / "checkpoints" / "last.pt")
         history = state["history"]
         return {"minutes": history[-1]["seconds"] / 60, "epochs": len(history), "best_epoch": state["best_epoch"],
-                "stopped": state["stopped"] or "?", "figures": {}, "steps": len(history) * config.training.steps_per_epoch,
-                "history": history}  # fmt: skip
+                "stopped": state["stopped"] or "?", "figures": {}, "history": history,
+                "steps": len(history) * config.training.steps_per_epoch}  # fmt: skip
     if out_dir.exists():
         shutil.rmtree(out_dir)
     log(f"training {config.task} into {out_dir} for at most {config.training.max_minutes} min")

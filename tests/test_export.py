@@ -61,7 +61,7 @@ def _image(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     signal = np.zeros(shape)
     for _ in range(6):
         centre = [rng.uniform(0, n) for n in shape]
-        signal += 200 * np.exp(-sum((g - c) ** 2 for g, c in zip(grids, centre)) / 20.0)
+        signal += 200 * np.exp(-sum((g - c) ** 2 for g, c in zip(grids, centre, strict=True)) / 20.0)
     return (rng.poisson(signal + 20) + 100).astype(np.uint16)
 
 
@@ -171,7 +171,7 @@ def config_scale(description: dict[str, Any]) -> dict[str, Any]:
 def test_description_content(exported: dict[str, Path], fingerprint: Any) -> None:
     from microzoo.trust.fingerprint import Fingerprint
 
-    for case, (task, dims, cin, cout, post) in CASES.items():
+    for case, (task, dims, _cin, cout, post) in CASES.items():
         rdf = exported[case]
         d = _description(rdf)
         (inp,), (out,) = d["inputs"], d["outputs"]

@@ -257,7 +257,8 @@ def test_cosine_schedule_anneals_over_the_steps_or_the_time_budget(tmp_path: Pat
     assert cosine_rate(timed, 10, 5.0) == pytest.approx(1e-5)  # past the deadline: the floor
     run = _fit_constant(tmp_path, epochs=4, scheduler="cosine", early_stopping_patience=None)
     rates = [row["learning_rate"] for row in run.history]
-    assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(4e-6)  # the default rate 4e-4, annealed to its hundredth
+    # the default rate 4e-4, annealed to its hundredth
+    assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(4e-6)
 
 
 # ------------------------------------------------------------------ configuration and data

@@ -71,7 +71,7 @@ class DataConfig(_Strict):
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
 
     @model_validator(mode="after")
-    def _check(self) -> "DataConfig":
+    def _check(self) -> DataConfig:
         if len(self.patch_size) != self.spatial_dims:
             raise ValueError(
                 f"patch_size {tuple(self.patch_size)} has {len(self.patch_size)} sizes for "
@@ -128,12 +128,13 @@ class _TaskBase(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
 
     @model_validator(mode="after")
-    def _patch_fits_network(self) -> "_TaskBase":
+    def _patch_fits_network(self) -> _TaskBase:
         step = 2**self.network.depth
         if any(size % step for size in self.data.patch_size):
             raise ValueError(
                 f"data.patch_size {tuple(self.data.patch_size)} must be multiples of {step} "
-                f"(2 ** network.depth {self.network.depth}); e.g. {tuple(-(-s // step) * step for s in self.data.patch_size)}"
+                f"(2 ** network.depth {self.network.depth}); "
+                f"e.g. {tuple(-(-s // step) * step for s in self.data.patch_size)}"
             )
         return self
 
@@ -151,7 +152,7 @@ class SemanticConfig(_TaskBase):
     loss: Literal["bce", "dice", "bce_dice", "weighted_bce"] = "bce_dice"
 
     @model_validator(mode="after")
-    def _needs_labels(self) -> "SemanticConfig":
+    def _needs_labels(self) -> SemanticConfig:
         if self.data.labels is None:
             raise ValueError("data.labels: semantic segmentation needs a folder of label images")
         return self
@@ -163,7 +164,7 @@ class InstancesConfig(_TaskBase):
     task: Literal["instances"] = "instances"
 
     @model_validator(mode="after")
-    def _needs_labels(self) -> "InstancesConfig":
+    def _needs_labels(self) -> InstancesConfig:
         if self.data.labels is None:
             raise ValueError("data.labels: instance segmentation needs a folder of label images")
         return self
@@ -176,7 +177,7 @@ class CareConfig(_TaskBase):
     loss: Literal["mse", "mae"] = "mae"
 
     @model_validator(mode="after")
-    def _needs_targets(self) -> "CareConfig":
+    def _needs_targets(self) -> CareConfig:
         if self.data.targets is None:
             raise ValueError("data.targets: CARE needs a folder of clean images named like the inputs")
         return self
@@ -191,7 +192,7 @@ class N2VConfig(_TaskBase):
     mask_radius: int = Field(default=2, ge=1, le=10, description="replacement values come from this radius")
 
     @model_validator(mode="after")
-    def _match_variant(self) -> "N2VConfig":
+    def _match_variant(self) -> N2VConfig:
         if self.network.n2v2 != (self.variant == "n2v2"):
             raise ValueError(
                 f"network.n2v2 is {self.network.n2v2} but variant is {self.variant!r}; "

@@ -10,8 +10,9 @@ spec looks for one) and how to run the package (microzoo, bioimageio.core, deepI
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 

@@ -303,7 +303,8 @@ def fit(
             value = figures[monitor]
             if scheduler is not None:  # the plateau scheduler, the only one kept as an object
                 scheduler.step(value)
-            row = {"epoch": run.epoch + 1, "train_loss": loss, **figures, "learning_rate": optimizer.param_groups[0]["lr"],
+            rate = optimizer.param_groups[0]["lr"]
+            row = {"epoch": run.epoch + 1, "train_loss": loss, **figures, "learning_rate": rate,
                    "seconds": earlier + time.monotonic() - started}  # fmt: skip
             if run.record(row, value, mode, settings, out_of_time):
                 _save({"network": network.state_dict(), "epoch": run.epoch + 1, "monitor": monitor, "value": value},

@@ -22,10 +22,10 @@ from microzoo.io.atomic import atomic_output
 from microzoo.progress import ProgressCallback
 from microzoo.qc.baselines import instances_baseline
 from microzoo.qc.metrics import instance_metrics_dataset, match_instances
+from microzoo.runtime.instances import N_TARGET_CHANNELS, InstanceSettings, instances_from_output
 from microzoo.train.config import InstancesConfig
 from microzoo.train.data import PatchSampler, Sample
 from microzoo.train.loop import predict_batches
-from microzoo.runtime.instances import N_TARGET_CHANNELS, InstanceSettings, instances_from_output
 from microzoo.train.tasks.instance_targets import instance_loss, optimize_instance_settings, targets_from_labels
 from microzoo.train.tasks.skeleton import LoopSetup, TaskCheck, predict_image
 
@@ -37,7 +37,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _f1(truths: list[np.ndarray], preds: list[np.ndarray]) -> float:
-    pooled = instance_metrics_dataset([match_instances(t, p, thresholds=(0.5,)) for t, p in zip(truths, preds)])
+    matches = [match_instances(t, p, thresholds=(0.5,)) for t, p in zip(truths, preds, strict=True)]
+    pooled = instance_metrics_dataset(matches)
     value = pooled.at(0.5)["f1"]
     return 0.0 if np.isnan(value) else float(value)
 

@@ -33,7 +33,7 @@ def masked_batch(patches: np.ndarray, *, config: N2VConfig, rng: np.random.Gener
     masked, masks = zip(*(
         blind_spot_mask(p, fraction=config.masked_fraction, rng=rng, variant=config.variant, radius=config.mask_radius)
         for p in patches
-    ))  # fmt: skip
+    ), strict=False)  # fmt: skip
     return np.stack(masked), patches.astype(np.float32), np.stack(masks).astype(np.float32)
 
 
@@ -70,7 +70,9 @@ def check(
     scale = output_scale(train, percentiles)
     if config.data.targets is None:
         return TaskCheck(postprocessing="none", notes=notes, output_scale=scale)
-    truths, predictions, inputs = restoration_qc(network, train=train, val=val, multiple=2**config.network.depth,
-                                                 percentiles=percentiles, model_name=config.variant.upper())  # fmt: skip
+    truths, predictions, inputs = restoration_qc(
+        network, train=train, val=val, multiple=2**config.network.depth, percentiles=percentiles,
+        model_name=config.variant.upper(),
+    )  # fmt: skip
     return TaskCheck(postprocessing="none", notes=notes, truths=truths, predictions=predictions, inputs=inputs,
                      output_scale=scale)  # fmt: skip

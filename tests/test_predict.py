@@ -62,8 +62,21 @@ def test_predict_returns_the_same_mapping_for_a_two_output_model(tmp_path_factor
         outputs["x"] = np.zeros(1)  # read-only
 
 
-@pytest.mark.parametrize("name", ["parameterized", "scaled_output", "two_in_two_out", "format_04", "state_dict",
-                                  "ops_fixed", "ops_stats", "ops_norm_act", "ops_chained", "three_d"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "parameterized",
+        "scaled_output",
+        "two_in_two_out",
+        "format_04",
+        "state_dict",
+        "ops_fixed",
+        "ops_stats",
+        "ops_norm_act",
+        "ops_chained",
+        "three_d",
+    ],
+)
 def test_synthetic_package_agrees_with_bioimageio_core(name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     rdf = built_package(tmp_path_factory, name)
     package = open_package(rdf)
@@ -75,7 +88,10 @@ def test_synthetic_package_agrees_with_bioimageio_core(name: str, tmp_path_facto
         ours = model.predict_tensors(inputs, tiled=False)
         reference = reference_predict(rdf, inputs, weight_format=weight_format)
         for tid, expected in reference.items():
-            assert ours[tid].dtype == expected.dtype or np.issubdtype(expected.dtype, np.floating), (tid, ours[tid].dtype)
+            assert ours[tid].dtype == expected.dtype or np.issubdtype(expected.dtype, np.floating), (
+                tid,
+                ours[tid].dtype,
+            )
             assert_agrees(ours[tid], expected)
     assert all(r.passed for r in test_package(package))
 
@@ -144,8 +160,11 @@ def test_example_model_tiled_agrees_with_core_blocks(example_model: Path) -> Non
     assert prediction.n_tiles == 6
     descr = load_model_description(example_model / "bioimageio.yaml")
     pipeline = create_prediction_pipeline(descr, weight_format="onnx", devices=["cpu"])
-    sample = predict(model=pipeline, inputs={"raw": image[None, None]},
-                     input_block_shape={"raw": {"batch": 1, "channel": 1, "y": 512, "x": 512}})
+    sample = predict(
+        model=pipeline,
+        inputs={"raw": image[None, None]},
+        input_block_shape={"raw": {"batch": 1, "channel": 1, "y": 512, "x": 512}},
+    )
     reference = np.squeeze(next(iter(sample.members.values())).data.values)
     assert_agrees(prediction.outputs["probability"], reference)
 

@@ -59,6 +59,7 @@ _FIXED_EPS = 1e-6  # fixed_zero_mean_unit_variance has no eps field; core uses 1
 
 # --- bound steps: pointwise given their (broadcastable, full-tensor) parameters -------------
 
+
 def _work(x: np.ndarray) -> np.ndarray:
     """``x`` as the arithmetic type: float32 stays float32 (the engines' type, and no copy of a
     whole image), everything else goes to float64. Results are cast back to :func:`_out_dtype`.
@@ -176,6 +177,7 @@ _Step = Union[_Affine, _Binarize, _Clip, _Cast, _Sigmoid, _Softmax]
 
 # --- the pipeline ----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Pipeline:
     """Ops bound to one whole tensor; call it on that tensor or on any tile of it.
@@ -199,8 +201,7 @@ class Pipeline:
         """Axes a tile must span whole (the axis of a ``softmax``)."""
         return frozenset(self.axes[s.axis] for s in self.steps if isinstance(s, _Softmax))
 
-    def __call__(self, array: np.ndarray, *,
-                 where: Sequence[slice] | None = None) -> np.ndarray:
+    def __call__(self, array: np.ndarray, *, where: Sequence[slice] | None = None) -> np.ndarray:
         """Apply the ops to ``array`` (the whole tensor or a tile), returning a new array.
 
         Parameters
@@ -215,7 +216,8 @@ class Pipeline:
         if x.ndim != len(self.axes):
             raise ProcessingError(
                 f"processing expects {len(self.axes)} axes {self.axes}, got an array of shape "
-                f"{x.shape}; give the data with exactly these axes")
+                f"{x.shape}; give the data with exactly these axes"
+            )
         position = _resolve_where(where, x.shape, self.shape, self.axes)
         fit = _fitter(x.shape, position, self.axes, self.names)
         for name, step in zip(self.names, self.steps):
@@ -223,20 +225,23 @@ class Pipeline:
                 axis = self.axes[step.axis]
                 raise ProcessingError(
                     f"{name} runs along {axis!r} and needs all {self.shape[step.axis]} positions "
-                    f"of it, but the tile has {x.shape[step.axis]}; do not tile along {axis!r}")
+                    f"of it, but the tile has {x.shape[step.axis]}; do not tile along {axis!r}"
+                )
             x = step(x, fit)
         return x.copy() if x is array else x
 
 
-def _resolve_where(where: Sequence[slice] | None, shape: tuple[int, ...],
-                   full: tuple[int, ...], axes: tuple[str, ...]) -> tuple[slice, ...] | None:
+def _resolve_where(
+    where: Sequence[slice] | None, shape: tuple[int, ...], full: tuple[int, ...], axes: tuple[str, ...]
+) -> tuple[slice, ...] | None:
     if where is None:
         return None
     where = tuple(where)
     if len(where) != len(full) or not all(isinstance(s, slice) for s in where):
         raise ProcessingError(
             f"where must be one slice per axis {axes}, got {where!r}; give the tile's position "
-            "in the whole tensor as a tuple of slices")
+            "in the whole tensor as a tuple of slices"
+        )
     resolved = []
     for axis, s, n, size in zip(axes, where, full, shape):
         start, stop, step = s.indices(n)
@@ -244,13 +249,15 @@ def _resolve_where(where: Sequence[slice] | None, shape: tuple[int, ...],
             raise ProcessingError(
                 f"where[{axis!r}] = {s} covers {max(stop - start, 0)} of the tensor's {n} "
                 f"positions but the tile has {size}; give slices with step 1 that lie inside "
-                "the whole tensor and match the tile's shape")
+                "the whole tensor and match the tile's shape"
+            )
         resolved.append(slice(start, stop))
     return tuple(resolved)
 
 
-def _fitter(shape: tuple[int, ...], position: tuple[slice, ...] | None,
-            axes: tuple[str, ...], names: tuple[str, ...]) -> _Fit:
+def _fitter(
+    shape: tuple[int, ...], position: tuple[slice, ...] | None, axes: tuple[str, ...], names: tuple[str, ...]
+) -> _Fit:
     """Cut a full-tensor parameter down to the tile at ``position``."""
 
     def fit(param: np.ndarray) -> np.ndarray:
@@ -262,7 +269,8 @@ def _fitter(shape: tuple[int, ...], position: tuple[slice, ...] | None,
                 raise ProcessingError(
                     f"the statistics of {', '.join(names)} vary along {axis!r} ({n} values) but "
                     f"the tile has {size} there; pass where=(slices...) with the tile's "
-                    "position in the whole tensor")
+                    "position in the whole tensor"
+                )
         return param
 
     return fit
@@ -270,8 +278,14 @@ def _fitter(shape: tuple[int, ...], position: tuple[slice, ...] | None,
 
 # --- binding: statistics on the whole tensor ------------------------------------------------
 
-def bind_ops(ops: Sequence[ProcessingDescr], data: np.ndarray, axes: Sequence[str], *,
-             sample: Mapping[str, tuple[np.ndarray, Sequence[str]]] | None = None) -> Pipeline:
+
+def bind_ops(
+    ops: Sequence[ProcessingDescr],
+    data: np.ndarray,
+    axes: Sequence[str],
+    *,
+    sample: Mapping[str, tuple[np.ndarray, Sequence[str]]] | None = None,
+) -> Pipeline:
     """Bind ``ops`` to the whole tensor ``data``, computing every statistic they need.
 
     Parameters
@@ -296,15 +310,16 @@ def bind_ops(ops: Sequence[ProcessingDescr], data: np.ndarray, axes: Sequence[st
     axes = tuple(str(a) for a in axes)
     if data.ndim != len(axes) or len(set(axes)) != len(axes):
         raise ProcessingError(
-            f"tensor of shape {data.shape} does not match the axes {axes}; give one distinct "
-            "axis id per dimension")
+            f"tensor of shape {data.shape} does not match the axes {axes}; give one distinct axis id per dimension"
+        )
     steps = tuple(_bind(op, data, axes, sample or {}) for op in ops)  # statistics of the raw tensor
     names = tuple(str(getattr(op, "id", type(op).__name__)) for op in ops)
     return Pipeline(axes=axes, shape=tuple(data.shape), steps=steps, names=names)
 
 
-def _bind(op: object, x: np.ndarray, axes: tuple[str, ...],
-          sample: Mapping[str, tuple[np.ndarray, Sequence[str]]]) -> _Step:
+def _bind(
+    op: object, x: np.ndarray, axes: tuple[str, ...], sample: Mapping[str, tuple[np.ndarray, Sequence[str]]]
+) -> _Step:
     name = str(getattr(op, "id", type(op).__name__))
     kw = getattr(op, "kwargs", None)
     if isinstance(op, v0_5.BinarizeDescr):
@@ -352,7 +367,8 @@ def _bind(op: object, x: np.ndarray, axes: tuple[str, ...],
     raise ProcessingError(
         f"processing op {name!r} ({describe_op(op)}) is not supported by microzoo: only the "
         "pointwise ops of format 0.5 are; run this model with bioimageio.core, or remove the "
-        "op and apply it to the output yourself")
+        "op and apply it to the output yourself"
+    )
 
 
 def _bind_clip(kw: v0_5.ClipKwargs, x: np.ndarray, axes: tuple[str, ...], name: str) -> _Clip:
@@ -368,8 +384,9 @@ def _bind_clip(kw: v0_5.ClipKwargs, x: np.ndarray, axes: tuple[str, ...], name: 
         low = values.pop(0)
     if kw.max_percentile is not None:
         high = values.pop(0)
-    return _Clip(low, high, low_by_percentile=kw.min_percentile is not None,
-                 high_by_percentile=kw.max_percentile is not None)
+    return _Clip(
+        low, high, low_by_percentile=kw.min_percentile is not None, high_by_percentile=kw.max_percentile is not None
+    )
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -390,12 +407,14 @@ def _axis_index(axis: object, axes: tuple[str, ...], name: str) -> int:
     if str(axis) not in axes:
         raise ProcessingError(
             f"{name} names the axis {str(axis)!r} but the tensor has axes {axes}; fix the op's "
-            "axis in the model description or give data with that axis")
+            "axis in the model description or give data with that axis"
+        )
     return axes.index(str(axis))
 
 
-def _along(values: Sequence[float], axis: object, axes: tuple[str, ...], shape: tuple[int, ...],
-           name: str, what: str) -> np.ndarray:
+def _along(
+    values: Sequence[float], axis: object, axes: tuple[str, ...], shape: tuple[int, ...], name: str, what: str
+) -> np.ndarray:
     """Per-entry parameters laid along ``axis``, size 1 elsewhere."""
     i = _axis_index(axis, axes, name)
     values = _listed(values)
@@ -403,7 +422,8 @@ def _along(values: Sequence[float], axis: object, axes: tuple[str, ...], shape: 
         raise ProcessingError(
             f"{name} gives {len(values)} {what} value(s) along {str(axis)!r} but the tensor has "
             f"{shape[i]} there; give one value per entry of {str(axis)!r} in the description, or "
-            "data with that many entries")
+            "data with that many entries"
+        )
     return _frozen(np.reshape(values, [-1 if j == i else 1 for j in range(len(shape))]))
 
 
@@ -414,36 +434,45 @@ def _reduced(reduce: Sequence[object] | None, axes: tuple[str, ...], name: str) 
     if missing:
         raise ProcessingError(
             f"{name} computes statistics over the axes {[str(a) for a in reduce]} but the tensor "
-            f"has axes {axes} (missing: {missing}); fix the op's axes or give data with these axes")
+            f"has axes {axes} (missing: {missing}); fix the op's axes or give data with these axes"
+        )
     return tuple(axes.index(str(a)) for a in reduce)
 
 
-def _reference(ref_id: object, x: np.ndarray, axes: tuple[str, ...],
-               sample: Mapping[str, tuple[np.ndarray, Sequence[str]]],
-               name: str) -> tuple[np.ndarray, tuple[str, ...]]:
+def _reference(
+    ref_id: object,
+    x: np.ndarray,
+    axes: tuple[str, ...],
+    sample: Mapping[str, tuple[np.ndarray, Sequence[str]]],
+    name: str,
+) -> tuple[np.ndarray, tuple[str, ...]]:
     if ref_id is None:
         return x, axes
     if str(ref_id) not in sample:
         raise ProcessingError(
             f"{name} takes its statistics from the tensor {str(ref_id)!r}, which was not given; "
-            f"pass it as sample={{{str(ref_id)!r}: (array, axes)}} (given: {sorted(sample)})")
+            f"pass it as sample={{{str(ref_id)!r}: (array, axes)}} (given: {sorted(sample)})"
+        )
     ref, ref_axes = sample[str(ref_id)]
     ref, ref_axes = np.asarray(ref), tuple(str(a) for a in ref_axes)
     if ref.ndim != len(ref_axes):
         raise ProcessingError(
             f"reference tensor {str(ref_id)!r} of shape {ref.shape} does not match its axes "
-            f"{ref_axes}; give one axis id per dimension")
+            f"{ref_axes}; give one axis id per dimension"
+        )
     return ref, ref_axes
 
 
-def _align(stat: np.ndarray, src: tuple[str, ...], axes: tuple[str, ...],
-           shape: tuple[int, ...], name: str) -> np.ndarray:
+def _align(
+    stat: np.ndarray, src: tuple[str, ...], axes: tuple[str, ...], shape: tuple[int, ...], name: str
+) -> np.ndarray:
     """Move a keepdims statistic of a tensor with axes ``src`` onto ``axes``."""
     for a, n in zip(src, stat.shape):
         if a not in axes and n > 1:
             raise ProcessingError(
                 f"{name}: the reference statistics vary along {a!r}, which this tensor lacks; "
-                f"add {a!r} to the op's axes so it is reduced over")
+                f"add {a!r} to the op's axes so it is reduced over"
+            )
     kept = [a for a in src if a in axes]
     order = [a for a in axes if a in kept]
     out = stat.reshape([n for a, n in zip(src, stat.shape) if a in axes])
@@ -453,7 +482,8 @@ def _align(stat: np.ndarray, src: tuple[str, ...], axes: tuple[str, ...],
         if n not in (1, size):
             raise ProcessingError(
                 f"{name}: the reference statistics have {n} values along {a!r} but the tensor "
-                f"has {size}; add {a!r} to the op's axes or give matching tensors")
+                f"has {size}; add {a!r} to the op's axes or give matching tensors"
+            )
     return _frozen(out)
 
 
@@ -470,8 +500,10 @@ def _mean_std(x: np.ndarray, red: tuple[int, ...]) -> tuple[np.ndarray, np.ndarr
     if nan_x is not None:
         with warnings.catch_warnings():  # a slice with no finite value gives NaN
             warnings.simplefilter("ignore", RuntimeWarning)
-            return (_frozen(np.nanmean(nan_x, axis=red, keepdims=True)),
-                    _frozen(np.nanstd(nan_x, axis=red, keepdims=True)))
+            return (
+                _frozen(np.nanmean(nan_x, axis=red, keepdims=True)),
+                _frozen(np.nanstd(nan_x, axis=red, keepdims=True)),
+            )
     mean = x.mean(axis=red, keepdims=True, dtype=np.float64)  # float64 sums, no float64 copy of x
     # two passes; deviations in float32 where the data is exact in it (float32, integers of up to
     # 16 bits), else float64; squares summed in float64: as accurate as a float64 copy to ~1e-7
@@ -484,8 +516,7 @@ def _mean_std(x: np.ndarray, red: tuple[int, ...]) -> tuple[np.ndarray, np.ndarr
     return _frozen(mean), _frozen(std)
 
 
-def _quantiles(x: np.ndarray, qs: Sequence[float], red: tuple[int, ...],
-               method: str) -> list[np.ndarray]:
+def _quantiles(x: np.ndarray, qs: Sequence[float], red: tuple[int, ...], method: str) -> list[np.ndarray]:
     """Quantiles over ``red`` of the finite values, keeping dims, in float64."""
     nan_x = _non_finite_as_nan(x)
     if nan_x is not None:
@@ -493,12 +524,12 @@ def _quantiles(x: np.ndarray, qs: Sequence[float], red: tuple[int, ...],
             warnings.simplefilter("ignore", RuntimeWarning)
             values = np.nanquantile(nan_x, list(qs), axis=red, keepdims=True, method=method)
     else:
-        values = np.quantile(x.astype(np.float64, copy=False), list(qs), axis=red, keepdims=True,
-                             method=method)
+        values = np.quantile(x.astype(np.float64, copy=False), list(qs), axis=red, keepdims=True, method=method)
     return [_frozen(v) for v in values]
 
 
 # --- descriptions ---------------------------------------------------------------------------
+
 
 def _fmt(v: object) -> str:
     return f"[{', '.join(f'{float(x):g}' for x in v)}]" if isinstance(v, (list, tuple)) else f"{float(v):g}"
@@ -521,10 +552,16 @@ def describe_op(op: ProcessingDescr) -> str:
     if isinstance(op, v0_5.BinarizeDescr):
         return f"binarize{along}: value > {_fmt(kw.threshold)}"
     if isinstance(op, v0_5.ClipDescr):
-        low = f"percentile {kw.min_percentile:g}" if kw.min_percentile is not None else (
-            "-inf" if kw.min is None else _fmt(kw.min))
-        high = f"percentile {kw.max_percentile:g}" if kw.max_percentile is not None else (
-            "inf" if kw.max is None else _fmt(kw.max))
+        low = (
+            f"percentile {kw.min_percentile:g}"
+            if kw.min_percentile is not None
+            else ("-inf" if kw.min is None else _fmt(kw.min))
+        )
+        high = (
+            f"percentile {kw.max_percentile:g}"
+            if kw.max_percentile is not None
+            else ("inf" if kw.max is None else _fmt(kw.max))
+        )
         pct = kw.min_percentile is not None or kw.max_percentile is not None
         return f"clip to [{low}, {high}]" + (f" {_over(kw.axes)}" if pct else "")
     if isinstance(op, v0_5.EnsureDtypeDescr):
@@ -535,11 +572,12 @@ def describe_op(op: ProcessingDescr) -> str:
         return f"scale_linear{along}: gain {_fmt(kw.gain)}, offset {_fmt(kw.offset)}"
     if isinstance(op, v0_5.ScaleRangeDescr):
         ref = "" if kw.reference_tensor is None else f" of tensor '{kw.reference_tensor}'"
-        return (f"scale_range percentiles {kw.min_percentile:g} to {kw.max_percentile:g}{ref} "
-                f"{_over(kw.axes)}, eps {kw.eps:g}")
+        return (
+            f"scale_range percentiles {kw.min_percentile:g} to {kw.max_percentile:g}{ref} "
+            f"{_over(kw.axes)}, eps {kw.eps:g}"
+        )
     if isinstance(op, v0_5.ScaleMeanVarianceDescr):
-        return (f"scale_mean_variance to match tensor '{kw.reference_tensor}' {_over(kw.axes)}, "
-                f"eps {kw.eps:g}")
+        return f"scale_mean_variance to match tensor '{kw.reference_tensor}' {_over(kw.axes)}, eps {kw.eps:g}"
     if isinstance(op, v0_5.SoftmaxDescr):
         return f"softmax along {kw.axis}"
     if isinstance(op, v0_5.ZeroMeanUnitVarianceDescr):
@@ -547,9 +585,9 @@ def describe_op(op: ProcessingDescr) -> str:
     if isinstance(op, v0_5.CustomProcessingDescr):
         return f"custom: {op.callable} from {op.source}"
     if isinstance(op, v0_5.StardistPostprocessingDescr):
-        return (f"stardist_postprocessing: {kw.n_rays} rays, probability > {kw.prob_threshold:g}, "
-                f"nms {kw.nms_threshold:g}")
+        return (
+            f"stardist_postprocessing: {kw.n_rays} rays, probability > {kw.prob_threshold:g}, nms {kw.nms_threshold:g}"
+        )
     if isinstance(op, v0_5.CellposeFlowDynamicsDescr):
-        return (f"cellpose_flow_dynamics: cell probability > {kw.cellprob_threshold:g}, "
-                f"flow {kw.flow_threshold:g}")
+        return f"cellpose_flow_dynamics: cell probability > {kw.cellprob_threshold:g}, flow {kw.flow_threshold:g}"
     return name

@@ -128,9 +128,7 @@ class TilePlan:
     @property
     def bytes_per_forward(self) -> int:
         """Estimated memory of one forward pass of ``batch_size`` tiles (module docstring)."""
-        return estimate_forward_bytes(
-            self.input_tile_shapes, self.output_tile_shapes, batch_size=self.batch_size
-        )
+        return estimate_forward_bytes(self.input_tile_shapes, self.output_tile_shapes, batch_size=self.batch_size)
 
     def batches(self) -> Iterator[tuple[Tile, ...]]:
         """The tiles in groups of ``batch_size`` (the last group may be smaller)."""
@@ -187,8 +185,13 @@ def plan_tiles(
                 f"or it has none); batch_size={batch_size} is not possible: use 1"
             )
     ks = choose_tile_sizes(
-        geometry, shapes, groups, tile or {}, budget=budget,
-        strict=memory_budget is not None, batch_size=batch_size or 1,
+        geometry,
+        shapes,
+        groups,
+        tile or {},
+        budget=budget,
+        strict=memory_budget is not None,
+        batch_size=batch_size or 1,
     )
     sizes = {g.key: g.size(k) for g, k in zip(groups, ks)}
     in_tiles, out_tiles = tile_shapes(geometry, shapes, groups, sizes)
@@ -202,9 +205,7 @@ def plan_tiles(
         geometry=geometry,
         input_shapes=freeze(shapes),
         input_tile_shapes=in_tiles,
-        input_halos=freeze(
-            {t: {k[1]: g.halo_of(k) for g in groups for k in g.members if k[0] == t} for t in shapes}
-        ),
+        input_halos=freeze({t: {k[1]: g.halo_of(k) for g in groups for k in g.members if k[0] == t} for t in shapes}),
         output_tile_shapes=out_tiles,
         output_shapes=output_shapes(geometry, shapes, groups, n_samples),
         tiles=tuple(tiles),
@@ -212,9 +213,7 @@ def plan_tiles(
     )
 
 
-def extract_tile(
-    array: np.ndarray, region: tuple[slice, ...], *, pad_mode: str = "reflect"
-) -> np.ndarray:
+def extract_tile(array: np.ndarray, region: tuple[slice, ...], *, pad_mode: str = "reflect") -> np.ndarray:
     """Read ``region`` of ``array``, padding where it reaches outside.
 
     Parameters
@@ -260,10 +259,7 @@ def extract_tile(
     part = np.asarray(array[tuple(read)])
     if any(p != (0, 0) for p in pads):
         part = np.pad(part, pads, mode=pad_mode)
-    crop = tuple(
-        slice(sl.start - (r.start - p[0]), sl.stop - (r.start - p[0]))
-        for sl, r, p in zip(region, read, pads)
-    )
+    crop = tuple(slice(sl.start - (r.start - p[0]), sl.stop - (r.start - p[0])) for sl, r, p in zip(region, read, pads))
     return part[crop]
 
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Union
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def quiet_core() -> Iterator[None]:
             gc.unfreeze()
 
 
-def _load(rdf: Union[Path, str, Any]):
+def _load(rdf: Path | str | Any):
     from bioimageio.spec import load_model_description
 
     if isinstance(rdf, (str, Path)):
@@ -68,7 +69,7 @@ def reference_predict_descr(
 
 
 def reference_predict(
-    rdf: Union[Path, str], inputs: Mapping[str, np.ndarray], *, weight_format: str, pad_halo: bool = False
+    rdf: Path | str, inputs: Mapping[str, np.ndarray], *, weight_format: str, pad_halo: bool = False
 ) -> dict[str, np.ndarray]:
     """Whole-image prediction by bioimageio.core with ``weight_format``.
 
@@ -79,7 +80,7 @@ def reference_predict(
     return reference_predict_descr(_load(rdf), inputs, weight_format=weight_format, pad_halo=pad_halo)
 
 
-def reference_test(rdf: Union[Path, str], weight_format: str | None = None):
+def reference_test(rdf: Path | str, weight_format: str | None = None):
     """Run ``bioimageio.core.test_model`` (reproduce the test outputs, then parameterized
     inference with batch sizes and size parameters n = 0, 1, 2). Returns the
     ``ValidationSummary``: ``test_passed(summary)`` says whether it passed and

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import microzoo
 from _packages import built_package
 from _reference import reference_predict
+
+import microzoo
 from microzoo.errors import ImageError, WeightFormatError
 from microzoo.package.load import open_package
 from microzoo.runtime.outputs import Outputs
@@ -147,10 +147,9 @@ def test_three_d_tiled_equals_whole(tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_example_model_tiled_agrees_with_core_blocks(example_model: Path) -> None:
     """A 1024x700 real image: 512 tiles with halo 32, as bioimageio.core cuts them."""
+    import imageio.v3 as iio
     from bioimageio.core import create_prediction_pipeline, predict
     from bioimageio.spec import load_model_description
-
-    import imageio.v3 as iio
 
     images = sorted((example_model.parents[1] / "dsb2018" / "test" / "images").glob("1400420310c9*.png"))
     tile = iio.imread(images[0])[..., 0].astype(np.float32)  # 512x640 fluorescence

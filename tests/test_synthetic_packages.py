@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _packages import BUILDERS, CORE_CANNOT_RUN, SPEC_CANNOT_CONVERT, WEIGHT_FORMATS, built_packages
 from _reference import failure_messages, reference_predict, reference_test
 from _reference import test_passed as core_test_passed

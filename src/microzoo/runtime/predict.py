@@ -85,7 +85,7 @@ class Model:
         device: str | None = None,
         threads: int | None = None,
         progress: ProgressCallback | None = None,
-    ) -> "Model":
+    ) -> Model:
         """Open a package (see :func:`microzoo.package.load.open_package`) to run it."""
         package = source if isinstance(source, ModelPackage) else open_package(source, progress=progress)
         return cls(package, weights=weights, device=device, threads=threads)

@@ -183,7 +183,7 @@ def _save_onnx(
 
     args = tuple(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in example_inputs)
     dynamic_axes = {}
-    for name, x in zip(input_names, example_inputs):
+    for name, x in zip(input_names, example_inputs, strict=True):
         dynamic_axes[name] = {0: "batch", **{d: f"{name}_d{d}" for d in range(2, x.ndim)}}
     for name in output_names:
         dynamic_axes[name] = {0: "batch", **{d: f"{name}_d{d}" for d in range(2, example_inputs[0].ndim)}}

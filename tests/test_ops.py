@@ -287,7 +287,7 @@ def test_tiles_equal_whole(data):
 
 def _where(data) -> tuple[slice, ...]:
     out = []
-    for axis, n in zip(BCYX, WHOLE.shape):
+    for axis, n in zip(BCYX, WHOLE.shape, strict=True):
         if axis == "channel":
             out.append(slice(0, n))
             continue

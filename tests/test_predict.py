@@ -57,7 +57,7 @@ def test_predict_returns_the_same_mapping_for_a_two_output_model(tmp_path_factor
     outputs = model.predict(inputs, axes=axes)
     assert isinstance(outputs, Outputs) and list(outputs) == model.output_ids
     with pytest.raises(microzoo.MicrozooError, match="2 outputs"):
-        outputs.only
+        _ = outputs.only
     with pytest.raises(TypeError):
         outputs["x"] = np.zeros(1)  # read-only
 
@@ -200,12 +200,12 @@ def test_a_few_nan_and_inf_pixels_stay_local_and_are_reported(example_model: Pat
     image = np.load(example_model / "test_input.npy")[0, 0].astype(np.float32)
     spots = [(10, 20), (100, 300), (256, 256), (400, 17), (511, 511)]
     broken = image.copy()
-    for (y, x), value in zip(spots, [np.nan, np.nan, np.nan, np.inf, -np.inf]):
+    for (y, x), value in zip(spots, [np.nan, np.nan, np.nan, np.inf, -np.inf], strict=True):
         broken[y, x] = value
     prediction = model.predict_image(broken, axes="yx")
     probability = prediction.outputs["probability"]
     bad = np.zeros(image.shape, bool)
-    bad[tuple(zip(*spots))] = True
+    bad[tuple(zip(*spots, strict=True))] = True
     assert np.isnan(probability[bad]).all() and np.isfinite(probability[~bad]).all()
     patched = image.copy()
     patched[bad] = np.median(image[~bad])

@@ -63,7 +63,7 @@ def _model(
 
 
 def _shape(*spatial: int, axes: tuple[str, ...] = SPACE, batch: int = 1) -> dict[str, dict[str, int]]:
-    return {"raw": {"batch": batch, "channel": 1, **dict(zip(axes, spatial))}}
+    return {"raw": {"batch": batch, "channel": 1, **dict(zip(axes, spatial, strict=True))}}
 
 
 def _check_plan(plan: TilePlan, *, beyond: int = 0) -> None:
@@ -79,13 +79,13 @@ def _check_plan(plan: TilePlan, *, beyond: int = 0) -> None:
         for tile in plan.tiles:
             inner, where = tile.outputs[out.id]
             assert np.zeros(tile_shape)[inner].shape == counts[where].shape
-            for sl, n in zip(inner, tile_shape):
+            for sl, n in zip(inner, tile_shape, strict=True):
                 assert 0 <= sl.start <= sl.stop <= n
             counts[where] += 1
         assert (counts == 1).all(), f"output {out.id} covered {counts.min()}..{counts.max()} times"
     for t in geometry.inputs:
         tile_shape = tuple(plan.input_tile_shapes[t.id][a] for a in t.axis_ids)
-        for a, n in zip(t.axes, tile_shape):
+        for a, n in zip(t.axes, tile_shape, strict=True):
             if isinstance(a.size, ParameterizedSize):
                 assert a.size.is_valid(n)
             elif isinstance(a.size, FixedSize):
@@ -93,7 +93,7 @@ def _check_plan(plan: TilePlan, *, beyond: int = 0) -> None:
         for tile in plan.tiles:
             region = tile.inputs[t.id]
             assert tuple(s.stop - s.start for s in region) == tile_shape
-            for a, sl, n in zip(t.axis_ids, region, tile_shape):
+            for a, sl, n in zip(t.axis_ids, region, tile_shape, strict=True):
                 whole, halo = plan.input_shapes[t.id][a], plan.input_halos[t.id].get(a, 0)
                 assert sl.start >= -halo
                 assert sl.stop <= max(whole + halo, n - halo) + 2 + beyond  # 2: alignment

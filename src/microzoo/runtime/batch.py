@@ -54,7 +54,7 @@ def output_paths(model: Model, inputs: Sequence[Path], out: Path, *, suffix: str
             plans.append({oid: out / f"{stem}_{oid}{suffix}" for oid in model.output_ids})
     resolved_inputs = {p.resolve() for p in inputs}
     seen: dict[Path, Path] = {}
-    for path, plan in zip(inputs, plans):
+    for path, plan in zip(inputs, plans, strict=True):
         for target in plan.values():
             if target.resolve() in resolved_inputs:
                 raise OutputError(
@@ -177,7 +177,7 @@ def predict_files(
     plans = output_paths(model, inputs, out, suffix=suffix)
     check_outputs(model, inputs, plans, overwrite=overwrite)
     results = []
-    for done, (path, plan) in enumerate(zip(inputs, plans)):
+    for done, (path, plan) in enumerate(zip(inputs, plans, strict=True)):
         if progress:
             progress(done, len(inputs), path.name)
         start = time.perf_counter()

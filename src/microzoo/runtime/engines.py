@@ -253,5 +253,6 @@ class OnnxEngine:
         self._input_names = [i.name for i in self._session.get_inputs()]
 
     def forward(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        feed = {name: np.ascontiguousarray(x) for name, x in zip(self._input_names, inputs)}
+        # not strict: a graph input the description does not list is left to onnxruntime to refuse
+        feed = {name: np.ascontiguousarray(x) for name, x in zip(self._input_names, inputs, strict=False)}
         return list(self._session.run(None, feed))

@@ -242,7 +242,9 @@ class Model:
             raise ImageError(f"the model needs the input(s) {', '.join(missing)}; give one image per input")
         for tensor in self.descr.inputs:
             _check_content(raw[str(tensor.id)], str(tensor.id), self.tensor_axes(tensor))
-        sample = {tid: (raw[tid], self.tensor_axes(t)) for tid, t in zip(self.input_ids, self.descr.inputs)}
+        sample = {
+            tid: (raw[tid], self.tensor_axes(t)) for tid, t in zip(self.input_ids, self.descr.inputs, strict=True)
+        }
         processed, non_finite = {}, []
         for tensor in self.descr.inputs:
             tid = str(tensor.id)
@@ -252,15 +254,16 @@ class Model:
             processed[tid] = np.ascontiguousarray(pipeline(filled))
 
         shapes = {
-            tid: dict(zip(self.tensor_axes(t), processed[tid].shape))
-            for tid, t in zip(self.input_ids, self.descr.inputs)
+            tid: dict(zip(self.tensor_axes(t), processed[tid].shape, strict=True))
+            for tid, t in zip(self.input_ids, self.descr.inputs, strict=True)
         }
         budget = resources.memory_budget(memory_budget)
         if tiled is False or (tiled is None and self._runs_whole(shapes, budget, tile)):
             if progress:
                 progress(0, 1, "predicting")
             results = self.engine.forward(*(processed[tid] for tid in self.input_ids))
-            raw_outputs = dict(zip(self.output_ids, results))
+            # not strict: outputs a model returns beyond those its description names are dropped
+            raw_outputs = dict(zip(self.output_ids, results, strict=False))
             n_tiles = 1
             if progress:
                 progress(1, 1, "predicting")
@@ -274,7 +277,10 @@ class Model:
         outputs = {}
         post_sample = dict(sample)
         post_sample.update(
-            {tid: (raw_outputs[tid], self.tensor_axes(t)) for tid, t in zip(self.output_ids, self.descr.outputs)}
+            {
+                tid: (raw_outputs[tid], self.tensor_axes(t))
+                for tid, t in zip(self.output_ids, self.descr.outputs, strict=True)
+            }
         )
         for tensor in self.descr.outputs:
             tid = str(tensor.id)
@@ -284,7 +290,7 @@ class Model:
         for where in non_finite:
             marked = [
                 tid
-                for tid, t in zip(self.output_ids, self.descr.outputs)
+                for tid, t in zip(self.output_ids, self.descr.outputs, strict=True)
                 if mark_non_finite(outputs[tid], self.tensor_axes(t), where)
             ]
             notices.append(describe(where, marked, [tid for tid in self.output_ids if tid not in marked]))
@@ -315,7 +321,9 @@ class Model:
         }
         batch_axis = {
             tid: _batch_index(self.tensor_axes(t))
-            for tid, t in zip(self.input_ids + self.output_ids, list(self.descr.inputs) + list(self.descr.outputs))
+            for tid, t in zip(
+                self.input_ids + self.output_ids, list(self.descr.inputs) + list(self.descr.outputs), strict=True
+            )
         }
         for start in range(0, len(tiles), batch):
             group = tiles[start : start + batch]
@@ -327,7 +335,7 @@ class Model:
                 axis = batch_axis[tid]
                 arrays.append(np.concatenate(pieces, axis=axis) if axis is not None and len(pieces) > 1 else pieces[0])
             results = self.engine.forward(*arrays)
-            for tid, result in zip(self.output_ids, results):
+            for tid, result in zip(self.output_ids, results, strict=False):  # undescribed outputs dropped
                 if tid not in outputs:
                     shape = tuple(plan.output_shapes[tid][a] for a in self._out_axes(tid))
                     outputs[tid] = np.zeros(shape, dtype=result.dtype)

@@ -73,7 +73,9 @@ def run_demo(out: Path, *, data: Path | None = None, progress: ProgressCallback 
     )
     model = Model(package)
     images = pick_images(data / "dsb2018" / "test" / "images")
-    outputs, overlays, notices = [], [], []
+    outputs: list[Path] = []
+    overlays: list[Path] = []
+    notices: list[str] = []
     for done, path in enumerate(images):
         if progress:
             progress(done, len(images), f"predicting {path.name[:12]}")

@@ -9,6 +9,7 @@ per-tile and whole shapes of every tensor. The memory estimate is described in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from math import floor
 from types import MappingProxyType
 
@@ -100,6 +101,16 @@ def _first_k(ok: Callable[[int], bool], lo: int, limit: int = 1 << 40) -> int | 
     return hi
 
 
+def _leaves_output(g: Group, k: int) -> bool:
+    """Whether the k-th tile size of ``g`` leaves output after cropping the halo."""
+    return g.count(g.size(k)) is not None
+
+
+def _one_tile(g: Group, k: int) -> bool:
+    """Whether the k-th tile size of ``g`` covers the axis in one tile."""
+    return g.count(g.size(k)) == 1
+
+
 def choose_tile_sizes(
     geometry: ModelGeometry,
     shapes: dict[str, dict[str, int]],
@@ -121,10 +132,10 @@ def choose_tile_sizes(
     for i, g in enumerate(groups):
         name = f"input {g.driver[0]!r} axis {g.key!r}"
         limit = 0 if g.step == 0 else 1 << 40
-        low = _first_k(lambda k: g.count(g.size(k)) is not None, 0, limit)
+        low = _first_k(partial(_leaves_output, g), 0, limit)
         if low is None:
             raise TilingError(f"{name}: no tile size leaves output after cropping the halo (valid: {g.valid_sizes()})")
-        cap = _first_k(lambda k: g.count(g.size(k)) == 1, low, limit)
+        cap = _first_k(partial(_one_tile, g), low, limit)
         if g.must_whole and cap is None:
             raise TilingError(
                 f"{name} is {g.whole} long but the model takes {g.valid_sizes()} and cannot tile it "
@@ -166,13 +177,13 @@ def choose_tile_sizes(
         ks = list(chosen)
         for i in free:
             ks[i] = min(caps[i], lows[i] + level)
-        sizes = {g.key: g.size(k) for g, k in zip(groups, ks)}
+        sizes = {g.key: g.size(k) for g, k in zip(groups, ks, strict=True)}
         ins, outs = tile_shapes(geometry, shapes, groups, sizes)
         return estimate_forward_bytes(ins, outs, batch_size=batch_size) <= budget
 
     if not fits(0):
         if strict:
-            smallest = {g.key: g.size(k) for g, k in zip(groups, chosen)}
+            smallest = {g.key: g.size(k) for g, k in zip(groups, chosen, strict=True)}
             ins, outs = tile_shapes(geometry, shapes, groups, smallest)
             need = estimate_forward_bytes(ins, outs, batch_size=batch_size)
             raise TilingError(

@@ -43,7 +43,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import Literal, TypeAlias
 
 import numpy as np
 from bioimageio.spec.model import v0_5
@@ -52,8 +52,9 @@ from microzoo.errors import ProcessingError
 
 __all__ = ["Pipeline", "ProcessingDescr", "bind_ops", "describe_op"]
 
-ProcessingDescr = Union[v0_5.PreprocessingDescr, v0_5.PostprocessingDescr]
+ProcessingDescr: TypeAlias = v0_5.PreprocessingDescr | v0_5.PostprocessingDescr
 _Fit = Callable[[np.ndarray], np.ndarray]
+_QuantileMethod = Literal["linear", "inverted_cdf"]
 _FIXED_EPS = 1e-6  # fixed_zero_mean_unit_variance has no eps field; core uses 1e-6
 
 
@@ -118,9 +119,9 @@ class _Clip:
         out = _work(x)
         low = None if self.low is None else fit(self.low).astype(out.dtype, copy=False)
         high = None if self.high is None else fit(self.high).astype(out.dtype, copy=False)
-        if self.low_by_percentile:
+        if self.low_by_percentile and low is not None:
             out, low = np.where(out >= low, out, low), None
-        if self.high_by_percentile:
+        if self.high_by_percentile and high is not None:
             out, high = np.where(out <= high, out, high), None
         if low is not None or high is not None:
             out = np.clip(out, low, high)
@@ -172,7 +173,7 @@ class _Softmax:
         return scipy.special.softmax(_work(x), axis=self.axis).astype(_out_dtype(x), copy=False)
 
 
-_Step = Union[_Affine, _Binarize, _Clip, _Cast, _Sigmoid, _Softmax]
+_Step: TypeAlias = _Affine | _Binarize | _Clip | _Cast | _Sigmoid | _Softmax
 
 
 # --- the pipeline ----------------------------------------------------------------------------
@@ -220,7 +221,7 @@ class Pipeline:
             )
         position = _resolve_where(where, x.shape, self.shape, self.axes)
         fit = _fitter(x.shape, position, self.axes, self.names)
-        for name, step in zip(self.names, self.steps):
+        for name, step in zip(self.names, self.steps, strict=True):
             if isinstance(step, _Softmax) and x.shape[step.axis] != self.shape[step.axis]:
                 axis = self.axes[step.axis]
                 raise ProcessingError(
@@ -243,7 +244,7 @@ def _resolve_where(
             "in the whole tensor as a tuple of slices"
         )
     resolved = []
-    for axis, s, n, size in zip(axes, where, full, shape):
+    for axis, s, n, size in zip(axes, where, full, shape, strict=True):
         start, stop, step = s.indices(n)
         if step != 1 or stop - start != size:
             raise ProcessingError(
@@ -262,9 +263,9 @@ def _fitter(
 
     def fit(param: np.ndarray) -> np.ndarray:
         if position is not None:
-            index = tuple(p if n > 1 else slice(None) for p, n in zip(position, param.shape))
+            index = tuple(p if n > 1 else slice(None) for p, n in zip(position, param.shape, strict=True))
             return param[index]
-        for axis, n, size in zip(axes, param.shape, shape):
+        for axis, n, size in zip(axes, param.shape, shape, strict=True):
             if n > 1 and n != size:
                 raise ProcessingError(
                     f"the statistics of {', '.join(names)} vary along {axis!r} ({n} values) but "
@@ -313,57 +314,61 @@ def bind_ops(
             f"tensor of shape {data.shape} does not match the axes {axes}; give one distinct axis id per dimension"
         )
     steps = tuple(_bind(op, data, axes, sample or {}) for op in ops)  # statistics of the raw tensor
-    names = tuple(str(getattr(op, "id", type(op).__name__)) for op in ops)
+    names = tuple(str(op.id) for op in ops)
     return Pipeline(axes=axes, shape=tuple(data.shape), steps=steps, names=names)
 
 
 def _bind(
-    op: object, x: np.ndarray, axes: tuple[str, ...], sample: Mapping[str, tuple[np.ndarray, Sequence[str]]]
+    op: ProcessingDescr, x: np.ndarray, axes: tuple[str, ...], sample: Mapping[str, tuple[np.ndarray, Sequence[str]]]
 ) -> _Step:
-    name = str(getattr(op, "id", type(op).__name__))
-    kw = getattr(op, "kwargs", None)
+    name = str(op.id)
     if isinstance(op, v0_5.BinarizeDescr):
-        if isinstance(kw, v0_5.BinarizeAlongAxisKwargs):
-            return _Binarize(_along(kw.threshold, kw.axis, axes, x.shape, name, "threshold"))
-        return _Binarize(_scalar(kw.threshold, x.ndim))
+        bk = op.kwargs
+        if isinstance(bk, v0_5.BinarizeAlongAxisKwargs):
+            return _Binarize(_along(bk.threshold, bk.axis, axes, x.shape, name, "threshold"))
+        return _Binarize(_scalar(bk.threshold, x.ndim))
     if isinstance(op, v0_5.ClipDescr):
-        return _bind_clip(kw, x, axes, name)
+        return _bind_clip(op.kwargs, x, axes, name)
     if isinstance(op, v0_5.EnsureDtypeDescr):
-        return _Cast(np.dtype(kw.dtype))
+        return _Cast(np.dtype(op.kwargs.dtype))
     if isinstance(op, v0_5.FixedZeroMeanUnitVarianceDescr):
-        if isinstance(kw, v0_5.FixedZeroMeanUnitVarianceAlongAxisKwargs):
-            mean = _along(kw.mean, kw.axis, axes, x.shape, name, "mean")
-            std = _along(kw.std, kw.axis, axes, x.shape, name, "std")
+        fk = op.kwargs
+        if isinstance(fk, v0_5.FixedZeroMeanUnitVarianceAlongAxisKwargs):
+            mean = _along(fk.mean, fk.axis, axes, x.shape, name, "mean")
+            std = _along(fk.std, fk.axis, axes, x.shape, name, "std")
         else:
-            mean, std = _scalar(kw.mean, x.ndim), _scalar(kw.std, x.ndim)
+            mean, std = _scalar(fk.mean, x.ndim), _scalar(fk.std, x.ndim)
         return _Affine(sub=mean, div=_frozen(std + _FIXED_EPS))
     if isinstance(op, v0_5.ScaleLinearDescr):
-        if isinstance(kw, v0_5.ScaleLinearAlongAxisKwargs):
-            gain = _along(_listed(kw.gain), kw.axis, axes, x.shape, name, "gain")
-            offset = _along(_listed(kw.offset), kw.axis, axes, x.shape, name, "offset")
+        lk = op.kwargs
+        if isinstance(lk, v0_5.ScaleLinearAlongAxisKwargs):
+            gain = _along(_listed(lk.gain), lk.axis, axes, x.shape, name, "gain")
+            offset = _along(_listed(lk.offset), lk.axis, axes, x.shape, name, "offset")
         else:
-            gain, offset = _scalar(kw.gain, x.ndim), _scalar(kw.offset, x.ndim)
+            gain, offset = _scalar(lk.gain, x.ndim), _scalar(lk.offset, x.ndim)
         return _Affine(mul=gain, add=offset)
     if isinstance(op, v0_5.ScaleRangeDescr):
-        ref, ref_axes = _reference(kw.reference_tensor, x, axes, sample, name)
-        red = _reduced(kw.axes, ref_axes, name)
-        low, high = _quantiles(ref, (kw.min_percentile / 100, kw.max_percentile / 100), red, "linear")
+        rk = op.kwargs
+        ref, ref_axes = _reference(rk.reference_tensor, x, axes, sample, name)
+        red = _reduced(rk.axes, ref_axes, name)
+        low, high = _quantiles(ref, (rk.min_percentile / 100, rk.max_percentile / 100), red, "linear")
         low, high = (_align(v, ref_axes, axes, x.shape, name) for v in (low, high))
-        return _Affine(sub=low, div=_frozen(high - low + kw.eps))
+        return _Affine(sub=low, div=_frozen(high - low + rk.eps))
     if isinstance(op, v0_5.ScaleMeanVarianceDescr):
-        red = _reduced(kw.axes, axes, name)
+        mk = op.kwargs
+        red = _reduced(mk.axes, axes, name)
         mean, std = _mean_std(x, red)
-        ref, ref_axes = _reference(kw.reference_tensor, x, axes, sample, name)
-        ref_mean, ref_std = _mean_std(ref, _reduced(kw.axes, ref_axes, name))
+        ref, ref_axes = _reference(mk.reference_tensor, x, axes, sample, name)
+        ref_mean, ref_std = _mean_std(ref, _reduced(mk.axes, ref_axes, name))
         ref_mean, ref_std = (_align(v, ref_axes, axes, x.shape, name) for v in (ref_mean, ref_std))
-        return _Affine(sub=mean, div=_frozen(std + kw.eps), mul=_frozen(ref_std + kw.eps), add=ref_mean)
+        return _Affine(sub=mean, div=_frozen(std + mk.eps), mul=_frozen(ref_std + mk.eps), add=ref_mean)
     if isinstance(op, v0_5.SigmoidDescr):
         return _Sigmoid()
     if isinstance(op, v0_5.SoftmaxDescr):
-        return _Softmax(_axis_index(kw.axis, axes, name))
+        return _Softmax(_axis_index(op.kwargs.axis, axes, name))
     if isinstance(op, v0_5.ZeroMeanUnitVarianceDescr):
-        mean, std = _mean_std(x, _reduced(kw.axes, axes, name))
-        return _Affine(sub=mean, div=_frozen(std + kw.eps))
+        mean, std = _mean_std(x, _reduced(op.kwargs.axes, axes, name))
+        return _Affine(sub=mean, div=_frozen(std + op.kwargs.eps))
     raise ProcessingError(
         f"processing op {name!r} ({describe_op(op)}) is not supported by microzoo: only the "
         "pointwise ops of format 0.5 are; run this model with bioimageio.core, or remove the "
@@ -377,7 +382,7 @@ def _bind_clip(kw: v0_5.ClipKwargs, x: np.ndarray, axes: tuple[str, ...], name: 
     if kw.min_percentile is None and kw.max_percentile is None:
         return _Clip(low, high)
     red = _reduced(kw.axes, axes, name)
-    method = "linear" if kw.axes is None or "batch" in map(str, kw.axes) else "inverted_cdf"
+    method: _QuantileMethod = "linear" if kw.axes is None or "batch" in map(str, kw.axes) else "inverted_cdf"
     qs = [p / 100 for p in (kw.min_percentile, kw.max_percentile) if p is not None]
     values = _quantiles(x, qs, red, method)
     if kw.min_percentile is not None:
@@ -467,7 +472,7 @@ def _align(
     stat: np.ndarray, src: tuple[str, ...], axes: tuple[str, ...], shape: tuple[int, ...], name: str
 ) -> np.ndarray:
     """Move a keepdims statistic of a tensor with axes ``src`` onto ``axes``."""
-    for a, n in zip(src, stat.shape):
+    for a, n in zip(src, stat.shape, strict=True):
         if a not in axes and n > 1:
             raise ProcessingError(
                 f"{name}: the reference statistics vary along {a!r}, which this tensor lacks; "
@@ -475,10 +480,10 @@ def _align(
             )
     kept = [a for a in src if a in axes]
     order = [a for a in axes if a in kept]
-    out = stat.reshape([n for a, n in zip(src, stat.shape) if a in axes])
+    out = stat.reshape([n for a, n in zip(src, stat.shape, strict=True) if a in axes])
     out = out.transpose([kept.index(a) for a in order])
     out = out.reshape([out.shape[order.index(a)] if a in order else 1 for a in axes])
-    for a, n, size in zip(axes, out.shape, shape):
+    for a, n, size in zip(axes, out.shape, shape, strict=True):
         if n not in (1, size):
             raise ProcessingError(
                 f"{name}: the reference statistics have {n} values along {a!r} but the tensor "
@@ -516,7 +521,7 @@ def _mean_std(x: np.ndarray, red: tuple[int, ...]) -> tuple[np.ndarray, np.ndarr
     return _frozen(mean), _frozen(std)
 
 
-def _quantiles(x: np.ndarray, qs: Sequence[float], red: tuple[int, ...], method: str) -> list[np.ndarray]:
+def _quantiles(x: np.ndarray, qs: Sequence[float], red: tuple[int, ...], method: _QuantileMethod) -> list[np.ndarray]:
     """Quantiles over ``red`` of the finite values, keeping dims, in float64."""
     nan_x = _non_finite_as_nan(x)
     if nan_x is not None:
@@ -531,8 +536,8 @@ def _quantiles(x: np.ndarray, qs: Sequence[float], red: tuple[int, ...], method:
 # --- descriptions ---------------------------------------------------------------------------
 
 
-def _fmt(v: object) -> str:
-    return f"[{', '.join(f'{float(x):g}' for x in v)}]" if isinstance(v, (list, tuple)) else f"{float(v):g}"
+def _fmt(v: float | Sequence[float]) -> str:
+    return f"{float(v):g}" if isinstance(v, (int, float)) else f"[{', '.join(f'{float(x):g}' for x in v)}]"
 
 
 def _over(reduce: Sequence[object] | None) -> str:
@@ -543,51 +548,59 @@ def _over(reduce: Sequence[object] | None) -> str:
     return f"over ({', '.join(names)}) {scope}"
 
 
+def _along_words(kw: object) -> str:
+    axis = getattr(kw, "axis", None)  # only the *AlongAxisKwargs and softmax have one
+    return "" if axis is None else f" along {axis}"
+
+
 def describe_op(op: ProcessingDescr) -> str:
     """One line saying what ``op`` does, e.g. ``"zero_mean_unit_variance over (x, y) per sample,
     eps 1e-06"``."""
-    name = str(getattr(op, "id", type(op).__name__))
-    kw = getattr(op, "kwargs", None)
-    along = f" along {kw.axis}" if getattr(kw, "axis", None) is not None else ""
     if isinstance(op, v0_5.BinarizeDescr):
-        return f"binarize{along}: value > {_fmt(kw.threshold)}"
+        return f"binarize{_along_words(op.kwargs)}: value > {_fmt(op.kwargs.threshold)}"
     if isinstance(op, v0_5.ClipDescr):
-        low = (
-            f"percentile {kw.min_percentile:g}"
-            if kw.min_percentile is not None
-            else ("-inf" if kw.min is None else _fmt(kw.min))
-        )
-        high = (
-            f"percentile {kw.max_percentile:g}"
-            if kw.max_percentile is not None
-            else ("inf" if kw.max is None else _fmt(kw.max))
-        )
-        pct = kw.min_percentile is not None or kw.max_percentile is not None
-        return f"clip to [{low}, {high}]" + (f" {_over(kw.axes)}" if pct else "")
+        return _describe_clip(op.kwargs)
     if isinstance(op, v0_5.EnsureDtypeDescr):
-        return f"ensure_dtype {kw.dtype}"
+        return f"ensure_dtype {op.kwargs.dtype}"
     if isinstance(op, v0_5.FixedZeroMeanUnitVarianceDescr):
-        return f"fixed_zero_mean_unit_variance{along}: mean {_fmt(kw.mean)}, std {_fmt(kw.std)}"
+        kw = op.kwargs
+        return f"fixed_zero_mean_unit_variance{_along_words(kw)}: mean {_fmt(kw.mean)}, std {_fmt(kw.std)}"
     if isinstance(op, v0_5.ScaleLinearDescr):
-        return f"scale_linear{along}: gain {_fmt(kw.gain)}, offset {_fmt(kw.offset)}"
+        return f"scale_linear{_along_words(op.kwargs)}: gain {_fmt(op.kwargs.gain)}, offset {_fmt(op.kwargs.offset)}"
     if isinstance(op, v0_5.ScaleRangeDescr):
-        ref = "" if kw.reference_tensor is None else f" of tensor '{kw.reference_tensor}'"
+        r = op.kwargs
+        ref = "" if r.reference_tensor is None else f" of tensor '{r.reference_tensor}'"
         return (
-            f"scale_range percentiles {kw.min_percentile:g} to {kw.max_percentile:g}{ref} "
-            f"{_over(kw.axes)}, eps {kw.eps:g}"
+            f"scale_range percentiles {r.min_percentile:g} to {r.max_percentile:g}{ref} {_over(r.axes)}, eps {r.eps:g}"
         )
     if isinstance(op, v0_5.ScaleMeanVarianceDescr):
-        return f"scale_mean_variance to match tensor '{kw.reference_tensor}' {_over(kw.axes)}, eps {kw.eps:g}"
+        m = op.kwargs
+        return f"scale_mean_variance to match tensor '{m.reference_tensor}' {_over(m.axes)}, eps {m.eps:g}"
     if isinstance(op, v0_5.SoftmaxDescr):
-        return f"softmax along {kw.axis}"
+        return f"softmax along {op.kwargs.axis}"
     if isinstance(op, v0_5.ZeroMeanUnitVarianceDescr):
-        return f"zero_mean_unit_variance {_over(kw.axes)}, eps {kw.eps:g}"
+        return f"zero_mean_unit_variance {_over(op.kwargs.axes)}, eps {op.kwargs.eps:g}"
     if isinstance(op, v0_5.CustomProcessingDescr):
         return f"custom: {op.callable} from {op.source}"
     if isinstance(op, v0_5.StardistPostprocessingDescr):
-        return (
-            f"stardist_postprocessing: {kw.n_rays} rays, probability > {kw.prob_threshold:g}, nms {kw.nms_threshold:g}"
-        )
+        s = op.kwargs
+        return f"stardist_postprocessing: {s.n_rays} rays, probability > {s.prob_threshold:g}, nms {s.nms_threshold:g}"
     if isinstance(op, v0_5.CellposeFlowDynamicsDescr):
-        return f"cellpose_flow_dynamics: cell probability > {kw.cellprob_threshold:g}, flow {kw.flow_threshold:g}"
-    return name
+        c = op.kwargs
+        return f"cellpose_flow_dynamics: cell probability > {c.cellprob_threshold:g}, flow {c.flow_threshold:g}"
+    return str(op.id)
+
+
+def _describe_clip(kw: v0_5.ClipKwargs) -> str:
+    low = (
+        f"percentile {kw.min_percentile:g}"
+        if kw.min_percentile is not None
+        else ("-inf" if kw.min is None else _fmt(kw.min))
+    )
+    high = (
+        f"percentile {kw.max_percentile:g}"
+        if kw.max_percentile is not None
+        else ("inf" if kw.max is None else _fmt(kw.max))
+    )
+    pct = kw.min_percentile is not None or kw.max_percentile is not None
+    return f"clip to [{low}, {high}]" + (f" {_over(kw.axes)}" if pct else "")

@@ -44,6 +44,7 @@ import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Literal, TypeGuard, get_args
 
 import numpy as np
 
@@ -75,7 +76,8 @@ __all__ = [
     "plan_tiles",
 ]
 
-PAD_MODES = ("reflect", "symmetric", "edge", "constant")
+PadMode = Literal["reflect", "symmetric", "edge", "constant"]
+PAD_MODES: tuple[PadMode, ...] = get_args(PadMode)
 
 Region = tuple[slice, ...]
 
@@ -193,7 +195,7 @@ def plan_tiles(
         strict=memory_budget is not None,
         batch_size=batch_size or 1,
     )
-    sizes = {g.key: g.size(k) for g, k in zip(groups, ks)}
+    sizes = {g.key: g.size(k) for g, k in zip(groups, ks, strict=True)}
     in_tiles, out_tiles = tile_shapes(geometry, shapes, groups, sizes)
     tiles = _make_tiles(geometry, shapes, groups, sizes, in_tiles, out_tiles, n_samples)
 
@@ -211,6 +213,10 @@ def plan_tiles(
         tiles=tuple(tiles),
         batch_size=batch_size,
     )
+
+
+def _is_pad_mode(mode: str) -> TypeGuard[PadMode]:
+    return mode in PAD_MODES
 
 
 def extract_tile(array: np.ndarray, region: tuple[slice, ...], *, pad_mode: str = "reflect") -> np.ndarray:
@@ -235,7 +241,7 @@ def extract_tile(array: np.ndarray, region: tuple[slice, ...], *, pad_mode: str 
     numpy.ndarray
         An array of the region's shape.
     """
-    if pad_mode not in PAD_MODES:
+    if not _is_pad_mode(pad_mode):
         raise TilingError(f"unknown pad_mode {pad_mode!r}: use one of {', '.join(PAD_MODES)}")
     if len(region) != array.ndim:
         raise TilingError(
@@ -244,7 +250,7 @@ def extract_tile(array: np.ndarray, region: tuple[slice, ...], *, pad_mode: str 
         )
     read: list[slice] = []
     pads: list[tuple[int, int]] = []
-    for sl, size in zip(region, array.shape):
+    for sl, size in zip(region, array.shape, strict=True):
         start, stop = sl.start, sl.stop
         left, right = max(0, -start), max(0, stop - size)
         lo, hi = max(0, start), min(size, stop)
@@ -259,7 +265,10 @@ def extract_tile(array: np.ndarray, region: tuple[slice, ...], *, pad_mode: str 
     part = np.asarray(array[tuple(read)])
     if any(p != (0, 0) for p in pads):
         part = np.pad(part, pads, mode=pad_mode)
-    crop = tuple(slice(sl.start - (r.start - p[0]), sl.stop - (r.start - p[0])) for sl, r, p in zip(region, read, pads))
+    crop = tuple(
+        slice(sl.start - (r.start - p[0]), sl.stop - (r.start - p[0]))
+        for sl, r, p in zip(region, read, pads, strict=True)
+    )
     return part[crop]
 
 

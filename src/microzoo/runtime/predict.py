@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,10 @@ from microzoo.progress import ProgressCallback
 from microzoo.runtime import resources
 from microzoo.runtime.engines import Engine, choose_format, load_engine
 from microzoo.runtime.outputs import Outputs
+
+if TYPE_CHECKING:  # imported where used, to keep start-up short
+    from microzoo.runtime.geometry import ModelGeometry
+    from microzoo.runtime.tiling import TilePlan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +78,7 @@ class Model:
         self._device = device
         self._threads = threads
         self._engine: Engine | None = None
-        self._geometry: Any = None
+        self._geometry: ModelGeometry | None = None
 
     @classmethod
     def open(
@@ -112,7 +116,7 @@ class Model:
         return tuple(str(a.id) for a in tensor.axes)
 
     @property
-    def geometry(self) -> Any:
+    def geometry(self) -> ModelGeometry:
         if self._geometry is None:
             from microzoo.runtime.tiling import geometry_from_descr
 
@@ -308,7 +312,7 @@ class Model:
         return estimate_forward_bytes(frozen, frozen) <= budget
 
     def _run_plan(
-        self, plan: Any, processed: Mapping[str, np.ndarray], progress: ProgressCallback | None
+        self, plan: TilePlan, processed: Mapping[str, np.ndarray], progress: ProgressCallback | None
     ) -> dict[str, np.ndarray]:
         from microzoo.runtime.tiling import extract_tile
 
@@ -428,7 +432,7 @@ def _check_content(data: np.ndarray, tid: str, axes: Sequence[str]) -> None:
         )
 
 
-def _valid_as_is(geometry: Any, shapes: Mapping[str, Mapping[str, int]]) -> bool:
+def _valid_as_is(geometry: ModelGeometry, shapes: Mapping[str, Mapping[str, int]]) -> bool:
     """Whether whole inputs of these shapes satisfy every input axis's size rule."""
     from microzoo.runtime.geometry import FixedSize, ParameterizedSize, SizeReference
 

@@ -220,7 +220,7 @@ def map_to_model(
             cur = "".join(a for a in cur if a not in squeezed)
             extra = [a for a in extra if a not in squeezed]
         if extra:
-            sizes = {a: axes_size for a, axes_size in zip(cur, array.shape) if a in extra}
+            sizes = {a: axes_size for a, axes_size in zip(cur, array.shape, strict=True) if a in extra}
             raise AxesError(
                 f"the image has axes {axes!r} (shape {tuple(np.shape(data))}) and the model "
                 f"({model}) has no {'/'.join(extra)} axis {sizes} and no batch axis to run "

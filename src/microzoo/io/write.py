@@ -146,7 +146,9 @@ def _write_zarr(tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float]
         )
     order = "".join(a for a in _NGFF_ORDER if a in axes)
     stored = array.transpose([axes.index(a) for a in order])
-    chunks = tuple(min(n, 256) if a in "yx" else min(n, 16) if a == "z" else 1 for a, n in zip(order, stored.shape))
+    chunks = tuple(
+        min(n, 256) if a in "yx" else min(n, 16) if a == "z" else 1 for a, n in zip(order, stored.shape, strict=True)
+    )
     group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
     target = group.create_array(
         "0",

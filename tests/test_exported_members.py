@@ -7,8 +7,22 @@ def test_top_level_api() -> None:
     assert sorted(microzoo.__all__) == ["MicrozooError", "__version__", "load_model"]
     public = {name for name in dir(microzoo) if not name.startswith("_")}
     # subpackages appear once imported; nothing else is public at the top
-    assert public - {"errors", "progress", "io", "package", "runtime", "qc", "trust", "train", "zoo", "cli",
-                     "demo", "TYPE_CHECKING", "Any", "annotations"} == {"MicrozooError", "load_model"}
+    assert public - {
+        "errors",
+        "progress",
+        "io",
+        "package",
+        "runtime",
+        "qc",
+        "trust",
+        "train",
+        "zoo",
+        "cli",
+        "demo",
+        "TYPE_CHECKING",
+        "Any",
+        "annotations",
+    } == {"MicrozooError", "load_model"}
 
 
 def test_importing_microzoo_does_not_import_torch_or_the_spec() -> None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from microzoo.runtime.predict import Model
 
 
-def load_model(source: Any, *, weights: str | None = None, **options: Any) -> "Model":
+def load_model(source: Any, *, weights: str | None = None, **options: Any) -> Model:
     """Open a model package (folder, ``.zip``, ``rdf.yaml``/``bioimageio.yaml`` or URL) to run it.
 
     ``weights`` chooses a weight format (``"torchscript"``, ``"onnx"``, ``"pytorch_state_dict"``);

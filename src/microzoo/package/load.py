@@ -14,7 +14,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel
@@ -23,6 +23,11 @@ from microzoo.errors import ChecksumError, PackageError
 from microzoo.package.archive import extract_zip
 from microzoo.package.download import download, is_url
 from microzoo.progress import ProgressCallback
+
+if TYPE_CHECKING:  # the spec is imported when a description is parsed, not on import
+    from bioimageio.spec import InvalidDescr, ResourceDescr
+    from bioimageio.spec.common import FileSource
+    from bioimageio.spec.model.v0_5 import ModelDescr
 
 DESCRIPTION_NAMES = ("bioimageio.yaml", "rdf.yaml")
 
@@ -48,14 +53,14 @@ class ModelPackage:
         convert; see :mod:`microzoo.package.format04`).
     """
 
-    descr: Any
+    descr: ModelDescr
     root: Path
     description_path: Path
     source: str
     original_format: str
     notices: tuple[str, ...] = ()
 
-    def file(self, source: Any) -> Path:
+    def file(self, source: FileSource | str) -> Path:
         """The local path of a file the description names (relative path, or URL: downloaded
         into the cache once and checked against the description's sha256)."""
         expected = next((sha for _, named, sha in iter_file_entries(self.descr) if str(named) == str(source)), None)
@@ -128,7 +133,9 @@ def locate_description(source: str | os.PathLike[str], *, progress: ProgressCall
     )
 
 
-def convert_description(description_path: Path, content: dict[str, Any] | None = None) -> tuple[Any, tuple[str, ...]]:
+def convert_description(
+    description_path: Path, content: dict[str, Any] | None = None
+) -> tuple[ModelDescr, tuple[str, ...]]:
     """Parse a description with bioimageio.spec, converted to format 0.5 (no file checks), and the
     notices of the repairs a format 0.4 description needed to be converted
     (:mod:`microzoo.package.format04`).
@@ -142,6 +149,7 @@ def convert_description(description_path: Path, content: dict[str, Any] | None =
     if content is None:
         content = read_description(description_path)
     notices: tuple[str, ...] = ()
+    descr: ResourceDescr | InvalidDescr  # any type and format version until checked below
     try:
         descr = load_description(description_path, format_version="latest", perform_io_checks=False)
     except Exception as error:  # YAML syntax errors and the like, raised by the spec's reader
@@ -170,8 +178,8 @@ def convert_description(description_path: Path, content: dict[str, Any] | None =
 
 
 def _converted_with_repairs(
-    description_path: Path, content: dict[str, Any], failed: Any
-) -> tuple[Any, tuple[str, ...]]:
+    description_path: Path, content: dict[str, Any], failed: InvalidDescr
+) -> tuple[ResourceDescr | InvalidDescr, tuple[str, ...]]:
     """The 0.5 description of a 0.4 one the spec could not convert, repaired where the field is
     known (``failed`` and no notices where it still does not convert)."""
     from bioimageio.spec import InvalidDescr, ValidationContext, build_description
@@ -218,7 +226,7 @@ def check_package_files(package: ModelPackage, *, progress: ProgressCallback | N
         progress(len(entries), len(entries), "checking files")
 
 
-def iter_file_entries(node: Any, where: str = "") -> Iterator[tuple[str, Any, str | None]]:
+def iter_file_entries(node: object, where: str = "") -> Iterator[tuple[str, FileSource, str | None]]:
     """Yield ``(where, source, sha256)`` for every file node (with ``source`` and ``sha256``)."""
     if isinstance(node, BaseModel):
         fields = type(node).model_fields
@@ -237,7 +245,7 @@ def iter_file_entries(node: Any, where: str = "") -> Iterator[tuple[str, Any, st
             yield from iter_file_entries(item, f"{where}.{key}")
 
 
-def resolve_file(source: Any, root: Path, *, sha256: str | None = None, where: str = "") -> Path:
+def resolve_file(source: FileSource | str, root: Path, *, sha256: str | None = None, where: str = "") -> Path:
     """Local path of a description's file source: inside ``root``, or downloaded if a URL.
 
     A URL is downloaded (once, into the cache; checked against ``sha256`` when given). A

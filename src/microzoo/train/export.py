@@ -56,7 +56,7 @@ from microzoo.train.tasks.registry import TASKS
 #: largest test tensor side in 2-D and 3-D: a test tensor is an example, not a data set (and every
 #: weight format is checked on it: a 3-D one of 32x128x128 keeps the export short)
 TEST_SIDE_LIMIT = {2: {"y": 256, "x": 256}, 3: {"z": 32, "y": 128, "x": 128}}
-_TOLERANCE = dict(rtol=1e-3, atol=1e-3)  # as the spec's reproducibility defaults
+RTOL, ATOL = 1e-3, 1e-3  # as the spec's reproducibility defaults
 
 
 class ExportSpec(BaseModel):
@@ -230,7 +230,7 @@ def _torch_out(module: Any, x: np.ndarray) -> np.ndarray:
 
 
 def _assert_reproduces(what: str, actual: np.ndarray, expected: np.ndarray) -> None:
-    if actual.shape != expected.shape or not np.allclose(actual, expected, **_TOLERANCE):
+    if actual.shape != expected.shape or not np.allclose(actual, expected, rtol=RTOL, atol=ATOL):
         diff = float(np.max(np.abs(actual - expected))) if actual.shape == expected.shape else float("nan")
         raise PackageError(f"the {what} weights do not reproduce the network (shape {actual.shape} vs "
                            f"{expected.shape}, largest difference {diff:.3g}); the network may use "

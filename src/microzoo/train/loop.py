@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -42,6 +42,8 @@ __all__ = ["LoopResult", "RunState", "choose_device", "fit", "predict_batches", 
 BatchSampler = Callable[[np.random.Generator], tuple[np.ndarray, ...]]
 LossFunction = Callable[..., torch.Tensor]
 Validator = Callable[[torch.nn.Module], dict[str, float]]
+#: which way the monitored figure improves
+Mode = Literal["min", "max"]
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def cosine_rate(settings: TrainingConfig, done_steps: int, minutes: float) -> fl
     return low + (settings.learning_rate - low) * (1 + math.cos(math.pi * min(fraction, 1.0))) / 2
 
 
-def _scheduler(settings: TrainingConfig, optimizer: torch.optim.Optimizer, mode: str):
+def _scheduler(settings: TrainingConfig, optimizer: torch.optim.Optimizer, mode: Mode):
     """The plateau scheduler; the cosine (:func:`cosine_rate`) is set step by step in the loop."""
     if settings.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -121,7 +123,7 @@ def _scheduler(settings: TrainingConfig, optimizer: torch.optim.Optimizer, mode:
     return None
 
 
-def _improved(value: float, best: float, mode: str) -> bool:
+def _improved(value: float, best: float, mode: Mode) -> bool:
     if math.isnan(value):
         return False
     if math.isnan(best):
@@ -202,7 +204,7 @@ class RunState:
                 "epoch": self.epoch, "history": self.history, "best_value": self.best_value,
                 "best_epoch": self.best_epoch, "stale": self.stale, "stopped": self.stopped}  # fmt: skip
 
-    def record(self, row: dict[str, float], value: float, mode: str, settings: TrainingConfig,
+    def record(self, row: dict[str, float], value: float, mode: Mode, settings: TrainingConfig,
                out_of_time: bool) -> bool:  # fmt: skip
         """Add an epoch's row; return whether it is the best so far; decide whether to stop."""
         self.history.append(row)
@@ -257,7 +259,7 @@ def fit(
     loss_fn: LossFunction,
     validate: Validator,
     monitor: str,
-    mode: str,
+    mode: Mode,
     settings: TrainingConfig,
     out_dir: Path,
     resume: bool = False,

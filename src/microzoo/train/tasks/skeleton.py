@@ -28,7 +28,7 @@ import torch
 
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.train.data import Sample, load_samples, split_samples
-from microzoo.train.loop import BatchSampler, LoopResult, LossFunction, Validator, fit
+from microzoo.train.loop import BatchSampler, LoopResult, LossFunction, Mode, Validator, fit
 from microzoo.train.tasks.registry import TrainingTask, get_task
 
 __all__ = [
@@ -79,7 +79,7 @@ class LoopSetup:
     loss_fn: LossFunction
     validate: Validator
     monitor: str
-    mode: str  # "min" or "max": which way the monitored figure improves
+    mode: Mode  # "min" or "max": which way the monitored figure improves
 
 
 @dataclass(frozen=True)

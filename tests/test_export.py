@@ -280,6 +280,8 @@ def test_export_replaces_an_older_package(tmp_path: Path, arch_file: Path, arch:
     ({"in_channels": 2}, "channel"),
     ({"halo": 8}, "halo"),
     ({"normalization_percentiles": (99.0, 1.0)}, "percentiles"),
+    ({"task": "unet"}, "not a training task; choose one of semantic, instances, care, n2v"),
+    ({"output_scale": ([2.0, 3.0], [0.0])}, "output_scale gives 2 gains and 1 offsets"),
 ])
 def test_failed_export_leaves_nothing(tmp_path: Path, arch_file: Path, arch: Any, changes: dict[str, Any],
                                       message: str) -> None:

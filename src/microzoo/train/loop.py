@@ -280,7 +280,7 @@ def fit(
     on_epoch : called with each epoch's row of the history.
     """
     progress = progress or no_progress
-    paths = _RunPaths(Path(out_dir))
+    paths = _RunPaths.under(Path(out_dir))
     if paths.last.exists() and not resume:
         raise ConfigError(
             f"{out_dir} already holds a training run; resume it (--resume, resume=True) or choose another output folder"
@@ -325,22 +325,14 @@ def fit(
 
 @dataclass(frozen=True)
 class _RunPaths:
-    """Where a run in ``out`` writes its checkpoints and curves."""
+    """Where a run writes its checkpoints and curves."""
 
-    out: Path
+    best: Path
+    last: Path
+    csv: Path
+    png: Path
 
-    @property
-    def best(self) -> Path:
-        return self.out / "checkpoints" / "best.pt"
-
-    @property
-    def last(self) -> Path:
-        return self.out / "checkpoints" / "last.pt"
-
-    @property
-    def csv(self) -> Path:
-        return self.out / "curves" / "loss.csv"
-
-    @property
-    def png(self) -> Path:
-        return self.out / "curves" / "loss.png"
+    @classmethod
+    def under(cls, out: Path) -> _RunPaths:
+        checkpoints, curves = out / "checkpoints", out / "curves"
+        return cls(checkpoints / "best.pt", checkpoints / "last.pt", curves / "loss.csv", curves / "loss.png")

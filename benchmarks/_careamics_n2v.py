@@ -78,11 +78,11 @@ def main() -> None:
     class Clock(Callback):
         """Times the training from its first batch to its end (start-up and data loading excluded)."""
 
-        first = last = None
+        first = last = threads = None
 
         def on_train_batch_start(self, trainer, module, batch, index):
             if self.first is None:
-                self.first = time.perf_counter()
+                self.first, self.threads = time.perf_counter(), torch.get_num_threads()
 
         def on_train_end(self, trainer, module):
             self.last = time.perf_counter()
@@ -99,7 +99,8 @@ def main() -> None:
     predictions = np.concatenate([np.asarray(p).reshape(-1, *np.shape(p)[-2:]) for p in predictions])
     np.save(out / "predictions.npy", predictions.astype(np.float32))
     print("result=" + json.dumps({"steps": steps, "train_seconds": clock.last - clock.first,
-                                  "fit_seconds": fit_seconds, "epochs": int(careamist.trainer.current_epoch)}))
+                                  "fit_seconds": fit_seconds, "epochs": int(careamist.trainer.current_epoch),
+                                  "torch_threads": clock.threads}))
 
 
 if __name__ == "__main__":

@@ -108,6 +108,8 @@ def _spec(arch_file: Path, case: str, **changes: Any) -> ExportSpec:
                                                                                                "baseline PSNR": 28.0},
         tags=["nuclei"],
         instance_settings=INSTANCE_SETTINGS if task == "instances" else None,
+        # restoration: the output back in the input's units (uint16-like range here)
+        output_scale=([900.0] * cout, [110.0] * cout) if task in ("care", "n2v") else None,
     )
     fields.update(changes)
     return ExportSpec(**fields)
@@ -161,6 +163,11 @@ def test_package_passes_spec_microzoo_and_core(exported: dict[str, Path], case: 
     assert test_passed(summary), failure_messages(summary)
 
 
+def config_scale(description: dict[str, Any]) -> dict[str, Any]:
+    scale = description["config"]["microzoo"]["output_scale"]
+    return {"gain": scale["gain"], "offset": scale["offset"]}
+
+
 def test_description_content(exported: dict[str, Path], fingerprint: Any) -> None:
     from microzoo.trust.fingerprint import Fingerprint
 
@@ -175,7 +182,12 @@ def test_description_content(exported: dict[str, Path], fingerprint: Any) -> Non
         assert all(a["halo"] == 2 and a["size"]["tensor_id"] == "input" for a in out["axes"][2:])
         assert [p["id"] for p in inp["preprocessing"]] == ["ensure_dtype", "scale_range", "ensure_dtype"]
         assert inp["preprocessing"][1]["kwargs"] == {"axes": spatial, "min_percentile": 1.0, "max_percentile": 99.8}
-        assert [p["id"] for p in out["postprocessing"] if p["id"] != "ensure_dtype"] == ([] if post == "none" else [post])
+        restores = task in ("care", "n2v")
+        assert [p["id"] for p in out["postprocessing"] if p["id"] != "ensure_dtype"] == (
+            ([] if post == "none" else [post]) + (["scale_linear"] if restores else []))
+        if restores:  # the network's normalised output times the gain plus the offset
+            assert out["postprocessing"][0]["kwargs"] == {"gain": 900.0, "offset": 110.0}
+            assert config_scale(d) == {"gain": [900.0] * cout, "offset": [110.0] * cout}
         weights = d["weights"]
         assert set(weights) == FORMATS and "parent" not in weights["pytorch_state_dict"]
         assert weights["torchscript"]["parent"] == weights["onnx"]["parent"] == "pytorch_state_dict"

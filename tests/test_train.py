@@ -120,6 +120,8 @@ def test_semantic_isbi_writes_model_report_curves_and_package(isbi: Path, tmp_pa
     description = yaml.safe_load(result.package.read_text())
     assert description["format_version"].startswith("0.5")
     assert {w for w in description["weights"]} == {"pytorch_state_dict", "torchscript", "onnx"}
+    # four training images: their quarters complete the fingerprint, so predictions get a trust note
+    assert description["config"]["microzoo"]["fingerprint"] == "training_fingerprint.json"
 
 
 def test_instances_dsb_chooses_thresholds_on_validation_images(dsb: Path, tmp_path: Path) -> None:

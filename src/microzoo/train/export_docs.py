@@ -81,7 +81,7 @@ def readme_text(spec: ExportSpec, *, weights: Mapping[str, str], opset: int, inp
                      "that was checked in quality control are stored in `bioimageio.yaml` under "
                      "`config.microzoo.instance_settings`"
                      + (":\n\n" + _table(rows, ("setting", "value")) if rows else " (none were given)")
-                     + "\n\nmicrozoo's instance pipeline (`microzoo.train.tasks`) reads them to turn the "
+                     + "\n\nmicrozoo (`microzoo.runtime.instances_from_output`) reads them to turn the "
                      "maps into a label image. Other zoo tools (bioimageio.core, deepImageJ) give only the "
                      "maps; make labels from them with the same settings, or the QC figures do not apply.\n")
     training = _table([(k, _fmt(v)) for k, v in spec.training.items()], ("item", "value")) \

@@ -187,12 +187,18 @@ def _planes(raw: np.ndarray, *, most: int = 8) -> list[np.ndarray]:
 
 
 def fingerprint_or_none(raws: Sequence[np.ndarray]) -> Any:
-    """The training fingerprint, or None when there are too few or too small images."""
+    """The training fingerprint (of 2-D views, see :func:`_planes`), or None when the images are too
+    small to describe. With fewer than 5 views (the fingerprint's minimum) the quarters of each view
+    are added, so a run on a few images still gives its package a fingerprint."""
     from microzoo.errors import MicrozooError
     from microzoo.trust.fingerprint import fingerprint_images
 
+    views = [plane for raw in raws for plane in _planes(raw)]
+    if len(views) < 5:  # fingerprint_images needs 5 images
+        views += [v[y : y + v.shape[0] // 2, x : x + v.shape[1] // 2] for v in list(views)
+                  for y in (0, v.shape[0] // 2) for x in (0, v.shape[1] // 2)]  # fmt: skip
     try:
-        return fingerprint_images([plane for raw in raws for plane in _planes(raw)])
+        return fingerprint_images(views)
     except MicrozooError:
         return None
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from microzoo.errors import OutputError
 from microzoo.io.atomic import atomic_output
@@ -33,7 +33,7 @@ _WRITABLE = ".tif, .tiff, .ome.tif, .png, .npy, .zarr, .ome.zarr"
 
 def write_image(
     path: str | os.PathLike[str],
-    data: Any,
+    data: ArrayLike,
     axes: str,
     *,
     pixel_size: Mapping[str, float] | None = None,
@@ -97,7 +97,7 @@ def _write_tiff(tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float]
     if array.dtype == np.float16:
         array = array.astype(np.float32)
     stored = np.ascontiguousarray(array.transpose([axes.index(a) for a in order]))
-    metadata: dict[str, Any] = {
+    metadata: dict[str, str | float] = {
         "axes": "".join(_OME_CODES[a] for a in order),
         "Description": f"{OME_AXES_TAG}{axes}",
     }

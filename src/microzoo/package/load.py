@@ -370,7 +370,7 @@ def read_description(description_path: Path) -> dict[str, Any]:
     return content
 
 
-def _expanded_nodes(node: Any, seen: dict[int, int], limit: int) -> int:
+def _expanded_nodes(node: object, seen: dict[int, int], limit: int) -> int:
     """How many values ``node`` holds with every alias expanded (stops counting past ``limit``).
 
     A structure reached again (an alias) costs its size again without being walked again; one

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from microzoo.errors import MicrozooError, PackageError
 from microzoo.package.download import is_url
@@ -18,6 +18,9 @@ from microzoo.package.load import (
     read_description,
 )
 from microzoo.progress import ProgressCallback
+
+if TYPE_CHECKING:  # the spec is imported when a description is parsed, not on import
+    from bioimageio.spec import InvalidDescr, ResourceDescr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +91,7 @@ def validate_package(source: str | os.PathLike[str], *, progress: ProgressCallba
     return ValidationReport(str(source), getattr(descr, "name", None), version, tuple(errors), tuple(warnings))
 
 
-def _spec_description(path: Path, *, perform_io_checks: bool) -> Any:
+def _spec_description(path: Path, *, perform_io_checks: bool) -> ResourceDescr | InvalidDescr:
     from bioimageio.spec import load_description
 
     try:
@@ -100,7 +103,7 @@ def _spec_description(path: Path, *, perform_io_checks: bool) -> Any:
         ) from error
 
 
-def _is_invalid(descr: Any) -> bool:
+def _is_invalid(descr: object) -> bool:
     from bioimageio.spec import InvalidDescr
 
     return isinstance(descr, InvalidDescr)

@@ -132,12 +132,14 @@ def _estimated_output_bytes(model: Model, inputs: Sequence[Path]) -> int:
         except ImageError:  # unreadable: reported with its reason when it is read
             return 0
 
+    from bioimageio.spec.model.v0_5 import ChannelAxis
+
     per_pixel = 0.0
     for tensor in model.descr.outputs:
         scale = 1.0
         channels = 1
         for axis in tensor.axes:
-            if str(axis.type) == "channel":
+            if isinstance(axis, ChannelAxis):
                 channels = len(axis.channel_names)
             elif str(axis.type) in ("space", "time"):
                 scale *= 1.0 / float(getattr(axis, "scale", 1.0) or 1.0)

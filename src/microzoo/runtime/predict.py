@@ -57,11 +57,11 @@ class Prediction:
 
 
 class Model:
-    """A model package ready to run. Open with :func:`microzoo.load_model`.
+    """A model package ready to run. Open with :func:`microzoo.load_model`::
 
-    >>> model = microzoo.load_model("unet2d_nuclei_broad")       # doctest: +SKIP
-    >>> outputs = model.predict(image, axes="yx")               # doctest: +SKIP
-    >>> probability = outputs["probability"]  # or outputs.only  # doctest: +SKIP
+        model = microzoo.load_model("unet2d_nuclei_broad")
+        outputs = model.predict(image, axes="yx")
+        probability = outputs["probability"]  # or outputs.only
     """
 
     def __init__(
@@ -199,9 +199,9 @@ class Model:
         # outputs follow the layout of the first input (the usual single-input case)
         reference = mappings[self.input_ids[0]]
         outputs, out_axes = {}, {}
-        for tensor in self.descr.outputs:
-            tid = str(tensor.id)
-            outputs[tid], out_axes[tid] = map_from_model(raw_outputs[tid], self.tensor_axes(tensor), reference)
+        for output in self.descr.outputs:
+            tid = str(output.id)
+            outputs[tid], out_axes[tid] = map_from_model(raw_outputs[tid], self.tensor_axes(output), reference)
         return Prediction(
             outputs=Outputs(outputs), axes=out_axes, notices=tuple(dict.fromkeys(notices)), n_tiles=n_tiles
         )
@@ -286,9 +286,9 @@ class Model:
                 for tid, t in zip(self.output_ids, self.descr.outputs, strict=True)
             }
         )
-        for tensor in self.descr.outputs:
-            tid = str(tensor.id)
-            pipeline = bind_ops(tensor.postprocessing, raw_outputs[tid], self.tensor_axes(tensor), sample=post_sample)
+        for output in self.descr.outputs:
+            tid = str(output.id)
+            pipeline = bind_ops(output.postprocessing, raw_outputs[tid], self.tensor_axes(output), sample=post_sample)
             outputs[tid] = pipeline(raw_outputs[tid])
         notices = []
         for where in non_finite:
@@ -321,7 +321,8 @@ class Model:
         batch = max(1, int(plan.batch_size))
         # the description's padding mode, as bioimageio.core: symmetric unless the input says otherwise
         pad_modes = {
-            str(t.id): (str(t.pad.mode) if getattr(t, "pad", None) else "symmetric") for t in self.descr.inputs
+            str(t.id): (str(pad.mode) if (pad := getattr(t, "pad", None)) is not None else "symmetric")
+            for t in self.descr.inputs
         }
         batch_axis = {
             tid: _batch_index(self.tensor_axes(t))

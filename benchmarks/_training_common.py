@@ -82,8 +82,8 @@ def train_run(config: Any, out_dir: Path, *, eval_only: bool = False, threads: i
         state = load_checkpoint(out_dir / "checkpoints" / "last.pt")
         history = state["history"]
         return {"minutes": history[-1]["seconds"] / 60, "epochs": len(history), "best_epoch": state["best_epoch"],
-                "stopped": state["stopped"] or "?", "figures": {}, "steps": len(history) * config.training.steps_per_epoch,
-                "history": history}  # fmt: skip
+                "stopped": state["stopped"] or "?", "figures": {}, "history": history,
+                "steps": len(history) * config.training.steps_per_epoch}  # fmt: skip
     if out_dir.exists():
         shutil.rmtree(out_dir)
     log(f"training {config.task} into {out_dir} for at most {config.training.max_minutes} min")
@@ -100,7 +100,7 @@ def train_run(config: Any, out_dir: Path, *, eval_only: bool = False, threads: i
 
 def load_network(config: Any, out_dir: Path, *, in_channels: int, out_channels: int):
     """The network of ``config`` with the best checkpoint of ``out_dir``, on the CPU in eval mode."""
-    from microzoo.train.tasks import build_network, load_best
+    from microzoo.train.tasks.skeleton import build_network, load_best
 
     network = build_network(config, in_channels=in_channels, out_channels=out_channels)
     return load_best(network, out_dir / "checkpoints" / "best.pt")
@@ -120,7 +120,7 @@ def predict(network: Any, raw: np.ndarray, *, depth: int, percentiles=(1.0, 99.8
     import torch
 
     from microzoo.train.data import normalize_percentiles
-    from microzoo.train.tasks import predict_image
+    from microzoo.train.tasks.skeleton import predict_image
 
     low, high = percentiles
     image = normalize_percentiles(np.asarray(raw, np.float32)[None], low=low, high=high)

@@ -54,7 +54,7 @@ def main() -> None:
 
     import tifffile
 
-    from microzoo.train.config import unet_config
+    from microzoo.train.config import semantic_config
 
     root = DATA / "isbi2012"
     out = args.out or OUT / "train_isbi2012"
@@ -62,7 +62,7 @@ def main() -> None:
     labels.mkdir(parents=True, exist_ok=True)
     for f in list_images(root / "train" / "labels"):
         tifffile.imwrite(labels / f"{f.stem}.tif", (read_array(f) == 0).astype(np.uint8))
-    config = unet_config(
+    config = semantic_config(
         images=root / "train" / "images", labels=labels, patch_size=args.patch, batch_size=args.batch,
         steps_per_epoch=args.steps_per_epoch, epochs=10_000, seed=args.seed, max_minutes=args.minutes,
         name="isbi2012-membranes", loss=args.loss,

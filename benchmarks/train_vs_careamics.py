@@ -90,7 +90,7 @@ def microzoo_worker(settings_path: Path) -> None:
 
     result = train(config, out_dir=out / "run", progress=progress)
     train_seconds = float(result.history[-1]["seconds"])
-    from microzoo.train.tasks import build_network, load_best
+    from microzoo.train.tasks.skeleton import build_network, load_best
 
     network = load_best(build_network(config, in_channels=1, out_channels=1), out / "run" / "checkpoints" / "best.pt")
     test = [tifffile.imread(p).astype(np.float32) for p in settings["test"]]

@@ -40,9 +40,10 @@ import hashlib
 import importlib.util
 import sys
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -142,8 +143,11 @@ def _import_arch(folder: Path) -> ModuleType:
     if not path.exists():
         path.write_text(ARCH_SOURCE)
     name = f"microzoo_synthetic_arch_{sha256_of(path)[:16]}"
-    if name in sys.modules:
-        return sys.modules[name]
+    cached = sys.modules.get(name)
+    # reuse only while its file exists: torch.jit.script reads the class's source from that file,
+    # and an earlier test's folder may be gone
+    if cached is not None and cached.__file__ is not None and Path(cached.__file__).exists():
+        return cached
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -171,14 +175,15 @@ def _save_torchscript(model, path: Path) -> None:
         scripted.save(str(path))
 
 
-def _save_onnx(model, example_inputs: Sequence[np.ndarray], input_names: Sequence[str],
-               output_names: Sequence[str], path: Path) -> None:
+def _save_onnx(
+    model, example_inputs: Sequence[np.ndarray], input_names: Sequence[str], output_names: Sequence[str], path: Path
+) -> None:
     """Legacy (TorchScript-based) exporter: needs only the ``onnx`` package."""
     import torch
 
     args = tuple(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in example_inputs)
     dynamic_axes = {}
-    for name, x in zip(input_names, example_inputs):
+    for name, x in zip(input_names, example_inputs, strict=True):
         dynamic_axes[name] = {0: "batch", **{d: f"{name}_d{d}" for d in range(2, x.ndim)}}
     for name in output_names:
         dynamic_axes[name] = {0: "batch", **{d: f"{name}_d{d}" for d in range(2, example_inputs[0].ndim)}}
@@ -186,8 +191,13 @@ def _save_onnx(model, example_inputs: Sequence[np.ndarray], input_names: Sequenc
         warnings.simplefilter("ignore")
         with torch.no_grad():
             torch.onnx.export(
-                model, args, str(path), dynamo=False, opset_version=OPSET,
-                input_names=list(input_names), output_names=list(output_names),
+                model,
+                args,
+                str(path),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=list(input_names),
+                output_names=list(output_names),
                 dynamic_axes=dynamic_axes,
             )
 
@@ -200,8 +210,10 @@ def _torch_version() -> str:
 
 def _write_doc(folder: Path, title: str, text: str) -> Path:
     p = folder / "README.md"
-    p.write_text(f"# {title}\n\n{text}\n\nSynthetic test package built by microzoo's tests "
-                 "(seeded, untrained weights). Not for real use.\n")
+    p.write_text(
+        f"# {title}\n\n{text}\n\nSynthetic test package built by microzoo's tests "
+        "(seeded, untrained weights). Not for real use.\n"
+    )
     return p
 
 
@@ -219,8 +231,9 @@ def _write_cover(folder: Path, array: np.ndarray) -> Path:
     return p
 
 
-def _rng_image(seed: int, shape: tuple[int, ...], dtype=np.float32, scale: float = 1.0,
-               offset: float = 0.0) -> np.ndarray:
+def _rng_image(
+    seed: int, shape: tuple[int, ...], dtype=np.float32, scale: float = 1.0, offset: float = 0.0
+) -> np.ndarray:
     """Smooth-ish random image (sum of a random field and a ramp) so statistics are not trivial."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=shape)
@@ -259,9 +272,13 @@ def _core_outputs(descr, inputs: dict[str, np.ndarray], weight_format: str) -> d
     return reference_predict_descr(descr, inputs, weight_format=weight_format)
 
 
-def _finish_v05(folder: Path, make_descr: Callable[[dict[str, Any] | None], Any],
-                inputs: dict[str, np.ndarray], weight_format: str,
-                outputs: dict[str, np.ndarray] | None = None) -> Path:
+def _finish_v05(
+    folder: Path,
+    make_descr: Callable[[dict[str, Any] | None], Any],
+    inputs: dict[str, np.ndarray],
+    weight_format: str,
+    outputs: dict[str, np.ndarray] | None = None,
+) -> Path:
     """Build the description without output test tensors, let core predict the test inputs
     (unless ``outputs`` are given), write those as the test outputs, and save
     ``bioimageio.yaml``."""
@@ -305,8 +322,9 @@ def _param_in(axis: str, min_: int = 32, step: int = 16):
 def _ref_in(axis: str, tensor: str):
     from bioimageio.spec.model import v0_5 as v05
 
-    return v05.SpaceInputAxis(id=v05.AxisId(axis), size=v05.SizeReference(
-        tensor_id=v05.TensorId(tensor), axis_id=v05.AxisId(axis)))
+    return v05.SpaceInputAxis(
+        id=v05.AxisId(axis), size=v05.SizeReference(tensor_id=v05.TensorId(tensor), axis_id=v05.AxisId(axis))
+    )
 
 
 def _ref_out(axis: str, tensor: str, halo: int = 0, scale: float = 1.0, offset: int = 0):
@@ -318,9 +336,16 @@ def _ref_out(axis: str, tensor: str, halo: int = 0, scale: float = 1.0, offset: 
     return v05.SpaceOutputAxis(id=v05.AxisId(axis), size=size, scale=scale)
 
 
-def _weights(v05, folder: Path, *, torchscript: str | None = None, onnx: str | None = None,
-             state_dict: str | None = None, arch: tuple[str, dict[str, Any]] | None = None,
-             parent: str | None = None):
+def _weights(
+    v05,
+    folder: Path,
+    *,
+    torchscript: str | None = None,
+    onnx: str | None = None,
+    state_dict: str | None = None,
+    arch: tuple[str, dict[str, Any]] | None = None,
+    parent: str | None = None,
+):
     """``parent``: the original format; the others name it as their parent."""
     tv = v05.Version(_torch_version())
     entries: dict[str, Any] = {}
@@ -331,30 +356,43 @@ def _weights(v05, folder: Path, *, torchscript: str | None = None, onnx: str | N
     if state_dict is not None:
         assert arch is not None
         entries["pytorch_state_dict"] = v05.PytorchStateDictWeightsDescr(
-            source=Path(state_dict), sha256=v05.Sha256(sha256_of(folder / state_dict)),
+            source=Path(state_dict),
+            sha256=v05.Sha256(sha256_of(folder / state_dict)),
             architecture=v05.ArchitectureFromFileDescr(
-                source=Path(ARCH_FILE), sha256=v05.Sha256(sha256_of(folder / ARCH_FILE)),
-                callable=v05.Identifier(arch[0]), kwargs=arch[1]),
+                source=Path(ARCH_FILE),
+                sha256=v05.Sha256(sha256_of(folder / ARCH_FILE)),
+                callable=v05.Identifier(arch[0]),
+                kwargs=arch[1],
+            ),
             pytorch_version=tv,
             **_parent("pytorch_state_dict"),
         )
     if torchscript is not None:
         entries["torchscript"] = v05.TorchscriptWeightsDescr(
-            source=Path(torchscript), sha256=v05.Sha256(sha256_of(folder / torchscript)),
+            source=Path(torchscript),
+            sha256=v05.Sha256(sha256_of(folder / torchscript)),
             pytorch_version=tv,
             **_parent("torchscript"),
         )
     if onnx is not None:
         entries["onnx"] = v05.OnnxWeightsDescr(
-            source=Path(onnx), sha256=v05.Sha256(sha256_of(folder / onnx)),
-            opset_version=OPSET, **_parent("onnx"),
+            source=Path(onnx),
+            sha256=v05.Sha256(sha256_of(folder / onnx)),
+            opset_version=OPSET,
+            **_parent("onnx"),
         )
     return v05.WeightsDescr(**entries)
 
 
-def _save_all_weights(folder: Path, model, example_inputs: Sequence[np.ndarray],
-                      input_names: Sequence[str], output_names: Sequence[str], *,
-                      state_dict: bool = False) -> dict[str, str]:
+def _save_all_weights(
+    folder: Path,
+    model,
+    example_inputs: Sequence[np.ndarray],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    *,
+    state_dict: bool = False,
+) -> dict[str, str]:
     import torch
 
     files: dict[str, str] = {}
@@ -375,8 +413,12 @@ def _input(v05, folder: Path, tid: str, axes, array: np.ndarray, preprocessing=(
     if dtype is not None:
         kwargs["data"] = v05.IntervalOrRatioDataDescr(type=dtype)
     return v05.InputTensorDescr(
-        id=v05.TensorId(tid), axes=axes, test_tensor=_file(v05, folder, name),
-        preprocessing=list(preprocessing), **kwargs)
+        id=v05.TensorId(tid),
+        axes=axes,
+        test_tensor=_file(v05, folder, name),
+        preprocessing=list(preprocessing),
+        **kwargs,
+    )
 
 
 def _output(v05, tid: str, axes, files: dict[str, Any] | None, postprocessing=(), dtype=None):
@@ -384,9 +426,12 @@ def _output(v05, tid: str, axes, files: dict[str, Any] | None, postprocessing=()
     if dtype is not None:
         kwargs["data"] = v05.IntervalOrRatioDataDescr(type=dtype)
     return v05.OutputTensorDescr(
-        id=v05.TensorId(tid), axes=axes,
+        id=v05.TensorId(tid),
+        axes=axes,
         test_tensor=None if files is None else files[tid],
-        postprocessing=list(postprocessing), **kwargs)
+        postprocessing=list(postprocessing),
+        **kwargs,
+    )
 
 
 def _ensure_f32(v05):
@@ -423,18 +468,37 @@ def build_parameterized(folder: Path) -> Path:
     model = _make_model(folder, arch[0], arch[1], seed=1)
     x = _rng_image(11, (1, 1, 64, 64))
     w = _save_all_weights(folder, model, [x], ["raw"], ["prob"], state_dict=True)
-    common = _common_fields(v05, folder, "microzoo synthetic parameterized",
-                            "2-D conv net, parameterized input size, output halo 8.", x)
+    common = _common_fields(
+        v05, folder, "microzoo synthetic parameterized", "2-D conv net, parameterized input size, output halo 8.", x
+    )
 
     def make(files):
         return v05.ModelDescr(
             **common,
-            inputs=[_input(v05, folder, "raw", [_batch(), _channel(1), _param_in("y"), _param_in("x")], x,
-                           preprocessing=[_ensure_f32(v05)])],
-            outputs=[_output(v05, "prob", [_batch(), _channel(1),
-                                           _ref_out("y", "raw", HALO), _ref_out("x", "raw", HALO)], files)],
-            weights=_weights(v05, folder, torchscript=w["torchscript"], onnx=w["onnx"],
-                             state_dict=w["state_dict"], arch=arch, parent="pytorch_state_dict"),
+            inputs=[
+                _input(
+                    v05,
+                    folder,
+                    "raw",
+                    [_batch(), _channel(1), _param_in("y"), _param_in("x")],
+                    x,
+                    preprocessing=[_ensure_f32(v05)],
+                )
+            ],
+            outputs=[
+                _output(
+                    v05, "prob", [_batch(), _channel(1), _ref_out("y", "raw", HALO), _ref_out("x", "raw", HALO)], files
+                )
+            ],
+            weights=_weights(
+                v05,
+                folder,
+                torchscript=w["torchscript"],
+                onnx=w["onnx"],
+                state_dict=w["state_dict"],
+                arch=arch,
+                parent="pytorch_state_dict",
+            ),
         )
 
     return _finish_v05(folder, make, {"raw": x}, "torchscript")
@@ -449,19 +513,31 @@ def build_scaled_output(folder: Path) -> Path:
     model = _make_model(folder, "ScaledOutputs", {"in_channels": 1, "hidden": 4}, seed=2)
     x = _rng_image(12, (1, 1, 64, 64))
     w = _save_all_weights(folder, model, [x], ["raw"], ["down", "valid"])
-    common = _common_fields(v05, folder, "microzoo synthetic scaled output",
-                            "Output sizes reference the input with a scale (2x pooling) and an "
-                            "offset (valid convolutions).", x)
+    common = _common_fields(
+        v05,
+        folder,
+        "microzoo synthetic scaled output",
+        "Output sizes reference the input with a scale (2x pooling) and an offset (valid convolutions).",
+        x,
+    )
 
     def make(files):
         return v05.ModelDescr(
             **common,
             inputs=[_input(v05, folder, "raw", [_batch(), _channel(1), _param_in("y"), _param_in("x")], x)],
             outputs=[
-                _output(v05, "down", [_batch(), _channel(1), _ref_out("y", "raw", 2, scale=2.0),
-                                      _ref_out("x", "raw", 2, scale=2.0)], files),
-                _output(v05, "valid", [_batch(), _channel(1), _ref_out("y", "raw", offset=-4),
-                                       _ref_out("x", "raw", offset=-4)], files),
+                _output(
+                    v05,
+                    "down",
+                    [_batch(), _channel(1), _ref_out("y", "raw", 2, scale=2.0), _ref_out("x", "raw", 2, scale=2.0)],
+                    files,
+                ),
+                _output(
+                    v05,
+                    "valid",
+                    [_batch(), _channel(1), _ref_out("y", "raw", offset=-4), _ref_out("x", "raw", offset=-4)],
+                    files,
+                ),
             ],
             weights=_weights(v05, folder, torchscript=w["torchscript"], onnx=w["onnx"], parent="torchscript"),
         )
@@ -479,8 +555,13 @@ def build_two_in_two_out(folder: Path) -> Path:
     raw = _rng_image(13, (1, 1, 64, 64))
     aux = _rng_image(14, (1, 2, 64, 64), scale=0.5)
     w = _save_all_weights(folder, model, [raw, aux], ["raw", "aux"], ["foreground", "boundaries"])
-    common = _common_fields(v05, folder, "microzoo synthetic two in two out",
-                            "Two input tensors (1 and 2 channels) and two output tensors.", raw)
+    common = _common_fields(
+        v05,
+        folder,
+        "microzoo synthetic two in two out",
+        "Two input tensors (1 and 2 channels) and two output tensors.",
+        raw,
+    )
     halo = 4
 
     def make(files):
@@ -488,14 +569,23 @@ def build_two_in_two_out(folder: Path) -> Path:
             **common,
             inputs=[
                 _input(v05, folder, "raw", [_batch(), _channel(1), _param_in("y"), _param_in("x")], raw),
-                _input(v05, folder, "aux", [_batch(), _channel(2, "aux"), _ref_in("y", "raw"),
-                                            _ref_in("x", "raw")], aux),
+                _input(
+                    v05, folder, "aux", [_batch(), _channel(2, "aux"), _ref_in("y", "raw"), _ref_in("x", "raw")], aux
+                ),
             ],
             outputs=[
-                _output(v05, "foreground", [_batch(), _channel(1, "fg"), _ref_out("y", "raw", halo),
-                                            _ref_out("x", "raw", halo)], files),
-                _output(v05, "boundaries", [_batch(), _channel(2, "bd"), _ref_out("y", "raw", halo),
-                                            _ref_out("x", "raw", halo)], files),
+                _output(
+                    v05,
+                    "foreground",
+                    [_batch(), _channel(1, "fg"), _ref_out("y", "raw", halo), _ref_out("x", "raw", halo)],
+                    files,
+                ),
+                _output(
+                    v05,
+                    "boundaries",
+                    [_batch(), _channel(2, "bd"), _ref_out("y", "raw", halo), _ref_out("x", "raw", halo)],
+                    files,
+                ),
             ],
             weights=_weights(v05, folder, torchscript=w["torchscript"], onnx=w["onnx"], parent="torchscript"),
         )
@@ -514,17 +604,34 @@ def build_state_dict(folder: Path) -> Path:
     model = _make_model(folder, arch[0], arch[1], seed=5)
     x = _rng_image(15, (1, 1, 64, 64))
     torch.save(model.state_dict(), folder / "weights_state_dict.pt")
-    common = _common_fields(v05, folder, "microzoo synthetic state dict",
-                            "pytorch_state_dict weights only (architecture file in the package).", x)
+    common = _common_fields(
+        v05,
+        folder,
+        "microzoo synthetic state dict",
+        "pytorch_state_dict weights only (architecture file in the package).",
+        x,
+    )
 
     def make(files):
         return v05.ModelDescr(
             **common,
-            inputs=[_input(v05, folder, "raw", [_batch(), _channel(1), _param_in("y"), _param_in("x")], x,
-                           preprocessing=[v05.ZeroMeanUnitVarianceDescr(
-                               kwargs=v05.ZeroMeanUnitVarianceKwargs(axes=[v05.AxisId("y"), v05.AxisId("x")]))])],
-            outputs=[_output(v05, "out", [_batch(), _channel(2), _ref_out("y", "raw", 4),
-                                          _ref_out("x", "raw", 4)], files)],
+            inputs=[
+                _input(
+                    v05,
+                    folder,
+                    "raw",
+                    [_batch(), _channel(1), _param_in("y"), _param_in("x")],
+                    x,
+                    preprocessing=[
+                        v05.ZeroMeanUnitVarianceDescr(
+                            kwargs=v05.ZeroMeanUnitVarianceKwargs(axes=[v05.AxisId("y"), v05.AxisId("x")])
+                        )
+                    ],
+                )
+            ],
+            outputs=[
+                _output(v05, "out", [_batch(), _channel(2), _ref_out("y", "raw", 4), _ref_out("x", "raw", 4)], files)
+            ],
             weights=_weights(v05, folder, state_dict="weights_state_dict.pt", arch=arch),
         )
 
@@ -541,15 +648,20 @@ def build_ops_fixed(folder: Path) -> Path:
     model = _make_model(folder, "TinyConvNet", {"in_channels": 2, "out_channels": 2, "hidden": 4}, seed=6)
     x = _rng_image(16, (1, 2, 64, 64), dtype=np.uint8, scale=30.0, offset=100.0)
     w = _save_all_weights(folder, model, [x], ["raw"], ["mask"])
-    common = _common_fields(v05, folder, "microzoo synthetic ops fixed",
-                            "Fixed-parameter processing: ensure_dtype, scale_linear, "
-                            "fixed_zero_mean_unit_variance, clip, binarize.", x)
+    common = _common_fields(
+        v05,
+        folder,
+        "microzoo synthetic ops fixed",
+        "Fixed-parameter processing: ensure_dtype, scale_linear, fixed_zero_mean_unit_variance, clip, binarize.",
+        x,
+    )
     ch = v05.AxisId("channel")
     pre = [
         _ensure_f32(v05),
         v05.ScaleLinearDescr(kwargs=v05.ScaleLinearAlongAxisKwargs(axis=ch, gain=[0.01, 0.02], offset=[-1.0, 0.5])),
-        v05.FixedZeroMeanUnitVarianceDescr(kwargs=v05.FixedZeroMeanUnitVarianceAlongAxisKwargs(
-            axis=ch, mean=[0.1, 2.5], std=[1.5, 0.5])),
+        v05.FixedZeroMeanUnitVarianceDescr(
+            kwargs=v05.FixedZeroMeanUnitVarianceAlongAxisKwargs(axis=ch, mean=[0.1, 2.5], std=[1.5, 0.5])
+        ),
         v05.ClipDescr(kwargs=v05.ClipKwargs(min=-1.5, max=1.5)),
         _ensure_f32(v05),  # else spec appends ensure_dtype to the input's data type (uint8)
     ]
@@ -562,11 +674,27 @@ def build_ops_fixed(folder: Path) -> Path:
     def make(files):
         return v05.ModelDescr(
             **common,
-            inputs=[_input(v05, folder, "raw", [_batch(), _channel(2), _param_in("y"), _param_in("x")], x,
-                           preprocessing=pre, dtype="uint8")],
-            outputs=[_output(v05, "mask", [_batch(), _channel(2), _ref_out("y", "raw", HALO),
-                                           _ref_out("x", "raw", HALO)], files, postprocessing=post,
-                             dtype="uint8")],
+            inputs=[
+                _input(
+                    v05,
+                    folder,
+                    "raw",
+                    [_batch(), _channel(2), _param_in("y"), _param_in("x")],
+                    x,
+                    preprocessing=pre,
+                    dtype="uint8",
+                )
+            ],
+            outputs=[
+                _output(
+                    v05,
+                    "mask",
+                    [_batch(), _channel(2), _ref_out("y", "raw", HALO), _ref_out("x", "raw", HALO)],
+                    files,
+                    postprocessing=post,
+                    dtype="uint8",
+                )
+            ],
             weights=_weights(v05, folder, torchscript=w["torchscript"], onnx=w["onnx"], parent="torchscript"),
         )
 
@@ -583,21 +711,37 @@ def build_ops_stats(folder: Path) -> Path:
     model = _make_model(folder, "TinyConvNet", {"in_channels": 2, "out_channels": 2, "hidden": 4}, seed=7)
     x = _rng_image(17, (1, 2, 64, 64), scale=20.0, offset=300.0)
     w = _save_all_weights(folder, model, [x], ["raw"], ["restored"])
-    common = _common_fields(v05, folder, "microzoo synthetic ops stats",
-                            "scale_range with percentiles per sample and channel; scale_linear "
-                            "and clip (min only) on the output.", x)
+    common = _common_fields(
+        v05,
+        folder,
+        "microzoo synthetic ops stats",
+        "scale_range with percentiles per sample and channel; scale_linear and clip (min only) on the output.",
+        x,
+    )
     yx = [v05.AxisId("y"), v05.AxisId("x")]
     pre = [v05.ScaleRangeDescr(kwargs=v05.ScaleRangeKwargs(axes=yx, min_percentile=1.0, max_percentile=99.5))]
-    post = [v05.ScaleLinearDescr(kwargs=v05.ScaleLinearKwargs(gain=2.0, offset=0.5)),
-            v05.ClipDescr(kwargs=v05.ClipKwargs(min=-1.0))]
+    post = [
+        v05.ScaleLinearDescr(kwargs=v05.ScaleLinearKwargs(gain=2.0, offset=0.5)),
+        v05.ClipDescr(kwargs=v05.ClipKwargs(min=-1.0)),
+    ]
 
     def make(files):
         return v05.ModelDescr(
             **common,
-            inputs=[_input(v05, folder, "raw", [_batch(), _channel(2), _param_in("y"), _param_in("x")], x,
-                           preprocessing=pre)],
-            outputs=[_output(v05, "restored", [_batch(), _channel(2), _ref_out("y", "raw", HALO),
-                                               _ref_out("x", "raw", HALO)], files, postprocessing=post)],
+            inputs=[
+                _input(
+                    v05, folder, "raw", [_batch(), _channel(2), _param_in("y"), _param_in("x")], x, preprocessing=pre
+                )
+            ],
+            outputs=[
+                _output(
+                    v05,
+                    "restored",
+                    [_batch(), _channel(2), _ref_out("y", "raw", HALO), _ref_out("x", "raw", HALO)],
+                    files,
+                    postprocessing=post,
+                )
+            ],
             weights=_weights(v05, folder, torchscript=w["torchscript"], onnx=w["onnx"], parent="torchscript"),
         )
 
@@ -617,24 +761,40 @@ def build_ops_scale_mean_variance(folder: Path) -> Path:
     model = _make_model(folder, "TinyConvNet", {"in_channels": 2, "out_channels": 2, "hidden": 4}, seed=10)
     x = _rng_image(23, (1, 2, 64, 64), scale=20.0, offset=300.0)
     w = _save_all_weights(folder, model, [x], ["raw"], ["restored"])
-    common = _common_fields(v05, folder, "microzoo synthetic ops scale mean variance",
-                            "scale_mean_variance of the output to the input's mean and std.", x)
+    common = _common_fields(
+        v05,
+        folder,
+        "microzoo synthetic ops scale mean variance",
+        "scale_mean_variance of the output to the input's mean and std.",
+        x,
+    )
     yx = [v05.AxisId("y"), v05.AxisId("x")]
     eps = 1e-6
-    post = [v05.ScaleMeanVarianceDescr(kwargs=v05.ScaleMeanVarianceKwargs(
-        reference_tensor=v05.TensorId("raw"), axes=yx, eps=eps))]
+    post = [
+        v05.ScaleMeanVarianceDescr(
+            kwargs=v05.ScaleMeanVarianceKwargs(reference_tensor=v05.TensorId("raw"), axes=yx, eps=eps)
+        )
+    ]
     with torch.no_grad():
         y = model(torch.from_numpy(x)).numpy().astype(np.float64)
     x64 = x.astype(np.float64)
-    out = ((y - y.mean(axis=(2, 3), keepdims=True)) / (y.std(axis=(2, 3), keepdims=True) + eps)
-           * (x64.std(axis=(2, 3), keepdims=True) + eps) + x64.mean(axis=(2, 3), keepdims=True))
+    out = (y - y.mean(axis=(2, 3), keepdims=True)) / (y.std(axis=(2, 3), keepdims=True) + eps) * (
+        x64.std(axis=(2, 3), keepdims=True) + eps
+    ) + x64.mean(axis=(2, 3), keepdims=True)
 
     def make(files):
         return v05.ModelDescr(
             **common,
             inputs=[_input(v05, folder, "raw", [_batch(), _channel(2), _param_in("y"), _param_in("x")], x)],
-            outputs=[_output(v05, "restored", [_batch(), _channel(2), _ref_out("y", "raw", HALO),
-                                               _ref_out("x", "raw", HALO)], files, postprocessing=post)],
+            outputs=[
+                _output(
+                    v05,
+                    "restored",
+                    [_batch(), _channel(2), _ref_out("y", "raw", HALO), _ref_out("x", "raw", HALO)],
+                    files,
+                    postprocessing=post,
+                )
+            ],
             weights=_weights(v05, folder, torchscript=w["torchscript"], onnx=w["onnx"], parent="torchscript"),
         )
 
@@ -654,30 +814,49 @@ def build_ops_norm_act(folder: Path) -> Path:
     b = _rng_image(19, (2, 2, 64, 64), scale=2.0, offset=-3.0)
     b[1] = b[1] * 0.5 + 4.0
     w = _save_all_weights(folder, model, [a, b], ["a", "b"], ["prob", "classes"])
-    common = _common_fields(v05, folder, "microzoo synthetic ops norm act",
-                            "zero_mean_unit_variance per sample and over the batch; sigmoid and "
-                            "softmax postprocessing.", a)
+    common = _common_fields(
+        v05,
+        folder,
+        "microzoo synthetic ops norm act",
+        "zero_mean_unit_variance per sample and over the batch; sigmoid and softmax postprocessing.",
+        a,
+    )
     y, x = v05.AxisId("y"), v05.AxisId("x")
     pre_a = [v05.ZeroMeanUnitVarianceDescr(kwargs=v05.ZeroMeanUnitVarianceKwargs(axes=[y, x]))]
-    pre_b = [v05.ZeroMeanUnitVarianceDescr(kwargs=v05.ZeroMeanUnitVarianceKwargs(
-        axes=[v05.AxisId("batch"), y, x]))]
+    pre_b = [v05.ZeroMeanUnitVarianceDescr(kwargs=v05.ZeroMeanUnitVarianceKwargs(axes=[v05.AxisId("batch"), y, x]))]
     halo = 4
 
     def make(files):
         return v05.ModelDescr(
             **common,
             inputs=[
-                _input(v05, folder, "a", [_batch(), _channel(1), _param_in("y"), _param_in("x")], a,
-                       preprocessing=pre_a),
-                _input(v05, folder, "b", [_batch(), _channel(2), _ref_in("y", "a"), _ref_in("x", "a")], b,
-                       preprocessing=pre_b),
+                _input(
+                    v05, folder, "a", [_batch(), _channel(1), _param_in("y"), _param_in("x")], a, preprocessing=pre_a
+                ),
+                _input(
+                    v05,
+                    folder,
+                    "b",
+                    [_batch(), _channel(2), _ref_in("y", "a"), _ref_in("x", "a")],
+                    b,
+                    preprocessing=pre_b,
+                ),
             ],
             outputs=[
-                _output(v05, "prob", [_batch(), _channel(1), _ref_out("y", "a", halo), _ref_out("x", "a", halo)],
-                        files, postprocessing=[v05.SigmoidDescr()]),
-                _output(v05, "classes", [_batch(), _channel(2), _ref_out("y", "a", halo),
-                                         _ref_out("x", "a", halo)], files,
-                        postprocessing=[v05.SoftmaxDescr(kwargs=v05.SoftmaxKwargs(axis=v05.AxisId("channel")))]),
+                _output(
+                    v05,
+                    "prob",
+                    [_batch(), _channel(1), _ref_out("y", "a", halo), _ref_out("x", "a", halo)],
+                    files,
+                    postprocessing=[v05.SigmoidDescr()],
+                ),
+                _output(
+                    v05,
+                    "classes",
+                    [_batch(), _channel(2), _ref_out("y", "a", halo), _ref_out("x", "a", halo)],
+                    files,
+                    postprocessing=[v05.SoftmaxDescr(kwargs=v05.SoftmaxKwargs(axis=v05.AxisId("channel")))],
+                ),
             ],
             weights=_weights(v05, folder, torchscript=w["torchscript"], onnx=w["onnx"], parent="torchscript"),
         )
@@ -699,31 +878,48 @@ def build_ops_chained(folder: Path) -> Path:
     a[1] = a[1] * 3.0 - 20.0
     b = _rng_image(25, (2, 2, 64, 64), scale=2.0, offset=-3.0)
     w = _save_all_weights(folder, model, [a, b], ["a", "b"], ["prob", "classes"])
-    common = _common_fields(v05, folder, "microzoo synthetic ops chained",
-                            "Statistics of ops that follow another op: scale_linear then "
-                            "zero_mean_unit_variance per dataset; clip then scale_range.", a)
+    common = _common_fields(
+        v05,
+        folder,
+        "microzoo synthetic ops chained",
+        "Statistics of ops that follow another op: scale_linear then "
+        "zero_mean_unit_variance per dataset; clip then scale_range.",
+        a,
+    )
     batch, y, x = v05.AxisId("batch"), v05.AxisId("y"), v05.AxisId("x")
-    pre_a = [v05.ScaleLinearDescr(kwargs=v05.ScaleLinearKwargs(gain=2.0, offset=30.0)),
-             v05.ZeroMeanUnitVarianceDescr(kwargs=v05.ZeroMeanUnitVarianceKwargs(axes=[batch, y, x]))]
-    pre_b = [v05.ClipDescr(kwargs=v05.ClipKwargs(min=-4.0, max=-1.0)),
-             v05.ScaleRangeDescr(kwargs=v05.ScaleRangeKwargs(axes=[y, x], min_percentile=2.0,
-                                                             max_percentile=99.0))]
+    pre_a = [
+        v05.ScaleLinearDescr(kwargs=v05.ScaleLinearKwargs(gain=2.0, offset=30.0)),
+        v05.ZeroMeanUnitVarianceDescr(kwargs=v05.ZeroMeanUnitVarianceKwargs(axes=[batch, y, x])),
+    ]
+    pre_b = [
+        v05.ClipDescr(kwargs=v05.ClipKwargs(min=-4.0, max=-1.0)),
+        v05.ScaleRangeDescr(kwargs=v05.ScaleRangeKwargs(axes=[y, x], min_percentile=2.0, max_percentile=99.0)),
+    ]
     halo = 4
 
     def make(files):
         return v05.ModelDescr(
             **common,
             inputs=[
-                _input(v05, folder, "a", [_batch(), _channel(1), _param_in("y"), _param_in("x")], a,
-                       preprocessing=pre_a),
-                _input(v05, folder, "b", [_batch(), _channel(2), _ref_in("y", "a"), _ref_in("x", "a")], b,
-                       preprocessing=pre_b),
+                _input(
+                    v05, folder, "a", [_batch(), _channel(1), _param_in("y"), _param_in("x")], a, preprocessing=pre_a
+                ),
+                _input(
+                    v05,
+                    folder,
+                    "b",
+                    [_batch(), _channel(2), _ref_in("y", "a"), _ref_in("x", "a")],
+                    b,
+                    preprocessing=pre_b,
+                ),
             ],
             outputs=[
-                _output(v05, "prob", [_batch(), _channel(1), _ref_out("y", "a", halo), _ref_out("x", "a", halo)],
-                        files),
-                _output(v05, "classes", [_batch(), _channel(2), _ref_out("y", "a", halo),
-                                         _ref_out("x", "a", halo)], files),
+                _output(
+                    v05, "prob", [_batch(), _channel(1), _ref_out("y", "a", halo), _ref_out("x", "a", halo)], files
+                ),
+                _output(
+                    v05, "classes", [_batch(), _channel(2), _ref_out("y", "a", halo), _ref_out("x", "a", halo)], files
+                ),
             ],
             weights=_weights(v05, folder, torchscript=w["torchscript"], onnx=w["onnx"], parent="torchscript"),
         )
@@ -737,22 +933,40 @@ def build_three_d(folder: Path) -> Path:
     from bioimageio.spec.model import v0_5 as v05
 
     folder.mkdir(parents=True, exist_ok=True)
-    model = _make_model(folder, "TinyConvNet", {"in_channels": 1, "out_channels": 1, "hidden": 2, "dims": 3},
-                        seed=9)
+    model = _make_model(folder, "TinyConvNet", {"in_channels": 1, "out_channels": 1, "hidden": 2, "dims": 3}, seed=9)
     x = _rng_image(20, (1, 1, 16, 32, 32))
     w = _save_all_weights(folder, model, [x], ["raw"], ["out"])
-    common = _common_fields(v05, folder, "microzoo synthetic three d",
-                            "3-D conv net with parameterized z/y/x and a halo.", x[0, 0, 8])
+    common = _common_fields(
+        v05, folder, "microzoo synthetic three d", "3-D conv net with parameterized z/y/x and a halo.", x[0, 0, 8]
+    )
 
     def make(files):
         return v05.ModelDescr(
             **common,
-            inputs=[_input(v05, folder, "raw", [_batch(), _channel(1), _param_in("z", 8, 4), _param_in("y"),
-                                                _param_in("x")], x,
-                           preprocessing=[v05.ZeroMeanUnitVarianceDescr(kwargs=v05.ZeroMeanUnitVarianceKwargs(
-                               axes=[v05.AxisId("z"), v05.AxisId("y"), v05.AxisId("x")]))])],
-            outputs=[_output(v05, "out", [_batch(), _channel(1), _ref_out("z", "raw", 2), _ref_out("y", "raw", 4),
-                                          _ref_out("x", "raw", 4)], files)],
+            inputs=[
+                _input(
+                    v05,
+                    folder,
+                    "raw",
+                    [_batch(), _channel(1), _param_in("z", 8, 4), _param_in("y"), _param_in("x")],
+                    x,
+                    preprocessing=[
+                        v05.ZeroMeanUnitVarianceDescr(
+                            kwargs=v05.ZeroMeanUnitVarianceKwargs(
+                                axes=[v05.AxisId("z"), v05.AxisId("y"), v05.AxisId("x")]
+                            )
+                        )
+                    ],
+                )
+            ],
+            outputs=[
+                _output(
+                    v05,
+                    "out",
+                    [_batch(), _channel(1), _ref_out("z", "raw", 2), _ref_out("y", "raw", 4), _ref_out("x", "raw", 4)],
+                    files,
+                )
+            ],
             weights=_weights(v05, folder, torchscript=w["torchscript"], onnx=w["onnx"], parent="torchscript"),
         )
 
@@ -770,17 +984,32 @@ def build_keras_only(folder: Path) -> Path:
     y = (x * 0.5).astype(np.float32)
     np.save(folder / "test_output_out.npy", y)
     (folder / "weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"microzoo dummy keras weights, not loadable\n")
-    common = _common_fields(v05, folder, "microzoo synthetic keras only",
-                            "Only (dummy) keras_hdf5 weights: for 'unsupported weight format' errors.", x)
+    common = _common_fields(
+        v05,
+        folder,
+        "microzoo synthetic keras only",
+        "Only (dummy) keras_hdf5 weights: for 'unsupported weight format' errors.",
+        x,
+    )
     with ValidationContext(root=folder, perform_io_checks=False):
         descr = v05.ModelDescr(
             **common,
             inputs=[_input(v05, folder, "raw", [_batch(), _channel(1), _param_in("y"), _param_in("x")], x)],
-            outputs=[_output(v05, "out", [_batch(), _channel(1), _ref_out("y", "raw"), _ref_out("x", "raw")],
-                             {"out": _file(v05, folder, "test_output_out.npy")})],
-            weights=v05.WeightsDescr(keras_hdf5=v05.KerasHdf5WeightsDescr(
-                source=Path("weights.h5"), sha256=v05.Sha256(sha256_of(folder / "weights.h5")),
-                tensorflow_version=v05.Version("2.15"))),
+            outputs=[
+                _output(
+                    v05,
+                    "out",
+                    [_batch(), _channel(1), _ref_out("y", "raw"), _ref_out("x", "raw")],
+                    {"out": _file(v05, folder, "test_output_out.npy")},
+                )
+            ],
+            weights=v05.WeightsDescr(
+                keras_hdf5=v05.KerasHdf5WeightsDescr(
+                    source=Path("weights.h5"),
+                    sha256=v05.Sha256(sha256_of(folder / "weights.h5")),
+                    tensorflow_version=v05.Version("2.15"),
+                )
+            ),
         )
     rdf = folder / "bioimageio.yaml"
     save_bioimageio_yaml_only(descr, rdf)
@@ -850,8 +1079,9 @@ def build_format_04(folder: Path) -> Path:
     _write_doc(folder, "microzoo synthetic format 04", "A format 0.4 description.")
     _write_cover(folder, x)
     rdf = folder / "rdf.yaml"
-    rdf.write_text(_RDF_04.format(halo=HALO, ts_sha=sha256_of(folder / "weights_torchscript.pt"),
-                                  torch_version=_torch_version()))
+    rdf.write_text(
+        _RDF_04.format(halo=HALO, ts_sha=sha256_of(folder / "weights_torchscript.pt"), torch_version=_torch_version())
+    )
     with ValidationContext(root=folder, perform_io_checks=False):
         draft = load_model_description(rdf, format_version="discover", perform_io_checks=False)
         out = _core_outputs(draft, {"raw": x}, "torchscript")
@@ -945,18 +1175,27 @@ def _format_04_variant(folder: Path, edit: Callable[[str], str]) -> Path:
 def build_format_04_fixed_halo(folder: Path) -> Path:
     """Input and output of fixed shape (1, 1, 64, 64), the output with halo 8: the 0.5 converter
     refuses "output axis with halo and fixed size"."""
-    return _format_04_variant(folder, lambda text: text.replace(
-        "    shape:\n      min: [1, 1, 32, 32]\n      step: [0, 0, 16, 16]", "    shape: [1, 1, 64, 64]").replace(
-        "    shape:\n      reference_tensor: raw\n      scale: [1, 1, 1, 1]\n      offset: [0, 0, 0, 0]",
-        "    shape: [1, 1, 64, 64]"))
+    return _format_04_variant(
+        folder,
+        lambda text: text.replace(
+            "    shape:\n      min: [1, 1, 32, 32]\n      step: [0, 0, 16, 16]", "    shape: [1, 1, 64, 64]"
+        ).replace(
+            "    shape:\n      reference_tensor: raw\n      scale: [1, 1, 1, 1]\n      offset: [0, 0, 0, 0]",
+            "    shape: [1, 1, 64, 64]",
+        ),
+    )
 
 
 def build_format_04_cite_url(folder: Path) -> Path:
     """Citations with a URL without scheme and an ftp URL: valid 0.4, refused by 0.5's HttpUrl."""
-    return _format_04_variant(folder, lambda text: text.replace(
-        "    url: https://bioimage.io\n",
-        "    url: bioimage.io\n  - text: the data\n    url: ftp://example.org/data\n"
-        "  - text: the method\n    doi: 10.1007/978-3-319-24574-4_28\n    url: ftp://example.org/paper\n"))
+    return _format_04_variant(
+        folder,
+        lambda text: text.replace(
+            "    url: https://bioimage.io\n",
+            "    url: bioimage.io\n  - text: the data\n    url: ftp://example.org/data\n"
+            "  - text: the method\n    doi: 10.1007/978-3-319-24574-4_28\n    url: ftp://example.org/paper\n",
+        ),
+    )
 
 
 BUILDERS["format_04"] = _build_format_04_again

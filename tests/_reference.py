@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Union
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def quiet_core() -> Iterator[None]:
             gc.unfreeze()
 
 
-def _load(rdf: Union[Path, str, Any]):
+def _load(rdf: Path | str | Any):
     from bioimageio.spec import load_model_description
 
     if isinstance(rdf, (str, Path)):
@@ -51,23 +52,25 @@ def _load(rdf: Union[Path, str, Any]):
     return rdf
 
 
-def reference_predict_descr(descr: Any, inputs: Mapping[str, np.ndarray], *, weight_format: str,
-                            pad_halo: bool = False) -> dict[str, np.ndarray]:
+def reference_predict_descr(
+    descr: Any, inputs: Mapping[str, np.ndarray], *, weight_format: str, pad_halo: bool = False
+) -> dict[str, np.ndarray]:
     """Predict with an already loaded (0.4 or 0.5) model description; see ``reference_predict``."""
     from bioimageio.core import create_prediction_pipeline
     from bioimageio.core.digest_spec import create_sample_for_model
 
-    sample = create_sample_for_model(descr, inputs={k: np.asarray(v) for k, v in inputs.items()},
-                                     sample_id="reference")
+    sample = create_sample_for_model(descr, inputs={k: np.asarray(v) for k, v in inputs.items()}, sample_id="reference")
     with quiet_core(), create_prediction_pipeline(descr, weight_format=weight_format, devices=["cpu"]) as pp:
         out = pp.predict_sample_without_blocking(
-            sample, skip_input_padding=not pad_halo, skip_output_cropping=not pad_halo)
+            sample, skip_input_padding=not pad_halo, skip_output_cropping=not pad_halo
+        )
     # tensor dims follow the description's axis order
     return {str(m): np.asarray(t.data) for m, t in out.members.items()}
 
 
-def reference_predict(rdf: Union[Path, str], inputs: Mapping[str, np.ndarray], *, weight_format: str,
-                      pad_halo: bool = False) -> dict[str, np.ndarray]:
+def reference_predict(
+    rdf: Path | str, inputs: Mapping[str, np.ndarray], *, weight_format: str, pad_halo: bool = False
+) -> dict[str, np.ndarray]:
     """Whole-image prediction by bioimageio.core with ``weight_format``.
 
     ``inputs``: tensor id (0.4: tensor name) -> array with the description's axes (all of them,
@@ -77,7 +80,7 @@ def reference_predict(rdf: Union[Path, str], inputs: Mapping[str, np.ndarray], *
     return reference_predict_descr(_load(rdf), inputs, weight_format=weight_format, pad_halo=pad_halo)
 
 
-def reference_test(rdf: Union[Path, str], weight_format: str | None = None):
+def reference_test(rdf: Path | str, weight_format: str | None = None):
     """Run ``bioimageio.core.test_model`` (reproduce the test outputs, then parameterized
     inference with batch sizes and size parameters n = 0, 1, 2). Returns the
     ``ValidationSummary``: ``test_passed(summary)`` says whether it passed and

@@ -102,18 +102,25 @@ def test_out_of_distribution_quantification_and_task_findings():
     assert warning[0].severity == "warning" and "residual map" in warning[0].action
     assert checks.check_quantification_use(model_tags=["nuclei"], intended_use="intensity quantification") == []
     assert checks.check_quantification_use(model_tags=["denoising"], intended_use="counting") == []
-    mismatch = checks.check_task_and_modality(model_tags=["nuclei", "fluorescence"], task="denoising",
-                                              images=[255 - _blobs(1), 255 - _blobs(2)])
+    mismatch = checks.check_task_and_modality(
+        model_tags=["nuclei", "fluorescence"], task="denoising", images=[255 - _blobs(1), 255 - _blobs(2)]
+    )
     assert [f.check for f in mismatch] == ["task", "modality"]
-    assert checks.check_task_and_modality(model_tags=["nuclei", "fluorescence"], task="instances",
-                                          images=[_blobs(1)]) == []
+    assert (
+        checks.check_task_and_modality(model_tags=["nuclei", "fluorescence"], task="instances", images=[_blobs(1)])
+        == []
+    )
 
 
 def test_run_checks_orders_warnings_first():
     train = [_blobs(s) for s in range(8)]
-    findings = checks.run_checks(train_images=train, test_images=[_blobs(30), train[2]],
-                                 requested_precision=0.01, model_tags=["denoising"],
-                                 intended_use="quantification")
+    findings = checks.run_checks(
+        train_images=train,
+        test_images=[_blobs(30), train[2]],
+        requested_precision=0.01,
+        model_tags=["denoising"],
+        intended_use="quantification",
+    )
     severities = [f.severity for f in findings]
     assert severities == sorted(severities, key=lambda s: s != "warning")
     assert {f.check for f in findings if f.severity == "warning"} >= {"leakage", "test set size", "quantification"}

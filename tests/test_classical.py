@@ -58,7 +58,11 @@ def test_tune_denoiser_follows_the_noise(noisy_pair):
     assert best == {"sigma_factor": 1.0}
     calls = []
     classical.tune_denoiser(
-        "median", heavy, [clean], data_range=1.0, criterion="psnr_fitted",
+        "median",
+        heavy,
+        [clean],
+        data_range=1.0,
+        criterion="psnr_fitted",
         progress=lambda d, t, s: calls.append((d, t)),
     )
     assert calls[-1] == (4, 4)
@@ -110,7 +114,10 @@ def test_run_classical_on_folder_writes_and_times(tmp_path: Path, noisy_pair):
         tifffile.imwrite(in_dir / f"{name}.tif", noisy.astype(np.float32))
     calls = []
     run = classical.run_classical_on_folder(
-        "gaussian", in_dir, tmp_path / "out", params={"sigma": 1.0},
+        "gaussian",
+        in_dir,
+        tmp_path / "out",
+        params={"sigma": 1.0},
         progress=lambda d, t, s: calls.append(d),
     )
     assert [p.name for p in run.outputs] == ["a.tif", "b.tif"]
@@ -132,7 +139,11 @@ def test_run_classical_on_folder_writes_and_times(tmp_path: Path, noisy_pair):
         ("gaussian", {"width": 2.0}, r"unknown parameter 'width' for gaussian: gaussian takes sigma in"),
         ("median", {"size": 2.5}, "size=2.5 must be a whole number"),
         ("local", {"block_size": 4}, "block_size=4 must be odd"),
-        ("watershed", {"min_distance": 0}, r"watershed takes smoothing_sigma in \[0, 100\].*min_distance in \[1, 1000\]"),
+        (
+            "watershed",
+            {"min_distance": 0},
+            r"watershed takes smoothing_sigma in \[0, 100\].*min_distance in \[1, 1000\]",
+        ),
     ],
 )
 def test_parameters_are_checked_against_each_methods_names_and_ranges(tmp_path: Path, method, params, message):

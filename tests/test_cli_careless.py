@@ -172,3 +172,28 @@ def test_channel_chooses_the_channel_the_model_gets(example_model: Path, shared_
     bad = run("predict", str(example_model), str(source), "-o", str(tmp_path / "out2"), "--channel", "0,7")
     refused(bad, str(source), "channel(s) 7 do not exist", "4 channel(s)")
     assert nothing_in(tmp_path / "out2")
+
+
+def test_a_few_nan_pixels_are_reported_and_stay_nan(example_model: Path, tmp_path: Path) -> None:
+    """Two files, one with three NaN pixels: the prediction is finite elsewhere, NaN there, and
+    the notice names that file only."""
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    clean = rng.normal(100, 20, (128, 128)).astype(np.float32)
+    tifffile.imwrite(folder / "clean.tif", clean)
+    broken = clean.copy()
+    spots = ([5, 60, 127], [7, 60, 0])
+    broken[spots] = np.nan
+    tifffile.imwrite(folder / "broken.tif", broken)
+    out = tmp_path / "out"
+    result = run("predict", str(example_model), str(folder), "-o", str(out), "--weights", "onnx")
+    assert result.returncode == 0, result.stderr
+    stdout = " ".join(result.stdout.split())
+    assert "input 'raw': 3 of 16384 pixels were not finite (3 NaN value(s))" in stdout
+    assert "(broken.tif)" in stdout and "clean.tif)" not in stdout
+    predicted = tifffile.imread(out / "broken.tif")
+    mask = np.zeros(predicted.shape, bool)
+    mask[spots] = True
+    assert np.isnan(predicted[mask]).all() and np.isfinite(predicted[~mask]).all()
+    assert np.isfinite(tifffile.imread(out / "clean.tif")).all()

@@ -107,8 +107,9 @@ def test_unknown_weight_format_exits_2(example_model: Path, two_images: Path, tm
     assert "unknown weight format 'tensorflow'" in result.stderr
 
 
-def test_predict_adds_a_trust_note_from_the_training_fingerprint(example_model: Path, shared_data: Path,
-                                                                  tmp_path: Path) -> None:
+def test_predict_adds_a_trust_note_from_the_training_fingerprint(
+    example_model: Path, shared_data: Path, tmp_path: Path
+) -> None:
     """A package that carries its training fingerprint warns about images unlike its training data."""
     import imageio.v3 as iio
 
@@ -125,7 +126,9 @@ def test_predict_adds_a_trust_note_from_the_training_fingerprint(example_model: 
             break
     fingerprint_images(fluorescence).save(package / ATTACHMENT_NAME)
     text = (package / "bioimageio.yaml").read_text()
-    (package / "bioimageio.yaml").write_text(text.replace("type: model\n", f"type: model\nattachments:\n  - source: {ATTACHMENT_NAME}\n"))
+    (package / "bioimageio.yaml").write_text(
+        text.replace("type: model\n", f"type: model\nattachments:\n  - source: {ATTACHMENT_NAME}\n")
+    )
     images = tmp_path / "images"
     images.mkdir()
     shutil.copy(shared_data / "w2s" / "test" / "noisy" / "081.tif", images / "w2s_081.tif")
@@ -137,8 +140,9 @@ def test_predict_adds_a_trust_note_from_the_training_fingerprint(example_model: 
     assert "carries no training fingerprint" in plain.stdout
 
 
-def test_predict_keeps_axes_and_pixel_size_of_an_ome_tiff_stack(example_model: Path, shared_data: Path,
-                                                                  tmp_path: Path) -> None:
+def test_predict_keeps_axes_and_pixel_size_of_an_ome_tiff_stack(
+    example_model: Path, shared_data: Path, tmp_path: Path
+) -> None:
     """A z-stack runs slice by slice through the 2-D model; the output keeps zyx and the pixel size."""
     import imageio.v3 as iio
 
@@ -147,8 +151,9 @@ def test_predict_keeps_axes_and_pixel_size_of_an_ome_tiff_stack(example_model: P
 
     paths = sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png"))[:3]
     stack = np.stack([iio.imread(p)[:256, :256, 0] for p in paths])
-    source = write_image(tmp_path / "stack.ome.tif", stack, "zyx", pixel_size={"z": 2.0, "y": 0.5, "x": 0.5},
-                         unit="micrometer")
+    source = write_image(
+        tmp_path / "stack.ome.tif", stack, "zyx", pixel_size={"z": 2.0, "y": 0.5, "x": 0.5}, unit="micrometer"
+    )
     out = tmp_path / "out"
     result = run("predict", str(example_model), str(source), "-o", str(out), "--format", ".zarr")
     assert result.returncode == 0, result.stderr

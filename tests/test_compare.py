@@ -35,8 +35,14 @@ def nuclei(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
 
 
 def test_model_against_watershed_on_nuclei(nuclei: Path, example_model: Path, tmp_path: Path) -> None:
-    result = compare([str(example_model)], images_dir=nuclei / "images", truth_dir=nuclei / "truth",
-                     task="instances", classical=True, out_dir=tmp_path)
+    result = compare(
+        [str(example_model)],
+        images_dir=nuclei / "images",
+        truth_dir=nuclei / "truth",
+        task="instances",
+        classical=True,
+        out_dir=tmp_path,
+    )
     evaluation = result.evaluation
     assert evaluation.methods == ("UNet 2D Nuclei Broad", "Otsu+watershed")
     model_f1 = evaluation.summary["UNet 2D Nuclei Broad"]["f1@0.5"].value
@@ -53,10 +59,21 @@ def test_restoration_baselines_are_tuned_on_training_pairs_only(shared_data: Pat
         for kind in ("noisy", "clean"):
             (tmp_path / split / kind).mkdir(parents=True)
             for name in names:
-                tifffile.imwrite(tmp_path / split / kind / f"{name}.tif", tifffile.imread(w2s / split / kind / f"{name}.tif")[:64, :64])
-    result = compare([], images_dir=tmp_path / "test" / "noisy", truth_dir=tmp_path / "test" / "clean",
-                     task="restoration", classical=True, out_dir=tmp_path / "out", data_range=255,
-                     train_noisy=tmp_path / "train" / "noisy", train_clean=tmp_path / "train" / "clean")
+                tifffile.imwrite(
+                    tmp_path / split / kind / f"{name}.tif",
+                    tifffile.imread(w2s / split / kind / f"{name}.tif")[:64, :64],
+                )
+    result = compare(
+        [],
+        images_dir=tmp_path / "test" / "noisy",
+        truth_dir=tmp_path / "test" / "clean",
+        task="restoration",
+        classical=True,
+        out_dir=tmp_path / "out",
+        data_range=255,
+        train_noisy=tmp_path / "train" / "noisy",
+        train_clean=tmp_path / "train" / "clean",
+    )
     bm3d, gaussian = sorted(result.classical_params)  # e.g. "BM3D (noise sigma x3)", "Gaussian (sigma 1.5)"
     assert gaussian.startswith("Gaussian (sigma ") and bm3d.startswith("BM3D")
     assert result.classical_params[gaussian]["sigma"] in [g["sigma"] for g in DEFAULT_GRIDS["gaussian"]]
@@ -71,11 +88,18 @@ def test_unpaired_images_are_named(nuclei: Path, tmp_path: Path) -> None:
     removed = sorted(truth.iterdir())[0]
     removed.unlink()
     with pytest.raises(DataError, match=removed.stem[:12]):
-        compare([], images_dir=nuclei / "images", truth_dir=truth, task="instances", classical=True,
-                out_dir=tmp_path / "out")
+        compare(
+            [],
+            images_dir=nuclei / "images",
+            truth_dir=truth,
+            task="instances",
+            classical=True,
+            out_dir=tmp_path / "out",
+        )
     with pytest.raises(DataError, match="nothing to compare"):
-        compare([], images_dir=nuclei / "images", truth_dir=nuclei / "truth", task="instances",
-                out_dir=tmp_path / "out")
+        compare(
+            [], images_dir=nuclei / "images", truth_dir=nuclei / "truth", task="instances", out_dir=tmp_path / "out"
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -85,8 +109,14 @@ def test_probability_map_truth_is_refused_as_evaluate_refuses_it(nuclei: Path, t
     for path in sorted((nuclei / "truth").iterdir()):
         tifffile.imwrite(truth / path.name, (tifffile.imread(path) > 0).astype(np.float32) * 0.9)
     with pytest.raises(DataError, match=r"holds non-integer values \(a probability map\?\); instances needs integer"):
-        compare([], images_dir=nuclei / "images", truth_dir=truth, task="instances", classical=True,
-                out_dir=tmp_path / "out")
+        compare(
+            [],
+            images_dir=nuclei / "images",
+            truth_dir=truth,
+            task="instances",
+            classical=True,
+            out_dir=tmp_path / "out",
+        )
 
 
 def test_compare_runs_the_baseline_training_qc_runs(nuclei: Path, tmp_path: Path) -> None:
@@ -94,12 +124,19 @@ def test_compare_runs_the_baseline_training_qc_runs(nuclei: Path, tmp_path: Path
     from microzoo.qc.baselines import instances_baseline
     from microzoo.qc.evaluate import evaluate
 
-    result = compare([], images_dir=nuclei / "images", truth_dir=nuclei / "truth", task="instances",
-                     classical=True, out_dir=tmp_path / "out")
+    result = compare(
+        [],
+        images_dir=nuclei / "images",
+        truth_dir=nuclei / "truth",
+        task="instances",
+        classical=True,
+        out_dir=tmp_path / "out",
+    )
     baseline = instances_baseline()  # what train/tasks/instances.py scores its U-Net against
     images = sorted((nuclei / "images").iterdir())
     truths = [read_array(nuclei / "truth" / f"{p.stem}.tif") for p in images]
     direct = evaluate({baseline.name: [baseline(read_array(p)) for p in images]}, truths, task="instances")
     assert result.evaluation.methods == (baseline.name,)
-    np.testing.assert_array_equal(result.evaluation.per_image[baseline.name]["f1@0.5"],
-                                  direct.per_image[baseline.name]["f1@0.5"])
+    np.testing.assert_array_equal(
+        result.evaluation.per_image[baseline.name]["f1@0.5"], direct.per_image[baseline.name]["f1@0.5"]
+    )

@@ -26,13 +26,19 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "microzoo.cli", *args], capture_output=True, text=True,
-                          timeout=300, env=os.environ.copy())
+    return subprocess.run(
+        [sys.executable, "-m", "microzoo.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ.copy(),
+    )
 
 
 @pytest.mark.parametrize("name, changed", [("format_04_fixed_halo", "halo"), ("format_04_cite_url", "cite")])
 def test_format_04_the_spec_cannot_convert_runs_as_bioimageio_core_runs_it(
-        name: str, changed: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    name: str, changed: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     from bioimageio.spec import InvalidDescr, load_description
 
     rdf = built_package(tmp_path_factory, name)
@@ -68,15 +74,22 @@ def test_fixed_shape_halo_keeps_tiles_overlapping(tmp_path_factory: pytest.TempP
     np.testing.assert_allclose(ours[..., 2:-2, 2:-2], reference[..., 2:-2, 2:-2], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("weights_entry", [
-    "  keras_hdf5:\n    source: weights.h5\n",
-    "  tensorflow_saved_model_bundle:\n    source: weights.h5\n",
-])
+@pytest.mark.parametrize(
+    "weights_entry",
+    [
+        "  keras_hdf5:\n    source: weights.h5\n",
+        "  tensorflow_saved_model_bundle:\n    source: weights.h5\n",
+    ],
+)
 def test_tensorflow_or_keras_only_package_is_one_clear_error(
-        weights_entry: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    weights_entry: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
     rdf = built_package(tmp_path_factory, "keras_only")
-    folder = edited_copy(rdf.parent, tmp_path / "pkg", lambda text: text.replace(
-        "  keras_hdf5:\n    source: weights.h5\n", weights_entry))
+    folder = edited_copy(
+        rdf.parent,
+        tmp_path / "pkg",
+        lambda text: text.replace("  keras_hdf5:\n    source: weights.h5\n", weights_entry),
+    )
     fmt = weights_entry.split(":")[0].strip()
     info = _cli("info", str(folder))
     assert info.returncode == 0, info.stderr
@@ -96,8 +109,11 @@ def test_remote_files_of_other_weight_formats_are_not_fetched(example_model: Pat
     """The example names its onnx weights by URL (as several zoo packages do); it runs offline
     with torchscript, and nothing is contacted."""
     with counting_port() as (base, connections):
-        folder = edited_copy(example_model, tmp_path / "pkg", lambda text: text.replace(
-            "    source: weights.onnx\n", f"    source: {base}/weights.onnx\n"))
+        folder = edited_copy(
+            example_model,
+            tmp_path / "pkg",
+            lambda text: text.replace("    source: weights.onnx\n", f"    source: {base}/weights.onnx\n"),
+        )
         (folder / "weights.onnx").unlink()
         package = open_package(folder)
         model = microzoo.load_model(package, weights="torchscript")

@@ -40,7 +40,7 @@ def test_instances_pooled_like_stardist_with_a_clear_verdict():
     result = evaluate({"perfect": truths, "misses one": missing}, truths, task="instances", n_bootstrap=300)
     perfect = result.summary["perfect"]["f1@0.5"]
     assert (perfect.value, perfect.low, perfect.high) == (1.0, 1.0, 1.0)
-    pooled = instance_metrics_dataset([match_instances(t, p) for t, p in zip(truths, missing)])
+    pooled = instance_metrics_dataset([match_instances(t, p) for t, p in zip(truths, missing, strict=True)])
     assert result.summary["misses one"]["recall@0.5"].value == pytest.approx(pooled.recall[0])
     assert result.summary["misses one"]["mean_accuracy"].value == pytest.approx(np.mean(pooled.accuracy))
     verdict = next(d for d in result.differences if d.metric == "f1@0.5")
@@ -51,7 +51,7 @@ def test_instances_pooled_like_stardist_with_a_clear_verdict():
 
 def test_identical_methods_show_no_clear_difference_and_the_seed_fixes_intervals():
     truths, missing = _label_images()
-    mixed = [m if i % 2 else t for i, (t, m) in enumerate(zip(truths, missing))]
+    mixed = [m if i % 2 else t for i, (t, m) in enumerate(zip(truths, missing, strict=True))]
     first = evaluate({"a": mixed, "b": mixed}, truths, task="instances", n_bootstrap=200, seed=3)
     assert all(d.verdict == "no clear difference" for d in first.differences)
     rng = np.random.default_rng(0)
@@ -74,7 +74,7 @@ def test_restoration_means_per_image_figures_and_lower_errors_win():
     result = evaluate({"close": close, "far": far}, truths, task="restoration", n_bootstrap=200)
     span = max(t.max() for t in truths) - min(t.min() for t in truths)
     assert result.settings["data_range"] == pytest.approx(span)
-    expected = np.mean([restoration_metrics(t, p, data_range=span)["psnr"] for t, p in zip(truths, close)])
+    expected = np.mean([restoration_metrics(t, p, data_range=span)["psnr"] for t, p in zip(truths, close, strict=True)])
     assert result.summary["close"]["psnr"].value == pytest.approx(expected)
     mae = next(d for d in result.differences if d.metric == "mae")
     assert mae.difference < 0 and mae.better == "close"  # lower error is better
@@ -114,7 +114,7 @@ def test_misuse_is_a_data_error():
 
 def _write(folder, arrays, names):
     folder.mkdir(parents=True, exist_ok=True)
-    for name, array in zip(names, arrays):
+    for name, array in zip(names, arrays, strict=True):
         tifffile.imwrite(folder / f"{name}.tif", array)
 
 
@@ -126,7 +126,10 @@ def test_folders_write_metrics_csv_and_report(tmp_path):
     _write(tmp_path / "baseline", missing, names)
     result = evaluate_folders(
         {"net": tmp_path / "net", "baseline": tmp_path / "baseline"},
-        tmp_path / "truth", task="instances", out_dir=tmp_path / "out", n_bootstrap=100,
+        tmp_path / "truth",
+        task="instances",
+        out_dir=tmp_path / "out",
+        n_bootstrap=100,
     )
     assert result.images == tuple(names)
     document = json.loads((tmp_path / "out" / "metrics.json").read_text(), parse_constant=pytest.fail)
@@ -143,7 +146,11 @@ def test_folders_that_do_not_pair_are_named(tmp_path):
     truths, _ = _label_images(n=3)
     _write(tmp_path / "truth", truths, ["x", "y", "z"])
     _write(tmp_path / "net", truths, ["x", "y", "w"])
-    with pytest.raises(DataError, match=r"1 name\(s\) of the truth have no file of the same name in the predictions \(net\): z.*predictions \(net\) are not among the truth: w"):
+    with pytest.raises(
+        DataError,
+        match=r"1 name\(s\) of the truth have no file of the same name in the predictions \(net\): z"
+        r".*predictions \(net\) are not among the truth: w",
+    ):
         evaluate_folders({"net": tmp_path / "net"}, tmp_path / "truth", task="instances", out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
     tifffile.imwrite(tmp_path / "net" / "z.tif", truths[2] + 0.5)
@@ -173,8 +180,19 @@ def test_cli_evaluate_prints_a_summary_and_the_report_path(tmp_path):
     _write(tmp_path / "seg", missing, names)
     result = CliRunner().invoke(
         app,
-        ["evaluate", "--pred", str(tmp_path / "seg"), "--pred", f"again={tmp_path / 'seg'}",
-         "--truth", str(tmp_path / "truth"), "--task", "instances", "-o", str(tmp_path / "out")],
+        [
+            "evaluate",
+            "--pred",
+            str(tmp_path / "seg"),
+            "--pred",
+            f"again={tmp_path / 'seg'}",
+            "--truth",
+            str(tmp_path / "truth"),
+            "--task",
+            "instances",
+            "-o",
+            str(tmp_path / "out"),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "f1@0.5" in result.output and "seg vs again" in result.output

@@ -61,7 +61,7 @@ def _image(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     signal = np.zeros(shape)
     for _ in range(6):
         centre = [rng.uniform(0, n) for n in shape]
-        signal += 200 * np.exp(-sum((g - c) ** 2 for g, c in zip(grids, centre)) / 20.0)
+        signal += 200 * np.exp(-sum((g - c) ** 2 for g, c in zip(grids, centre, strict=True)) / 20.0)
     return (rng.poisson(signal + 20) + 100).astype(np.uint16)
 
 
@@ -108,6 +108,8 @@ def _spec(arch_file: Path, case: str, **changes: Any) -> ExportSpec:
                                                                                                "baseline PSNR": 28.0},
         tags=["nuclei"],
         instance_settings=INSTANCE_SETTINGS if task == "instances" else None,
+        # restoration: the output back in the input's units (uint16-like range here)
+        output_scale=([900.0] * cout, [110.0] * cout) if task in ("care", "n2v") else None,
     )
     fields.update(changes)
     return ExportSpec(**fields)
@@ -161,10 +163,15 @@ def test_package_passes_spec_microzoo_and_core(exported: dict[str, Path], case: 
     assert test_passed(summary), failure_messages(summary)
 
 
+def config_scale(description: dict[str, Any]) -> dict[str, Any]:
+    scale = description["config"]["microzoo"]["output_scale"]
+    return {"gain": scale["gain"], "offset": scale["offset"]}
+
+
 def test_description_content(exported: dict[str, Path], fingerprint: Any) -> None:
     from microzoo.trust.fingerprint import Fingerprint
 
-    for case, (task, dims, cin, cout, post) in CASES.items():
+    for case, (task, dims, _cin, cout, post) in CASES.items():
         rdf = exported[case]
         d = _description(rdf)
         (inp,), (out,) = d["inputs"], d["outputs"]
@@ -175,7 +182,12 @@ def test_description_content(exported: dict[str, Path], fingerprint: Any) -> Non
         assert all(a["halo"] == 2 and a["size"]["tensor_id"] == "input" for a in out["axes"][2:])
         assert [p["id"] for p in inp["preprocessing"]] == ["ensure_dtype", "scale_range", "ensure_dtype"]
         assert inp["preprocessing"][1]["kwargs"] == {"axes": spatial, "min_percentile": 1.0, "max_percentile": 99.8}
-        assert [p["id"] for p in out["postprocessing"] if p["id"] != "ensure_dtype"] == ([] if post == "none" else [post])
+        restores = task in ("care", "n2v")
+        assert [p["id"] for p in out["postprocessing"] if p["id"] != "ensure_dtype"] == (
+            ([] if post == "none" else [post]) + (["scale_linear"] if restores else []))
+        if restores:  # the network's normalised output times the gain plus the offset
+            assert out["postprocessing"][0]["kwargs"] == {"gain": 900.0, "offset": 110.0}
+            assert config_scale(d) == {"gain": [900.0] * cout, "offset": [110.0] * cout}
         weights = d["weights"]
         assert set(weights) == FORMATS and "parent" not in weights["pytorch_state_dict"]
         assert weights["torchscript"]["parent"] == weights["onnx"]["parent"] == "pytorch_state_dict"
@@ -268,6 +280,8 @@ def test_export_replaces_an_older_package(tmp_path: Path, arch_file: Path, arch:
     ({"in_channels": 2}, "channel"),
     ({"halo": 8}, "halo"),
     ({"normalization_percentiles": (99.0, 1.0)}, "percentiles"),
+    ({"task": "unet"}, "not a training task; choose one of semantic, instances, care, n2v"),
+    ({"output_scale": ([2.0, 3.0], [0.0])}, "output_scale gives 2 gains and 1 offsets"),
 ])
 def test_failed_export_leaves_nothing(tmp_path: Path, arch_file: Path, arch: Any, changes: dict[str, Any],
                                       message: str) -> None:

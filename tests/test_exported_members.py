@@ -7,8 +7,22 @@ def test_top_level_api() -> None:
     assert sorted(microzoo.__all__) == ["MicrozooError", "__version__", "load_model"]
     public = {name for name in dir(microzoo) if not name.startswith("_")}
     # subpackages appear once imported; nothing else is public at the top
-    assert public - {"errors", "progress", "io", "package", "runtime", "qc", "trust", "train", "zoo", "cli",
-                     "demo", "TYPE_CHECKING", "Any", "annotations"} == {"MicrozooError", "load_model"}
+    assert public - {
+        "errors",
+        "progress",
+        "io",
+        "package",
+        "runtime",
+        "qc",
+        "trust",
+        "train",
+        "zoo",
+        "cli",
+        "demo",
+        "TYPE_CHECKING",
+        "Any",
+        "annotations",
+    } == {"MicrozooError", "load_model"}
 
 
 def test_importing_microzoo_does_not_import_torch_or_the_spec() -> None:
@@ -72,7 +86,17 @@ def test_trust_api() -> None:
 
 
 def test_package_api() -> None:
-    _check_exports("microzoo.package", [
+    _check_subpackage("package", [
         "ModelPackage", "Problem", "ValidationReport", "architecture_callable", "cache_dir", "open_package",
         "validate_package",
     ])  # fmt: skip
+
+
+def test_train_api() -> None:
+    _check_subpackage("train", [
+        "TASKS", "ExportSpec", "TrainingResult", "care_config", "export_package", "instances_config", "load_config",
+        "n2v_config", "predict_image", "save_config", "semantic_config", "short_form_config", "train",
+    ])  # fmt: skip
+    import microzoo.train
+
+    assert set(microzoo.train.TASKS) == {"semantic", "instances", "care", "n2v"}

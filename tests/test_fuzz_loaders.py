@@ -30,13 +30,26 @@ from microzoo.package.validate import validate_package
 
 
 def _fuzz(examples: int) -> settings:
-    return settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
-
-ESCAPES = ["../escape/PWN.npy", "../../escape/PWN.npy", "/tmp/escape-microzoo/PWN.npy", "sub/../../escape/x",
-           "", ".", "..", "a\x00b", "https://127.0.0.1:9/none.npy"]
+ESCAPES = [
+    "../escape/PWN.npy",
+    "../../escape/PWN.npy",
+    "/tmp/escape-microzoo/PWN.npy",
+    "sub/../../escape/x",
+    "",
+    ".",
+    "..",
+    "a\x00b",
+    "https://127.0.0.1:9/none.npy",
+]
 ODD_VALUES: list[Any] = [None, 0, -1, 1.5, "", "x" * 300, [], {}, [None], {"a": 1}, True, "0.4.10", "0.5.4"]
 
 
@@ -135,8 +148,7 @@ def small_zip(sandbox: Path) -> bytes:
 def _renamed_member(data: bytes, old_index: int, new_name: str) -> bytes:
     """``data`` with one member renamed (a name may then appear twice: zipfile warns, allowed)."""
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), zipfile.ZipFile(io.BytesIO(data)) as source, \
-            zipfile.ZipFile(buffer, "w") as target:
+    with warnings.catch_warnings(), zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(buffer, "w") as target:
         warnings.simplefilter("ignore", UserWarning)
         for i, info in enumerate(source.infolist()):
             target.writestr(new_name if i == old_index else info.filename, source.read(info))
@@ -157,8 +169,11 @@ def test_mutated_zips(sandbox: Path, small_zip: bytes, data: st.DataObject) -> N
     else:
         with zipfile.ZipFile(io.BytesIO(small_zip)) as archive:
             count = len(archive.infolist())
-        name = data.draw(st.sampled_from(["../escape/x.txt", "/tmp/escape-microzoo/x", "a/../../escape/y",
-                                          "bioimageio.yaml", "..", "dir/"]))
+        name = data.draw(
+            st.sampled_from(
+                ["../escape/x.txt", "/tmp/escape-microzoo/x", "a/../../escape/y", "bioimageio.yaml", "..", "dir/"]
+            )
+        )
         blob = bytearray(_renamed_member(small_zip, data.draw(st.integers(0, count - 1)), name))
     archive_path = sandbox / "out" / "model.zip"
     archive_path.parent.mkdir(exist_ok=True)
@@ -178,8 +193,12 @@ def _image_bytes() -> dict[str, bytes]:
     tiff, npy = io.BytesIO(), io.BytesIO()
     tifffile.imwrite(tiff, image, metadata={"axes": "YX"})
     np.save(npy, image)
-    return {".tif": tiff.getvalue(), ".png": iio.imwrite("<bytes>", image, extension=".png"),
-            ".ome.tif": tiff.getvalue(), ".npy": npy.getvalue()}
+    return {
+        ".tif": tiff.getvalue(),
+        ".png": iio.imwrite("<bytes>", image, extension=".png"),
+        ".ome.tif": tiff.getvalue(),
+        ".npy": npy.getvalue(),
+    }
 
 
 IMAGES = _image_bytes()

@@ -34,9 +34,7 @@ def _random(shape: tuple[int, ...], dtype: str = "uint16") -> np.ndarray:
         ("a.ome.zarr", "zyx", (3, 12, 10), "float32"),
     ],
 )
-def test_round_trip_with_metadata(
-    tmp_path: Path, name: str, axes: str, shape: tuple[int, ...], dtype: str
-) -> None:
+def test_round_trip_with_metadata(tmp_path: Path, name: str, axes: str, shape: tuple[int, ...], dtype: str) -> None:
     data = _random(shape, dtype)
     pixel = {a: v for a, v in PIXEL.items() if a in axes}
     out = write_image(tmp_path / name, data, axes, pixel_size=pixel, unit="µm")
@@ -166,9 +164,7 @@ def test_png_refuses_what_it_cannot_hold(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_atomic_write_leaves_nothing_on_failure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "out.tif"
     write_image(target, _random((12, 10)), "yx")
     before = target.read_bytes()
@@ -184,9 +180,7 @@ def test_atomic_write_leaves_nothing_on_failure(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif"]  # no partial file
 
 
-def test_atomic_zarr_write_leaves_nothing_on_failure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_atomic_zarr_write_leaves_nothing_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import zarr
 
     def broken(*args: object, **kwargs: object) -> None:
@@ -260,8 +254,16 @@ def test_rgb_to_grey_is_one_set_of_weights_for_every_layout() -> None:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("a.ome.tif", "a"), ("a.ome.tiff", "a"), ("a.ome.zarr", "a"), ("cell.v1.tif", "cell.v1"),
-     ("cell.v2.png", "cell.v2"), ("B.TIF", "B"), ("points.csv", "points"), ("noext", "noext")],
+    [
+        ("a.ome.tif", "a"),
+        ("a.ome.tiff", "a"),
+        ("a.ome.zarr", "a"),
+        ("cell.v1.tif", "cell.v1"),
+        ("cell.v2.png", "cell.v2"),
+        ("B.TIF", "B"),
+        ("points.csv", "points"),
+        ("noext", "noext"),
+    ],
 )
 def test_image_stem(name: str, expected: str) -> None:
     assert image_stem(Path("folder") / name) == expected

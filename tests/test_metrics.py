@@ -33,18 +33,14 @@ def test_psnr_by_hand_and_against_skimage():
     assert psnr(np.ones((3, 3)), np.ones((3, 3)), data_range=1.0) == math.inf
     rng = np.random.default_rng(0)
     truth, pred = rng.random((32, 32)), rng.random((32, 32))
-    assert psnr(truth, pred, data_range=1.0) == pytest.approx(
-        peak_signal_noise_ratio(truth, pred, data_range=1.0)
-    )
+    assert psnr(truth, pred, data_range=1.0) == pytest.approx(peak_signal_noise_ratio(truth, pred, data_range=1.0))
 
 
 def test_ssim_matches_skimage_and_is_one_for_equal_images():
     rng = np.random.default_rng(1)
     truth, pred = rng.random((32, 32)), rng.random((32, 32))
     assert ssim(truth, truth, data_range=1.0) == pytest.approx(1.0)
-    assert ssim(truth, pred, data_range=1.0) == pytest.approx(
-        structural_similarity(truth, pred, data_range=1.0)
-    )
+    assert ssim(truth, pred, data_range=1.0) == pytest.approx(structural_similarity(truth, pred, data_range=1.0))
     with pytest.raises(DataError, match="7 pixels"):
         ssim(np.zeros((4, 40)), np.zeros((4, 40)), data_range=1.0)
 
@@ -238,7 +234,7 @@ def _count_pairs_by_brute_force(truth, pred, threshold):
     for label in np.unique(truth)[1:]:
         mask = truth == label
         ids, overlaps = np.unique(pred[mask], return_counts=True)
-        for other, overlap in zip(ids, overlaps):
+        for other, overlap in zip(ids, overlaps, strict=True):
             if other and overlap / (mask.sum() + (pred == other).sum() - overlap) >= threshold:
                 count += 1
     return count

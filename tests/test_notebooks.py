@@ -76,7 +76,7 @@ quick_images = 4
 
 def _data(notebook: str, shared: Path, root: Path) -> str:
     """Tiny data folders for one notebook, as the data lines of its parameters cell."""
-    if notebook == "train_unet_segmentation":
+    if notebook == "train_semantic_segmentation":
         train = _pairs(shared / "isbi2012" / "train", root / "train", ("images", "labels"), 4)
         test = _pairs(shared / "isbi2012" / "test", root / "test", ("images", "labels"), 1)
         folders = {"train_images": train["images"], "train_labels": train["labels"],
@@ -136,8 +136,30 @@ def test_notebook_is_saved_clean_with_a_parameters_cell(path: Path) -> None:
             assert not cell.outputs and cell.execution_count is None, f"{path.name} was saved with outputs"
 
 
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_notebook_uses_only_the_public_api(path: Path) -> None:
+    """No private module, name or attribute (``_x``) of microzoo; training through ``microzoo.train``'s verbs."""
+    nb = nbformat.read(path, as_version=4)
+    used = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        code = "\n".join(line for line in cell.source.splitlines() if not line.startswith(("%", "!")))
+        for node in ast.walk(ast.parse(code)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("microzoo"):
+                used += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                used += [a.name for a in node.names if a.name.startswith("microzoo")]
+            elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                used.append(f"attribute {node.attr}")
+    private = [name for name in used if any(part.startswith("_") and not part.startswith("__")
+                                            for part in name.replace("attribute ", "_").split("."))]  # fmt: skip
+    assert not private, f"{path.name} reaches into private helpers: {private}"
+    assert not any(m in used for m in ("microzoo.train.config", "microzoo.train.run", "microzoo.train.tasks")), used
+
+
 @pytest.mark.parametrize(
-    "notebook", ["train_unet_segmentation", "train_instances_nuclei", "train_care_denoising", "train_noise2void"]
+    "notebook", ["train_semantic_segmentation", "train_instances_nuclei", "train_care_denoising", "train_noise2void"]
 )
 def test_notebook_trains_checks_predicts_and_exports(
     notebook: str, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -22,12 +22,16 @@ from microzoo.runtime.ops import Pipeline, bind_ops, describe_op
 
 BCYX = ("batch", "channel", "y", "x")
 CORE = {
-    m.BinarizeDescr: core_ops.Binarize, m.ClipDescr: core_ops.Clip,
+    m.BinarizeDescr: core_ops.Binarize,
+    m.ClipDescr: core_ops.Clip,
     m.EnsureDtypeDescr: core_ops.EnsureDtype,
     m.FixedZeroMeanUnitVarianceDescr: core_ops.FixedZeroMeanUnitVariance,
-    m.ScaleLinearDescr: core_ops.ScaleLinear, m.ScaleMeanVarianceDescr: core_ops.ScaleMeanVariance,
-    m.ScaleRangeDescr: core_ops.ScaleRange, m.SigmoidDescr: core_ops.Sigmoid,
-    m.SoftmaxDescr: core_ops.Softmax, m.ZeroMeanUnitVarianceDescr: core_ops.ZeroMeanUnitVariance,
+    m.ScaleLinearDescr: core_ops.ScaleLinear,
+    m.ScaleMeanVarianceDescr: core_ops.ScaleMeanVariance,
+    m.ScaleRangeDescr: core_ops.ScaleRange,
+    m.SigmoidDescr: core_ops.Sigmoid,
+    m.SoftmaxDescr: core_ops.Softmax,
+    m.ZeroMeanUnitVarianceDescr: core_ops.ZeroMeanUnitVariance,
 }
 
 
@@ -52,8 +56,9 @@ def zmuv(axes=None, eps=1e-6):
 
 
 def scale_range(axes=None, lo=0.0, hi=100.0, ref=None, eps=1e-6):
-    return m.ScaleRangeDescr(kwargs=m.ScaleRangeKwargs(
-        axes=axes, min_percentile=lo, max_percentile=hi, reference_tensor=ref, eps=eps))
+    return m.ScaleRangeDescr(
+        kwargs=m.ScaleRangeKwargs(axes=axes, min_percentile=lo, max_percentile=hi, reference_tensor=ref, eps=eps)
+    )
 
 
 def clip(**kw):
@@ -74,13 +79,16 @@ CASES = {
     "clip_pct_all": clip(min_percentile=1.0, max_percentile=99.0),
     "clip_pct_mixed": clip(min=0.0, max_percentile=95.0, axes=YX),
     "ensure_float64": m.EnsureDtypeDescr(kwargs=m.EnsureDtypeKwargs(dtype="float64")),
-    "fixed_zmuv": m.FixedZeroMeanUnitVarianceDescr(
-        kwargs=m.FixedZeroMeanUnitVarianceKwargs(mean=50.0, std=13.0)),
-    "fixed_zmuv_channel": m.FixedZeroMeanUnitVarianceDescr(kwargs=m.FixedZeroMeanUnitVarianceAlongAxisKwargs(
-        axis="channel", mean=[10.0, 50.0, 90.0], std=[1.0, 13.0, 40.0])),
+    "fixed_zmuv": m.FixedZeroMeanUnitVarianceDescr(kwargs=m.FixedZeroMeanUnitVarianceKwargs(mean=50.0, std=13.0)),
+    "fixed_zmuv_channel": m.FixedZeroMeanUnitVarianceDescr(
+        kwargs=m.FixedZeroMeanUnitVarianceAlongAxisKwargs(
+            axis="channel", mean=[10.0, 50.0, 90.0], std=[1.0, 13.0, 40.0]
+        )
+    ),
     "scale_linear": m.ScaleLinearDescr(kwargs=m.ScaleLinearKwargs(gain=2.5, offset=-3.0)),
-    "scale_linear_channel": m.ScaleLinearDescr(kwargs=m.ScaleLinearAlongAxisKwargs(
-        axis="channel", gain=[1.0, 2.0, 0.5], offset=[0.0, 1.0, -4.0])),
+    "scale_linear_channel": m.ScaleLinearDescr(
+        kwargs=m.ScaleLinearAlongAxisKwargs(axis="channel", gain=[1.0, 2.0, 0.5], offset=[0.0, 1.0, -4.0])
+    ),
     "scale_range_all": scale_range(),
     "scale_range_sample": scale_range(YX, 1.0, 99.8),
     "scale_range_batch": scale_range(BYX, 3.0, 97.0),
@@ -114,10 +122,18 @@ def test_matches_core(name, dtype):
         assert ours.dtype == (np.float64 if dtype == "float64" or name == "ensure_float64" else np.float32)
 
 
-@pytest.mark.parametrize("op", [
-    scale_range(YX, 5.0, 99.0, ref="raw"), scale_range(None, 1.0, 90.0, ref="raw"),
-    smv(YX), smv(BYX), smv(), smv(["batch", "channel", "y", "x"]),
-], ids=describe_op)
+@pytest.mark.parametrize(
+    "op",
+    [
+        scale_range(YX, 5.0, 99.0, ref="raw"),
+        scale_range(None, 1.0, 90.0, ref="raw"),
+        smv(YX),
+        smv(BYX),
+        smv(),
+        smv(["batch", "channel", "y", "x"]),
+    ],
+    ids=describe_op,
+)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_reference_tensor_matches_core(op, dtype):
     raw, x = rand(seed=1, dtype=dtype), rand(seed=2, dtype=dtype) * 0.01 + 3
@@ -192,10 +208,16 @@ def nuclei(shared_data: Path) -> np.ndarray:
     return gray[:128, :128].astype(np.uint8)[None, None]
 
 
-@pytest.mark.parametrize("op", [
-    scale_range(YX, 1.0, 99.8), zmuv(YX), clip(min_percentile=1.0, max_percentile=99.5, axes=YX),
-    m.FixedZeroMeanUnitVarianceDescr(kwargs=m.FixedZeroMeanUnitVarianceKwargs(mean=40.0, std=20.0)),
-], ids=describe_op)
+@pytest.mark.parametrize(
+    "op",
+    [
+        scale_range(YX, 1.0, 99.8),
+        zmuv(YX),
+        clip(min_percentile=1.0, max_percentile=99.5, axes=YX),
+        m.FixedZeroMeanUnitVarianceDescr(kwargs=m.FixedZeroMeanUnitVarianceKwargs(mean=40.0, std=20.0)),
+    ],
+    ids=describe_op,
+)
 def test_real_image_matches_core(nuclei, op):
     ours = bind_ops([op], nuclei, BCYX)(nuclei)
     assert ours.dtype == np.float32
@@ -214,12 +236,20 @@ def core_chain(ops, data, axes):
     return np.asarray(s.members[MemberId("t")].data)
 
 
-@pytest.mark.parametrize("ops", [
-    [m.ScaleLinearDescr(kwargs=m.ScaleLinearKwargs(gain=2.0, offset=5.0)), zmuv(BYX)],
-    [clip(min=0.0, max=40.0), scale_range(YX, 1.0, 99.0)],
-    [m.ScaleLinearDescr(kwargs=m.ScaleLinearKwargs(gain=2.0, offset=5.0)), zmuv(YX),
-     clip(min_percentile=5.0, max_percentile=95.0, axes=BYX), scale_range(YX, 1.0, 99.0)],
-], ids=["scale_linear-zmuv_dataset", "clip-scale_range", "four_ops"])
+@pytest.mark.parametrize(
+    "ops",
+    [
+        [m.ScaleLinearDescr(kwargs=m.ScaleLinearKwargs(gain=2.0, offset=5.0)), zmuv(BYX)],
+        [clip(min=0.0, max=40.0), scale_range(YX, 1.0, 99.0)],
+        [
+            m.ScaleLinearDescr(kwargs=m.ScaleLinearKwargs(gain=2.0, offset=5.0)),
+            zmuv(YX),
+            clip(min_percentile=5.0, max_percentile=95.0, axes=BYX),
+            scale_range(YX, 1.0, 99.0),
+        ],
+    ],
+    ids=["scale_linear-zmuv_dataset", "clip-scale_range", "four_ops"],
+)
 def test_statistics_are_taken_on_the_raw_tensor(ops):
     """Op k's statistics come from the tensor as given, not from ops 0..k-1's result (as core)."""
     x = rand()
@@ -231,10 +261,15 @@ def test_statistics_are_taken_on_the_raw_tensor(ops):
     assert not np.allclose(ours, sequential, rtol=1e-3, atol=1e-3)  # the chain's order matters here
 
 
-TILED_OPS = [zmuv(YX), zmuv(["x"]), clip(min_percentile=1.0, max_percentile=99.0, axes=["batch", "x"]),
-             scale_range(["channel", "y", "x"], 2.0, 98.0),
-             m.ScaleLinearDescr(kwargs=m.ScaleLinearAlongAxisKwargs(axis="channel", gain=[1.0, 2.0, 3.0])),
-             m.SoftmaxDescr(), m.EnsureDtypeDescr(kwargs=m.EnsureDtypeKwargs(dtype="float64"))]
+TILED_OPS = [
+    zmuv(YX),
+    zmuv(["x"]),
+    clip(min_percentile=1.0, max_percentile=99.0, axes=["batch", "x"]),
+    scale_range(["channel", "y", "x"], 2.0, 98.0),
+    m.ScaleLinearDescr(kwargs=m.ScaleLinearAlongAxisKwargs(axis="channel", gain=[1.0, 2.0, 3.0])),
+    m.SoftmaxDescr(),
+    m.EnsureDtypeDescr(kwargs=m.EnsureDtypeKwargs(dtype="float64")),
+]
 WHOLE = rand((3, 3, 23, 29), seed=5)
 TILED = bind_ops(TILED_OPS, WHOLE, BCYX)
 FULL = TILED(WHOLE)
@@ -252,7 +287,7 @@ def test_tiles_equal_whole(data):
 
 def _where(data) -> tuple[slice, ...]:
     out = []
-    for axis, n in zip(BCYX, WHOLE.shape):
+    for axis, n in zip(BCYX, WHOLE.shape, strict=True):
         if axis == "channel":
             out.append(slice(0, n))
             continue
@@ -301,23 +336,43 @@ def test_pipeline_is_a_value():
     assert TILED.names[0] == "zero_mean_unit_variance" and len(TILED.names) == len(TILED_OPS)
 
 
-@pytest.mark.parametrize(("op", "sample", "match"), [
-    (zmuv(["z", "y"]), None, r"zero_mean_unit_variance .*missing: \['z'\]"),
-    (clip(min_percentile=1.0, axes=["time"]), None, r"clip .*missing: \['time'\]"),
-    (m.SoftmaxDescr(kwargs=m.SoftmaxKwargs(axis="z")), None, "softmax names the axis 'z'"),
-    (scale_range(YX, ref="raw"), None, "scale_range takes its statistics from the tensor 'raw'"),
-    (smv(YX, ref="other"), {"raw": (rand(), BCYX)}, r"'other', which was not given.*given: \['raw'\]"),
-    (m.ScaleLinearDescr(kwargs=m.ScaleLinearAlongAxisKwargs(axis="channel", gain=[1.0, 2.0])), None,
-     "scale_linear gives 2 gain value.*'channel' but the tensor has 3"),
-    (m.FixedZeroMeanUnitVarianceDescr(kwargs=m.FixedZeroMeanUnitVarianceAlongAxisKwargs(
-        axis="channel", mean=[1.0] * 4, std=[1.0] * 4)), None, "fixed_zero_mean_unit_variance gives 4 mean"),
-    (m.BinarizeDescr(kwargs=m.BinarizeAlongAxisKwargs(axis="index", threshold=[1.0])), None,
-     "binarize names the axis 'index'"),
-    (smv(YX), {"raw": (rand((2, 4, 5, 5)), BCYX)}, "reference statistics have 4 values along 'channel'"),
-    (m.StardistPostprocessingDescr(kwargs=m.StardistPostprocessingKwargs2D(
-        prob_threshold=0.5, nms_threshold=0.4, n_rays=32, grid=(1, 1), b=2)), None,
-     "'stardist_postprocessing' .* not supported"),
-])
+@pytest.mark.parametrize(
+    ("op", "sample", "match"),
+    [
+        (zmuv(["z", "y"]), None, r"zero_mean_unit_variance .*missing: \['z'\]"),
+        (clip(min_percentile=1.0, axes=["time"]), None, r"clip .*missing: \['time'\]"),
+        (m.SoftmaxDescr(kwargs=m.SoftmaxKwargs(axis="z")), None, "softmax names the axis 'z'"),
+        (scale_range(YX, ref="raw"), None, "scale_range takes its statistics from the tensor 'raw'"),
+        (smv(YX, ref="other"), {"raw": (rand(), BCYX)}, r"'other', which was not given.*given: \['raw'\]"),
+        (
+            m.ScaleLinearDescr(kwargs=m.ScaleLinearAlongAxisKwargs(axis="channel", gain=[1.0, 2.0])),
+            None,
+            "scale_linear gives 2 gain value.*'channel' but the tensor has 3",
+        ),
+        (
+            m.FixedZeroMeanUnitVarianceDescr(
+                kwargs=m.FixedZeroMeanUnitVarianceAlongAxisKwargs(axis="channel", mean=[1.0] * 4, std=[1.0] * 4)
+            ),
+            None,
+            "fixed_zero_mean_unit_variance gives 4 mean",
+        ),
+        (
+            m.BinarizeDescr(kwargs=m.BinarizeAlongAxisKwargs(axis="index", threshold=[1.0])),
+            None,
+            "binarize names the axis 'index'",
+        ),
+        (smv(YX), {"raw": (rand((2, 4, 5, 5)), BCYX)}, "reference statistics have 4 values along 'channel'"),
+        (
+            m.StardistPostprocessingDescr(
+                kwargs=m.StardistPostprocessingKwargs2D(
+                    prob_threshold=0.5, nms_threshold=0.4, n_rays=32, grid=(1, 1), b=2
+                )
+            ),
+            None,
+            "'stardist_postprocessing' .* not supported",
+        ),
+    ],
+)
 def test_processing_errors(op, sample, match):
     with pytest.raises(ProcessingError, match=match):
         bind_ops([op], rand(), BCYX, sample=sample)
@@ -330,28 +385,36 @@ def test_bad_shapes():
         bind_ops([], rand(), BCYX)(rand()[0])
 
 
-@pytest.mark.parametrize(("op", "text"), [
-    (zmuv(["x", "y"]), "zero_mean_unit_variance over (x, y) per sample, eps 1e-06"),
-    (zmuv(BYX, eps=1e-4), "zero_mean_unit_variance over (batch, y, x) across the batch, eps 0.0001"),
-    (zmuv(), "zero_mean_unit_variance over all axes jointly, eps 1e-06"),
-    (scale_range(YX, 1.0, 99.8, ref="raw"),
-     "scale_range percentiles 1 to 99.8 of tensor 'raw' over (y, x) per sample, eps 1e-06"),
-    (clip(min=0.0, max=1.0), "clip to [0, 1]"),
-    (clip(max_percentile=99.0, axes=YX), "clip to [-inf, percentile 99] over (y, x) per sample"),
-    (CASES["binarize"], "binarize: value > 40"),
-    (CASES["scale_linear_channel"], "scale_linear along channel: gain [1, 2, 0.5], offset [0, 1, -4]"),
-    (CASES["fixed_zmuv"], "fixed_zero_mean_unit_variance: mean 50, std 13"),
-    (CASES["softmax"], "softmax along channel"),
-    (CASES["sigmoid"], "sigmoid"),
-    (smv(YX), "scale_mean_variance to match tensor 'raw' over (y, x) per sample, eps 1e-06"),
-    (m.EnsureDtypeDescr(kwargs=m.EnsureDtypeKwargs(dtype="uint8")), "ensure_dtype uint8"),
-])
+@pytest.mark.parametrize(
+    ("op", "text"),
+    [
+        (zmuv(["x", "y"]), "zero_mean_unit_variance over (x, y) per sample, eps 1e-06"),
+        (zmuv(BYX, eps=1e-4), "zero_mean_unit_variance over (batch, y, x) across the batch, eps 0.0001"),
+        (zmuv(), "zero_mean_unit_variance over all axes jointly, eps 1e-06"),
+        (
+            scale_range(YX, 1.0, 99.8, ref="raw"),
+            "scale_range percentiles 1 to 99.8 of tensor 'raw' over (y, x) per sample, eps 1e-06",
+        ),
+        (clip(min=0.0, max=1.0), "clip to [0, 1]"),
+        (clip(max_percentile=99.0, axes=YX), "clip to [-inf, percentile 99] over (y, x) per sample"),
+        (CASES["binarize"], "binarize: value > 40"),
+        (CASES["scale_linear_channel"], "scale_linear along channel: gain [1, 2, 0.5], offset [0, 1, -4]"),
+        (CASES["fixed_zmuv"], "fixed_zero_mean_unit_variance: mean 50, std 13"),
+        (CASES["softmax"], "softmax along channel"),
+        (CASES["sigmoid"], "sigmoid"),
+        (smv(YX), "scale_mean_variance to match tensor 'raw' over (y, x) per sample, eps 1e-06"),
+        (m.EnsureDtypeDescr(kwargs=m.EnsureDtypeKwargs(dtype="uint8")), "ensure_dtype uint8"),
+    ],
+)
 def test_describe_op(op, text):
     assert describe_op(op) == text
 
 
-@pytest.mark.parametrize("op", [zmuv(YX), scale_range(YX, 1.0, 99.0), clip(min_percentile=2.0, max_percentile=98.0, axes=YX)],
-                         ids=describe_op)
+@pytest.mark.parametrize(
+    "op",
+    [zmuv(YX), scale_range(YX, 1.0, 99.0), clip(min_percentile=2.0, max_percentile=98.0, axes=YX)],
+    ids=describe_op,
+)
 def test_statistics_leave_out_non_finite_values(op):
     """A NaN and an infinite value change no statistic: each slice is processed as core
     processes its finite values alone (core's own statistics would be NaN)."""

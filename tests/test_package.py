@@ -13,9 +13,9 @@ import pytest
 
 from microzoo.errors import ChecksumError, DownloadError, PackageError, WeightFormatError
 from microzoo.package.load import open_package, sha256_of
-from microzoo.runtime.summary import summarize
 from microzoo.package.validate import validate_package
 from microzoo.runtime.engines import choose_format
+from microzoo.runtime.summary import summarize
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,7 @@ from _hostile import (
 )
 
 from microzoo.errors import ChecksumError, MicrozooError, PackageError
+from microzoo.package import archive as archive_module
 from microzoo.package import load as load_module
 from microzoo.package.load import open_package
 from microzoo.package.validate import validate_package
@@ -90,8 +91,9 @@ def test_weights_symlink_to_a_file_outside_is_refused(example_model: Path, tmp_p
 # -- zip bombs ---------------------------------------------------------------------------------
 
 
-def test_zip_bomb_is_refused_by_its_compression_ratio(example_model: Path, tmp_path: Path,
-                                                      _private_cache: Path) -> None:
+def test_zip_bomb_is_refused_by_its_compression_ratio(
+    example_model: Path, tmp_path: Path, _private_cache: Path
+) -> None:
     archive = zip_bomb(example_model, tmp_path / "bomb.zip", member_mib=64)
     assert archive.stat().st_size < 10 << 20
     with pytest.raises(PackageError, match="zeros.bin.*compress") as info:
@@ -100,18 +102,18 @@ def test_zip_bomb_is_refused_by_its_compression_ratio(example_model: Path, tmp_p
     assert files_under(_private_cache) == set()
 
 
-def test_zip_larger_than_the_limit_is_refused(example_model: Path, tmp_path: Path, _private_cache: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_zip_larger_than_the_limit_is_refused(
+    example_model: Path, tmp_path: Path, _private_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     archive = zip_folder(example_model, tmp_path / "model.zip")
-    monkeypatch.setattr(load_module, "MAX_EXTRACTED_BYTES", 1 << 20)
+    monkeypatch.setattr(archive_module, "MAX_EXTRACTED_BYTES", 1 << 20)
     with pytest.raises(PackageError, match="1 MiB") as info:
         open_package(archive)
     assert "extract" in str(info.value)
     assert files_under(_private_cache) == set()
 
 
-def test_zip_member_outside_the_package_is_refused(example_model: Path, tmp_path: Path,
-                                                   _private_cache: Path) -> None:
+def test_zip_member_outside_the_package_is_refused(example_model: Path, tmp_path: Path, _private_cache: Path) -> None:
     archive = zip_folder(example_model, tmp_path / "model.zip", extra={"../evil.txt": b"x"})
     with pytest.raises(PackageError, match="evil.txt"):
         open_package(archive)
@@ -183,8 +185,11 @@ def test_architecture_source_is_imported_once_and_its_errors_are_one_message(tmp
     assert architecture_callable(source, "Net") is first  # imported once: module-level code ran once
     with pytest.raises(PackageError, match="arch.py defines no 'Missing'"):
         architecture_callable(source, "Missing")
-    for text, what in [("def Net(:\n", "SyntaxError"), ("import not_a_module_xyz\n", "ModuleNotFoundError"),
-                       ("raise RuntimeError('boom')\n", "boom")]:
+    for text, what in [
+        ("def Net(:\n", "SyntaxError"),
+        ("import not_a_module_xyz\n", "ModuleNotFoundError"),
+        ("raise RuntimeError('boom')\n", "boom"),
+    ]:
         broken = tmp_path / f"broken_{len(text)}.py"
         broken.write_text(text)
         with pytest.raises(PackageError, match=what) as info:
@@ -211,3 +216,43 @@ def test_only_an_opened_package_runs_its_architecture_code(tmp_path_factory, tmp
     assert not marker.exists()
     load_engine(package, "pytorch_state_dict", device="cpu")
     assert marker.exists()
+
+
+def test_every_path_is_checked_before_any_file_is_read(
+    example_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The escaping path is the last file named; no file is hashed before it is refused. A path
+    with a NUL byte is one PackageError too (found by the fuzz test)."""
+    folder = edited_copy(
+        example_model,
+        tmp_path / "pkg",
+        lambda text: text.replace("    source: weights.pt\n", "    source: ../weights.pt\n"),
+    )
+    hashed: list[Path] = []
+    monkeypatch.setattr(load_module, "sha256_of", lambda path, **_: hashed.append(path) or "0")
+    with pytest.raises(PackageError, match="weights.pt"):
+        open_package(folder)
+    assert hashed == []
+    (folder / "bioimageio.yaml").write_text(
+        (example_model / "bioimageio.yaml").read_text().replace("source: test_input.npy", 'source: "a\\0b.npy"')
+    )
+    with pytest.raises(PackageError, match="not a usable file path"):
+        open_package(folder)
+
+
+def test_cli_validate_of_a_list_yaml_exits_2_without_traceback(example_model: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    folder = writable_copy(example_model, tmp_path / "pkg")
+    (folder / "bioimageio.yaml").write_text("- a\n- b\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "microzoo.cli", "validate", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "expected a YAML mapping" in result.stderr

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import microzoo
 from _packages import built_package
 from _reference import reference_predict
+
+import microzoo
 from microzoo.errors import ImageError, WeightFormatError
 from microzoo.package.load import open_package
 from microzoo.runtime.outputs import Outputs
@@ -57,13 +57,26 @@ def test_predict_returns_the_same_mapping_for_a_two_output_model(tmp_path_factor
     outputs = model.predict(inputs, axes=axes)
     assert isinstance(outputs, Outputs) and list(outputs) == model.output_ids
     with pytest.raises(microzoo.MicrozooError, match="2 outputs"):
-        outputs.only
+        _ = outputs.only
     with pytest.raises(TypeError):
         outputs["x"] = np.zeros(1)  # read-only
 
 
-@pytest.mark.parametrize("name", ["parameterized", "scaled_output", "two_in_two_out", "format_04", "state_dict",
-                                  "ops_fixed", "ops_stats", "ops_norm_act", "ops_chained", "three_d"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "parameterized",
+        "scaled_output",
+        "two_in_two_out",
+        "format_04",
+        "state_dict",
+        "ops_fixed",
+        "ops_stats",
+        "ops_norm_act",
+        "ops_chained",
+        "three_d",
+    ],
+)
 def test_synthetic_package_agrees_with_bioimageio_core(name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     rdf = built_package(tmp_path_factory, name)
     package = open_package(rdf)
@@ -75,7 +88,10 @@ def test_synthetic_package_agrees_with_bioimageio_core(name: str, tmp_path_facto
         ours = model.predict_tensors(inputs, tiled=False)
         reference = reference_predict(rdf, inputs, weight_format=weight_format)
         for tid, expected in reference.items():
-            assert ours[tid].dtype == expected.dtype or np.issubdtype(expected.dtype, np.floating), (tid, ours[tid].dtype)
+            assert ours[tid].dtype == expected.dtype or np.issubdtype(expected.dtype, np.floating), (
+                tid,
+                ours[tid].dtype,
+            )
             assert_agrees(ours[tid], expected)
     assert all(r.passed for r in test_package(package))
 
@@ -131,10 +147,9 @@ def test_three_d_tiled_equals_whole(tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_example_model_tiled_agrees_with_core_blocks(example_model: Path) -> None:
     """A 1024x700 real image: 512 tiles with halo 32, as bioimageio.core cuts them."""
+    import imageio.v3 as iio
     from bioimageio.core import create_prediction_pipeline, predict
     from bioimageio.spec import load_model_description
-
-    import imageio.v3 as iio
 
     images = sorted((example_model.parents[1] / "dsb2018" / "test" / "images").glob("1400420310c9*.png"))
     tile = iio.imread(images[0])[..., 0].astype(np.float32)  # 512x640 fluorescence
@@ -144,8 +159,11 @@ def test_example_model_tiled_agrees_with_core_blocks(example_model: Path) -> Non
     assert prediction.n_tiles == 6
     descr = load_model_description(example_model / "bioimageio.yaml")
     pipeline = create_prediction_pipeline(descr, weight_format="onnx", devices=["cpu"])
-    sample = predict(model=pipeline, inputs={"raw": image[None, None]},
-                     input_block_shape={"raw": {"batch": 1, "channel": 1, "y": 512, "x": 512}})
+    sample = predict(
+        model=pipeline,
+        inputs={"raw": image[None, None]},
+        input_block_shape={"raw": {"batch": 1, "channel": 1, "y": 512, "x": 512}},
+    )
     reference = np.squeeze(next(iter(sample.members.values())).data.values)
     assert_agrees(prediction.outputs["probability"], reference)
 
@@ -182,12 +200,12 @@ def test_a_few_nan_and_inf_pixels_stay_local_and_are_reported(example_model: Pat
     image = np.load(example_model / "test_input.npy")[0, 0].astype(np.float32)
     spots = [(10, 20), (100, 300), (256, 256), (400, 17), (511, 511)]
     broken = image.copy()
-    for (y, x), value in zip(spots, [np.nan, np.nan, np.nan, np.inf, -np.inf]):
+    for (y, x), value in zip(spots, [np.nan, np.nan, np.nan, np.inf, -np.inf], strict=True):
         broken[y, x] = value
     prediction = model.predict_image(broken, axes="yx")
     probability = prediction.outputs["probability"]
     bad = np.zeros(image.shape, bool)
-    bad[tuple(zip(*spots))] = True
+    bad[tuple(zip(*spots, strict=True))] = True
     assert np.isnan(probability[bad]).all() and np.isfinite(probability[~bad]).all()
     patched = image.copy()
     patched[bad] = np.median(image[~bad])

@@ -38,10 +38,20 @@ def instances():
 def test_instances_report_has_every_section(instances):
     truths, preds, inputs = instances
     result = evaluate({"net": preds, "<b>copy</b>": truths}, truths, task="instances", n_bootstrap=100)
-    html, numbers = render_report(result, truths=truths, predictions={"net": preds, "<b>copy</b>": truths}, inputs=inputs)
+    html, numbers = render_report(
+        result, truths=truths, predictions={"net": preds, "<b>copy</b>": truths}, inputs=inputs
+    )
     _assert_self_contained(html)
-    for heading in ("Summary", "Pairwise differences", "Distributions over images",
-                    "Matching vs IoU threshold", "Worst images", "Examples", "Settings", "How to read this"):
+    for heading in (
+        "Summary",
+        "Pairwise differences",
+        "Distributions over images",
+        "Matching vs IoU threshold",
+        "Worst images",
+        "Examples",
+        "Settings",
+        "How to read this",
+    ):
         assert heading in html
     assert "&lt;b&gt;copy&lt;/b&gt;" in html and "<b>copy</b>" not in html  # names are escaped
     assert "no clear difference" in html or "better" in html
@@ -76,7 +86,8 @@ def test_semantic_volume_and_detection_reports_render():
     points_true = [np.array([[5.0, 5.0], [15.0, 15.0]])] * 2
     points_pred = [np.array([[5.0, 6.0], [30.0, 1.0]])] * 2
     result = evaluate({"spots": points_pred}, points_true, task="detection", tolerance=2.0, n_bootstrap=50)
-    html, _ = render_report(result, truths=points_true, predictions={"spots": points_pred},
-                            inputs=[np.zeros((32, 32))] * 2)
+    html, _ = render_report(
+        result, truths=points_true, predictions={"spots": points_pred}, inputs=[np.zeros((32, 32))] * 2
+    )
     _assert_self_contained(html)
     assert "mean_distance" in html

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _packages import BUILDERS, CORE_CANNOT_RUN, SPEC_CANNOT_CONVERT, WEIGHT_FORMATS, built_packages
 from _reference import failure_messages, reference_predict, reference_test
 from _reference import test_passed as core_test_passed
@@ -26,8 +25,10 @@ def _load(rdf: Path):
 def _test_arrays(descr) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     from bioimageio.spec.utils import load_array
 
-    return ({str(t.id): load_array(t.test_tensor) for t in descr.inputs},
-            {str(t.id): load_array(t.test_tensor) for t in descr.outputs})
+    return (
+        {str(t.id): load_array(t.test_tensor) for t in descr.inputs},
+        {str(t.id): load_array(t.test_tensor) for t in descr.outputs},
+    )
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
@@ -84,12 +85,14 @@ def test_reference_predict_reproduces_test_outputs(packages):
 
 def test_reference_predict_shapes_follow_size_rules(packages):
     rng = np.random.default_rng(0)
-    out = reference_predict(packages["scaled_output"], {"raw": rng.normal(size=(1, 1, 48, 80)).astype("float32")},
-                            weight_format="onnx")
+    out = reference_predict(
+        packages["scaled_output"], {"raw": rng.normal(size=(1, 1, 48, 80)).astype("float32")}, weight_format="onnx"
+    )
     assert out["down"].shape == (1, 1, 24, 40)
     assert out["valid"].shape == (1, 1, 44, 76)
-    out = reference_predict(packages["three_d"], {"raw": rng.normal(size=(2, 1, 12, 48, 32)).astype("float32")},
-                            weight_format="torchscript")
+    out = reference_predict(
+        packages["three_d"], {"raw": rng.normal(size=(2, 1, 12, 48, 32)).astype("float32")}, weight_format="torchscript"
+    )
     assert out["out"].shape == (2, 1, 12, 48, 32)
 
 
@@ -100,5 +103,6 @@ def test_ops_outputs_are_not_trivial(packages):
     assert out["prob"].shape[0] == 2 and 0 < out["prob"].min() and out["prob"].max() < 1
     np.testing.assert_allclose(out["classes"].sum(axis=1), 1.0, rtol=1e-5)
     restored = _test_arrays(_load(packages["ops_scale_mean_variance"]))
-    np.testing.assert_allclose(restored[1]["restored"].mean(axis=(2, 3)), restored[0]["raw"].mean(axis=(2, 3)),
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        restored[1]["restored"].mean(axis=(2, 3)), restored[0]["raw"].mean(axis=(2, 3)), rtol=1e-4
+    )

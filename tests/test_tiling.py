@@ -28,23 +28,34 @@ SPACE = ("y", "x")
 # ---- synthetic models -------------------------------------------------------------------
 
 
-def _input(tid: str, rules: dict[str, object], *, batch: int | None = None, channels: int = 1,
-           scale: float = 1.0) -> TensorGeometry:
-    axes = [AxisGeometry("batch", "batch", None if batch is None else FixedSize(batch)),
-            AxisGeometry("channel", "channel", FixedSize(channels))]
+def _input(
+    tid: str, rules: dict[str, object], *, batch: int | None = None, channels: int = 1, scale: float = 1.0
+) -> TensorGeometry:
+    axes = [
+        AxisGeometry("batch", "batch", None if batch is None else FixedSize(batch)),
+        AxisGeometry("channel", "channel", FixedSize(channels)),
+    ]
     axes += [AxisGeometry(a, "space", r, scale=scale) for a, r in rules.items()]  # type: ignore[arg-type]
     return TensorGeometry(tid, tuple(axes))
 
 
-def _output(tid: str, ref: str, axes: tuple[str, ...], *, halo: int = 0, scale: float = 1.0,
-            offset: int = 0, channels: int = 1) -> TensorGeometry:
+def _output(
+    tid: str, ref: str, axes: tuple[str, ...], *, halo: int = 0, scale: float = 1.0, offset: int = 0, channels: int = 1
+) -> TensorGeometry:
     out = [AxisGeometry("batch", "batch", None), AxisGeometry("channel", "channel", FixedSize(channels))]
     out += [AxisGeometry(a, "space", SizeReference(ref, a, offset), scale=scale, halo=halo) for a in axes]
     return TensorGeometry(tid, tuple(out))
 
 
-def _model(rule: object = ParameterizedSize(16, 8), *, axes: tuple[str, ...] = SPACE, halo: int = 4,
-           scale: float = 1.0, offset: int = 0, batch: int | None = None) -> ModelGeometry:
+def _model(
+    rule: object = ParameterizedSize(16, 8),
+    *,
+    axes: tuple[str, ...] = SPACE,
+    halo: int = 4,
+    scale: float = 1.0,
+    offset: int = 0,
+    batch: int | None = None,
+) -> ModelGeometry:
     return ModelGeometry(
         inputs=(_input("raw", {a: rule for a in axes}, batch=batch),),
         outputs=(_output("out", "raw", axes, halo=halo, scale=scale, offset=offset),),
@@ -52,7 +63,7 @@ def _model(rule: object = ParameterizedSize(16, 8), *, axes: tuple[str, ...] = S
 
 
 def _shape(*spatial: int, axes: tuple[str, ...] = SPACE, batch: int = 1) -> dict[str, dict[str, int]]:
-    return {"raw": {"batch": batch, "channel": 1, **dict(zip(axes, spatial))}}
+    return {"raw": {"batch": batch, "channel": 1, **dict(zip(axes, spatial, strict=True))}}
 
 
 def _check_plan(plan: TilePlan, *, beyond: int = 0) -> None:
@@ -68,13 +79,13 @@ def _check_plan(plan: TilePlan, *, beyond: int = 0) -> None:
         for tile in plan.tiles:
             inner, where = tile.outputs[out.id]
             assert np.zeros(tile_shape)[inner].shape == counts[where].shape
-            for sl, n in zip(inner, tile_shape):
+            for sl, n in zip(inner, tile_shape, strict=True):
                 assert 0 <= sl.start <= sl.stop <= n
             counts[where] += 1
         assert (counts == 1).all(), f"output {out.id} covered {counts.min()}..{counts.max()} times"
     for t in geometry.inputs:
         tile_shape = tuple(plan.input_tile_shapes[t.id][a] for a in t.axis_ids)
-        for a, n in zip(t.axes, tile_shape):
+        for a, n in zip(t.axes, tile_shape, strict=True):
             if isinstance(a.size, ParameterizedSize):
                 assert a.size.is_valid(n)
             elif isinstance(a.size, FixedSize):
@@ -82,7 +93,7 @@ def _check_plan(plan: TilePlan, *, beyond: int = 0) -> None:
         for tile in plan.tiles:
             region = tile.inputs[t.id]
             assert tuple(s.stop - s.start for s in region) == tile_shape
-            for a, sl, n in zip(t.axis_ids, region, tile_shape):
+            for a, sl, n in zip(t.axis_ids, region, tile_shape, strict=True):
                 whole, halo = plan.input_shapes[t.id][a], plan.input_halos[t.id].get(a, 0)
                 assert sl.start >= -halo
                 assert sl.stop <= max(whole + halo, n - halo) + 2 + beyond  # 2: alignment
@@ -167,8 +178,12 @@ SCALES = st.sampled_from([(1.0, 1), (2.0, 1), (0.5, 2)])
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     sizes=st.tuples(st.integers(1, 300), st.integers(1, 300)),
-    min_=st.integers(1, 64), step=st.integers(1, 32), halo=st.integers(0, 12),
-    scale=SCALES, offset=st.sampled_from([0, 0, -2, 2]), batch=st.integers(1, 2),
+    min_=st.integers(1, 64),
+    step=st.integers(1, 32),
+    halo=st.integers(0, 12),
+    scale=SCALES,
+    offset=st.sampled_from([0, 0, -2, 2]),
+    batch=st.integers(1, 2),
     budget=st.sampled_from([None, 10**6, 10**8]),
 )
 def test_plans_cover_outputs_exactly_once(sizes, min_, step, halo, scale, offset, batch, budget) -> None:
@@ -242,8 +257,13 @@ def _stitch(plan: TilePlan, image: np.ndarray, model, *, pad_mode: str = "reflec
 
 @settings(max_examples=40, deadline=None)
 @given(
-    h=st.integers(20, 150), w=st.integers(20, 150), radius=st.integers(0, 5), extra=st.integers(0, 4),
-    step=st.sampled_from([4, 8, 16]), scale=st.sampled_from([1.0, 2.0, 0.5]), seed=st.integers(0, 99),
+    h=st.integers(20, 150),
+    w=st.integers(20, 150),
+    radius=st.integers(0, 5),
+    extra=st.integers(0, 4),
+    step=st.sampled_from([4, 8, 16]),
+    scale=st.sampled_from([1.0, 2.0, 0.5]),
+    seed=st.integers(0, 99),
 )
 def test_stitched_filter_equals_whole_image_filter(h, w, radius, extra, step, scale, seed) -> None:
     halo_in = radius + extra + (radius + extra) % 2  # even, so it is whole at scale 2 and 0.5
@@ -299,9 +319,11 @@ def test_two_inputs_with_the_same_yx() -> None:
     mask = _input("mask", {a: SizeReference("raw", a) for a in SPACE}, channels=2)
     other = _input("other", {a: ParameterizedSize(48, 8) for a in SPACE})
     geometry = ModelGeometry((raw, mask, other), (_output("out", "mask", SPACE, halo=8),))
-    shapes = {"raw": {"batch": 1, "channel": 1, "y": 200, "x": 150},
-              "mask": {"batch": 1, "channel": 2, "y": 200, "x": 150},
-              "other": {"batch": 1, "channel": 1, "y": 200, "x": 150}}
+    shapes = {
+        "raw": {"batch": 1, "channel": 1, "y": 200, "x": 150},
+        "mask": {"batch": 1, "channel": 2, "y": 200, "x": 150},
+        "other": {"batch": 1, "channel": 1, "y": 200, "x": 150},
+    }
     plan = plan_tiles(geometry, shapes, tile={"y": 70, "x": 70})
     assert plan.input_tile_shapes["raw"]["y"] == 80  # valid for both 32 + n*16 and 48 + n*8
     assert plan.n_tiles > 1
@@ -328,8 +350,9 @@ def test_batch_is_tiled_per_sample_and_batched_per_forward() -> None:
 
 
 def test_outputs_that_cannot_be_tiled() -> None:
-    label = TensorGeometry("class", (AxisGeometry("batch", "batch", None),
-                                     AxisGeometry("index", "index", DataDependentSize())))
+    label = TensorGeometry(
+        "class", (AxisGeometry("batch", "batch", None), AxisGeometry("index", "index", DataDependentSize()))
+    )
     geometry = ModelGeometry((_input("raw", {a: ParameterizedSize(16, 16) for a in SPACE}),), (label,))
     plan = plan_tiles(geometry, _shape(100, 70))
     assert plan.n_tiles == 1 and dict(plan.input_tile_shapes["raw"]) == {"batch": 1, "channel": 1, "y": 112, "x": 80}
@@ -391,11 +414,15 @@ def test_example_tiles_match_bioimageio_core(example_model: Path, example_geomet
     theirs = []
     for meta in metas:
         block = meta.input.blocks[MemberId("raw")]
-        theirs.append(tuple(
-            (block.outer_slice[AxisId(a)].start - block.padding[AxisId(a)].left,
-             block.outer_slice[AxisId(a)].stop + block.padding[AxisId(a)].right)
-            for a in SPACE
-        ))
+        theirs.append(
+            tuple(
+                (
+                    block.outer_slice[AxisId(a)].start - block.padding[AxisId(a)].left,
+                    block.outer_slice[AxisId(a)].stop + block.padding[AxisId(a)].right,
+                )
+                for a in SPACE
+            )
+        )
     plan = plan_tiles(example_geometry, _shape(1000, 1000))
     ours = [tuple((s.start, s.stop) for s in t.inputs["raw"][2:]) for t in plan.tiles]
     assert plan.n_tiles == n and ours == theirs

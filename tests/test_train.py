@@ -23,12 +23,12 @@ from microzoo.train.config import (
     load_config,
     n2v_config,
     save_config,
-    unet_config,
+    semantic_config,
 )
 from microzoo.train.data import PatchSampler, load_samples, split_samples
 from microzoo.train.loop import cosine_rate, fit, load_checkpoint
 from microzoo.train.run import train
-from microzoo.train.tasks.segmentation import class_map
+from microzoo.train.tasks.semantic import class_map
 
 N = 5  # images per tiny data set
 
@@ -107,7 +107,7 @@ def _same_weights(a: Path, b: Path) -> bool:
 
 def test_semantic_isbi_writes_model_report_curves_and_package(isbi: Path, tmp_path: Path) -> None:
     # ISBI 2012 draws the membranes as 0: foreground "zero" makes them the class the U-Net learns
-    config = unet_config(images=isbi / "images", labels=isbi / "labels", patch_size=32, foreground="zero")
+    config = semantic_config(images=isbi / "images", labels=isbi / "labels", patch_size=32, foreground="zero")
     config = _tiny(config, export=True)
     result = train(config, out_dir=tmp_path / "out")
     assert load_config(result.config) == config
@@ -120,6 +120,8 @@ def test_semantic_isbi_writes_model_report_curves_and_package(isbi: Path, tmp_pa
     description = yaml.safe_load(result.package.read_text())
     assert description["format_version"].startswith("0.5")
     assert {w for w in description["weights"]} == {"pytorch_state_dict", "torchscript", "onnx"}
+    # four training images: their quarters complete the fingerprint, so predictions get a trust note
+    assert description["config"]["microzoo"]["fingerprint"] == "training_fingerprint.json"
 
 
 def test_instances_dsb_chooses_thresholds_on_validation_images(dsb: Path, tmp_path: Path) -> None:
@@ -143,11 +145,47 @@ def test_care_w2s_is_compared_with_a_tuned_gaussian_and_the_noisy_input(w2s: Pat
     assert {"psnr_fitted", "baseline psnr_fitted"} <= set(result.figures) and result.package is None
 
 
-def test_n2v_in_3d_on_stacks(w2s_volumes: Path, tmp_path: Path) -> None:
+def test_n2v_in_3d_on_stacks_exports_a_package_with_its_fingerprint(w2s_volumes: Path, tmp_path: Path) -> None:
     config = _tiny(n2v_config(images=w2s_volumes / "noisy", targets=w2s_volumes / "clean", spatial_dims=3,
-                              patch_size=(8, 16, 16)))  # fmt: skip
+                              patch_size=(8, 16, 16)), export=True)  # fmt: skip
     result = train(config, out_dir=tmp_path / "out")
     assert result.report.exists() and np.isfinite(result.figures["psnr_fitted"])
+    # three stacks: planes of each make the fingerprint, so 3-D predictions get a trust note too
+    description = yaml.safe_load(result.package.read_text())
+    assert [op["id"] for op in description["outputs"][0]["postprocessing"]] == ["scale_linear", "ensure_dtype"]
+    assert description["config"]["microzoo"]["fingerprint"] == "training_fingerprint.json"
+    assert (result.package.parent / "training_fingerprint.json").exists()
+
+
+def test_restoration_package_answers_in_the_input_units_in_microzoo_and_bioimageio_core(
+    w2s: Path, tmp_path: Path
+) -> None:
+    from _reference import reference_predict
+
+    import microzoo
+    from microzoo.train.data import normalize_percentiles
+    from microzoo.train.tasks.skeleton import build_network, load_best, predict_image
+
+    # CARE's residual U-Net starts near the identity: after a few steps its output is a restored
+    # input, so the package's output must lie in the input's range (0..255 on W2S), not in 0..1
+    config = _tiny(care_config(images=w2s / "noisy", targets=w2s / "clean", patch_size=32), export=True)
+    result = train(config, out_dir=tmp_path / "out")
+    description = yaml.safe_load(result.package.read_text())
+    assert [op["id"] for op in description["outputs"][0]["postprocessing"]] == ["scale_linear", "ensure_dtype"]
+    scale = description["config"]["microzoo"]["output_scale"]
+    raw = tifffile.imread(w2s / "noisy" / "001.tif")  # W2S: uint8, 0..255
+    assert raw.dtype == np.uint8 and scale["gain"][0] > 50  # the training images' percentile range, in 0..255
+    ours = np.squeeze(microzoo.load_model(result.package.parent).predict(raw, axes="yx")["output"])
+    core = np.squeeze(reference_predict(result.package, {"input": raw[None, None].astype(np.float32)},
+                                        weight_format="torchscript")["output"])  # fmt: skip
+    np.testing.assert_allclose(ours, core, rtol=1e-3, atol=1e-2)
+    # the network's normalised output, mapped back by the stored gain and offset
+    network = load_best(build_network(config, in_channels=1, out_channels=1), result.best_checkpoint)
+    normalised = predict_image(network, normalize_percentiles(raw[None].astype(np.float32)), multiple=4)[0]
+    np.testing.assert_allclose(ours, normalised * scale["gain"][0] + scale["offset"][0], rtol=1e-3, atol=1e-2)
+    # in the input's units: the denoised image lies in the raw image's range, not in 0..1
+    assert np.percentile(raw, 1) - 20 < np.median(ours) < np.percentile(raw, 99) + 20
+    assert abs(float(ours.mean()) - float(raw.mean())) < 0.25 * float(np.ptp(raw))
 
 
 # ------------------------------------------------------------------ determinism, resume, stopping
@@ -219,7 +257,8 @@ def test_cosine_schedule_anneals_over_the_steps_or_the_time_budget(tmp_path: Pat
     assert cosine_rate(timed, 10, 5.0) == pytest.approx(1e-5)  # past the deadline: the floor
     run = _fit_constant(tmp_path, epochs=4, scheduler="cosine", early_stopping_patience=None)
     rates = [row["learning_rate"] for row in run.history]
-    assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(4e-6)  # the default rate 4e-4, annealed to its hundredth
+    # the default rate 4e-4, annealed to its hundredth
+    assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(4e-6)
 
 
 # ------------------------------------------------------------------ configuration and data
@@ -250,6 +289,24 @@ def test_config_errors_name_the_field(tmp_path: Path, data: dict, field: str) ->
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         load_config(path)
+
+
+def test_each_task_has_one_name_and_former_names_are_refused_with_the_new_one(tmp_path: Path) -> None:
+    from microzoo.train.tasks.registry import TASKS
+
+    assert list(TASKS) == ["semantic", "instances", "care", "n2v"]
+    for name, task in TASKS.items():  # the config class, its factory and the task's own module agree on the name
+        assert task.config_class.model_fields["task"].default == name
+        assert task.module.endswith(f".{name}") and task.factory.__name__ == f"{name}_config"
+    path = tmp_path / "old.yaml"
+    for former in ("unet", "segmentation"):
+        path.write_text(yaml.safe_dump({"task": former, "data": {"images": "a", "labels": "b"}}))
+        with pytest.raises(ConfigError, match="now called 'semantic'"):
+            load_config(path)
+    result = CliRunner().invoke(app, ["train", "unet", "--images", str(tmp_path), "--labels", str(tmp_path),
+                                      "--out", str(tmp_path / "x")])  # fmt: skip
+    assert isinstance(result.exception, ConfigError) and "now called 'semantic'" in str(result.exception)
+    assert not (tmp_path / "x").exists()
 
 
 def test_two_class_foreground_is_label_above_zero_or_label_zero(shared_data: Path) -> None:
@@ -289,12 +346,13 @@ def test_cli_train_from_yaml_and_short_form_errors(w2s: Path, tmp_path: Path) ->
     result = runner.invoke(app, ["train", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "Curves:" in result.output and (tmp_path / "out" / "config.yaml").exists()
-    missing = runner.invoke(app, ["train", "unet", "--images", str(w2s / "noisy"), "--out", str(tmp_path / "x")])
+    missing = runner.invoke(app, ["train", "semantic", "--images", str(w2s / "noisy"), "--out", str(tmp_path / "x")])
     assert missing.exit_code != 0 and "--labels" in str(missing.output) + str(missing.exception)
-    wrong = runner.invoke(app, ["train", "unet", "--images", str(w2s / "noisy"), "--labels", str(w2s / "clean"),
+    wrong = runner.invoke(app, ["train", "semantic", "--images", str(w2s / "noisy"), "--labels", str(w2s / "clean"),
                                 "--foreground", "membranes", "--out", str(tmp_path / "y")])  # fmt: skip
     assert isinstance(wrong.exception, ConfigError) and "foreground" in str(wrong.exception)
     assert not (tmp_path / "y").exists()  # refused before anything is written
     ignored = runner.invoke(app, ["train", "instances", "--images", str(w2s / "noisy"), "--labels", str(w2s / "clean"),
                                   "--foreground", "zero", "--out", str(tmp_path / "z")])  # fmt: skip
-    assert isinstance(ignored.exception, ConfigError) and "train unet" in str(ignored.exception)
+    message = str(ignored.exception)
+    assert isinstance(ignored.exception, ConfigError) and "--foreground" in message and "train instances" in message

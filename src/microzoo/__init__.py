@@ -19,10 +19,13 @@ __all__ = ["MicrozooError", "__version__", "load_model"]
 from microzoo.errors import MicrozooError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import os
+
+    from microzoo.package.load import ModelPackage
     from microzoo.runtime.predict import Model
 
 
-def load_model(source: Any, *, weights: str | None = None, **options: Any) -> "Model":
+def load_model(source: str | os.PathLike[str] | ModelPackage, *, weights: str | None = None, **options: Any) -> Model:
     """Open a model package (folder, ``.zip``, ``rdf.yaml``/``bioimageio.yaml`` or URL) to run it.
 
     ``weights`` chooses a weight format (``"torchscript"``, ``"onnx"``, ``"pytorch_state_dict"``);

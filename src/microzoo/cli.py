@@ -339,17 +339,14 @@ def compare(
     console.print(escape(f"report: {result.paths['report']}"))
 
 
-_TRAIN_TASKS = ("unet", "instances", "care", "n2v")
-
-
 @app.command("train")
 def train_command(
-    what: str = typer.Argument(..., help="A training configuration (.yaml), or a task: unet, instances, care, n2v."),
+    what: str = typer.Argument(..., help="A training configuration (.yaml), or a task: semantic, instances, care, n2v."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output folder (default: beside the YAML file)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Short form: folder of input images."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Short form (unet, instances): label images."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Short form (semantic, instances): label images."),
     targets: Optional[Path] = typer.Option(None, "--targets", help="Short form: clean images (care; n2v: QC only)."),
-    foreground: str = typer.Option("nonzero", "--foreground", help="Short form (unet): 'nonzero' (labels > 0 are the objects) or 'zero' (label 0 is, e.g. membranes)."),
+    foreground: Optional[str] = typer.Option(None, "--foreground", help="Short form (semantic): 'nonzero' (labels > 0 are the objects, the default) or 'zero' (label 0 is, e.g. membranes)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Short form: number of epochs."),
     patch: Optional[int] = typer.Option(None, "--patch", help="Short form: patch side (default 128, 3-D 32x64x64)."),
     three_d: bool = typer.Option(False, "--3d", help="Short form: train on 3-D stacks (zyx)."),
@@ -359,35 +356,23 @@ def train_command(
     """Train a model on your images, check it against a classical baseline, export a zoo package."""
     from microzoo.errors import ConfigError
     from microzoo.train import config as configs
-    from microzoo.train.run import train
+    from microzoo.train import short_form_config, train
+    from microzoo.train.tasks import get_task
 
-    if what in _TRAIN_TASKS:
+    if not what.lower().endswith((".yaml", ".yml")):
+        get_task(what, source=f"`microzoo train {what}` (a task, or a configuration file .yaml)")
         if images is None or out is None:
             raise ConfigError(f"microzoo train {what} needs --images DIR and --out DIR")
-        if foreground != "nonzero" and what != "unet":
-            raise ConfigError(f"--foreground applies to `microzoo train unet` only, not to {what}; leave it out")
-        options = dict(images=images.resolve(), spatial_dims=3 if three_d else 2, patch_size=patch, epochs=epochs,
-                       max_minutes=max_minutes, name=f"{what}-{images.resolve().name}")  # fmt: skip
-        if what in ("unet", "instances"):
-            if labels is None:
-                raise ConfigError(f"microzoo train {what} needs --labels DIR: label images named like the inputs")
-            if what == "unet":
-                config = configs.unet_config(labels=labels.resolve(), foreground=foreground, **options)
-            else:
-                config = configs.instances_config(labels=labels.resolve(), **options)
-        elif what == "care":
-            if targets is None:
-                raise ConfigError("microzoo train care needs --targets DIR: clean images named like the noisy ones")
-            config = configs.care_config(targets=targets.resolve(), **options)
-        else:
-            config = configs.n2v_config(targets=targets.resolve() if targets else None, **options)
-    elif what.lower().endswith((".yaml", ".yml")):
+        config = short_form_config(
+            what, images=images.resolve(), labels=labels.resolve() if labels else None,
+            targets=targets.resolve() if targets else None, foreground=foreground, spatial_dims=3 if three_d else 2,
+            patch_size=patch, epochs=epochs, max_minutes=max_minutes, name=f"{what}-{images.resolve().name}",
+        )  # fmt: skip
+    else:
         config = configs.load_config(what)
         if max_minutes is not None:
             config.training.max_minutes = max_minutes
         out = out or Path(what).resolve().parent / config.name
-    else:
-        raise ConfigError(f"{what!r} is neither a configuration file (.yaml) nor a task ({', '.join(_TRAIN_TASKS)})")
     with _progress_bar("training") as progress:
         result = train(config, out_dir=out, progress=progress, resume=resume)
     console = _console()

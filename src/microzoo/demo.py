@@ -37,8 +37,10 @@ def shared_data_dir() -> Path:
     here = Path(__file__).resolve().parents[3] / "shared" / "data"
     path = Path(env) if env else here
     if not path.is_dir():
-        raise DataError(f"the real data folder {path} is missing: put the shared folder beside the "
-                        "repository or set MICROZOO_SHARED_DATA")
+        raise DataError(
+            f"the real data folder {path} is missing: put the shared folder beside the "
+            "repository or set MICROZOO_SHARED_DATA"
+        )
     return path
 
 
@@ -64,12 +66,16 @@ def run_demo(out: Path, *, data: Path | None = None, progress: ProgressCallback 
     data = data or shared_data_dir()
     package = open_package(data / "bmz" / "unet2d_nuclei_broad")
     results = test_package(package, progress=progress)
-    lines = tuple(f"{r.weight_format}: {r.output_id} max |diff| {r.max_abs_diff:.2g}, "
-                  f"{r.mismatched_per_million:.1f} mismatched per million -> {'pass' if r.passed else 'FAIL'}"
-                  for r in results)
+    lines = tuple(
+        f"{r.weight_format}: {r.output_id} max |diff| {r.max_abs_diff:.2g}, "
+        f"{r.mismatched_per_million:.1f} mismatched per million -> {'pass' if r.passed else 'FAIL'}"
+        for r in results
+    )
     model = Model(package)
     images = pick_images(data / "dsb2018" / "test" / "images")
-    outputs, overlays, notices = [], [], []
+    outputs: list[Path] = []
+    overlays: list[Path] = []
+    notices: list[str] = []
     for done, path in enumerate(images):
         if progress:
             progress(done, len(images), f"predicting {path.name[:12]}")
@@ -78,14 +84,25 @@ def run_demo(out: Path, *, data: Path | None = None, progress: ProgressCallback 
         probability = prediction.outputs[model.output_ids[0]]
         stem = path.stem[:12]
         outputs.append(write_image(out / f"{stem}_probability.tif", probability, prediction.axes[model.output_ids[0]]))
-        overlays.append(write_overlay(out / f"{stem}_overlay.png", np.asarray(image.data), probability,
-                                      title=f"{path.stem[:12]}  {image.data.shape[0]}x{image.data.shape[1]}, "
-                                            f"{prediction.n_tiles} tile(s)"))
+        overlays.append(
+            write_overlay(
+                out / f"{stem}_overlay.png",
+                np.asarray(image.data),
+                probability,
+                title=f"{path.stem[:12]}  {image.data.shape[0]}x{image.data.shape[1]}, {prediction.n_tiles} tile(s)",
+            )
+        )
         notices.extend(prediction.notices)
     if progress:
         progress(len(images), len(images), "done")
-    return DemoResult(package.name, all(r.passed for r in results), lines, tuple(outputs), tuple(overlays),
-                      tuple(dict.fromkeys(notices)))
+    return DemoResult(
+        package.name,
+        all(r.passed for r in results),
+        lines,
+        tuple(outputs),
+        tuple(overlays),
+        tuple(dict.fromkeys(notices)),
+    )
 
 
 def write_overlay(path: Path, image: np.ndarray, probability: np.ndarray, *, title: str = "") -> Path:

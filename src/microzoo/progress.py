@@ -7,7 +7,7 @@ the CLI turns that into a rich progress bar, napari into its own progress widget
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 ProgressCallback = Callable[[int, int, str], None]
 

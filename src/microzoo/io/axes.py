@@ -118,10 +118,7 @@ def check_axes(axes: str, *, ndim: int | None = None, name: str = "the image") -
         )
     repeated = sorted({a for a in norm if norm.count(a) > 1})
     if repeated:
-        raise AxesError(
-            f"axes {axes!r} repeat {''.join(repeated)!r}; each letter may appear once "
-            f"({_LETTER_HELP})"
-        )
+        raise AxesError(f"axes {axes!r} repeat {''.join(repeated)!r}; each letter may appear once ({_LETTER_HELP})")
     if ndim is not None and len(norm) != ndim:
         raise AxesError(
             f"axes {axes!r} have {len(norm)} letters but {name} has {ndim} dimensions; "
@@ -223,7 +220,7 @@ def map_to_model(
             cur = "".join(a for a in cur if a not in squeezed)
             extra = [a for a in extra if a not in squeezed]
         if extra:
-            sizes = {a: axes_size for a, axes_size in zip(cur, array.shape) if a in extra}
+            sizes = {a: axes_size for a, axes_size in zip(cur, array.shape, strict=True) if a in extra}
             raise AxesError(
                 f"the image has axes {axes!r} (shape {tuple(np.shape(data))}) and the model "
                 f"({model}) has no {'/'.join(extra)} axis {sizes} and no batch axis to run "
@@ -275,13 +272,15 @@ def select_channels(data: np.ndarray, axes: str, channels: int | Sequence[int]) 
         raise AxesError(
             f"channel(s) {', '.join(map(str, wanted))} were chosen but the image has axes {axes!r} "
             f"(shape {array.shape}) with no channel axis; leave out --channel, or say with --axes "
-            "which axis holds the channels (e.g. --axes cyx)")
+            "which axis holds the channels (e.g. --axes cyx)"
+        )
     n = array.shape[axes.index("c")]
     bad = [c for c in wanted if not 0 <= int(c) < n]
     if not wanted or bad:
         raise AxesError(
             f"channel(s) {', '.join(map(str, bad or wanted)) or 'none'} do not exist: the image has {n} "
-            f"channel(s), numbered 0 to {n - 1}; choose among them, e.g. --channel 0")
+            f"channel(s), numbered 0 to {n - 1}; choose among them, e.g. --channel 0"
+        )
     picked = np.take(array, [int(c) for c in wanted], axis=axes.index("c"))
     return picked, f"used channel(s) {', '.join(map(str, wanted))} of {n}"
 
@@ -305,10 +304,7 @@ def _match_channels(
     spatial_only = set(axes) - {"b"} == {"c", "y", "x"}
     if channels == 1 and n in (3, 4) and spatial_only:
         gray = rgb_to_grey(array, channel_axis=axes.index("c"))
-        notices.append(
-            "converted RGB to grayscale for a 1-channel model"
-            + (" (alpha dropped)" if n == 4 else "")
-        )
+        notices.append("converted RGB to grayscale for a 1-channel model" + (" (alpha dropped)" if n == 4 else ""))
         return np.expand_dims(gray, axes.index("c")), axes
     what = f"{n} channels" if has_c else "no channel axis"
     raise AxesError(
@@ -319,15 +315,12 @@ def _match_channels(
             "Python channel=[0, 2]), or pass --axes if another axis holds the channels "
             "(e.g. --axes cyx or --axes yxc)"
             if has_c
-            else "if one of the image's axes holds the channels, say so with --axes "
-            "(e.g. --axes cyx or --axes yxc)"
+            else "if one of the image's axes holds the channels, say so with --axes (e.g. --axes cyx or --axes yxc)"
         )
     )
 
 
-def map_from_model(
-    output: np.ndarray, output_axes: Sequence[str], mapping: AxesMapping
-) -> tuple[np.ndarray, str]:
+def map_from_model(output: np.ndarray, output_axes: Sequence[str], mapping: AxesMapping) -> tuple[np.ndarray, str]:
     """Turn a model output back into the layout of the image it was computed from.
 
     The batch axis is unfolded into the axes :func:`map_to_model` folded into it (or dropped
@@ -348,9 +341,7 @@ def map_from_model(
     array = np.asarray(output)
     cur = ids_to_letters(output_axes)
     if len(cur) != array.ndim:
-        raise AxesError(
-            f"the model output has {array.ndim} dimensions but {len(cur)} axes {tuple(output_axes)}"
-        )
+        raise AxesError(f"the model output has {array.ndim} dimensions but {len(cur)} axes {tuple(output_axes)}")
     folded = mapping.folded_axes
     if "b" in cur:
         b = cur.index("b")
@@ -365,9 +356,7 @@ def map_from_model(
         array = array.reshape(mapping.folded_shape + array.shape[1:])
         cur = folded + cur.replace("b", "")
     elif folded:
-        raise AxesError(
-            f"the model output has no batch axis, so the folded axes {folded!r} cannot be restored"
-        )
+        raise AxesError(f"the model output has no batch axis, so the folded axes {folded!r} cannot be restored")
     drop = [
         a
         for a in cur
@@ -428,6 +417,5 @@ def to_grayscale(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[-1] == 1:
         return image[..., 0].astype(np.float64)
     raise ImageError(
-        f"expected a 2D image (y, x) or a colour image (y, x, 3|4), got shape {image.shape}; "
-        "pass one plane at a time"
+        f"expected a 2D image (y, x) or a colour image (y, x, 3|4), got shape {image.shape}; pass one plane at a time"
     )

@@ -20,8 +20,16 @@ import numpy as np
 from microzoo.errors import AxesError, ImageError
 from microzoo.io.axes import check_axes
 
-__all__ = ["IMAGE_SUFFIXES", "Image", "find_images", "image_format", "image_shape", "normalize_unit", "read_array",
-           "read_image"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "Image",
+    "find_images",
+    "image_format",
+    "image_shape",
+    "normalize_unit",
+    "read_array",
+    "read_image",
+]
 
 #: file name endings microzoo reads, longest first
 IMAGE_SUFFIXES = (
@@ -115,10 +123,7 @@ def read_image(path: str | os.PathLike[str], *, axes: str | None = None) -> Imag
     if not path.exists():
         raise ImageError(f"image {path} does not exist; check the path")
     if fmt is None:
-        raise ImageError(
-            f"cannot read {path}: unknown image type; microzoo reads "
-            f"{', '.join(IMAGE_SUFFIXES)}"
-        )
+        raise ImageError(f"cannot read {path}: unknown image type; microzoo reads {', '.join(IMAGE_SUFFIXES)}")
     reader = {"tiff": _read_tiff, "png": _read_pil, "jpeg": _read_pil, "npy": _read_npy,
               "zarr": _read_zarr}[fmt]  # fmt: skip
     try:
@@ -227,10 +232,10 @@ def _read_tiff(path: Path) -> tuple[Any, str | None, dict[str, float] | None, st
 
 def _tiff_axes(codes: str) -> str | None:
     """Our letters for tifffile's axes codes, or None if any is unknown (I, Q, ...)."""
-    letters = [_TIFF_LETTERS.get(c) for c in codes]
-    if None in letters or len(set(letters)) != len(letters):
+    if any(c not in _TIFF_LETTERS for c in codes):
         return None
-    return "".join(letters)  # type: ignore[arg-type]
+    letters = [_TIFF_LETTERS[c] for c in codes]
+    return "".join(letters) if len(set(letters)) == len(letters) else None
 
 
 def _own_ome_layout(series: Any, axes: str) -> tuple[np.ndarray, str | None]:
@@ -242,7 +247,10 @@ def _own_ome_layout(series: Any, axes: str) -> tuple[np.ndarray, str | None]:
     data = series.asarray(squeeze=False)
     codes = series.get_axes(False)
     modulo = next((a for a in axes if a in "bi"), None)
-    letters = [_TIFF_LETTERS.get(c, modulo) if c != "S" else "s" for c in codes]
+    found = [_TIFF_LETTERS.get(c, modulo) if c != "S" else "s" for c in codes]
+    letters = [letter for letter in found if letter is not None]
+    if len(letters) != len(found):  # an axis code of tifffile's that the description does not explain
+        return series.asarray(), _tiff_axes(series.axes)
     keep = [i for i, a in enumerate(letters) if a in axes]
     drop = tuple(i for i, a in enumerate(letters) if a not in axes)
     if sorted(letters[i] for i in keep) != sorted(axes) or any(data.shape[i] != 1 for i in drop):
@@ -326,7 +334,7 @@ def _read_zarr(path: Path) -> tuple[Any, str | None, dict[str, float] | None, st
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):
         return node, None, None, None
-    attrs = node.attrs.asdict()
+    attrs: dict[str, Any] = node.attrs.asdict()  # JSON, read as json.load reads it
     meta = attrs.get("ome", attrs)
     if "multiscales" not in meta:
         arrays = sorted(name for name, _ in node.arrays())
@@ -339,6 +347,8 @@ def _read_zarr(path: Path) -> tuple[Any, str | None, dict[str, float] | None, st
     multiscale = meta["multiscales"][0]
     dataset = multiscale["datasets"][0]
     data = node[dataset["path"]]
+    if not isinstance(data, zarr.Array):
+        raise ImageError(f"{path}: level 0 of the multiscales ({dataset['path']}) is a group, not an array")
     axes = _ngff_axes(multiscale.get("axes", []))
     scale = np.ones(data.ndim)
     for transforms in (dataset.get("coordinateTransformations", []),

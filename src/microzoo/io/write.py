@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from microzoo.errors import OutputError
 from microzoo.io.atomic import atomic_output
@@ -33,7 +33,7 @@ _WRITABLE = ".tif, .tiff, .ome.tif, .png, .npy, .zarr, .ome.zarr"
 
 def write_image(
     path: str | os.PathLike[str],
-    data: Any,
+    data: ArrayLike,
     axes: str,
     *,
     pixel_size: Mapping[str, float] | None = None,
@@ -82,28 +82,22 @@ def write_image(
     if any(not np.isfinite(v) or v <= 0 for v in sizes.values()):
         raise OutputError(f"cannot write {path}: pixel sizes must be positive, got {sizes}")
     if unit is not None and normalize_unit(unit) is None:
-        raise OutputError(
-            f"cannot write {path}: unknown unit {unit!r}; use e.g. 'micrometer' or 'nanometer'"
-        )
+        raise OutputError(f"cannot write {path}: unknown unit {unit!r}; use e.g. 'micrometer' or 'nanometer'")
     with atomic_output(path) as tmp:
         writer[fmt](tmp, array, axes, sizes, normalize_unit(unit) or "micrometer")
     return path
 
 
-def _write_tiff(
-    tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float], unit: str
-) -> None:
+def _write_tiff(tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float], unit: str) -> None:
     import tifffile
 
     if "b" in axes and "i" in axes:
-        raise OutputError(
-            "an OME-TIFF holds one batch or index axis, not both; write .npy or .zarr instead"
-        )
+        raise OutputError("an OME-TIFF holds one batch or index axis, not both; write .npy or .zarr instead")
     order = "".join(a for a in "tbiczyx" if a in axes)
     if array.dtype == np.float16:
         array = array.astype(np.float32)
     stored = np.ascontiguousarray(array.transpose([axes.index(a) for a in order]))
-    metadata: dict[str, Any] = {
+    metadata: dict[str, str | float] = {
         "axes": "".join(_OME_CODES[a] for a in order),
         "Description": f"{OME_AXES_TAG}{axes}",
     }
@@ -123,9 +117,7 @@ def _write_tiff(
         ) from exc
 
 
-def _write_png(
-    tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float], unit: str
-) -> None:
+def _write_png(tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float], unit: str) -> None:
     import imageio.v3 as iio
 
     ok_axes = axes == "yx" or (axes == "yxc" and array.shape[-1] in (3, 4))
@@ -139,29 +131,23 @@ def _write_png(
     iio.imwrite(tmp, array, extension=".png")
 
 
-def _write_npy(
-    tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float], unit: str
-) -> None:
+def _write_npy(tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float], unit: str) -> None:
     with open(tmp, "wb") as f:
         np.save(f, array, allow_pickle=False)
 
 
-def _write_zarr(
-    tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float], unit: str
-) -> None:
+def _write_zarr(tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float], unit: str) -> None:
     """OME-NGFF 0.4 in Zarr format 2: one resolution level ``0``."""
     import zarr
 
     if not 2 <= array.ndim <= 5:
         raise OutputError(
-            f"OME-Zarr holds 2 to 5 dimensions, not {array.ndim} (axes {axes!r}); "
-            "write .npy or .tif instead"
+            f"OME-Zarr holds 2 to 5 dimensions, not {array.ndim} (axes {axes!r}); write .npy or .tif instead"
         )
     order = "".join(a for a in _NGFF_ORDER if a in axes)
     stored = array.transpose([axes.index(a) for a in order])
     chunks = tuple(
-        min(n, 256) if a in "yx" else min(n, 16) if a == "z" else 1
-        for a, n in zip(order, stored.shape)
+        min(n, 256) if a in "yx" else min(n, 16) if a == "z" else 1 for a, n in zip(order, stored.shape, strict=True)
     )
     group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
     target = group.create_array(
@@ -188,8 +174,6 @@ def _write_zarr(
             "version": "0.4",
             "name": tmp.name.split(".partial-")[0].lstrip("."),
             "axes": ngff_axes,
-            "datasets": [
-                {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
-            ],
+            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
         }
     ]

@@ -14,7 +14,13 @@ described in ``docs/runner.md``, "Safety limits and compatibility".
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from microzoo.package.architecture import architecture_callable
+    from microzoo.package.download import cache_dir
+    from microzoo.package.load import ModelPackage, open_package
+    from microzoo.package.validate import Problem, ValidationReport, validate_package
 
 #: public name -> the module that defines it
 _EXPORTS = {
@@ -23,7 +29,15 @@ _EXPORTS = {
     "ModelPackage": "load", "open_package": "load",
     "Problem": "validate", "ValidationReport": "validate", "validate_package": "validate",
 }  # fmt: skip
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ModelPackage",
+    "Problem",
+    "ValidationReport",
+    "architecture_callable",
+    "cache_dir",
+    "open_package",
+    "validate_package",
+]
 
 
 def __getattr__(name: str) -> Any:

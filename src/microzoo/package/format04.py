@@ -40,8 +40,17 @@ def _repair_fixed_shape_halos(content: dict[str, Any]) -> list[str]:
         if not isinstance(shape, list) or not isinstance(halo, list) or not any(halo):
             continue
         name = output.get("name", "?")
-        source = next((t for t in inputs if t.get("axes") == axes and isinstance(t.get("shape"), list)
-                       and len(t["shape"]) == len(shape) and all(t["shape"])), None)
+        source = next(
+            (
+                t
+                for t in inputs
+                if t.get("axes") == axes
+                and isinstance(t.get("shape"), list)
+                and len(t["shape"]) == len(shape)
+                and all(t["shape"])
+            ),
+            None,
+        )
         if source is not None:
             output["shape"] = {
                 "reference_tensor": source.get("name"),
@@ -79,8 +88,10 @@ def _repair_citation_urls(content: dict[str, Any]) -> list[str]:
             notices.append(f"cite: the URL '{url}' is not http(s) and was left out (the entry keeps its doi)")
             kept.append(entry)
         else:
-            notices.append(f"cite: the entry '{entry.get('text', '')}' was left out: its URL '{url}' is not "
-                           "http(s) and it has no doi")
+            notices.append(
+                f"cite: the entry '{entry.get('text', '')}' was left out: its URL '{url}' is not "
+                "http(s) and it has no doi"
+            )
     if "cite" in content and isinstance(content["cite"], list) and kept:
         content["cite"] = kept
     return notices

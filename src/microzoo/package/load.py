@@ -11,18 +11,23 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel
 
 from microzoo.errors import ChecksumError, PackageError
-from microzoo.package.download import cache_dir, download, is_url
+from microzoo.package.archive import extract_zip
+from microzoo.package.download import download, is_url
 from microzoo.progress import ProgressCallback
+
+if TYPE_CHECKING:  # the spec is imported when a description is parsed, not on import
+    from bioimageio.spec import InvalidDescr, ResourceDescr
+    from bioimageio.spec.common import FileSource
+    from bioimageio.spec.model.v0_5 import ModelDescr
 
 DESCRIPTION_NAMES = ("bioimageio.yaml", "rdf.yaml")
 
@@ -48,14 +53,14 @@ class ModelPackage:
         convert; see :mod:`microzoo.package.format04`).
     """
 
-    descr: Any
+    descr: ModelDescr
     root: Path
     description_path: Path
     source: str
     original_format: str
     notices: tuple[str, ...] = ()
 
-    def file(self, source: Any) -> Path:
+    def file(self, source: FileSource | str) -> Path:
         """The local path of a file the description names (relative path, or URL: downloaded
         into the cache once and checked against the description's sha256)."""
         expected = next((sha for _, named, sha in iter_file_entries(self.descr) if str(named) == str(source)), None)
@@ -106,9 +111,7 @@ def open_package(
     return package
 
 
-def locate_description(
-    source: str | os.PathLike[str], *, progress: ProgressCallback | None = None
-) -> Path:
+def locate_description(source: str | os.PathLike[str], *, progress: ProgressCallback | None = None) -> Path:
     """Bring a package onto the local disk and return the path of its description file."""
     text = os.fspath(source)
     if is_url(text):
@@ -116,13 +119,12 @@ def locate_description(
     path = Path(text).expanduser()
     if not path.exists():
         raise PackageError(
-            f"no model package at '{text}': give a package folder, a .zip, a bioimageio.yaml "
-            "or an http(s) URL"
+            f"no model package at '{text}': give a package folder, a .zip, a bioimageio.yaml or an http(s) URL"
         )
     if path.is_dir():
         return _description_in_folder(path)
     if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
-        return _description_in_folder(_extract_zip(path))
+        return _description_in_folder(extract_zip(path))
     if path.suffix.lower() in (".yaml", ".yml"):
         return path.resolve()
     raise PackageError(
@@ -131,24 +133,23 @@ def locate_description(
     )
 
 
-def parse_description(description_path: Path, content: dict[str, Any] | None = None) -> Any:
-    """Parse a description with bioimageio.spec, converted to format 0.5 (no file checks).
+def convert_description(
+    description_path: Path, content: dict[str, Any] | None = None
+) -> tuple[ModelDescr, tuple[str, ...]]:
+    """Parse a description with bioimageio.spec, converted to format 0.5 (no file checks), and the
+    notices of the repairs a format 0.4 description needed to be converted
+    (:mod:`microzoo.package.format04`).
 
     ``content``: the description as :func:`read_description` read it (read here if not given);
     the spec sees only descriptions that passed its guards.
     """
-    return convert_description(description_path, content)[0]
-
-
-def convert_description(description_path: Path, content: dict[str, Any] | None = None) -> tuple[Any, tuple[str, ...]]:
-    """:func:`parse_description`, with the notices of the repairs a format 0.4 description needed
-    to be converted (:mod:`microzoo.package.format04`)."""
     from bioimageio.spec import InvalidDescr, load_description
     from bioimageio.spec.model import v0_5
 
     if content is None:
         content = read_description(description_path)
     notices: tuple[str, ...] = ()
+    descr: ResourceDescr | InvalidDescr  # any type and format version until checked below
     try:
         descr = load_description(description_path, format_version="latest", perform_io_checks=False)
     except Exception as error:  # YAML syntax errors and the like, raised by the spec's reader
@@ -177,8 +178,8 @@ def convert_description(description_path: Path, content: dict[str, Any] | None =
 
 
 def _converted_with_repairs(
-    description_path: Path, content: dict[str, Any], failed: Any
-) -> tuple[Any, tuple[str, ...]]:
+    description_path: Path, content: dict[str, Any], failed: InvalidDescr
+) -> tuple[ResourceDescr | InvalidDescr, tuple[str, ...]]:
     """The 0.5 description of a 0.4 one the spec could not convert, repaired where the field is
     known (``failed`` and no notices where it still does not convert)."""
     from bioimageio.spec import InvalidDescr, ValidationContext, build_description
@@ -203,10 +204,11 @@ def check_package_files(package: ModelPackage, *, progress: ProgressCallback | N
     offline with its local one.
     """
     entries = [entry for entry in iter_file_entries(package.descr) if not is_url(str(entry[1]))]
-    for done, (where, source, expected) in enumerate(entries):
+    # every path is checked to stay inside the package before any file is read
+    paths = [path_inside(package.root, str(source), where=where) for where, source, _ in entries]
+    for done, ((where, source, expected), path) in enumerate(zip(entries, paths, strict=True)):
         if progress:
             progress(done, len(entries), "checking files")
-        path = resolve_file(source, package.root, where=where)
         if not path.is_file():
             raise PackageError(
                 f"the description names '{source}' ({where}) but it is not in the package at "
@@ -224,12 +226,13 @@ def check_package_files(package: ModelPackage, *, progress: ProgressCallback | N
         progress(len(entries), len(entries), "checking files")
 
 
-def iter_file_entries(node: Any, where: str = "") -> Iterator[tuple[str, Any, str | None]]:
+def iter_file_entries(node: object, where: str = "") -> Iterator[tuple[str, FileSource, str | None]]:
     """Yield ``(where, source, sha256)`` for every file node (with ``source`` and ``sha256``)."""
     if isinstance(node, BaseModel):
         fields = type(node).model_fields
         if "source" in fields and "sha256" in fields:
-            yield where or "description", node.source, node.sha256
+            file_node: Any = node  # a FileDescr or a weights entry: both fields are declared
+            yield where or "description", file_node.source, file_node.sha256
         for name in fields:
             if name in ("source", "parent"):
                 continue
@@ -242,7 +245,7 @@ def iter_file_entries(node: Any, where: str = "") -> Iterator[tuple[str, Any, st
             yield from iter_file_entries(item, f"{where}.{key}")
 
 
-def resolve_file(source: Any, root: Path, *, sha256: str | None = None, where: str = "") -> Path:
+def resolve_file(source: FileSource | str, root: Path, *, sha256: str | None = None, where: str = "") -> Path:
     """Local path of a description's file source: inside ``root``, or downloaded if a URL.
 
     A URL is downloaded (once, into the cache; checked against ``sha256`` when given). A
@@ -274,7 +277,10 @@ def path_inside(root: Path, relative: str, *, where: str = "") -> Path:
             "to its own folder, so this one is refused. Ask its author to put the file in the package"
         )
     base = root.resolve()
-    resolved = (base / relative).resolve()
+    try:
+        resolved = (base / relative).resolve()
+    except (ValueError, OSError) as error:  # a NUL byte, a loop of symbolic links
+        raise PackageError(f"the description names {named}, which is not a usable file path ({error})") from error
     if not resolved.is_relative_to(base):
         raise PackageError(
             f"the description names {named}, which lies outside the package ({resolved}): refused, "
@@ -306,71 +312,11 @@ def _description_in_folder(folder: Path) -> Path:
     )
 
 
-def _extract_zip(path: Path) -> Path:
-    """Extract a zip package into the cache, keyed by its sha256; reuse an earlier extraction.
-
-    Refused, before anything is written: a corrupt zip, a member whose name leads outside the
-    package, and archives past :data:`MAX_EXTRACTED_BYTES` or :data:`MAX_COMPRESSION_RATIO`.
-    """
-    if not zipfile.is_zipfile(path):
-        raise PackageError(f"{path} is not a valid zip file (corrupt or truncated): download it again")
-    target = cache_dir() / "packages" / sha256_of(path)
-    if target.is_dir():
-        return target
-    from microzoo.io.atomic import atomic_output
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            _check_zip_members(path, archive.infolist())
-            with atomic_output(target) as tmp:
-                archive.extractall(tmp)  # checks each member's CRC as it goes
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError) as error:
-        raise PackageError(f"{path} is a corrupt zip file ({error}): download it again") from error
-    return target
-
-
-#: The most a package zip may extract to. A bound on the disk one download can fill; the
-#: packages we know are far smaller. A larger package can be extracted by the user and opened
-#: as a folder, where no limit applies.
-MAX_EXTRACTED_BYTES = 4 << 30
-#: The highest compression ratio allowed for a member over :data:`RATIO_CHECK_BYTES`. Weights
-#: and float test tensors compress about 1.1:1, masks of mostly zeros some tens to one; a member
-#: of zeros (a zip bomb) compresses about 1000:1, deflate's limit.
-MAX_COMPRESSION_RATIO = 200
-#: Members smaller than this are not ratio-checked: a small file of zeros is harmless.
-RATIO_CHECK_BYTES = 16 << 20
-
-
-def _check_zip_members(path: Path, members: list[zipfile.ZipInfo]) -> None:
-    """Refuse a zip whose members lead outside the package or expand past the limits."""
-    extract_yourself = (
-        "If you trust this package, extract it yourself (for example with `unzip`) and give the folder"
-    )
-    total = 0
-    for member in members:
-        name = member.filename
-        if Path(name).is_absolute() or name.startswith(("/", "\\")) or ".." in Path(name.replace("\\", "/")).parts:
-            raise PackageError(f"{path} holds a file outside the package ({name}): refused")
-        total += member.file_size
-        ratio = member.file_size / max(member.compress_size, 1)
-        if member.file_size > RATIO_CHECK_BYTES and ratio > MAX_COMPRESSION_RATIO:
-            raise PackageError(
-                f"{path}: the member {name} would expand {member.compress_size:,} bytes into "
-                f"{member.file_size:,} ({ratio:.0f}:1); refused, as microzoo extracts no member that "
-                f"compresses more than {MAX_COMPRESSION_RATIO}:1 (a zip bomb looks like this). {extract_yourself}"
-            )
-    if total > MAX_EXTRACTED_BYTES:
-        raise PackageError(
-            f"{path} would extract to {total / (1 << 20):,.0f} MiB, more than microzoo extracts from a zip "
-            f"({MAX_EXTRACTED_BYTES / (1 << 20):,.0f} MiB); refused. {extract_yourself}"
-        )
-
-
 def _locate_remote(url: str, *, progress: ProgressCallback | None) -> Path:
     local = download(url, progress=progress)
     if zipfile.is_zipfile(local):
         try:
-            return _description_in_folder(_extract_zip(local))
+            return _description_in_folder(extract_zip(local))
         except PackageError:
             local.unlink(missing_ok=True)  # a refused zip leaves nothing in the cache
             raise
@@ -379,7 +325,7 @@ def _locate_remote(url: str, *, progress: ProgressCallback | None) -> Path:
     # a description on a server: fetch the files it names from beside it, into its folder, each
     # checked to stay inside that folder before the download and against its sha256 after it
     base = url.rsplit("/", 1)[0] + "/"
-    for where, source, sha256 in iter_file_entries(parse_description(local)):
+    for where, source, sha256 in iter_file_entries(convert_description(local)[0]):
         text = str(source)
         if not is_url(text):
             destination = path_inside(local.parent, text, where=where)
@@ -424,7 +370,7 @@ def read_description(description_path: Path) -> dict[str, Any]:
     return content
 
 
-def _expanded_nodes(node: Any, seen: dict[int, int], limit: int) -> int:
+def _expanded_nodes(node: object, seen: dict[int, int], limit: int) -> int:
     """How many values ``node`` holds with every alias expanded (stops counting past ``limit``).
 
     A structure reached again (an alias) costs its size again without being walked again; one
@@ -444,8 +390,3 @@ def _expanded_nodes(node: Any, seen: dict[int, int], limit: int) -> int:
             break
     seen[key] = total
     return total
-
-
-def read_format_version(description_path: Path) -> str:
-    """The ``format_version`` a description file was written in."""
-    return str(read_description(description_path).get("format_version", "unknown"))

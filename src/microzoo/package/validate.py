@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from microzoo.errors import MicrozooError, PackageError
 from microzoo.package.download import is_url
@@ -18,6 +18,9 @@ from microzoo.package.load import (
     read_description,
 )
 from microzoo.progress import ProgressCallback
+
+if TYPE_CHECKING:  # the spec is imported when a description is parsed, not on import
+    from bioimageio.spec import InvalidDescr, ResourceDescr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +67,14 @@ def validate_package(source: str | os.PathLike[str], *, progress: ProgressCallba
             converted, notices = convert_description(path, content)
             notes += [Problem("conversion", notice) for notice in notices]
             remote = [str(src) for _, src, _ in iter_file_entries(converted) if is_url(str(src))]
-            notes += [Problem("files", f"{url} is not downloaded here: it is fetched and checked against its "
-                                       "sha256 when that file is used") for url in remote]
+            notes += [
+                Problem(
+                    "files",
+                    f"{url} is not downloaded here: it is fetched and checked against its "
+                    "sha256 when that file is used",
+                )
+                for url in remote
+            ]
             check_package_files(ModelPackage(converted, path.parent, path, str(source), version, notices))
         except MicrozooError as error:
             file_errors.append(Problem("files", str(error)))
@@ -82,7 +91,7 @@ def validate_package(source: str | os.PathLike[str], *, progress: ProgressCallba
     return ValidationReport(str(source), getattr(descr, "name", None), version, tuple(errors), tuple(warnings))
 
 
-def _spec_description(path: Path, *, perform_io_checks: bool) -> Any:
+def _spec_description(path: Path, *, perform_io_checks: bool) -> ResourceDescr | InvalidDescr:
     from bioimageio.spec import load_description
 
     try:
@@ -94,7 +103,7 @@ def _spec_description(path: Path, *, perform_io_checks: bool) -> Any:
         ) from error
 
 
-def _is_invalid(descr: Any) -> bool:
+def _is_invalid(descr: object) -> bool:
     from bioimageio.spec import InvalidDescr
 
     return isinstance(descr, InvalidDescr)

@@ -13,11 +13,13 @@ three times the estimate (W2S); on additive Gaussian noise the best multiple is 
 
 from __future__ import annotations
 
+import functools
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -140,8 +142,12 @@ def denoise(image: np.ndarray, *, method: str, params: dict[str, float]) -> np.n
         sigma = estimate_noise_sigma(gray)
         h = float(params.get("h_factor", 1.0)) * sigma
         return restoration.denoise_nl_means(
-            gray, h=h, sigma=sigma, patch_size=int(params.get("patch_size", 5)),
-            patch_distance=int(params.get("patch_distance", 6)), fast_mode=True,
+            gray,
+            h=h,
+            sigma=sigma,
+            patch_size=int(params.get("patch_size", 5)),
+            patch_distance=int(params.get("patch_distance", 6)),
+            fast_mode=True,
         )
     import bm3d  # optional extra: microzoo[classical]
 
@@ -180,7 +186,7 @@ def tune_denoiser(
     best_score, best_params, done = -np.inf, candidates[0], 0
     for params in candidates:
         scores = []
-        for noisy, clean in zip(noisy_train, clean_train):
+        for noisy, clean in zip(noisy_train, clean_train, strict=True):
             clean = grey(clean)
             if grey(noisy).shape != clean.shape:
                 raise DataError(f"noisy and clean shapes differ: {np.shape(noisy)} vs {clean.shape}")
@@ -222,8 +228,8 @@ def threshold_segmentation(
 
     The image is converted to grayscale and optionally smoothed (Gaussian, ``smoothing_sigma``
     pixels) first. A local threshold keeps pixels that differ from their neighbourhood's mean
-    by more than ``offset`` (image units) towards the foreground. ``polarity`` says whether the foreground is bright or dark; ``"auto"`` uses
-    :func:`detect_polarity`. Returns a boolean array of the image's shape.
+    by more than ``offset`` (image units) towards the foreground. ``polarity`` says whether the
+    foreground is bright or dark; ``"auto"`` uses :func:`detect_polarity`. Returns a boolean array of the image's shape.
     """
     gray = grey(image)
     if smoothing_sigma > 0:
@@ -262,9 +268,7 @@ def watershed_instances(
     distance = ndi.distance_transform_edt(mask)
     smooth_distance = filters.gaussian(distance, sigma=1.0)
     components = measure.label(mask)
-    peaks = feature.peak_local_max(
-        smooth_distance, min_distance=min_distance, labels=components, exclude_border=False
-    )
+    peaks = feature.peak_local_max(smooth_distance, min_distance=min_distance, labels=components, exclude_border=False)
     markers = np.zeros(mask.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     # components without a peak (thin shapes) keep one seed each
@@ -276,14 +280,20 @@ def watershed_instances(
     return np.asarray(labels, dtype=np.int32)
 
 
+#: Each segmentation method's function; its keywords are the method's :data:`PARAMETERS`,
+#: checked at run time by :func:`check_params`.
+_SEGMENTERS: dict[str, Callable[..., np.ndarray]] = {
+    "otsu": functools.partial(threshold_segmentation, method="otsu"),
+    "local": functools.partial(threshold_segmentation, method="local"),
+    "watershed": watershed_instances,
+}
+
+
 def segment(image: np.ndarray, *, method: str, params: dict[str, float] | None = None) -> np.ndarray:
     """Dispatch to :func:`threshold_segmentation` (``"otsu"``, ``"local"``) or
     :func:`watershed_instances` (``"watershed"``) with keyword ``params``."""
     _check_method(method, SEGMENTATION_METHODS)
-    params = check_params(method, params)
-    if method == "watershed":
-        return watershed_instances(image, **params)
-    return threshold_segmentation(image, method=method, **params)
+    return _SEGMENTERS[method](image, **check_params(method, params))
 
 
 @dataclass(frozen=True)
@@ -322,10 +332,12 @@ def run_classical_on_folder(
     files = list_images(in_dir, role="input")
     if in_dir.resolve() == out_dir.resolve():
         raise ConfigError(f"the output folder {out_dir} is the input folder; choose another one")
-    if method in DENOISING_METHODS:
-        run: Callable[[np.ndarray], np.ndarray] = lambda im: denoise(im, method=method, params=params).astype(np.float32)
-    else:
-        run = lambda im: _as_output(segment(im, method=method, params=params))
+
+    def run(image: np.ndarray) -> np.ndarray:
+        if method in DENOISING_METHODS:
+            return denoise(image, method=method, params=params).astype(np.float32)
+        return _as_output(segment(image, method=method, params=params))
+
     import tifffile
 
     result = FolderRun(method=method, params=params)
@@ -344,7 +356,6 @@ def run_classical_on_folder(
     return result
 
 
-
 def _as_output(result: np.ndarray) -> np.ndarray:
     return result.astype(np.uint8) * 255 if result.dtype == bool else result.astype(np.int32)
 
@@ -352,4 +363,3 @@ def _as_output(result: np.ndarray) -> np.ndarray:
 def _check_method(method: str, allowed: Sequence[str]) -> None:
     if method not in allowed:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(allowed)}")
-

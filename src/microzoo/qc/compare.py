@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,19 +32,36 @@ from microzoo.progress import ProgressCallback, no_progress
 from microzoo.qc.baselines import baselines_for
 from microzoo.qc.tasks import QCTask, as_intensities, as_labels, get_task
 
+if TYPE_CHECKING:
+    from microzoo.qc.evaluate import Evaluation
+    from microzoo.runtime.instances import InstanceSettings
+    from microzoo.runtime.predict import Model
+
+
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-    evaluation: Any
+    evaluation: Evaluation
     paths: dict[str, Path]
     classical_params: dict[str, dict[str, float | str]]
     notices: tuple[str, ...]
 
 
-def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: str, out_dir: Path,
-            classical: bool = False, axes: str | None = None, weights: str | None = None,
-            truth_foreground: int | None = None, data_range: float | None = None,
-            train_noisy: Path | None = None, train_clean: Path | None = None,
-            progress: ProgressCallback | None = None) -> Comparison:
+def compare(
+    models: Sequence[str],
+    *,
+    images_dir: Path,
+    truth_dir: Path,
+    task: str,
+    out_dir: Path,
+    classical: bool = False,
+    axes: str | None = None,
+    weights: str | None = None,
+    truth_foreground: int | None = None,
+    data_range: float | None = None,
+    train_noisy: Path | None = None,
+    train_clean: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> Comparison:
     """Run ``models`` (and the classical baseline) on ``images_dir``, score against ``truth_dir``.
 
     Images and truths are paired by file name without extension. For restoration with
@@ -58,8 +75,9 @@ def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: s
     if not models and not classical:
         raise DataError("nothing to compare: give at least one model, or --classical")
     progress = progress or no_progress
-    names, paired = pair_by_stem({"images": list_images(images_dir, role="images"),
-                                  "truth": list_images(truth_dir, role="truth")}, extra_ok=True)
+    names, paired = pair_by_stem(
+        {"images": list_images(images_dir, role="images"), "truth": list_images(truth_dir, role="truth")}, extra_ok=True
+    )
     image_paths = paired["images"]
     images = [read_image(p, axes=axes) for p in image_paths]
     inputs = [np.asarray(image.data) for image in images]
@@ -75,7 +93,7 @@ def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: s
         label = _unique(model.package.name, predictions)
         settings = _instance_settings(model)
         outputs = []
-        for image, image_ax in zip(inputs, image_axes):
+        for image, image_ax in zip(inputs, image_axes, strict=True):
             progress(done, total, f"{label}: predicting")
             result = model.predict_image(image, axes=image_ax)
             notices.extend(result.notices)
@@ -87,8 +105,13 @@ def compare(models: Sequence[str], *, images_dir: Path, truth_dir: Path, task: s
     classical_params: dict[str, dict[str, float | str]] = {}
     if classical:
         classical_params, baseline, classical_notices = _run_classical(
-            inputs, task, train_noisy=train_noisy, train_clean=train_clean, data_range=data_range,
-            progress=lambda d, t, what: progress(done + d * len(inputs) // max(t, 1), total, what))
+            inputs,
+            task,
+            train_noisy=train_noisy,
+            train_clean=train_clean,
+            data_range=data_range,
+            progress=lambda d, t, what: progress(done + d * len(inputs) // max(t, 1), total, what),
+        )
         predictions.update(baseline)
         notices.extend(classical_notices)
     progress(total, total, "evaluating")
@@ -111,13 +134,13 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return to_grayscale(image) if image.ndim == 3 and image.shape[-1] in (3, 4) else np.squeeze(image)
 
 
-def _as_prediction(output: np.ndarray, axes: str, task: QCTask, settings: Any) -> np.ndarray:
+def _as_prediction(output: np.ndarray, axes: str, task: QCTask, settings: InstanceSettings | None) -> np.ndarray:
     channels_first = np.moveaxis(output, axes.index("c"), 0) if "c" in axes else output[np.newaxis]
     assert task.from_output is not None  # get_task(runnable=True) chose it
     return task.from_output(channels_first, settings)
 
 
-def _instance_settings(model: Any) -> Any:
+def _instance_settings(model: Model) -> InstanceSettings | None:
     extra = model.descr.config.model_extra or {}
     stored = (extra.get("microzoo") or {}).get("instance_settings")
     if not stored:
@@ -130,7 +153,9 @@ def _instance_settings(model: Any) -> Any:
 def _run_classical(inputs: list[np.ndarray], task: str, *, train_noisy: Path | None, train_clean: Path | None,
                    data_range: float | None, progress: ProgressCallback
                    ) -> tuple[dict[str, dict[str, float | str]], dict[str, list[np.ndarray]], list[str]]:  # fmt: skip
-    train_images, train_truths = _pairs(train_noisy, train_clean) if task == "restoration" and train_noisy and train_clean else ([], [])
+    train_images, train_truths = (
+        _pairs(train_noisy, train_clean) if task == "restoration" and train_noisy and train_clean else ([], [])
+    )
     params: dict[str, dict[str, float | str]] = {}
     results: dict[str, list[np.ndarray]] = {}
     notices: list[str] = []
@@ -147,11 +172,17 @@ def _run_classical(inputs: list[np.ndarray], task: str, *, train_noisy: Path | N
 
 
 def _pairs(noisy_dir: Path, clean_dir: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    _, paired = pair_by_stem({"noisy training images": list_images(noisy_dir, role="noisy training images"),
-                              "clean training images": list_images(clean_dir, role="clean training images")},
-                             extra_ok=True)
-    return ([read_array(p) for p in paired["noisy training images"]],
-            [read_array(p) for p in paired["clean training images"]])
+    _, paired = pair_by_stem(
+        {
+            "noisy training images": list_images(noisy_dir, role="noisy training images"),
+            "clean training images": list_images(clean_dir, role="clean training images"),
+        },
+        extra_ok=True,
+    )
+    return (
+        [read_array(p) for p in paired["noisy training images"]],
+        [read_array(p) for p in paired["clean training images"]],
+    )
 
 
 def _unique(name: str, taken: dict[str, Any]) -> str:

@@ -17,13 +17,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from microzoo.errors import DataError
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.qc import metrics
-from microzoo.qc.tasks import get_task
+from microzoo.qc.tasks import TaskSettings, get_task
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -67,9 +69,9 @@ class Evaluation:
     summary: dict[str, dict[str, Estimate]]
     per_image: dict[str, dict[str, np.ndarray]]
     differences: tuple[Difference, ...]
-    settings: dict = field(default_factory=dict)
+    settings: TaskSettings = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return _json_safe(
             {
                 "task": self.task,
@@ -81,9 +83,7 @@ class Evaluation:
                     method: {name: vars(est) for name, est in figures.items()}
                     for method, figures in self.summary.items()
                 },
-                "differences": [
-                    {**vars(d), "verdict": d.verdict} for d in self.differences
-                ],
+                "differences": [{**vars(d), "verdict": d.verdict} for d in self.differences],
                 "per_image": {
                     method: {name: values.tolist() for name, values in figures.items()}
                     for method, figures in self.per_image.items()
@@ -93,7 +93,7 @@ class Evaluation:
         )
 
 
-def _json_safe(value):
+def _json_safe(value: Any) -> Any:
     """NaN and infinities become null (JSON has neither)."""
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
@@ -114,9 +114,7 @@ def _interval(samples: np.ndarray) -> tuple[float, float]:
     if defined.size == 0:
         return float("nan"), float("nan")
     # no interpolation, so infinite values (PSNR of an exact copy) do not turn into NaN
-    return float(np.percentile(defined, 2.5, method="lower")), float(
-        np.percentile(defined, 97.5, method="higher")
-    )
+    return float(np.percentile(defined, 2.5, method="lower")), float(np.percentile(defined, 97.5, method="higher"))
 
 
 def evaluate(
@@ -182,7 +180,7 @@ def evaluate(
     vectors: dict[str, np.ndarray] = {}
     for method, arrays in predictions.items():
         rows = []
-        for name, truth, pred in zip(names, truths, arrays):
+        for name, truth, pred in zip(names, truths, arrays, strict=True):
             try:
                 rows.append(scorer.vectorize(truth, pred))
             except DataError as error:
@@ -200,7 +198,9 @@ def evaluate(
         boot[method] = scorer.aggregate(weights @ vector)
         per_image[method] = scorer.aggregate(vector)
     if main_metric not in full[next(iter(full))]:
-        raise DataError(f"unknown main metric {main_metric!r}; choose one of {', '.join(sorted(full[next(iter(full))]))}")
+        raise DataError(
+            f"unknown main metric {main_metric!r}; choose one of {', '.join(sorted(full[next(iter(full))]))}"
+        )
     # resampling one image gives that image back every time: no interval, and no verdict, from it
     interval = _interval if n >= 2 else (lambda samples: (float("nan"), float("nan")))
     summary = {
@@ -258,7 +258,11 @@ def write_evaluation(
     html, figure_numbers = render_report(evaluation, truths=truths, predictions=predictions, inputs=inputs)
     document = evaluation.to_dict()
     document["figures"] = _json_safe(figure_numbers)
-    paths = {"metrics": out_dir / "metrics.json", "per_image": out_dir / "per_image.csv", "report": out_dir / "report.html"}
+    paths = {
+        "metrics": out_dir / "metrics.json",
+        "per_image": out_dir / "per_image.csv",
+        "report": out_dir / "report.html",
+    }
     with atomic_output(paths["metrics"]) as tmp:
         tmp.write_text(json.dumps(document, indent=1), encoding="utf-8")
     with atomic_output(paths["per_image"]) as tmp:

@@ -21,20 +21,22 @@ from microzoo.qc.evaluate import Evaluation, evaluate, write_evaluation
 from microzoo.qc.tasks import as_labels, get_task
 
 
-def _pair_files(pred_dirs, truth_dir, images_dir):
-    """Stems and, per role (``"truth"``, ``("pred", method)``, ``"images"``), the files in that order."""
+def _pair_files(
+    pred_dirs: Mapping[str, str | Path], truth_dir: str | Path, images_dir: str | Path | None
+) -> tuple[list[str], dict[str, list[Path]]]:
+    """Stems and, per role (``"truth"``, :func:`_predictions` of each method, ``"input images"``),
+    the files in that order."""
     groups = {"truth": list_images(truth_dir, role="truth", extra_suffixes=(".csv",))}
     for method, folder in pred_dirs.items():
-        groups[f"predictions ({method})"] = list_images(
-            folder, role=f"predictions ({method})", extra_suffixes=(".csv",)
-        )
+        groups[_predictions(method)] = list_images(folder, role=_predictions(method), extra_suffixes=(".csv",))
     if images_dir is not None:
         groups["input images"] = list_images(images_dir, role="input images")
-    stems, paired = pair_by_stem(groups)
-    paths = {"truth": paired["truth"], **{("pred", m): paired[f"predictions ({m})"] for m in pred_dirs}}
-    if images_dir is not None:
-        paths["images"] = paired["input images"]
-    return stems, paths
+    return pair_by_stem(groups)
+
+
+def _predictions(method: str) -> str:
+    """The role of a method's prediction folder, as error messages name it."""
+    return f"predictions ({method})"
 
 
 def _read_points(path: Path) -> np.ndarray:
@@ -119,9 +121,10 @@ def evaluate_folders(
     stems, paths = _pair_files(pred_dirs, truth_dir, images_dir)
     truths = _read_images(paths["truth"], task=task, role="truth", progress=progress)
     predictions = {
-        method: _read_images(paths[("pred", method)], task=task, role=method, progress=progress) for method in pred_dirs
+        method: _read_images(paths[_predictions(method)], task=task, role=method, progress=progress)
+        for method in pred_dirs
     }
-    inputs = _read_images(paths["images"], task=task, role="input", progress=progress) if images_dir else None
+    inputs = _read_images(paths["input images"], task=task, role="input", progress=progress) if images_dir else None
     evaluation = evaluate(
         predictions,
         truths,

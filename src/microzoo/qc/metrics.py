@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from skimage.metrics import structural_similarity
@@ -157,7 +158,7 @@ def restoration_metrics(truth: np.ndarray, pred: np.ndarray, *, data_range: floa
     return {key: figures[key] for key in sorted(figures, key=lambda k: (k.endswith("_fitted"), k))}
 
 
-def iou_and_dice(intersection, n_truth, n_pred) -> tuple[np.ndarray, np.ndarray]:
+def iou_and_dice(intersection: ArrayLike, n_truth: ArrayLike, n_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """IoU ``i / (t + p - i)`` and Dice ``2i / (t + p)`` from pixel counts (arrays or numbers); NaN if both empty.
 
     >>> [float(v) for v in iou_and_dice(1, 2, 1)]
@@ -167,7 +168,7 @@ def iou_and_dice(intersection, n_truth, n_pred) -> tuple[np.ndarray, np.ndarray]
     return divide(intersection, n_truth + n_pred - intersection), divide(2 * intersection, n_truth + n_pred)
 
 
-def point_ratios(tp, n_true, n_pred, sum_distance) -> dict[str, np.ndarray]:
+def point_ratios(tp: ArrayLike, n_true: ArrayLike, n_pred: ArrayLike, sum_distance: ArrayLike) -> dict[str, np.ndarray]:
     """Detection figures from counts: F1 ``2TP/(n_true+n_pred)``, precision, recall, mean matched distance."""
     tp, n_true, n_pred, distance = (np.asarray(v, dtype=float) for v in (tp, n_true, n_pred, sum_distance))
     return {
@@ -178,9 +179,7 @@ def point_ratios(tp, n_true, n_pred, sum_distance) -> dict[str, np.ndarray]:
     }
 
 
-def semantic_metrics(
-    truth: np.ndarray, pred: np.ndarray, *, classes: Sequence[int] | None = None
-) -> dict:
+def semantic_metrics(truth: np.ndarray, pred: np.ndarray, *, classes: Sequence[int] | None = None) -> dict:
     """Per-class IoU and Dice, and pixel accuracy, of two integer class maps.
 
     Parameters
@@ -285,15 +284,11 @@ def _points(points: np.ndarray, name: str) -> np.ndarray:
     if points.size == 0:
         return points.reshape(0, points.shape[-1] if points.ndim == 2 else 2)
     if points.ndim != 2:
-        raise DataError(
-            f"{name} points must be an (n, ndim) array of coordinates, got shape {points.shape}"
-        )
+        raise DataError(f"{name} points must be an (n, ndim) array of coordinates, got shape {points.shape}")
     return points
 
 
-def match_points(
-    truth_points: np.ndarray, pred_points: np.ndarray, *, tolerance: float
-) -> PointMatching:
+def match_points(truth_points: np.ndarray, pred_points: np.ndarray, *, tolerance: float) -> PointMatching:
     """Pair detected points with true points one-to-one (Hungarian) within ``tolerance``.
 
     The assignment first maximises the number of pairs closer than ``tolerance`` (inclusive),

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.optimize import linear_sum_assignment
 
 from microzoo.errors import DataError
@@ -53,7 +54,7 @@ def divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return out
 
 
-def instance_ratios(tp, fp, fn, sum_matched_iou) -> dict[str, np.ndarray]:
+def instance_ratios(tp: ArrayLike, fp: ArrayLike, fn: ArrayLike, sum_matched_iou: ArrayLike) -> dict[str, np.ndarray]:
     """Every instance figure from the counts (arrays of any shape, e.g. per threshold or pooled).
 
     precision TP/(TP+FP), recall TP/(TP+FN), F1 2TP/(2TP+FP+FN), accuracy TP/(TP+FP+FN),
@@ -161,7 +162,7 @@ def _check_labels(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.n
     return truth, pred
 
 
-def _iou_matrix(truth: np.ndarray, pred: np.ndarray):
+def _iou_matrix(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IoU of every truth object (rows) with every predicted object (columns), and the ids."""
     true_ids, true_index = np.unique(truth, return_inverse=True)
     pred_ids, pred_index = np.unique(pred, return_inverse=True)
@@ -171,9 +172,7 @@ def _iou_matrix(truth: np.ndarray, pred: np.ndarray):
     if pred_ids.size == 0 or pred_ids[0] != 0:
         pred_ids, pred_index = np.concatenate([[0], pred_ids]), pred_index + 1
     n_t, n_p = true_ids.size, pred_ids.size
-    overlap = np.bincount(
-        true_index.ravel() * n_p + pred_index.ravel(), minlength=n_t * n_p
-    ).reshape(n_t, n_p)
+    overlap = np.bincount(true_index.ravel() * n_p + pred_index.ravel(), minlength=n_t * n_p).reshape(n_t, n_p)
     true_sizes = overlap.sum(axis=1, keepdims=True)
     pred_sizes = overlap.sum(axis=0, keepdims=True)
     union = true_sizes + pred_sizes - overlap

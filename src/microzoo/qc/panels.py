@@ -8,11 +8,17 @@ matplotlib axes they are given and import no plotting state.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from microzoo.qc import metrics
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from microzoo.qc.tasks import TaskSettings
 
 
 def plane(array: np.ndarray, *, colour: bool = False) -> np.ndarray:
@@ -45,22 +51,22 @@ def background(inputs: Sequence[np.ndarray] | None, truth: np.ndarray, index: in
 # ---------------------------------------------------------------- show one image
 
 
-def show_intensities(ax: Any, array: np.ndarray, *, settings: dict, background: np.ndarray) -> None:
+def show_intensities(ax: Axes, array: np.ndarray, *, settings: TaskSettings, background: np.ndarray) -> None:
     ax.imshow(stretch(plane(array)), cmap="gray")
 
 
-def show_instances(ax: Any, array: np.ndarray, *, settings: dict, background: np.ndarray) -> None:
+def show_instances(ax: Axes, array: np.ndarray, *, settings: TaskSettings, background: np.ndarray) -> None:
     from skimage.color import label2rgb
 
     ax.imshow(label2rgb(plane(array), bg_label=0))
 
 
-def show_classes(ax: Any, array: np.ndarray, *, settings: dict, background: np.ndarray) -> None:
+def show_classes(ax: Axes, array: np.ndarray, *, settings: TaskSettings, background: np.ndarray) -> None:
     index = np.searchsorted(settings["classes"], plane(array))  # class ids -> 0, 1, ...
     ax.imshow(index, cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
 
 
-def show_points(ax: Any, array: np.ndarray, *, settings: dict, background: np.ndarray) -> None:
+def show_points(ax: Axes, array: np.ndarray, *, settings: TaskSettings, background: np.ndarray) -> None:
     ax.imshow(background)
     ax.plot(array[:, -1], array[:, -2], "o", ms=3, mfc="none", color="yellow")
 
@@ -69,12 +75,12 @@ def show_points(ax: Any, array: np.ndarray, *, settings: dict, background: np.nd
 
 
 def restoration_errors(
-    axes: Sequence[Any],
-    figure: Any,
+    axes: Sequence[Axes],
+    figure: Figure,
     truth: np.ndarray,
     preds: Sequence[np.ndarray],
     *,
-    settings: dict,
+    settings: TaskSettings,
     background: np.ndarray,
     main_metric: str,
 ) -> None:
@@ -85,16 +91,16 @@ def restoration_errors(
     for k, (ax, error) in enumerate(zip(axes, errors, strict=True)):
         image = ax.imshow(error, cmap="magma", vmin=0, vmax=vmax)
         if k == len(errors) - 1:
-            figure.colorbar(image, cax=ax.inset_axes([1.04, 0.0, 0.06, 1.0]))
+            figure.colorbar(image, cax=ax.inset_axes((1.04, 0.0, 0.06, 1.0)))
 
 
 def instance_errors(
-    axes: Sequence[Any],
-    figure: Any,
+    axes: Sequence[Axes],
+    figure: Figure,
     truth: np.ndarray,
     preds: Sequence[np.ndarray],
     *,
-    settings: dict,
+    settings: TaskSettings,
     background: np.ndarray,
     main_metric: str,
 ) -> None:
@@ -115,12 +121,12 @@ def instance_errors(
 
 
 def semantic_errors(
-    axes: Sequence[Any],
-    figure: Any,
+    axes: Sequence[Axes],
+    figure: Figure,
     truth: np.ndarray,
     preds: Sequence[np.ndarray],
     *,
-    settings: dict,
+    settings: TaskSettings,
     background: np.ndarray,
     main_metric: str,
 ) -> None:
@@ -132,12 +138,12 @@ def semantic_errors(
 
 
 def detection_errors(
-    axes: Sequence[Any],
-    figure: Any,
+    axes: Sequence[Axes],
+    figure: Figure,
     truth: np.ndarray,
     preds: Sequence[np.ndarray],
     *,
-    settings: dict,
+    settings: TaskSettings,
     background: np.ndarray,
     main_metric: str,
 ) -> None:

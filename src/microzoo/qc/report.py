@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
-def _fmt(value: float, metric: str = "") -> str:
+
+def _fmt(value: float | None, metric: str = "") -> str:
     if value is None or np.isnan(value):
         return "–"
     if np.isinf(value):
@@ -48,14 +49,16 @@ def _colour(index: int) -> str:
 # ---------------------------------------------------------------- plots of figures
 
 
-def _distributions(evaluation: Evaluation) -> tuple[str, dict]:
+def _distributions(evaluation: Evaluation) -> tuple[str, dict[str, dict[str, np.ndarray]]]:
     main = evaluation.main_metric
     # the main metric first, then its kin (fitted beside fitted, raw beside raw)
-    others = sorted((m for m in evaluation.headline if m != main), key=lambda m: m.endswith("_fitted") != main.endswith("_fitted"))
+    others = sorted(
+        (m for m in evaluation.headline if m != main), key=lambda m: m.endswith("_fitted") != main.endswith("_fitted")
+    )
     shown = [main, *others][:4]
     figure = Figure(figsize=(3.2 * len(shown), 3.2 + 0.15 * max(len(m) for m in evaluation.methods)))
     rng = np.random.default_rng(0)
-    numbers = {}
+    numbers: dict[str, dict[str, np.ndarray]] = {}
     for k, metric in enumerate(shown):
         axes = figure.add_subplot(1, len(shown), k + 1)
         values = [evaluation.per_image[m][metric] for m in evaluation.methods]
@@ -67,24 +70,28 @@ def _distributions(evaluation: Evaluation) -> tuple[str, dict]:
         better = "higher is better" if get_task(evaluation.task).higher_is_better(metric) else "lower is better"
         axes.set_title(f"{metric}\n({better})", fontsize=10)
         axes.grid(axis="y", alpha=0.3)
-        numbers[metric] = {m: v for m, v in zip(evaluation.methods, values)}
+        numbers[metric] = {m: v for m, v in zip(evaluation.methods, values, strict=True)}
     figure.tight_layout()
     return _png(figure), numbers
 
 
-def _threshold_curves(evaluation: Evaluation) -> tuple[str, dict]:
+def _threshold_curves(evaluation: Evaluation) -> tuple[str, dict[str, dict[str, list[float]]]]:
     thresholds = evaluation.settings["iou_thresholds"]
     figure = Figure(figsize=(9, 3.4))
-    numbers = {}
+    numbers: dict[str, dict[str, list[float]]] = {}
     for k, name in enumerate(("f1", "accuracy")):
         axes = figure.add_subplot(1, 2, k + 1)
         for i, method in enumerate(evaluation.methods):
             estimates = [evaluation.summary[method][f"{name}@{t:g}"] for t in thresholds]
             values = [e.value for e in estimates]
             axes.plot(thresholds, values, "o-", ms=3, color=_colour(i), label=method)
-            axes.fill_between(thresholds, [e.low for e in estimates], [e.high for e in estimates], color=_colour(i), alpha=0.15)
+            axes.fill_between(
+                thresholds, [e.low for e in estimates], [e.high for e in estimates], color=_colour(i), alpha=0.15
+            )
             numbers.setdefault(method, {"threshold": list(thresholds)})
-            numbers[method].update({name: values, f"{name}_low": [e.low for e in estimates], f"{name}_high": [e.high for e in estimates]})
+            numbers[method].update(
+                {name: values, f"{name}_low": [e.low for e in estimates], f"{name}_high": [e.high for e in estimates]}
+            )
         axes.set_xlabel("IoU threshold")
         axes.set_ylabel(name)
         axes.set_ylim(0, 1.02)
@@ -98,7 +105,14 @@ def _threshold_curves(evaluation: Evaluation) -> tuple[str, dict]:
 # ---------------------------------------------------------------- image panels
 
 
-def _panel(evaluation, index, reason, truths, predictions, inputs) -> str:
+def _panel(
+    evaluation: Evaluation,
+    index: int,
+    reason: str,
+    truths: Sequence[np.ndarray],
+    predictions: Mapping[str, Sequence[np.ndarray]],
+    inputs: Sequence[np.ndarray] | None,
+) -> str:
     task, methods = get_task(evaluation.task), evaluation.methods
     truth = truths[index]
     columns = (1 if inputs is not None else 0) + 1 + 2 * len(methods)
@@ -108,17 +122,24 @@ def _panel(evaluation, index, reason, truths, predictions, inputs) -> str:
         ax = axes.pop(0)
         ax.imshow(panels.stretch(panels.plane(inputs[index], colour=True)), cmap="gray")
         ax.set_title("input", fontsize=9)
-    drawing = {"settings": evaluation.settings, "background": panels.background(inputs, truth, index)}
-    task.show(axes[0], truth, **drawing)
+    settings, background = evaluation.settings, panels.background(inputs, truth, index)
+    task.show(axes[0], truth, settings=settings, background=background)
     axes[0].set_title("truth", fontsize=9)
     image_axes, error_axes = axes[1::2], axes[2::2]
-    for ax, method in zip(image_axes, methods):
+    for ax, method in zip(image_axes, methods, strict=True):
         value = _fmt(evaluation.per_image[method][evaluation.main_metric][index], evaluation.main_metric)
-        task.show(ax, predictions[method][index], **drawing)
+        task.show(ax, predictions[method][index], settings=settings, background=background)
         ax.set_title(f"{method}\n{evaluation.main_metric} {value}", fontsize=9)
-    task.show_errors(error_axes, figure, truth, [predictions[m][index] for m in methods],
-                     main_metric=evaluation.main_metric, **drawing)
-    for ax, method in zip(error_axes, methods):
+    task.show_errors(
+        error_axes,
+        figure,
+        truth,
+        [predictions[m][index] for m in methods],
+        settings=settings,
+        background=background,
+        main_metric=evaluation.main_metric,
+    )
+    for ax, method in zip(error_axes, methods, strict=True):
         ax.set_title(f"{method}: errors", fontsize=9)
     for ax in figure.axes:
         if ax.images or ax.lines:
@@ -135,7 +156,9 @@ def _ranked_images(evaluation: Evaluation) -> list[int]:
     stack = np.stack([evaluation.per_image[m][metric] for m in evaluation.methods])
     stack = np.where(np.isnan(stack), np.nan, np.clip(stack, -1e12, 1e12))
     defined = ~np.isnan(stack)
-    mean = np.where(defined.any(axis=0), np.where(defined, stack, 0).sum(axis=0) / np.maximum(defined.sum(axis=0), 1), np.nan)
+    mean = np.where(
+        defined.any(axis=0), np.where(defined, stack, 0).sum(axis=0) / np.maximum(defined.sum(axis=0), 1), np.nan
+    )
     key = mean if get_task(evaluation.task).higher_is_better(metric) else -mean
     order = np.argsort(np.where(np.isnan(key), np.inf, key), kind="stable")
     return [int(i) for i in order if not np.isnan(key[i])]
@@ -152,7 +175,7 @@ def render_report(
     inputs: Sequence[np.ndarray] | None = None,
     n_panels: int = 4,
     n_worst: int = 8,
-) -> tuple[str, dict]:
+) -> tuple[str, dict[str, object]]:
     """Render the report; return the HTML text and the numbers behind its figures."""
     import jinja2
 
@@ -161,18 +184,27 @@ def render_report(
     metric = evaluation.main_metric
     task = get_task(evaluation.task)
     ranked = _ranked_images(evaluation)
-    worst = [
-        {"image": evaluation.images[i], **{m: float(evaluation.per_image[m][metric][i]) for m in evaluation.methods}}
+    worst_values = [
+        (evaluation.images[i], [float(evaluation.per_image[m][metric][i]) for m in evaluation.methods])
         for i in ranked[:n_worst]
     ]
+    worst = [{"image": image, **dict(zip(evaluation.methods, values, strict=True))} for image, values in worst_values]
     chosen: dict[int, str] = {}
     if ranked:
-        picks = [(ranked[0], "worst"), (ranked[1] if len(ranked) > 1 else ranked[0], "second worst"),
-                 (ranked[len(ranked) // 2], "median"), (ranked[-1], "best")]
+        picks = [
+            (ranked[0], "worst"),
+            (ranked[1] if len(ranked) > 1 else ranked[0], "second worst"),
+            (ranked[len(ranked) // 2], "median"),
+            (ranked[-1], "best"),
+        ]
         for index, reason in picks:
             chosen.setdefault(index, reason)
     panels = [
-        {"image": evaluation.images[i], "reason": reason, "png": _panel(evaluation, i, reason, truths, predictions, inputs)}
+        {
+            "image": evaluation.images[i],
+            "reason": reason,
+            "png": _panel(evaluation, i, reason, truths, predictions, inputs),
+        }
         for i, reason in list(chosen.items())[:n_panels]
     ]
     distribution_png, distribution_numbers = _distributions(evaluation)
@@ -185,33 +217,56 @@ def render_report(
             estimate = evaluation.summary[method][name]
             values = [evaluation.summary[m][name].value for m in evaluation.methods]
             defined = [v for v in values if not np.isnan(v)]
-            best = bool(defined) and len(evaluation.methods) > 1 and estimate.value == (max(defined) if task.higher_is_better(name) else min(defined))
-            cells.append({"value": _fmt(estimate.value, name), "interval": f"[{_fmt(estimate.low, name)}, {_fmt(estimate.high, name)}]", "best": best})
+            best = (
+                bool(defined)
+                and len(evaluation.methods) > 1
+                and estimate.value == (max(defined) if task.higher_is_better(name) else min(defined))
+            )
+            cells.append(
+                {
+                    "value": _fmt(estimate.value, name),
+                    "interval": f"[{_fmt(estimate.low, name)}, {_fmt(estimate.high, name)}]",
+                    "best": best,
+                }
+            )
         summary_rows.append({"method": method, "cells": cells})
     differences = [
-        {"pair": f"{d.first} − {d.second}", "metric": d.metric, "difference": _fmt(d.difference, d.metric),
-         "interval": f"[{_fmt(d.low, d.metric)}, {_fmt(d.high, d.metric)}]", "verdict": d.verdict, "decided": d.better is not None}
-        for d in evaluation.differences if d.metric == metric or len(evaluation.headline) <= 6
+        {
+            "pair": f"{d.first} − {d.second}",
+            "metric": d.metric,
+            "difference": _fmt(d.difference, d.metric),
+            "interval": f"[{_fmt(d.low, d.metric)}, {_fmt(d.high, d.metric)}]",
+            "verdict": d.verdict,
+            "decided": d.better is not None,
+        }
+        for d in evaluation.differences
+        if d.metric == metric or len(evaluation.headline) <= 6
     ]
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
     html = environment.get_template("report.html.j2").render(
         evaluation=evaluation,
-        headline=[{"name": n, "arrow": "↑" if task.higher_is_better(n) else "↓", "main": n == metric} for n in evaluation.headline],
+        headline=[
+            {"name": n, "arrow": "↑" if task.higher_is_better(n) else "↓", "main": n == metric}
+            for n in evaluation.headline
+        ],
         summary_rows=summary_rows,
         differences=differences,
         how_to_read=task.how_to_read,
         distribution_png=distribution_png,
         curves_png=curves_png,
-        worst=[{"image": w["image"], "values": [_fmt(w[m], metric) for m in evaluation.methods]} for w in worst],
+        worst=[{"image": image, "values": [_fmt(v, metric) for v in values]} for image, values in worst_values],
         panels=panels,
         settings=evaluation.settings,
         version=__version__,
         has_inputs=inputs is not None,
     )
-    numbers = {
+    numbers: dict[str, object] = {
         "distributions": distribution_numbers,
         "worst_images": worst,
         "panels": [{"image": p["image"], "reason": p["reason"]} for p in panels],
@@ -231,4 +286,6 @@ def write_csv(path: str | Path, evaluation: Evaluation) -> None:
         for method in evaluation.methods:
             figures = evaluation.per_image[method]
             for i, image in enumerate(evaluation.images):
-                writer.writerow([image, method, *("" if np.isnan(figures[c][i]) else f"{figures[c][i]:.6g}" for c in columns)])
+                writer.writerow(
+                    [image, method, *("" if np.isnan(figures[c][i]) else f"{figures[c][i]:.6g}" for c in columns)]
+                )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -26,7 +26,30 @@ from microzoo.io.axes import to_grayscale
 from microzoo.qc import metrics, panels
 from microzoo.qc.metrics import divide, instance_ratios, iou_and_dice, point_ratios
 
-__all__ = ["QCTask", "Scorer", "TASKS", "as_intensities", "as_labels", "check_finite", "get_task"]
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from microzoo.runtime.instances import InstanceSettings
+
+__all__ = [
+    "QCTask",
+    "Scorer",
+    "ScorerFactory",
+    "ShowErrors",
+    "ShowImage",
+    "TASKS",
+    "TaskSettings",
+    "as_intensities",
+    "as_labels",
+    "check_finite",
+    "get_task",
+]
+
+#: What a task's scorer chose (data range, classes, IoU thresholds, tolerance): recorded in
+#: ``metrics.json`` and read by the panels. Its values are JSON values, typed as ``json.load``
+#: types them.
+TaskSettings = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -38,6 +61,46 @@ class Scorer:
     headline: tuple[str, ...]
 
 
+class ScorerFactory(Protocol):
+    """A task's ``scorer``: its :class:`Scorer` for these images, and the settings it chose.
+
+    Every task receives every option; each reads the ones it needs (``data_range`` for
+    restoration, ``thresholds`` for instances, ``tolerance`` for detection).
+    """
+
+    def __call__(
+        self,
+        truths: Sequence[np.ndarray],
+        predictions: Mapping[str, Sequence[np.ndarray]],
+        *,
+        data_range: float | None = ...,
+        thresholds: Sequence[float] = ...,
+        tolerance: float | None = ...,
+    ) -> tuple[Scorer, TaskSettings]: ...
+
+
+class ShowImage(Protocol):
+    """A task's ``show``: draw one truth or prediction on ``ax``."""
+
+    def __call__(self, ax: Axes, array: np.ndarray, *, settings: TaskSettings, background: np.ndarray) -> None: ...
+
+
+class ShowErrors(Protocol):
+    """A task's ``show_errors``: draw each prediction's errors against ``truth``, one axes each."""
+
+    def __call__(
+        self,
+        axes: Sequence[Axes],
+        figure: Figure,
+        truth: np.ndarray,
+        preds: Sequence[np.ndarray],
+        *,
+        settings: TaskSettings,
+        background: np.ndarray,
+        main_metric: str,
+    ) -> None: ...
+
+
 def _nanmean(stack: list[np.ndarray]) -> np.ndarray:
     values = np.stack(stack, axis=-1)
     defined = ~np.isnan(values)
@@ -47,7 +110,13 @@ def _nanmean(stack: list[np.ndarray]) -> np.ndarray:
 # ---------------------------------------------------------------- scorers
 
 
-def _restoration_scorer(truths, predictions, *, data_range=None, **_) -> tuple[Scorer, dict]:
+def _restoration_scorer(
+    truths: Sequence[np.ndarray],
+    predictions: Mapping[str, Sequence[np.ndarray]],
+    *,
+    data_range: float | None = None,
+    **_: object,
+) -> tuple[Scorer, TaskSettings]:
     if data_range is None:
         low = min(float(np.min(t)) for t in truths)
         data_range = max(float(np.max(t)) for t in truths) - low
@@ -55,32 +124,36 @@ def _restoration_scorer(truths, predictions, *, data_range=None, **_) -> tuple[S
             raise DataError("the truth images are constant or not finite; give data_range= (e.g. 255 for 8-bit)")
     names = ("psnr", "ssim", "nrmse", "mae", "psnr_fitted", "ssim_fitted", "nrmse_fitted", "mae_fitted")
 
-    def vectorize(truth, pred):
-        figures = metrics.restoration_metrics(truth, pred, data_range=float(data_range))
+    span = float(data_range)
+
+    def vectorize(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        figures = metrics.restoration_metrics(truth, pred, data_range=span)
         values = np.array([figures[name] for name in names])
         defined = ~np.isnan(values)
         return np.concatenate([np.where(defined, values, 0.0), defined.astype(float)])
 
-    def aggregate(sums):
+    def aggregate(sums: np.ndarray) -> dict[str, np.ndarray]:
         k = len(names)
         return {name: divide(sums[..., i], sums[..., k + i]) for i, name in enumerate(names)}
 
-    return Scorer(vectorize, aggregate, names), {"data_range": float(data_range)}
+    return Scorer(vectorize, aggregate, names), {"data_range": span}
 
 
-def _semantic_scorer(truths, predictions, **_) -> tuple[Scorer, dict]:
+def _semantic_scorer(
+    truths: Sequence[np.ndarray], predictions: Mapping[str, Sequence[np.ndarray]], **_: object
+) -> tuple[Scorer, TaskSettings]:
     found: set[int] = set()
     for array in itertools.chain(truths, *predictions.values()):
         found.update(np.unique(array).tolist())
     classes = sorted(int(c) for c in found)
 
-    def vectorize(truth, pred):
+    def vectorize(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
         figures = metrics.semantic_metrics(truth, pred, classes=classes)
         counts = [figures["counts"][c][key] for c in classes for key in ("intersection", "truth", "pred")]
         correct = figures["pixel_accuracy"] * truth.size
         return np.array([*counts, round(correct), truth.size], dtype=float)
 
-    def aggregate(sums):
+    def aggregate(sums: np.ndarray) -> dict[str, np.ndarray]:
         out = {"pixel_accuracy": divide(sums[..., -2], sums[..., -1])}
         pairs = [
             iou_and_dice(sums[..., 3 * i], sums[..., 3 * i + 1], sums[..., 3 * i + 2]) for i in range(len(classes))
@@ -95,60 +168,74 @@ def _semantic_scorer(truths, predictions, **_) -> tuple[Scorer, dict]:
     return Scorer(vectorize, aggregate, headline), {"classes": classes}
 
 
-def _instances_scorer(truths, predictions, *, thresholds=metrics.DEFAULT_THRESHOLDS, **_) -> tuple[Scorer, dict]:
-    thresholds = tuple(float(t) for t in thresholds)
-    report_at = 0.5 if any(abs(t - 0.5) < 1e-9 for t in thresholds) else thresholds[0]
-    n = len(thresholds)
+def _instances_scorer(
+    truths: Sequence[np.ndarray],
+    predictions: Mapping[str, Sequence[np.ndarray]],
+    *,
+    thresholds: Sequence[float] = metrics.DEFAULT_THRESHOLDS,
+    **_: object,
+) -> tuple[Scorer, TaskSettings]:
+    levels = tuple(float(t) for t in thresholds)
+    report_at = 0.5 if any(abs(t - 0.5) < 1e-9 for t in levels) else levels[0]
+    n = len(levels)
 
-    def vectorize(truth, pred):
-        m = metrics.match_instances(truth, pred, thresholds=thresholds)
+    def vectorize(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        m = metrics.match_instances(truth, pred, thresholds=levels)
         return np.concatenate([m.tp, m.fp, m.fn, m.sum_matched_iou]).astype(float)
 
-    def aggregate(sums):
+    def aggregate(sums: np.ndarray) -> dict[str, np.ndarray]:
         tp, fp, fn, iou = (sums[..., j * n : (j + 1) * n] for j in range(4))
         figures = instance_ratios(tp, fp, fn, iou)
-        out = {f"{name}@{t:g}": values[..., k] for name, values in figures.items() for k, t in enumerate(thresholds)}
+        out = {f"{name}@{t:g}": values[..., k] for name, values in figures.items() for k, t in enumerate(levels)}
         out["mean_accuracy"] = _nanmean([figures["accuracy"][..., k] for k in range(n)])
         out["n_true"], out["n_pred"] = tp[..., 0] + fn[..., 0], tp[..., 0] + fp[..., 0]
         return out
 
     at = f"{report_at:g}"
     headline = tuple(f"{name}@{at}" for name in ("f1", "precision", "recall", "accuracy", "panoptic_quality"))
-    settings = {"iou_thresholds": list(thresholds), "reported_at": report_at}
+    settings = {"iou_thresholds": list(levels), "reported_at": report_at}
     return Scorer(vectorize, aggregate, (*headline, "mean_accuracy")), settings
 
 
-def _detection_scorer(truths, predictions, *, tolerance=None, **_) -> tuple[Scorer, dict]:
+def _detection_scorer(
+    truths: Sequence[np.ndarray],
+    predictions: Mapping[str, Sequence[np.ndarray]],
+    *,
+    tolerance: float | None = None,
+    **_: object,
+) -> tuple[Scorer, TaskSettings]:
     if tolerance is None:
         raise DataError(
             "detection needs tolerance=: the largest distance in pixels at which a detected "
             "point still counts as finding a true one (e.g. a nucleus radius)"
         )
 
-    def vectorize(truth, pred):
-        m = metrics.match_points(truth, pred, tolerance=float(tolerance))
+    distance = float(tolerance)
+
+    def vectorize(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        m = metrics.match_points(truth, pred, tolerance=distance)
         return np.array([m.tp, m.n_true, m.n_pred, m.pairs[:, 2].sum()], dtype=float)
 
-    def aggregate(sums):
+    def aggregate(sums: np.ndarray) -> dict[str, np.ndarray]:
         return point_ratios(*(sums[..., j] for j in range(4)))
 
-    return Scorer(vectorize, aggregate, ("f1", "precision", "recall", "mean_distance")), {"tolerance": float(tolerance)}
+    return Scorer(vectorize, aggregate, ("f1", "precision", "recall", "mean_distance")), {"tolerance": distance}
 
 
 # ---------------------------------------------------------------- model outputs (compare)
 
 
-def _restoration_from_output(channels: np.ndarray, settings: Any) -> np.ndarray:
+def _restoration_from_output(channels: np.ndarray, settings: InstanceSettings | None) -> np.ndarray:
     return channels[0].astype(np.float64)
 
 
-def _semantic_from_output(channels: np.ndarray, settings: Any) -> np.ndarray:
+def _semantic_from_output(channels: np.ndarray, settings: InstanceSettings | None) -> np.ndarray:
     if channels.shape[0] > 1:  # a softmax over classes
         return np.argmax(channels, axis=0).astype(np.int64)
     return (channels[0] > 0.5).astype(np.int64)
 
 
-def _instances_from_output(channels: np.ndarray, settings: Any) -> np.ndarray:
+def _instances_from_output(channels: np.ndarray, settings: InstanceSettings | None) -> np.ndarray:
     if settings is not None:  # a microzoo-trained instance network: its own decoding
         from microzoo.runtime.instances import instances_from_output
 
@@ -197,10 +284,10 @@ class QCTask:
     lower_is_better: frozenset[str]
     how_to_read: str
     labels: bool
-    scorer: Callable[..., tuple[Scorer, dict]]
-    show: Callable[..., None]
-    show_errors: Callable[..., None]
-    from_output: Callable[[np.ndarray, Any], np.ndarray] | None = None
+    scorer: ScorerFactory
+    show: ShowImage
+    show_errors: ShowErrors
+    from_output: Callable[[np.ndarray, InstanceSettings | None], np.ndarray] | None = None
     threshold_curves: bool = False
     check: Callable[[Sequence[np.ndarray], Mapping[str, Sequence[np.ndarray]], Sequence[str]], None] | None = None
 

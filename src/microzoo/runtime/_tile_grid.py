@@ -100,9 +100,7 @@ class Group:
     def _stride(self, size: int) -> int:
         if not self.targets:
             return size
-        d = min(
-            floor((self.target_tile(t, size) - 2 * t.halo) / t.ratio) for t in self.targets
-        )
+        d = min(floor((self.target_tile(t, size) - 2 * t.halo) / t.ratio) for t in self.targets)
         return d // self.align * self.align
 
     def count(self, size: int) -> int | None:
@@ -172,9 +170,7 @@ def _last_keeps_its_inner(spans: list[tuple[int, int, int]], halo: int) -> list[
 
 def make_groups(geometry: ModelGeometry, shapes: dict[str, dict[str, int]]) -> list[Group]:
     """Group the tiled input axes and attach the output axes that follow them."""
-    keys = [
-        (t.id, a.id) for t in geometry.inputs if t.id in shapes for a in t.axes if a.kind in TILED_KINDS
-    ]
+    keys = [(t.id, a.id) for t in geometry.inputs if t.id in shapes for a in t.axes if a.kind in TILED_KINDS]
     parent = {k: k for k in keys}
 
     def root(k: Key) -> Key:
@@ -203,9 +199,7 @@ def make_groups(geometry: ModelGeometry, shapes: dict[str, dict[str, int]]) -> l
     return [_group(geometry, shapes, ks, refs) for ks in components.values()]
 
 
-def _group(
-    geometry: ModelGeometry, shapes: dict[str, dict[str, int]], keys: list[Key], refs: dict[Key, Key]
-) -> Group:
+def _group(geometry: ModelGeometry, shapes: dict[str, dict[str, int]], keys: list[Key], refs: dict[Key, Key]) -> Group:
     axes = {k: geometry.tensor(k[0]).axis(k[1]) for k in keys}
     free = [k for k in keys if k not in refs]
     if not free:
@@ -240,8 +234,12 @@ def _group(
                 f"not {shapes[k[0]][k[1]]}"
             )
     group = Group(
-        key=driver[1], driver=driver, whole=shapes[driver[0]][driver[1]],
-        first=first, step=step, members=members,
+        key=driver[1],
+        driver=driver,
+        whole=shapes[driver[0]][driver[1]],
+        first=first,
+        step=step,
+        members=members,
     )
     _attach_targets(geometry, shapes, group, axes)
     return group

@@ -9,6 +9,7 @@ per-tile and whole shapes of every tensor. The memory estimate is described in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from math import floor
 from types import MappingProxyType
 
@@ -24,9 +25,7 @@ ACTIVATION_FACTOR = 64
 Shapes = Mapping[str, Mapping[str, int]]
 
 
-def estimate_forward_bytes(
-    input_tile_shapes: Shapes, output_tile_shapes: Shapes, *, batch_size: int = 1
-) -> int:
+def estimate_forward_bytes(input_tile_shapes: Shapes, output_tile_shapes: Shapes, *, batch_size: int = 1) -> int:
     """Estimate the memory of one forward pass (see the module docstring).
 
     Per-tile shapes have batch size 1; ``-1`` (data-dependent) counts as 1.
@@ -37,9 +36,7 @@ def estimate_forward_bytes(
     return batch_size * elements * BYTES_PER_ELEMENT * ACTIVATION_FACTOR
 
 
-def check_shapes(
-    geometry: ModelGeometry, input_shapes: Shapes
-) -> tuple[dict[str, dict[str, int]], int]:
+def check_shapes(geometry: ModelGeometry, input_shapes: Shapes) -> tuple[dict[str, dict[str, int]], int]:
     """Check the whole input shapes against the model; return them and the sample count."""
     inputs = {t.id: t for t in geometry.inputs}
     unknown = sorted(set(input_shapes) - set(inputs))
@@ -71,9 +68,7 @@ def check_shapes(
                     "select or convert the image's channels"
                 )
     if len(samples) > 1:
-        raise TilingError(
-            f"the inputs have different batch sizes {sorted(samples)}: give them equal ones"
-        )
+        raise TilingError(f"the inputs have different batch sizes {sorted(samples)}: give them equal ones")
     n_samples = samples.pop() if samples else 1
     for out in geometry.outputs:
         if n_samples > 1 and not any(a.kind == "batch" for a in out.axes):
@@ -106,6 +101,16 @@ def _first_k(ok: Callable[[int], bool], lo: int, limit: int = 1 << 40) -> int | 
     return hi
 
 
+def _leaves_output(g: Group, k: int) -> bool:
+    """Whether the k-th tile size of ``g`` leaves output after cropping the halo."""
+    return g.count(g.size(k)) is not None
+
+
+def _one_tile(g: Group, k: int) -> bool:
+    """Whether the k-th tile size of ``g`` covers the axis in one tile."""
+    return g.count(g.size(k)) == 1
+
+
 def choose_tile_sizes(
     geometry: ModelGeometry,
     shapes: dict[str, dict[str, int]],
@@ -127,13 +132,10 @@ def choose_tile_sizes(
     for i, g in enumerate(groups):
         name = f"input {g.driver[0]!r} axis {g.key!r}"
         limit = 0 if g.step == 0 else 1 << 40
-        low = _first_k(lambda k: g.count(g.size(k)) is not None, 0, limit)
+        low = _first_k(partial(_leaves_output, g), 0, limit)
         if low is None:
-            raise TilingError(
-                f"{name}: no tile size leaves output after cropping the halo "
-                f"(valid: {g.valid_sizes()})"
-            )
-        cap = _first_k(lambda k: g.count(g.size(k)) == 1, low, limit)
+            raise TilingError(f"{name}: no tile size leaves output after cropping the halo (valid: {g.valid_sizes()})")
+        cap = _first_k(partial(_one_tile, g), low, limit)
         if g.must_whole and cap is None:
             raise TilingError(
                 f"{name} is {g.whole} long but the model takes {g.valid_sizes()} and cannot tile it "
@@ -146,8 +148,7 @@ def choose_tile_sizes(
             if g.step == 0:
                 if want != g.first:
                     raise TilingError(
-                        f"{name} has the fixed size {g.first}: "
-                        f"set tile {g.key}={g.first} or leave it out"
+                        f"{name} has the fixed size {g.first}: set tile {g.key}={g.first} or leave it out"
                     )
                 k = 0
             else:
@@ -176,13 +177,13 @@ def choose_tile_sizes(
         ks = list(chosen)
         for i in free:
             ks[i] = min(caps[i], lows[i] + level)
-        sizes = {g.key: g.size(k) for g, k in zip(groups, ks)}
+        sizes = {g.key: g.size(k) for g, k in zip(groups, ks, strict=True)}
         ins, outs = tile_shapes(geometry, shapes, groups, sizes)
         return estimate_forward_bytes(ins, outs, batch_size=batch_size) <= budget
 
     if not fits(0):
         if strict:
-            smallest = {g.key: g.size(k) for g, k in zip(groups, chosen)}
+            smallest = {g.key: g.size(k) for g, k in zip(groups, chosen, strict=True)}
             ins, outs = tile_shapes(geometry, shapes, groups, smallest)
             need = estimate_forward_bytes(ins, outs, batch_size=batch_size)
             raise TilingError(
@@ -191,15 +192,13 @@ def choose_tile_sizes(
             )
         return chosen
     top = max([caps[i] - lows[i] for i in free], default=0)
-    level = (_first_k(lambda m: m >= top or not fits(m + 1), 0, top) or 0)
+    level = _first_k(lambda m: m >= top or not fits(m + 1), 0, top) or 0
     for i in free:
         chosen[i] = min(caps[i], lows[i] + level)
     return chosen
 
 
-def _static_size(
-    geometry: ModelGeometry, shapes: Mapping[str, Mapping[str, int]], tensor_id: str, axis_id: str
-) -> int:
+def _static_size(geometry: ModelGeometry, shapes: Mapping[str, Mapping[str, int]], tensor_id: str, axis_id: str) -> int:
     """Size of an output axis that does not follow a tiled axis (-1: data-dependent)."""
     axis = geometry.tensor(tensor_id).axis(axis_id)
     rule = axis.size
@@ -254,15 +253,19 @@ def output_shapes(
 ) -> Shapes:
     """Whole output shapes (``-1``: data-dependent)."""
     targets = {t.key: t for g in groups for t in g.targets}
-    return freeze({
-        t.id: {
-            a.id: n_samples if a.kind == "batch"
-            else targets[(t.id, a.id)].whole if (t.id, a.id) in targets
-            else _static_size(geometry, shapes, t.id, a.id)
-            for a in t.axes
+    return freeze(
+        {
+            t.id: {
+                a.id: n_samples
+                if a.kind == "batch"
+                else targets[(t.id, a.id)].whole
+                if (t.id, a.id) in targets
+                else _static_size(geometry, shapes, t.id, a.id)
+                for a in t.axes
+            }
+            for t in geometry.outputs
         }
-        for t in geometry.outputs
-    })
+    )
 
 
 def freeze(shapes: Mapping[str, Mapping[str, int]]) -> Shapes:

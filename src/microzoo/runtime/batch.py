@@ -12,12 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from microzoo.errors import MicrozooError, OutputError
+from microzoo.errors import ImageError, MicrozooError, OutputError
 from microzoo.io.files import image_stem
+from microzoo.io.read import image_format, image_shape
 from microzoo.progress import ProgressCallback
 from microzoo.runtime.predict import Model, Prediction
-
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".zarr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +36,7 @@ def output_paths(model: Model, inputs: Sequence[Path], out: Path, *, suffix: str
     ``OUT/<stem><suffix>`` for a one-output model, ``OUT/<stem>_<output id><suffix>`` otherwise.
     Raises OutputError when an output would overwrite an input or two outputs collide.
     """
-    single_file = out.suffix.lower() in IMAGE_SUFFIXES or out.name.lower().endswith(".ome.zarr")
+    single_file = image_format(out) is not None
     if single_file and (len(inputs) != 1 or len(model.output_ids) != 1):
         raise OutputError(
             f"-o {out} names one file but there are {len(inputs)} inputs and {len(model.output_ids)} "
@@ -55,7 +54,7 @@ def output_paths(model: Model, inputs: Sequence[Path], out: Path, *, suffix: str
             plans.append({oid: out / f"{stem}_{oid}{suffix}" for oid in model.output_ids})
     resolved_inputs = {p.resolve() for p in inputs}
     seen: dict[Path, Path] = {}
-    for path, plan in zip(inputs, plans):
+    for path, plan in zip(inputs, plans, strict=True):
         for target in plan.values():
             if target.resolve() in resolved_inputs:
                 raise OutputError(
@@ -71,8 +70,9 @@ def output_paths(model: Model, inputs: Sequence[Path], out: Path, *, suffix: str
     return plans
 
 
-def check_outputs(model: Model, inputs: Sequence[Path], plans: Sequence[Mapping[str, Path]], *,
-                  overwrite: bool = False) -> None:
+def check_outputs(
+    model: Model, inputs: Sequence[Path], plans: Sequence[Mapping[str, Path]], *, overwrite: bool = False
+) -> None:
     """Refuse, before any computing, outputs that cannot be written.
 
     Raises OutputError when an output exists (unless ``overwrite``), when a file stands where
@@ -85,8 +85,10 @@ def check_outputs(model: Model, inputs: Sequence[Path], plans: Sequence[Mapping[
         if target.is_dir() and not target.is_symlink() and target.suffix.lower() != ".zarr":
             raise OutputError(f"the output {target} is an existing folder: give another -o, or remove the folder")
         if target.exists() and not overwrite:
-            raise OutputError(f"the output {target} exists already: pass --overwrite (overwrite=True) to replace "
-                              "it, or choose another output with -o")
+            raise OutputError(
+                f"the output {target} exists already: pass --overwrite (overwrite=True) to replace "
+                "it, or choose another output with -o"
+            )
     folders = list(dict.fromkeys(target.parent for target in targets))
     for folder in folders:
         _check_folder(folder)
@@ -95,30 +97,34 @@ def check_outputs(model: Model, inputs: Sequence[Path], plans: Sequence[Mapping[
         free = shutil.disk_usage(folder).free
         share = needed * sum(t.parent == folder for t in targets) // max(len(targets), 1)
         if free < share:
-            raise OutputError(f"the outputs need about {share / 1e6:.1f} MB but the disk of {folder} has only "
-                              f"{free / 1e6:.1f} MB free: free some space or choose another output folder with -o")
+            raise OutputError(
+                f"the outputs need about {share / 1e6:.1f} MB but the disk of {folder} has only "
+                f"{free / 1e6:.1f} MB free: free some space or choose another output folder with -o"
+            )
 
 
 def _check_folder(folder: Path) -> None:
     """Create ``folder`` if needed and check that files can be written into it."""
     existing = next((p for p in (folder, *folder.parents) if p.exists() or p.is_symlink()), None)
     if existing is not None and not existing.is_dir():
-        raise OutputError(f"cannot write outputs into {folder}: {existing} is a file, not a folder; give a "
-                          "folder with -o (or an image file name such as out.tif for one input)")
+        raise OutputError(
+            f"cannot write outputs into {folder}: {existing} is a file, not a folder; give a "
+            "folder with -o (or an image file name such as out.tif for one input)"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder, prefix=".microzoo-write-check-"):
             pass
     except OSError as error:
-        raise OutputError(f"cannot write into the output folder {folder} ({error.strerror or error}): choose a "
-                          "folder you can write to with -o") from error
+        raise OutputError(
+            f"cannot write into the output folder {folder} ({error.strerror or error}): choose a "
+            "folder you can write to with -o"
+        ) from error
 
 
 def _estimated_output_bytes(model: Model, inputs: Sequence[Path]) -> int:
     """About how many bytes the outputs of ``inputs`` take: float32, every output channel per
     input pixel (the input's own channels counted too, an overestimate for RGB images)."""
-    from microzoo.errors import ImageError
-    from microzoo.io.read import image_shape
 
     def pixels(path: Path) -> int:
         try:
@@ -126,12 +132,14 @@ def _estimated_output_bytes(model: Model, inputs: Sequence[Path]) -> int:
         except ImageError:  # unreadable: reported with its reason when it is read
             return 0
 
+    from bioimageio.spec.model.v0_5 import ChannelAxis
+
     per_pixel = 0.0
     for tensor in model.descr.outputs:
         scale = 1.0
         channels = 1
         for axis in tensor.axes:
-            if str(axis.type) == "channel":
+            if isinstance(axis, ChannelAxis):
                 channels = len(axis.channel_names)
             elif str(axis.type) in ("space", "time"):
                 scale *= 1.0 / float(getattr(axis, "scale", 1.0) or 1.0)
@@ -139,16 +147,27 @@ def _estimated_output_bytes(model: Model, inputs: Sequence[Path]) -> int:
     return int(sum(pixels(path) for path in inputs) * per_pixel)
 
 
-def predict_files(model: Model, inputs: Sequence[Path], out: Path, *, axes: str | None = None,
-                  tile: int | Mapping[str, int] | None = None, memory_budget: int | None = None,
-                  channel: int | Sequence[int] | None = None, suffix: str = ".tif", overwrite: bool = False,
-                  progress: ProgressCallback | None = None,
-                  on_image: Callable[[Path, np.ndarray], None] | None = None) -> list[FileResult]:
+def predict_files(
+    model: Model,
+    inputs: Sequence[Path],
+    out: Path,
+    *,
+    axes: str | None = None,
+    tile: int | Mapping[str, int] | None = None,
+    memory_budget: int | None = None,
+    channel: int | Sequence[int] | None = None,
+    suffix: str = ".tif",
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+    on_image: Callable[[Path, np.ndarray, str], None] | None = None,
+) -> list[FileResult]:
     """Predict every input file and write its outputs (see :func:`output_paths` for the names).
 
     Before anything is computed the outputs are checked (:func:`check_outputs`): an existing
-    output is refused unless ``overwrite``. Progress is reported per file. Every output is written to a temporary name first, so an
-    interrupted batch leaves only complete files. ``on_image(path, image)`` is called with each
+    output is refused unless ``overwrite``. Progress is reported per file. Every output is
+    written to a temporary name first, so an interrupted batch leaves only complete files.
+    ``channel`` chooses image channels (:func:`microzoo.io.axes.select_channels`).
+    ``on_image(path, image, axes)`` is called with each
     image as read (its own axes), so a caller can look at it without reading it again
     (:func:`microzoo.trust.note.predict_files_with_note` computes the trust note this way).
     """
@@ -160,24 +179,30 @@ def predict_files(model: Model, inputs: Sequence[Path], out: Path, *, axes: str 
     plans = output_paths(model, inputs, out, suffix=suffix)
     check_outputs(model, inputs, plans, overwrite=overwrite)
     results = []
-    for done, (path, plan) in enumerate(zip(inputs, plans)):
+    for done, (path, plan) in enumerate(zip(inputs, plans, strict=True)):
         if progress:
             progress(done, len(inputs), path.name)
         start = time.perf_counter()
         try:
             image = read_image(path, axes=axes)
             data = np.asarray(image.data.compute() if hasattr(image.data, "compute") else image.data[...])
-            prediction = model.predict_image(data, axes=image.axes, tile=tile, memory_budget=memory_budget,
-                                             channel=channel)
+            prediction = model.predict_image(
+                data, axes=image.axes, tile=tile, memory_budget=memory_budget, channel=channel
+            )
         except MicrozooError as error:  # say which file, unless the message does
             if str(path) in str(error) or type(error).__init__ is not Exception.__init__:
                 raise
             raise type(error)(f"{path}: {error}") from error
         if on_image is not None:
-            on_image(path, data)
+            on_image(path, data, image.axes)
         for oid, target in plan.items():
-            write_image(target, prediction.outputs[oid], prediction.axes[oid],
-                        pixel_size=_output_pixel_size(model, oid, image.pixel_size), unit=image.unit)
+            write_image(
+                target,
+                prediction.outputs[oid],
+                prediction.axes[oid],
+                pixel_size=_output_pixel_size(model, oid, image.pixel_size),
+                unit=image.unit,
+            )
         results.append(FileResult(path, plan, prediction, time.perf_counter() - start))
     if progress:
         progress(len(inputs), len(inputs), "done")

@@ -68,8 +68,9 @@ def choose_format(package: ModelPackage, requested: str | None = None) -> str:
     raise WeightFormatError(_unsupported_message(present[0] if present else "none", present))
 
 
-def load_engine(package: ModelPackage, weight_format: str | None = None, *, device: str | None = None,
-                threads: int | None = None) -> Engine:
+def load_engine(
+    package: ModelPackage, weight_format: str | None = None, *, device: str | None = None, threads: int | None = None
+) -> Engine:
     """Load the weights of ``package`` in ``weight_format`` (default: the first supported one).
 
     ``device`` is ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``); by default a GPU is used where present.
@@ -140,7 +141,9 @@ class TorchscriptEngine:
             with warnings.catch_warnings():
                 # torch 2.10+ deprecates TorchScript in favour of torch.export; the zoo format
                 # still ships TorchScript, so loading it is what we must do
-                warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=DeprecationWarning)
+                warnings.filterwarnings(
+                    "ignore", message=".*torch.jit.load.* is deprecated", category=DeprecationWarning
+                )
                 self._module = torch.jit.load(str(path), map_location=self._device).eval()
         except RuntimeError as error:
             raise PackageError(f"cannot load the TorchScript weights {path.name}: {error}") from error
@@ -177,8 +180,9 @@ class StateDictEngine:
 
     weight_format = "pytorch_state_dict"
 
-    def __init__(self, package: ModelPackage, entry: Any, path: Path, *, device: str | None = None,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self, package: ModelPackage, entry: Any, path: Path, *, device: str | None = None, threads: int | None = None
+    ) -> None:
         _quiet_openmp_threads()
         import torch
 
@@ -249,5 +253,6 @@ class OnnxEngine:
         self._input_names = [i.name for i in self._session.get_inputs()]
 
     def forward(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        feed = {name: np.ascontiguousarray(x) for name, x in zip(self._input_names, inputs)}
+        # not strict: a graph input the description does not list is left to onnxruntime to refuse
+        feed = {name: np.ascontiguousarray(x) for name, x in zip(self._input_names, inputs, strict=False)}
         return list(self._session.run(None, feed))

@@ -34,13 +34,13 @@ class InstanceSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    foreground_threshold: float = Field(0.5, gt=0, lt=1, description="foreground above it is object area")
+    foreground_threshold: float = Field(default=0.5, gt=0, lt=1, description="foreground above it is object area")
     seed_threshold: float = Field(
-        0.5, gt=-1, lt=1, description="seed map (distance - boundary_weight * boundary) above it is a seed"
+        default=0.5, gt=-1, lt=1, description="seed map (distance - boundary_weight * boundary) above it is a seed"
     )
-    boundary_weight: float = Field(0.5, ge=0, description="how much the boundary map lowers the seed map")
-    min_seed_size: int = Field(2, ge=1, description="seeds with fewer pixels are dropped as noise")
-    min_size: int = Field(10, ge=0, description="objects with fewer pixels (voxels) are removed")
+    boundary_weight: float = Field(default=0.5, ge=0, description="how much the boundary map lowers the seed map")
+    min_seed_size: int = Field(default=2, ge=1, description="seeds with fewer pixels are dropped as noise")
+    min_size: int = Field(default=10, ge=0, description="objects with fewer pixels (voxels) are removed")
 
 
 def check_instance_output(output: np.ndarray) -> np.ndarray:

@@ -43,7 +43,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import Literal, TypeAlias
 
 import numpy as np
 from bioimageio.spec.model import v0_5
@@ -52,12 +52,14 @@ from microzoo.errors import ProcessingError
 
 __all__ = ["Pipeline", "ProcessingDescr", "bind_ops", "describe_op"]
 
-ProcessingDescr = Union[v0_5.PreprocessingDescr, v0_5.PostprocessingDescr]
+ProcessingDescr: TypeAlias = v0_5.PreprocessingDescr | v0_5.PostprocessingDescr
 _Fit = Callable[[np.ndarray], np.ndarray]
+_QuantileMethod = Literal["linear", "inverted_cdf"]
 _FIXED_EPS = 1e-6  # fixed_zero_mean_unit_variance has no eps field; core uses 1e-6
 
 
 # --- bound steps: pointwise given their (broadcastable, full-tensor) parameters -------------
+
 
 def _work(x: np.ndarray) -> np.ndarray:
     """``x`` as the arithmetic type: float32 stays float32 (the engines' type, and no copy of a
@@ -117,9 +119,9 @@ class _Clip:
         out = _work(x)
         low = None if self.low is None else fit(self.low).astype(out.dtype, copy=False)
         high = None if self.high is None else fit(self.high).astype(out.dtype, copy=False)
-        if self.low_by_percentile:
+        if self.low_by_percentile and low is not None:
             out, low = np.where(out >= low, out, low), None
-        if self.high_by_percentile:
+        if self.high_by_percentile and high is not None:
             out, high = np.where(out <= high, out, high), None
         if low is not None or high is not None:
             out = np.clip(out, low, high)
@@ -171,10 +173,11 @@ class _Softmax:
         return scipy.special.softmax(_work(x), axis=self.axis).astype(_out_dtype(x), copy=False)
 
 
-_Step = Union[_Affine, _Binarize, _Clip, _Cast, _Sigmoid, _Softmax]
+_Step: TypeAlias = _Affine | _Binarize | _Clip | _Cast | _Sigmoid | _Softmax
 
 
 # --- the pipeline ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Pipeline:
@@ -199,8 +202,7 @@ class Pipeline:
         """Axes a tile must span whole (the axis of a ``softmax``)."""
         return frozenset(self.axes[s.axis] for s in self.steps if isinstance(s, _Softmax))
 
-    def __call__(self, array: np.ndarray, *,
-                 where: Sequence[slice] | None = None) -> np.ndarray:
+    def __call__(self, array: np.ndarray, *, where: Sequence[slice] | None = None) -> np.ndarray:
         """Apply the ops to ``array`` (the whole tensor or a tile), returning a new array.
 
         Parameters
@@ -215,54 +217,61 @@ class Pipeline:
         if x.ndim != len(self.axes):
             raise ProcessingError(
                 f"processing expects {len(self.axes)} axes {self.axes}, got an array of shape "
-                f"{x.shape}; give the data with exactly these axes")
+                f"{x.shape}; give the data with exactly these axes"
+            )
         position = _resolve_where(where, x.shape, self.shape, self.axes)
         fit = _fitter(x.shape, position, self.axes, self.names)
-        for name, step in zip(self.names, self.steps):
+        for name, step in zip(self.names, self.steps, strict=True):
             if isinstance(step, _Softmax) and x.shape[step.axis] != self.shape[step.axis]:
                 axis = self.axes[step.axis]
                 raise ProcessingError(
                     f"{name} runs along {axis!r} and needs all {self.shape[step.axis]} positions "
-                    f"of it, but the tile has {x.shape[step.axis]}; do not tile along {axis!r}")
+                    f"of it, but the tile has {x.shape[step.axis]}; do not tile along {axis!r}"
+                )
             x = step(x, fit)
         return x.copy() if x is array else x
 
 
-def _resolve_where(where: Sequence[slice] | None, shape: tuple[int, ...],
-                   full: tuple[int, ...], axes: tuple[str, ...]) -> tuple[slice, ...] | None:
+def _resolve_where(
+    where: Sequence[slice] | None, shape: tuple[int, ...], full: tuple[int, ...], axes: tuple[str, ...]
+) -> tuple[slice, ...] | None:
     if where is None:
         return None
     where = tuple(where)
     if len(where) != len(full) or not all(isinstance(s, slice) for s in where):
         raise ProcessingError(
             f"where must be one slice per axis {axes}, got {where!r}; give the tile's position "
-            "in the whole tensor as a tuple of slices")
+            "in the whole tensor as a tuple of slices"
+        )
     resolved = []
-    for axis, s, n, size in zip(axes, where, full, shape):
+    for axis, s, n, size in zip(axes, where, full, shape, strict=True):
         start, stop, step = s.indices(n)
         if step != 1 or stop - start != size:
             raise ProcessingError(
                 f"where[{axis!r}] = {s} covers {max(stop - start, 0)} of the tensor's {n} "
                 f"positions but the tile has {size}; give slices with step 1 that lie inside "
-                "the whole tensor and match the tile's shape")
+                "the whole tensor and match the tile's shape"
+            )
         resolved.append(slice(start, stop))
     return tuple(resolved)
 
 
-def _fitter(shape: tuple[int, ...], position: tuple[slice, ...] | None,
-            axes: tuple[str, ...], names: tuple[str, ...]) -> _Fit:
+def _fitter(
+    shape: tuple[int, ...], position: tuple[slice, ...] | None, axes: tuple[str, ...], names: tuple[str, ...]
+) -> _Fit:
     """Cut a full-tensor parameter down to the tile at ``position``."""
 
     def fit(param: np.ndarray) -> np.ndarray:
         if position is not None:
-            index = tuple(p if n > 1 else slice(None) for p, n in zip(position, param.shape))
+            index = tuple(p if n > 1 else slice(None) for p, n in zip(position, param.shape, strict=True))
             return param[index]
-        for axis, n, size in zip(axes, param.shape, shape):
+        for axis, n, size in zip(axes, param.shape, shape, strict=True):
             if n > 1 and n != size:
                 raise ProcessingError(
                     f"the statistics of {', '.join(names)} vary along {axis!r} ({n} values) but "
                     f"the tile has {size} there; pass where=(slices...) with the tile's "
-                    "position in the whole tensor")
+                    "position in the whole tensor"
+                )
         return param
 
     return fit
@@ -270,8 +279,14 @@ def _fitter(shape: tuple[int, ...], position: tuple[slice, ...] | None,
 
 # --- binding: statistics on the whole tensor ------------------------------------------------
 
-def bind_ops(ops: Sequence[ProcessingDescr], data: np.ndarray, axes: Sequence[str], *,
-             sample: Mapping[str, tuple[np.ndarray, Sequence[str]]] | None = None) -> Pipeline:
+
+def bind_ops(
+    ops: Sequence[ProcessingDescr],
+    data: np.ndarray,
+    axes: Sequence[str],
+    *,
+    sample: Mapping[str, tuple[np.ndarray, Sequence[str]]] | None = None,
+) -> Pipeline:
     """Bind ``ops`` to the whole tensor ``data``, computing every statistic they need.
 
     Parameters
@@ -296,63 +311,69 @@ def bind_ops(ops: Sequence[ProcessingDescr], data: np.ndarray, axes: Sequence[st
     axes = tuple(str(a) for a in axes)
     if data.ndim != len(axes) or len(set(axes)) != len(axes):
         raise ProcessingError(
-            f"tensor of shape {data.shape} does not match the axes {axes}; give one distinct "
-            "axis id per dimension")
+            f"tensor of shape {data.shape} does not match the axes {axes}; give one distinct axis id per dimension"
+        )
     steps = tuple(_bind(op, data, axes, sample or {}) for op in ops)  # statistics of the raw tensor
-    names = tuple(str(getattr(op, "id", type(op).__name__)) for op in ops)
+    names = tuple(str(op.id) for op in ops)
     return Pipeline(axes=axes, shape=tuple(data.shape), steps=steps, names=names)
 
 
-def _bind(op: object, x: np.ndarray, axes: tuple[str, ...],
-          sample: Mapping[str, tuple[np.ndarray, Sequence[str]]]) -> _Step:
-    name = str(getattr(op, "id", type(op).__name__))
-    kw = getattr(op, "kwargs", None)
+def _bind(
+    op: ProcessingDescr, x: np.ndarray, axes: tuple[str, ...], sample: Mapping[str, tuple[np.ndarray, Sequence[str]]]
+) -> _Step:
+    name = str(op.id)
     if isinstance(op, v0_5.BinarizeDescr):
-        if isinstance(kw, v0_5.BinarizeAlongAxisKwargs):
-            return _Binarize(_along(kw.threshold, kw.axis, axes, x.shape, name, "threshold"))
-        return _Binarize(_scalar(kw.threshold, x.ndim))
+        bk = op.kwargs
+        if isinstance(bk, v0_5.BinarizeAlongAxisKwargs):
+            return _Binarize(_along(bk.threshold, bk.axis, axes, x.shape, name, "threshold"))
+        return _Binarize(_scalar(bk.threshold, x.ndim))
     if isinstance(op, v0_5.ClipDescr):
-        return _bind_clip(kw, x, axes, name)
+        return _bind_clip(op.kwargs, x, axes, name)
     if isinstance(op, v0_5.EnsureDtypeDescr):
-        return _Cast(np.dtype(kw.dtype))
+        return _Cast(np.dtype(op.kwargs.dtype))
     if isinstance(op, v0_5.FixedZeroMeanUnitVarianceDescr):
-        if isinstance(kw, v0_5.FixedZeroMeanUnitVarianceAlongAxisKwargs):
-            mean = _along(kw.mean, kw.axis, axes, x.shape, name, "mean")
-            std = _along(kw.std, kw.axis, axes, x.shape, name, "std")
+        fk = op.kwargs
+        if isinstance(fk, v0_5.FixedZeroMeanUnitVarianceAlongAxisKwargs):
+            mean = _along(fk.mean, fk.axis, axes, x.shape, name, "mean")
+            std = _along(fk.std, fk.axis, axes, x.shape, name, "std")
         else:
-            mean, std = _scalar(kw.mean, x.ndim), _scalar(kw.std, x.ndim)
+            mean, std = _scalar(fk.mean, x.ndim), _scalar(fk.std, x.ndim)
         return _Affine(sub=mean, div=_frozen(std + _FIXED_EPS))
     if isinstance(op, v0_5.ScaleLinearDescr):
-        if isinstance(kw, v0_5.ScaleLinearAlongAxisKwargs):
-            gain = _along(_listed(kw.gain), kw.axis, axes, x.shape, name, "gain")
-            offset = _along(_listed(kw.offset), kw.axis, axes, x.shape, name, "offset")
+        lk = op.kwargs
+        if isinstance(lk, v0_5.ScaleLinearAlongAxisKwargs):
+            gain = _along(_listed(lk.gain), lk.axis, axes, x.shape, name, "gain")
+            offset = _along(_listed(lk.offset), lk.axis, axes, x.shape, name, "offset")
         else:
-            gain, offset = _scalar(kw.gain, x.ndim), _scalar(kw.offset, x.ndim)
+            gain, offset = _scalar(lk.gain, x.ndim), _scalar(lk.offset, x.ndim)
         return _Affine(mul=gain, add=offset)
     if isinstance(op, v0_5.ScaleRangeDescr):
-        ref, ref_axes = _reference(kw.reference_tensor, x, axes, sample, name)
-        red = _reduced(kw.axes, ref_axes, name)
-        low, high = _quantiles(ref, (kw.min_percentile / 100, kw.max_percentile / 100), red, "linear")
+        rk = op.kwargs
+        ref, ref_axes = _reference(rk.reference_tensor, x, axes, sample, name)
+        red = _reduced(rk.axes, ref_axes, name)
+        low, high = _quantiles(ref, (rk.min_percentile / 100, rk.max_percentile / 100), red, "linear")
         low, high = (_align(v, ref_axes, axes, x.shape, name) for v in (low, high))
-        return _Affine(sub=low, div=_frozen(high - low + kw.eps))
+        return _Affine(sub=low, div=_frozen(high - low + rk.eps))
     if isinstance(op, v0_5.ScaleMeanVarianceDescr):
-        red = _reduced(kw.axes, axes, name)
+        mk = op.kwargs
+        red = _reduced(mk.axes, axes, name)
         mean, std = _mean_std(x, red)
-        ref, ref_axes = _reference(kw.reference_tensor, x, axes, sample, name)
-        ref_mean, ref_std = _mean_std(ref, _reduced(kw.axes, ref_axes, name))
+        ref, ref_axes = _reference(mk.reference_tensor, x, axes, sample, name)
+        ref_mean, ref_std = _mean_std(ref, _reduced(mk.axes, ref_axes, name))
         ref_mean, ref_std = (_align(v, ref_axes, axes, x.shape, name) for v in (ref_mean, ref_std))
-        return _Affine(sub=mean, div=_frozen(std + kw.eps), mul=_frozen(ref_std + kw.eps), add=ref_mean)
+        return _Affine(sub=mean, div=_frozen(std + mk.eps), mul=_frozen(ref_std + mk.eps), add=ref_mean)
     if isinstance(op, v0_5.SigmoidDescr):
         return _Sigmoid()
     if isinstance(op, v0_5.SoftmaxDescr):
-        return _Softmax(_axis_index(kw.axis, axes, name))
+        return _Softmax(_axis_index(op.kwargs.axis, axes, name))
     if isinstance(op, v0_5.ZeroMeanUnitVarianceDescr):
-        mean, std = _mean_std(x, _reduced(kw.axes, axes, name))
-        return _Affine(sub=mean, div=_frozen(std + kw.eps))
+        mean, std = _mean_std(x, _reduced(op.kwargs.axes, axes, name))
+        return _Affine(sub=mean, div=_frozen(std + op.kwargs.eps))
     raise ProcessingError(
         f"processing op {name!r} ({describe_op(op)}) is not supported by microzoo: only the "
         "pointwise ops of format 0.5 are; run this model with bioimageio.core, or remove the "
-        "op and apply it to the output yourself")
+        "op and apply it to the output yourself"
+    )
 
 
 def _bind_clip(kw: v0_5.ClipKwargs, x: np.ndarray, axes: tuple[str, ...], name: str) -> _Clip:
@@ -361,15 +382,16 @@ def _bind_clip(kw: v0_5.ClipKwargs, x: np.ndarray, axes: tuple[str, ...], name: 
     if kw.min_percentile is None and kw.max_percentile is None:
         return _Clip(low, high)
     red = _reduced(kw.axes, axes, name)
-    method = "linear" if kw.axes is None or "batch" in map(str, kw.axes) else "inverted_cdf"
+    method: _QuantileMethod = "linear" if kw.axes is None or "batch" in map(str, kw.axes) else "inverted_cdf"
     qs = [p / 100 for p in (kw.min_percentile, kw.max_percentile) if p is not None]
     values = _quantiles(x, qs, red, method)
     if kw.min_percentile is not None:
         low = values.pop(0)
     if kw.max_percentile is not None:
         high = values.pop(0)
-    return _Clip(low, high, low_by_percentile=kw.min_percentile is not None,
-                 high_by_percentile=kw.max_percentile is not None)
+    return _Clip(
+        low, high, low_by_percentile=kw.min_percentile is not None, high_by_percentile=kw.max_percentile is not None
+    )
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -390,12 +412,14 @@ def _axis_index(axis: object, axes: tuple[str, ...], name: str) -> int:
     if str(axis) not in axes:
         raise ProcessingError(
             f"{name} names the axis {str(axis)!r} but the tensor has axes {axes}; fix the op's "
-            "axis in the model description or give data with that axis")
+            "axis in the model description or give data with that axis"
+        )
     return axes.index(str(axis))
 
 
-def _along(values: Sequence[float], axis: object, axes: tuple[str, ...], shape: tuple[int, ...],
-           name: str, what: str) -> np.ndarray:
+def _along(
+    values: Sequence[float], axis: object, axes: tuple[str, ...], shape: tuple[int, ...], name: str, what: str
+) -> np.ndarray:
     """Per-entry parameters laid along ``axis``, size 1 elsewhere."""
     i = _axis_index(axis, axes, name)
     values = _listed(values)
@@ -403,7 +427,8 @@ def _along(values: Sequence[float], axis: object, axes: tuple[str, ...], shape: 
         raise ProcessingError(
             f"{name} gives {len(values)} {what} value(s) along {str(axis)!r} but the tensor has "
             f"{shape[i]} there; give one value per entry of {str(axis)!r} in the description, or "
-            "data with that many entries")
+            "data with that many entries"
+        )
     return _frozen(np.reshape(values, [-1 if j == i else 1 for j in range(len(shape))]))
 
 
@@ -414,46 +439,56 @@ def _reduced(reduce: Sequence[object] | None, axes: tuple[str, ...], name: str) 
     if missing:
         raise ProcessingError(
             f"{name} computes statistics over the axes {[str(a) for a in reduce]} but the tensor "
-            f"has axes {axes} (missing: {missing}); fix the op's axes or give data with these axes")
+            f"has axes {axes} (missing: {missing}); fix the op's axes or give data with these axes"
+        )
     return tuple(axes.index(str(a)) for a in reduce)
 
 
-def _reference(ref_id: object, x: np.ndarray, axes: tuple[str, ...],
-               sample: Mapping[str, tuple[np.ndarray, Sequence[str]]],
-               name: str) -> tuple[np.ndarray, tuple[str, ...]]:
+def _reference(
+    ref_id: object,
+    x: np.ndarray,
+    axes: tuple[str, ...],
+    sample: Mapping[str, tuple[np.ndarray, Sequence[str]]],
+    name: str,
+) -> tuple[np.ndarray, tuple[str, ...]]:
     if ref_id is None:
         return x, axes
     if str(ref_id) not in sample:
         raise ProcessingError(
             f"{name} takes its statistics from the tensor {str(ref_id)!r}, which was not given; "
-            f"pass it as sample={{{str(ref_id)!r}: (array, axes)}} (given: {sorted(sample)})")
+            f"pass it as sample={{{str(ref_id)!r}: (array, axes)}} (given: {sorted(sample)})"
+        )
     ref, ref_axes = sample[str(ref_id)]
     ref, ref_axes = np.asarray(ref), tuple(str(a) for a in ref_axes)
     if ref.ndim != len(ref_axes):
         raise ProcessingError(
             f"reference tensor {str(ref_id)!r} of shape {ref.shape} does not match its axes "
-            f"{ref_axes}; give one axis id per dimension")
+            f"{ref_axes}; give one axis id per dimension"
+        )
     return ref, ref_axes
 
 
-def _align(stat: np.ndarray, src: tuple[str, ...], axes: tuple[str, ...],
-           shape: tuple[int, ...], name: str) -> np.ndarray:
+def _align(
+    stat: np.ndarray, src: tuple[str, ...], axes: tuple[str, ...], shape: tuple[int, ...], name: str
+) -> np.ndarray:
     """Move a keepdims statistic of a tensor with axes ``src`` onto ``axes``."""
-    for a, n in zip(src, stat.shape):
+    for a, n in zip(src, stat.shape, strict=True):
         if a not in axes and n > 1:
             raise ProcessingError(
                 f"{name}: the reference statistics vary along {a!r}, which this tensor lacks; "
-                f"add {a!r} to the op's axes so it is reduced over")
+                f"add {a!r} to the op's axes so it is reduced over"
+            )
     kept = [a for a in src if a in axes]
     order = [a for a in axes if a in kept]
-    out = stat.reshape([n for a, n in zip(src, stat.shape) if a in axes])
+    out = stat.reshape([n for a, n in zip(src, stat.shape, strict=True) if a in axes])
     out = out.transpose([kept.index(a) for a in order])
     out = out.reshape([out.shape[order.index(a)] if a in order else 1 for a in axes])
-    for a, n, size in zip(axes, out.shape, shape):
+    for a, n, size in zip(axes, out.shape, shape, strict=True):
         if n not in (1, size):
             raise ProcessingError(
                 f"{name}: the reference statistics have {n} values along {a!r} but the tensor "
-                f"has {size}; add {a!r} to the op's axes or give matching tensors")
+                f"has {size}; add {a!r} to the op's axes or give matching tensors"
+            )
     return _frozen(out)
 
 
@@ -470,8 +505,10 @@ def _mean_std(x: np.ndarray, red: tuple[int, ...]) -> tuple[np.ndarray, np.ndarr
     if nan_x is not None:
         with warnings.catch_warnings():  # a slice with no finite value gives NaN
             warnings.simplefilter("ignore", RuntimeWarning)
-            return (_frozen(np.nanmean(nan_x, axis=red, keepdims=True)),
-                    _frozen(np.nanstd(nan_x, axis=red, keepdims=True)))
+            return (
+                _frozen(np.nanmean(nan_x, axis=red, keepdims=True)),
+                _frozen(np.nanstd(nan_x, axis=red, keepdims=True)),
+            )
     mean = x.mean(axis=red, keepdims=True, dtype=np.float64)  # float64 sums, no float64 copy of x
     # two passes; deviations in float32 where the data is exact in it (float32, integers of up to
     # 16 bits), else float64; squares summed in float64: as accurate as a float64 copy to ~1e-7
@@ -484,8 +521,7 @@ def _mean_std(x: np.ndarray, red: tuple[int, ...]) -> tuple[np.ndarray, np.ndarr
     return _frozen(mean), _frozen(std)
 
 
-def _quantiles(x: np.ndarray, qs: Sequence[float], red: tuple[int, ...],
-               method: str) -> list[np.ndarray]:
+def _quantiles(x: np.ndarray, qs: Sequence[float], red: tuple[int, ...], method: _QuantileMethod) -> list[np.ndarray]:
     """Quantiles over ``red`` of the finite values, keeping dims, in float64."""
     nan_x = _non_finite_as_nan(x)
     if nan_x is not None:
@@ -493,15 +529,15 @@ def _quantiles(x: np.ndarray, qs: Sequence[float], red: tuple[int, ...],
             warnings.simplefilter("ignore", RuntimeWarning)
             values = np.nanquantile(nan_x, list(qs), axis=red, keepdims=True, method=method)
     else:
-        values = np.quantile(x.astype(np.float64, copy=False), list(qs), axis=red, keepdims=True,
-                             method=method)
+        values = np.quantile(x.astype(np.float64, copy=False), list(qs), axis=red, keepdims=True, method=method)
     return [_frozen(v) for v in values]
 
 
 # --- descriptions ---------------------------------------------------------------------------
 
-def _fmt(v: object) -> str:
-    return f"[{', '.join(f'{float(x):g}' for x in v)}]" if isinstance(v, (list, tuple)) else f"{float(v):g}"
+
+def _fmt(v: float | Sequence[float]) -> str:
+    return f"{float(v):g}" if isinstance(v, (int, float)) else f"[{', '.join(f'{float(x):g}' for x in v)}]"
 
 
 def _over(reduce: Sequence[object] | None) -> str:
@@ -512,44 +548,59 @@ def _over(reduce: Sequence[object] | None) -> str:
     return f"over ({', '.join(names)}) {scope}"
 
 
+def _along_words(kw: object) -> str:
+    axis = getattr(kw, "axis", None)  # only the *AlongAxisKwargs and softmax have one
+    return "" if axis is None else f" along {axis}"
+
+
 def describe_op(op: ProcessingDescr) -> str:
     """One line saying what ``op`` does, e.g. ``"zero_mean_unit_variance over (x, y) per sample,
     eps 1e-06"``."""
-    name = str(getattr(op, "id", type(op).__name__))
-    kw = getattr(op, "kwargs", None)
-    along = f" along {kw.axis}" if getattr(kw, "axis", None) is not None else ""
     if isinstance(op, v0_5.BinarizeDescr):
-        return f"binarize{along}: value > {_fmt(kw.threshold)}"
+        return f"binarize{_along_words(op.kwargs)}: value > {_fmt(op.kwargs.threshold)}"
     if isinstance(op, v0_5.ClipDescr):
-        low = f"percentile {kw.min_percentile:g}" if kw.min_percentile is not None else (
-            "-inf" if kw.min is None else _fmt(kw.min))
-        high = f"percentile {kw.max_percentile:g}" if kw.max_percentile is not None else (
-            "inf" if kw.max is None else _fmt(kw.max))
-        pct = kw.min_percentile is not None or kw.max_percentile is not None
-        return f"clip to [{low}, {high}]" + (f" {_over(kw.axes)}" if pct else "")
+        return _describe_clip(op.kwargs)
     if isinstance(op, v0_5.EnsureDtypeDescr):
-        return f"ensure_dtype {kw.dtype}"
+        return f"ensure_dtype {op.kwargs.dtype}"
     if isinstance(op, v0_5.FixedZeroMeanUnitVarianceDescr):
-        return f"fixed_zero_mean_unit_variance{along}: mean {_fmt(kw.mean)}, std {_fmt(kw.std)}"
+        kw = op.kwargs
+        return f"fixed_zero_mean_unit_variance{_along_words(kw)}: mean {_fmt(kw.mean)}, std {_fmt(kw.std)}"
     if isinstance(op, v0_5.ScaleLinearDescr):
-        return f"scale_linear{along}: gain {_fmt(kw.gain)}, offset {_fmt(kw.offset)}"
+        return f"scale_linear{_along_words(op.kwargs)}: gain {_fmt(op.kwargs.gain)}, offset {_fmt(op.kwargs.offset)}"
     if isinstance(op, v0_5.ScaleRangeDescr):
-        ref = "" if kw.reference_tensor is None else f" of tensor '{kw.reference_tensor}'"
-        return (f"scale_range percentiles {kw.min_percentile:g} to {kw.max_percentile:g}{ref} "
-                f"{_over(kw.axes)}, eps {kw.eps:g}")
+        r = op.kwargs
+        ref = "" if r.reference_tensor is None else f" of tensor '{r.reference_tensor}'"
+        return (
+            f"scale_range percentiles {r.min_percentile:g} to {r.max_percentile:g}{ref} {_over(r.axes)}, eps {r.eps:g}"
+        )
     if isinstance(op, v0_5.ScaleMeanVarianceDescr):
-        return (f"scale_mean_variance to match tensor '{kw.reference_tensor}' {_over(kw.axes)}, "
-                f"eps {kw.eps:g}")
+        m = op.kwargs
+        return f"scale_mean_variance to match tensor '{m.reference_tensor}' {_over(m.axes)}, eps {m.eps:g}"
     if isinstance(op, v0_5.SoftmaxDescr):
-        return f"softmax along {kw.axis}"
+        return f"softmax along {op.kwargs.axis}"
     if isinstance(op, v0_5.ZeroMeanUnitVarianceDescr):
-        return f"zero_mean_unit_variance {_over(kw.axes)}, eps {kw.eps:g}"
+        return f"zero_mean_unit_variance {_over(op.kwargs.axes)}, eps {op.kwargs.eps:g}"
     if isinstance(op, v0_5.CustomProcessingDescr):
         return f"custom: {op.callable} from {op.source}"
     if isinstance(op, v0_5.StardistPostprocessingDescr):
-        return (f"stardist_postprocessing: {kw.n_rays} rays, probability > {kw.prob_threshold:g}, "
-                f"nms {kw.nms_threshold:g}")
+        s = op.kwargs
+        return f"stardist_postprocessing: {s.n_rays} rays, probability > {s.prob_threshold:g}, nms {s.nms_threshold:g}"
     if isinstance(op, v0_5.CellposeFlowDynamicsDescr):
-        return (f"cellpose_flow_dynamics: cell probability > {kw.cellprob_threshold:g}, "
-                f"flow {kw.flow_threshold:g}")
-    return name
+        c = op.kwargs
+        return f"cellpose_flow_dynamics: cell probability > {c.cellprob_threshold:g}, flow {c.flow_threshold:g}"
+    return str(op.id)
+
+
+def _describe_clip(kw: v0_5.ClipKwargs) -> str:
+    low = (
+        f"percentile {kw.min_percentile:g}"
+        if kw.min_percentile is not None
+        else ("-inf" if kw.min is None else _fmt(kw.min))
+    )
+    high = (
+        f"percentile {kw.max_percentile:g}"
+        if kw.max_percentile is not None
+        else ("inf" if kw.max is None else _fmt(kw.max))
+    )
+    pct = kw.min_percentile is not None or kw.max_percentile is not None
+    return f"clip to [{low}, {high}]" + (f" {_over(kw.axes)}" if pct else "")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,10 @@ from microzoo.progress import ProgressCallback
 from microzoo.runtime import resources
 from microzoo.runtime.engines import Engine, choose_format, load_engine
 from microzoo.runtime.outputs import Outputs
+
+if TYPE_CHECKING:  # imported where used, to keep start-up short
+    from microzoo.runtime.geometry import ModelGeometry
+    from microzoo.runtime.tiling import TilePlan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,26 +57,39 @@ class Prediction:
 
 
 class Model:
-    """A model package ready to run. Open with :func:`microzoo.load_model`.
+    """A model package ready to run. Open with :func:`microzoo.load_model`::
 
-    >>> model = microzoo.load_model("unet2d_nuclei_broad")       # doctest: +SKIP
-    >>> outputs = model.predict(image, axes="yx")               # doctest: +SKIP
-    >>> probability = outputs["probability"]  # or outputs.only  # doctest: +SKIP
+        model = microzoo.load_model("unet2d_nuclei_broad")
+        outputs = model.predict(image, axes="yx")
+        probability = outputs["probability"]  # or outputs.only
     """
 
-    def __init__(self, package: ModelPackage, *, weights: str | None = None, device: str | None = None,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self,
+        package: ModelPackage,
+        *,
+        weights: str | None = None,
+        device: str | None = None,
+        threads: int | None = None,
+    ) -> None:
         self.package = package
         self.descr = package.descr
         self.weight_format = choose_format(package, weights)
         self._device = device
         self._threads = threads
         self._engine: Engine | None = None
-        self._geometry: Any = None
+        self._geometry: ModelGeometry | None = None
 
     @classmethod
-    def open(cls, source: Any, *, weights: str | None = None, device: str | None = None,
-             threads: int | None = None, progress: ProgressCallback | None = None) -> "Model":
+    def open(
+        cls,
+        source: Any,
+        *,
+        weights: str | None = None,
+        device: str | None = None,
+        threads: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Model:
         """Open a package (see :func:`microzoo.package.load.open_package`) to run it."""
         package = source if isinstance(source, ModelPackage) else open_package(source, progress=progress)
         return cls(package, weights=weights, device=device, threads=threads)
@@ -84,8 +101,7 @@ class Model:
     def engine(self) -> Engine:
         """The loaded weights (loaded on first use)."""
         if self._engine is None:
-            self._engine = load_engine(self.package, self.weight_format, device=self._device,
-                                       threads=self._threads)
+            self._engine = load_engine(self.package, self.weight_format, device=self._device, threads=self._threads)
         return self._engine
 
     @property
@@ -100,7 +116,7 @@ class Model:
         return tuple(str(a.id) for a in tensor.axes)
 
     @property
-    def geometry(self) -> Any:
+    def geometry(self) -> ModelGeometry:
         if self._geometry is None:
             from microzoo.runtime.tiling import geometry_from_descr
 
@@ -109,9 +125,16 @@ class Model:
 
     # --- user-facing ---------------------------------------------------------------------
 
-    def predict(self, image: np.ndarray | Mapping[str, np.ndarray], *, axes: str | Mapping[str, str] | None = None,
-                tile: int | Mapping[str, int] | None = None, memory_budget: int | None = None,
-                channel: int | Sequence[int] | None = None, progress: ProgressCallback | None = None) -> Outputs:
+    def predict(
+        self,
+        image: np.ndarray | Mapping[str, np.ndarray],
+        *,
+        axes: str | Mapping[str, str] | None = None,
+        tile: int | Mapping[str, int] | None = None,
+        memory_budget: int | None = None,
+        channel: int | Sequence[int] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Outputs:
         """Predict on an image given in its own axes; returns output id -> array in the image's layout.
 
         The same :class:`~microzoo.runtime.outputs.Outputs` mapping for every model; for a
@@ -133,14 +156,20 @@ class Model:
             The image channel(s) to give the model, numbered from 0 (e.g. ``0`` or ``[0, 2]``);
             by default all of them (RGB(A) to a one-channel model: converted to grayscale).
         """
-        return self.predict_image(image, axes=axes, tile=tile, memory_budget=memory_budget,
-                                  channel=channel, progress=progress).outputs
+        return self.predict_image(
+            image, axes=axes, tile=tile, memory_budget=memory_budget, channel=channel, progress=progress
+        ).outputs
 
-    def predict_image(self, image: np.ndarray | Mapping[str, np.ndarray], *,
-                      axes: str | Mapping[str, str] | None = None,
-                      tile: int | Mapping[str, int] | None = None, memory_budget: int | None = None,
-                      channel: int | Sequence[int] | None = None,
-                      progress: ProgressCallback | None = None) -> Prediction:
+    def predict_image(
+        self,
+        image: np.ndarray | Mapping[str, np.ndarray],
+        *,
+        axes: str | Mapping[str, str] | None = None,
+        tile: int | Mapping[str, int] | None = None,
+        memory_budget: int | None = None,
+        channel: int | Sequence[int] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Prediction:
         """Like :meth:`predict`, returning a :class:`Prediction` with axes and notices."""
         from microzoo.io.axes import map_from_model, map_to_model, select_channels
 
@@ -163,36 +192,50 @@ class Model:
             channels = _channel_count(tensor)
             tensors[tid], mappings[tid] = map_to_model(data, image_axes, model_axes, channels=channels)
             notices.extend(mappings[tid].notices)
-        raw_outputs, n_tiles, run_notices = self._predict_tensors(tensors, tile=tile, memory_budget=memory_budget,
-                                                                  progress=progress)
+        raw_outputs, n_tiles, run_notices = self._predict_tensors(
+            tensors, tile=tile, memory_budget=memory_budget, progress=progress
+        )
         notices.extend(run_notices)
         # outputs follow the layout of the first input (the usual single-input case)
         reference = mappings[self.input_ids[0]]
         outputs, out_axes = {}, {}
-        for tensor in self.descr.outputs:
-            tid = str(tensor.id)
-            outputs[tid], out_axes[tid] = map_from_model(raw_outputs[tid], self.tensor_axes(tensor), reference)
-        return Prediction(outputs=Outputs(outputs), axes=out_axes, notices=tuple(dict.fromkeys(notices)),
-                          n_tiles=n_tiles)
+        for output in self.descr.outputs:
+            tid = str(output.id)
+            outputs[tid], out_axes[tid] = map_from_model(raw_outputs[tid], self.tensor_axes(output), reference)
+        return Prediction(
+            outputs=Outputs(outputs), axes=out_axes, notices=tuple(dict.fromkeys(notices)), n_tiles=n_tiles
+        )
 
-    def predict_tensors(self, inputs: Mapping[str, np.ndarray], *, tile: int | Mapping[str, int] | None = None,
-                        memory_budget: int | None = None, tiled: bool | None = None,
-                        progress: ProgressCallback | None = None) -> dict[str, np.ndarray]:
+    def predict_tensors(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        tile: int | Mapping[str, int] | None = None,
+        memory_budget: int | None = None,
+        tiled: bool | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> dict[str, np.ndarray]:
         """Predict on tensors already in the model's axes (as the test tensors are).
 
         ``tiled=False`` runs every input whole in one forward (the inputs must be valid sizes);
         ``tiled=True`` always tiles; by default inputs run whole when they can.
         """
-        outputs, _, _ = self._predict_tensors(inputs, tile=tile, memory_budget=memory_budget,
-                                           tiled=tiled, progress=progress)
+        outputs, _, _ = self._predict_tensors(
+            inputs, tile=tile, memory_budget=memory_budget, tiled=tiled, progress=progress
+        )
         return outputs
 
     # --- the pipeline ----------------------------------------------------------------------
 
-    def _predict_tensors(self, inputs: Mapping[str, np.ndarray], *, tile: int | Mapping[str, int] | None,
-                         memory_budget: int | None, tiled: bool | None = None,
-                         progress: ProgressCallback | None = None,
-                         ) -> tuple[dict[str, np.ndarray], int, tuple[str, ...]]:
+    def _predict_tensors(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        tile: int | Mapping[str, int] | None,
+        memory_budget: int | None,
+        tiled: bool | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[dict[str, np.ndarray], int, tuple[str, ...]]:
         """Outputs (model axes), forward passes, and notices (non-finite input pixels)."""
         from microzoo.runtime.non_finite import describe, fill_non_finite, mark_non_finite
         from microzoo.runtime.ops import bind_ops
@@ -203,7 +246,9 @@ class Model:
             raise ImageError(f"the model needs the input(s) {', '.join(missing)}; give one image per input")
         for tensor in self.descr.inputs:
             _check_content(raw[str(tensor.id)], str(tensor.id), self.tensor_axes(tensor))
-        sample = {tid: (raw[tid], self.tensor_axes(t)) for tid, t in zip(self.input_ids, self.descr.inputs)}
+        sample = {
+            tid: (raw[tid], self.tensor_axes(t)) for tid, t in zip(self.input_ids, self.descr.inputs, strict=True)
+        }
         processed, non_finite = {}, []
         for tensor in self.descr.inputs:
             tid = str(tensor.id)
@@ -212,14 +257,17 @@ class Model:
             non_finite += [where] if where is not None else []
             processed[tid] = np.ascontiguousarray(pipeline(filled))
 
-        shapes = {tid: dict(zip(self.tensor_axes(t), processed[tid].shape))
-                  for tid, t in zip(self.input_ids, self.descr.inputs)}
+        shapes = {
+            tid: dict(zip(self.tensor_axes(t), processed[tid].shape, strict=True))
+            for tid, t in zip(self.input_ids, self.descr.inputs, strict=True)
+        }
         budget = resources.memory_budget(memory_budget)
         if tiled is False or (tiled is None and self._runs_whole(shapes, budget, tile)):
             if progress:
                 progress(0, 1, "predicting")
             results = self.engine.forward(*(processed[tid] for tid in self.input_ids))
-            raw_outputs = dict(zip(self.output_ids, results))
+            # not strict: outputs a model returns beyond those its description names are dropped
+            raw_outputs = dict(zip(self.output_ids, results, strict=False))
             n_tiles = 1
             if progress:
                 progress(1, 1, "predicting")
@@ -232,22 +280,29 @@ class Model:
 
         outputs = {}
         post_sample = dict(sample)
-        post_sample.update({tid: (raw_outputs[tid], self.tensor_axes(t))
-                            for tid, t in zip(self.output_ids, self.descr.outputs)})
-        for tensor in self.descr.outputs:
-            tid = str(tensor.id)
-            pipeline = bind_ops(tensor.postprocessing, raw_outputs[tid], self.tensor_axes(tensor),
-                                sample=post_sample)
+        post_sample.update(
+            {
+                tid: (raw_outputs[tid], self.tensor_axes(t))
+                for tid, t in zip(self.output_ids, self.descr.outputs, strict=True)
+            }
+        )
+        for output in self.descr.outputs:
+            tid = str(output.id)
+            pipeline = bind_ops(output.postprocessing, raw_outputs[tid], self.tensor_axes(output), sample=post_sample)
             outputs[tid] = pipeline(raw_outputs[tid])
         notices = []
         for where in non_finite:
-            marked = [tid for tid, t in zip(self.output_ids, self.descr.outputs)
-                      if mark_non_finite(outputs[tid], self.tensor_axes(t), where)]
+            marked = [
+                tid
+                for tid, t in zip(self.output_ids, self.descr.outputs, strict=True)
+                if mark_non_finite(outputs[tid], self.tensor_axes(t), where)
+            ]
             notices.append(describe(where, marked, [tid for tid in self.output_ids if tid not in marked]))
         return outputs, n_tiles, tuple(notices)
 
-    def _runs_whole(self, shapes: Mapping[str, Mapping[str, int]], budget: int,
-                    tile: int | Mapping[str, int] | None) -> bool:
+    def _runs_whole(
+        self, shapes: Mapping[str, Mapping[str, int]], budget: int, tile: int | Mapping[str, int] | None
+    ) -> bool:
         """Whether every input is a valid input size as it is and one forward fits the budget."""
         from microzoo.runtime.tiling import estimate_forward_bytes
 
@@ -256,29 +311,36 @@ class Model:
         frozen = {tid: dict(s) for tid, s in shapes.items()}
         return estimate_forward_bytes(frozen, frozen) <= budget
 
-    def _run_plan(self, plan: Any, processed: Mapping[str, np.ndarray],
-                  progress: ProgressCallback | None) -> dict[str, np.ndarray]:
+    def _run_plan(
+        self, plan: TilePlan, processed: Mapping[str, np.ndarray], progress: ProgressCallback | None
+    ) -> dict[str, np.ndarray]:
         from microzoo.runtime.tiling import extract_tile
 
         outputs: dict[str, np.ndarray] = {}
         tiles = list(plan.tiles)
         batch = max(1, int(plan.batch_size))
         # the description's padding mode, as bioimageio.core: symmetric unless the input says otherwise
-        pad_modes = {str(t.id): (str(t.pad.mode) if getattr(t, "pad", None) else "symmetric") for t in self.descr.inputs}
-        batch_axis = {tid: _batch_index(self.tensor_axes(t)) for tid, t in
-                      zip(self.input_ids + self.output_ids, list(self.descr.inputs) + list(self.descr.outputs))}
+        pad_modes = {
+            str(t.id): (str(pad.mode) if (pad := getattr(t, "pad", None)) is not None else "symmetric")
+            for t in self.descr.inputs
+        }
+        batch_axis = {
+            tid: _batch_index(self.tensor_axes(t))
+            for tid, t in zip(
+                self.input_ids + self.output_ids, list(self.descr.inputs) + list(self.descr.outputs), strict=True
+            )
+        }
         for start in range(0, len(tiles), batch):
-            group = tiles[start:start + batch]
+            group = tiles[start : start + batch]
             if progress:
                 progress(start, len(tiles), "predicting tiles")
             arrays = []
             for tid in self.input_ids:
                 pieces = [extract_tile(processed[tid], t.inputs[tid], pad_mode=pad_modes[tid]) for t in group]
                 axis = batch_axis[tid]
-                arrays.append(np.concatenate(pieces, axis=axis) if axis is not None and len(pieces) > 1
-                              else pieces[0])
+                arrays.append(np.concatenate(pieces, axis=axis) if axis is not None and len(pieces) > 1 else pieces[0])
             results = self.engine.forward(*arrays)
-            for tid, result in zip(self.output_ids, results):
+            for tid, result in zip(self.output_ids, results, strict=False):  # undescribed outputs dropped
                 if tid not in outputs:
                     shape = tuple(plan.output_shapes[tid][a] for a in self._out_axes(tid))
                     outputs[tid] = np.zeros(shape, dtype=result.dtype)
@@ -298,12 +360,16 @@ class Model:
         if isinstance(value, Mapping):
             unknown = set(value) - set(self.input_ids)
             if unknown:
-                raise ImageError(f"unknown input(s) {', '.join(sorted(unknown))} in {what}; "
-                                 f"the model's inputs are {', '.join(self.input_ids)}")
+                raise ImageError(
+                    f"unknown input(s) {', '.join(sorted(unknown))} in {what}; "
+                    f"the model's inputs are {', '.join(self.input_ids)}"
+                )
             return dict(value)
         if len(self.input_ids) != 1:
-            raise ImageError(f"this model has {len(self.input_ids)} inputs ({', '.join(self.input_ids)}): "
-                             f"give the {what} as a dict input id -> {what}")
+            raise ImageError(
+                f"this model has {len(self.input_ids)} inputs ({', '.join(self.input_ids)}): "
+                f"give the {what} as a dict input id -> {what}"
+            )
         return {self.input_ids[0]: value}
 
 
@@ -329,7 +395,9 @@ def _batch_index(axes: Sequence[str]) -> int | None:
     return axes.index("batch") if "batch" in axes else None
 
 
-def _tile_request(tile: int | Mapping[str, int] | None, shapes: Mapping[str, Mapping[str, int]]) -> dict[str, int] | None:
+def _tile_request(
+    tile: int | Mapping[str, int] | None, shapes: Mapping[str, Mapping[str, int]]
+) -> dict[str, int] | None:
     if tile is None:
         return None
     if isinstance(tile, Mapping):
@@ -344,23 +412,28 @@ def _checked_tile(tile: Any) -> Any:
     """``tile`` if every size in it is a positive whole number; a TilingError otherwise."""
     sizes = tile.values() if isinstance(tile, Mapping) else [tile]
     if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1 for v in sizes):
-        raise TilingError(f"tile sizes must be positive whole numbers of pixels, not {tile!r}; give e.g. "
-                          "--tile 256 (tile=256), or leave it out to fit the memory budget")
+        raise TilingError(
+            f"tile sizes must be positive whole numbers of pixels, not {tile!r}; give e.g. "
+            "--tile 256 (tile=256), or leave it out to fit the memory budget"
+        )
     return tile
 
 
 def _check_content(data: np.ndarray, tid: str, axes: Sequence[str]) -> None:
     if data.ndim != len(axes):
-        raise ImageError(f"input '{tid}' has {data.ndim} dimensions {data.shape}, the model expects "
-                         f"{len(axes)} ({', '.join(axes)})")
+        raise ImageError(
+            f"input '{tid}' has {data.ndim} dimensions {data.shape}, the model expects {len(axes)} ({', '.join(axes)})"
+        )
     if data.size == 0:
         raise ImageError(f"input '{tid}' is empty (shape {data.shape})")
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).any():
-        raise ImageError(f"input '{tid}' holds no finite values (all NaN or infinite): check the image "
-                         "file, or the channel/slice you chose")
+        raise ImageError(
+            f"input '{tid}' holds no finite values (all NaN or infinite): check the image "
+            "file, or the channel/slice you chose"
+        )
 
 
-def _valid_as_is(geometry: Any, shapes: Mapping[str, Mapping[str, int]]) -> bool:
+def _valid_as_is(geometry: ModelGeometry, shapes: Mapping[str, Mapping[str, int]]) -> bool:
     """Whether whole inputs of these shapes satisfy every input axis's size rule."""
     from microzoo.runtime.geometry import FixedSize, ParameterizedSize, SizeReference
 

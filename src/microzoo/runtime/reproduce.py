@@ -57,16 +57,20 @@ def compare_outputs(actual: np.ndarray, expected: np.ndarray, *, rtol: float, at
     return float(np.nanmax(diff)) if diff.size else 0.0, float(mismatched.sum() / max(expected.size, 1) * 1e6)
 
 
-def test_package(package: ModelPackage, *, weight_format: str | None = None,
-                 progress: ProgressCallback | None = None) -> list[OutputComparison]:
+def test_package(
+    package: ModelPackage, *, weight_format: str | None = None, progress: ProgressCallback | None = None
+) -> list[OutputComparison]:
     """Reproduce every test output with every supported weight format (or only ``weight_format``).
 
     Each input runs whole, in one forward pass, as the test tensors were made.
     """
     from microzoo.runtime.predict import Model
 
-    formats = [choose_format(package, weight_format)] if weight_format else [
-        f for f in available_formats(package) if f in SUPPORTED_FORMATS]
+    formats = (
+        [choose_format(package, weight_format)]
+        if weight_format
+        else [f for f in available_formats(package) if f in SUPPORTED_FORMATS]
+    )
     if not formats:
         choose_format(package)  # raises the unsupported-format error
     inputs = {str(t.id): _load_test_tensor(package, t) for t in package.descr.inputs}
@@ -81,16 +85,36 @@ def test_package(package: ModelPackage, *, weight_format: str | None = None,
         except Exception as error:  # report a failing format and go on with the others
             for oid in expected:
                 rtol, atol, allowed = tolerance_for(package.descr, fmt, oid)
-                results.append(OutputComparison(fmt, oid, float("nan"), float("nan"), rtol, atol, allowed,
-                                                error=f"{type(error).__name__}: {error}"))
+                results.append(
+                    OutputComparison(
+                        fmt,
+                        oid,
+                        float("nan"),
+                        float("nan"),
+                        rtol,
+                        atol,
+                        allowed,
+                        error=f"{type(error).__name__}: {error}",
+                    )
+                )
             continue
         for oid, want in expected.items():
             rtol, atol, allowed = tolerance_for(package.descr, fmt, oid)
             got = outputs[oid]
             if got.shape != want.shape:
-                results.append(OutputComparison(fmt, oid, float("nan"), float("nan"), rtol, atol, allowed,
-                                                shape_ok=False,
-                                                error=f"shape {got.shape} differs from the test output's {want.shape}"))
+                results.append(
+                    OutputComparison(
+                        fmt,
+                        oid,
+                        float("nan"),
+                        float("nan"),
+                        rtol,
+                        atol,
+                        allowed,
+                        shape_ok=False,
+                        error=f"shape {got.shape} differs from the test output's {want.shape}",
+                    )
+                )
                 continue
             max_diff, ppm = compare_outputs(got, want, rtol=rtol, atol=atol)
             results.append(OutputComparison(fmt, oid, max_diff, ppm, rtol, atol, allowed))

@@ -17,7 +17,7 @@ from microzoo.runtime.ops import describe_op
 @dataclasses.dataclass(frozen=True)
 class TensorSummary:
     id: str
-    axes: str                  # e.g. "batch, channel[1], y: 512, x: 512"
+    axes: str  # e.g. "batch, channel[1], y: 512, x: 512"
     size_rules: tuple[str, ...]
     processing: tuple[str, ...]
     description: str
@@ -96,7 +96,15 @@ def describe_axis(axis: Any) -> str:
 
 
 def _task_from_tags(tags: tuple[str, ...]) -> str:
-    known = ("segmentation", "instance-segmentation", "denoising", "restoration", "classification",
-             "detection", "super-resolution", "deconvolution")
+    known = (
+        "segmentation",
+        "instance-segmentation",
+        "denoising",
+        "restoration",
+        "classification",
+        "detection",
+        "super-resolution",
+        "deconvolution",
+    )
     lowered = [t.lower() for t in tags]
     return ", ".join(t for t in known if t in lowered)

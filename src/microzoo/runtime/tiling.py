@@ -44,6 +44,7 @@ import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Literal, TypeGuard, get_args
 
 import numpy as np
 
@@ -75,7 +76,8 @@ __all__ = [
     "plan_tiles",
 ]
 
-PAD_MODES = ("reflect", "symmetric", "edge", "constant")
+PadMode = Literal["reflect", "symmetric", "edge", "constant"]
+PAD_MODES: tuple[PadMode, ...] = get_args(PadMode)
 
 Region = tuple[slice, ...]
 
@@ -128,9 +130,7 @@ class TilePlan:
     @property
     def bytes_per_forward(self) -> int:
         """Estimated memory of one forward pass of ``batch_size`` tiles (module docstring)."""
-        return estimate_forward_bytes(
-            self.input_tile_shapes, self.output_tile_shapes, batch_size=self.batch_size
-        )
+        return estimate_forward_bytes(self.input_tile_shapes, self.output_tile_shapes, batch_size=self.batch_size)
 
     def batches(self) -> Iterator[tuple[Tile, ...]]:
         """The tiles in groups of ``batch_size`` (the last group may be smaller)."""
@@ -187,10 +187,15 @@ def plan_tiles(
                 f"or it has none); batch_size={batch_size} is not possible: use 1"
             )
     ks = choose_tile_sizes(
-        geometry, shapes, groups, tile or {}, budget=budget,
-        strict=memory_budget is not None, batch_size=batch_size or 1,
+        geometry,
+        shapes,
+        groups,
+        tile or {},
+        budget=budget,
+        strict=memory_budget is not None,
+        batch_size=batch_size or 1,
     )
-    sizes = {g.key: g.size(k) for g, k in zip(groups, ks)}
+    sizes = {g.key: g.size(k) for g, k in zip(groups, ks, strict=True)}
     in_tiles, out_tiles = tile_shapes(geometry, shapes, groups, sizes)
     tiles = _make_tiles(geometry, shapes, groups, sizes, in_tiles, out_tiles, n_samples)
 
@@ -202,9 +207,7 @@ def plan_tiles(
         geometry=geometry,
         input_shapes=freeze(shapes),
         input_tile_shapes=in_tiles,
-        input_halos=freeze(
-            {t: {k[1]: g.halo_of(k) for g in groups for k in g.members if k[0] == t} for t in shapes}
-        ),
+        input_halos=freeze({t: {k[1]: g.halo_of(k) for g in groups for k in g.members if k[0] == t} for t in shapes}),
         output_tile_shapes=out_tiles,
         output_shapes=output_shapes(geometry, shapes, groups, n_samples),
         tiles=tuple(tiles),
@@ -212,9 +215,11 @@ def plan_tiles(
     )
 
 
-def extract_tile(
-    array: np.ndarray, region: tuple[slice, ...], *, pad_mode: str = "reflect"
-) -> np.ndarray:
+def _is_pad_mode(mode: str) -> TypeGuard[PadMode]:
+    return mode in PAD_MODES
+
+
+def extract_tile(array: np.ndarray, region: tuple[slice, ...], *, pad_mode: str = "reflect") -> np.ndarray:
     """Read ``region`` of ``array``, padding where it reaches outside.
 
     Parameters
@@ -236,7 +241,7 @@ def extract_tile(
     numpy.ndarray
         An array of the region's shape.
     """
-    if pad_mode not in PAD_MODES:
+    if not _is_pad_mode(pad_mode):
         raise TilingError(f"unknown pad_mode {pad_mode!r}: use one of {', '.join(PAD_MODES)}")
     if len(region) != array.ndim:
         raise TilingError(
@@ -245,7 +250,7 @@ def extract_tile(
         )
     read: list[slice] = []
     pads: list[tuple[int, int]] = []
-    for sl, size in zip(region, array.shape):
+    for sl, size in zip(region, array.shape, strict=True):
         start, stop = sl.start, sl.stop
         left, right = max(0, -start), max(0, stop - size)
         lo, hi = max(0, start), min(size, stop)
@@ -262,7 +267,7 @@ def extract_tile(
         part = np.pad(part, pads, mode=pad_mode)
     crop = tuple(
         slice(sl.start - (r.start - p[0]), sl.stop - (r.start - p[0]))
-        for sl, r, p in zip(region, read, pads)
+        for sl, r, p in zip(region, read, pads, strict=True)
     )
     return part[crop]
 

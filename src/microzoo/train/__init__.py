@@ -1,0 +1,42 @@
+"""Train a model on your images, check it against a classical baseline, export a zoo package.
+
+>>> from microzoo.train import n2v_config, train
+>>> config = n2v_config(images="noisy/", epochs=50)        # doctest: +SKIP
+>>> result = train(config, out_dir="n2v-model")             # doctest: +SKIP
+
+The configuration verbs (``*_config``, :func:`load_config`, :func:`save_config`) import no
+torch; :func:`train` and :func:`export_package` load it when first used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from microzoo.train.config import (
+    care_config,
+    instances_config,
+    load_config,
+    n2v_config,
+    save_config,
+    semantic_config,
+    short_form_config,
+)
+from microzoo.train.tasks.registry import TASKS
+
+__all__ = [
+    "TASKS", "ExportSpec", "TrainingResult", "care_config", "export_package", "instances_config", "load_config",
+    "n2v_config", "predict_image", "save_config", "semantic_config", "short_form_config", "train",
+]  # fmt: skip
+
+_LAZY = {"train": "microzoo.train.run", "TrainingResult": "microzoo.train.run",
+         "export_package": "microzoo.train.export", "ExportSpec": "microzoo.train.export",
+         "predict_image": "microzoo.train.tasks.skeleton"}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    """The verbs that need torch, imported on first use."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'microzoo.train' has no attribute {name!r}")

@@ -3,7 +3,7 @@
 A task config (:class:`SemanticConfig`, :class:`InstancesConfig`, :class:`CareConfig`,
 :class:`N2VConfig`) holds what to learn from (:class:`DataConfig`), the network
 (:class:`NetworkConfig`) and how to optimise (:class:`TrainingConfig`). The factories
-:func:`unet_config`, :func:`instances_config`, :func:`care_config` and :func:`n2v_config`
+:func:`semantic_config`, :func:`instances_config`, :func:`care_config` and :func:`n2v_config`
 give the defaults that work on typical microscopy without tuning::
 
     config = n2v_config(images="data/noisy")
@@ -16,23 +16,21 @@ written anywhere.
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from microzoo.errors import ConfigError
 
 __all__ = [
     "AugmentationConfig", "CareConfig", "DataConfig", "InstancesConfig", "N2VConfig", "NetworkConfig",
     "SemanticConfig", "TaskConfig", "TrainingConfig", "care_config", "default_patch_size",
-    "instances_config", "load_config", "n2v_config", "save_config", "unet_config",
+    "instances_config", "load_config", "n2v_config", "save_config", "semantic_config", "short_form_config",
 ]  # fmt: skip
-
-TASKS = ("semantic", "instances", "care", "n2v")
-
 
 class _Strict(BaseModel):
     """Unknown keys are errors (a typo in a YAML file must not be ignored silently)."""
@@ -73,7 +71,7 @@ class DataConfig(_Strict):
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
 
     @model_validator(mode="after")
-    def _check(self) -> "DataConfig":
+    def _check(self) -> DataConfig:
         if len(self.patch_size) != self.spatial_dims:
             raise ValueError(
                 f"patch_size {tuple(self.patch_size)} has {len(self.patch_size)} sizes for "
@@ -130,12 +128,13 @@ class _TaskBase(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
 
     @model_validator(mode="after")
-    def _patch_fits_network(self) -> "_TaskBase":
+    def _patch_fits_network(self) -> _TaskBase:
         step = 2**self.network.depth
         if any(size % step for size in self.data.patch_size):
             raise ValueError(
                 f"data.patch_size {tuple(self.data.patch_size)} must be multiples of {step} "
-                f"(2 ** network.depth {self.network.depth}); e.g. {tuple(-(-s // step) * step for s in self.data.patch_size)}"
+                f"(2 ** network.depth {self.network.depth}); "
+                f"e.g. {tuple(-(-s // step) * step for s in self.data.patch_size)}"
             )
         return self
 
@@ -153,7 +152,7 @@ class SemanticConfig(_TaskBase):
     loss: Literal["bce", "dice", "bce_dice", "weighted_bce"] = "bce_dice"
 
     @model_validator(mode="after")
-    def _needs_labels(self) -> "SemanticConfig":
+    def _needs_labels(self) -> SemanticConfig:
         if self.data.labels is None:
             raise ValueError("data.labels: semantic segmentation needs a folder of label images")
         return self
@@ -165,7 +164,7 @@ class InstancesConfig(_TaskBase):
     task: Literal["instances"] = "instances"
 
     @model_validator(mode="after")
-    def _needs_labels(self) -> "InstancesConfig":
+    def _needs_labels(self) -> InstancesConfig:
         if self.data.labels is None:
             raise ValueError("data.labels: instance segmentation needs a folder of label images")
         return self
@@ -178,7 +177,7 @@ class CareConfig(_TaskBase):
     loss: Literal["mse", "mae"] = "mae"
 
     @model_validator(mode="after")
-    def _needs_targets(self) -> "CareConfig":
+    def _needs_targets(self) -> CareConfig:
         if self.data.targets is None:
             raise ValueError("data.targets: CARE needs a folder of clean images named like the inputs")
         return self
@@ -193,7 +192,7 @@ class N2VConfig(_TaskBase):
     mask_radius: int = Field(default=2, ge=1, le=10, description="replacement values come from this radius")
 
     @model_validator(mode="after")
-    def _match_variant(self) -> "N2VConfig":
+    def _match_variant(self) -> N2VConfig:
         if self.network.n2v2 != (self.variant == "n2v2"):
             raise ValueError(
                 f"network.n2v2 is {self.network.n2v2} but variant is {self.variant!r}; "
@@ -202,10 +201,8 @@ class N2VConfig(_TaskBase):
         return self
 
 
-TaskConfig = Annotated[
-    Union[SemanticConfig, InstancesConfig, CareConfig, N2VConfig], Field(discriminator="task")
-]
-_ADAPTER: TypeAdapter[Any] = TypeAdapter(TaskConfig)
+#: any task's configuration (the tasks and their classes: :mod:`microzoo.train.tasks.registry`)
+TaskConfig = SemanticConfig | InstancesConfig | CareConfig | N2VConfig
 
 
 # ------------------------------------------------------------------ validation, YAML
@@ -215,10 +212,7 @@ def _error_message(error: ValidationError, source: str) -> str:
     """Name every failing field as a dotted path, with pydantic's reason."""
     lines = []
     for item in error.errors():
-        parts = list(item["loc"])
-        if parts and parts[0] in TASKS:  # the union's tag
-            parts = parts[1:]
-        location = ".".join(str(part) for part in parts)
+        location = ".".join(str(part) for part in item["loc"])
         reason = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             reason = "unknown field; check its spelling (see docs/training.md)"
@@ -230,14 +224,11 @@ def validate_config(data: dict[str, Any], *, source: str = "the configuration") 
     """Build a task config from a plain dict; a :class:`ConfigError` names each bad field."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source} must be a mapping of fields, got {type(data).__name__}")
-    if data.get("task") == "unet":
-        data = {**data, "task": "semantic"}
-    if data.get("task") not in TASKS:
-        raise ConfigError(
-            f"task: {source} gives task {data.get('task')!r}; choose one of {', '.join(TASKS)}"
-        )
+    from microzoo.train.tasks.registry import get_task
+
+    task = get_task(data.get("task"), source=source)
     try:
-        return _ADAPTER.validate_python(data)
+        return task.config_class.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_error_message(error, source)) from None
 
@@ -302,7 +293,7 @@ def _common(
     return config
 
 
-def unet_config(
+def semantic_config(
     *, images: str | Path, labels: str | Path, spatial_dims: int = 2,
     patch_size: int | tuple[int, ...] | None = None, axes: str | None = None, epochs: int | None = None,
     steps_per_epoch: int | None = None, batch_size: int | None = None, seed: int = 0,
@@ -354,3 +345,32 @@ def n2v_config(
                      epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, seed=seed,
                      max_minutes=max_minutes, name=name, n2v2=variant == "n2v2")  # fmt: skip
     return validate_config({"task": "n2v", "variant": variant, **common})
+
+
+_SHORT_FORM_ROLES = {
+    "labels": "label images named like the inputs", "targets": "clean images named like the noisy ones",
+    "foreground": "'nonzero' or 'zero'",
+}  # fmt: skip
+
+
+def short_form_config(
+    task: str, *, images: str | Path, labels: str | Path | None = None, targets: str | Path | None = None,
+    foreground: str | None = None, **options: Any,
+) -> Any:  # fmt: skip
+    """The config of ``microzoo train TASK --images ...``: the task's factory, with the options given.
+
+    ``labels``, ``targets`` and ``foreground`` go to the factories that take them; one given
+    to a task that does not take it, or one a task needs and lacks, is a :class:`ConfigError`
+    naming the option. ``options`` are the keywords every factory takes (``epochs``, ...).
+    """
+    from microzoo.train.tasks.registry import get_task
+
+    entry = get_task(task, source=f"`microzoo train {task}`")
+    parameters = inspect.signature(entry.factory).parameters
+    given = {"labels": labels, "targets": targets, "foreground": foreground}
+    for key, value in given.items():
+        if value is not None and key not in parameters:
+            raise ConfigError(f"--{key} does not apply to `microzoo train {entry.name}`; leave it out")
+        if value is None and key in parameters and parameters[key].default is inspect.Parameter.empty:
+            raise ConfigError(f"`microzoo train {entry.name}` needs --{key} DIR: {_SHORT_FORM_ROLES[key]}")
+    return entry.factory(images=images, **{k: v for k, v in given.items() if v is not None}, **options)

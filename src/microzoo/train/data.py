@@ -117,7 +117,7 @@ def load_samples(
     partners = _partners(paths, Path(getattr(config, truth)), truth) if truth else [None] * len(paths)
     low, high = config.normalization_percentiles
     samples, channels = [], set()
-    for done, (path, partner) in enumerate(zip(paths, partners), start=1):
+    for done, (path, partner) in enumerate(zip(paths, partners, strict=False), start=1):
         raw = _read(path, axes=config.axes, spatial_dims=config.spatial_dims)
         channels.add(raw.shape[0])
         other = None
@@ -162,7 +162,8 @@ def split_samples(
         def part(array, sl):
             return None if array is None else array[..., sl]
 
-        first = replace(only, raw=only.raw[..., :cut], image=only.image[..., :cut], truth=part(only.truth, slice(0, cut)))
+        head = slice(0, cut)
+        first = replace(only, raw=only.raw[..., head], image=only.image[..., head], truth=part(only.truth, head))
         rest = slice(cut, None)
         second = replace(only, raw=only.raw[..., rest], image=only.image[..., rest], truth=part(only.truth, rest))
         return [first], [second]
@@ -176,9 +177,9 @@ def split_samples(
 def _pad_to(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Mirror-pad the trailing spatial axes of ``array`` up to at least ``size``."""
     spatial = array.shape[-len(size):]
-    if all(s >= p for s, p in zip(spatial, size)):
+    if all(s >= p for s, p in zip(spatial, size, strict=False)):
         return array
-    pads = [(0, 0)] * (array.ndim - len(size)) + [(0, max(p - s, 0)) for s, p in zip(spatial, size)]
+    pads = [(0, 0)] * (array.ndim - len(size)) + [(0, max(p - s, 0)) for s, p in zip(spatial, size, strict=False)]
     return np.pad(array, pads, mode="symmetric")
 
 
@@ -217,8 +218,8 @@ class PatchSampler:
 
     def _corner(self, rng: np.random.Generator, index: int) -> tuple[slice, ...]:
         spatial = self.images[index].shape[1:]
-        starts = [int(rng.integers(0, s - p + 1)) for s, p in zip(spatial, self.patch_size)]
-        return tuple(slice(a, a + p) for a, p in zip(starts, self.patch_size))
+        starts = [int(rng.integers(0, s - p + 1)) for s, p in zip(spatial, self.patch_size, strict=False)]
+        return tuple(slice(a, a + p) for a, p in zip(starts, self.patch_size, strict=False))
 
     def _one(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
         index = int(rng.choice(len(self.images), p=self.weights))

@@ -12,14 +12,15 @@ description validates:
   per sample and channel, ``ensure_dtype`` float32: the normalisation lives in the package and
   every zoo tool recomputes it per image;
 - one output ``output`` sized by reference to the input, with the halo, and the
-  postprocessing asked for (sigmoid, softmax over channels, or none);
+  postprocessing asked for (sigmoid, softmax over channels, or none), then for restoration
+  ``scale_linear`` back to the input's intensity units (``output_scale``);
 - test tensors: the real test image cropped (or padded) to a valid size and the output the
   exported TorchScript gives for it, with the package's own processing;
 - a cover (test input | test output), a README (intended use and limits per task, training,
   QC against the classical baseline, validation, how to run), tags, ``config.bioimageio``
   (task, training details, modality guess) and ``config.microzoo`` (normalisation, instance
   settings, fingerprint name, QC figures); the training fingerprint and the QC report as
-  attachments.
+  attachments (the description and its files: :mod:`microzoo.train.export_descr`).
 """
 
 from __future__ import annotations
@@ -40,15 +41,22 @@ from microzoo.errors import ConfigError, OutputError, PackageError
 from microzoo.io.atomic import atomic_output
 from microzoo.package.architecture import architecture_callable
 from microzoo.progress import ProgressCallback, no_progress
-from microzoo.train.export_docs import TASK_TEXT, plain_yaml, readme_text, write_cover
-from microzoo.trust.fingerprint import ATTACHMENT_NAME as FINGERPRINT_NAME
+from microzoo.train.export_descr import (
+    INPUT_ID,
+    ONNX_FILE,
+    OPSET,
+    OUTPUT_ID,
+    STATE_DICT_FILE,
+    TORCHSCRIPT_FILE,
+    build_description,
+    preprocess,
+)
+from microzoo.train.tasks.registry import TASKS
 
-OPSET = 17
-INPUT_ID, OUTPUT_ID = "input", "output"
-#: largest test tensor side (y/x, z): a test tensor is an example, not a data set
-TEST_SIDE_LIMIT = {"z": 64, "y": 256, "x": 256}
-STATE_DICT_FILE, TORCHSCRIPT_FILE, ONNX_FILE = "weights_state_dict.pt", "weights_torchscript.pt", "weights.onnx"
-_TOLERANCE = dict(rtol=1e-3, atol=1e-3)  # as the spec's reproducibility defaults
+#: largest test tensor side in 2-D and 3-D: a test tensor is an example, not a data set (and every
+#: weight format is checked on it: a 3-D one of 32x128x128 keeps the export short)
+TEST_SIDE_LIMIT = {2: {"y": 256, "x": 256}, 3: {"z": 32, "y": 128, "x": 128}}
+RTOL, ATOL = 1e-3, 1e-3  # as the spec's reproducibility defaults
 
 
 class ExportSpec(BaseModel):
@@ -63,7 +71,7 @@ class ExportSpec(BaseModel):
 
     name: str
     description: str
-    task: Literal["semantic", "instances", "care", "n2v"]
+    task: str  # a name of microzoo.train.tasks.registry.TASKS
     spatial_dims: Literal[2, 3]
     in_channels: int
     out_channels: int
@@ -72,6 +80,9 @@ class ExportSpec(BaseModel):
     architecture_kwargs: dict[str, Any]
     normalization_percentiles: tuple[float, float] = (1.0, 99.8)
     postprocessing: Literal["sigmoid", "softmax", "none"] = "none"
+    #: (gain, offset) per output channel, applied after ``postprocessing`` (``scale_linear``):
+    #: a restoration network's normalised output back in the input's intensity units
+    output_scale: tuple[list[float], list[float]] | None = None
     size_min: int
     size_step: int
     halo: int
@@ -128,14 +139,14 @@ def export_package(network: Any, *, out_dir: Path, spec: ExportSpec,
         progress(0, steps, "saving the weights")
         arch = tmp / spec.architecture_source.name
         shutil.copyfile(spec.architecture_source, arch)
-        checks = _checks(net, spec, x)
-        _save_state_dict(net, spec, arch, tmp / STATE_DICT_FILE, checks)
+        checks = _checks(net, spec, preprocess(spec, x))
+        _save_state_dict(net, spec, arch, tmp / STATE_DICT_FILE, checks[1:])  # the source rebuilds the same net
         progress(1, steps, "converting to TorchScript")
-        script_kind = _save_torchscript(net, spec, tmp / TORCHSCRIPT_FILE, checks)
+        script_kind, raw_test_output = _save_torchscript(net, spec, tmp / TORCHSCRIPT_FILE, checks)
         progress(2, steps, "converting to ONNX")
         _save_onnx(net, spec, tmp / ONNX_FILE, checks)
         progress(3, steps, "computing the test output, cover and README")
-        descr = _build_descr(tmp, spec, x, net, script_kind)
+        descr = build_description(tmp, spec, x, net, script_kind, raw_test_output)
         progress(4, steps, "validating the description")
         _save_and_validate(descr, tmp)
         progress(5, steps, "moving the package into place")
@@ -143,24 +154,12 @@ def export_package(network: Any, *, out_dir: Path, spec: ExportSpec,
     return out_dir / "bioimageio.yaml"
 
 
-def _build_descr(tmp: Path, spec: ExportSpec, x: np.ndarray, net: Any, script_kind: str) -> Any:
-    """The description (files written into ``tmp``); spec errors become :class:`ConfigError`."""
-    import pydantic
-    from bioimageio.spec import ValidationContext
-
-    try:
-        with ValidationContext(root=tmp, perform_io_checks=False):
-            return _describe(tmp, spec, x, net, script_kind)
-    except pydantic.ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:6])
-        raise ConfigError(f"the package description is not valid ({problems}); fix the ExportSpec "
-                          "fields named (name, license, authors, tags, ...)") from error
-
-
 # --- checks and test tensors --------------------------------------------------------------
 
 
 def _check_spec(spec: ExportSpec) -> None:
+    if spec.task not in TASKS:
+        raise ConfigError(f"task {spec.task!r} is not a training task; choose one of {', '.join(TASKS)}")
     image = np.asarray(spec.test_input)
     expected = (spec.spatial_dims, spec.spatial_dims + 1)
     if image.ndim not in expected:
@@ -185,6 +184,10 @@ def _check_spec(spec: ExportSpec) -> None:
     if not spec.architecture_source.is_file():
         raise ConfigError(f"architecture_source {spec.architecture_source} is not a file; give the .py "
                           "file that defines the network")
+    if spec.output_scale is not None and not (len(spec.output_scale[0]) == len(spec.output_scale[1])
+                                               == spec.out_channels):
+        raise ConfigError(f"output_scale gives {len(spec.output_scale[0])} gains and {len(spec.output_scale[1])} "
+                          f"offsets for {spec.out_channels} output channel(s); give one of each per channel")
     if spec.qc_report is not None and not spec.qc_report.is_file():
         raise ConfigError(f"qc_report {spec.qc_report} is not a file")
     if spec.cover is not None:
@@ -201,7 +204,7 @@ def _valid_test_input(spec: ExportSpec) -> np.ndarray:
         image = image[None]
     for axis, name in enumerate(spec.spatial_axes, start=1):
         n = image.shape[axis]
-        limit = max(min(n, TEST_SIDE_LIMIT[name]), spec.size_min)
+        limit = max(min(n, TEST_SIDE_LIMIT[spec.spatial_dims][name]), spec.size_min)
         size = spec.size_min + (limit - spec.size_min) // spec.size_step * spec.size_step
         if size <= n:
             start = (n - size) // 2
@@ -227,7 +230,7 @@ def _torch_out(module: Any, x: np.ndarray) -> np.ndarray:
 
 
 def _assert_reproduces(what: str, actual: np.ndarray, expected: np.ndarray) -> None:
-    if actual.shape != expected.shape or not np.allclose(actual, expected, **_TOLERANCE):
+    if actual.shape != expected.shape or not np.allclose(actual, expected, rtol=RTOL, atol=ATOL):
         diff = float(np.max(np.abs(actual - expected))) if actual.shape == expected.shape else float("nan")
         raise PackageError(f"the {what} weights do not reproduce the network (shape {actual.shape} vs "
                            f"{expected.shape}, largest difference {diff:.3g}); the network may use "
@@ -256,7 +259,8 @@ _Check = tuple[np.ndarray, np.ndarray]
 
 
 def _checks(net: Any, spec: ExportSpec, x: np.ndarray) -> list[_Check]:
-    """(input, expected output) pairs: the test input, and a batch of 2 at another valid size."""
+    """(input, expected output) pairs: the preprocessed test input, and a small batch of 2 at
+    another valid size (dynamic axes). Tracing and conversion use the small one (faster)."""
     other = _random_input(spec, batch=2, extra_steps=1)
     return [(x, _torch_out(net, x)), (other, _torch_out(net, other))]
 
@@ -287,8 +291,9 @@ def _save_state_dict(net: Any, spec: ExportSpec, arch: Path, path: Path, checks:
     torch.save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, path)
 
 
-def _save_torchscript(net: Any, spec: ExportSpec, path: Path, checks: list[_Check]) -> str:
-    """Script the network (trace it if scripting fails); return ``"scripted"`` or ``"traced"``."""
+def _save_torchscript(net: Any, spec: ExportSpec, path: Path, checks: list[_Check]) -> tuple[str, np.ndarray]:
+    """Script the network (trace it if scripting fails); return ``"scripted"`` or ``"traced"``
+    and the saved module's output for the first check's input (the package's test output)."""
     import torch
 
     failures = []
@@ -296,12 +301,13 @@ def _save_torchscript(net: Any, spec: ExportSpec, path: Path, checks: list[_Chec
         try:
             with _quiet_torch():
                 module = torch.jit.script(net) if kind == "scripted" else torch.jit.trace(
-                    net, torch.from_numpy(checks[0][0]), check_trace=False)
+                    net, torch.from_numpy(checks[-1][0]), check_trace=False)
                 module.save(str(path))
                 loaded = torch.jit.load(str(path)).eval()
-            for inputs, expected in checks:
-                _assert_reproduces(f"{kind} TorchScript", _torch_out(loaded, inputs), expected)
-            return kind
+            outputs = [_torch_out(loaded, inputs) for inputs, _ in checks]
+            for output, (_, expected) in zip(outputs, checks, strict=True):
+                _assert_reproduces(f"{kind} TorchScript", output, expected)
+            return kind, outputs[0]
         except Exception as error:  # scripting raises many error types; any means: try the next way
             failures.append(f"{kind}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
     path.unlink(missing_ok=True)
@@ -319,232 +325,13 @@ def _save_onnx(net: Any, spec: ExportSpec, path: Path, checks: list[_Check]) -> 
                OUTPUT_ID: {0: "batch", **{d: f"{OUTPUT_ID}_{a}" for d, a in spatial.items()}}}
     try:
         with _quiet_torch(), torch.no_grad():
-            torch.onnx.export(net, (torch.from_numpy(checks[0][0]),), str(path), dynamo=False, opset_version=OPSET,
+            torch.onnx.export(net, (torch.from_numpy(checks[-1][0]),), str(path), dynamo=False, opset_version=OPSET,
                               input_names=[INPUT_ID], output_names=[OUTPUT_ID], dynamic_axes=dynamic)
     except Exception as error:  # the exporter raises many error types
         raise PackageError(f"the network cannot be exported to ONNX opset {OPSET}: {error}") from error
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for inputs, expected in checks:
         _assert_reproduces("ONNX", session.run(None, {INPUT_ID: inputs})[0], expected)
-
-
-def _weights_descr(v05: Any, tmp: Path, spec: ExportSpec) -> Any:
-    import torch
-
-    version = v05.Version(torch.__version__.split("+")[0])
-    parent = "pytorch_state_dict"
-    return v05.WeightsDescr(
-        pytorch_state_dict=v05.PytorchStateDictWeightsDescr(
-            **_file_fields(v05, tmp, STATE_DICT_FILE), pytorch_version=version,
-            architecture=v05.ArchitectureFromFileDescr(
-                **_file_fields(v05, tmp, spec.architecture_source.name),
-                callable=v05.Identifier(spec.architecture_callable), kwargs=spec.architecture_kwargs)),
-        torchscript=v05.TorchscriptWeightsDescr(**_file_fields(v05, tmp, TORCHSCRIPT_FILE),
-                                                pytorch_version=version, parent=parent),
-        onnx=v05.OnnxWeightsDescr(**_file_fields(v05, tmp, ONNX_FILE), opset_version=OPSET, parent=parent),
-    )
-
-
-# --- tensors ------------------------------------------------------------------------------
-
-
-def _file_fields(v05: Any, tmp: Path, name: str) -> dict[str, Any]:
-    from microzoo.package.load import sha256_of
-
-    return {"source": Path(name), "sha256": v05.Sha256(sha256_of(tmp / name))}
-
-
-def _input_descr(v05: Any, tmp: Path, spec: ExportSpec, x: np.ndarray) -> Any:
-    np.save(tmp / "test_input.npy", x)
-    spatial = [v05.AxisId(a) for a in spec.spatial_axes]
-    low, high = spec.normalization_percentiles
-    f32 = v05.EnsureDtypeDescr(kwargs=v05.EnsureDtypeKwargs(dtype="float32"))
-    return v05.InputTensorDescr(
-        id=v05.TensorId(INPUT_ID),
-        axes=[v05.BatchAxis(),
-              v05.ChannelAxis(channel_names=[v05.Identifier(f"channel{i}") for i in range(spec.in_channels)]),
-              *[v05.SpaceInputAxis(id=a, size=v05.ParameterizedSize(min=spec.size_min, step=spec.size_step))
-                for a in spatial]],
-        test_tensor=v05.FileDescr(**_file_fields(v05, tmp, "test_input.npy")),
-        sample_tensor=v05.FileDescr(**_file_fields(v05, tmp, _write_sample(tmp, "sample_input.tif", x))),
-        preprocessing=[f32, v05.ScaleRangeDescr(kwargs=v05.ScaleRangeKwargs(
-            axes=spatial, min_percentile=low, max_percentile=high)), f32],
-    )
-
-
-def _postprocessing(v05: Any, spec: ExportSpec) -> list[Any]:
-    if spec.postprocessing == "sigmoid":
-        return [v05.SigmoidDescr()]
-    if spec.postprocessing == "softmax":
-        return [v05.SoftmaxDescr(kwargs=v05.SoftmaxKwargs(axis=v05.AxisId("channel")))]
-    return []
-
-
-def _write_sample(tmp: Path, name: str, tensor: np.ndarray) -> str:
-    """A TIFF of a test tensor for people to look at (the spec's ``sample_tensor``)."""
-    import tifffile
-
-    tifffile.imwrite(tmp / name, np.squeeze(tensor, axis=0), photometric="minisblack")  # channels are not RGB
-    return name
-
-
-def _output_descr(v05: Any, tmp: Path, spec: ExportSpec, y: np.ndarray) -> Any:
-    prefix = {"semantic": "class", "instances": "map", "care": "restored", "n2v": "denoised"}[spec.task]
-    ref = dict(tensor_id=v05.TensorId(INPUT_ID))
-    return v05.OutputTensorDescr(
-        id=v05.TensorId(OUTPUT_ID),
-        axes=[v05.BatchAxis(),
-              v05.ChannelAxis(channel_names=[v05.Identifier(f"{prefix}{i}") for i in range(spec.out_channels)]),
-              *[v05.SpaceOutputAxisWithHalo(id=v05.AxisId(a), halo=spec.halo,
-                                            size=v05.SizeReference(**ref, axis_id=v05.AxisId(a)))
-                if spec.halo else v05.SpaceOutputAxis(id=v05.AxisId(a), size=v05.SizeReference(
-                    **ref, axis_id=v05.AxisId(a))) for a in spec.spatial_axes]],
-        test_tensor=v05.FileDescr(**_file_fields(v05, tmp, "test_output.npy")),
-        sample_tensor=v05.FileDescr(**_file_fields(v05, tmp, _write_sample(tmp, "sample_output.tif", y))),
-        postprocessing=_postprocessing(v05, spec),
-    )
-
-
-def _test_output(tmp: Path, spec: ExportSpec, input_descr: Any, x: np.ndarray) -> np.ndarray:
-    """The exported TorchScript's output for ``x``, with the package's own processing."""
-    import torch
-    from bioimageio.spec.model import v0_5 as v05
-
-    from microzoo.runtime.ops import bind_ops
-
-    axes = ("batch", "channel", *spec.spatial_axes)
-    with _quiet_torch():
-        module = torch.jit.load(str(tmp / TORCHSCRIPT_FILE)).eval()
-    prepared = bind_ops(input_descr.preprocessing, x, axes)(x)
-    raw = _torch_out(module, np.ascontiguousarray(prepared, dtype=np.float32))
-    post = bind_ops(_postprocessing(v05, spec), raw, axes, sample={INPUT_ID: (x, axes)})
-    y = np.ascontiguousarray(post(raw), dtype=np.float32)
-    np.save(tmp / "test_output.npy", y)
-    return y
-
-
-# --- the description ----------------------------------------------------------------------
-
-TASK_TAGS = {
-    "semantic": ["segmentation", "semantic-segmentation"],
-    "instances": ["segmentation", "instance-segmentation"],
-    "care": ["restoration", "denoising", "care"],
-    "n2v": ["denoising", "restoration", "noise2void", "self-supervised"],
-}
-MODALITY_TAGS = {"fluorescence": "fluorescence-light-microscopy", "brightfield": "brightfield",
-                 "colour": "histology"}
-CITE = [("BioImage Model Zoo: Ouyang et al. (2022), BioImage Model Zoo: a community-driven resource for "
-         "accessible deep learning in bioimage analysis", "10.1101/2022.06.07.495102")]
-
-
-def _describe(tmp: Path, spec: ExportSpec, x: np.ndarray, net: Any, script_kind: str) -> Any:
-    from bioimageio.spec.model import v0_5 as v05
-
-    input_descr = _input_descr(v05, tmp, spec, x)
-    y = _test_output(tmp, spec, input_descr, x)
-    modality = _guess_modality(x)
-    write_cover(tmp / "cover.png", spec, x, y)
-    attachments = _write_attachments(tmp, spec)
-    weights = {"pytorch_state_dict": STATE_DICT_FILE, "torchscript": TORCHSCRIPT_FILE, "onnx": ONNX_FILE}
-    (tmp / "README.md").write_text(readme_text(
-        spec, weights=weights, opset=OPSET, input_id=INPUT_ID, modality=modality, script_kind=script_kind,
-        attachments=[a.name for a in attachments]))
-    tags = [*spec.tags, *TASK_TAGS[spec.task], f"{spec.spatial_dims}d", "pytorch", "microzoo"]
-    if modality:
-        tags.append(MODALITY_TAGS[modality])
-    return v05.ModelDescr(
-        name=spec.name,
-        description=spec.description,
-        authors=[v05.Author(name=a) for a in spec.authors],
-        cite=[v05.CiteEntry(text=text, doi=v05.Doi(doi)) for text, doi in CITE],
-        license=v05.LicenseId(spec.license),
-        documentation=v05.FileDescr(**_file_fields(v05, tmp, "README.md")),
-        covers=[v05.FileDescr(**_file_fields(v05, tmp, "cover.png"))],
-        attachments=[v05.FileDescr(**_file_fields(v05, tmp, a.name)) for a in attachments],
-        tags=list(dict.fromkeys(t.lower() for t in tags)),
-        inputs=[input_descr],
-        outputs=[_output_descr(v05, tmp, spec, y)],
-        weights=_weights_descr(v05, tmp, spec),
-        config=v05.Config(bioimageio=_bioimageio_config(v05, spec, net, modality),
-                          microzoo=_microzoo_config(spec, attachments)),
-    )
-
-
-def _guess_modality(x: np.ndarray) -> str | None:
-    from microzoo.errors import ImageError
-    from microzoo.trust.fingerprint import guess_modality
-
-    plane = x[0, 0] if x.ndim == 4 else x[0, 0, x.shape[2] // 2]
-    try:
-        return guess_modality(plane)
-    except ImageError:  # too small to tell
-        return None
-
-
-def _write_attachments(tmp: Path, spec: ExportSpec) -> list[Path]:
-    from microzoo.trust.fingerprint import Fingerprint
-
-    written = []
-    if spec.fingerprint is not None:
-        fingerprint = spec.fingerprint
-        try:
-            if isinstance(fingerprint, (str, Path)):
-                fingerprint = Fingerprint.load(fingerprint)
-            elif not isinstance(fingerprint, Fingerprint):
-                fingerprint = Fingerprint.model_validate(fingerprint)
-        except ValueError as error:
-            raise ConfigError(f"fingerprint is not a training fingerprint ({error}); give a "
-                              "microzoo.trust.fingerprint.Fingerprint") from error
-        written.append(fingerprint.save(tmp / FINGERPRINT_NAME))
-    if spec.qc_report is not None:
-        written.append(tmp / f"qc_report{spec.qc_report.suffix}")
-        shutil.copyfile(spec.qc_report, written[-1])
-    return written
-
-
-def _bioimageio_config(v05: Any, spec: ExportSpec, net: Any, modality: str | None) -> Any:
-    low, high = spec.normalization_percentiles
-    training: dict[str, Any] = {"training_preprocessing": (
-        f"each image scaled so that its percentiles {low:g} and {high:g} (per channel) become 0 and 1")}
-    numbers = {"epochs": "training_epochs", "batch_size": "training_batch_size",
-               "learning_rate": "initial_learning_rate", "lr": "initial_learning_rate"}
-    texts = {"loss": "loss_function", "optimizer": "optimizer", "schedule": "learning_rate_schedule"}
-    for key, value in spec.training.items():
-        if key in numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
-            training[numbers[key]] = float(value)
-        elif key in texts and isinstance(value, str):
-            training[texts[key]] = value
-        elif key in ("hours", "time_h") and isinstance(value, (int, float)):
-            training["training_duration"] = float(value)
-        elif key in ("seconds", "time_s") and isinstance(value, (int, float)):
-            training["training_duration"] = float(value) / 3600
-    return v05.BioimageioConfig(
-        task={"semantic": "semantic segmentation", "instances": "instance segmentation",
-              "care": "image restoration", "n2v": "denoising"}[spec.task],
-        modality=f"{modality} (guessed from the test image)" if modality else None,
-        architecture_type=spec.architecture_callable[:32],
-        model_parameter_count=int(sum(p.numel() for p in net.parameters())),
-        out_of_scope_use=TASK_TEXT[spec.task][1],
-        training=v05.TrainingDetails(**training),
-    )
-
-
-def _microzoo_config(spec: ExportSpec, attachments: list[Path]) -> dict[str, Any]:
-    low, high = spec.normalization_percentiles
-    names = {a.name for a in attachments}
-    config = {
-        "task": spec.task,
-        "spatial_dims": spec.spatial_dims,
-        "normalization": {"method": "scale_range", "min_percentile": low, "max_percentile": high,
-                          "per": "sample and channel", "axes": list(spec.spatial_axes)},
-        "postprocessing": spec.postprocessing,
-        "instance_settings": spec.instance_settings,
-        "fingerprint": FINGERPRINT_NAME if FINGERPRINT_NAME in names else None,
-        "qc_report": next((n for n in names if n.startswith("qc_report")), None),
-        "qc": spec.qc,
-        "training": spec.training,
-    }
-    return plain_yaml({k: v for k, v in config.items() if v is not None})
 
 
 def _save_and_validate(descr: Any, tmp: Path) -> None:

@@ -10,50 +10,17 @@ spec looks for one) and how to run the package (microzoo, bioimageio.core, deepI
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from microzoo.train.tasks.registry import TASKS
 from microzoo.trust.fingerprint import ATTACHMENT_NAME as FINGERPRINT_NAME
 
 if TYPE_CHECKING:
     from microzoo.train.export import ExportSpec
-
-_HALLUCINATION = (
-    "**Do not use the restored images for intensity quantification.** The network predicts what "
-    "the image most plausibly looks like from what it learnt: it can invent structures that are "
-    "not in the sample (hallucination) or remove faint real ones, most of all on images unlike its "
-    "training data. Use the output for looking at the data and for segmentation that is itself "
-    "validated; measure intensities on the raw images. Output values are on the normalised scale of "
-    "the input (its percentiles), not in the camera's units.")
-#: task -> (what the model does, intended use and limits)
-TASK_TEXT = {
-    "semantic": (
-        "Semantic segmentation: for every pixel, a score for each class (one output channel per "
-        "class). Threshold the single channel, or take the arg-max over the channels, to get a mask.",
-        "Intended for images like the training data (same modality, magnification, staining and "
-        "noise). It does not separate touching objects of one class: to count or measure single "
-        "objects, use an instance segmentation model. Check it on a few annotated images of your own "
-        "before relying on it (see Validation)."),
-    "instances": (
-        "Instance segmentation: the network predicts maps (for example foreground and boundaries or "
-        "distances) from which single objects are separated. The outputs are not labels yet: see "
-        "'Turning the outputs into labels'.",
-        "Intended for images like the training data. Objects much larger or smaller than those seen "
-        "in training, or packed more densely, are split or merged wrongly; counts and sizes should be "
-        "checked on a few annotated images of your own (see Validation)."),
-    "care": (
-        "Content-aware image restoration (CARE): trained on pairs of low- and high-quality images of "
-        "the same fields, it predicts a restored (denoised, sharper) version of the input.",
-        _HALLUCINATION),
-    "n2v": (
-        "Noise2Void denoising: trained self-supervised on the noisy images themselves, it predicts "
-        "each pixel from its neighbours and so removes noise that is independent from pixel to pixel.",
-        _HALLUCINATION + " Noise correlated between neighbouring pixels (structured noise from some "
-        "cameras or from scanning) is not removed and can be turned into patterns."),
-}
-
 
 def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -83,7 +50,8 @@ def readme_text(spec: ExportSpec, *, weights: Mapping[str, str], opset: int, inp
     ``weights`` maps each weight format to its file; ``script_kind`` says whether the
     TorchScript was ``"scripted"`` or ``"traced"``; ``attachments`` are file names.
     """
-    does, limits = TASK_TEXT[spec.task]
+    task = TASKS[spec.task]
+    does, limits = task.does, task.limits
     low, high = spec.normalization_percentiles
     attachments = attachments or []
     axes = "zyx" if spec.spatial_dims == 3 else "yx"
@@ -94,6 +62,13 @@ def readme_text(spec: ExportSpec, *, weights: Mapping[str, str], opset: int, inp
              f"{spec.in_channels} input channel(s) and gives {spec.out_channels} output channel(s)"
              + (f", after a {spec.postprocessing}" if spec.postprocessing != "none" else "") + ".\n",
              f"## Intended use and limits\n\n{limits}\n"]
+    if spec.output_scale is not None:
+        gain, offset = spec.output_scale
+        parts.insert(2, "The output is in the intensity units of the input: the package maps the network's "
+                     f"normalised output back with gain {_fmt(gain)} and offset {_fmt(offset)} (the median "
+                     f"{low:g} and {high:g} percentiles of the training images; `scale_linear` postprocessing, "
+                     "which every zoo tool applies). Images exposed unlike the training images come back in "
+                     "the training images' range.\n")
     if modality:
         parts.append(f"The test image looks like {modality} microscopy (a guess from its appearance).\n")
     if FINGERPRINT_NAME in attachments:
@@ -107,7 +82,7 @@ def readme_text(spec: ExportSpec, *, weights: Mapping[str, str], opset: int, inp
                      "that was checked in quality control are stored in `bioimageio.yaml` under "
                      "`config.microzoo.instance_settings`"
                      + (":\n\n" + _table(rows, ("setting", "value")) if rows else " (none were given)")
-                     + "\n\nmicrozoo's instance pipeline (`microzoo.train.tasks`) reads them to turn the "
+                     + "\n\nmicrozoo (`microzoo.runtime.instances_from_output`) reads them to turn the "
                      "maps into a label image. Other zoo tools (bioimageio.core, deepImageJ) give only the "
                      "maps; make labels from them with the same settings, or the QC figures do not apply.\n")
     training = _table([(k, _fmt(v)) for k, v in spec.training.items()], ("item", "value")) \
@@ -122,7 +97,7 @@ def readme_text(spec: ExportSpec, *, weights: Mapping[str, str], opset: int, inp
         qc += "\n\nThe full report (intervals, per-image scores, worst images) is attached: `qc_report.html`."
     parts.append(f"## Quality control\n\nFigures on held-out validation images, against the classical "
                  f"baseline:\n\n{qc}\n")
-    evaluate_task = {"semantic": "semantic", "instances": "instances"}.get(spec.task, "restoration")
+    evaluate_task = task.qc_task
     parts.append(
         "# Validation\n\nBefore trusting the model on your data, check it on a few images of your own "
         "with ground truth" + (" (clean, high-quality images of the same fields)" if evaluate_task ==

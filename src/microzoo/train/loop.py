@@ -24,9 +24,9 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,11 +37,13 @@ from microzoo.progress import ProgressCallback, no_progress
 from microzoo.runtime.resources import thread_count
 from microzoo.train.config import TrainingConfig
 
-__all__ = ["LoopResult", "choose_device", "fit", "predict_batches", "torch_settings"]
+__all__ = ["LoopResult", "RunState", "choose_device", "fit", "predict_batches", "torch_settings"]
 
 BatchSampler = Callable[[np.random.Generator], tuple[np.ndarray, ...]]
 LossFunction = Callable[..., torch.Tensor]
 Validator = Callable[[torch.nn.Module], dict[str, float]]
+#: which way the monitored figure improves
+Mode = Literal["min", "max"]
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def cosine_rate(settings: TrainingConfig, done_steps: int, minutes: float) -> fl
     return low + (settings.learning_rate - low) * (1 + math.cos(math.pi * min(fraction, 1.0))) / 2
 
 
-def _scheduler(settings: TrainingConfig, optimizer: torch.optim.Optimizer, mode: str):
+def _scheduler(settings: TrainingConfig, optimizer: torch.optim.Optimizer, mode: Mode):
     """The plateau scheduler; the cosine (:func:`cosine_rate`) is set step by step in the loop."""
     if settings.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -121,7 +123,7 @@ def _scheduler(settings: TrainingConfig, optimizer: torch.optim.Optimizer, mode:
     return None
 
 
-def _improved(value: float, best: float, mode: str) -> bool:
+def _improved(value: float, best: float, mode: Mode) -> bool:
     if math.isnan(value):
         return False
     if math.isnan(best):
@@ -164,6 +166,92 @@ def _write_curves(history: list[dict[str, float]], csv_path: Path, png_path: Pat
         figure.savefig(tmp, dpi=100)
 
 
+@dataclass
+class RunState:
+    """Where a run stands after each epoch: all that :func:`fit` carries from one epoch to the next."""
+
+    rng: np.random.Generator
+    history: list[dict[str, float]] = field(default_factory=list)
+    epoch: int = 0  # epochs finished
+    best_value: float = float("nan")
+    best_epoch: int = -1
+    stale: int = 0  # epochs since the best
+    stopped: str = ""  # "", "epochs", "early stopping" or "time limit"
+
+    @property
+    def seconds(self) -> float:
+        """Training time of the epochs finished (of earlier runs too, after a resume)."""
+        return float(self.history[-1]["seconds"]) if self.history else 0.0
+
+    def restore(self, state: dict[str, Any], network: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                scheduler: Any) -> None:  # fmt: skip
+        """Continue from a ``last.pt`` checkpoint (a resumed run gets a new time budget)."""
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.history, self.epoch = list(state["history"]), int(state["epoch"]) + 1
+        self.best_value, self.best_epoch, self.stale = state["best_value"], state["best_epoch"], state["stale"]
+        self.stopped = "" if state["stopped"] == "time limit" else state["stopped"]
+
+    def checkpoint(self, network: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+        """Everything ``last.pt`` holds to resume after this epoch."""
+        return {"network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                "rng": json.dumps(self.rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
+                "epoch": self.epoch, "history": self.history, "best_value": self.best_value,
+                "best_epoch": self.best_epoch, "stale": self.stale, "stopped": self.stopped}  # fmt: skip
+
+    def record(self, row: dict[str, float], value: float, mode: Mode, settings: TrainingConfig,
+               out_of_time: bool) -> bool:  # fmt: skip
+        """Add an epoch's row; return whether it is the best so far; decide whether to stop."""
+        self.history.append(row)
+        improved = _improved(value, self.best_value, mode)
+        if improved:
+            self.best_value, self.best_epoch, self.stale = value, self.epoch + 1, 0
+        else:
+            self.stale += 1
+        if out_of_time:
+            self.stopped = "time limit"
+        elif settings.early_stopping_patience is not None and self.stale >= settings.early_stopping_patience:
+            self.stopped = "early stopping"
+        elif self.epoch + 1 >= settings.epochs:
+            self.stopped = "epochs"
+        return improved
+
+
+def _train_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer, run: RunState, *,
+                 sample_batch: BatchSampler, loss_fn: LossFunction, settings: TrainingConfig, device: torch.device,
+                 started: float, progress: ProgressCallback, last_figure: str) -> tuple[float, bool]:  # fmt: skip
+    """One epoch of steps; return the mean loss and whether the time budget ran out."""
+    network.train()
+    losses: list[float] = []
+    total_steps = settings.epochs * settings.steps_per_epoch
+    for step in range(settings.steps_per_epoch):
+        inputs, *targets = (torch.from_numpy(a).to(device) for a in sample_batch(run.rng))
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(network(inputs), *targets)
+        if not torch.isfinite(loss):
+            raise ConfigError(
+                f"training diverged: the loss became {loss.item()} in epoch {run.epoch + 1}, step "
+                f"{step + 1}; lower training.learning_rate or check the images for NaN values"
+            )
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.item()))
+        done = run.epoch * settings.steps_per_epoch + step + 1
+        progress(done, total_steps, f"epoch {run.epoch + 1}/{settings.epochs} loss {np.mean(losses):.4f} {last_figure}")
+        minutes = (time.monotonic() - started) / 60
+        if settings.scheduler == "cosine":
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_rate(settings, done, minutes)
+        if settings.max_minutes is not None and minutes >= settings.max_minutes:
+            return float(np.mean(losses)), True
+    return float(np.mean(losses)), False
+
+
 def fit(
     network: torch.nn.Module,
     *,
@@ -171,7 +259,7 @@ def fit(
     loss_fn: LossFunction,
     validate: Validator,
     monitor: str,
-    mode: str,
+    mode: Mode,
     settings: TrainingConfig,
     out_dir: Path,
     resume: bool = False,
@@ -192,10 +280,8 @@ def fit(
     on_epoch : called with each epoch's row of the history.
     """
     progress = progress or no_progress
-    out_dir = Path(out_dir)
-    paths = {"best": out_dir / "checkpoints" / "best.pt", "last": out_dir / "checkpoints" / "last.pt",
-             "csv": out_dir / "curves" / "loss.csv", "png": out_dir / "curves" / "loss.png"}  # fmt: skip
-    if paths["last"].exists() and not resume:
+    paths = _RunPaths.under(Path(out_dir))
+    if paths.last.exists() and not resume:
         raise ConfigError(
             f"{out_dir} already holds a training run; resume it (--resume, resume=True) or choose another output folder"
         )
@@ -203,88 +289,50 @@ def fit(
     network.to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     scheduler = _scheduler(settings, optimizer, mode)
-    rng = np.random.default_rng(settings.seed)
-    history: list[dict[str, float]] = []
-    start_epoch, best_value, best_epoch, stale, stopped = 0, float("nan"), -1, 0, ""
-    if resume and paths["last"].exists():
-        state = load_checkpoint(paths["last"])
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        rng.bit_generator.state = json.loads(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        history, start_epoch = list(state["history"]), int(state["epoch"]) + 1
-        best_value, best_epoch, stale, stopped = state["best_value"], state["best_epoch"], state["stale"], state["stopped"]
-        if stopped == "time limit":  # a resumed run gets a new time budget
-            stopped = ""
-
-    total_steps = settings.epochs * settings.steps_per_epoch
-    started = time.monotonic()
-    earlier = float(history[-1]["seconds"]) if history else 0.0  # training time before a resume
-    last_figure = f"{monitor} {history[-1][monitor]:.4f}" if history else f"{monitor} -"
-    epoch = start_epoch
+    run = RunState(rng=np.random.default_rng(settings.seed))
+    if resume and paths.last.exists():
+        run.restore(load_checkpoint(paths.last), network, optimizer, scheduler)
+    started, earlier = time.monotonic(), run.seconds
+    last_figure = f"{monitor} {run.history[-1][monitor]:.4f}" if run.history else f"{monitor} -"
     with torch_settings(settings, device):
-        while not stopped and epoch < settings.epochs:
-            network.train()
-            losses: list[float] = []
-            out_of_time = False
-            for step in range(settings.steps_per_epoch):
-                inputs, *targets = (torch.from_numpy(a).to(device) for a in sample_batch(rng))
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(network(inputs), *targets)
-                if not torch.isfinite(loss):
-                    raise ConfigError(
-                        f"training diverged: the loss became {loss.item()} in epoch {epoch + 1}, step "
-                        f"{step + 1}; lower training.learning_rate or check the images for NaN values"
-                    )
-                loss.backward()
-                optimizer.step()
-                losses.append(float(loss.item()))
-                done = epoch * settings.steps_per_epoch + step + 1
-                progress(done, total_steps, f"epoch {epoch + 1}/{settings.epochs} loss {np.mean(losses):.4f} {last_figure}")
-                minutes = (time.monotonic() - started) / 60
-                if settings.scheduler == "cosine":
-                    for group in optimizer.param_groups:
-                        group["lr"] = cosine_rate(settings, done, minutes)
-                if settings.max_minutes is not None and minutes >= settings.max_minutes:
-                    out_of_time = True
-                    break
+        while not run.stopped and run.epoch < settings.epochs:
+            loss, out_of_time = _train_epoch(network, optimizer, run, sample_batch=sample_batch, loss_fn=loss_fn,
+                                             settings=settings, device=device, started=started, progress=progress,
+                                             last_figure=last_figure)  # fmt: skip
             network.eval()
             with torch.no_grad():
                 figures = {name: float(value) for name, value in validate(network).items()}
             value = figures[monitor]
             if scheduler is not None:  # the plateau scheduler, the only one kept as an object
                 scheduler.step(value)
-            row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **figures,
-                   "learning_rate": optimizer.param_groups[0]["lr"], "seconds": earlier + time.monotonic() - started}  # fmt: skip
-            history.append(row)
-            if _improved(value, best_value, mode):
-                best_value, best_epoch, stale = value, epoch + 1, 0
-                _save({"network": network.state_dict(), "epoch": epoch + 1, "monitor": monitor, "value": value},
-                      paths["best"])  # fmt: skip
-            else:
-                stale += 1
-            if out_of_time:
-                stopped = "time limit"
-            elif settings.early_stopping_patience is not None and stale >= settings.early_stopping_patience:
-                stopped = "early stopping"
-            elif epoch + 1 >= settings.epochs:
-                stopped = "epochs"
-            _save(
-                {"network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict() if scheduler is not None else {},
-                 "rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
-                 "epoch": epoch, "history": history, "best_value": best_value, "best_epoch": best_epoch,
-                 "stale": stale, "stopped": stopped},
-                paths["last"],
-            )  # fmt: skip
-            _write_curves(history, paths["csv"], paths["png"], monitor)
+            rate = optimizer.param_groups[0]["lr"]
+            row = {"epoch": run.epoch + 1, "train_loss": loss, **figures, "learning_rate": rate,
+                   "seconds": earlier + time.monotonic() - started}  # fmt: skip
+            if run.record(row, value, mode, settings, out_of_time):
+                _save({"network": network.state_dict(), "epoch": run.epoch + 1, "monitor": monitor, "value": value},
+                      paths.best)  # fmt: skip
+            _save(run.checkpoint(network, optimizer, scheduler), paths.last)
+            _write_curves(run.history, paths.csv, paths.png, monitor)
             last_figure = f"{monitor} {value:.4f}"
             if on_epoch is not None:
                 on_epoch(row)
-            epoch += 1
-    if not history:
+            run.epoch += 1
+    if not run.history:
         raise ConfigError(f"nothing was trained: {out_dir} holds no epoch; check training.epochs")
-    return LoopResult(paths["best"], paths["last"], paths["csv"], paths["png"], history, best_epoch,
-                      float(best_value), monitor, stopped or "epochs")  # fmt: skip
+    return LoopResult(paths.best, paths.last, paths.csv, paths.png, run.history, run.best_epoch,
+                      float(run.best_value), monitor, run.stopped or "epochs")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _RunPaths:
+    """Where a run writes its checkpoints and curves."""
+
+    best: Path
+    last: Path
+    csv: Path
+    png: Path
+
+    @classmethod
+    def under(cls, out: Path) -> _RunPaths:
+        checkpoints, curves = out / "checkpoints", out / "curves"
+        return cls(checkpoints / "best.pt", checkpoints / "last.pt", curves / "loss.csv", curves / "loss.png")

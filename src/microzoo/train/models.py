@@ -52,7 +52,9 @@ class BlurPool(nn.Module):
         self.spatial_dims = spatial_dims
         self.channels = channels
         taps = torch.tensor([1.0, 2.0, 1.0])
-        kernel = taps[:, None] * taps[None, :] if spatial_dims == 2 else taps[:, None, None] * taps[None, :, None] * taps
+        kernel = taps[:, None] * taps[None, :]
+        if spatial_dims == 3:
+            kernel = kernel[:, :, None] * taps
         kernel = kernel / kernel.sum()
         self.register_buffer("kernel", kernel.expand(channels, 1, *kernel.shape).contiguous())
 
@@ -121,12 +123,12 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         h = x
-        for encoder, down in zip(self.encoders, self.downs):
+        for encoder, down in zip(self.encoders, self.downs, strict=False):
             h = encoder(h)
             skips.append(h)
             h = down(h)
         h = self.bottom(h)
-        for level, (up, decoder) in enumerate(zip(self.ups, self.decoders)):
+        for level, (up, decoder) in enumerate(zip(self.ups, self.decoders, strict=False)):
             h = up(h)
             skip = skips[self.depth - 1 - level]
             if not (self.n2v2 and level == self.depth - 1):

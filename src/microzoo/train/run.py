@@ -1,7 +1,6 @@
 """One entry point for every training task: :func:`train`.
 
->>> from microzoo.train.config import n2v_config
->>> from microzoo.train.run import train
+>>> from microzoo.train import n2v_config, train
 >>> config = n2v_config(images="noisy/", epochs=50)           # doctest: +SKIP
 >>> result = train(config, out_dir="n2v-model")                # doctest: +SKIP
 >>> result.package, result.report, result.curves_png           # doctest: +SKIP
@@ -18,7 +17,6 @@ The output folder then holds::
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -26,13 +24,9 @@ from typing import Any
 from microzoo.errors import ConfigError
 from microzoo.progress import ProgressCallback
 from microzoo.train.config import load_config, save_config
-from microzoo.train.tasks import TrainingResult
+from microzoo.train.tasks.skeleton import TrainingResult, run_task
 
 __all__ = ["TrainingResult", "train"]
-
-_RUNNERS = {"semantic": ("segmentation", "train_semantic"), "instances": ("instances", "train_instances"),
-            "care": ("care", "train_care"), "n2v": ("n2v", "train_n2v")}  # fmt: skip
-
 
 def train(
     config: Any,
@@ -45,7 +39,7 @@ def train(
 
     Parameters
     ----------
-    config : a task config (:func:`~microzoo.train.config.unet_config`, ...) or the path of
+    config : a task config (:func:`~microzoo.train.config.semantic_config`, ...) or the path of
         its YAML file.
     out_dir : the folder for the configuration, checkpoints, curves, QC report and package.
     progress : called as ``progress(done, total, description)``; while training the
@@ -76,9 +70,7 @@ def train(
                 f"{out_dir} already holds a training run; resume it (--resume) or choose another output folder"
             )
         save_config(config, config_path)
-    module, function = _RUNNERS[config.task]
-    runner = getattr(importlib.import_module(f"microzoo.train.tasks.{module}"), function)
-    return runner(config, out_dir=out_dir, config_path=config_path, resume=resume, progress=progress)
+    return run_task(config, out_dir=out_dir, config_path=config_path, resume=resume, progress=progress)
 
 
 def _comparable(config: Any) -> dict[str, Any]:

@@ -9,8 +9,9 @@ inputs are given. See ``docs/checks.md``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel
@@ -28,18 +29,62 @@ Severity = Literal["note", "warning"]
 
 #: Words in a model's tags, or in what a user says, that name a task or a modality.
 TASKS = {
-    "denoising": {"denoising", "denoise", "restoration", "care", "n2v", "noise2void", "noise2noise",
-                  "deconvolution", "super-resolution", "image-restoration"},
-    "semantic": {"semantic", "semantic-segmentation", "pixel-classification", "membrane", "membranes",
-                 "boundary", "boundaries", "probability"},
-    "instances": {"instance", "instances", "instance-segmentation", "nuclei", "cells", "stardist",
-                  "cellpose", "cell-segmentation", "nucleus-segmentation"},
+    "denoising": {
+        "denoising",
+        "denoise",
+        "restoration",
+        "care",
+        "n2v",
+        "noise2void",
+        "noise2noise",
+        "deconvolution",
+        "super-resolution",
+        "image-restoration",
+    },
+    "semantic": {
+        "semantic",
+        "semantic-segmentation",
+        "pixel-classification",
+        "membrane",
+        "membranes",
+        "boundary",
+        "boundaries",
+        "probability",
+    },
+    "instances": {
+        "instance",
+        "instances",
+        "instance-segmentation",
+        "nuclei",
+        "cells",
+        "stardist",
+        "cellpose",
+        "cell-segmentation",
+        "nucleus-segmentation",
+    },
 }
 MODALITIES = {
-    "fluorescence": {"fluorescence", "fluorescence-light-microscopy", "confocal", "widefield",
-                     "light-sheet", "lightsheet", "spinning-disk"},
-    "brightfield": {"brightfield", "bright-field", "phase-contrast", "dic", "transmission-light-microscopy",
-                    "electron-microscopy", "em", "tem", "sem", "fib-sem"},
+    "fluorescence": {
+        "fluorescence",
+        "fluorescence-light-microscopy",
+        "confocal",
+        "widefield",
+        "light-sheet",
+        "lightsheet",
+        "spinning-disk",
+    },
+    "brightfield": {
+        "brightfield",
+        "bright-field",
+        "phase-contrast",
+        "dic",
+        "transmission-light-microscopy",
+        "electron-microscopy",
+        "em",
+        "tem",
+        "sem",
+        "fib-sem",
+    },
     "colour": {"histology", "histopathology", "h&e", "he", "stained", "whole-slide"},
 }
 QUANTIFICATION_WORDS = {"quantification", "quantify", "intensity", "intensities", "measurement", "measure"}
@@ -68,27 +113,33 @@ def check_leakage(
     test_names = list(test_names or [f"test {i}" for i in range(len(test_images))])
     pairs = find_near_duplicates(train_images, test_images, progress=progress)
     if not pairs:
-        return [Finding(
-            check="leakage", severity="note",
-            what=f"No test image is a near-duplicate of a training image "
-                 f"({len(test_images)} test x {len(train_images)} training images compared).",
-            why="Test images that repeat training images make scores look better than they are.",
-            action="Nothing to do. Crops of larger training images are not detected: if the test "
-                   "images were cut from the same fields or animals as the training images, split by field.",
-        )]
+        return [
+            Finding(
+                check="leakage",
+                severity="note",
+                what=f"No test image is a near-duplicate of a training image "
+                f"({len(test_images)} test x {len(train_images)} training images compared).",
+                why="Test images that repeat training images make scores look better than they are.",
+                action="Nothing to do. Crops of larger training images are not detected: if the test "
+                "images were cut from the same fields or animals as the training images, split by field.",
+            )
+        ]
     listed = "; ".join(
         f"{test_names[p.test_index]} ~ {train_names[p.train_index]} ({p.transform}, r={p.correlation:.2f})"
         for p in pairs[:8]
     )
     more = f" and {len(pairs) - 8} more" if len(pairs) > 8 else ""
-    return [Finding(
-        check="leakage", severity="warning",
-        what=f"{len(pairs)} of {len(test_images)} test images nearly repeat a training image: {listed}{more}.",
-        why="The model has seen these images (up to noise, an intensity change or a flip) while "
+    return [
+        Finding(
+            check="leakage",
+            severity="warning",
+            what=f"{len(pairs)} of {len(test_images)} test images nearly repeat a training image: {listed}{more}.",
+            why="The model has seen these images (up to noise, an intensity change or a flip) while "
             "learning, so its scores on them overstate how well it does on new data.",
-        action="Remove these images from the test set (or from training) and evaluate again; split "
-               "by field of view, sample or animal, not by image.",
-    )]
+            action="Remove these images from the test set (or from training) and evaluate again; split "
+            "by field of view, sample or animal, not by image.",
+        )
+    ]
 
 
 def check_test_set_size(
@@ -125,19 +176,31 @@ def check_test_set_size(
         needed = int(np.ceil(metric_value * (1 - metric_value) * (z / requested_precision) ** 2))
     else:
         raise ConfigError("give n_test or per_image_scores to check the test set size")
-    what = (f"With {n} test images the {confidence:.0%} confidence interval is +-{half_width:.3f} "
-            f"({how}); you asked for +-{requested_precision:g}.")
+    what = (
+        f"With {n} test images the {confidence:.0%} confidence interval is +-{half_width:.3f} "
+        f"({how}); you asked for +-{requested_precision:g}."
+    )
     if half_width <= requested_precision:
-        return [Finding(check="test set size", severity="note", what=what,
-                        why="A figure is only as precise as its confidence interval.",
-                        action="Report the interval with the figure.")]
-    return [Finding(
-        check="test set size", severity="warning", what=what,
-        why="Differences smaller than the interval between two models, or between a model and a "
+        return [
+            Finding(
+                check="test set size",
+                severity="note",
+                what=what,
+                why="A figure is only as precise as its confidence interval.",
+                action="Report the interval with the figure.",
+            )
+        ]
+    return [
+        Finding(
+            check="test set size",
+            severity="warning",
+            what=what,
+            why="Differences smaller than the interval between two models, or between a model and a "
             "baseline, may be chance; the reported precision is not supported by this test set.",
-        action=f"Annotate about {needed} test images (from new fields or samples), or report the "
-               f"figure as +-{half_width:.2g}.",
-    )]
+            action=f"Annotate about {needed} test images (from new fields or samples), or report the "
+            f"figure as +-{half_width:.2g}.",
+        )
+    ]
 
 
 def check_label_balance(
@@ -160,43 +223,69 @@ def check_label_balance(
     if kind == "semantic":
         values, counts = np.unique(np.concatenate([image.ravel() for image in labels]), return_counts=True)
         fractions = counts / counts.sum()
-        listed = ", ".join(f"class {v}: {f:.1%}" for v, f in zip(values, fractions))
+        listed = ", ".join(f"class {v}: {f:.1%}" for v, f in zip(values, fractions, strict=True))
         rare = values[fractions < min_class_fraction]
         if rare.size == 0:
-            return [Finding(check="label balance", severity="note", what=f"Class pixel fractions: {listed}.",
-                            why="Rare classes make pixel accuracy misleading.",
-                            action="Nothing to do; report per-class IoU anyway.")]
-        return [Finding(
-            check="label balance", severity="warning",
-            what=f"Class(es) {', '.join(map(str, rare))} cover less than {min_class_fraction:.0%} of the "
-                 f"pixels ({listed}).",
-            why="A model that never predicts a rare class still reaches a high pixel accuracy and mean "
+            return [
+                Finding(
+                    check="label balance",
+                    severity="note",
+                    what=f"Class pixel fractions: {listed}.",
+                    why="Rare classes make pixel accuracy misleading.",
+                    action="Nothing to do; report per-class IoU anyway.",
+                )
+            ]
+        return [
+            Finding(
+                check="label balance",
+                severity="warning",
+                what=f"Class(es) {', '.join(map(str, rare))} cover less than {min_class_fraction:.0%} of the "
+                f"pixels ({listed}).",
+                why="A model that never predicts a rare class still reaches a high pixel accuracy and mean "
                 "score; the rare class is usually the one that matters.",
-            action="Report IoU/Dice per class (not pixel accuracy); weight the loss or sample patches "
-                   "containing the rare class when training.",
-        )]
+                action="Report IoU/Dice per class (not pixel accuracy); weight the loss or sample patches "
+                "containing the rare class when training.",
+            )
+        ]
     areas = np.concatenate([np.bincount(image.ravel().astype(np.int64))[1:] for image in labels])
     areas = areas[areas > 0]
     empty = sum(1 for image in labels if not np.any(image))
     if areas.size == 0:
-        return [Finding(check="label balance", severity="warning", what="The label images hold no objects.",
-                        why="Nothing can be evaluated against empty labels.",
-                        action="Check that the label folder holds instance masks (0 = background).")]
+        return [
+            Finding(
+                check="label balance",
+                severity="warning",
+                what="The label images hold no objects.",
+                why="Nothing can be evaluated against empty labels.",
+                action="Check that the label folder holds instance masks (0 = background).",
+            )
+        ]
     p5, p50, p95 = np.percentile(areas, [5, 50, 95])
-    what = (f"{areas.size} objects in {len(labels)} label images ({empty} empty); object area "
-            f"5th/50th/95th percentile {p5:.0f}/{p50:.0f}/{p95:.0f} pixels.")
+    what = (
+        f"{areas.size} objects in {len(labels)} label images ({empty} empty); object area "
+        f"5th/50th/95th percentile {p5:.0f}/{p50:.0f}/{p95:.0f} pixels."
+    )
     if p95 / max(p5, 1) <= max_size_ratio:
-        return [Finding(check="label balance", severity="note", what=what,
-                        why="Very different object sizes are segmented with very different accuracy.",
-                        action="Nothing to do.")]
-    return [Finding(
-        check="label balance", severity="warning",
-        what=what + f" The largest objects are {p95 / max(p5, 1):.0f}x the smallest.",
-        why="Detection scores are dominated by the many objects of the common size; small (or large) "
+        return [
+            Finding(
+                check="label balance",
+                severity="note",
+                what=what,
+                why="Very different object sizes are segmented with very different accuracy.",
+                action="Nothing to do.",
+            )
+        ]
+    return [
+        Finding(
+            check="label balance",
+            severity="warning",
+            what=what + f" The largest objects are {p95 / max(p5, 1):.0f}x the smallest.",
+            why="Detection scores are dominated by the many objects of the common size; small (or large) "
             "objects may be missed without the overall F1 showing it, and one pixel size rarely suits all.",
-        action="Report F1 per size class (e.g. below and above the median area), and check that "
-               "images were acquired at a comparable magnification.",
-    )]
+            action="Report F1 per size class (e.g. below and above the median area), and check that "
+            "images were acquired at a comparable magnification.",
+        )
+    ]
 
 
 def check_out_of_distribution(
@@ -210,21 +299,33 @@ def check_out_of_distribution(
     """Images unlike the model's training data (see :mod:`microzoo.trust.ood`)."""
     results = check_images(fingerprint, images, names=names, pixel_size=pixel_size, progress=progress)
     flagged = [r for r in results if r.out_of_distribution]
-    base = (f"{len(flagged)} of {len(results)} images are unlike the {fingerprint.n_images} training "
-            f"images (about {fingerprint.false_alarm_target:.0%} of images like the training ones are "
-            "flagged by chance).")
+    base = (
+        f"{len(flagged)} of {len(results)} images are unlike the {fingerprint.n_images} training "
+        f"images (about {fingerprint.false_alarm_target:.0%} of images like the training ones are "
+        "flagged by chance)."
+    )
     if not flagged:
-        return [Finding(check="out of distribution", severity="note", what=base,
-                        why="A model is only known to work on images like those it learnt from.",
-                        action="Nothing to do; still inspect a few outputs by eye.")]
+        return [
+            Finding(
+                check="out of distribution",
+                severity="note",
+                what=base,
+                why="A model is only known to work on images like those it learnt from.",
+                action="Nothing to do; still inspect a few outputs by eye.",
+            )
+        ]
     examples = " ".join(r.summary for r in flagged[:4]) + (" ..." if len(flagged) > 4 else "")
-    return [Finding(
-        check="out of distribution", severity="warning", what=f"{base} {examples}",
-        why="On images unlike its training data a model can fail silently: outputs still look "
+    return [
+        Finding(
+            check="out of distribution",
+            severity="warning",
+            what=f"{base} {examples}",
+            why="On images unlike its training data a model can fail silently: outputs still look "
             "plausible but are wrong (missed or invented structures).",
-        action="Check these images' outputs against a few manual annotations or the classical "
-               "baseline; where they disagree, fine-tune on annotated images of yours.",
-    )]
+            action="Check these images' outputs against a few manual annotations or the classical "
+            "baseline; where they disagree, fine-tune on annotated images of yours.",
+        )
+    ]
 
 
 def check_quantification_use(*, model_tags: Sequence[str], intended_use: str | None) -> list[Finding]:
@@ -233,16 +334,19 @@ def check_quantification_use(*, model_tags: Sequence[str], intended_use: str | N
     words = set((intended_use or "").lower().replace(",", " ").split())
     if not (tags & TASKS["denoising"]) or not (words & QUANTIFICATION_WORDS):
         return []
-    return [Finding(
-        check="quantification", severity="warning",
-        what="The outputs of a restoration model are to be used for intensity quantification.",
-        why="A restoration network predicts a plausible clean image, not a measurement: it can "
+    return [
+        Finding(
+            check="quantification",
+            severity="warning",
+            what="The outputs of a restoration model are to be used for intensity quantification.",
+            why="A restoration network predicts a plausible clean image, not a measurement: it can "
             "invent or remove structures (hallucination) and shift intensities where it is unsure, "
             "most of all on images unlike its training data.",
-        action="Measure intensities on the raw images (use the restored ones to find and segment "
-               "objects); inspect the residual map (input minus output) in the QC report for "
-               "structure in the residual, which marks changed content.",
-    )]
+            action="Measure intensities on the raw images (use the restored ones to find and segment "
+            "objects); inspect the residual map (input minus output) in the QC report for "
+            "structure in the residual, which marks changed content.",
+        )
+    ]
 
 
 def check_task_and_modality(
@@ -258,26 +362,32 @@ def check_task_and_modality(
     if task and model_tasks:
         user_tasks = {name for name, words in TASKS.items() if task.lower() in words | {name}}
         if user_tasks and not (user_tasks & model_tasks):
-            findings.append(Finding(
-                check="task", severity="warning",
-                what=f"You want {task!r}; the model was made for {', '.join(sorted(model_tasks))}.",
-                why="A model's output means what its training task defined; another task needs other "
+            findings.append(
+                Finding(
+                    check="task",
+                    severity="warning",
+                    what=f"You want {task!r}; the model was made for {', '.join(sorted(model_tasks))}.",
+                    why="A model's output means what its training task defined; another task needs other "
                     "outputs and postprocessing and is untested.",
-                action="Choose a model whose tags name your task (microzoo search), or train one.",
-            ))
+                    action="Choose a model whose tags name your task (microzoo search), or train one.",
+                )
+            )
     model_modalities = {name for name, words in MODALITIES.items() if tags & words}
     if len(images) and model_modalities:
         guesses = [guess_modality(image) for image in images]
         other = [g for g in guesses if g not in model_modalities]
         if len(other) > len(guesses) / 2:
             common = max(set(other), key=other.count)
-            findings.append(Finding(
-                check="modality", severity="warning",
-                what=f"{len(other)} of {len(guesses)} images look like {common} images; the model's "
-                     f"tags say {', '.join(sorted(model_modalities))}.",
-                why="Contrast and background differ between modalities; a model rarely transfers.",
-                action="Use a model trained on your modality, or confirm on a few annotated images.",
-            ))
+            findings.append(
+                Finding(
+                    check="modality",
+                    severity="warning",
+                    what=f"{len(other)} of {len(guesses)} images look like {common} images; the model's "
+                    f"tags say {', '.join(sorted(model_modalities))}.",
+                    why="Contrast and background differ between modalities; a model rarely transfers.",
+                    action="Use a model trained on your modality, or confirm on a few annotated images.",
+                )
+            )
     return findings
 
 
@@ -328,11 +438,13 @@ def run_checks(
     _check_pixel_size(pixel_size)
     findings: list[Finding] = []
     if len(train_images) and len(test_images):
-        findings += check_leakage(train_images, test_images, train_names=train_names,
-                                  test_names=test_names, progress=progress)
+        findings += check_leakage(
+            train_images, test_images, train_names=train_names, test_names=test_names, progress=progress
+        )
     if requested_precision is not None and (per_image_scores is not None or len(test_images)):
-        findings += check_test_set_size(requested_precision=requested_precision,
-                                        n_test=len(test_images), per_image_scores=per_image_scores)
+        findings += check_test_set_size(
+            requested_precision=requested_precision, n_test=len(test_images), per_image_scores=per_image_scores
+        )
     if len(test_labels):
         findings += check_label_balance(test_labels)
     if fingerprint is None and len(train_images) >= 5:
@@ -340,8 +452,9 @@ def run_checks(
 
         fingerprint = fingerprint_images(train_images, progress=progress)
     if fingerprint is not None and len(test_images):
-        findings += check_out_of_distribution(fingerprint, test_images, names=test_names,
-                                              pixel_size=pixel_size, progress=progress)
+        findings += check_out_of_distribution(
+            fingerprint, test_images, names=test_names, pixel_size=pixel_size, progress=progress
+        )
     findings += check_quantification_use(model_tags=model_tags, intended_use=intended_use)
     findings += check_task_and_modality(model_tags=model_tags, task=task, images=test_images)
     return sorted(findings, key=lambda finding: finding.severity != "warning")
@@ -373,17 +486,28 @@ def check_folders(
     labels = [read_array(f) for f in label_files]
     fingerprint, tags = load_model_claims(model) if model else (None, [])
     findings = run_checks(
-        train_images=train_images, test_images=test_images, train_names=train_names,
-        test_names=test_names, test_labels=labels, fingerprint=fingerprint, model_tags=tags,
-        task=task, intended_use=intended_use, requested_precision=requested_precision,
-        pixel_size=pixel_size, progress=progress,
+        train_images=train_images,
+        test_images=test_images,
+        train_names=train_names,
+        test_names=test_names,
+        test_labels=labels,
+        fingerprint=fingerprint,
+        model_tags=tags,
+        task=task,
+        intended_use=intended_use,
+        requested_precision=requested_precision,
+        pixel_size=pixel_size,
+        progress=progress,
     )
     if model and fingerprint is None and not train_images:
-        findings.append(Finding(
-            check="out of distribution", severity="note",
-            what="The model carries no training fingerprint and no training images were given.",
-            why="Without either, microzoo cannot tell whether your images resemble the training data.",
-            action="Give the training images with --train, or ask the model's authors for its "
-                   "training_fingerprint.json.",
-        ))
+        findings.append(
+            Finding(
+                check="out of distribution",
+                severity="note",
+                what="The model carries no training fingerprint and no training images were given.",
+                why="Without either, microzoo cannot tell whether your images resemble the training data.",
+                action="Give the training images with --train, or ask the model's authors for its "
+                "training_fingerprint.json.",
+            )
+        )
     return findings

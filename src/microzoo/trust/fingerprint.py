@@ -23,10 +23,11 @@ percentiles mapped to 0 and 1) unless said otherwise:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import yaml
@@ -34,8 +35,8 @@ from pydantic import BaseModel, Field
 from skimage import color, restoration
 
 from microzoo.errors import DataError, ImageError
-from microzoo.progress import ProgressCallback, no_progress
 from microzoo.io.axes import to_grayscale
+from microzoo.progress import ProgressCallback, no_progress
 
 ATTACHMENT_NAME = "training_fingerprint.json"
 
@@ -98,7 +99,7 @@ class Fingerprint(BaseModel):
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "Fingerprint":
+    def load(cls, path: str | os.PathLike[str]) -> Fingerprint:
         """Read a fingerprint written by :meth:`save`."""
         path = Path(path)
         try:
@@ -131,6 +132,39 @@ def image_features(image: np.ndarray) -> dict[str, float]:
     if np.issubdtype(image.dtype, np.integer):
         features["brightness"] = float(high / np.iinfo(image.dtype).max)
     return features
+
+
+def image_views(image: np.ndarray, axes: str, *, most: int = 8) -> list[np.ndarray]:
+    """The 2-D views of an image that fingerprints describe: ``yx`` planes, or ``yxc`` colour planes.
+
+    A colour image (a channel axis of 3 or 4) keeps its colour; otherwise the first channel is
+    taken, as training does. Stacks (z, t, batch or index axes) give up to ``most`` planes spread
+    evenly over them, so a training fingerprint built from the planes of 3-D stacks and the
+    check of a new stack compare the same kind of view.
+
+    >>> [v.shape for v in image_views(np.zeros((20, 32, 32)), "zyx", most=3)]
+    [(32, 32), (32, 32), (32, 32)]
+    >>> image_views(np.zeros((32, 32, 3)), "yxc")[0].shape
+    (32, 32, 3)
+    """
+    image = np.asarray(image)
+    axes = axes.lower()
+    if len(axes) != image.ndim or not {"y", "x"} <= set(axes) or len(set(axes)) != len(axes):
+        raise ImageError(
+            f"axes {axes!r} do not describe an image of shape {image.shape}; name each axis once, with y and x"
+        )
+    if "c" in axes:
+        colour = image.shape[axes.index("c")] in (3, 4)
+        image = np.moveaxis(image, axes.index("c"), -1)
+        axes = axes.replace("c", "") + "c"
+        if not colour:
+            image, axes = image[..., 0], axes[:-1]
+    spatial = "yxc" if axes.endswith("c") else "yx"
+    order = [axes.index(a) for a in axes if a not in spatial] + [axes.index(a) for a in spatial]
+    stacked = np.transpose(image, order)
+    planes = stacked.reshape(-1, *stacked.shape[stacked.ndim - len(spatial) :])
+    chosen = np.unique(np.linspace(0, len(planes) - 1, min(most, len(planes))).round().astype(int))
+    return [planes[i] for i in chosen]
 
 
 def guess_modality(image: np.ndarray) -> str:
@@ -183,24 +217,27 @@ def fingerprint_images(
     scores = [max(abs(features[n].deviation(row[n])) for n in names) for row in rows]
     threshold = max(float(np.quantile(scores, 1.0 - false_alarm_target)), 1.0)
     return Fingerprint(
-        n_images=len(images), features=features, threshold=threshold,
-        false_alarm_target=false_alarm_target, shapes=sorted(list(s) for s in shapes),
-        dtypes=sorted(dtypes), channels=sorted(channels), pixel_size=pixel_size,
+        n_images=len(images),
+        features=features,
+        threshold=threshold,
+        false_alarm_target=false_alarm_target,
+        shapes=sorted(list(s) for s in shapes),
+        dtypes=sorted(dtypes),
+        channels=sorted(channels),
+        pixel_size=pixel_size,
     )
 
 
 def _summarise(name: str, values: Sequence[float]) -> FeatureSummary:
-    values = np.asarray(values, dtype=float)
+    array = np.asarray(values, dtype=float)
     log_scale = name in LOG_FEATURES
-    compared = np.log10(np.maximum(values, 1e-6)) if log_scale else values
+    compared = np.log10(np.maximum(array, 1e-6)) if log_scale else array
     median = float(np.median(compared))
     spread = 1.4826 * float(np.median(np.abs(compared - median)))
-    quantiles = {f"p{round(q * 100):g}": float(np.quantile(values, q)) for q in QUANTILES}
+    quantiles = {f"p{round(q * 100):g}": float(np.quantile(array, q)) for q in QUANTILES}
     scale = max(spread, SCALE_FLOOR.get(name, 1e-3))
     tolerance = max(float(np.quantile(np.abs(compared - median) / scale, 0.99)), 2.0)
-    return FeatureSummary(
-        median=median, scale=scale, log_scale=log_scale, quantiles=quantiles, tolerance=tolerance
-    )
+    return FeatureSummary(median=median, scale=scale, log_scale=log_scale, quantiles=quantiles, tolerance=tolerance)
 
 
 def _central_crop(image: np.ndarray, side: int = 512) -> np.ndarray:
@@ -219,7 +256,7 @@ def _spectral_slope(normalised: np.ndarray) -> float:
     radius = np.hypot(fy, fx)
     edges = np.geomspace(0.02, 0.35, 16)
     centres, means = [], []
-    for low, high in zip(edges[:-1], edges[1:]):
+    for low, high in itertools.pairwise(edges):
         ring = (radius >= low) & (radius < high)
         if ring.any():
             centres.append(np.sqrt(low * high))
@@ -238,4 +275,3 @@ def _colourfulness(image: np.ndarray) -> float:
     if top <= 0:
         return 0.0
     return float(color.rgb2hsv(rgb / top)[..., 1].mean())
-

@@ -13,20 +13,28 @@ layout) from being reported. Crops of a larger training image are not detected.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import fft
 from skimage.transform import resize
 
-from microzoo.progress import ProgressCallback, no_progress
 from microzoo.io.axes import to_grayscale
+from microzoo.progress import ProgressCallback, no_progress
 
 THUMBNAIL_SIDE = 32
 HASH_SIDE = 8
-TRANSFORMS = ("as is", "flipped left-right", "flipped up-down", "rotated 180", "transposed",
-              "rotated 90", "rotated 270", "anti-transposed")
+TRANSFORMS = (
+    "as is",
+    "flipped left-right",
+    "flipped up-down",
+    "rotated 180",
+    "transposed",
+    "rotated 90",
+    "rotated 270",
+    "anti-transposed",
+)
 
 
 @dataclass(frozen=True)
@@ -61,8 +69,16 @@ def perceptual_hash(image_or_thumbnail: np.ndarray) -> np.ndarray:
 
 
 def _dihedral(small: np.ndarray) -> list[np.ndarray]:
-    return [small, small[:, ::-1], small[::-1, :], small[::-1, ::-1], small.T,
-            np.rot90(small, 1), np.rot90(small, -1), small[::-1, ::-1].T]
+    return [
+        small,
+        small[:, ::-1],
+        small[::-1, :],
+        small[::-1, ::-1],
+        small.T,
+        np.rot90(small, 1),
+        np.rot90(small, -1),
+        small[::-1, ::-1].T,
+    ]
 
 
 def find_near_duplicates(
@@ -79,7 +95,8 @@ def find_near_duplicates(
     """
     progress = progress or no_progress
     total = len(train_images) + len(test_images)
-    train_thumbs, test_thumbs = [], []
+    train_thumbs: list[np.ndarray] = []
+    test_thumbs: list[np.ndarray] = []
     for done, image in enumerate([*train_images, *test_images], start=1):
         (train_thumbs if done <= len(train_images) else test_thumbs).append(thumbnail(image))
         progress(done, total, "hashing images")
@@ -90,7 +107,7 @@ def find_near_duplicates(
     found = []
     for test_index, small in enumerate(test_thumbs):
         best: NearDuplicate | None = None
-        for transform, variant in zip(TRANSFORMS, _dihedral(small)):
+        for transform, variant in zip(TRANSFORMS, _dihedral(small), strict=True):
             bits = perceptual_hash(np.ascontiguousarray(variant)).astype(np.int8)
             distances = np.count_nonzero(train_hashes != bits, axis=1)
             candidates = np.flatnonzero(distances <= max_distance)
@@ -100,9 +117,11 @@ def find_near_duplicates(
             pick = int(np.argmax(correlations))
             if correlations[pick] >= min_correlation and (best is None or correlations[pick] > best.correlation):
                 best = NearDuplicate(
-                    train_index=int(candidates[pick]), test_index=test_index,
+                    train_index=int(candidates[pick]),
+                    test_index=test_index,
                     hash_distance=int(distances[candidates[pick]]),
-                    correlation=float(correlations[pick]), transform=transform,
+                    correlation=float(correlations[pick]),
+                    transform=transform,
                 )
         if best is not None:
             found.append(best)

@@ -5,30 +5,36 @@ turned into robust z-scores against the training images (distance from the train
 in units of the training spread), each divided by that feature's tolerance (the |z| that 99%
 of training images stay within). The image's score is the largest of these; it is flagged
 when that exceeds the fingerprint's threshold, which was calibrated on the training images
-themselves (by default only 1% of them exceed it); 1 means "at the edge of the training range". Each feature past the threshold is
-described in words, with the training range, so a user can see *why*.
+themselves (by default only 1% of them exceed it); 1 means "at the edge of the training
+range". Each feature past the threshold is described in words, with the training range, so
+a user can see *why*.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from pydantic import BaseModel
 
 from microzoo.progress import ProgressCallback, no_progress
-from microzoo.trust.fingerprint import Fingerprint, FeatureSummary, image_features
+from microzoo.trust.fingerprint import FeatureSummary, Fingerprint, image_features
 
 #: How each feature is described: (name in words, word when higher, word when lower).
 WORDS = {
     "noise_level": ("noise level", "noisier", "less noisy"),
-    "background_level": ("background", "brighter background (brightfield- or histology-like)",
-                         "darker background (fluorescence-like)"),
+    "background_level": (
+        "background",
+        "brighter background (brightfield- or histology-like)",
+        "darker background (fluorescence-like)",
+    ),
     "contrast": ("contrast", "higher contrast", "lower contrast (flatter)"),
-    "spectral_slope": ("texture", "more fine-grained detail or grain",
-                       "smoother, blurrier structures"),
-    "brightness": ("signal brightness", "brighter (uses more of the intensity range)",
-                   "dimmer (uses less of the intensity range)"),
+    "spectral_slope": ("texture", "more fine-grained detail or grain", "smoother, blurrier structures"),
+    "brightness": (
+        "signal brightness",
+        "brighter (uses more of the intensity range)",
+        "dimmer (uses less of the intensity range)",
+    ),
     "colour": ("colour", "more colourful (e.g. stained histology)", "less colourful"),
 }
 PIXEL_SIZE_TOLERANCE = 1.5
@@ -65,8 +71,10 @@ class OODResult(BaseModel):
             text = f"{self.name}: looks like the training images (score {self.score:.1f}, limit {self.threshold:.1f})."
         else:
             reasons = "; ".join(d.words for d in self.deviations)
-            text = (f"{self.name}: unlike the training images (score {self.score:.1f}, limit "
-                    f"{self.threshold:.1f}): {reasons}.")
+            text = (
+                f"{self.name}: unlike the training images (score {self.score:.1f}, limit "
+                f"{self.threshold:.1f}): {reasons}."
+            )
         return " ".join([text, *self.notes])
 
 
@@ -92,7 +100,7 @@ def check_images(
         raise DataError(f"got {len(images)} images but {len(names)} names; give one name per image")
     progress = progress or no_progress
     results = []
-    for done, (name, image) in enumerate(zip(names, images), start=1):
+    for done, (name, image) in enumerate(zip(names, images, strict=True), start=1):
         results.append(_check_one(fingerprint, np.asarray(image), name, pixel_size))
         progress(done, len(images), "comparing with the training data")
     return results
@@ -124,12 +132,14 @@ def _check_one(fingerprint: Fingerprint, image: np.ndarray, name: str, pixel_siz
     height, width = image.shape[:2]
     smallest = min(min(shape) for shape in fingerprint.shapes)
     if min(height, width) < smallest / 4:
-        notes.append(
-            f"It is much smaller ({height}x{width}) than any training image; few objects fit in it."
-        )
+        notes.append(f"It is much smaller ({height}x{width}) than any training image; few objects fit in it.")
     return OODResult(
-        name=name, score=score, threshold=fingerprint.threshold, out_of_distribution=flagged,
-        deviations=deviations, notes=notes,
+        name=name,
+        score=score,
+        threshold=fingerprint.threshold,
+        out_of_distribution=flagged,
+        deviations=deviations,
+        notes=notes,
     )
 
 

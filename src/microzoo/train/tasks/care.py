@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from microzoo.progress import ProgressCallback, no_progress
+from microzoo.progress import ProgressCallback
 from microzoo.qc.baselines import restoration_baselines
 from microzoo.train.config import CareConfig
-from microzoo.train.data import PatchSampler, Sample, load_samples, normalize_percentiles, split_samples
-from microzoo.train.loop import fit, predict_batches
-from microzoo.train.tasks import TrainingResult, build_network, finish, load_best, predict_image
+from microzoo.train.data import PatchSampler, Sample, normalize_percentiles
+from microzoo.train.loop import predict_batches
+from microzoo.train.tasks.skeleton import LoopSetup, TaskCheck, predict_image
 
-__all__ = ["restoration_qc", "train_care"]
+__all__ = ["check", "output_scale", "restoration_qc", "setup"]
 
 
 def to_raw_units(output: np.ndarray, raw: np.ndarray, *, low: float, high: float) -> np.ndarray:
@@ -34,6 +34,20 @@ def to_raw_units(output: np.ndarray, raw: np.ndarray, *, low: float, high: float
     p_low = np.percentile(raw, low, axis=axes, keepdims=True)
     p_high = np.percentile(raw, high, axis=axes, keepdims=True)
     return (output * (p_high - p_low + 1e-6) + p_low).astype(np.float32)
+
+
+def output_scale(train: Sequence[Sample], percentiles: tuple[float, float]) -> tuple[list[float], list[float]]:
+    """Gain and offset per channel that map a normalised output back to intensity units.
+
+    The medians over the training images of each image's ``low`` and ``high`` percentiles
+    (the values the normalisation sends to 0 and 1): ``gain = p_high - p_low``, ``offset = p_low``.
+    The package applies them as ``scale_linear`` postprocessing, so every zoo tool answers in
+    the input's units (for images exposed like the training images).
+    """
+    low, high = percentiles
+    ranges = np.array([np.percentile(s.raw.reshape(s.raw.shape[0], -1), [low, high], axis=1) for s in train])
+    p_low, p_high = np.median(ranges, axis=0)  # (channels,) each
+    return [float(g) for g in p_high - p_low + 1e-6], [float(o) for o in p_low]
 
 
 def restoration_qc(
@@ -63,16 +77,10 @@ def psnr_normalised(output: np.ndarray, target: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
-def train_care(
-    config: CareConfig, *, out_dir: Path, config_path: Path, resume: bool = False,
-    progress: ProgressCallback | None = None,
-) -> TrainingResult:  # fmt: skip
-    """Train, check and export a CARE restoration U-Net (see :func:`microzoo.train.run.train`)."""
-    progress = progress or no_progress
+def setup(config: CareConfig, train: list[Sample], val: list[Sample]) -> LoopSetup:
+    """Patch pairs (noisy, clean; each normalised by its own percentiles), MAE or MSE, validation loss."""
     data, settings = config.data, config.training
     low, high = data.normalization_percentiles
-    samples = load_samples(data, truth="targets", progress=progress)
-    train, val = split_samples(samples, fraction=data.validation_fraction, seed=settings.seed)
 
     def clean(group: Sequence[Sample]) -> list[np.ndarray]:
         return [normalize_percentiles(s.truth, low=low, high=high) for s in group]
@@ -81,8 +89,6 @@ def train_care(
                            augmentation=data.augmentation, jitter_targets=True)  # fmt: skip
     val_sampler = PatchSampler([s.image for s in val], clean(val), patch_size=data.patch_size)
     val_x, val_y = val_sampler.sample(np.random.default_rng(settings.seed + 1), data.validation_patches)
-    channels = train[0].image.shape[0]
-    network = build_network(config, in_channels=channels, out_channels=channels)
     loss_fn = torch.nn.functional.l1_loss if config.loss == "mae" else torch.nn.functional.mse_loss
 
     def validate(net: torch.nn.Module) -> dict[str, float]:
@@ -90,15 +96,17 @@ def train_care(
         loss = float(loss_fn(torch.from_numpy(output), torch.from_numpy(val_y)))
         return {"val_loss": loss, "val_psnr": psnr_normalised(output, val_y)}
 
-    loop = fit(network, sample_batch=lambda rng: sampler.sample(rng, settings.batch_size), loss_fn=loss_fn,
-               validate=validate, monitor="val_loss", mode="min", settings=settings, out_dir=out_dir,
-               resume=resume, progress=progress)  # fmt: skip
-    network = load_best(network, loop.best_checkpoint)
+    return LoopSetup(out_channels=train[0].image.shape[0], loss_fn=loss_fn, validate=validate, monitor="val_loss",
+                     mode="min", sample_batch=lambda rng: sampler.sample(rng, settings.batch_size))  # fmt: skip
+
+
+def check(
+    config: CareConfig, network: torch.nn.Module, train: list[Sample], val: list[Sample], *, out_dir: Path,
+    progress: ProgressCallback,
+) -> TaskCheck:  # fmt: skip
+    """The restored validation images in their own units, beside a tuned Gaussian and the input."""
+    percentiles = config.data.normalization_percentiles
     truths, predictions, inputs = restoration_qc(network, train=train, val=val, multiple=2**config.network.depth,
-                                                 percentiles=(low, high), model_name="CARE")  # fmt: skip
-    return finish(
-        config, out_dir=out_dir, network=network, loop_result=loop, config_path=config_path,
-        train_raws=[s.raw for s in train], test_input=val[0].raw, out_channels=channels, postprocessing="none",
-        qc_task="restoration", truths=truths, predictions=predictions, inputs=inputs,
-        names=[s.name for s in val], extra_training={"loss": config.loss}, progress=progress,
-    )  # fmt: skip
+                                                 percentiles=percentiles, model_name="CARE")  # fmt: skip
+    return TaskCheck(postprocessing="none", notes={"loss": config.loss}, truths=truths, predictions=predictions,
+                     inputs=inputs, output_scale=output_scale(train, percentiles))  # fmt: skip

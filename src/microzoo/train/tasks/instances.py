@@ -19,23 +19,17 @@ import torch
 import yaml
 
 from microzoo.io.atomic import atomic_output
-from microzoo.progress import ProgressCallback, no_progress
+from microzoo.progress import ProgressCallback
 from microzoo.qc.baselines import instances_baseline
 from microzoo.qc.metrics import instance_metrics_dataset, match_instances
+from microzoo.runtime.instances import N_TARGET_CHANNELS, InstanceSettings, instances_from_output
 from microzoo.train.config import InstancesConfig
-from microzoo.train.data import PatchSampler, load_samples, split_samples
-from microzoo.train.loop import fit, predict_batches
-from microzoo.train.tasks import TrainingResult, build_network, finish, load_best, predict_image
-from microzoo.train.tasks.instance_targets import (
-    N_TARGET_CHANNELS,
-    InstanceSettings,
-    instance_loss,
-    instances_from_output,
-    optimize_instance_settings,
-    targets_from_labels,
-)
+from microzoo.train.data import PatchSampler, Sample
+from microzoo.train.loop import predict_batches
+from microzoo.train.tasks.instance_targets import instance_loss, optimize_instance_settings, targets_from_labels
+from microzoo.train.tasks.skeleton import LoopSetup, TaskCheck, predict_image
 
-__all__ = ["train_instances"]
+__all__ = ["check", "setup"]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -43,20 +37,15 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _f1(truths: list[np.ndarray], preds: list[np.ndarray]) -> float:
-    pooled = instance_metrics_dataset([match_instances(t, p, thresholds=(0.5,)) for t, p in zip(truths, preds)])
+    matches = [match_instances(t, p, thresholds=(0.5,)) for t, p in zip(truths, preds, strict=True)]
+    pooled = instance_metrics_dataset(matches)
     value = pooled.at(0.5)["f1"]
     return 0.0 if np.isnan(value) else float(value)
 
 
-def train_instances(
-    config: InstancesConfig, *, out_dir: Path, config_path: Path, resume: bool = False,
-    progress: ProgressCallback | None = None,
-) -> TrainingResult:  # fmt: skip
-    """Train, check and export an instance segmentation U-Net (see :func:`microzoo.train.run.train`)."""
-    progress = progress or no_progress
+def setup(config: InstancesConfig, train: list[Sample], val: list[Sample]) -> LoopSetup:
+    """Patches of the three target maps, their loss, validation F1 at IoU 0.5 with default settings."""
     data, settings = config.data, config.training
-    samples = load_samples(data, truth="labels", progress=progress)
-    train, val = split_samples(samples, fraction=data.validation_fraction, seed=settings.seed)
     sampler = PatchSampler(
         [s.image for s in train], [targets_from_labels(s.truth) for s in train], patch_size=data.patch_size,
         augmentation=data.augmentation, foreground=[s.truth > 0 for s in train],
@@ -69,7 +58,6 @@ def train_instances(
     )  # fmt: skip
     val_x, val_both = val_sampler.sample(np.random.default_rng(settings.seed + 1), data.validation_patches)
     val_y, val_labels = val_both[:, :N_TARGET_CHANNELS], list(val_both[:, N_TARGET_CHANNELS].astype(np.int32))
-    network = build_network(config, in_channels=train[0].image.shape[0], out_channels=N_TARGET_CHANNELS)
 
     def validate(net: torch.nn.Module) -> dict[str, float]:
         output = predict_batches(net, val_x, batch_size=settings.batch_size)
@@ -77,27 +65,30 @@ def train_instances(
         preds = [instances_from_output(_sigmoid(o), settings=InstanceSettings()) for o in output]
         return {"val_loss": loss, "val_f1": _f1(val_labels, preds)}
 
-    loop = fit(network, sample_batch=lambda rng: sampler.sample(rng, settings.batch_size), loss_fn=instance_loss,
-               validate=validate, monitor="val_loss", mode="min", settings=settings, out_dir=out_dir,
-               resume=resume, progress=progress)  # fmt: skip
-    network = load_best(network, loop.best_checkpoint)
+    return LoopSetup(out_channels=N_TARGET_CHANNELS, sample_batch=lambda rng: sampler.sample(rng, settings.batch_size),
+                     loss_fn=instance_loss, validate=validate, monitor="val_loss", mode="min")  # fmt: skip
+
+
+def check(
+    config: InstancesConfig, network: torch.nn.Module, train: list[Sample], val: list[Sample], *, out_dir: Path,
+    progress: ProgressCallback,
+) -> TaskCheck:  # fmt: skip
+    """Choose the instance thresholds on the validation images (saved in ``OUT/instance_settings.yaml``),
+    then the U-Net's instances beside the watershed baseline's."""
     multiple = 2**config.network.depth
     progress(0, len(val), "choosing the instance thresholds on the validation images")
     outputs = [_sigmoid(predict_image(network, s.image, multiple=multiple)) for s in val]
     truths = [s.truth for s in val]
     chosen, table = optimize_instance_settings(outputs, truths)
-    with atomic_output(out_dir / "instance_settings.yaml") as tmp:
+    with atomic_output(Path(out_dir) / "instance_settings.yaml") as tmp:
         tmp.write_text(yaml.safe_dump({"settings": chosen.model_dump(), "search": table}, sort_keys=False))
     watershed = instances_baseline()
     predictions = {
         "U-Net": [instances_from_output(o, settings=chosen) for o in outputs],
         watershed.name: [watershed(s.raw[0]) for s in val],
     }
-    return finish(
-        config, out_dir=out_dir, network=network, loop_result=loop, config_path=config_path,
-        train_raws=[s.raw for s in train], test_input=val[0].raw, out_channels=N_TARGET_CHANNELS,
-        postprocessing="sigmoid", qc_task="instances", truths=truths, predictions=predictions,
-        inputs=[s.raw[0] for s in val], names=[s.name for s in val],
-        extra_training={"loss": "binary cross-entropy on foreground, boundary and distance maps"},
-        instance_settings=chosen.model_dump(), progress=progress,
+    return TaskCheck(
+        postprocessing="sigmoid", notes={"loss": "binary cross-entropy on foreground, boundary and distance maps"},
+        truths=truths, predictions=predictions, inputs=[s.raw[0] for s in val],
+        instance_settings=chosen.model_dump(),
     )  # fmt: skip

@@ -19,14 +19,14 @@ import numpy as np
 import torch
 
 from microzoo.errors import DataError
-from microzoo.progress import ProgressCallback, no_progress
+from microzoo.progress import ProgressCallback
 from microzoo.qc.baselines import semantic_baseline
 from microzoo.train.config import SemanticConfig
-from microzoo.train.data import PatchSampler, load_samples, split_samples
-from microzoo.train.loop import fit, predict_batches
-from microzoo.train.tasks import TrainingResult, build_network, finish, load_best, predict_image
+from microzoo.train.data import PatchSampler, Sample
+from microzoo.train.loop import predict_batches
+from microzoo.train.tasks.skeleton import LoopSetup, TaskCheck, predict_image
 
-__all__ = ["segmentation_loss", "train_semantic"]
+__all__ = ["check", "class_map", "segmentation_loss", "setup"]
 
 
 def class_map(labels: np.ndarray, n_classes: int, *, name: str = "labels", foreground: str = "nonzero") -> np.ndarray:
@@ -97,15 +97,9 @@ def mean_iou(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
     return float(np.mean(scores)) if scores else 1.0
 
 
-def train_semantic(
-    config: SemanticConfig, *, out_dir: Path, config_path: Path, resume: bool = False,
-    progress: ProgressCallback | None = None,
-) -> TrainingResult:  # fmt: skip
-    """Train, check and export a semantic segmentation U-Net (see :func:`microzoo.train.run.train`)."""
-    progress = progress or no_progress
+def setup(config: SemanticConfig, train: list[Sample], val: list[Sample]) -> LoopSetup:
+    """Patches of class maps (redrawn without foreground), the chosen loss, validation IoU."""
     data, settings, n = config.data, config.training, config.n_classes
-    samples = load_samples(data, truth="labels", progress=progress)
-    train, val = split_samples(samples, fraction=data.validation_fraction, seed=settings.seed)
     train_classes = [class_map(s.truth, n, name=s.name, foreground=config.foreground) for s in train]
     truths = [class_map(s.truth, n, name=s.name, foreground=config.foreground) for s in val]
     sampler = PatchSampler(
@@ -120,7 +114,6 @@ def train_semantic(
     val_x, val_y = val_sampler.sample(np.random.default_rng(settings.seed + 1), data.validation_patches)
     counts = np.bincount(np.concatenate([c.ravel() for c in train_classes]), minlength=n).astype(np.float64)
     class_weights = torch.tensor(counts.sum() / (n * np.maximum(counts, 1.0)), dtype=torch.float32)
-    network = build_network(config, in_channels=train[0].image.shape[0], out_channels=1 if n == 2 else n)
 
     def loss_fn(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return segmentation_loss(output, target, kind=config.loss, class_weights=class_weights)
@@ -132,23 +125,28 @@ def train_semantic(
         pred = np.stack([predicted_classes(o) for o in output])
         return {"val_loss": loss, "val_iou": mean_iou(truth, pred, n)}
 
-    loop = fit(network, sample_batch=lambda rng: sampler.sample(rng, settings.batch_size), loss_fn=loss_fn,
-               validate=validate, monitor="val_iou", mode="max", settings=settings, out_dir=out_dir,
-               resume=resume, progress=progress)  # fmt: skip
-    network = load_best(network, loop.best_checkpoint)
+    return LoopSetup(out_channels=1 if n == 2 else n, sample_batch=lambda rng: sampler.sample(rng, settings.batch_size),
+                     loss_fn=loss_fn, validate=validate, monitor="val_iou", mode="max")  # fmt: skip
+
+
+def check(
+    config: SemanticConfig, network: torch.nn.Module, train: list[Sample], val: list[Sample], *, out_dir: Path,
+    progress: ProgressCallback,
+) -> TaskCheck:  # fmt: skip
+    """Classes of the U-Net and of the Otsu baseline (polarity chosen on training images)."""
+    n = config.n_classes
     multiple = 2**config.network.depth
+    train_classes = [class_map(s.truth, n, name=s.name, foreground=config.foreground) for s in train]
     otsu = semantic_baseline(train_images=[s.raw[0] for s in train], train_classes=train_classes, n_classes=n)
     predictions = {
         "U-Net": [predicted_classes(predict_image(network, s.image, multiple=multiple)) for s in val],
         otsu.name: [otsu(s.raw[0]).astype(np.int32) for s in val],
     }
-    notes = {"loss": config.loss, "classes": n}
+    notes: dict[str, object] = {"loss": config.loss, "classes": n}
     if n == 2:
         notes["foreground"] = "label 0" if config.foreground == "zero" else "label > 0"
-    return finish(
-        config, out_dir=out_dir, network=network, loop_result=loop, config_path=config_path,
-        train_raws=[s.raw for s in train], test_input=val[0].raw, out_channels=1 if n == 2 else n,
-        postprocessing="sigmoid" if n == 2 else "softmax", qc_task="semantic", truths=truths,
-        predictions=predictions, inputs=[s.raw[0] for s in val], names=[s.name for s in val],
-        extra_training=notes, progress=progress,
+    return TaskCheck(
+        postprocessing="sigmoid" if n == 2 else "softmax", notes=notes, predictions=predictions,
+        truths=[class_map(s.truth, n, name=s.name, foreground=config.foreground) for s in val],
+        inputs=[s.raw[0] for s in val],
     )  # fmt: skip

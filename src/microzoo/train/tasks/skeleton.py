@@ -1,0 +1,276 @@
+"""The steps every training task shares, written once: :func:`run_task`.
+
+1. read the images (and their labels or clean partners) and split off validation images;
+2. the task's ``setup`` gives what the loop needs (:class:`LoopSetup`: batches, loss,
+   validation, the figure that picks the best epoch and the number of output channels);
+3. build the U-Net (seeded), train it with :func:`microzoo.train.loop.fit`, reload the best
+   epoch's weights;
+4. the task's ``check`` predicts the validation images with the model and its classical
+   baseline (:class:`TaskCheck`);
+5. :func:`finish` scores them (:func:`microzoo.qc.evaluate.evaluate`, written into
+   ``OUT/qc/``), fingerprints the training images (:mod:`microzoo.trust.fingerprint`) and
+   exports the package into ``OUT/package/`` (:func:`microzoo.train.export.export_package`).
+
+A task module (named in :data:`microzoo.train.tasks.registry.TASKS`) supplies only
+``setup(config, train, val)`` and ``check(config, network, train, val, *, out_dir, progress)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from microzoo.progress import ProgressCallback, no_progress
+from microzoo.train.data import Sample, load_samples, split_samples
+from microzoo.train.loop import BatchSampler, LoopResult, LossFunction, Mode, Validator, fit
+from microzoo.train.tasks.registry import TrainingTask, get_task
+
+__all__ = [
+    "LoopSetup", "TaskCheck", "TrainingResult", "build_network", "finish", "load_best", "predict_image", "run_task",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """Where a training run wrote its outputs, and its headline figures.
+
+    Attributes
+    ----------
+    task : the task's name (:data:`microzoo.train.tasks.registry.TASKS`).
+    out_dir : the output folder; ``config`` is the YAML configuration saved in it.
+    package : the package's ``bioimageio.yaml`` (None when export was switched off).
+    report, metrics : the QC report (HTML) and its figures (JSON); None without ground truth.
+    curves_csv, curves_png : loss and validation curves.
+    best_checkpoint, last_checkpoint : ``best.pt`` (weights) and ``last.pt`` (resumable state).
+    figures : QC figures, e.g. ``{"f1@0.5": 0.81, "baseline f1@0.5": 0.66}``.
+    history : one row per epoch (loss, validation figures, learning rate, seconds).
+    best_epoch, stopped : the epoch whose weights were kept, and why training stopped
+        ("epochs", "early stopping" or "time limit").
+    """
+
+    task: str
+    out_dir: Path
+    config: Path
+    package: Path | None
+    report: Path | None
+    metrics: Path | None
+    curves_csv: Path
+    curves_png: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    figures: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped: str = "epochs"
+
+
+@dataclass(frozen=True)
+class LoopSetup:
+    """What a task's ``setup`` gives the training loop (see :func:`microzoo.train.loop.fit`)."""
+
+    out_channels: int
+    sample_batch: BatchSampler
+    loss_fn: LossFunction
+    validate: Validator
+    monitor: str
+    mode: Mode  # "min" or "max": which way the monitored figure improves
+
+
+@dataclass(frozen=True)
+class TaskCheck:
+    """What a task's ``check`` gives QC and export after training.
+
+    ``predictions`` maps method names to outputs on the validation images: the trained model
+    first, then the classical baseline (None: no QC, e.g. Noise2Void without clean images).
+    ``notes`` are task details for the package's training record; ``output_scale`` (gain,
+    offset per channel) maps the network's output back to the input's units in the package.
+    """
+
+    postprocessing: Literal["sigmoid", "softmax", "none"]
+    notes: Mapping[str, Any]
+    truths: Sequence[np.ndarray] = ()
+    predictions: Mapping[str, Sequence[np.ndarray]] | None = None
+    inputs: Sequence[np.ndarray] | None = None
+    instance_settings: Mapping[str, Any] | None = None
+    output_scale: tuple[list[float], list[float]] | None = None
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A finished training run, as :func:`finish` needs it."""
+
+    config: Any
+    out_dir: Path
+    config_path: Path
+    network: torch.nn.Module
+    out_channels: int
+    loop: LoopResult
+    train: Sequence[Sample]
+    val: Sequence[Sample]
+    check: TaskCheck
+
+
+def run_task(config: Any, *, out_dir: Path, config_path: Path, resume: bool = False,
+             progress: ProgressCallback | None = None) -> TrainingResult:  # fmt: skip
+    """Train, check and export the task ``config.task`` (see :func:`microzoo.train.run.train`)."""
+    progress = progress or no_progress
+    task_module = importlib.import_module(get_task(config.task).module)
+    data, settings = config.data, config.training
+    truth = "labels" if data.labels is not None else "targets" if data.targets is not None else None
+    samples = load_samples(data, truth=truth, progress=progress)
+    train, val = split_samples(samples, fraction=data.validation_fraction, seed=settings.seed)
+    setup: LoopSetup = task_module.setup(config, train, val)
+    network = build_network(config, in_channels=train[0].image.shape[0], out_channels=setup.out_channels)
+    loop = fit(network, sample_batch=setup.sample_batch, loss_fn=setup.loss_fn, validate=setup.validate,
+               monitor=setup.monitor, mode=setup.mode, settings=settings, out_dir=out_dir, resume=resume,
+               progress=progress)  # fmt: skip
+    network = load_best(network, loop.best_checkpoint)
+    check = task_module.check(config, network, train, val, out_dir=out_dir, progress=progress)
+    run = TrainedRun(config, Path(out_dir), config_path, network, setup.out_channels, loop, train, val, check)
+    return finish(run, progress=progress)
+
+
+def network_kwargs(config: Any, *, in_channels: int, out_channels: int) -> dict[str, Any]:
+    """The keyword arguments of :class:`~microzoo.train.models.UNet` for a task config."""
+    net = config.network
+    return {"in_channels": in_channels, "out_channels": out_channels, "spatial_dims": config.data.spatial_dims,
+            "depth": net.depth, "base_features": net.base_features, "batch_norm": net.batch_norm,
+            "residual": net.residual, "n2v2": net.n2v2}  # fmt: skip
+
+
+def build_network(config: Any, *, in_channels: int, out_channels: int) -> torch.nn.Module:
+    """A U-Net whose initial weights depend only on ``config.training.seed``."""
+    from microzoo.train.models import UNet
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.training.seed)
+        return UNet(**network_kwargs(config, in_channels=in_channels, out_channels=out_channels))
+
+
+def load_best(network: torch.nn.Module, checkpoint: Path) -> torch.nn.Module:
+    """Put the best checkpoint's weights into ``network`` (on the CPU, in eval mode)."""
+    from microzoo.train.loop import load_checkpoint
+
+    network.load_state_dict(load_checkpoint(checkpoint)["network"])
+    return network.cpu().eval()
+
+
+def predict_image(network: torch.nn.Module, image: np.ndarray, *, multiple: int) -> np.ndarray:
+    """The raw network output for a whole normalised image ``(c, *spatial)``.
+
+    The image is mirror-padded up to multiples of ``multiple`` (``2 ** depth``) and the
+    output cropped back to the image's size.
+    """
+    spatial = image.shape[1:]
+    pads = [(0, 0)] + [(0, -(-s // multiple) * multiple - s) for s in spatial]
+    padded = np.pad(image, pads, mode="symmetric").astype(np.float32)
+    device = next(network.parameters()).device
+    network.eval()
+    with torch.no_grad():
+        output = network(torch.from_numpy(padded[None]).to(device))[0].float().cpu().numpy()
+    return output[(slice(None), *(slice(0, s) for s in spatial))]
+
+
+def _planes(raw: np.ndarray, *, most: int = 8) -> list[np.ndarray]:
+    """2-D grey views of a raw image ``(c, *spatial)`` for the fingerprint: the image itself in
+    2-D; in 3-D up to ``most`` planes spread evenly over z (so a few stacks give enough images)."""
+    image = raw[0]
+    if image.ndim == 2:
+        return [image]
+    return [image[z] for z in np.unique(np.linspace(0, image.shape[0] - 1, most).round().astype(int))]
+
+
+def fingerprint_or_none(raws: Sequence[np.ndarray]) -> Any:
+    """The training fingerprint (of 2-D views, see :func:`_planes`), or None when the images are too
+    small to describe. With fewer than 5 views (the fingerprint's minimum) the quarters of each view
+    are added, so a run on a few images still gives its package a fingerprint."""
+    from microzoo.errors import MicrozooError
+    from microzoo.trust.fingerprint import fingerprint_images
+
+    views = [plane for raw in raws for plane in _planes(raw)]
+    if len(views) < 5:  # fingerprint_images needs 5 images
+        views += [v[y : y + v.shape[0] // 2, x : x + v.shape[1] // 2] for v in list(views)
+                  for y in (0, v.shape[0] // 2) for x in (0, v.shape[1] // 2)]  # fmt: skip
+    try:
+        return fingerprint_images(views)
+    except MicrozooError:
+        return None
+
+
+def finish(run: TrainedRun, *, progress: ProgressCallback | None = None) -> TrainingResult:
+    """QC against the baseline into ``OUT/qc``, fingerprint, and export into ``OUT/package``."""
+    progress = progress or no_progress
+    config, check, loop = run.config, run.check, run.loop
+    task = get_task(config.task)
+    figures: dict[str, float] = {}
+    report = metrics = None
+    if check.predictions:
+        from microzoo.qc.evaluate import evaluate, write_evaluation
+
+        evaluation = evaluate(check.predictions, check.truths, task=task.qc_task, names=[s.name for s in run.val],
+                              n_bootstrap=500, seed=config.training.seed, progress=progress)  # fmt: skip
+        paths = write_evaluation(evaluation, run.out_dir / "qc", truths=check.truths, predictions=check.predictions,
+                                 inputs=check.inputs)  # fmt: skip
+        report, metrics = paths["report"], paths["metrics"]
+        model, *others = evaluation.methods
+        for metric in evaluation.headline:
+            figures[metric] = evaluation.summary[model][metric].value
+            if others:
+                figures[f"baseline {metric}"] = evaluation.summary[others[0]][metric].value
+    package = None
+    if config.training.export:
+        package = _export(run, task, figures=figures, report=report, progress=progress)
+    return TrainingResult(
+        task=config.task, out_dir=run.out_dir, config=run.config_path, package=package, report=report,
+        metrics=metrics, curves_csv=loop.curves_csv, curves_png=loop.curves_png,
+        best_checkpoint=loop.best_checkpoint, last_checkpoint=loop.last_checkpoint, figures=figures,
+        history=loop.history, best_epoch=loop.best_epoch, stopped=loop.stopped,
+    )  # fmt: skip
+
+
+def _training_record(run: TrainedRun) -> dict[str, Any]:
+    """How the network was trained, for the package's README and ``config``."""
+    config, loop, settings = run.config, run.loop, run.config.training
+    history = loop.history
+    return {
+        "data": str(config.data.images), "images": len(run.train), "epochs": len(history),
+        "best_epoch": loop.best_epoch, "stopped": loop.stopped,
+        "batch_size": settings.batch_size, "steps_per_epoch": settings.steps_per_epoch,
+        "patch_size": list(config.data.patch_size), "learning_rate": settings.learning_rate,
+        "optimizer": f"AdamW (weight decay {settings.weight_decay:g})", "schedule": settings.scheduler,
+        "seconds": float(history[-1]["seconds"]) if history else 0.0, "seed": settings.seed,
+        **dict(run.check.notes),
+    }  # fmt: skip
+
+
+def _export(run: TrainedRun, task: TrainingTask, *, figures: dict[str, float], report: Path | None,
+            progress: ProgressCallback) -> Path:  # fmt: skip
+    from microzoo.train import models
+    from microzoo.train.export import ExportSpec, export_package
+
+    config, check = run.config, run.check
+    step = 2**config.network.depth
+    halo = max(16, 2 * step)
+    test_input = run.val[0].raw
+    in_channels = int(test_input.shape[0])
+    out_channels = run.out_channels
+    spec = ExportSpec(
+        name=config.name, description=config.description or f"{task.name} U-Net trained with microzoo",
+        task=task.name, spatial_dims=config.data.spatial_dims, in_channels=in_channels,
+        out_channels=out_channels, architecture_source=Path(models.__file__), architecture_callable="UNet",
+        architecture_kwargs=network_kwargs(config, in_channels=in_channels, out_channels=out_channels),
+        normalization_percentiles=tuple(config.data.normalization_percentiles),
+        postprocessing=check.postprocessing, output_scale=check.output_scale, size_min=2 * halo + step,
+        size_step=step, halo=halo,
+        test_input=test_input[0] if in_channels == 1 else test_input,
+        authors=list(config.authors), license=config.license, training=_training_record(run), qc=figures,
+        fingerprint=fingerprint_or_none([s.raw for s in run.train]),
+        instance_settings=dict(check.instance_settings) if check.instance_settings else None, qc_report=report,
+    )  # fmt: skip
+    return export_package(run.network, out_dir=run.out_dir / "package", spec=spec, progress=progress)

@@ -155,7 +155,10 @@ def test_optimiser_beats_defaults_on_noisy_outputs_and_is_reproducible(shared_da
 
     def pooled_f1(settings):
         return instance_metrics_dataset(
-            [match_instances(t, instances_from_output(o, settings=settings), thresholds=(0.5,)) for o, t in zip(outputs, labels)]
+            [
+                match_instances(t, instances_from_output(o, settings=settings), thresholds=(0.5,))
+                for o, t in zip(outputs, labels)
+            ]
         ).at(0.5)["f1"]
 
     assert table["rows"][0]["seed_threshold"] == InstanceSettings().seed_threshold  # defaults first

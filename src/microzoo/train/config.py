@@ -32,6 +32,7 @@ __all__ = [
     "instances_config", "load_config", "n2v_config", "save_config", "semantic_config", "short_form_config",
 ]  # fmt: skip
 
+
 class _Strict(BaseModel):
     """Unknown keys are errors (a typo in a YAML file must not be ignored silently)."""
 
@@ -44,7 +45,9 @@ class AugmentationConfig(_Strict):
     flips: bool = Field(default=True, description="mirror along y and x")
     rotations: bool = Field(default=True, description="90-degree rotations in the yx plane")
     intensity_jitter: float = Field(
-        default=0.1, ge=0.0, le=1.0,
+        default=0.1,
+        ge=0.0,
+        le=1.0,
         description="random gain and offset, up to this fraction of the normalised range",
     )
 

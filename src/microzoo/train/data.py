@@ -142,9 +142,7 @@ def load_samples(
     return samples
 
 
-def split_samples(
-    samples: Sequence[Sample], *, fraction: float, seed: int
-) -> tuple[list[Sample], list[Sample]]:
+def split_samples(samples: Sequence[Sample], *, fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
     """A seeded split into training and validation images (at least one of each).
 
     A single image is cut along x: the last ``fraction`` of its width validates.
@@ -176,7 +174,7 @@ def split_samples(
 
 def _pad_to(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Mirror-pad the trailing spatial axes of ``array`` up to at least ``size``."""
-    spatial = array.shape[-len(size):]
+    spatial = array.shape[-len(size) :]
     if all(s >= p for s, p in zip(spatial, size, strict=False)):
         return array
     pads = [(0, 0)] * (array.ndim - len(size)) + [(0, max(p - s, 0)) for s, p in zip(spatial, size, strict=False)]

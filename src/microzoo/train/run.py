@@ -28,6 +28,7 @@ from microzoo.train.tasks.skeleton import TrainingResult, run_task
 
 __all__ = ["TrainingResult", "train"]
 
+
 def train(
     config: Any,
     *,

@@ -61,8 +61,7 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim not in (2, 3):
         raise DataError(
-            f"an instance label image must be 2-D or 3-D, got shape {labels.shape}; "
-            "remove channel or time axes first"
+            f"an instance label image must be 2-D or 3-D, got shape {labels.shape}; remove channel or time axes first"
         )
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
         raise DataError(
@@ -213,8 +212,7 @@ def instance_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     """
     if prediction.shape != target.shape:
         raise DataError(
-            f"prediction and target must have the same shape, got {tuple(prediction.shape)} "
-            f"and {tuple(target.shape)}"
+            f"prediction and target must have the same shape, got {tuple(prediction.shape)} and {tuple(target.shape)}"
         )
     if prediction.ndim < 3 or prediction.shape[1] != N_TARGET_CHANNELS:
         raise DataError(

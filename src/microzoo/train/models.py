@@ -56,6 +56,7 @@ class BlurPool(nn.Module):
         if spatial_dims == 3:
             kernel = kernel[:, :, None] * taps
         kernel = kernel / kernel.sum()
+        self.kernel: torch.Tensor  # a buffer (follows the module's device and state dict), declared for type checkers
         self.register_buffer("kernel", kernel.expand(channels, 1, *kernel.shape).contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ spec looks for one) and how to run the package (microzoo, bioimageio.core, deepI
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,13 +23,13 @@ if TYPE_CHECKING:
     from microzoo.train.export import ExportSpec
 
 
-def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+def _table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def _qc_rows(qc: dict[str, Any]) -> list[tuple[str, ...]]:
+def _qc_rows(qc: dict[str, Any]) -> list[tuple[str, str, str]]:
     baseline = {k[len("baseline ") :]: v for k, v in qc.items() if k.startswith("baseline ")}
     rows = [
         (k, _fmt(v), _fmt(baseline[k]) if k in baseline else "") for k, v in qc.items() if not k.startswith("baseline ")

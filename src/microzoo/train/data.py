@@ -48,6 +48,12 @@ class Sample:
     image: np.ndarray
     truth: np.ndarray | None = None
 
+    def require_truth(self) -> np.ndarray:
+        """``truth``, for the tasks that train on it (their configs require labels or clean images)."""
+        if self.truth is None:
+            raise DataError(f"{self.name} has no label or clean image; give data.labels or data.targets")
+        return self.truth
+
 
 def normalize_percentiles(image: np.ndarray, *, low: float = 1.0, high: float = 99.8) -> np.ndarray:
     """Map each channel's ``low`` and ``high`` percentiles to 0 and 1 (``(c, *spatial)``, float32).
@@ -219,7 +225,8 @@ class PatchSampler:
         starts = [int(rng.integers(0, s - p + 1)) for s, p in zip(spatial, self.patch_size, strict=False)]
         return tuple(slice(a, a + p) for a, p in zip(starts, self.patch_size, strict=False))
 
-    def _one(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    def _one(self, rng: np.random.Generator) -> list[np.ndarray]:
+        """One augmented patch: ``[input]``, or ``[input, target]`` when the sampler has targets."""
         index = int(rng.choice(len(self.images), p=self.weights))
         region = self._corner(rng, index)
         if self.foreground is not None and self.min_foreground > 0:
@@ -228,13 +235,13 @@ class PatchSampler:
                     break
                 index = int(rng.choice(len(self.images), p=self.weights))
                 region = self._corner(rng, index)
-        image = self.images[index][(slice(None), *region)]
-        target = None if self.targets is None else self.targets[index][(slice(None), *region)]
-        return self._augment(rng, image, target)
+        arrays = [self.images[index][(slice(None), *region)]]
+        if self.targets is not None:
+            arrays.append(self.targets[index][(slice(None), *region)])
+        return self._augment(rng, arrays)
 
-    def _augment(self, rng: np.random.Generator, image: np.ndarray, target: np.ndarray | None):
+    def _augment(self, rng: np.random.Generator, arrays: list[np.ndarray]) -> list[np.ndarray]:
         aug = self.augmentation
-        arrays = [image] if target is None else [image, target]
         if aug.flips:
             for axis in (-1, -2):
                 if rng.random() < 0.5:
@@ -250,11 +257,19 @@ class PatchSampler:
             arrays[0] = arrays[0] * gain + offset
             if self.jitter_targets and len(arrays) == 2:
                 arrays[1] = arrays[1] * gain + offset
-        return arrays[0], (arrays[1] if len(arrays) == 2 else None)
+        return arrays
 
-    def sample(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """A batch ``(inputs (b, c, *patch), targets (b, k, *patch) or None)``."""
-        pairs = [self._one(rng) for _ in range(batch_size)]
-        inputs = np.stack([p[0] for p in pairs])
-        targets = None if pairs[0][1] is None else np.stack([p[1] for p in pairs])
+    def _stacks(self, rng: np.random.Generator, batch_size: int) -> list[np.ndarray]:
+        patches = [self._one(rng) for _ in range(batch_size)]
+        return [np.stack(column) for column in zip(*patches, strict=True)]
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """A batch ``(inputs (b, c, *patch), targets (b, k, *patch))``; needs a sampler with targets."""
+        if self.targets is None:
+            raise TypeError("this PatchSampler has no targets; draw input patches with sample_inputs")
+        inputs, targets = self._stacks(rng, batch_size)
         return inputs, targets
+
+    def sample_inputs(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+        """A batch of input patches ``(b, c, *patch)`` (self-supervised training: no targets)."""
+        return self._stacks(rng, batch_size)[0]

@@ -123,7 +123,7 @@ def load_samples(
     partners = _partners(paths, Path(getattr(config, truth)), truth) if truth else [None] * len(paths)
     low, high = config.normalization_percentiles
     samples, channels = [], set()
-    for done, (path, partner) in enumerate(zip(paths, partners, strict=False), start=1):
+    for done, (path, partner) in enumerate(zip(paths, partners, strict=True), start=1):
         raw = _read(path, axes=config.axes, spatial_dims=config.spatial_dims)
         channels.add(raw.shape[0])
         other = None
@@ -181,9 +181,9 @@ def split_samples(samples: Sequence[Sample], *, fraction: float, seed: int) -> t
 def _pad_to(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Mirror-pad the trailing spatial axes of ``array`` up to at least ``size``."""
     spatial = array.shape[-len(size) :]
-    if all(s >= p for s, p in zip(spatial, size, strict=False)):
+    if all(s >= p for s, p in zip(spatial, size, strict=True)):
         return array
-    pads = [(0, 0)] * (array.ndim - len(size)) + [(0, max(p - s, 0)) for s, p in zip(spatial, size, strict=False)]
+    pads = [(0, 0)] * (array.ndim - len(size)) + [(0, max(p - s, 0)) for s, p in zip(spatial, size, strict=True)]
     return np.pad(array, pads, mode="symmetric")
 
 
@@ -222,8 +222,8 @@ class PatchSampler:
 
     def _corner(self, rng: np.random.Generator, index: int) -> tuple[slice, ...]:
         spatial = self.images[index].shape[1:]
-        starts = [int(rng.integers(0, s - p + 1)) for s, p in zip(spatial, self.patch_size, strict=False)]
-        return tuple(slice(a, a + p) for a, p in zip(starts, self.patch_size, strict=False))
+        starts = [int(rng.integers(0, s - p + 1)) for s, p in zip(spatial, self.patch_size, strict=True)]
+        return tuple(slice(a, a + p) for a, p in zip(starts, self.patch_size, strict=True))
 
     def _one(self, rng: np.random.Generator) -> list[np.ndarray]:
         """One augmented patch: ``[input]``, or ``[input, target]`` when the sampler has targets."""

@@ -33,7 +33,7 @@ def masked_batch(patches: np.ndarray, *, config: N2VConfig, rng: np.random.Gener
     masked, masks = zip(*(
         blind_spot_mask(p, fraction=config.masked_fraction, rng=rng, variant=config.variant, radius=config.mask_radius)
         for p in patches
-    ), strict=False)  # fmt: skip
+    ), strict=True)  # fmt: skip
     return np.stack(masked), patches.astype(np.float32), np.stack(masks).astype(np.float32)
 
 

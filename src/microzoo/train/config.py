@@ -273,8 +273,10 @@ def default_patch_size(spatial_dims: int) -> tuple[int, ...]:
 
 
 def _common(
-    *, images, labels=None, targets=None, spatial_dims, patch_size, axes, epochs, steps_per_epoch,
-    batch_size, seed, max_minutes, name, residual=False, n2v2=False,
+    *, images: str | Path, labels: str | Path | None = None, targets: str | Path | None = None, spatial_dims: int,
+    patch_size: int | tuple[int, ...] | None, axes: str | None, epochs: int | None, steps_per_epoch: int | None,
+    batch_size: int | None, seed: int, max_minutes: float | None, name: str | None, residual: bool = False,
+    n2v2: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     if patch_size is None:
         patch_size = default_patch_size(spatial_dims)
@@ -290,7 +292,7 @@ def _common(
         training["steps_per_epoch"] = steps_per_epoch
     data = {"images": images, "labels": labels, "targets": targets, "axes": axes,
             "spatial_dims": spatial_dims, "patch_size": tuple(patch_size)}  # fmt: skip
-    config = {"data": data, "training": training, "network": {"residual": residual, "n2v2": n2v2}}
+    config: dict[str, Any] = {"data": data, "training": training, "network": {"residual": residual, "n2v2": n2v2}}
     if name:
         config["name"] = name
     return config

@@ -163,7 +163,7 @@ def split_samples(samples: Sequence[Sample], *, fraction: float, seed: int) -> t
         if cut < 8 or width - cut < 8:
             raise DataError(f"{only.name} is too narrow to split ({width} pixels); give at least two images")
 
-        def part(array, sl):
+        def part(array: np.ndarray | None, sl: slice) -> np.ndarray | None:
             return None if array is None else array[..., sl]
 
         head = slice(0, cut)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, List, Optional
 
 import typer
 from rich.markup import escape
@@ -154,7 +154,7 @@ def info(model: str = typer.Argument(..., help="Package folder, .zip, bioimageio
 @app.command("test")
 def test_model(
     model: str = typer.Argument(..., help="Package folder, .zip, bioimageio.yaml or URL."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Test only this weight format."),
+    weights: str | None = typer.Option(None, "--weights", help="Test only this weight format."),
 ) -> None:
     """Reproduce the package's test outputs from its test inputs with every weight format."""
     from microzoo.package.load import open_package
@@ -181,16 +181,16 @@ def test_model(
 @app.command()
 def predict(
     model: str = typer.Argument(..., help="Package folder, .zip, bioimageio.yaml or URL."),
-    inputs: List[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
+    inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (or one file for one input)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="torchscript, onnx or pytorch_state_dict."),
-    tile: Optional[str] = typer.Option(
+    weights: str | None = typer.Option(None, "--weights", help="torchscript, onnx or pytorch_state_dict."),
+    tile: str | None = typer.Option(
         None, "--tile", help="Tile size: 256, or y=256,x=512. Default: fit the memory budget."
     ),
-    axes: Optional[str] = typer.Option(None, "--axes", help="Axes of the input images, e.g. yx, zyx, cyx, yxc."),
-    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Memory one forward may use, e.g. 2GB."),
+    axes: str | None = typer.Option(None, "--axes", help="Axes of the input images, e.g. yx, zyx, cyx, yxc."),
+    memory_budget: str | None = typer.Option(None, "--memory-budget", help="Memory one forward may use, e.g. 2GB."),
     output_format: str = typer.Option(".tif", "--format", help="Output file type: .tif, .zarr, .npy or .png."),
-    channel: Optional[str] = typer.Option(None, "--channel", help="Image channel(s) to use, from 0: 0, or 0,2."),
+    channel: str | None = typer.Option(None, "--channel", help="Image channel(s) to use, from 0: 0, or 0,2."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that exist already."),
 ) -> None:
     """Run a model on images: files, folders and globs, tiled to fit memory, one progress bar."""
@@ -267,7 +267,7 @@ def demo(out: Path = typer.Option(Path("demo-output"), "-o", "--out", help="Wher
     for notice in result.notices:
         console.print(f"[yellow]note:[/] {escape(notice)}")
     console.print(escape(f"{len(result.outputs)} probability maps and overlays written to {out.resolve()}:"))
-    for output, overlay in zip(result.outputs, result.overlays):
+    for output, overlay in zip(result.outputs, result.overlays, strict=True):
         console.print(escape(f"  {output.name}   {overlay.name}"))
     if not result.test_passed:
         raise typer.Exit(1)
@@ -275,17 +275,17 @@ def demo(out: Path = typer.Option(Path("demo-output"), "-o", "--out", help="Wher
 
 @app.command()
 def evaluate(
-    pred: List[str] = typer.Option(
+    pred: list[str] = typer.Option(
         ..., "--pred", help="Folder of predictions; repeat as NAME=DIR for several methods."
     ),
     truth: Path = typer.Option(..., "--truth", help="Folder of ground truth, files named like the predictions."),
     task: str = typer.Option(..., "--task", help="restoration, semantic, instances or detection."),
     out: Path = typer.Option(..., "-o", "--out", help="Folder for metrics.json, per_image.csv and report.html."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Folder of input images, shown in the report."),
-    data_range: Optional[float] = typer.Option(
+    images: Path | None = typer.Option(None, "--images", help="Folder of input images, shown in the report."),
+    data_range: float | None = typer.Option(
         None, "--data-range", help="Restoration: value span for PSNR/SSIM (e.g. 255)."
     ),
-    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Detection: matching distance in pixels."),
+    tolerance: float | None = typer.Option(None, "--tolerance", help="Detection: matching distance in pixels."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
 ) -> None:
     """Score predictions against ground truth, with 95% intervals, and write an HTML report."""
@@ -335,15 +335,13 @@ def _print_evaluation_summary(console, result) -> None:  # noqa: ANN001
 @app.command()
 def check(
     test: Path = typer.Option(..., "--test", help="Folder of the images you evaluate or predict on."),
-    train: Optional[Path] = typer.Option(None, "--train", help="Folder of the training images."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Folder of the test label images."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model package, or a training fingerprint .json/.yaml."),
-    task: Optional[str] = typer.Option(
-        None, "--task", help="What you use the model for: semantic, instances, denoising."
-    ),
-    use: Optional[str] = typer.Option(None, "--use", help="What the outputs are for, e.g. 'intensity quantification'."),
-    precision: Optional[float] = typer.Option(None, "--precision", help="Precision you want to report, e.g. 0.02."),
-    pixel_size: Optional[float] = typer.Option(None, "--pixel-size", help="Micrometres per pixel of the test images."),
+    train: Path | None = typer.Option(None, "--train", help="Folder of the training images."),
+    labels: Path | None = typer.Option(None, "--labels", help="Folder of the test label images."),
+    model: str | None = typer.Option(None, "--model", help="Model package, or a training fingerprint .json/.yaml."),
+    task: str | None = typer.Option(None, "--task", help="What you use the model for: semantic, instances, denoising."),
+    use: str | None = typer.Option(None, "--use", help="What the outputs are for, e.g. 'intensity quantification'."),
+    precision: float | None = typer.Option(None, "--precision", help="Precision you want to report, e.g. 0.02."),
+    pixel_size: float | None = typer.Option(None, "--pixel-size", help="Micrometres per pixel of the test images."),
 ) -> None:
     """Good-practice checks (leakage, test-set size, label balance, unlike-training images, task).
 
@@ -376,7 +374,7 @@ def check(
 
 @app.command()
 def compare(
-    models: List[str] = typer.Argument(
+    models: list[str] = typer.Argument(
         None, help="Model packages (folder, .zip, yaml or URL); none with --classical only."
     ),
     images: Path = typer.Option(..., "--images", help="Folder of input images."),
@@ -384,18 +382,18 @@ def compare(
     task: str = typer.Option(..., "--task", help="restoration, semantic or instances."),
     out: Path = typer.Option(..., "-o", "--out", help="Folder for report.html, metrics.json, per_image.csv."),
     classical: bool = typer.Option(False, "--classical", help="Also run the matching classical baseline."),
-    axes: Optional[str] = typer.Option(None, "--axes", help="Axes of the input images, e.g. yx or yxc."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Weight format for every model."),
-    truth_foreground: Optional[int] = typer.Option(
+    axes: str | None = typer.Option(None, "--axes", help="Axes of the input images, e.g. yx or yxc."),
+    weights: str | None = typer.Option(None, "--weights", help="Weight format for every model."),
+    truth_foreground: int | None = typer.Option(
         None, "--truth-foreground", help="Semantic: the truth value of the model's foreground (default: non-zero)."
     ),
-    data_range: Optional[float] = typer.Option(
+    data_range: float | None = typer.Option(
         None, "--data-range", help="Restoration: value span for PSNR/SSIM, e.g. 255."
     ),
-    train_noisy: Optional[Path] = typer.Option(
+    train_noisy: Path | None = typer.Option(
         None, "--train-noisy", help="Restoration: noisy training images to tune the baselines on."
     ),
-    train_clean: Optional[Path] = typer.Option(None, "--train-clean", help="Restoration: their clean counterparts."),
+    train_clean: Path | None = typer.Option(None, "--train-clean", help="Restoration: their clean counterparts."),
 ) -> None:
     """Rank models and classical baselines on your own annotated images, with confidence intervals."""
     from microzoo.qc.compare import compare as run_compare
@@ -428,19 +426,20 @@ def train_command(
     what: str = typer.Argument(
         ..., help="A training configuration (.yaml), or a task: semantic, instances, care, n2v."
     ),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output folder (default: beside the YAML file)."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Short form: folder of input images."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Short form (semantic, instances): label images."),
-    targets: Optional[Path] = typer.Option(None, "--targets", help="Short form: clean images (care; n2v: QC only)."),
-    foreground: Optional[str] = typer.Option(
+    out: Path | None = typer.Option(None, "-o", "--out", help="Output folder (default: beside the YAML file)."),
+    images: Path | None = typer.Option(None, "--images", help="Short form: folder of input images."),
+    labels: Path | None = typer.Option(None, "--labels", help="Short form (semantic, instances): label images."),
+    targets: Path | None = typer.Option(None, "--targets", help="Short form: clean images (care; n2v: QC only)."),
+    foreground: str | None = typer.Option(
         None,
         "--foreground",
-        help="Short form (semantic): 'nonzero' (labels > 0 are the objects, the default) or 'zero' (label 0 is, e.g. membranes).",
+        help="Short form (semantic): 'nonzero' (labels > 0 are the objects, the default) "
+        "or 'zero' (label 0 is, e.g. membranes).",
     ),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Short form: number of epochs."),
-    patch: Optional[int] = typer.Option(None, "--patch", help="Short form: patch side (default 128, 3-D 32x64x64)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Short form: number of epochs."),
+    patch: int | None = typer.Option(None, "--patch", help="Short form: patch side (default 128, 3-D 32x64x64)."),
     three_d: bool = typer.Option(False, "--3d", help="Short form: train on 3-D stacks (zyx)."),
-    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop cleanly after this many minutes."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", help="Stop cleanly after this many minutes."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the output folder."),
 ) -> None:
     """Train a model on your images, check it against a classical baseline, export a zoo package."""
@@ -483,7 +482,7 @@ def baseline(
     ),
     images: Path = typer.Option(..., "--images", help="Folder of input images."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (one TIFF per image, same name)."),
-    param: List[str] = typer.Option(
+    param: list[str] = typer.Option(
         [], "--param", help="A method parameter as NAME=VALUE, e.g. sigma=1.5; repeatable."
     ),
 ) -> None:

@@ -49,7 +49,7 @@ def _crop(image: np.ndarray, size: int = 192) -> np.ndarray:
 
 def _evaluate_denoiser(method, params, noisy, clean, data_range):
     figures, seconds = [], []
-    for image, truth in zip(noisy, clean):
+    for image, truth in zip(noisy, clean, strict=True):
         start = time.perf_counter()
         output = (
             image.astype(np.float64) if method == "input" else classical.denoise(image, method=method, params=params)
@@ -115,7 +115,7 @@ def isbi2012(quick: bool) -> None:
             result = semantic_metrics(truth, np.where(membrane, 0, 255).astype(truth.dtype), classes=[0, 255])
             for c in counts:
                 n = result["counts"][c]
-                counts[c] = [a + b for a, b in zip(counts[c], (n["intersection"], n["truth"], n["pred"]))]
+                counts[c] = [a + b for a, b in zip(counts[c], (n["intersection"], n["truth"], n["pred"]), strict=True)]
         iou = {c: i / (t + p - i) for c, (i, t, p) in counts.items()}
         return iou, float(np.mean(seconds))
 

@@ -1,6 +1,7 @@
 """BSD68, Gaussian noise sigma 25: Noise2Void trained on noisy Train400, scored on the 68 test images.
 
-    .venv/bin/python benchmarks/train_bsd68.py --minutes 15 --features 32 --steps-per-epoch 100 --tta   # RESULTS.md run 2
+    # RESULTS.md run 2:
+    .venv/bin/python benchmarks/train_bsd68.py --minutes 15 --features 32 --steps-per-epoch 100 --tta
     .venv/bin/python benchmarks/train_bsd68.py --minutes 30     # the issue's full budget
 
 Protocol: clean images on the 0..255 scale plus seeded Gaussian noise of sigma 25, not clipped.
@@ -26,10 +27,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _training_common import (
-    apply_budget_settings,
     DATA,
     OUT,
     TTA_SUFFIX,
+    apply_budget_settings,
     load_network,
     log,
     parser,
@@ -90,9 +91,14 @@ def main() -> None:
     train_noisy = [image + trng.normal(0.0, 25.0, image.shape) for image in train_clean]
     gauss = classical.tune_denoiser("gaussian", train_noisy, train_clean, data_range=255.0, criterion="psnr")
 
-    methods = {"noisy input": (lambda x: x, len(files)),
-               f"Gaussian {gauss} (tuned on 4 Train400)": (lambda x: classical.denoise(x, method="gaussian", params=gauss), len(files)),
-               args.variant.upper(): (lambda x: restore(network, x, depth=args.depth), len(files))}  # fmt: skip
+    methods = {
+        "noisy input": (lambda x: x, len(files)),
+        f"Gaussian {gauss} (tuned on 4 Train400)": (
+            lambda x: classical.denoise(x, method="gaussian", params=gauss),
+            len(files),
+        ),
+        args.variant.upper(): (lambda x: restore(network, x, depth=args.depth), len(files)),
+    }
     if args.tta:
         methods[args.variant.upper() + TTA_SUFFIX] = (
             lambda x: restore(network, x, depth=args.depth, tta=True),
@@ -106,7 +112,7 @@ def main() -> None:
     results, seconds = {}, {}
     for name, (function, count) in methods.items():
         results[name], seconds[name] = [], []
-        for image, truth in zip(noisy[:count], clean[:count]):
+        for image, truth in zip(noisy[:count], clean[:count], strict=True):
             t = time.perf_counter()
             output = function(image)
             seconds[name].append(time.perf_counter() - t)
@@ -115,11 +121,16 @@ def main() -> None:
 
     k = args.bm3d_images
     print(
-        f"## BSD68 sigma 25: {args.variant.upper()} trained {summary['minutes']:.0f} min on this CPU vs Gaussian and BM3D\n"
+        f"## BSD68 sigma 25: {args.variant.upper()} trained {summary['minutes']:.0f} min on this CPU "
+        "vs Gaussian and BM3D\n"
     )
-    run_line(summary, f"{args.variant.upper()}, {args.masked_fraction:.1%} of pixels masked per patch; patch "
-                      f"{args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base features, "
-                      f"AdamW lr {args.lr:g} (cosine over the time budget), seed {args.seed}; 340 noisy Train400 images, 60 validate")  # fmt: skip
+    run_line(
+        summary,
+        f"{args.variant.upper()}, {args.masked_fraction:.1%} of pixels masked per patch; patch "
+        f"{args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base features, "
+        f"AdamW lr {args.lr:g} (cosine over the time budget), seed {args.seed}; "
+        "340 noisy Train400 images, 60 validate",
+    )
     rows = []
     for name, r in results.items():
         raw, fit = [x[0] for x in r], [x[1] for x in r]

@@ -27,9 +27,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _training_common import (
-    apply_budget_settings,
     DATA,
     OUT,
+    apply_budget_settings,
     load_network,
     log,
     parser,
@@ -64,7 +64,9 @@ def is_fluorescence(image: np.ndarray) -> bool:
 
 
 def pooled(truths, preds) -> dict[str, float]:
-    result = instance_metrics_dataset([match_instances(t, p, thresholds=(0.5,)) for t, p in zip(truths, preds)])
+    result = instance_metrics_dataset(
+        [match_instances(t, p, thresholds=(0.5,)) for t, p in zip(truths, preds, strict=True)]
+    )
     return result.at(0.5)
 
 
@@ -83,8 +85,8 @@ def main() -> None:
 
     import tifffile
 
-    from microzoo.train.config import instances_config
     from microzoo.runtime.instances import InstanceSettings, instances_from_output
+    from microzoo.train.config import instances_config
 
     root = DATA / "dsb2018"
     out = args.out or OUT / "train_dsb2018"
@@ -127,18 +129,21 @@ def main() -> None:
     log("test split done")
 
     print(f"## DSB2018 test: instance U-Net trained {summary['minutes']:.0f} min on this CPU vs Otsu + watershed\n")
-    run_line(summary, f"patch {args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base "
-                      f"features, AdamW lr {args.lr:g} (cosine over the time budget), seed {args.seed}; all 469 train images "
-                      f"({args.val_fraction:.0%} validate); decoding {chosen.model_dump()}")  # fmt: skip
+    run_line(
+        summary,
+        f"patch {args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base "
+        f"features, AdamW lr {args.lr:g} (cosine over the time budget), seed {args.seed}; "
+        f"all 469 train images ({args.val_fraction:.0%} validate); decoding {chosen.model_dump()}",
+    )
     print(
         f"Watershed tuned on {len(tune)} train images: {tuned}. Fluorescence: {sum(fluo)} of {len(files)} test "
         "images (grey PNG and median below 100 of 255). Pooled over images at IoU 0.5.\n"
     )
     rows = []
     for subset, keep in (("all", [True] * len(files)), ("fluorescence", fluo)):
-        t = [x for x, k in zip(truths, keep) if k]
-        n = pooled(t, [x for x, k in zip(nets, keep) if k])
-        b = pooled(t, [x for x, k in zip(bases, keep) if k])
+        t = [x for x, k in zip(truths, keep, strict=True) if k]
+        n = pooled(t, [x for x, k in zip(nets, keep, strict=True) if k])
+        b = pooled(t, [x for x, k in zip(bases, keep, strict=True) if k])
         fluorescence = subset == "fluorescence"
         for key, name in (("f1", "F1"), ("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall")):
             target, bound = "-", None

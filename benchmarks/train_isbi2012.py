@@ -24,9 +24,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _training_common import (
-    apply_budget_settings,
     DATA,
     OUT,
+    apply_budget_settings,
     load_network,
     log,
     parser,
@@ -45,7 +45,7 @@ def counts(truths: list[np.ndarray], preds: list[np.ndarray]) -> dict[str, float
     """Membrane and interior IoU pooled over slices (membrane masks, True = membrane)."""
     inter = {"membrane": 0, "interior": 0}
     union = {"membrane": 0, "interior": 0}
-    for t, p in zip(truths, preds):
+    for t, p in zip(truths, preds, strict=True):
         for name, a, b in (("membrane", t, p), ("interior", ~t, ~p)):
             inter[name] += int(np.count_nonzero(a & b))
             union[name] += int(np.count_nonzero(a | b))
@@ -115,9 +115,12 @@ def main() -> None:
     print(
         f"## ISBI 2012 test (5 slices): membrane U-Net trained {summary['minutes']:.0f} min on this CPU vs thresholds\n"
     )
-    run_line(summary, f"patch {args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base "
-                      f"features, {args.loss} loss on membrane = foreground, AdamW lr {args.lr:g} (cosine over the time budget), seed {args.seed}; "
-                      "17 train slices, 3 validate")  # fmt: skip
+    run_line(
+        summary,
+        f"patch {args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base "
+        f"features, {args.loss} loss on membrane = foreground, AdamW lr {args.lr:g} "
+        f"(cosine over the time budget), seed {args.seed}; 17 train slices, 3 validate",
+    )
     rows = [[f"U-Net ({np.mean(seconds):.2f} s/slice)", net["membrane"], net["interior"]]]
     rows += [[f"{name} (tuned on train)", v["membrane"], v["interior"]] for name, v in baselines.items()]
     table(["method", "membrane IoU", "interior IoU"], rows)

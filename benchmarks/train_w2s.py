@@ -36,10 +36,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _training_common import (  # noqa: E402
-    apply_budget_settings,
     DATA,
     OUT,
     TTA_SUFFIX,
+    apply_budget_settings,
     load_network,
     log,
     parser,
@@ -137,7 +137,7 @@ def main() -> None:
 
     def score(name, function, images):
         results[name], seconds[name] = [], []
-        for image, truth in zip(noisy[:images], clean[:images]):
+        for image, truth in zip(noisy[:images], clean[:images], strict=True):
             t = time.perf_counter()
             output = function(image)
             seconds[name].append(time.perf_counter() - t)

@@ -6,11 +6,19 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 
 from microzoo.progress import ProgressCallback
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from microzoo.qc.evaluate import Evaluation
+    from microzoo.runtime.batch import FileResult
+    from microzoo.trust.note import TrustNote
 
 app = typer.Typer(
     name="microzoo",
@@ -29,7 +37,7 @@ def version() -> None:
     typer.echo(__version__)
 
 
-def _console(stderr: bool = False):  # noqa: ANN202
+def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
@@ -229,7 +237,7 @@ def predict(
     _print_trust_note(console, run.trust)
 
 
-def _print_notices(console, results) -> None:  # noqa: ANN001
+def _print_notices(console: Console, results: list[FileResult]) -> None:
     """Each notice once, naming the files it concerns when it does not concern them all."""
     notices: dict[str, list[str]] = {}
     for result in results:
@@ -240,7 +248,7 @@ def _print_notices(console, results) -> None:  # noqa: ANN001
         console.print(f"[yellow]note:[/] {escape(notice + where)}")
 
 
-def _print_trust_note(console, note) -> None:  # noqa: ANN001
+def _print_trust_note(console: Console, note: TrustNote) -> None:
     """Render the library's trust note (microzoo.trust.note.TrustNote)."""
     if note.warning:
         console.print(f"[yellow]trust: {escape(note.headline)}[/]")
@@ -315,7 +323,7 @@ def evaluate(
     console.print(escape(f"Report: {out / 'report.html'}"))
 
 
-def _print_evaluation_summary(console, result) -> None:  # noqa: ANN001
+def _print_evaluation_summary(console: Console, result: Evaluation) -> None:
     """The data-set figures with intervals, and the verdict of every pair on the main metric."""
     from rich.table import Table
 

@@ -98,3 +98,27 @@ def test_a_few_nan_pixels_do_not_change_the_verdict(fingerprinted_model: Path, s
     assert fingerprint is not None
     (clean,) = check_images(fingerprint, [noisy], names=["w2s"])
     assert clean.out_of_distribution  # the verdict compared above is a real flag, not an empty note
+
+
+def test_stacks_are_compared_plane_by_plane(fingerprinted_model: Path, shared_data: Path, tmp_path: Path) -> None:
+    """A z-stack (a 2-D model runs it plane by plane) gets a note, not an error: its planes are
+    compared with the fingerprint, the views a 3-D package's fingerprint is built from."""
+    import tifffile
+
+    from microzoo.io.read import read_array
+    from microzoo.trust.note import predict_files_with_note
+
+    nuclei = sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png"))
+    planes = [read_array(p)[..., 0] for p in nuclei if read_array(p)[..., :3].std(axis=-1).mean() < 1]
+    fluorescent = np.stack([p[:128, :128] for p in planes[:6]])
+    noisy = read_array(shared_data / "w2s" / "test" / "noisy" / "081.tif")
+    w2s = np.stack([noisy[64 * i : 64 * i + 128, :128] for i in range(6)])
+    images = tmp_path / "stacks"
+    images.mkdir()
+    tifffile.imwrite(images / "nuclei_stack.tif", fluorescent, metadata={"axes": "ZYX"})
+    tifffile.imwrite(images / "w2s_stack.tif", w2s, metadata={"axes": "ZYX"})
+    model = microzoo.load_model(fingerprinted_model, weights="onnx")
+    run = predict_files_with_note(model, sorted(images.iterdir()), tmp_path / "out", axes="zyx")
+    assert run.trust.checked and run.trust.n_images == 2
+    assert [r.name for r in run.trust.unlike] == ["w2s_stack.tif"]
+    assert "planes differ" in run.trust.details[0]

@@ -159,7 +159,7 @@ def predict_files(
     suffix: str = ".tif",
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
-    on_image: Callable[[Path, np.ndarray], None] | None = None,
+    on_image: Callable[[Path, np.ndarray, str], None] | None = None,
 ) -> list[FileResult]:
     """Predict every input file and write its outputs (see :func:`output_paths` for the names).
 
@@ -167,7 +167,7 @@ def predict_files(
     output is refused unless ``overwrite``. Progress is reported per file. Every output is
     written to a temporary name first, so an interrupted batch leaves only complete files.
     ``channel`` chooses image channels (:func:`microzoo.io.axes.select_channels`).
-    ``on_image(path, image)`` is called with each
+    ``on_image(path, image, axes)`` is called with each
     image as read (its own axes), so a caller can look at it without reading it again
     (:func:`microzoo.trust.note.predict_files_with_note` computes the trust note this way).
     """
@@ -194,7 +194,7 @@ def predict_files(
                 raise
             raise type(error)(f"{path}: {error}") from error
         if on_image is not None:
-            on_image(path, data)
+            on_image(path, data, image.axes)
         for oid, target in plan.items():
             write_image(
                 target,

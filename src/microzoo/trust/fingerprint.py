@@ -134,6 +134,39 @@ def image_features(image: np.ndarray) -> dict[str, float]:
     return features
 
 
+def image_views(image: np.ndarray, axes: str, *, most: int = 8) -> list[np.ndarray]:
+    """The 2-D views of an image that fingerprints describe: ``yx`` planes, or ``yxc`` colour planes.
+
+    A colour image (a channel axis of 3 or 4) keeps its colour; otherwise the first channel is
+    taken, as training does. Stacks (z, t, batch or index axes) give up to ``most`` planes spread
+    evenly over them, so a training fingerprint built from the planes of 3-D stacks and the
+    check of a new stack compare the same kind of view.
+
+    >>> [v.shape for v in image_views(np.zeros((20, 32, 32)), "zyx", most=3)]
+    [(32, 32), (32, 32), (32, 32)]
+    >>> image_views(np.zeros((32, 32, 3)), "yxc")[0].shape
+    (32, 32, 3)
+    """
+    image = np.asarray(image)
+    axes = axes.lower()
+    if len(axes) != image.ndim or not {"y", "x"} <= set(axes) or len(set(axes)) != len(axes):
+        raise ImageError(
+            f"axes {axes!r} do not describe an image of shape {image.shape}; name each axis once, with y and x"
+        )
+    if "c" in axes:
+        colour = image.shape[axes.index("c")] in (3, 4)
+        image = np.moveaxis(image, axes.index("c"), -1)
+        axes = axes.replace("c", "") + "c"
+        if not colour:
+            image, axes = image[..., 0], axes[:-1]
+    spatial = "yxc" if axes.endswith("c") else "yx"
+    order = [axes.index(a) for a in axes if a not in spatial] + [axes.index(a) for a in spatial]
+    stacked = np.transpose(image, order)
+    planes = stacked.reshape(-1, *stacked.shape[stacked.ndim - len(spatial) :])
+    chosen = np.unique(np.linspace(0, len(planes) - 1, min(most, len(planes))).round().astype(int))
+    return [planes[i] for i in chosen]
+
+
 def guess_modality(image: np.ndarray) -> str:
     """A rough guess of how an image was taken, from its appearance alone.
 

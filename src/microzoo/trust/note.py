@@ -26,7 +26,7 @@ from microzoo.package.load import ModelPackage
 from microzoo.progress import ProgressCallback
 from microzoo.runtime.batch import FileResult, predict_files
 from microzoo.runtime.predict import Model
-from microzoo.trust.fingerprint import ATTACHMENT_NAME, Fingerprint
+from microzoo.trust.fingerprint import ATTACHMENT_NAME, Fingerprint, image_views
 from microzoo.trust.ood import OODResult, check_images
 
 NO_FINGERPRINT = (
@@ -78,13 +78,37 @@ def package_fingerprint(package: ModelPackage) -> Fingerprint | None:
     return None
 
 
-def unlike_training(fingerprint: Fingerprint, images: Sequence[np.ndarray], names: Sequence[str]) -> list[OODResult]:
+def unlike_training(
+    fingerprint: Fingerprint,
+    images: Sequence[np.ndarray],
+    names: Sequence[str],
+    axes: Sequence[str | None] | None = None,
+) -> list[OODResult]:
     """The images that differ from the training data the fingerprint describes.
 
+    ``axes`` gives each image's axes (e.g. ``"zyx"``); ``None`` means ``yx``, or ``yxc`` for a
+    3-D array of 3 or 4 colours. Stacks are compared plane by plane (:func:`image_views`, the
+    views training fingerprints are built from) and differ when at least half their planes do;
+    the note then shows the plane that differs most.
     NaN and infinite pixels are left out as in prediction: each is replaced by the median of
     the image's finite pixels first (else every feature of the image would be meaningless)."""
-    finite = [_finite(np.asarray(image)) for image in images]
-    return [r for r in check_images(fingerprint, finite, names=names) if r.out_of_distribution]
+    given = list(axes) if axes is not None else [None] * len(images)
+    unlike = []
+    for image, name, image_axes in zip(images, names, given, strict=True):
+        image = np.asarray(image)
+        if image_axes is None:
+            image_axes = "yxc" if image.ndim == 3 and image.shape[-1] in (3, 4) else "yx"
+        views = [_finite(view) for view in image_views(image, image_axes)]
+        results = check_images(fingerprint, views, names=[name] * len(views))
+        flagged = [r for r in results if r.out_of_distribution]
+        if 2 * len(flagged) >= len(results) and flagged:
+            worst = max(flagged, key=lambda r: r.score)
+            if len(results) > 1:
+                worst = worst.model_copy(
+                    update={"notes": [*worst.notes, f"{len(flagged)} of {len(results)} planes differ"]}
+                )
+            unlike.append(worst)
+    return unlike
 
 
 def _finite(image: np.ndarray) -> np.ndarray:
@@ -96,12 +120,19 @@ def _finite(image: np.ndarray) -> np.ndarray:
     return np.where(good, image, np.median(image[good]))
 
 
-def trust_note(package: ModelPackage, images: Sequence[np.ndarray], names: Sequence[str]) -> TrustNote:
-    """The trust note for ``images`` (as given to the model, their own axes) under ``package``."""
+def trust_note(
+    package: ModelPackage,
+    images: Sequence[np.ndarray],
+    names: Sequence[str],
+    axes: Sequence[str | None] | None = None,
+) -> TrustNote:
+    """The trust note for ``images`` (as given to the model, with their ``axes``: see
+    :func:`unlike_training`) under ``package``."""
     fingerprint = package_fingerprint(package)
     if fingerprint is None:
         return TrustNote(checked=False, n_images=len(images))
-    return TrustNote(checked=True, n_images=len(images), unlike=tuple(unlike_training(fingerprint, images, names)))
+    unlike = unlike_training(fingerprint, images, names, axes)
+    return TrustNote(checked=True, n_images=len(images), unlike=tuple(unlike))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,9 +151,9 @@ def predict_files_with_note(
     fingerprint = package_fingerprint(model.package)
     unlike: list[OODResult] = []
 
-    def inspect(path: Path, image: np.ndarray) -> None:
+    def inspect(path: Path, image: np.ndarray, axes: str) -> None:
         if fingerprint is not None:
-            unlike.extend(unlike_training(fingerprint, [image], [path.name]))
+            unlike.extend(unlike_training(fingerprint, [image], [path.name], [axes]))
 
     results = predict_files(model, inputs, out, progress=progress, on_image=inspect, **options)
     return FilePredictions(

@@ -21,6 +21,7 @@ import torch
 from microzoo.errors import DataError
 from microzoo.progress import ProgressCallback
 from microzoo.qc.baselines import semantic_baseline
+from microzoo.qc.metrics import mean_class_iou
 from microzoo.train.config import SemanticConfig
 from microzoo.train.data import PatchSampler, Sample
 from microzoo.train.loop import predict_batches
@@ -88,17 +89,6 @@ def predicted_classes(output: np.ndarray) -> np.ndarray:
     return np.argmax(output, axis=0).astype(np.int32)
 
 
-def mean_iou(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
-    """Mean IoU over the classes present in either map (foreground IoU for two classes)."""
-    classes = [1] if n_classes == 2 else range(n_classes)
-    scores = []
-    for c in classes:
-        union = np.logical_or(truth == c, pred == c).sum()
-        if union:
-            scores.append(np.logical_and(truth == c, pred == c).sum() / union)
-    return float(np.mean(scores)) if scores else 1.0
-
-
 def setup(config: SemanticConfig, train: list[Sample], val: list[Sample]) -> LoopSetup:
     """Patches of class maps (redrawn without foreground), the chosen loss, validation IoU."""
     data, settings, n = config.data, config.training, config.n_classes
@@ -125,7 +115,7 @@ def setup(config: SemanticConfig, train: list[Sample], val: list[Sample]) -> Loo
         loss = float(loss_fn(torch.from_numpy(output), torch.from_numpy(val_y)))
         truth = val_y[:, 0].astype(np.int32)
         pred = np.stack([predicted_classes(o) for o in output])
-        return {"val_loss": loss, "val_iou": mean_iou(truth, pred, n)}
+        return {"val_loss": loss, "val_iou": mean_class_iou(truth, pred, n_classes=n)}
 
     return LoopSetup(out_channels=1 if n == 2 else n, sample_batch=lambda rng: sampler.sample(rng, settings.batch_size),
                      loss_fn=loss_fn, validate=validate, monitor="val_iou", mode="max")  # fmt: skip

@@ -24,8 +24,11 @@ def main() -> None:
     image = tifffile.imread(input_path).astype(np.float32)[None, None]
     input_id = str(descr.inputs[0].id)
     start = time.perf_counter()
-    sample = predict(model=pipeline, inputs={input_id: image},
-                     input_block_shape={input_id: {"batch": 1, "channel": 1, "y": tile, "x": tile}})
+    sample = predict(
+        model=pipeline,
+        inputs={input_id: image},
+        input_block_shape={input_id: {"batch": 1, "channel": 1, "y": tile, "x": tile}},
+    )
     seconds = time.perf_counter() - start
     output = next(iter(sample.members.values())).data.values
     tifffile.imwrite(output_path, np.squeeze(output).astype(np.float32))

@@ -92,9 +92,11 @@ def train_run(config: Any, out_dir: Path, *, eval_only: bool = False, threads: i
     summary = {"minutes": history[-1]["seconds"] / 60, "epochs": len(history), "best_epoch": result.best_epoch,
                "stopped": result.stopped, "figures": result.figures, "history": history,
                "steps": len(history) * config.training.steps_per_epoch}  # fmt: skip
-    log(f"trained {summary['minutes']:.1f} min, {summary['epochs']} epochs (about {summary['steps']} steps, the last "
+    log(
+        f"trained {summary['minutes']:.1f} min, {summary['epochs']} epochs (about {summary['steps']} steps, the last "
         f"epoch may be cut by the time limit), best epoch {summary['best_epoch']}, stopped: {summary['stopped']}; "
-        f"library QC on its validation images: {result.figures}")
+        f"library QC on its validation images: {result.figures}"
+    )
     return summary
 
 
@@ -164,6 +166,9 @@ def table(header: list[str], rows: list[list[object]]) -> None:
 
 def run_line(summary: dict[str, Any], settings: str) -> None:
     """One line on how long and how the network was trained."""
-    print(f"Trained {summary['minutes']:.1f} min on this CPU ({summary['epochs']} epochs, about "
-          f"{summary['steps']} steps; best epoch {summary['best_epoch']}; stopped by {summary['stopped']}); "
-          f"{settings}.\n", flush=True)
+    print(
+        f"Trained {summary['minutes']:.1f} min on this CPU ({summary['epochs']} epochs, about "
+        f"{summary['steps']} steps; best epoch {summary['best_epoch']}; stopped by {summary['stopped']}); "
+        f"{settings}.\n",
+        flush=True,
+    )

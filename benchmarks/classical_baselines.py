@@ -49,9 +49,11 @@ def _crop(image: np.ndarray, size: int = 192) -> np.ndarray:
 
 def _evaluate_denoiser(method, params, noisy, clean, data_range):
     figures, seconds = [], []
-    for image, truth in zip(noisy, clean):
+    for image, truth in zip(noisy, clean, strict=True):
         start = time.perf_counter()
-        output = image.astype(np.float64) if method == "input" else classical.denoise(image, method=method, params=params)
+        output = (
+            image.astype(np.float64) if method == "input" else classical.denoise(image, method=method, params=params)
+        )
         seconds.append(time.perf_counter() - start)
         figures.append(restoration_metrics(truth.astype(np.float64), output, data_range=data_range))
     return figures, float(np.mean(seconds))
@@ -84,14 +86,19 @@ def dsb2018(quick: bool) -> None:
     print(f"Tuned on {len(train)} train images: {tuned}; {len(test)} test images.\n")
     _table(
         ["figure at IoU 0.5", "ours", "reference"],
-        [["F1", figures["f1"], 0.668], ["accuracy TP/(TP+FP+FN)", figures["accuracy"], 0.501],
-         ["precision", figures["precision"], "-"], ["recall", figures["recall"], "-"],
-         ["seconds per image", seconds, "-"]],
+        [
+            ["F1", figures["f1"], 0.668],
+            ["accuracy TP/(TP+FP+FN)", figures["accuracy"], 0.501],
+            ["precision", figures["precision"], "-"],
+            ["recall", figures["recall"], "-"],
+            ["seconds per image", seconds, "-"],
+        ],
     )
 
 
 def isbi2012(quick: bool) -> None:
     print("## ISBI 2012 test: thresholds (membrane = label 0, interior = 255)\n")
+
     def load(split):
         files = list_images(DATA / "isbi2012" / split / "images")
         return [(read_array(f), read_array(f.parent.parent / "labels" / f.name)) for f in files]
@@ -108,15 +115,19 @@ def isbi2012(quick: bool) -> None:
             result = semantic_metrics(truth, np.where(membrane, 0, 255).astype(truth.dtype), classes=[0, 255])
             for c in counts:
                 n = result["counts"][c]
-                counts[c] = [a + b for a, b in zip(counts[c], (n["intersection"], n["truth"], n["pred"]))]
+                counts[c] = [a + b for a, b in zip(counts[c], (n["intersection"], n["truth"], n["pred"]), strict=True)]
         iou = {c: i / (t + p - i) for c, (i, t, p) in counts.items()}
         return iou, float(np.mean(seconds))
 
     rows = []
     grids = {
         "otsu": [{"smoothing_sigma": s} for s in (0.0, 1.0, 2.0, 3.0, 4.0)],
-        "local": [{"smoothing_sigma": s, "block_size": b, "offset": o}
-                  for s in (1.0, 2.0) for b in (31, 61, 121) for o in (0.0, 5.0, 10.0)],
+        "local": [
+            {"smoothing_sigma": s, "block_size": b, "offset": o}
+            for s in (1.0, 2.0)
+            for b in (31, 61, 121)
+            for o in (0.0, 5.0, 10.0)
+        ],
     }
     for method, grid in grids.items():
         tuned = max(grid, key=lambda p: score(train, method, p)[0][0])
@@ -125,15 +136,25 @@ def isbi2012(quick: bool) -> None:
     _table(["method (tuned on train)", "membrane IoU", "cell IoU", "s/image", "reference membrane IoU"], rows)
 
 
-def denoising(name: str, noisy, clean, train_noisy, train_clean, *, data_range, criterion, methods,
-              references, first=None) -> None:
+def denoising(
+    name: str, noisy, clean, train_noisy, train_clean, *, data_range, criterion, methods, references, first=None
+) -> None:
     rows = []
     for method in ("input",) + tuple(methods):
-        params = {} if method == "input" else methods[method] or classical.tune_denoiser(
-            method, train_noisy, train_clean, data_range=data_range, criterion=criterion)
+        params = (
+            {}
+            if method == "input"
+            else methods[method]
+            or classical.tune_denoiser(method, train_noisy, train_clean, data_range=data_range, criterion=criterion)
+        )
         figures, seconds = _evaluate_denoiser(method, params, noisy, clean, data_range)
-        row = [f"{method} {params or ''}", _mean(figures, "psnr"), _mean(figures, "psnr_fitted"),
-               _mean(figures, "ssim"), _mean(figures, "ssim_fitted")]
+        row = [
+            f"{method} {params or ''}",
+            _mean(figures, "psnr"),
+            _mean(figures, "psnr_fitted"),
+            _mean(figures, "ssim"),
+            _mean(figures, "ssim_fitted"),
+        ]
         if first:
             row.append(_mean(figures, "psnr_fitted", first))
         rows.append(row + [seconds, references.get(method, "-")])
@@ -149,12 +170,26 @@ def w2s(quick: bool) -> None:
     noisy, clean, names = _pairs(root / "test" / "noisy", root / "test" / "clean", 10 if quick else None)
     train_noisy, train_clean, _ = _pairs(root / "train" / "noisy", root / "train" / "clean", 4 if quick else 6)
     train_noisy, train_clean = [_crop(i) for i in train_noisy], [_crop(i) for i in train_clean]
-    print(f"{len(noisy)} test images ({names[0]}-{names[-1]}); tuning on central 192x192 crops of "
-          f"{len(train_noisy)} train fields by fitted PSNR.\n")
-    denoising("w2s", noisy, clean, train_noisy, train_clean, data_range=255.0, criterion="psnr_fitted",
-              methods={"gaussian": None, "median": None, "nl_means": None, "bm3d": None},
-              references={"input": "20.38 / 20.53", "gaussian": "sigma 1.5: 25.69 / 31.85; first 10: 32.3",
-                          "bm3d": "3x sigma: 25.9 raw; first 10: 33.3 fitted"}, first=10)
+    print(
+        f"{len(noisy)} test images ({names[0]}-{names[-1]}); tuning on central 192x192 crops of "
+        f"{len(train_noisy)} train fields by fitted PSNR.\n"
+    )
+    denoising(
+        "w2s",
+        noisy,
+        clean,
+        train_noisy,
+        train_clean,
+        data_range=255.0,
+        criterion="psnr_fitted",
+        methods={"gaussian": None, "median": None, "nl_means": None, "bm3d": None},
+        references={
+            "input": "20.38 / 20.53",
+            "gaussian": "sigma 1.5: 25.69 / 31.85; first 10: 32.3",
+            "bm3d": "3x sigma: 25.9 raw; first 10: 33.3 fitted",
+        },
+        first=10,
+    )
 
 
 def fmd(quick: bool) -> None:
@@ -167,13 +202,32 @@ def fmd(quick: bool) -> None:
     for field in sorted((root / "train" / "raw").iterdir())[: 4 if quick else 6]:
         train_noisy.append(_crop(read_array(list_images(field)[0])))
         train_clean.append(_crop(read_array(root / "train" / "gt" / f"{field.name}.png")))
-    print(f"{len(noisy)} captures; tuning on central crops of one capture of {len(train_noisy)} train fields. "
-          f"BM3D (about 10 s per capture) runs on the first {min(10, len(noisy))} captures only.\n")
-    denoising("fmd", noisy, [gt] * len(noisy), train_noisy, train_clean, data_range=255.0, criterion="psnr",
-              methods={"gaussian": None, "median": None, "nl_means": None},
-              references={"input": "32.12", "gaussian": "38.1"})
-    denoising("fmd", noisy[:10], [gt] * len(noisy[:10]), train_noisy, train_clean, data_range=255.0,
-              criterion="psnr", methods={"bm3d": None}, references={})
+    print(
+        f"{len(noisy)} captures; tuning on central crops of one capture of {len(train_noisy)} train fields. "
+        f"BM3D (about 10 s per capture) runs on the first {min(10, len(noisy))} captures only.\n"
+    )
+    denoising(
+        "fmd",
+        noisy,
+        [gt] * len(noisy),
+        train_noisy,
+        train_clean,
+        data_range=255.0,
+        criterion="psnr",
+        methods={"gaussian": None, "median": None, "nl_means": None},
+        references={"input": "32.12", "gaussian": "38.1"},
+    )
+    denoising(
+        "fmd",
+        noisy[:10],
+        [gt] * len(noisy[:10]),
+        train_noisy,
+        train_clean,
+        data_range=255.0,
+        criterion="psnr",
+        methods={"bm3d": None},
+        references={},
+    )
 
 
 def bsd68(quick: bool) -> None:
@@ -185,11 +239,21 @@ def bsd68(quick: bool) -> None:
     train_files = list_images(DATA / "bsd68" / "train400")[:4]
     train_clean = [read_array(f).astype(np.float64) for f in train_files]
     train_noisy = [image + rng.normal(0.0, 25.0, image.shape) for image in train_clean]
-    print(f"{len(files)} test images; BM3D with the known sigma 25 (the published protocol); Gaussian "
-          "and non-local means tuned on 4 noisy Train400 images.\n")
-    denoising("bsd68", noisy, clean, train_noisy, train_clean, data_range=255.0, criterion="psnr",
-              methods={"gaussian": None, "bm3d": {"sigma": 25.0}, "nl_means": None},
-              references={"bm3d": "28.57 published; 28.61 measured before"})
+    print(
+        f"{len(files)} test images; BM3D with the known sigma 25 (the published protocol); Gaussian "
+        "and non-local means tuned on 4 noisy Train400 images.\n"
+    )
+    denoising(
+        "bsd68",
+        noisy,
+        clean,
+        train_noisy,
+        train_clean,
+        data_range=255.0,
+        criterion="psnr",
+        methods={"gaussian": None, "bm3d": {"sigma": 25.0}, "nl_means": None},
+        references={"bm3d": "28.57 published; 28.61 measured before"},
+    )
 
 
 SECTIONS = {"dsb2018": dsb2018, "isbi2012": isbi2012, "w2s": w2s, "fmd": fmd, "bsd68": bsd68}

@@ -53,8 +53,10 @@ def main() -> None:
     start = time.perf_counter()
     training = _images([dsb / "train" / "images"], 100 if args.quick else None, is_fluorescence)
     fingerprint = fingerprint_images(training)
-    print(f"Fingerprint of {len(training)} DSB2018 train fluorescence images in "
-          f"{time.perf_counter() - start:.0f} s; threshold {fingerprint.threshold:.2f}.\n")
+    print(
+        f"Fingerprint of {len(training)} DSB2018 train fluorescence images in "
+        f"{time.perf_counter() - start:.0f} s; threshold {fingerprint.threshold:.2f}.\n"
+    )
     if args.save:
         fingerprint.save(args.save)
     fmd = DATA / "fmd_confocal_bpae_b"
@@ -64,8 +66,11 @@ def main() -> None:
         "W2S clean averages (info)": _images([DATA / "w2s" / s / "clean" for s in ("train", "test")], limit),
         "FMD confocal raw captures, field 19 (info)": _images([fmd / "test" / "raw" / "19"], limit),
         "DSB2018 test brightfield/histology (info)": _images(
-            [dsb / "test" / "images"], limit, lambda image: not is_fluorescence(image)),
-        "ISBI 2012 EM, train + test (info)": _images([DATA / "isbi2012" / s / "images" for s in ("train", "test")], limit),
+            [dsb / "test" / "images"], limit, lambda image: not is_fluorescence(image)
+        ),
+        "ISBI 2012 EM, train + test (info)": _images(
+            [DATA / "isbi2012" / s / "images" for s in ("train", "test")], limit
+        ),
         "BSD68 test (info)": _images([DATA / "bsd68" / "test"], limit),
     }
     print("| images checked | n | flagged | rate | features most often off |")

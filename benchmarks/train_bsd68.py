@@ -1,6 +1,7 @@
 """BSD68, Gaussian noise sigma 25: Noise2Void trained on noisy Train400, scored on the 68 test images.
 
-    .venv/bin/python benchmarks/train_bsd68.py --minutes 15 --features 32 --steps-per-epoch 100 --tta   # RESULTS.md run 2
+    # RESULTS.md run 2:
+    .venv/bin/python benchmarks/train_bsd68.py --minutes 15 --features 32 --steps-per-epoch 100 --tta
     .venv/bin/python benchmarks/train_bsd68.py --minutes 30     # the issue's full budget
 
 Protocol: clean images on the 0..255 scale plus seeded Gaussian noise of sigma 25, not clipped.
@@ -25,7 +26,20 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training_common import apply_budget_settings, DATA, OUT, TTA_SUFFIX, load_network, log, parser, psnr_pair, restore, run_line, table, train_run  # noqa: E402
+from _training_common import (
+    DATA,
+    OUT,
+    TTA_SUFFIX,
+    apply_budget_settings,
+    load_network,
+    log,
+    parser,
+    psnr_pair,
+    restore,
+    run_line,
+    table,
+    train_run,
+)  # noqa: E402
 
 from microzoo.io.files import list_images  # noqa: E402
 from microzoo.io.read import read_array  # noqa: E402
@@ -77,17 +91,28 @@ def main() -> None:
     train_noisy = [image + trng.normal(0.0, 25.0, image.shape) for image in train_clean]
     gauss = classical.tune_denoiser("gaussian", train_noisy, train_clean, data_range=255.0, criterion="psnr")
 
-    methods = {"noisy input": (lambda x: x, len(files)),
-               f"Gaussian {gauss} (tuned on 4 Train400)": (lambda x: classical.denoise(x, method="gaussian", params=gauss), len(files)),
-               args.variant.upper(): (lambda x: restore(network, x, depth=args.depth), len(files))}  # fmt: skip
+    methods = {
+        "noisy input": (lambda x: x, len(files)),
+        f"Gaussian {gauss} (tuned on 4 Train400)": (
+            lambda x: classical.denoise(x, method="gaussian", params=gauss),
+            len(files),
+        ),
+        args.variant.upper(): (lambda x: restore(network, x, depth=args.depth), len(files)),
+    }
     if args.tta:
-        methods[args.variant.upper() + TTA_SUFFIX] = (lambda x: restore(network, x, depth=args.depth, tta=True), len(files))
+        methods[args.variant.upper() + TTA_SUFFIX] = (
+            lambda x: restore(network, x, depth=args.depth, tta=True),
+            len(files),
+        )
     if args.bm3d_images:
-        methods["BM3D sigma 25"] = (lambda x: classical.denoise(x, method="bm3d", params={"sigma": 25.0}), args.bm3d_images)
+        methods["BM3D sigma 25"] = (
+            lambda x: classical.denoise(x, method="bm3d", params={"sigma": 25.0}),
+            args.bm3d_images,
+        )
     results, seconds = {}, {}
     for name, (function, count) in methods.items():
         results[name], seconds[name] = [], []
-        for image, truth in zip(noisy[:count], clean[:count]):
+        for image, truth in zip(noisy[:count], clean[:count], strict=True):
             t = time.perf_counter()
             output = function(image)
             seconds[name].append(time.perf_counter() - t)
@@ -95,10 +120,17 @@ def main() -> None:
         log(f"{name}: {np.mean([r[0] for r in results[name]]):.2f} dB on {count} images")
 
     k = args.bm3d_images
-    print(f"## BSD68 sigma 25: {args.variant.upper()} trained {summary['minutes']:.0f} min on this CPU vs Gaussian and BM3D\n")
-    run_line(summary, f"{args.variant.upper()}, {args.masked_fraction:.1%} of pixels masked per patch; patch "
-                      f"{args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base features, "
-                      f"AdamW lr {args.lr:g} (cosine over the time budget), seed {args.seed}; 340 noisy Train400 images, 60 validate")  # fmt: skip
+    print(
+        f"## BSD68 sigma 25: {args.variant.upper()} trained {summary['minutes']:.0f} min on this CPU "
+        "vs Gaussian and BM3D\n"
+    )
+    run_line(
+        summary,
+        f"{args.variant.upper()}, {args.masked_fraction:.1%} of pixels masked per patch; patch "
+        f"{args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base features, "
+        f"AdamW lr {args.lr:g} (cosine over the time budget), seed {args.seed}; "
+        "340 noisy Train400 images, 60 validate",
+    )
     rows = []
     for name, r in results.items():
         raw, fit = [x[0] for x in r], [x[1] for x in r]
@@ -107,9 +139,12 @@ def main() -> None:
                      float(np.mean(raw[:k])) if k else "-", float(np.mean(seconds[name]))])  # fmt: skip
     table(["method", f"PSNR, all {len(files)}", "PSNR fitted (for information)", f"PSNR, first {k}", "s/image"], rows)
     value = float(np.mean([x[0] for x in results[args.variant.upper()]]))
-    print(f"{args.variant.upper()} {value:.2f} dB against the published Noise2Void 27.71 dB: "
-          f"{'met' if value >= 27.71 else f'gap {27.71 - value:.2f} dB'} after {summary['minutes']:.1f} min of "
-          "training on this CPU (published BM3D 28.57).\n", flush=True)
+    print(
+        f"{args.variant.upper()} {value:.2f} dB against the published Noise2Void 27.71 dB: "
+        f"{'met' if value >= 27.71 else f'gap {27.71 - value:.2f} dB'} after {summary['minutes']:.1f} min of "
+        "training on this CPU (published BM3D 28.57).\n",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

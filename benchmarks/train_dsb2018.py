@@ -26,7 +26,18 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training_common import apply_budget_settings, DATA, OUT, load_network, log, parser, predict, run_line, table, train_run  # noqa: E402
+from _training_common import (
+    DATA,
+    OUT,
+    apply_budget_settings,
+    load_network,
+    log,
+    parser,
+    predict,
+    run_line,
+    table,
+    train_run,
+)  # noqa: E402
 
 from microzoo.io.files import list_images  # noqa: E402
 from microzoo.io.read import read_array  # noqa: E402
@@ -53,7 +64,9 @@ def is_fluorescence(image: np.ndarray) -> bool:
 
 
 def pooled(truths, preds) -> dict[str, float]:
-    result = instance_metrics_dataset([match_instances(t, p, thresholds=(0.5,)) for t, p in zip(truths, preds)])
+    result = instance_metrics_dataset(
+        [match_instances(t, p, thresholds=(0.5,)) for t, p in zip(truths, preds, strict=True)]
+    )
     return result.at(0.5)
 
 
@@ -72,8 +85,8 @@ def main() -> None:
 
     import tifffile
 
-    from microzoo.train.config import instances_config
     from microzoo.runtime.instances import InstanceSettings, instances_from_output
+    from microzoo.train.config import instances_config
 
     root = DATA / "dsb2018"
     out = args.out or OUT / "train_dsb2018"
@@ -93,8 +106,10 @@ def main() -> None:
     tune_files = list_images(root / "train" / "images")[: args.tune_images]
     tune = [(read_array(f), tifffile.imread(root / "train" / "labels" / f"{f.stem}.tif")) for f in tune_files]
     grid = [{"smoothing_sigma": s, "min_distance": d} for s in (0.0, 1.0, 2.0) for d in (3, 5, 8)]
-    tuned = max(grid, key=lambda prm: pooled([t for _, t in tune],
-                                              [classical.watershed_instances(i, **prm) for i, _ in tune])["f1"])
+    tuned = max(
+        grid,
+        key=lambda prm: pooled([t for _, t in tune], [classical.watershed_instances(i, **prm) for i, _ in tune])["f1"],
+    )
     log(f"watershed tuned on {len(tune)} train images in {time.monotonic() - start:.0f} s: {tuned}")
 
     network = load_network(config, out, in_channels=1, out_channels=3)
@@ -114,16 +129,21 @@ def main() -> None:
     log("test split done")
 
     print(f"## DSB2018 test: instance U-Net trained {summary['minutes']:.0f} min on this CPU vs Otsu + watershed\n")
-    run_line(summary, f"patch {args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base "
-                      f"features, AdamW lr {args.lr:g} (cosine over the time budget), seed {args.seed}; all 469 train images "
-                      f"({args.val_fraction:.0%} validate); decoding {chosen.model_dump()}")  # fmt: skip
-    print(f"Watershed tuned on {len(tune)} train images: {tuned}. Fluorescence: {sum(fluo)} of {len(files)} test "
-          "images (grey PNG and median below 100 of 255). Pooled over images at IoU 0.5.\n")
+    run_line(
+        summary,
+        f"patch {args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base "
+        f"features, AdamW lr {args.lr:g} (cosine over the time budget), seed {args.seed}; "
+        f"all 469 train images ({args.val_fraction:.0%} validate); decoding {chosen.model_dump()}",
+    )
+    print(
+        f"Watershed tuned on {len(tune)} train images: {tuned}. Fluorescence: {sum(fluo)} of {len(files)} test "
+        "images (grey PNG and median below 100 of 255). Pooled over images at IoU 0.5.\n"
+    )
     rows = []
     for subset, keep in (("all", [True] * len(files)), ("fluorescence", fluo)):
-        t = [x for x, k in zip(truths, keep) if k]
-        n = pooled(t, [x for x, k in zip(nets, keep) if k])
-        b = pooled(t, [x for x, k in zip(bases, keep) if k])
+        t = [x for x, k in zip(truths, keep, strict=True) if k]
+        n = pooled(t, [x for x, k in zip(nets, keep, strict=True) if k])
+        b = pooled(t, [x for x, k in zip(bases, keep, strict=True) if k])
         fluorescence = subset == "fluorescence"
         for key, name in (("f1", "F1"), ("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall")):
             target, bound = "-", None
@@ -135,9 +155,12 @@ def main() -> None:
             met = "-" if bound is None else ("yes" if n[key] >= bound else f"no (gap {bound - n[key]:.3f})")
             rows.append([f"{subset} ({sum(keep)})", name, n[key], b[key], n[key] - b[key], target, met])
     table(["images", "figure at IoU 0.5", "U-Net", "watershed", "difference", "target", "met"], rows)
-    print(f"Seconds per test image: U-Net {np.mean(net_s):.2f} (prediction + decoding), watershed "
-          f"{np.mean(base_s):.2f}. Reference: watershed measured F1 0.668, accuracy 0.501 on the whole split; "
-          "StarDist 2D (other split) F1 0.910, accuracy 0.835.\n", flush=True)
+    print(
+        f"Seconds per test image: U-Net {np.mean(net_s):.2f} (prediction + decoding), watershed "
+        f"{np.mean(base_s):.2f}. Reference: watershed measured F1 0.668, accuracy 0.501 on the whole split; "
+        "StarDist 2D (other split) F1 0.910, accuracy 0.835.\n",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

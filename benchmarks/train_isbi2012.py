@@ -23,7 +23,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training_common import apply_budget_settings, DATA, OUT, load_network, log, parser, predict, run_line, table, train_run  # noqa: E402
+from _training_common import (
+    DATA,
+    OUT,
+    apply_budget_settings,
+    load_network,
+    log,
+    parser,
+    predict,
+    run_line,
+    table,
+    train_run,
+)  # noqa: E402
 
 from microzoo.io.files import list_images  # noqa: E402
 from microzoo.io.read import read_array  # noqa: E402
@@ -34,7 +45,7 @@ def counts(truths: list[np.ndarray], preds: list[np.ndarray]) -> dict[str, float
     """Membrane and interior IoU pooled over slices (membrane masks, True = membrane)."""
     inter = {"membrane": 0, "interior": 0}
     union = {"membrane": 0, "interior": 0}
-    for t, p in zip(truths, preds):
+    for t, p in zip(truths, preds, strict=True):
         for name, a, b in (("membrane", t, p), ("interior", ~t, ~p)):
             inter[name] += int(np.count_nonzero(a & b))
             union[name] += int(np.count_nonzero(a | b))
@@ -83,6 +94,7 @@ def main() -> None:
     }  # fmt: skip
     baselines = {}
     for name, (method, grid) in grids.items():
+
         def run(pairs, prm, method=method):
             return [classical.threshold_segmentation(i, method=method, polarity="dark", **prm) for i, _ in pairs]
 
@@ -100,19 +112,28 @@ def main() -> None:
     best_name = max(baselines, key=lambda k: baselines[k]["membrane"])
     best = baselines[best_name]["membrane"]
 
-    print(f"## ISBI 2012 test (5 slices): membrane U-Net trained {summary['minutes']:.0f} min on this CPU vs thresholds\n")
-    run_line(summary, f"patch {args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base "
-                      f"features, {args.loss} loss on membrane = foreground, AdamW lr {args.lr:g} (cosine over the time budget), seed {args.seed}; "
-                      "17 train slices, 3 validate")  # fmt: skip
+    print(
+        f"## ISBI 2012 test (5 slices): membrane U-Net trained {summary['minutes']:.0f} min on this CPU vs thresholds\n"
+    )
+    run_line(
+        summary,
+        f"patch {args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base "
+        f"features, {args.loss} loss on membrane = foreground, AdamW lr {args.lr:g} "
+        f"(cosine over the time budget), seed {args.seed}; 17 train slices, 3 validate",
+    )
     rows = [[f"U-Net ({np.mean(seconds):.2f} s/slice)", net["membrane"], net["interior"]]]
     rows += [[f"{name} (tuned on train)", v["membrane"], v["interior"]] for name, v in baselines.items()]
     table(["method", "membrane IoU", "interior IoU"], rows)
     target = max(0.65, best + 0.20)
     gap = target - net["membrane"]
     verdict = "met" if gap <= 0 else f"not met (gap {gap:.3f})"
-    print(f"Membrane IoU {net['membrane']:.3f} against the best classical threshold {best:.3f} ({best_name}; "
-          f"reference Otsu after smoothing 0.41): difference {net['membrane'] - best:+.3f}. Target >= 0.65 and "
-          f">= best classical + 0.20 = {best + 0.20:.3f}: {verdict}.\n", flush=True)
+    print(
+        f"Membrane IoU {net['membrane']:.3f} against the best classical threshold {best:.3f} ({best_name}; "
+        f"reference Otsu after smoothing 0.41): difference {net['membrane'] - best:+.3f}. Target >= 0.65 and "
+        f">= best classical + 0.20 = {best + 0.20:.3f}: {verdict}.\n",
+        flush=True,
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -131,8 +131,10 @@ def main() -> None:
                 rates[index].append(measure(tree, configs, work, args, repeat * len(trees) + index))
                 shown = ", ".join(f"{t} {r:.2f}" for t, r in rates[index][-1].items())
                 print(f"repeat {repeat + 1} tree {tree}: {shown} steps/s", flush=True)
-    print(f"\npatch {args.patch}x{args.patch}, batch {args.batch}, depth {args.depth}, {args.features} features, "
-          f"{args.threads} threads; {args.steps} steps after {args.warmup}; median of {args.repeats} repeats\n")
+    print(
+        f"\npatch {args.patch}x{args.patch}, batch {args.batch}, depth {args.depth}, {args.features} features, "
+        f"{args.threads} threads; {args.steps} steps after {args.warmup}; median of {args.repeats} repeats\n"
+    )
     header = ["task"] + [f"steps/s {tree.name}" for tree in trees] + (["median ratio"] if len(trees) == 2 else [])
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for task in TASKS:

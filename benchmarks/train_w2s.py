@@ -36,8 +36,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _training_common import (  # noqa: E402
+    DATA,
+    OUT,
+    TTA_SUFFIX,
     apply_budget_settings,
-    DATA, OUT, TTA_SUFFIX, load_network, log, parser, psnr_pair, restore, run_line, table, train_run,
+    load_network,
+    log,
+    parser,
+    psnr_pair,
+    restore,
+    run_line,
+    table,
+    train_run,
 )
 
 from microzoo.io.files import list_images  # noqa: E402
@@ -52,8 +62,11 @@ def _crop(image: np.ndarray, size: int = 192) -> np.ndarray:
 
 def _pairs(noisy_dir: Path, clean_dir: Path, limit: int | None = None):
     files = list_images(noisy_dir)[:limit]
-    return ([read_array(f).astype(np.float64) for f in files],
-            [read_array(clean_dir / f.name).astype(np.float64) for f in files], [f.stem for f in files])
+    return (
+        [read_array(f).astype(np.float64) for f in files],
+        [read_array(clean_dir / f.name).astype(np.float64) for f in files],
+        [f.stem for f in files],
+    )
 
 
 def train_method(method: str, args) -> tuple[object, dict, str]:
@@ -66,14 +79,18 @@ def train_method(method: str, args) -> tuple[object, dict, str]:
         config = care_config(images=root / "noisy", targets=root / "clean", name="w2s-care", **common)
         settings = f"residual U-Net, {config.loss.upper()} loss"
     else:
-        config = n2v_config(images=root / "noisy", targets=root / "clean", name="w2s-n2v", variant=args.variant, **common)
+        config = n2v_config(
+            images=root / "noisy", targets=root / "clean", name="w2s-n2v", variant=args.variant, **common
+        )
         config.masked_fraction = args.masked_fraction
         settings = f"{args.variant.upper()}, {args.masked_fraction:.1%} of pixels masked per patch"
     apply_budget_settings(config, args)
     out = (args.out or OUT) / f"train_w2s_{method}"
     summary = train_run(config, out, eval_only=args.eval_only, threads=args.threads)
-    settings += (f"; patch {args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base "
-                 f"features, AdamW lr {args.lr:g} (cosine over the time budget), seed {args.seed}; 51 train fields, 9 validate")
+    settings += (
+        f"; patch {args.patch}, batch {args.batch}, U-Net depth {args.depth} with {args.features} base "
+        f"features, AdamW lr {args.lr:g} (cosine over the time budget), seed {args.seed}; 51 train fields, 9 validate"
+    )
     return load_network(config, out, in_channels=1, out_channels=1), summary, settings
 
 
@@ -90,7 +107,9 @@ def main() -> None:
     p.add_argument("--masked-fraction", type=float, default=0.01, help="N2V: pixels masked per patch")
     p.add_argument("--bm3d-fields", type=int, default=10, help="BM3D on the first N test fields (0: none)")
     p.add_argument("--fmd-captures", type=int, default=50)
-    p.add_argument("--tta", action="store_true", help="also score the networks with 8-fold test-time augmentation (W2S)")
+    p.add_argument(
+        "--tta", action="store_true", help="also score the networks with 8-fold test-time augmentation (W2S)"
+    )
     args = p.parse_args()
     methods = ["care", "n2v"] if args.method == "both" else [args.method]
 
@@ -118,7 +137,7 @@ def main() -> None:
 
     def score(name, function, images):
         results[name], seconds[name] = [], []
-        for image, truth in zip(noisy[:images], clean[:images]):
+        for image, truth in zip(noisy[:images], clean[:images], strict=True):
             t = time.perf_counter()
             output = function(image)
             seconds[name].append(time.perf_counter() - t)
@@ -134,9 +153,11 @@ def main() -> None:
         if args.tta:
             score(label[method] + TTA_SUFFIX, lambda x, net=network: restore(net, x, depth=depth, tta=True), len(noisy))
 
-    print(f"## W2S test (channel 0, fields {names[0]}-{names[-1]}): "
-          + ", ".join(f"{m.upper()} trained {summaries[m][0]['minutes']:.0f} min" for m in methods)
-          + " on this CPU vs Gaussian and BM3D\n")
+    print(
+        f"## W2S test (channel 0, fields {names[0]}-{names[-1]}): "
+        + ", ".join(f"{m.upper()} trained {summaries[m][0]['minutes']:.0f} min" for m in methods)
+        + " on this CPU vs Gaussian and BM3D\n"
+    )
     for method in methods:
         print(f"{method.upper()}: ", end="")
         run_line(*summaries[method])
@@ -159,8 +180,10 @@ def main() -> None:
             value = float(np.mean([x[1] for x in results[name][:10]]))
             margin = 0.5 if method == "care" else 0.0
             verdict = "met" if value >= best + margin else f"not met (gap {best + margin - value:.2f} dB)"
-            print(f"{name}: {value:.2f} dB fitted on the first 10 fields against the best classical {best:.2f} dB "
-                  f"({best_name}; measured before: BM3D 33.3, Gaussian 32.3); target >= best + {margin:g} dB: {verdict}.")
+            print(
+                f"{name}: {value:.2f} dB fitted on the first 10 fields against the best classical {best:.2f} dB "
+                f"({best_name}; measured before: BM3D 33.3, Gaussian 32.3); target >= best + {margin:g} dB: {verdict}."
+            )
     print(flush=True)
 
     # FMD Confocal_BPAE_B field 19
@@ -173,8 +196,10 @@ def main() -> None:
         fn.append(_crop(read_array(list_images(field)[0]).astype(np.float64)))
         fc.append(_crop(read_array(fmd / "train" / "gt" / f"{field.name}.png").astype(np.float64)))
     fgauss = classical.tune_denoiser("gaussian", fn, fc, data_range=255.0, criterion="psnr")
-    fmd_methods = {"noisy input": lambda x: x,
-                   f"Gaussian {fgauss} (tuned on FMD train)": lambda x: classical.denoise(x, method="gaussian", params=fgauss)}
+    fmd_methods = {
+        "noisy input": lambda x: x,
+        f"Gaussian {fgauss} (tuned on FMD train)": lambda x: classical.denoise(x, method="gaussian", params=fgauss),
+    }
     for method, network in networks.items():
         fmd_methods[f"{label[method]} (trained on W2S)"] = lambda x, net=network: restore(net, x, depth=depth)
     rows, fmd_figures = [], {}
@@ -185,8 +210,9 @@ def main() -> None:
     print(f"## FMD Confocal_BPAE_B test field 19 ({len(captures)} captures vs the 50-capture average), peak 255\n")
     table(["method", "PSNR raw", "PSNR fitted"], rows)
     print("References: noisy input 32.12 dB, tuned Gaussian 38.1 dB (raw).\n", flush=True)
-    (OUT / f"train_w2s_{args.method}_figures.json").write_text(json.dumps(
-        {"w2s": {k: v for k, v in results.items()}, "fmd": fmd_figures}, indent=1))
+    (OUT / f"train_w2s_{args.method}_figures.json").write_text(
+        json.dumps({"w2s": {k: v for k, v in results.items()}, "fmd": fmd_figures}, indent=1)
+    )
 
 
 if __name__ == "__main__":

@@ -98,14 +98,24 @@ def _spec(arch_file: Path, case: str, **changes: Any) -> ExportSpec:
     if cin > 1:
         image = np.stack([image, _image(shape, seed=1)])
     fields: dict[str, Any] = dict(
-        name=f"microzoo export test {case}", description=f"A tiny untrained {task} network for tests.",
-        task=task, spatial_dims=dims, in_channels=cin, out_channels=cout,
-        architecture_source=arch_file, architecture_callable="TinyNet",
+        name=f"microzoo export test {case}",
+        description=f"A tiny untrained {task} network for tests.",
+        task=task,
+        spatial_dims=dims,
+        in_channels=cin,
+        out_channels=cout,
+        architecture_source=arch_file,
+        architecture_callable="TinyNet",
         architecture_kwargs={"in_channels": cin, "out_channels": cout, "dims": dims},
-        postprocessing=post, size_min=8 if dims == 3 else 16, size_step=4 if dims == 3 else 8, halo=2,
-        test_input=image, training={"epochs": 3, "batch_size": 4, "data": "synthetic blobs", "time_s": 12.5},
-        qc={"F1@0.5": 0.88, "baseline F1@0.5": 0.67} if task in ("semantic", "instances") else {"PSNR": 31.2,
-                                                                                               "baseline PSNR": 28.0},
+        postprocessing=post,
+        size_min=8 if dims == 3 else 16,
+        size_step=4 if dims == 3 else 8,
+        halo=2,
+        test_input=image,
+        training={"epochs": 3, "batch_size": 4, "data": "synthetic blobs", "time_s": 12.5},
+        qc={"F1@0.5": 0.88, "baseline F1@0.5": 0.67}
+        if task in ("semantic", "instances")
+        else {"PSNR": 31.2, "baseline PSNR": 28.0},
         tags=["nuclei"],
         instance_settings=INSTANCE_SETTINGS if task == "instances" else None,
         # restoration: the output back in the input's units (uint16-like range here)
@@ -123,8 +133,13 @@ def _network(arch: Any, spec: ExportSpec, seed: int = 0) -> Any:
 
 
 @pytest.fixture(scope="module")
-def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, arch_file: Path,
-             arch: Any, fingerprint: Any) -> dict[str, Path]:
+def exported(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    arch_file: Path,
+    arch: Any,
+    fingerprint: Any,
+) -> dict[str, Path]:
     """Case name -> bioimageio.yaml of its exported package (exported once per module)."""
     report = tmp_path_factory.mktemp("qc") / "report.html"
     report.write_text("<html><body>QC report</body></html>")
@@ -175,16 +190,18 @@ def test_description_content(exported: dict[str, Path], fingerprint: Any) -> Non
         rdf = exported[case]
         d = _description(rdf)
         (inp,), (out,) = d["inputs"], d["outputs"]
-        spatial = ["z", "y", "x"][3 - dims:]
+        spatial = ["z", "y", "x"][3 - dims :]
         assert [a.get("id", a["type"]) for a in inp["axes"]] == ["batch", "channel", *spatial]
-        assert all(a["size"] == ({"min": 8, "step": 4} if dims == 3 else {"min": 16, "step": 8})
-                   for a in inp["axes"][2:])
+        assert all(
+            a["size"] == ({"min": 8, "step": 4} if dims == 3 else {"min": 16, "step": 8}) for a in inp["axes"][2:]
+        )
         assert all(a["halo"] == 2 and a["size"]["tensor_id"] == "input" for a in out["axes"][2:])
         assert [p["id"] for p in inp["preprocessing"]] == ["ensure_dtype", "scale_range", "ensure_dtype"]
         assert inp["preprocessing"][1]["kwargs"] == {"axes": spatial, "min_percentile": 1.0, "max_percentile": 99.8}
         restores = task in ("care", "n2v")
         assert [p["id"] for p in out["postprocessing"] if p["id"] != "ensure_dtype"] == (
-            ([] if post == "none" else [post]) + (["scale_linear"] if restores else []))
+            ([] if post == "none" else [post]) + (["scale_linear"] if restores else [])
+        )
         if restores:  # the network's normalised output times the gain plus the offset
             assert out["postprocessing"][0]["kwargs"] == {"gain": 900.0, "offset": 110.0}
             assert config_scale(d) == {"gain": [900.0] * cout, "offset": [110.0] * cout}
@@ -216,11 +233,23 @@ def test_description_content(exported: dict[str, Path], fingerprint: Any) -> Non
 @pytest.mark.parametrize("case", list(CASES))
 def test_readme_sections(exported: dict[str, Path], case: str) -> None:
     text = (exported[case].parent / "README.md").read_text()
-    for heading in ("## What the model does", "## Intended use and limits", "## Training data and parameters",
-                    "## Quality control", "# Validation", "## How to run it"):
+    for heading in (
+        "## What the model does",
+        "## Intended use and limits",
+        "## Training data and parameters",
+        "## Quality control",
+        "# Validation",
+        "## How to run it",
+    ):
         assert f"\n{heading}\n" in text, heading
-    for words in ("microzoo predict", "bioimageio.core", "deepImageJ", "synthetic blobs", "| F1@0.5 | 0.88 | 0.67 |"
-                  if CASES[case][0] in ("semantic", "instances") else "| PSNR | 31.2 | 28 |", "qc_report.html"):
+    for words in (
+        "microzoo predict",
+        "bioimageio.core",
+        "deepImageJ",
+        "synthetic blobs",
+        "| F1@0.5 | 0.88 | 0.67 |" if CASES[case][0] in ("semantic", "instances") else "| PSNR | 31.2 | 28 |",
+        "qc_report.html",
+    ):
         assert words in text, words
     if CASES[case][0] in ("care", "n2v"):
         assert "intensity quantification" in text and "hallucination" in text
@@ -254,8 +283,12 @@ def test_given_cover_small_test_image_and_progress(tmp_path: Path, arch_file: Pa
     cover[:, 40:] = 255
     spec = _spec(arch_file, "care", cover=cover, test_input=_image((10, 12)), qc={}, training={})
     calls = []
-    rdf = export_package(_network(arch, spec), out_dir=tmp_path / "pkg", spec=spec,
-                         progress=lambda done, total, what: calls.append((done, total)))
+    rdf = export_package(
+        _network(arch, spec),
+        out_dir=tmp_path / "pkg",
+        spec=spec,
+        progress=lambda done, total, what: calls.append((done, total)),
+    )
     np.testing.assert_array_equal(iio.imread(rdf.parent / "cover.png"), cover)
     assert np.load(rdf.parent / "test_input.npy").shape == (1, 1, 16, 16)  # padded up to the minimum
     assert calls[-1][0] == calls[-1][1] and [c[0] for c in calls] == sorted(c[0] for c in calls)
@@ -273,18 +306,22 @@ def test_export_replaces_an_older_package(tmp_path: Path, arch_file: Path, arch:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"architecture_kwargs": {"in_channels": 1, "out_channels": 3}}, "does not rebuild"),
-    ({"architecture_callable": "Missing"}, "defines no 'Missing'"),
-    ({"license": "not-a-licence"}, "license"),
-    ({"in_channels": 2}, "channel"),
-    ({"halo": 8}, "halo"),
-    ({"normalization_percentiles": (99.0, 1.0)}, "percentiles"),
-    ({"task": "unet"}, "not a training task; choose one of semantic, instances, care, n2v"),
-    ({"output_scale": ([2.0, 3.0], [0.0])}, "output_scale gives 2 gains and 1 offsets"),
-])
-def test_failed_export_leaves_nothing(tmp_path: Path, arch_file: Path, arch: Any, changes: dict[str, Any],
-                                      message: str) -> None:
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"architecture_kwargs": {"in_channels": 1, "out_channels": 3}}, "does not rebuild"),
+        ({"architecture_callable": "Missing"}, "defines no 'Missing'"),
+        ({"license": "not-a-licence"}, "license"),
+        ({"in_channels": 2}, "channel"),
+        ({"halo": 8}, "halo"),
+        ({"normalization_percentiles": (99.0, 1.0)}, "percentiles"),
+        ({"task": "unet"}, "not a training task; choose one of semantic, instances, care, n2v"),
+        ({"output_scale": ([2.0, 3.0], [0.0])}, "output_scale gives 2 gains and 1 offsets"),
+    ],
+)
+def test_failed_export_leaves_nothing(
+    tmp_path: Path, arch_file: Path, arch: Any, changes: dict[str, Any], message: str
+) -> None:
     good = _spec(arch_file, "semantic")
     spec = _spec(arch_file, "semantic", **changes)
     with pytest.raises(ConfigError, match=message):
@@ -320,15 +357,32 @@ def test_microzoo_unet(tmp_path: Path, task: str, options: dict[str, Any]) -> No
     from microzoo.train import models
 
     out_channels = 2 if task == "semantic" else 1
-    kwargs = {"in_channels": 1, "out_channels": out_channels, "spatial_dims": 2, "depth": 2,
-              "base_features": 4, **options}
+    kwargs = {
+        "in_channels": 1,
+        "out_channels": out_channels,
+        "spatial_dims": 2,
+        "depth": 2,
+        "base_features": 4,
+        **options,
+    }
     torch.manual_seed(0)
     net = models.UNet(**kwargs)
     spec = ExportSpec(
-        name=f"microzoo U-Net {task}", description="microzoo's U-Net, tiny and untrained.", task=task,
-        spatial_dims=2, in_channels=1, out_channels=out_channels, architecture_source=Path(models.__file__),
-        architecture_callable="UNet", architecture_kwargs=kwargs, size_min=16, size_step=4, halo=6,
-        postprocessing="softmax" if task == "semantic" else "none", test_input=_image((70, 90)))
+        name=f"microzoo U-Net {task}",
+        description="microzoo's U-Net, tiny and untrained.",
+        task=task,
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=out_channels,
+        architecture_source=Path(models.__file__),
+        architecture_callable="UNet",
+        architecture_kwargs=kwargs,
+        size_min=16,
+        size_step=4,
+        halo=6,
+        postprocessing="softmax" if task == "semantic" else "none",
+        test_input=_image((70, 90)),
+    )
     rdf = export_package(net, out_dir=tmp_path / "unet", spec=spec)
     assert all(r.passed for r in test_package(open_package(rdf)))
     summary = reference_test(rdf)

@@ -1,4 +1,7 @@
-"""Instance segmentation targets, threshold search and loss (train.tasks.instance_targets), decoding (runtime.instances)."""
+"""Instance segmentation targets, threshold search and loss (train.tasks.instance_targets).
+
+Decoding (runtime.instances) is tested here too.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ def _touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
         first = np.take(labels, range(labels.shape[axis] - 1), axis=axis)
         second = np.take(labels, range(1, labels.shape[axis]), axis=axis)
         both = (first > 0) & (second > 0) & (first != second)
-        pairs |= {tuple(sorted(p)) for p in zip(first[both].tolist(), second[both].tolist())}
+        pairs |= {tuple(sorted(p)) for p in zip(first[both].tolist(), second[both].tolist(), strict=True)}
     return pairs
 
 
@@ -155,7 +158,10 @@ def test_optimiser_beats_defaults_on_noisy_outputs_and_is_reproducible(shared_da
 
     def pooled_f1(settings):
         return instance_metrics_dataset(
-            [match_instances(t, instances_from_output(o, settings=settings), thresholds=(0.5,)) for o, t in zip(outputs, labels)]
+            [
+                match_instances(t, instances_from_output(o, settings=settings), thresholds=(0.5,))
+                for o, t in zip(outputs, labels, strict=True)
+            ]
         ).at(0.5)["f1"]
 
     assert table["rows"][0]["seed_threshold"] == InstanceSettings().seed_threshold  # defaults first

@@ -25,7 +25,7 @@ from microzoo.train.config import (
     save_config,
     semantic_config,
 )
-from microzoo.train.data import PatchSampler, load_samples, split_samples
+from microzoo.train.data import PatchSampler, Sample, load_samples, split_samples
 from microzoo.train.loop import cosine_rate, fit, load_checkpoint
 from microzoo.train.run import train
 from microzoo.train.tasks.semantic import class_map
@@ -337,6 +337,12 @@ def test_data_split_grey_conversion_pairing_and_empty_patches(dsb: Path, isbi: P
     inputs, targets = sampler.sample(np.random.default_rng(1), 16)
     assert inputs.shape == targets.shape == (16, 1, 16, 16)
     assert all(t.mean() >= 0.1 for t in targets)  # empty patches were redrawn
+    inputs_only = PatchSampler([mask], None, patch_size=(16, 16))  # self-supervised: input patches only
+    assert inputs_only.sample_inputs(np.random.default_rng(1), 4).shape == (4, 1, 16, 16)
+    with pytest.raises(TypeError, match="no targets; draw input patches with sample_inputs"):
+        inputs_only.sample(np.random.default_rng(1), 4)
+    with pytest.raises(DataError, match="a has no label or clean image"):
+        Sample("a", mask, mask).require_truth()
 
 
 def test_cli_train_from_yaml_and_short_form_errors(w2s: Path, tmp_path: Path) -> None:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 
 from microzoo.progress import ProgressCallback
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from microzoo.qc.evaluate import Evaluation
+    from microzoo.runtime.batch import FileResult
+    from microzoo.trust.note import TrustNote
 
 app = typer.Typer(
     name="microzoo",
@@ -29,7 +37,7 @@ def version() -> None:
     typer.echo(__version__)
 
 
-def _console(stderr: bool = False):  # noqa: ANN202
+def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
@@ -38,10 +46,24 @@ def _console(stderr: bool = False):  # noqa: ANN202
 @contextlib.contextmanager
 def _progress_bar(description: str = "working") -> Iterator[ProgressCallback]:
     """A rich progress bar behind the library's ``progress(done, total, description)`` callback."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=_console(stderr=True), transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=_console(stderr=True),
+        transient=False,
+    ) as bar:
         task = bar.add_task(description, total=None)
 
         def update(done: int, total: int, what: str) -> None:
@@ -57,14 +79,19 @@ def _parse_tile(tile: str | None) -> int | dict[str, int] | None:
     if tile is None:
         return None
     try:
-        sizes = ({"": int(tile)} if "=" not in tile
-                 else {k.strip(): int(v) for k, v in (part.split("=") for part in tile.split(","))})
+        sizes = (
+            {"": int(tile)}
+            if "=" not in tile
+            else {k.strip(): int(v) for k, v in (part.split("=") for part in tile.split(","))}
+        )
     except ValueError as error:
-        raise ConfigError(f"cannot read --tile '{tile}': write one size (--tile 256) or sizes per axis "
-                          "(--tile y=256,x=512)") from error
+        raise ConfigError(
+            f"cannot read --tile '{tile}': write one size (--tile 256) or sizes per axis (--tile y=256,x=512)"
+        ) from error
     if any(size < 1 for size in sizes.values()):
-        raise ConfigError(f"--tile {tile}: tile sizes must be positive (e.g. --tile 256); leave --tile out "
-                          "to fit the memory budget")
+        raise ConfigError(
+            f"--tile {tile}: tile sizes must be positive (e.g. --tile 256); leave --tile out to fit the memory budget"
+        )
     return sizes[""] if "" in sizes else sizes
 
 
@@ -77,8 +104,9 @@ def _parse_channels(channel: str | None) -> list[int] | None:
     try:
         channels = [int(part) for part in channel.split(",")]
     except ValueError as error:
-        raise ConfigError(f"cannot read --channel '{channel}': write channel numbers from 0, e.g. --channel 0 "
-                          "or --channel 0,2") from error
+        raise ConfigError(
+            f"cannot read --channel '{channel}': write channel numbers from 0, e.g. --channel 0 or --channel 0,2"
+        ) from error
     if any(c < 0 for c in channels):
         raise ConfigError(f"--channel {channel}: channels are numbered from 0 (e.g. --channel 0)")
     return channels
@@ -123,7 +151,9 @@ def info(model: str = typer.Argument(..., help="Package folder, .zip, bioimageio
     table = Table("", "tensor", "axes and sizes", "processing", show_lines=True)
     for kind, tensors in (("input", s.inputs), ("output", s.outputs)):
         for t in tensors:
-            table.add_row(kind, escape(t.id), escape("\n".join(t.size_rules)), escape("\n".join(t.processing) or "none"))
+            table.add_row(
+                kind, escape(t.id), escape("\n".join(t.size_rules)), escape("\n".join(t.processing) or "none")
+            )
     out.print(table)
     for citation in s.citations:
         out.print(escape(f"cite: {citation}"))
@@ -132,7 +162,7 @@ def info(model: str = typer.Argument(..., help="Package folder, .zip, bioimageio
 @app.command("test")
 def test_model(
     model: str = typer.Argument(..., help="Package folder, .zip, bioimageio.yaml or URL."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Test only this weight format."),
+    weights: str | None = typer.Option(None, "--weights", help="Test only this weight format."),
 ) -> None:
     """Reproduce the package's test outputs from its test inputs with every weight format."""
     from microzoo.package.load import open_package
@@ -145,9 +175,11 @@ def test_model(
     out.print(f"[bold]{escape(package.name)}[/]")
     for r in results:
         verdict = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
-        out.print(f"  {verdict}  {r.weight_format:<18} {r.output_id}: max |diff| {r.max_abs_diff:.3g}, "
-                  f"{r.mismatched_per_million:.1f} mismatched per million (allowed {r.allowed_per_million:g}; "
-                  f"rtol {r.relative_tolerance:g}, atol {r.absolute_tolerance:g})")
+        out.print(
+            f"  {verdict}  {r.weight_format:<18} {r.output_id}: max |diff| {r.max_abs_diff:.3g}, "
+            f"{r.mismatched_per_million:.1f} mismatched per million (allowed {r.allowed_per_million:g}; "
+            f"rtol {r.relative_tolerance:g}, atol {r.absolute_tolerance:g})"
+        )
         if r.error:
             out.print(f"         {escape(str(r.error))}")
     if not all(r.passed for r in results):
@@ -157,14 +189,16 @@ def test_model(
 @app.command()
 def predict(
     model: str = typer.Argument(..., help="Package folder, .zip, bioimageio.yaml or URL."),
-    inputs: List[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
+    inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (or one file for one input)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="torchscript, onnx or pytorch_state_dict."),
-    tile: Optional[str] = typer.Option(None, "--tile", help="Tile size: 256, or y=256,x=512. Default: fit the memory budget."),
-    axes: Optional[str] = typer.Option(None, "--axes", help="Axes of the input images, e.g. yx, zyx, cyx, yxc."),
-    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Memory one forward may use, e.g. 2GB."),
+    weights: str | None = typer.Option(None, "--weights", help="torchscript, onnx or pytorch_state_dict."),
+    tile: str | None = typer.Option(
+        None, "--tile", help="Tile size: 256, or y=256,x=512. Default: fit the memory budget."
+    ),
+    axes: str | None = typer.Option(None, "--axes", help="Axes of the input images, e.g. yx, zyx, cyx, yxc."),
+    memory_budget: str | None = typer.Option(None, "--memory-budget", help="Memory one forward may use, e.g. 2GB."),
     output_format: str = typer.Option(".tif", "--format", help="Output file type: .tif, .zarr, .npy or .png."),
-    channel: Optional[str] = typer.Option(None, "--channel", help="Image channel(s) to use, from 0: 0, or 0,2."),
+    channel: str | None = typer.Option(None, "--channel", help="Image channel(s) to use, from 0: 0, or 0,2."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that exist already."),
 ) -> None:
     """Run a model on images: files, folders and globs, tiled to fit memory, one progress bar."""
@@ -179,17 +213,31 @@ def predict(
     loaded = Model.open(model, weights=weights)
     suffix = output_format if output_format.startswith(".") else f".{output_format}"
     with _progress_bar("predicting") as progress:
-        run = predict_files_with_note(loaded, paths, out, axes=axes, tile=tiles, memory_budget=budget,
-                                      channel=channels, suffix=suffix, overwrite=overwrite, progress=progress)
+        run = predict_files_with_note(
+            loaded,
+            paths,
+            out,
+            axes=axes,
+            tile=tiles,
+            memory_budget=budget,
+            channel=channels,
+            suffix=suffix,
+            overwrite=overwrite,
+            progress=progress,
+        )
     console = _console()
     _print_notices(console, run.results)
     written = [p for r in run.results for p in r.outputs.values()]
-    console.print(escape(f"{loaded.package.name} ({loaded.weight_format}): {len(run.results)} image(s), "
-                         f"{len(written)} output(s) in {out}"))
+    console.print(
+        escape(
+            f"{loaded.package.name} ({loaded.weight_format}): {len(run.results)} image(s), "
+            f"{len(written)} output(s) in {out}"
+        )
+    )
     _print_trust_note(console, run.trust)
 
 
-def _print_notices(console, results) -> None:  # noqa: ANN001
+def _print_notices(console: Console, results: list[FileResult]) -> None:
     """Each notice once, naming the files it concerns when it does not concern them all."""
     notices: dict[str, list[str]] = {}
     for result in results:
@@ -200,7 +248,7 @@ def _print_notices(console, results) -> None:  # noqa: ANN001
         console.print(f"[yellow]note:[/] {escape(notice + where)}")
 
 
-def _print_trust_note(console, note) -> None:  # noqa: ANN001
+def _print_trust_note(console: Console, note: TrustNote) -> None:
     """Render the library's trust note (microzoo.trust.note.TrustNote)."""
     if note.warning:
         console.print(f"[yellow]trust: {escape(note.headline)}[/]")
@@ -218,14 +266,16 @@ def demo(out: Path = typer.Option(Path("demo-output"), "-o", "--out", help="Wher
     with _progress_bar("demo") as progress:
         result = run_demo(out, progress=progress)
     console = _console()
-    console.print(f"[bold]{escape(result.model_name)}[/]: reproduction test "
-                  + ("[green]passed[/]" if result.test_passed else "[red]FAILED[/]"))
+    console.print(
+        f"[bold]{escape(result.model_name)}[/]: reproduction test "
+        + ("[green]passed[/]" if result.test_passed else "[red]FAILED[/]")
+    )
     for line in result.test_lines:
         console.print(f"  {escape(line)}")
     for notice in result.notices:
         console.print(f"[yellow]note:[/] {escape(notice)}")
     console.print(escape(f"{len(result.outputs)} probability maps and overlays written to {out.resolve()}:"))
-    for output, overlay in zip(result.outputs, result.overlays):
+    for output, overlay in zip(result.outputs, result.overlays, strict=True):
         console.print(escape(f"  {output.name}   {overlay.name}"))
     if not result.test_passed:
         raise typer.Exit(1)
@@ -233,13 +283,17 @@ def demo(out: Path = typer.Option(Path("demo-output"), "-o", "--out", help="Wher
 
 @app.command()
 def evaluate(
-    pred: List[str] = typer.Option(..., "--pred", help="Folder of predictions; repeat as NAME=DIR for several methods."),
+    pred: list[str] = typer.Option(
+        ..., "--pred", help="Folder of predictions; repeat as NAME=DIR for several methods."
+    ),
     truth: Path = typer.Option(..., "--truth", help="Folder of ground truth, files named like the predictions."),
     task: str = typer.Option(..., "--task", help="restoration, semantic, instances or detection."),
     out: Path = typer.Option(..., "-o", "--out", help="Folder for metrics.json, per_image.csv and report.html."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Folder of input images, shown in the report."),
-    data_range: Optional[float] = typer.Option(None, "--data-range", help="Restoration: value span for PSNR/SSIM (e.g. 255)."),
-    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Detection: matching distance in pixels."),
+    images: Path | None = typer.Option(None, "--images", help="Folder of input images, shown in the report."),
+    data_range: float | None = typer.Option(
+        None, "--data-range", help="Restoration: value span for PSNR/SSIM (e.g. 255)."
+    ),
+    tolerance: float | None = typer.Option(None, "--tolerance", help="Detection: matching distance in pixels."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
 ) -> None:
     """Score predictions against ground truth, with 95% intervals, and write an HTML report."""
@@ -253,14 +307,23 @@ def evaluate(
             raise ConfigError(f"--pred {entry}: give each method a distinct name, as --pred NAME=DIR")
         pred_dirs[name] = Path(folder)
     with _progress_bar("evaluating") as progress:
-        result = evaluate_folders(pred_dirs, truth, task=task, images_dir=images, out_dir=out,
-                                  data_range=data_range, tolerance=tolerance, seed=seed, progress=progress)
+        result = evaluate_folders(
+            pred_dirs,
+            truth,
+            task=task,
+            images_dir=images,
+            out_dir=out,
+            data_range=data_range,
+            tolerance=tolerance,
+            seed=seed,
+            progress=progress,
+        )
     console = _console()
     _print_evaluation_summary(console, result)
     console.print(escape(f"Report: {out / 'report.html'}"))
 
 
-def _print_evaluation_summary(console, result) -> None:  # noqa: ANN001
+def _print_evaluation_summary(console: Console, result: Evaluation) -> None:
     """The data-set figures with intervals, and the verdict of every pair on the main metric."""
     from rich.table import Table
 
@@ -280,13 +343,13 @@ def _print_evaluation_summary(console, result) -> None:  # noqa: ANN001
 @app.command()
 def check(
     test: Path = typer.Option(..., "--test", help="Folder of the images you evaluate or predict on."),
-    train: Optional[Path] = typer.Option(None, "--train", help="Folder of the training images."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Folder of the test label images."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model package, or a training fingerprint .json/.yaml."),
-    task: Optional[str] = typer.Option(None, "--task", help="What you use the model for: semantic, instances, denoising."),
-    use: Optional[str] = typer.Option(None, "--use", help="What the outputs are for, e.g. 'intensity quantification'."),
-    precision: Optional[float] = typer.Option(None, "--precision", help="Precision you want to report, e.g. 0.02."),
-    pixel_size: Optional[float] = typer.Option(None, "--pixel-size", help="Micrometres per pixel of the test images."),
+    train: Path | None = typer.Option(None, "--train", help="Folder of the training images."),
+    labels: Path | None = typer.Option(None, "--labels", help="Folder of the test label images."),
+    model: str | None = typer.Option(None, "--model", help="Model package, or a training fingerprint .json/.yaml."),
+    task: str | None = typer.Option(None, "--task", help="What you use the model for: semantic, instances, denoising."),
+    use: str | None = typer.Option(None, "--use", help="What the outputs are for, e.g. 'intensity quantification'."),
+    precision: float | None = typer.Option(None, "--precision", help="Precision you want to report, e.g. 0.02."),
+    pixel_size: float | None = typer.Option(None, "--pixel-size", help="Micrometres per pixel of the test images."),
 ) -> None:
     """Good-practice checks (leakage, test-set size, label balance, unlike-training images, task).
 
@@ -296,9 +359,17 @@ def check(
     from microzoo.trust.checks import check_folders
 
     with _progress_bar("checking") as progress:
-        findings = check_folders(test_dir=test, train_dir=train, labels_dir=labels, model=model, task=task,
-                                 intended_use=use, requested_precision=precision, pixel_size=pixel_size,
-                                 progress=progress)
+        findings = check_folders(
+            test_dir=test,
+            train_dir=train,
+            labels_dir=labels,
+            model=model,
+            task=task,
+            intended_use=use,
+            requested_precision=precision,
+            pixel_size=pixel_size,
+            progress=progress,
+        )
     console = _console()
     for finding in findings:
         colour = "yellow" if finding.severity == "warning" else "green"
@@ -311,27 +382,46 @@ def check(
 
 @app.command()
 def compare(
-    models: List[str] = typer.Argument(None, help="Model packages (folder, .zip, yaml or URL); none with --classical only."),
+    models: list[str] = typer.Argument(
+        None, help="Model packages (folder, .zip, yaml or URL); none with --classical only."
+    ),
     images: Path = typer.Option(..., "--images", help="Folder of input images."),
     truth: Path = typer.Option(..., "--truth", help="Folder of ground truth, paired with the images by file name."),
     task: str = typer.Option(..., "--task", help="restoration, semantic or instances."),
     out: Path = typer.Option(..., "-o", "--out", help="Folder for report.html, metrics.json, per_image.csv."),
     classical: bool = typer.Option(False, "--classical", help="Also run the matching classical baseline."),
-    axes: Optional[str] = typer.Option(None, "--axes", help="Axes of the input images, e.g. yx or yxc."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Weight format for every model."),
-    truth_foreground: Optional[int] = typer.Option(None, "--truth-foreground", help="Semantic: the truth value of the model's foreground (default: non-zero)."),
-    data_range: Optional[float] = typer.Option(None, "--data-range", help="Restoration: value span for PSNR/SSIM, e.g. 255."),
-    train_noisy: Optional[Path] = typer.Option(None, "--train-noisy", help="Restoration: noisy training images to tune the baselines on."),
-    train_clean: Optional[Path] = typer.Option(None, "--train-clean", help="Restoration: their clean counterparts."),
+    axes: str | None = typer.Option(None, "--axes", help="Axes of the input images, e.g. yx or yxc."),
+    weights: str | None = typer.Option(None, "--weights", help="Weight format for every model."),
+    truth_foreground: int | None = typer.Option(
+        None, "--truth-foreground", help="Semantic: the truth value of the model's foreground (default: non-zero)."
+    ),
+    data_range: float | None = typer.Option(
+        None, "--data-range", help="Restoration: value span for PSNR/SSIM, e.g. 255."
+    ),
+    train_noisy: Path | None = typer.Option(
+        None, "--train-noisy", help="Restoration: noisy training images to tune the baselines on."
+    ),
+    train_clean: Path | None = typer.Option(None, "--train-clean", help="Restoration: their clean counterparts."),
 ) -> None:
     """Rank models and classical baselines on your own annotated images, with confidence intervals."""
     from microzoo.qc.compare import compare as run_compare
 
     with _progress_bar("comparing") as progress:
-        result = run_compare(models or [], images_dir=images, truth_dir=truth, task=task, out_dir=out,
-                             classical=classical, axes=axes, weights=weights, truth_foreground=truth_foreground,
-                             data_range=data_range, train_noisy=train_noisy, train_clean=train_clean,
-                             progress=progress)
+        result = run_compare(
+            models or [],
+            images_dir=images,
+            truth_dir=truth,
+            task=task,
+            out_dir=out,
+            classical=classical,
+            axes=axes,
+            weights=weights,
+            truth_foreground=truth_foreground,
+            data_range=data_range,
+            train_noisy=train_noisy,
+            train_clean=train_clean,
+            progress=progress,
+        )
     console = _console()
     for notice in result.notices:
         console.print(f"[yellow]note:[/] {escape(notice)}")
@@ -341,16 +431,23 @@ def compare(
 
 @app.command("train")
 def train_command(
-    what: str = typer.Argument(..., help="A training configuration (.yaml), or a task: semantic, instances, care, n2v."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output folder (default: beside the YAML file)."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Short form: folder of input images."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Short form (semantic, instances): label images."),
-    targets: Optional[Path] = typer.Option(None, "--targets", help="Short form: clean images (care; n2v: QC only)."),
-    foreground: Optional[str] = typer.Option(None, "--foreground", help="Short form (semantic): 'nonzero' (labels > 0 are the objects, the default) or 'zero' (label 0 is, e.g. membranes)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Short form: number of epochs."),
-    patch: Optional[int] = typer.Option(None, "--patch", help="Short form: patch side (default 128, 3-D 32x64x64)."),
+    what: str = typer.Argument(
+        ..., help="A training configuration (.yaml), or a task: semantic, instances, care, n2v."
+    ),
+    out: Path | None = typer.Option(None, "-o", "--out", help="Output folder (default: beside the YAML file)."),
+    images: Path | None = typer.Option(None, "--images", help="Short form: folder of input images."),
+    labels: Path | None = typer.Option(None, "--labels", help="Short form (semantic, instances): label images."),
+    targets: Path | None = typer.Option(None, "--targets", help="Short form: clean images (care; n2v: QC only)."),
+    foreground: str | None = typer.Option(
+        None,
+        "--foreground",
+        help="Short form (semantic): 'nonzero' (labels > 0 are the objects, the default) "
+        "or 'zero' (label 0 is, e.g. membranes).",
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", help="Short form: number of epochs."),
+    patch: int | None = typer.Option(None, "--patch", help="Short form: patch side (default 128, 3-D 32x64x64)."),
     three_d: bool = typer.Option(False, "--3d", help="Short form: train on 3-D stacks (zyx)."),
-    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop cleanly after this many minutes."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", help="Stop cleanly after this many minutes."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the output folder."),
 ) -> None:
     """Train a model on your images, check it against a classical baseline, export a zoo package."""
@@ -388,10 +485,14 @@ def train_command(
 
 @app.command()
 def baseline(
-    method: str = typer.Argument(..., help="gaussian, median, nl_means, bm3d (denoising); otsu, local (masks); watershed (instances)."),
+    method: str = typer.Argument(
+        ..., help="gaussian, median, nl_means, bm3d (denoising); otsu, local (masks); watershed (instances)."
+    ),
     images: Path = typer.Option(..., "--images", help="Folder of input images."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (one TIFF per image, same name)."),
-    param: List[str] = typer.Option([], "--param", help="A method parameter as NAME=VALUE, e.g. sigma=1.5; repeatable."),
+    param: list[str] = typer.Option(
+        [], "--param", help="A method parameter as NAME=VALUE, e.g. sigma=1.5; repeatable."
+    ),
 ) -> None:
     """Run a classical method on a folder: the baseline a careful analyst would use, timed."""
     from microzoo.errors import ConfigError
@@ -408,8 +509,12 @@ def baseline(
             raise ConfigError(f"--param {entry}: write NAME=VALUE with a number, e.g. --param sigma=1.5")
     with _progress_bar(method) as progress:
         run = run_classical_on_folder(method, images, out, params=params or None, progress=progress)
-    _console().print(escape(f"{method} {run.params}: {len(run.outputs)} image(s) in {out}, "
-                            f"{run.mean_seconds:.3f} s per image on average"))
+    _console().print(
+        escape(
+            f"{method} {run.params}: {len(run.outputs)} image(s) in {out}, "
+            f"{run.mean_seconds:.3f} s per image on average"
+        )
+    )
 
 
 @app.callback()

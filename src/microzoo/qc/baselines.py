@@ -30,7 +30,7 @@ from skimage import filters
 
 from microzoo.errors import DataError
 from microzoo.qc import classical
-from microzoo.qc.metrics import iou_and_dice
+from microzoo.qc.metrics import mean_class_iou
 
 __all__ = ["Baseline", "baselines_for", "instances_baseline", "restoration_baselines", "semantic_baseline"]
 
@@ -106,13 +106,6 @@ def _otsu_classes(image: np.ndarray, *, n_classes: int, polarity: str) -> np.nda
     return classes if polarity == "bright" else (n_classes - 1 - classes)
 
 
-def _mean_iou(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
-    classes = [1] if n_classes == 2 else range(n_classes)
-    ious = [iou_and_dice(np.sum((truth == c) & (pred == c)), np.sum(truth == c), np.sum(pred == c))[0] for c in classes]
-    defined = [float(v) for v in ious if not np.isnan(v)]
-    return float(np.mean(defined)) if defined else 1.0
-
-
 def semantic_baseline(
     *, train_images: Sequence[np.ndarray] = (), train_classes: Sequence[np.ndarray] = (), n_classes: int = 2
 ) -> Baseline:
@@ -126,7 +119,12 @@ def semantic_baseline(
     if pairs:
         scores = {
             p: float(
-                np.mean([_mean_iou(t, _otsu_classes(i, n_classes=n_classes, polarity=p), n_classes) for i, t in pairs])
+                np.mean(
+                    [
+                        mean_class_iou(t, _otsu_classes(i, n_classes=n_classes, polarity=p), n_classes=n_classes)
+                        for i, t in pairs
+                    ]
+                )
             )
             for p in ("bright", "dark")
         }

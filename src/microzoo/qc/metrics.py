@@ -44,6 +44,7 @@ __all__ = [
     "affine_fit",
     "divide",
     "instance_metrics_dataset",
+    "mean_class_iou",
     "instance_ratios",
     "iou_and_dice",
     "mae",
@@ -177,6 +178,21 @@ def point_ratios(tp: ArrayLike, n_true: ArrayLike, n_pred: ArrayLike, sum_distan
         "recall": divide(tp, n_true),
         "mean_distance": divide(distance, tp),
     }
+
+
+def mean_class_iou(truth: np.ndarray, pred: np.ndarray, *, n_classes: int) -> float:
+    """The one figure that picks a segmentation: mean IoU over the classes present in either map.
+
+    With two classes only the foreground's (class 1) counts; 1.0 when no scored class is in
+    either map (nothing to find, nothing found). Training's validation figure and the choice of
+    the Otsu baseline's polarity both use it.
+
+    >>> mean_class_iou(np.array([0, 1, 1]), np.array([0, 1, 0]), n_classes=2)
+    0.5
+    """
+    classes = [1] if n_classes == 2 else list(range(n_classes))
+    value = semantic_metrics(truth, pred, classes=classes)["mean_iou"]
+    return 1.0 if np.isnan(value) else float(value)
 
 
 def semantic_metrics(truth: np.ndarray, pred: np.ndarray, *, classes: Sequence[int] | None = None) -> dict:

@@ -59,9 +59,9 @@ class Prediction:
 class Model:
     """A model package ready to run. Open with :func:`microzoo.load_model`::
 
-        model = microzoo.load_model("unet2d_nuclei_broad")
-        outputs = model.predict(image, axes="yx")
-        probability = outputs["probability"]  # or outputs.only
+    model = microzoo.load_model("unet2d_nuclei_broad")
+    outputs = model.predict(image, axes="yx")
+    probability = outputs["probability"]  # or outputs.only
     """
 
     def __init__(

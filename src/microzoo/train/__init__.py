@@ -1,8 +1,11 @@
 """Train a model on your images, check it against a classical baseline, export a zoo package.
 
->>> from microzoo.train import n2v_config, train
->>> config = n2v_config(images="noisy/", epochs=50)        # doctest: +SKIP
->>> result = train(config, out_dir="n2v-model")             # doctest: +SKIP
+Example::
+
+    from microzoo.train import n2v_config, train
+
+    config = n2v_config(images="noisy/", epochs=50)
+    result = train(config, out_dir="n2v-model")
 
 The configuration verbs (``*_config``, :func:`load_config`, :func:`save_config`) import no
 torch; :func:`train` and :func:`export_package` load it when first used.

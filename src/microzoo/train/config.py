@@ -32,6 +32,7 @@ __all__ = [
     "instances_config", "load_config", "n2v_config", "save_config", "semantic_config", "short_form_config",
 ]  # fmt: skip
 
+
 class _Strict(BaseModel):
     """Unknown keys are errors (a typo in a YAML file must not be ignored silently)."""
 
@@ -44,7 +45,9 @@ class AugmentationConfig(_Strict):
     flips: bool = Field(default=True, description="mirror along y and x")
     rotations: bool = Field(default=True, description="90-degree rotations in the yx plane")
     intensity_jitter: float = Field(
-        default=0.1, ge=0.0, le=1.0,
+        default=0.1,
+        ge=0.0,
+        le=1.0,
         description="random gain and offset, up to this fraction of the normalised range",
     )
 
@@ -270,8 +273,10 @@ def default_patch_size(spatial_dims: int) -> tuple[int, ...]:
 
 
 def _common(
-    *, images, labels=None, targets=None, spatial_dims, patch_size, axes, epochs, steps_per_epoch,
-    batch_size, seed, max_minutes, name, residual=False, n2v2=False,
+    *, images: str | Path, labels: str | Path | None = None, targets: str | Path | None = None, spatial_dims: int,
+    patch_size: int | tuple[int, ...] | None, axes: str | None, epochs: int | None, steps_per_epoch: int | None,
+    batch_size: int | None, seed: int, max_minutes: float | None, name: str | None, residual: bool = False,
+    n2v2: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     if patch_size is None:
         patch_size = default_patch_size(spatial_dims)
@@ -287,7 +292,7 @@ def _common(
         training["steps_per_epoch"] = steps_per_epoch
     data = {"images": images, "labels": labels, "targets": targets, "axes": axes,
             "spatial_dims": spatial_dims, "patch_size": tuple(patch_size)}  # fmt: skip
-    config = {"data": data, "training": training, "network": {"residual": residual, "n2v2": n2v2}}
+    config: dict[str, Any] = {"data": data, "training": training, "network": {"residual": residual, "n2v2": n2v2}}
     if name:
         config["name"] = name
     return config

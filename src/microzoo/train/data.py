@@ -48,6 +48,12 @@ class Sample:
     image: np.ndarray
     truth: np.ndarray | None = None
 
+    def require_truth(self) -> np.ndarray:
+        """``truth``, for the tasks that train on it (their configs require labels or clean images)."""
+        if self.truth is None:
+            raise DataError(f"{self.name} has no label or clean image; give data.labels or data.targets")
+        return self.truth
+
 
 def normalize_percentiles(image: np.ndarray, *, low: float = 1.0, high: float = 99.8) -> np.ndarray:
     """Map each channel's ``low`` and ``high`` percentiles to 0 and 1 (``(c, *spatial)``, float32).
@@ -117,7 +123,7 @@ def load_samples(
     partners = _partners(paths, Path(getattr(config, truth)), truth) if truth else [None] * len(paths)
     low, high = config.normalization_percentiles
     samples, channels = [], set()
-    for done, (path, partner) in enumerate(zip(paths, partners, strict=False), start=1):
+    for done, (path, partner) in enumerate(zip(paths, partners, strict=True), start=1):
         raw = _read(path, axes=config.axes, spatial_dims=config.spatial_dims)
         channels.add(raw.shape[0])
         other = None
@@ -142,9 +148,7 @@ def load_samples(
     return samples
 
 
-def split_samples(
-    samples: Sequence[Sample], *, fraction: float, seed: int
-) -> tuple[list[Sample], list[Sample]]:
+def split_samples(samples: Sequence[Sample], *, fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
     """A seeded split into training and validation images (at least one of each).
 
     A single image is cut along x: the last ``fraction`` of its width validates.
@@ -159,7 +163,7 @@ def split_samples(
         if cut < 8 or width - cut < 8:
             raise DataError(f"{only.name} is too narrow to split ({width} pixels); give at least two images")
 
-        def part(array, sl):
+        def part(array: np.ndarray | None, sl: slice) -> np.ndarray | None:
             return None if array is None else array[..., sl]
 
         head = slice(0, cut)
@@ -176,10 +180,10 @@ def split_samples(
 
 def _pad_to(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Mirror-pad the trailing spatial axes of ``array`` up to at least ``size``."""
-    spatial = array.shape[-len(size):]
-    if all(s >= p for s, p in zip(spatial, size, strict=False)):
+    spatial = array.shape[-len(size) :]
+    if all(s >= p for s, p in zip(spatial, size, strict=True)):
         return array
-    pads = [(0, 0)] * (array.ndim - len(size)) + [(0, max(p - s, 0)) for s, p in zip(spatial, size, strict=False)]
+    pads = [(0, 0)] * (array.ndim - len(size)) + [(0, max(p - s, 0)) for s, p in zip(spatial, size, strict=True)]
     return np.pad(array, pads, mode="symmetric")
 
 
@@ -218,10 +222,11 @@ class PatchSampler:
 
     def _corner(self, rng: np.random.Generator, index: int) -> tuple[slice, ...]:
         spatial = self.images[index].shape[1:]
-        starts = [int(rng.integers(0, s - p + 1)) for s, p in zip(spatial, self.patch_size, strict=False)]
-        return tuple(slice(a, a + p) for a, p in zip(starts, self.patch_size, strict=False))
+        starts = [int(rng.integers(0, s - p + 1)) for s, p in zip(spatial, self.patch_size, strict=True)]
+        return tuple(slice(a, a + p) for a, p in zip(starts, self.patch_size, strict=True))
 
-    def _one(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    def _one(self, rng: np.random.Generator) -> list[np.ndarray]:
+        """One augmented patch: ``[input]``, or ``[input, target]`` when the sampler has targets."""
         index = int(rng.choice(len(self.images), p=self.weights))
         region = self._corner(rng, index)
         if self.foreground is not None and self.min_foreground > 0:
@@ -230,13 +235,13 @@ class PatchSampler:
                     break
                 index = int(rng.choice(len(self.images), p=self.weights))
                 region = self._corner(rng, index)
-        image = self.images[index][(slice(None), *region)]
-        target = None if self.targets is None else self.targets[index][(slice(None), *region)]
-        return self._augment(rng, image, target)
+        arrays = [self.images[index][(slice(None), *region)]]
+        if self.targets is not None:
+            arrays.append(self.targets[index][(slice(None), *region)])
+        return self._augment(rng, arrays)
 
-    def _augment(self, rng: np.random.Generator, image: np.ndarray, target: np.ndarray | None):
+    def _augment(self, rng: np.random.Generator, arrays: list[np.ndarray]) -> list[np.ndarray]:
         aug = self.augmentation
-        arrays = [image] if target is None else [image, target]
         if aug.flips:
             for axis in (-1, -2):
                 if rng.random() < 0.5:
@@ -252,11 +257,19 @@ class PatchSampler:
             arrays[0] = arrays[0] * gain + offset
             if self.jitter_targets and len(arrays) == 2:
                 arrays[1] = arrays[1] * gain + offset
-        return arrays[0], (arrays[1] if len(arrays) == 2 else None)
+        return arrays
 
-    def sample(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """A batch ``(inputs (b, c, *patch), targets (b, k, *patch) or None)``."""
-        pairs = [self._one(rng) for _ in range(batch_size)]
-        inputs = np.stack([p[0] for p in pairs])
-        targets = None if pairs[0][1] is None else np.stack([p[1] for p in pairs])
+    def _stacks(self, rng: np.random.Generator, batch_size: int) -> list[np.ndarray]:
+        patches = [self._one(rng) for _ in range(batch_size)]
+        return [np.stack(column) for column in zip(*patches, strict=True)]
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """A batch ``(inputs (b, c, *patch), targets (b, k, *patch))``; needs a sampler with targets."""
+        if self.targets is None:
+            raise TypeError("this PatchSampler has no targets; draw input patches with sample_inputs")
+        inputs, targets = self._stacks(rng, batch_size)
         return inputs, targets
+
+    def sample_inputs(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+        """A batch of input patches ``(b, c, *patch)`` (self-supervised training: no targets)."""
+        return self._stacks(rng, batch_size)[0]

@@ -102,8 +102,7 @@ class ExportSpec(BaseModel):
         return ("z", "y", "x") if self.spatial_dims == 3 else ("y", "x")
 
 
-def export_package(network: Any, *, out_dir: Path, spec: ExportSpec,
-                   progress: ProgressCallback | None = None) -> Path:
+def export_package(network: Any, *, out_dir: Path, spec: ExportSpec, progress: ProgressCallback | None = None) -> Path:
     """Write ``network`` as a model package into ``out_dir``; return its ``bioimageio.yaml``.
 
     Parameters
@@ -128,8 +127,9 @@ def export_package(network: Any, *, out_dir: Path, spec: ExportSpec,
     progress = progress or no_progress
     out_dir = Path(out_dir)
     _check_spec(spec)
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())
-                                                      and not (out_dir / "bioimageio.yaml").exists())):
+    if out_dir.exists() and (
+        not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "bioimageio.yaml").exists())
+    ):
         raise OutputError(f"{out_dir} exists and is not a model package; choose a new or empty folder")
     net = copy.deepcopy(network).cpu().eval()
     x = _valid_test_input(spec)
@@ -167,27 +167,39 @@ def _check_spec(spec: ExportSpec) -> None:
         raise ConfigError(f"test_input has shape {image.shape}; give a {spec.spatial_dims}-D image with axes {axes}")
     channels = 1 if image.ndim == spec.spatial_dims else image.shape[0]
     if channels != spec.in_channels:
-        raise ConfigError(f"test_input has {channels} channel(s) but the network takes in_channels="
-                          f"{spec.in_channels}; give channels first (cyx/czyx) and as many as the network takes")
+        raise ConfigError(
+            f"test_input has {channels} channel(s) but the network takes in_channels="
+            f"{spec.in_channels}; give channels first (cyx/czyx) and as many as the network takes"
+        )
     if spec.in_channels < 1 or spec.out_channels < 1:
         raise ConfigError("in_channels and out_channels must be at least 1")
     if spec.size_min < 1 or spec.size_step < 1 or spec.halo < 0:
-        raise ConfigError(f"size_min ({spec.size_min}) and size_step ({spec.size_step}) must be positive "
-                          f"and halo ({spec.halo}) not negative")
+        raise ConfigError(
+            f"size_min ({spec.size_min}) and size_step ({spec.size_step}) must be positive "
+            f"and halo ({spec.halo}) not negative"
+        )
     if 2 * spec.halo >= spec.size_min:
-        raise ConfigError(f"a halo of {spec.halo} on both sides leaves nothing of the smallest input "
-                          f"({spec.size_min}); raise size_min above {2 * spec.halo} or lower the halo")
+        raise ConfigError(
+            f"a halo of {spec.halo} on both sides leaves nothing of the smallest input "
+            f"({spec.size_min}); raise size_min above {2 * spec.halo} or lower the halo"
+        )
     low, high = spec.normalization_percentiles
     if not 0 <= low < high <= 100 or high <= 1:
-        raise ConfigError(f"normalization_percentiles {spec.normalization_percentiles} must be percentiles "
-                          "(0-100) with low < high, e.g. (1.0, 99.8)")
+        raise ConfigError(
+            f"normalization_percentiles {spec.normalization_percentiles} must be percentiles "
+            "(0-100) with low < high, e.g. (1.0, 99.8)"
+        )
     if not spec.architecture_source.is_file():
-        raise ConfigError(f"architecture_source {spec.architecture_source} is not a file; give the .py "
-                          "file that defines the network")
-    if spec.output_scale is not None and not (len(spec.output_scale[0]) == len(spec.output_scale[1])
-                                               == spec.out_channels):
-        raise ConfigError(f"output_scale gives {len(spec.output_scale[0])} gains and {len(spec.output_scale[1])} "
-                          f"offsets for {spec.out_channels} output channel(s); give one of each per channel")
+        raise ConfigError(
+            f"architecture_source {spec.architecture_source} is not a file; give the .py file that defines the network"
+        )
+    if spec.output_scale is not None and not (
+        len(spec.output_scale[0]) == len(spec.output_scale[1]) == spec.out_channels
+    ):
+        raise ConfigError(
+            f"output_scale gives {len(spec.output_scale[0])} gains and {len(spec.output_scale[1])} "
+            f"offsets for {spec.out_channels} output channel(s); give one of each per channel"
+        )
     if spec.qc_report is not None and not spec.qc_report.is_file():
         raise ConfigError(f"qc_report {spec.qc_report} is not a file")
     if spec.cover is not None:
@@ -232,9 +244,11 @@ def _torch_out(module: Any, x: np.ndarray) -> np.ndarray:
 def _assert_reproduces(what: str, actual: np.ndarray, expected: np.ndarray) -> None:
     if actual.shape != expected.shape or not np.allclose(actual, expected, rtol=RTOL, atol=ATOL):
         diff = float(np.max(np.abs(actual - expected))) if actual.shape == expected.shape else float("nan")
-        raise PackageError(f"the {what} weights do not reproduce the network (shape {actual.shape} vs "
-                           f"{expected.shape}, largest difference {diff:.3g}); the network may use "
-                           "operations that this format cannot express")
+        raise PackageError(
+            f"the {what} weights do not reproduce the network (shape {actual.shape} vs "
+            f"{expected.shape}, largest difference {diff:.3g}); the network may use "
+            "operations that this format cannot express"
+        )
 
 
 @contextlib.contextmanager
@@ -276,15 +290,17 @@ def _save_state_dict(net: Any, spec: ExportSpec, arch: Path, path: Path, checks:
     try:
         factory = architecture_callable(arch, spec.architecture_callable)
     except PackageError as error:
-        raise ConfigError(f"{error}; give the source file of the network and the name of its class or "
-                          "factory") from error
+        raise ConfigError(
+            f"{error}; give the source file of the network and the name of its class or factory"
+        ) from error
     try:
         rebuilt = factory(**spec.architecture_kwargs)
         rebuilt.load_state_dict(net.state_dict())
     except Exception as error:  # any error of user code: wrong kwargs, other layers
         raise ConfigError(
             f"{spec.architecture_callable}(**architecture_kwargs) from {arch.name} does not rebuild the "
-            f"trained network ({error}); give the kwargs the network was built with") from error
+            f"trained network ({error}); give the kwargs the network was built with"
+        ) from error
     rebuilt.eval()
     for inputs, expected in checks:
         _assert_reproduces("pytorch_state_dict", _torch_out(rebuilt, inputs), expected)
@@ -300,8 +316,11 @@ def _save_torchscript(net: Any, spec: ExportSpec, path: Path, checks: list[_Chec
     for kind in ("scripted", "traced"):
         try:
             with _quiet_torch():
-                module = torch.jit.script(net) if kind == "scripted" else torch.jit.trace(
-                    net, torch.from_numpy(checks[-1][0]), check_trace=False)
+                module = (
+                    torch.jit.script(net)
+                    if kind == "scripted"
+                    else torch.jit.trace(net, torch.from_numpy(checks[-1][0]), check_trace=False)
+                )
                 module.save(str(path))
                 loaded = torch.jit.load(str(path)).eval()
             outputs = [_torch_out(loaded, inputs) for inputs, _ in checks]
@@ -311,8 +330,10 @@ def _save_torchscript(net: Any, spec: ExportSpec, path: Path, checks: list[_Chec
         except Exception as error:  # scripting raises many error types; any means: try the next way
             failures.append(f"{kind}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
     path.unlink(missing_ok=True)
-    raise PackageError("the network cannot be converted to TorchScript (" + "; ".join(failures) + "); "
-                       "avoid data-dependent Python control flow in forward, or make it scriptable")
+    raise PackageError(
+        "the network cannot be converted to TorchScript (" + "; ".join(failures) + "); "
+        "avoid data-dependent Python control flow in forward, or make it scriptable"
+    )
 
 
 def _save_onnx(net: Any, spec: ExportSpec, path: Path, checks: list[_Check]) -> None:
@@ -321,12 +342,22 @@ def _save_onnx(net: Any, spec: ExportSpec, path: Path, checks: list[_Check]) -> 
     import torch
 
     spatial = {d: name for d, name in enumerate(spec.spatial_axes, start=2)}
-    dynamic = {INPUT_ID: {0: "batch", **spatial},
-               OUTPUT_ID: {0: "batch", **{d: f"{OUTPUT_ID}_{a}" for d, a in spatial.items()}}}
+    dynamic = {
+        INPUT_ID: {0: "batch", **spatial},
+        OUTPUT_ID: {0: "batch", **{d: f"{OUTPUT_ID}_{a}" for d, a in spatial.items()}},
+    }
     try:
         with _quiet_torch(), torch.no_grad():
-            torch.onnx.export(net, (torch.from_numpy(checks[-1][0]),), str(path), dynamo=False, opset_version=OPSET,
-                              input_names=[INPUT_ID], output_names=[OUTPUT_ID], dynamic_axes=dynamic)
+            torch.onnx.export(
+                net,
+                (torch.from_numpy(checks[-1][0]),),
+                str(path),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=[INPUT_ID],
+                output_names=[OUTPUT_ID],
+                dynamic_axes=dynamic,
+            )
     except Exception as error:  # the exporter raises many error types
         raise PackageError(f"the network cannot be exported to ONNX opset {OPSET}: {error}") from error
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -341,7 +372,9 @@ def _save_and_validate(descr: Any, tmp: Path) -> None:
     save_bioimageio_yaml_only(descr, rdf)
     loaded = load_model_description(rdf, perform_io_checks=True)
     if isinstance(loaded, InvalidDescr):
-        errors = [f"{'.'.join(map(str, e.loc))}: {e.msg}" for d in loaded.validation_summary.details
-                  for e in d.errors]
-        raise PackageError("the exported description is not valid for bioimageio.spec: "
-                           + "; ".join(errors[:8]) + "; fix the ExportSpec fields named")
+        errors = [f"{'.'.join(map(str, e.loc))}: {e.msg}" for d in loaded.validation_summary.details for e in d.errors]
+        raise PackageError(
+            "the exported description is not valid for bioimageio.spec: "
+            + "; ".join(errors[:8])
+            + "; fix the ExportSpec fields named"
+        )

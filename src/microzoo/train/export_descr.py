@@ -41,8 +41,10 @@ def build_description(tmp: Path, spec: ExportSpec, x: np.ndarray, net: Any, scri
             return _describe(tmp, spec, x, net, script_kind, raw)
     except pydantic.ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:6])
-        raise ConfigError(f"the package description is not valid ({problems}); fix the ExportSpec "
-                          "fields named (name, license, authors, tags, ...)") from error
+        raise ConfigError(
+            f"the package description is not valid ({problems}); fix the ExportSpec "
+            "fields named (name, license, authors, tags, ...)"
+        ) from error
 
 
 def _weights_descr(v05: Any, tmp: Path, spec: ExportSpec) -> Any:
@@ -52,12 +54,17 @@ def _weights_descr(v05: Any, tmp: Path, spec: ExportSpec) -> Any:
     parent = "pytorch_state_dict"
     return v05.WeightsDescr(
         pytorch_state_dict=v05.PytorchStateDictWeightsDescr(
-            **_file_fields(v05, tmp, STATE_DICT_FILE), pytorch_version=version,
+            **_file_fields(v05, tmp, STATE_DICT_FILE),
+            pytorch_version=version,
             architecture=v05.ArchitectureFromFileDescr(
                 **_file_fields(v05, tmp, spec.architecture_source.name),
-                callable=v05.Identifier(spec.architecture_callable), kwargs=spec.architecture_kwargs)),
-        torchscript=v05.TorchscriptWeightsDescr(**_file_fields(v05, tmp, TORCHSCRIPT_FILE),
-                                                pytorch_version=version, parent=parent),
+                callable=v05.Identifier(spec.architecture_callable),
+                kwargs=spec.architecture_kwargs,
+            ),
+        ),
+        torchscript=v05.TorchscriptWeightsDescr(
+            **_file_fields(v05, tmp, TORCHSCRIPT_FILE), pytorch_version=version, parent=parent
+        ),
         onnx=v05.OnnxWeightsDescr(**_file_fields(v05, tmp, ONNX_FILE), opset_version=OPSET, parent=parent),
     )
 
@@ -76,10 +83,14 @@ def _input_descr(v05: Any, tmp: Path, spec: ExportSpec, x: np.ndarray) -> Any:
     spatial = [v05.AxisId(a) for a in spec.spatial_axes]
     return v05.InputTensorDescr(
         id=v05.TensorId(INPUT_ID),
-        axes=[v05.BatchAxis(),
-              v05.ChannelAxis(channel_names=[v05.Identifier(f"channel{i}") for i in range(spec.in_channels)]),
-              *[v05.SpaceInputAxis(id=a, size=v05.ParameterizedSize(min=spec.size_min, step=spec.size_step))
-                for a in spatial]],
+        axes=[
+            v05.BatchAxis(),
+            v05.ChannelAxis(channel_names=[v05.Identifier(f"channel{i}") for i in range(spec.in_channels)]),
+            *[
+                v05.SpaceInputAxis(id=a, size=v05.ParameterizedSize(min=spec.size_min, step=spec.size_step))
+                for a in spatial
+            ],
+        ],
         test_tensor=v05.FileDescr(**_file_fields(v05, tmp, "test_input.npy")),
         sample_tensor=v05.FileDescr(**_file_fields(v05, tmp, _write_sample(tmp, "sample_input.tif", x))),
         preprocessing=_preprocessing(v05, spec),
@@ -90,8 +101,11 @@ def _preprocessing(v05: Any, spec: ExportSpec) -> list[Any]:
     """float32, then each sample and channel scaled between its percentiles, float32."""
     low, high = spec.normalization_percentiles
     f32 = v05.EnsureDtypeDescr(kwargs=v05.EnsureDtypeKwargs(dtype="float32"))
-    scale = v05.ScaleRangeDescr(kwargs=v05.ScaleRangeKwargs(
-        axes=[v05.AxisId(a) for a in spec.spatial_axes], min_percentile=low, max_percentile=high))
+    scale = v05.ScaleRangeDescr(
+        kwargs=v05.ScaleRangeKwargs(
+            axes=[v05.AxisId(a) for a in spec.spatial_axes], min_percentile=low, max_percentile=high
+        )
+    )
     return [f32, scale, f32]
 
 
@@ -135,12 +149,18 @@ def _output_descr(v05: Any, tmp: Path, spec: ExportSpec, y: np.ndarray) -> Any:
     ref = dict(tensor_id=v05.TensorId(INPUT_ID))
     return v05.OutputTensorDescr(
         id=v05.TensorId(OUTPUT_ID),
-        axes=[v05.BatchAxis(),
-              v05.ChannelAxis(channel_names=[v05.Identifier(f"{prefix}{i}") for i in range(spec.out_channels)]),
-              *[v05.SpaceOutputAxisWithHalo(id=v05.AxisId(a), halo=spec.halo,
-                                            size=v05.SizeReference(**ref, axis_id=v05.AxisId(a)))
-                if spec.halo else v05.SpaceOutputAxis(id=v05.AxisId(a), size=v05.SizeReference(
-                    **ref, axis_id=v05.AxisId(a))) for a in spec.spatial_axes]],
+        axes=[
+            v05.BatchAxis(),
+            v05.ChannelAxis(channel_names=[v05.Identifier(f"{prefix}{i}") for i in range(spec.out_channels)]),
+            *[
+                v05.SpaceOutputAxisWithHalo(
+                    id=v05.AxisId(a), halo=spec.halo, size=v05.SizeReference(**ref, axis_id=v05.AxisId(a))
+                )
+                if spec.halo
+                else v05.SpaceOutputAxis(id=v05.AxisId(a), size=v05.SizeReference(**ref, axis_id=v05.AxisId(a)))
+                for a in spec.spatial_axes
+            ],
+        ],
         test_tensor=v05.FileDescr(**_file_fields(v05, tmp, "test_output.npy")),
         sample_tensor=v05.FileDescr(**_file_fields(v05, tmp, _write_sample(tmp, "sample_output.tif", y))),
         postprocessing=_postprocessing(v05, spec),
@@ -163,10 +183,14 @@ def _test_output(tmp: Path, spec: ExportSpec, x: np.ndarray, raw: np.ndarray) ->
 
 # --- the description ----------------------------------------------------------------------
 
-MODALITY_TAGS = {"fluorescence": "fluorescence-light-microscopy", "brightfield": "brightfield",
-                 "colour": "histology"}
-CITE = [("BioImage Model Zoo: Ouyang et al. (2022), BioImage Model Zoo: a community-driven resource for "
-         "accessible deep learning in bioimage analysis", "10.1101/2022.06.07.495102")]
+MODALITY_TAGS = {"fluorescence": "fluorescence-light-microscopy", "brightfield": "brightfield", "colour": "histology"}
+CITE = [
+    (
+        "BioImage Model Zoo: Ouyang et al. (2022), BioImage Model Zoo: a community-driven resource for "
+        "accessible deep learning in bioimage analysis",
+        "10.1101/2022.06.07.495102",
+    )
+]
 
 
 def _describe(tmp: Path, spec: ExportSpec, x: np.ndarray, net: Any, script_kind: str, raw: np.ndarray) -> Any:
@@ -178,9 +202,17 @@ def _describe(tmp: Path, spec: ExportSpec, x: np.ndarray, net: Any, script_kind:
     write_cover(tmp / "cover.png", spec, x, y)
     attachments = _write_attachments(tmp, spec)
     weights = {"pytorch_state_dict": STATE_DICT_FILE, "torchscript": TORCHSCRIPT_FILE, "onnx": ONNX_FILE}
-    (tmp / "README.md").write_text(readme_text(
-        spec, weights=weights, opset=OPSET, input_id=INPUT_ID, modality=modality, script_kind=script_kind,
-        attachments=[a.name for a in attachments]))
+    (tmp / "README.md").write_text(
+        readme_text(
+            spec,
+            weights=weights,
+            opset=OPSET,
+            input_id=INPUT_ID,
+            modality=modality,
+            script_kind=script_kind,
+            attachments=[a.name for a in attachments],
+        )
+    )
     tags = [*spec.tags, *TASKS[spec.task].tags, f"{spec.spatial_dims}d", "pytorch", "microzoo"]
     if modality:
         tags.append(MODALITY_TAGS[modality])
@@ -197,8 +229,9 @@ def _describe(tmp: Path, spec: ExportSpec, x: np.ndarray, net: Any, script_kind:
         inputs=[input_descr],
         outputs=[_output_descr(v05, tmp, spec, y)],
         weights=_weights_descr(v05, tmp, spec),
-        config=v05.Config(bioimageio=_bioimageio_config(v05, spec, net, modality),
-                          microzoo=_microzoo_config(spec, attachments)),
+        config=v05.Config(
+            bioimageio=_bioimageio_config(v05, spec, net, modality), microzoo=_microzoo_config(spec, attachments)
+        ),
     )
 
 
@@ -225,8 +258,9 @@ def _write_attachments(tmp: Path, spec: ExportSpec) -> list[Path]:
             elif not isinstance(fingerprint, Fingerprint):
                 fingerprint = Fingerprint.model_validate(fingerprint)
         except ValueError as error:
-            raise ConfigError(f"fingerprint is not a training fingerprint ({error}); give a "
-                              "microzoo.trust.fingerprint.Fingerprint") from error
+            raise ConfigError(
+                f"fingerprint is not a training fingerprint ({error}); give a microzoo.trust.fingerprint.Fingerprint"
+            ) from error
         written.append(fingerprint.save(tmp / FINGERPRINT_NAME))
     if spec.qc_report is not None:
         written.append(tmp / f"qc_report{spec.qc_report.suffix}")
@@ -236,10 +270,17 @@ def _write_attachments(tmp: Path, spec: ExportSpec) -> list[Path]:
 
 def _bioimageio_config(v05: Any, spec: ExportSpec, net: Any, modality: str | None) -> Any:
     low, high = spec.normalization_percentiles
-    training: dict[str, Any] = {"training_preprocessing": (
-        f"each image scaled so that its percentiles {low:g} and {high:g} (per channel) become 0 and 1")}
-    numbers = {"epochs": "training_epochs", "batch_size": "training_batch_size",
-               "learning_rate": "initial_learning_rate", "lr": "initial_learning_rate"}
+    training: dict[str, Any] = {
+        "training_preprocessing": (
+            f"each image scaled so that its percentiles {low:g} and {high:g} (per channel) become 0 and 1"
+        )
+    }
+    numbers = {
+        "epochs": "training_epochs",
+        "batch_size": "training_batch_size",
+        "learning_rate": "initial_learning_rate",
+        "lr": "initial_learning_rate",
+    }
     texts = {"loss": "loss_function", "optimizer": "optimizer", "schedule": "learning_rate_schedule"}
     for key, value in spec.training.items():
         if key in numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -266,12 +307,22 @@ def _microzoo_config(spec: ExportSpec, attachments: list[Path]) -> dict[str, Any
     config = {
         "task": spec.task,
         "spatial_dims": spec.spatial_dims,
-        "normalization": {"method": "scale_range", "min_percentile": low, "max_percentile": high,
-                          "per": "sample and channel", "axes": list(spec.spatial_axes)},
+        "normalization": {
+            "method": "scale_range",
+            "min_percentile": low,
+            "max_percentile": high,
+            "per": "sample and channel",
+            "axes": list(spec.spatial_axes),
+        },
         "postprocessing": spec.postprocessing,
-        "output_scale": {"gain": spec.output_scale[0], "offset": spec.output_scale[1],
-                         "meaning": "output = network output * gain + offset: the input's intensity units "
-                                    "(median percentiles of the training images)"} if spec.output_scale else None,
+        "output_scale": {
+            "gain": spec.output_scale[0],
+            "offset": spec.output_scale[1],
+            "meaning": "output = network output * gain + offset: the input's intensity units "
+            "(median percentiles of the training images)",
+        }
+        if spec.output_scale
+        else None,
         "instance_settings": spec.instance_settings,
         "fingerprint": FINGERPRINT_NAME if FINGERPRINT_NAME in names else None,
         "qc_report": next((n for n in names if n.startswith("qc_report")), None),

@@ -114,7 +114,9 @@ def cosine_rate(settings: TrainingConfig, done_steps: int, minutes: float) -> fl
     return low + (settings.learning_rate - low) * (1 + math.cos(math.pi * min(fraction, 1.0))) / 2
 
 
-def _scheduler(settings: TrainingConfig, optimizer: torch.optim.Optimizer, mode: Mode):
+def _scheduler(
+    settings: TrainingConfig, optimizer: torch.optim.Optimizer, mode: Mode
+) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
     """The plateau scheduler; the cosine (:func:`cosine_rate`) is set step by step in the loop."""
     if settings.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(

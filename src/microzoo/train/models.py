@@ -1,8 +1,8 @@
 """The U-Net that every microzoo training task uses, in 2-D and 3-D.
 
 This file is shipped inside each exported model package as the architecture source, so it
-imports only torch (and the standard library): anyone can rebuild the network with
-``UNet(**kwargs)`` and load the package's state dict.
+imports only torch (and the standard library) and keeps to Python 3.9 (bioimageio.core's
+oldest): anyone can rebuild the network with ``UNet(**kwargs)`` and load the package's state dict.
 
 The shape of the network (depth 3)::
 
@@ -56,6 +56,7 @@ class BlurPool(nn.Module):
         if spatial_dims == 3:
             kernel = kernel[:, :, None] * taps
         kernel = kernel / kernel.sum()
+        self.kernel: torch.Tensor  # a buffer (follows the module's device and state dict), declared for type checkers
         self.register_buffer("kernel", kernel.expand(channels, 1, *kernel.shape).contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,12 +124,14 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         h = x
-        for encoder, down in zip(self.encoders, self.downs, strict=False):
+        # zip without strict (equal lengths by construction): this file runs wherever the package does,
+        # and bioimageio.core runs on Python 3.9, where zip takes no strict
+        for encoder, down in zip(self.encoders, self.downs):  # noqa: B905
             h = encoder(h)
             skips.append(h)
             h = down(h)
         h = self.bottom(h)
-        for level, (up, decoder) in enumerate(zip(self.ups, self.decoders, strict=False)):
+        for level, (up, decoder) in enumerate(zip(self.ups, self.decoders)):  # noqa: B905
             h = up(h)
             skip = skips[self.depth - 1 - level]
             if not (self.n2v2 and level == self.depth - 1):

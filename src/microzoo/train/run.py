@@ -1,9 +1,12 @@
 """One entry point for every training task: :func:`train`.
 
->>> from microzoo.train import n2v_config, train
->>> config = n2v_config(images="noisy/", epochs=50)           # doctest: +SKIP
->>> result = train(config, out_dir="n2v-model")                # doctest: +SKIP
->>> result.package, result.report, result.curves_png           # doctest: +SKIP
+Example::
+
+    from microzoo.train import n2v_config, train
+
+    config = n2v_config(images="noisy/", epochs=50)
+    result = train(config, out_dir="n2v-model")
+    result.package, result.report, result.curves_png  # the package, QC report, loss curves
 
 The output folder then holds::
 
@@ -27,6 +30,7 @@ from microzoo.train.config import load_config, save_config
 from microzoo.train.tasks.skeleton import TrainingResult, run_task
 
 __all__ = ["TrainingResult", "train"]
+
 
 def train(
     config: Any,

@@ -56,7 +56,9 @@ def restoration_qc(
 ) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]], list[np.ndarray]]:  # fmt: skip
     """Truths, predictions (model, tuned Gaussian, noisy input) and inputs on the validation images."""
     low, high = percentiles
-    (gaussian,) = restoration_baselines(train_noisy=[s.raw[0] for s in train], train_clean=[s.truth[0] for s in train])
+    (gaussian,) = restoration_baselines(
+        train_noisy=[s.raw[0] for s in train], train_clean=[s.require_truth()[0] for s in train]
+    )
 
     def first(array: np.ndarray) -> np.ndarray:
         return array[0] if array.shape[0] == 1 else array
@@ -68,7 +70,7 @@ def restoration_qc(
         gaussian.name: [first(np.stack([gaussian(channel) for channel in s.raw])) for s in val],
         "noisy input": [first(s.raw) for s in val],
     }
-    return [first(s.truth) for s in val], predictions, [first(s.raw) for s in val]
+    return [first(s.require_truth()) for s in val], predictions, [first(s.raw) for s in val]
 
 
 def psnr_normalised(output: np.ndarray, target: np.ndarray) -> float:
@@ -83,7 +85,7 @@ def setup(config: CareConfig, train: list[Sample], val: list[Sample]) -> LoopSet
     low, high = data.normalization_percentiles
 
     def clean(group: Sequence[Sample]) -> list[np.ndarray]:
-        return [normalize_percentiles(s.truth, low=low, high=high) for s in group]
+        return [normalize_percentiles(s.require_truth(), low=low, high=high) for s in group]
 
     sampler = PatchSampler([s.image for s in train], clean(train), patch_size=data.patch_size,
                            augmentation=data.augmentation, jitter_targets=True)  # fmt: skip

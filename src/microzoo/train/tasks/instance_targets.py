@@ -61,8 +61,7 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim not in (2, 3):
         raise DataError(
-            f"an instance label image must be 2-D or 3-D, got shape {labels.shape}; "
-            "remove channel or time axes first"
+            f"an instance label image must be 2-D or 3-D, got shape {labels.shape}; remove channel or time axes first"
         )
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
         raise DataError(
@@ -99,7 +98,7 @@ def targets_from_labels(labels: np.ndarray) -> np.ndarray:
             continue
         # one pixel of context around the box: the nearest pixel outside the object is in it
         box = tuple(
-            slice(max(s.start - 1, 0), min(s.stop + 1, size)) for s, size in zip(box, labels.shape, strict=False)
+            slice(max(s.start - 1, 0), min(s.stop + 1, size)) for s, size in zip(box, labels.shape, strict=True)
         )
         inside = compact[box] == number
         if inside.all():  # the object fills its box up to the image border: no edge in sight
@@ -153,7 +152,7 @@ def optimize_instance_settings(
     if not 0 < iou_threshold <= 1:
         raise ConfigError(f"the IoU threshold must lie in (0, 1], got {iou_threshold}")
     truths = [_check_labels(truth) for truth in labels]
-    for output, truth in zip(outputs, truths, strict=False):
+    for output, truth in zip(outputs, truths, strict=True):
         if check_instance_output(output).shape[1:] != truth.shape:
             raise DataError(
                 f"an output of spatial shape {np.shape(output)[1:]} was given with labels of shape "
@@ -171,9 +170,9 @@ def optimize_instance_settings(
     names = list(grid)
     for values in itertools.product(*(grid[name] for name in names)):
         try:
-            candidate = InstanceSettings.model_validate({**base.model_dump(), **dict(zip(names, values, strict=False))})
+            candidate = InstanceSettings.model_validate({**base.model_dump(), **dict(zip(names, values, strict=True))})
         except ValidationError as error:
-            raise ConfigError(f"invalid grid values {dict(zip(names, values, strict=False))}: {error}") from error
+            raise ConfigError(f"invalid grid values {dict(zip(names, values, strict=True))}: {error}") from error
         if candidate not in candidates:
             candidates.append(candidate)
 
@@ -182,7 +181,7 @@ def optimize_instance_settings(
         pooled = instance_metrics_dataset(
             [
                 match_instances(truth, instances_from_output(output, settings=candidate), thresholds=(iou_threshold,))
-                for output, truth in zip(outputs, truths, strict=False)
+                for output, truth in zip(outputs, truths, strict=True)
             ]
         ).at(iou_threshold)
         rows.append(
@@ -213,8 +212,7 @@ def instance_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     """
     if prediction.shape != target.shape:
         raise DataError(
-            f"prediction and target must have the same shape, got {tuple(prediction.shape)} "
-            f"and {tuple(target.shape)}"
+            f"prediction and target must have the same shape, got {tuple(prediction.shape)} and {tuple(target.shape)}"
         )
     if prediction.ndim < 3 or prediction.shape[1] != N_TARGET_CHANNELS:
         raise DataError(

@@ -46,24 +46,25 @@ def _f1(truths: list[np.ndarray], preds: list[np.ndarray]) -> float:
 def setup(config: InstancesConfig, train: list[Sample], val: list[Sample]) -> LoopSetup:
     """Patches of the three target maps, their loss, validation F1 at IoU 0.5 with default settings."""
     data, settings = config.data, config.training
+    train_labels, val_labels = [s.require_truth() for s in train], [s.require_truth() for s in val]
     sampler = PatchSampler(
-        [s.image for s in train], [targets_from_labels(s.truth) for s in train], patch_size=data.patch_size,
-        augmentation=data.augmentation, foreground=[s.truth > 0 for s in train],
+        [s.image for s in train], [targets_from_labels(t) for t in train_labels], patch_size=data.patch_size,
+        augmentation=data.augmentation, foreground=[t > 0 for t in train_labels],
         min_foreground=data.min_foreground_fraction,
     )  # fmt: skip
     # validation patches carry their label crop as a last channel, to score instances on them
     val_sampler = PatchSampler(
-        [s.image for s in val], [np.concatenate([targets_from_labels(s.truth), s.truth[None]]) for s in val],
-        patch_size=data.patch_size, foreground=[s.truth > 0 for s in val], min_foreground=data.min_foreground_fraction,
+        [s.image for s in val], [np.concatenate([targets_from_labels(t), t[None]]) for t in val_labels],
+        patch_size=data.patch_size, foreground=[t > 0 for t in val_labels], min_foreground=data.min_foreground_fraction,
     )  # fmt: skip
     val_x, val_both = val_sampler.sample(np.random.default_rng(settings.seed + 1), data.validation_patches)
-    val_y, val_labels = val_both[:, :N_TARGET_CHANNELS], list(val_both[:, N_TARGET_CHANNELS].astype(np.int32))
+    val_y, val_patch_labels = val_both[:, :N_TARGET_CHANNELS], list(val_both[:, N_TARGET_CHANNELS].astype(np.int32))
 
     def validate(net: torch.nn.Module) -> dict[str, float]:
         output = predict_batches(net, val_x, batch_size=settings.batch_size)
         loss = float(instance_loss(torch.from_numpy(output), torch.from_numpy(val_y)))
         preds = [instances_from_output(_sigmoid(o), settings=InstanceSettings()) for o in output]
-        return {"val_loss": loss, "val_f1": _f1(val_labels, preds)}
+        return {"val_loss": loss, "val_f1": _f1(val_patch_labels, preds)}
 
     return LoopSetup(out_channels=N_TARGET_CHANNELS, sample_batch=lambda rng: sampler.sample(rng, settings.batch_size),
                      loss_fn=instance_loss, validate=validate, monitor="val_loss", mode="min")  # fmt: skip
@@ -78,7 +79,7 @@ def check(
     multiple = 2**config.network.depth
     progress(0, len(val), "choosing the instance thresholds on the validation images")
     outputs = [_sigmoid(predict_image(network, s.image, multiple=multiple)) for s in val]
-    truths = [s.truth for s in val]
+    truths = [s.require_truth() for s in val]
     chosen, table = optimize_instance_settings(outputs, truths)
     with atomic_output(Path(out_dir) / "instance_settings.yaml") as tmp:
         tmp.write_text(yaml.safe_dump({"settings": chosen.model_dump(), "search": table}, sort_keys=False))

@@ -33,7 +33,7 @@ def masked_batch(patches: np.ndarray, *, config: N2VConfig, rng: np.random.Gener
     masked, masks = zip(*(
         blind_spot_mask(p, fraction=config.masked_fraction, rng=rng, variant=config.variant, radius=config.mask_radius)
         for p in patches
-    ), strict=False)  # fmt: skip
+    ), strict=True)  # fmt: skip
     return np.stack(masked), patches.astype(np.float32), np.stack(masks).astype(np.float32)
 
 
@@ -42,13 +42,13 @@ def setup(config: N2VConfig, train: list[Sample], val: list[Sample]) -> LoopSetu
     data, settings = config.data, config.training
     sampler = PatchSampler([s.image for s in train], None, patch_size=data.patch_size, augmentation=data.augmentation)
     val_rng = np.random.default_rng(settings.seed + 1)
-    val_patches, _ = PatchSampler([s.image for s in val], None, patch_size=data.patch_size).sample(
+    val_patches = PatchSampler([s.image for s in val], None, patch_size=data.patch_size).sample_inputs(
         val_rng, data.validation_patches
     )
     val_x, val_y, val_mask = masked_batch(val_patches, config=config, rng=val_rng)
 
     def sample_batch(rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-        patches, _ = sampler.sample(rng, settings.batch_size)
+        patches = sampler.sample_inputs(rng, settings.batch_size)
         return masked_batch(patches, config=config, rng=rng)
 
     def validate(net: torch.nn.Module) -> dict[str, float]:

@@ -48,8 +48,8 @@ def _window_offsets(n_spatial: int, radius: int) -> np.ndarray:
 def _stratified_points(shape: tuple[int, ...], fraction: float, rng: np.random.Generator) -> np.ndarray:
     """One uniform point per grid cell of side ``fraction ** (-1/d)``; (n, d) int array, n >= 1."""
     step = fraction ** (-1.0 / len(shape))
-    starts = np.meshgrid(*[np.arange(0.0, size, step) for size in shape], indexing="ij")
-    starts = np.stack([s.ravel() for s in starts], axis=1)
+    grid = np.meshgrid(*[np.arange(0.0, size, step) for size in shape], indexing="ij")
+    starts = np.stack([s.ravel() for s in grid], axis=1)
     points = np.floor(starts + rng.random(starts.shape) * step).astype(np.int64)
     points = points[np.all(points < np.asarray(shape), axis=1)]
     if len(points) == 0:

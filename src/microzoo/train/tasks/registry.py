@@ -38,7 +38,8 @@ _HALLUCINATION = (
     "not in the sample (hallucination) or remove faint real ones, most of all on images unlike its "
     "training data. Use the output for looking at the data and for segmentation that is itself "
     "validated; measure intensities on the raw images. Output values are in the input's intensity "
-    "units: the package maps the network's normalised output back with the training images' percentiles.")
+    "units: the package maps the network's normalised output back with the training images' percentiles."
+)
 
 
 @dataclass(frozen=True)

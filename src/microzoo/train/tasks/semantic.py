@@ -21,6 +21,7 @@ import torch
 from microzoo.errors import DataError
 from microzoo.progress import ProgressCallback
 from microzoo.qc.baselines import semantic_baseline
+from microzoo.qc.metrics import mean_class_iou
 from microzoo.train.config import SemanticConfig
 from microzoo.train.data import PatchSampler, Sample
 from microzoo.train.loop import predict_batches
@@ -57,20 +58,22 @@ def segmentation_loss(
     ``kind``: ``"bce"``, ``"dice"``, ``"bce_dice"`` or ``"weighted_bce"`` (needs ``class_weights``).
     One output channel means two classes (sigmoid); several mean one per class (softmax).
     """
-    weights = class_weights.to(output.device) if class_weights is not None else None
+    if kind == "weighted_bce":
+        if class_weights is None:
+            raise ValueError("the loss 'weighted_bce' needs class_weights (one per class)")
+        weights = class_weights.to(output.device)
+        if output.shape[1] == 1:
+            pixel_weights = weights[1] * target + weights[0] * (1 - target)
+            return torch.nn.functional.binary_cross_entropy_with_logits(output, target, weight=pixel_weights)
+        return torch.nn.functional.cross_entropy(output, target[:, 0].long(), weight=weights)
     if output.shape[1] == 1:
         probabilities = torch.sigmoid(output)
         one_hot = target
-        if kind == "weighted_bce":
-            pixel_weights = weights[1] * target + weights[0] * (1 - target)
-            return torch.nn.functional.binary_cross_entropy_with_logits(output, target, weight=pixel_weights)
         cross_entropy = torch.nn.functional.binary_cross_entropy_with_logits(output, target)
     else:
         classes = target[:, 0].long()
         probabilities = torch.softmax(output, dim=1)
         one_hot = torch.nn.functional.one_hot(classes, output.shape[1]).movedim(-1, 1).to(output.dtype)
-        if kind == "weighted_bce":
-            return torch.nn.functional.cross_entropy(output, classes, weight=weights)
         cross_entropy = torch.nn.functional.cross_entropy(output, classes)
     if kind == "bce":
         return cross_entropy
@@ -86,22 +89,11 @@ def predicted_classes(output: np.ndarray) -> np.ndarray:
     return np.argmax(output, axis=0).astype(np.int32)
 
 
-def mean_iou(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
-    """Mean IoU over the classes present in either map (foreground IoU for two classes)."""
-    classes = [1] if n_classes == 2 else range(n_classes)
-    scores = []
-    for c in classes:
-        union = np.logical_or(truth == c, pred == c).sum()
-        if union:
-            scores.append(np.logical_and(truth == c, pred == c).sum() / union)
-    return float(np.mean(scores)) if scores else 1.0
-
-
 def setup(config: SemanticConfig, train: list[Sample], val: list[Sample]) -> LoopSetup:
     """Patches of class maps (redrawn without foreground), the chosen loss, validation IoU."""
     data, settings, n = config.data, config.training, config.n_classes
-    train_classes = [class_map(s.truth, n, name=s.name, foreground=config.foreground) for s in train]
-    truths = [class_map(s.truth, n, name=s.name, foreground=config.foreground) for s in val]
+    train_classes = [class_map(s.require_truth(), n, name=s.name, foreground=config.foreground) for s in train]
+    truths = [class_map(s.require_truth(), n, name=s.name, foreground=config.foreground) for s in val]
     sampler = PatchSampler(
         [s.image for s in train], [c[None].astype(np.float32) for c in train_classes], patch_size=data.patch_size,
         augmentation=data.augmentation, foreground=[c > 0 for c in train_classes],
@@ -123,7 +115,7 @@ def setup(config: SemanticConfig, train: list[Sample], val: list[Sample]) -> Loo
         loss = float(loss_fn(torch.from_numpy(output), torch.from_numpy(val_y)))
         truth = val_y[:, 0].astype(np.int32)
         pred = np.stack([predicted_classes(o) for o in output])
-        return {"val_loss": loss, "val_iou": mean_iou(truth, pred, n)}
+        return {"val_loss": loss, "val_iou": mean_class_iou(truth, pred, n_classes=n)}
 
     return LoopSetup(out_channels=1 if n == 2 else n, sample_batch=lambda rng: sampler.sample(rng, settings.batch_size),
                      loss_fn=loss_fn, validate=validate, monitor="val_iou", mode="max")  # fmt: skip
@@ -136,7 +128,7 @@ def check(
     """Classes of the U-Net and of the Otsu baseline (polarity chosen on training images)."""
     n = config.n_classes
     multiple = 2**config.network.depth
-    train_classes = [class_map(s.truth, n, name=s.name, foreground=config.foreground) for s in train]
+    train_classes = [class_map(s.require_truth(), n, name=s.name, foreground=config.foreground) for s in train]
     otsu = semantic_baseline(train_images=[s.raw[0] for s in train], train_classes=train_classes, n_classes=n)
     predictions = {
         "U-Net": [predicted_classes(predict_image(network, s.image, multiple=multiple)) for s in val],
@@ -147,6 +139,6 @@ def check(
         notes["foreground"] = "label 0" if config.foreground == "zero" else "label > 0"
     return TaskCheck(
         postprocessing="sigmoid" if n == 2 else "softmax", notes=notes, predictions=predictions,
-        truths=[class_map(s.truth, n, name=s.name, foreground=config.foreground) for s in val],
+        truths=[class_map(s.require_truth(), n, name=s.name, foreground=config.foreground) for s in val],
         inputs=[s.raw[0] for s in val],
     )  # fmt: skip

@@ -21,7 +21,7 @@ import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from microzoo.progress import ProgressCallback, no_progress
 from microzoo.train.data import Sample, load_samples, split_samples
 from microzoo.train.loop import BatchSampler, LoopResult, LossFunction, Mode, Validator, fit
 from microzoo.train.tasks.registry import TrainingTask, get_task
+
+if TYPE_CHECKING:
+    from microzoo.trust.fingerprint import Fingerprint
 
 __all__ = [
     "LoopSetup", "TaskCheck", "TrainingResult", "build_network", "finish", "load_best", "predict_image", "run_task",
@@ -177,23 +180,16 @@ def predict_image(network: torch.nn.Module, image: np.ndarray, *, multiple: int)
     return output[(slice(None), *(slice(0, s) for s in spatial))]
 
 
-def _planes(raw: np.ndarray, *, most: int = 8) -> list[np.ndarray]:
-    """2-D grey views of a raw image ``(c, *spatial)`` for the fingerprint: the image itself in
-    2-D; in 3-D up to ``most`` planes spread evenly over z (so a few stacks give enough images)."""
-    image = raw[0]
-    if image.ndim == 2:
-        return [image]
-    return [image[z] for z in np.unique(np.linspace(0, image.shape[0] - 1, most).round().astype(int))]
-
-
-def fingerprint_or_none(raws: Sequence[np.ndarray]) -> Any:
-    """The training fingerprint (of 2-D views, see :func:`_planes`), or None when the images are too
+def fingerprint_or_none(raws: Sequence[np.ndarray]) -> Fingerprint | None:
+    """The training fingerprint of 2-D views of the raw images ``(c, *spatial)`` (in 3-D up to 8
+    planes a stack: :func:`microzoo.trust.fingerprint.image_views`, the views the trust note
+    compares new images by), or None when the images are too
     small to describe. With fewer than 5 views (the fingerprint's minimum) the quarters of each view
     are added, so a run on a few images still gives its package a fingerprint."""
     from microzoo.errors import MicrozooError
-    from microzoo.trust.fingerprint import fingerprint_images
+    from microzoo.trust.fingerprint import fingerprint_images, image_views
 
-    views = [plane for raw in raws for plane in _planes(raw)]
+    views = [plane for raw in raws for plane in image_views(raw, "czyx"[-raw.ndim :])]
     if len(views) < 5:  # fingerprint_images needs 5 images
         views += [v[y : y + v.shape[0] // 2, x : x + v.shape[1] // 2] for v in list(views)
                   for y in (0, v.shape[0] // 2) for x in (0, v.shape[1] // 2)]  # fmt: skip

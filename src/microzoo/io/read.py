@@ -13,12 +13,15 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from microzoo.errors import AxesError, ImageError
 from microzoo.io.axes import check_axes
+
+if TYPE_CHECKING:  # pragma: no cover
+    import zarr
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -76,7 +79,7 @@ class Image:
         The file it was read from.
     """
 
-    data: Any
+    data: np.ndarray | zarr.Array
     axes: str
     pixel_size: Mapping[str, float] | None = None
     unit: str | None = None

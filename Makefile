@@ -19,7 +19,8 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/microzoo demo --out demo-output
 
-test: setup
+# The static checks first (a minute), then the suite with its doctests.
+test: check
 	$(PY) -m pytest -q
 
 # Static checks (pinned in the dev extra): lint, format, types. Developers run it; `make test` runs it too.

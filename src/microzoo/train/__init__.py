@@ -13,8 +13,7 @@ torch; :func:`train` and :func:`export_package` load it when first used.
 
 from __future__ import annotations
 
-from typing import Any
-
+from microzoo.lazy import lazy_exports
 from microzoo.train.config import (
     care_config,
     instances_config,
@@ -31,15 +30,8 @@ __all__ = [
     "n2v_config", "predict_image", "save_config", "semantic_config", "short_form_config", "train",
 ]  # fmt: skip
 
-_LAZY = {"train": "microzoo.train.run", "TrainingResult": "microzoo.train.run",
-         "export_package": "microzoo.train.export", "ExportSpec": "microzoo.train.export",
-         "predict_image": "microzoo.train.tasks.skeleton"}  # fmt: skip
+#: the verbs that need torch, imported on first use
+_LAZY = {"train": "run", "TrainingResult": "run", "export_package": "export", "ExportSpec": "export",
+         "predict_image": "tasks.skeleton"}  # fmt: skip
 
-
-def __getattr__(name: str) -> Any:
-    """The verbs that need torch, imported on first use."""
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'microzoo.train' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -11,8 +11,7 @@ The verbs, importable from here (loaded on first use)::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from microzoo.lazy import lazy_exports
 
 #: public name -> the module that defines it
 _EXPORTS = {
@@ -25,11 +24,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -235,6 +235,52 @@ def test_early_stopping_and_time_limit_keep_the_best_checkpoint(tmp_path: Path) 
     assert timed.stopped == "time limit" and len(timed.history) == 1 and timed.best_checkpoint.exists()
 
 
+def test_curves_png_is_drawn_after_the_first_epoch_then_at_most_every_interval_and_after_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import microzoo.train.loop as loop
+
+    drawn: list[int] = []
+    draw = loop._draw_curves
+    monkeypatch.setattr(loop, "_draw_curves", lambda history, *args: (drawn.append(len(history)), draw(history, *args)))
+    run = _fit_constant(tmp_path, epochs=4, early_stopping_patience=None)
+    assert drawn == [1, 4] and run.curves_png.exists()  # the epochs between fall within the 30 s
+    assert len(run.curves_csv.read_text().splitlines()) == 1 + 4  # the CSV after every epoch
+
+
+def test_n2v_output_starts_on_the_scale_of_its_targets_and_learns_sooner(w2s: Path) -> None:
+    """Noisy patches in percentile units spread about 0.1-0.2: an output on that scale from the start learns sooner."""
+    from microzoo.train.tasks import n2v
+    from microzoo.train.tasks.skeleton import build_network
+
+    config = _tiny(n2v_config(images=w2s / "noisy", patch_size=32))
+    train_samples, val_samples = split_samples(load_samples(config.data), fraction=0.2, seed=0)
+    setup = n2v.setup(config, train_samples, val_samples)
+    assert setup.output_statistics is not None
+    mean, std = setup.output_statistics
+    pixels = np.concatenate([s.image.ravel() for s in train_samples])
+    assert mean == pytest.approx([pixels.mean()], rel=1e-4) and std == pytest.approx([pixels.std()], rel=1e-4)
+    assert 0.02 < std[0] < 0.5
+    val_loss = {}
+    for scaled in (False, True):
+        network = build_network(config, in_channels=1, out_channels=1)
+        if scaled:
+            network.set_output_statistics(mean, std)
+        optimizer = torch.optim.Adam(network.parameters(), lr=4e-4)
+        rng = np.random.default_rng(0)
+        for _ in range(30):
+            inputs, *targets = (torch.from_numpy(a) for a in setup.sample_batch(rng))
+            optimizer.zero_grad()
+            setup.loss_fn(network(inputs), *targets).backward()
+            optimizer.step()
+        val_loss[scaled] = setup.validate(network)["val_loss"]
+    assert val_loss[True] < 0.5 * val_loss[False], val_loss
+    # state dicts saved before the output buffers existed load with gain 1 and offset 0
+    old = {k: v for k, v in network.state_dict().items() if not k.startswith("output_")}
+    network.load_state_dict(old)
+    assert network.output_gain.tolist() == [1.0] and network.output_offset.tolist() == [0.0]
+
+
 def test_resume_after_a_time_limit_trains_on(tmp_path: Path) -> None:
     """A run stopped by its time budget continues when resumed (with a new budget)."""
     timed = _fit_constant(tmp_path, epochs=3, max_minutes=1e-6)

@@ -8,7 +8,9 @@ checkpoints in ``OUT/checkpoints/`` and the loss curves in ``OUT/curves/``:
 - ``last.pt``: everything needed to resume (weights, optimizer, scheduler, random states,
   history), so a run interrupted at any point continues from the last finished epoch to the
   same result it would have reached without interruption;
-- ``loss.csv`` and ``loss.png``: training loss, validation figures and learning rate per epoch.
+- ``loss.csv`` and ``loss.png``: training loss, validation figures and learning rate per epoch
+  (the CSV after every epoch; the drawing, which costs more than a short epoch's validation,
+  after the first epoch, then at most every :data:`CURVES_INTERVAL_S` seconds, and after the last).
 
 It stops after ``epochs``, earlier when the validation figure has not improved for
 ``early_stopping_patience`` epochs, or when ``max_minutes`` have passed (the current epoch is
@@ -44,6 +46,8 @@ LossFunction = Callable[..., torch.Tensor]
 Validator = Callable[[torch.nn.Module], dict[str, float]]
 #: which way the monitored figure improves
 Mode = Literal["min", "max"]
+#: the loss curves' PNG is redrawn at most this often (and after the last epoch)
+CURVES_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -143,13 +147,16 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _write_curves(history: list[dict[str, float]], csv_path: Path, png_path: Path, monitor: str) -> None:
-    columns = list(history[0])
+def _write_csv(history: list[dict[str, float]], csv_path: Path) -> None:
     with atomic_output(csv_path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer = csv.DictWriter(handle, fieldnames=list(history[0]))
             writer.writeheader()
             writer.writerows(history)
+
+
+def _draw_curves(history: list[dict[str, float]], png_path: Path, monitor: str) -> None:
+    columns = list(history[0])
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -295,6 +302,7 @@ def fit(
     if resume and paths.last.exists():
         run.restore(load_checkpoint(paths.last), network, optimizer, scheduler)
     started, earlier = time.monotonic(), run.seconds
+    drawn = -math.inf  # when the PNG was last drawn: the first epoch draws it
     last_figure = f"{monitor} {run.history[-1][monitor]:.4f}" if run.history else f"{monitor} -"
     with torch_settings(settings, device):
         while not run.stopped and run.epoch < settings.epochs:
@@ -314,7 +322,10 @@ def fit(
                 _save({"network": network.state_dict(), "epoch": run.epoch + 1, "monitor": monitor, "value": value},
                       paths.best)  # fmt: skip
             _save(run.checkpoint(network, optimizer, scheduler), paths.last)
-            _write_curves(run.history, paths.csv, paths.png, monitor)
+            _write_csv(run.history, paths.csv)
+            if run.stopped or time.monotonic() - drawn >= CURVES_INTERVAL_S:
+                _draw_curves(run.history, paths.png, monitor)
+                drawn = time.monotonic()
             last_figure = f"{monitor} {value:.4f}"
             if on_epoch is not None:
                 on_epoch(row)

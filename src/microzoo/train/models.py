@@ -18,6 +18,12 @@ halves every spatial size (max pooling, or max-blur pooling for N2V2); ``up`` do
 N2V2 (Höck et al. 2022) removes the checkerboard artefacts of Noise2Void with blur pooling
 and without the top skip connection: pass ``n2v2=True``. CARE learns the residual between
 noisy and clean images: pass ``residual=True`` (then ``in_channels == out_channels``).
+
+The output is ``head * output_gain + output_offset`` (buffers, one value per output channel;
+1 and 0 unless a task sets them with :meth:`UNet.set_output_statistics`): a task whose targets
+have a small spread (Noise2Void on percentile-normalised images) sets them to its targets' mean
+and standard deviation, so that the freshly initialised network outputs on their scale and
+Adam's steps of fixed size are not spent shrinking the last layer.
 """
 
 from __future__ import annotations
@@ -120,6 +126,25 @@ class UNet(nn.Module):
             skip = 0 if (n2v2 and level == 0) else features[level]
             self.decoders.append(_block(spatial_dims, features[level] + skip, features[level], batch_norm))
         self.head = _conv(spatial_dims)(features[0], out_channels, kernel_size=1)
+        self.output_gain: torch.Tensor  # buffers (device and state dict follow the module), declared for type checkers
+        self.output_offset: torch.Tensor
+        self.register_buffer("output_gain", torch.ones(out_channels))
+        self.register_buffer("output_offset", torch.zeros(out_channels))
+
+    def set_output_statistics(self, mean: list[float], std: list[float]) -> None:
+        """Scale the output to targets of this mean and standard deviation per channel (see the module)."""
+        with torch.no_grad():
+            self.output_offset.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            self.output_gain.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        # state dicts saved before the output buffers existed: gain 1, offset 0 (as BatchNorm
+        # fills in its num_batches_tracked)
+        for name, value in (("output_gain", self.output_gain), ("output_offset", self.output_offset)):
+            state_dict.setdefault(
+                prefix + name, torch.ones_like(value) if name == "output_gain" else torch.zeros_like(value)
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -137,5 +162,6 @@ class UNet(nn.Module):
             if not (self.n2v2 and level == self.depth - 1):
                 h = torch.cat([h, skip], dim=1)
             h = decoder(h)
-        out = self.head(h)
+        shape = (1, -1) + (1,) * (h.dim() - 2)
+        out = self.head(h) * self.output_gain.view(shape) + self.output_offset.view(shape)
         return out + x if self.residual else out

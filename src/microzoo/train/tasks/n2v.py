@@ -56,8 +56,12 @@ def setup(config: N2VConfig, train: list[Sample], val: list[Sample]) -> LoopSetu
         tensors = (torch.from_numpy(a) for a in (output, val_y, val_mask))
         return {"val_loss": float(n2v_loss(*tensors))}
 
+    pixels = np.concatenate([s.image.reshape(s.image.shape[0], -1) for s in train], axis=1)
+    # the targets (the noisy patches) spread about 0.1-0.2 in percentile units: the output starts
+    # on their scale, else the first few hundred steps go to shrinking the last layer
+    statistics = (pixels.mean(axis=1).tolist(), np.maximum(pixels.std(axis=1), 1e-6).tolist())
     return LoopSetup(out_channels=train[0].image.shape[0], sample_batch=sample_batch, loss_fn=n2v_loss,
-                     validate=validate, monitor="val_loss", mode="min")  # fmt: skip
+                     validate=validate, monitor="val_loss", mode="min", output_statistics=statistics)  # fmt: skip
 
 
 def check(

@@ -21,7 +21,7 @@ import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from microzoo.train.loop import BatchSampler, LoopResult, LossFunction, Mode, Va
 from microzoo.train.tasks.registry import TrainingTask, get_task
 
 if TYPE_CHECKING:
+    from microzoo.train.models import UNet
     from microzoo.trust.fingerprint import Fingerprint
 
 __all__ = [
@@ -83,6 +84,9 @@ class LoopSetup:
     validate: Validator
     monitor: str
     mode: Mode  # "min" or "max": which way the monitored figure improves
+    #: per output channel, the mean and standard deviation of the targets, which the network's
+    #: output starts on (:meth:`~microzoo.train.models.UNet.set_output_statistics`); None: 0 and 1
+    output_statistics: tuple[list[float], list[float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,8 @@ def run_task(config: Any, *, out_dir: Path, config_path: Path, resume: bool = Fa
     train, val = split_samples(samples, fraction=data.validation_fraction, seed=settings.seed)
     setup: LoopSetup = task_module.setup(config, train, val)
     network = build_network(config, in_channels=train[0].image.shape[0], out_channels=setup.out_channels)
+    if setup.output_statistics is not None:
+        cast("UNet", network).set_output_statistics(*setup.output_statistics)
     loop = fit(network, sample_batch=setup.sample_batch, loss_fn=setup.loss_fn, validate=setup.validate,
                monitor=setup.monitor, mode=setup.mode, settings=settings, out_dir=out_dir, resume=resume,
                progress=progress)  # fmt: skip

@@ -25,7 +25,7 @@ SOURCE = Path(microzoo.__file__).resolve().parent
 #: layer names, lowest first; a module's layer is its first name below ``microzoo``
 ORDER = ("base", "io", "package", "runtime", "qc", "trust", "train", "zoo", "front")
 LAYER_OF = {
-    "errors": "base", "progress": "base", "lazy": "base", "io": "io", "package": "package", "runtime": "runtime",
+    "errors": "base", "progress": "base", "_lazy": "base", "io": "io", "package": "package", "runtime": "runtime",
     "qc": "qc", "trust": "trust", "train": "train", "zoo": "zoo", "cli": "front", "demo": "front",
     "napari": "front", "__init__": "front",
 }  # fmt: skip

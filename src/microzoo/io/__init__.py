@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from microzoo.lazy import lazy_exports
+from microzoo._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover
     from microzoo.io.atomic import atomic_output

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from microzoo.lazy import lazy_exports
+from microzoo._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover
     from microzoo.package.architecture import architecture_callable

@@ -14,7 +14,7 @@ The verbs, importable from here (loaded on first use, so ``import microzoo.qc`` 
 
 from __future__ import annotations
 
-from microzoo.lazy import lazy_exports
+from microzoo._lazy import lazy_exports
 
 #: public name -> the module that defines it
 _EXPORTS = {

@@ -13,7 +13,7 @@ torch; :func:`train` and :func:`export_package` load it when first used.
 
 from __future__ import annotations
 
-from microzoo.lazy import lazy_exports
+from microzoo._lazy import lazy_exports
 from microzoo.train.config import (
     care_config,
     instances_config,

@@ -801,29 +801,27 @@ def build_ops_scale_mean_variance(folder: Path) -> Path:
     return _finish_v05(folder, make, {"raw": x}, "torchscript", outputs={"restored": out.astype(np.float32)})
 
 
-@_in_folder_context
-def build_ops_norm_act(folder: Path) -> Path:
-    """Batch of 2. ``a``: zero_mean_unit_variance per sample (axes y, x); ``b``: over the batch
-    (axes batch, y, x). Outputs ``prob`` (sigmoid) and ``classes`` (softmax over channel)."""
+def _two_input_ops_package(
+    folder: Path,
+    *,
+    seed: int,
+    images: tuple[np.ndarray, np.ndarray],
+    name: str,
+    description: str,
+    pre_a: list,
+    pre_b: list,
+    post_prob: list,
+    post_classes: list,
+) -> Path:
+    """The TwoHeads network with inputs ``a`` (1 channel, parameterized y/x) and ``b`` (2
+    channels, sized by ``a``), outputs ``prob`` and ``classes`` (halo 4), and the given ops."""
     from bioimageio.spec.model import v0_5 as v05
 
     folder.mkdir(parents=True, exist_ok=True)
-    model = _make_model(folder, "TwoHeads", {"hidden": 4}, seed=8)
-    a = _rng_image(18, (2, 1, 64, 64), scale=5.0, offset=50.0)
-    a[1] = a[1] * 3.0 - 20.0  # the two batch entries differ in statistics
-    b = _rng_image(19, (2, 2, 64, 64), scale=2.0, offset=-3.0)
-    b[1] = b[1] * 0.5 + 4.0
+    model = _make_model(folder, "TwoHeads", {"hidden": 4}, seed=seed)
+    a, b = images
     w = _save_all_weights(folder, model, [a, b], ["a", "b"], ["prob", "classes"])
-    common = _common_fields(
-        v05,
-        folder,
-        "microzoo synthetic ops norm act",
-        "zero_mean_unit_variance per sample and over the batch; sigmoid and softmax postprocessing.",
-        a,
-    )
-    y, x = v05.AxisId("y"), v05.AxisId("x")
-    pre_a = [v05.ZeroMeanUnitVarianceDescr(kwargs=v05.ZeroMeanUnitVarianceKwargs(axes=[y, x]))]
-    pre_b = [v05.ZeroMeanUnitVarianceDescr(kwargs=v05.ZeroMeanUnitVarianceKwargs(axes=[v05.AxisId("batch"), y, x]))]
+    common = _common_fields(v05, folder, name, description, a)
     halo = 4
 
     def make(files):
@@ -848,20 +846,44 @@ def build_ops_norm_act(folder: Path) -> Path:
                     "prob",
                     [_batch(), _channel(1), _ref_out("y", "a", halo), _ref_out("x", "a", halo)],
                     files,
-                    postprocessing=[v05.SigmoidDescr()],
+                    postprocessing=post_prob,
                 ),
                 _output(
                     v05,
                     "classes",
                     [_batch(), _channel(2), _ref_out("y", "a", halo), _ref_out("x", "a", halo)],
                     files,
-                    postprocessing=[v05.SoftmaxDescr(kwargs=v05.SoftmaxKwargs(axis=v05.AxisId("channel")))],
+                    postprocessing=post_classes,
                 ),
             ],
             weights=_weights(v05, folder, torchscript=w["torchscript"], onnx=w["onnx"], parent="torchscript"),
         )
 
     return _finish_v05(folder, make, {"a": a, "b": b}, "torchscript")
+
+
+@_in_folder_context
+def build_ops_norm_act(folder: Path) -> Path:
+    """Batch of 2. ``a``: zero_mean_unit_variance per sample (axes y, x); ``b``: over the batch
+    (axes batch, y, x). Outputs ``prob`` (sigmoid) and ``classes`` (softmax over channel)."""
+    from bioimageio.spec.model import v0_5 as v05
+
+    a = _rng_image(18, (2, 1, 64, 64), scale=5.0, offset=50.0)
+    a[1] = a[1] * 3.0 - 20.0  # the two batch entries differ in statistics
+    b = _rng_image(19, (2, 2, 64, 64), scale=2.0, offset=-3.0)
+    b[1] = b[1] * 0.5 + 4.0
+    y, x = v05.AxisId("y"), v05.AxisId("x")
+    return _two_input_ops_package(
+        folder,
+        seed=8,
+        images=(a, b),
+        name="microzoo synthetic ops norm act",
+        description="zero_mean_unit_variance per sample and over the batch; sigmoid and softmax postprocessing.",
+        pre_a=[v05.ZeroMeanUnitVarianceDescr(kwargs=v05.ZeroMeanUnitVarianceKwargs(axes=[y, x]))],
+        pre_b=[v05.ZeroMeanUnitVarianceDescr(kwargs=v05.ZeroMeanUnitVarianceKwargs(axes=[v05.AxisId("batch"), y, x]))],
+        post_prob=[v05.SigmoidDescr()],
+        post_classes=[v05.SoftmaxDescr(kwargs=v05.SoftmaxKwargs(axis=v05.AxisId("channel")))],
+    )
 
 
 @_in_folder_context
@@ -872,59 +894,28 @@ def build_ops_chained(folder: Path) -> Path:
     output of the ops before it; the test output is core's."""
     from bioimageio.spec.model import v0_5 as v05
 
-    folder.mkdir(parents=True, exist_ok=True)
-    model = _make_model(folder, "TwoHeads", {"hidden": 4}, seed=11)
     a = _rng_image(24, (2, 1, 64, 64), scale=5.0, offset=50.0)
     a[1] = a[1] * 3.0 - 20.0
     b = _rng_image(25, (2, 2, 64, 64), scale=2.0, offset=-3.0)
-    w = _save_all_weights(folder, model, [a, b], ["a", "b"], ["prob", "classes"])
-    common = _common_fields(
-        v05,
-        folder,
-        "microzoo synthetic ops chained",
-        "Statistics of ops that follow another op: scale_linear then "
-        "zero_mean_unit_variance per dataset; clip then scale_range.",
-        a,
-    )
     batch, y, x = v05.AxisId("batch"), v05.AxisId("y"), v05.AxisId("x")
-    pre_a = [
-        v05.ScaleLinearDescr(kwargs=v05.ScaleLinearKwargs(gain=2.0, offset=30.0)),
-        v05.ZeroMeanUnitVarianceDescr(kwargs=v05.ZeroMeanUnitVarianceKwargs(axes=[batch, y, x])),
-    ]
-    pre_b = [
-        v05.ClipDescr(kwargs=v05.ClipKwargs(min=-4.0, max=-1.0)),
-        v05.ScaleRangeDescr(kwargs=v05.ScaleRangeKwargs(axes=[y, x], min_percentile=2.0, max_percentile=99.0)),
-    ]
-    halo = 4
-
-    def make(files):
-        return v05.ModelDescr(
-            **common,
-            inputs=[
-                _input(
-                    v05, folder, "a", [_batch(), _channel(1), _param_in("y"), _param_in("x")], a, preprocessing=pre_a
-                ),
-                _input(
-                    v05,
-                    folder,
-                    "b",
-                    [_batch(), _channel(2), _ref_in("y", "a"), _ref_in("x", "a")],
-                    b,
-                    preprocessing=pre_b,
-                ),
-            ],
-            outputs=[
-                _output(
-                    v05, "prob", [_batch(), _channel(1), _ref_out("y", "a", halo), _ref_out("x", "a", halo)], files
-                ),
-                _output(
-                    v05, "classes", [_batch(), _channel(2), _ref_out("y", "a", halo), _ref_out("x", "a", halo)], files
-                ),
-            ],
-            weights=_weights(v05, folder, torchscript=w["torchscript"], onnx=w["onnx"], parent="torchscript"),
-        )
-
-    return _finish_v05(folder, make, {"a": a, "b": b}, "torchscript")
+    return _two_input_ops_package(
+        folder,
+        seed=11,
+        images=(a, b),
+        name="microzoo synthetic ops chained",
+        description="Statistics of ops that follow another op: scale_linear then "
+        "zero_mean_unit_variance per dataset; clip then scale_range.",
+        pre_a=[
+            v05.ScaleLinearDescr(kwargs=v05.ScaleLinearKwargs(gain=2.0, offset=30.0)),
+            v05.ZeroMeanUnitVarianceDescr(kwargs=v05.ZeroMeanUnitVarianceKwargs(axes=[batch, y, x])),
+        ],
+        pre_b=[
+            v05.ClipDescr(kwargs=v05.ClipKwargs(min=-4.0, max=-1.0)),
+            v05.ScaleRangeDescr(kwargs=v05.ScaleRangeKwargs(axes=[y, x], min_percentile=2.0, max_percentile=99.0)),
+        ],
+        post_prob=[],
+        post_classes=[],
+    )
 
 
 @_in_folder_context

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from _trust import fingerprinted_copy
 
 MICROZOO = [sys.executable, "-m", "microzoo.cli"]
 
@@ -111,24 +112,7 @@ def test_predict_adds_a_trust_note_from_the_training_fingerprint(
     example_model: Path, shared_data: Path, tmp_path: Path
 ) -> None:
     """A package that carries its training fingerprint warns about images unlike its training data."""
-    import imageio.v3 as iio
-
-    from microzoo.trust.fingerprint import ATTACHMENT_NAME, fingerprint_images
-
-    package = tmp_path / "model"
-    shutil.copytree(example_model, package)
-    fluorescence = []
-    for path in sorted((shared_data / "dsb2018" / "train" / "images").glob("*.png")):
-        rgb = iio.imread(path)[..., :3]
-        if rgb.std(axis=-1).mean() < 1 and rgb.mean() < 60:
-            fluorescence.append(rgb[..., 0])
-        if len(fluorescence) == 40:
-            break
-    fingerprint_images(fluorescence).save(package / ATTACHMENT_NAME)
-    text = (package / "bioimageio.yaml").read_text()
-    (package / "bioimageio.yaml").write_text(
-        text.replace("type: model\n", f"type: model\nattachments:\n  - source: {ATTACHMENT_NAME}\n")
-    )
+    package = fingerprinted_copy(example_model, shared_data, tmp_path / "model", n_images=40)
     images = tmp_path / "images"
     images.mkdir()
     shutil.copy(shared_data / "w2s" / "test" / "noisy" / "081.tif", images / "w2s_081.tif")

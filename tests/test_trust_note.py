@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _trust import fingerprinted_copy
 
 import microzoo
 
@@ -14,25 +15,9 @@ import microzoo
 @pytest.fixture(scope="module")
 def fingerprinted_model(example_model: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The zoo example model with a fingerprint of 30 fluorescence training images attached."""
-    import imageio.v3 as iio
-
-    from microzoo.trust.fingerprint import ATTACHMENT_NAME, fingerprint_images
-
-    package = tmp_path_factory.mktemp("fingerprinted") / "model"
-    shutil.copytree(example_model, package)
-    fluorescence = []
-    for path in sorted((shared_data / "dsb2018" / "train" / "images").glob("*.png")):
-        rgb = iio.imread(path)[..., :3]
-        if rgb.std(axis=-1).mean() < 1 and rgb.mean() < 60:
-            fluorescence.append(rgb[..., 0])
-        if len(fluorescence) == 30:
-            break
-    fingerprint_images(fluorescence).save(package / ATTACHMENT_NAME)
-    text = (package / "bioimageio.yaml").read_text()
-    (package / "bioimageio.yaml").write_text(
-        text.replace("type: model\n", f"type: model\nattachments:\n  - source: {ATTACHMENT_NAME}\n")
+    return fingerprinted_copy(
+        example_model, shared_data, tmp_path_factory.mktemp("fingerprinted") / "model", n_images=30
     )
-    return package
 
 
 def test_predict_files_with_note_reads_each_image_once(

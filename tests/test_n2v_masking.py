@@ -138,3 +138,17 @@ def test_loss_without_blind_spots_is_zero_and_shapes_are_checked():
     assert loss.item() == 0.0 and loss.requires_grad
     with pytest.raises(DataError, match="same shape"):
         n2v_loss(prediction, torch.zeros(1, 1, 4, 5), torch.zeros(1, 1, 4, 4, dtype=torch.bool))
+
+
+def test_median_of_the_neighbours_inside_equals_numpys_nanmedian() -> None:
+    """N2V2's replacement (a vectorised median of the neighbours inside the patch) is nanmedian's."""
+    from microzoo.train.tasks.n2v_masking import _median_inside
+
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        rows, width = int(rng.integers(1, 12)), int(rng.integers(1, 26))
+        values = rng.normal(size=(rows, width)).astype(np.float32)
+        inside = rng.random((rows, width)) < 0.7
+        inside[:, int(rng.integers(width))] = True  # every blind spot has a neighbour inside
+        expected = np.nanmedian(np.where(inside, values, np.nan), axis=1)
+        np.testing.assert_allclose(_median_inside(values, inside), expected, rtol=0, atol=1e-6)

@@ -92,10 +92,14 @@ def microzoo_worker(settings_path: Path) -> None:
     train_seconds = float(result.history[-1]["seconds"])
     from microzoo.train.tasks.skeleton import build_network, load_best
 
-    network = load_best(build_network(config, in_channels=1, out_channels=1), out / "run" / "checkpoints" / "best.pt")
     test = [tifffile.imread(p).astype(np.float32) for p in settings["test"]]
-    predictions = np.stack([restore(network, image, depth=settings["depth"]) for image in test]).astype(np.float32)
-    np.save(out / "predictions.npy", predictions)
+    # the best-validation checkpoint (what microzoo exports) and, for comparison, the last one
+    for checkpoint, name in (("best.pt", "predictions.npy"), ("last.pt", "predictions_last.npy")):
+        network = load_best(
+            build_network(config, in_channels=1, out_channels=1), out / "run" / "checkpoints" / checkpoint
+        )
+        predictions = np.stack([restore(network, image, depth=settings["depth"]) for image in test])
+        np.save(out / name, predictions.astype(np.float32))
     print("result=" + json.dumps({"steps": steps[0], "train_seconds": train_seconds, "epochs": len(result.history)}))
 
 
@@ -123,8 +127,14 @@ def run_tool(tool: str, settings: dict, workdir: Path) -> dict:
 
     clean = [tifffile.imread(p.replace("/noisy/", "/clean/")) for p in settings["test"]]
     fitted = [psnr_pair(truth, pred.astype(np.float64))[1] for truth, pred in zip(clean, predictions, strict=True)]
+    extra = {}
+    if (out / "predictions_last.npy").exists():
+        last = np.load(out / "predictions_last.npy")
+        extra["psnr_fitted_last"] = float(
+            np.mean([psnr_pair(t, p.astype(np.float64))[1] for t, p in zip(clean, last, strict=True)])
+        )
     return {**result, "tool": tool, "load": load, "wall": wall, "psnr_fitted": float(np.mean(fitted)),
-            "steps_per_s": result["steps"] / result["train_seconds"]}  # fmt: skip
+            "steps_per_s": result["steps"] / result["train_seconds"], **extra}  # fmt: skip
 
 
 def main() -> None:
@@ -169,7 +179,9 @@ def main() -> None:
             runs.append(run)
             print(
                 f"  pair {repeat + 1} {tool:9s}: {run['steps']} steps in {run['train_seconds']:.0f} s = "
-                f"{run['steps_per_s']:.3f} steps/s; fitted PSNR {run['psnr_fitted']:.2f} dB; "
+                f"{run['steps_per_s']:.3f} steps/s; fitted PSNR {run['psnr_fitted']:.2f} dB"
+                + (f" (last checkpoint {run['psnr_fitted_last']:.2f})" if "psnr_fitted_last" in run else "")
+                + "; "
                 f"process {run['wall']:.0f} s; load average before {run['load']:.2f}",
                 flush=True,
             )

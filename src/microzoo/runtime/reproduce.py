@@ -84,43 +84,27 @@ def test_package(
             outputs = model.predict_tensors(inputs, tiled=False)
         except Exception as error:  # report a failing format and go on with the others
             for oid in expected:
-                rtol, atol, allowed = tolerance_for(package.descr, fmt, oid)
-                results.append(
-                    OutputComparison(
-                        fmt,
-                        oid,
-                        float("nan"),
-                        float("nan"),
-                        rtol,
-                        atol,
-                        allowed,
-                        error=f"{type(error).__name__}: {error}",
-                    )
-                )
+                results.append(_not_compared(package, fmt, oid, error=f"{type(error).__name__}: {error}"))
             continue
         for oid, want in expected.items():
             rtol, atol, allowed = tolerance_for(package.descr, fmt, oid)
             got = outputs[oid]
             if got.shape != want.shape:
-                results.append(
-                    OutputComparison(
-                        fmt,
-                        oid,
-                        float("nan"),
-                        float("nan"),
-                        rtol,
-                        atol,
-                        allowed,
-                        shape_ok=False,
-                        error=f"shape {got.shape} differs from the test output's {want.shape}",
-                    )
-                )
+                problem = f"shape {got.shape} differs from the test output's {want.shape}"
+                results.append(_not_compared(package, fmt, oid, error=problem, shape_ok=False))
                 continue
             max_diff, ppm = compare_outputs(got, want, rtol=rtol, atol=atol)
             results.append(OutputComparison(fmt, oid, max_diff, ppm, rtol, atol, allowed))
     if progress:
         progress(len(formats), len(formats), "testing")
     return results
+
+
+def _not_compared(package: ModelPackage, fmt: str, oid: str, *, error: str, shape_ok: bool = True) -> OutputComparison:
+    """A failed comparison: no differences to report, only why (with the tolerances that applied)."""
+    rtol, atol, allowed = tolerance_for(package.descr, fmt, oid)
+    nan = float("nan")
+    return OutputComparison(fmt, oid, nan, nan, rtol, atol, allowed, shape_ok=shape_ok, error=error)
 
 
 test_package.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

@@ -16,7 +16,12 @@ The tree::
     ├── ProcessingError         a pre/postprocessing step cannot be applied
     ├── OutputError             an output cannot be written (would overwrite an input, ...)
     ├── ConfigError             a configuration file or option is invalid
-    └── DataError               a data set (folder of images, labels) is unusable
+    ├── DataError               a data set (folder of images, labels) is unusable
+    └── ZooError                a model repository refused a request (``status``: the HTTP status)
+        ├── ZooNotFound         no such model, version, file or job (404)
+        ├── ZooAuthError        no token, an unknown or revoked token, or a role too low (401/403)
+        ├── ZooConflict         a version that exists, or a step the version's state does not allow (409)
+        └── UploadError         an uploaded package is refused (400, 413 too large, 422 not valid)
 """
 
 from __future__ import annotations
@@ -68,3 +73,38 @@ class ConfigError(MicrozooError):
 
 class DataError(MicrozooError):
     """A data set (images, labels, pairs) cannot be used as given."""
+
+
+class ZooError(MicrozooError):
+    """A model repository refused a request; ``status`` is the HTTP status the server answers with."""
+
+    status = 400
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class ZooNotFound(ZooError):
+    """No such model, version, file or job."""
+
+    status = 404
+
+
+class ZooAuthError(ZooError):
+    """No token (401), an unknown or revoked token (401), or a role too low for the request (403)."""
+
+    status = 401
+
+
+class ZooConflict(ZooError):
+    """The version exists already, or the version's state does not allow the step asked for."""
+
+    status = 409
+
+
+class UploadError(ZooError):
+    """An uploaded package is refused: unsafe (400), too large (413) or not a valid package (422)."""
+
+    status = 422

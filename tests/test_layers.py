@@ -4,7 +4,7 @@ Every ``import`` in every module of ``src/microzoo`` counts, including those ins
 and under ``TYPE_CHECKING`` (relative imports are resolved), because an import inside a
 function is a dependency all the same. The order, lowest first::
 
-    io < package < runtime < qc < trust < train < zoo < front ends (cli, demo, napari)
+    io < package < runtime < qc < trust < train < zoo < front ends (cli, cli_zoo, demo, napari, zoo.server)
 
 ``errors`` and ``progress`` are the base every layer may use, and ``from microzoo import
 __version__`` (or ``MicrozooError``) is allowed everywhere; anything else from the package root
@@ -26,7 +26,7 @@ SOURCE = Path(microzoo.__file__).resolve().parent
 ORDER = ("base", "io", "package", "runtime", "qc", "trust", "train", "zoo", "front")
 LAYER_OF = {
     "errors": "base", "progress": "base", "_lazy": "base", "io": "io", "package": "package", "runtime": "runtime",
-    "qc": "qc", "trust": "trust", "train": "train", "zoo": "zoo", "cli": "front", "demo": "front",
+    "qc": "qc", "trust": "trust", "train": "train", "zoo": "zoo", "cli": "front", "cli_zoo": "front", "demo": "front",
     "napari": "front", "__init__": "front",
 }  # fmt: skip
 BASE_NAMES_OF_ROOT = {"__version__", "MicrozooError"}
@@ -39,10 +39,16 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+#: subpackages that sit in a higher layer than their parent: the zoo's web server is a front end
+FRONT_SUBPACKAGES = ("microzoo.zoo.server",)
+
+
 def _layer(module: str, names: tuple[str, ...] = ()) -> str:
     parts = module.split(".")
     if len(parts) == 1:  # the package root
         return "base" if names and set(names) <= BASE_NAMES_OF_ROOT else "front"
+    if any(module == sub or module.startswith(sub + ".") for sub in FRONT_SUBPACKAGES):
+        return "front"
     return LAYER_OF.get(parts[1], "unknown")
 
 
@@ -96,6 +102,14 @@ def test_each_module_imports_only_from_its_layer_and_below():
                 where = path.relative_to(SOURCE.parent.parent)
                 breaks.append(f"{where}:{line}: {module} ({_layer(module)}) imports {target} ({layer}): {statement}")
     assert not breaks, "imports that break the layer order:\n" + "\n".join(breaks)
+
+
+def test_the_zoo_server_is_a_front_end_and_the_zoo_below_it():
+    assert _layer("microzoo.zoo.server.app") == "front"
+    assert _layer("microzoo.zoo.server") == "front"
+    assert _layer("microzoo.cli_zoo") == "front"
+    assert _layer("microzoo.zoo.service") == "zoo"
+    assert _layer("microzoo.zoo.serverless") == "zoo"  # a prefix of the name is not the subpackage
 
 
 @pytest.mark.parametrize(

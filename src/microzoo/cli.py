@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,13 +133,17 @@ def validate(model: str = typer.Argument(..., help="Package folder, .zip, bioima
 
 
 @app.command()
-def info(model: str = typer.Argument(..., help="Package folder, .zip, bioimageio.yaml or URL.")) -> None:
+def info(
+    model: str = typer.Argument(..., help="Package folder, .zip, bioimageio.yaml, URL or zoo:NAME[/VERSION]."),
+    zoo: str | None = typer.Option(None, "--zoo", help="The zoo a zoo:NAME[/VERSION] model comes from."),
+) -> None:
     """Show what a model does, what it takes and gives, and how to cite it."""
     from rich.table import Table
 
     from microzoo.package.load import open_package
     from microzoo.runtime.summary import summarize
 
+    _use_zoo(zoo)
     package = open_package(model)
     s = summarize(package)
     out = _console()
@@ -186,9 +191,15 @@ def test_model(
         raise typer.Exit(1)
 
 
+def _use_zoo(zoo: str | None) -> None:
+    """``--zoo URL``: where ``zoo:NAME[/VERSION]`` models come from (as ``$MICROZOO_ZOO``)."""
+    if zoo:
+        os.environ["MICROZOO_ZOO"] = zoo
+
+
 @app.command()
 def predict(
-    model: str = typer.Argument(..., help="Package folder, .zip, bioimageio.yaml or URL."),
+    model: str = typer.Argument(..., help="Package folder, .zip, bioimageio.yaml, URL or zoo:NAME[/VERSION]."),
     inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (or one file for one input)."),
     weights: str | None = typer.Option(None, "--weights", help="torchscript, onnx or pytorch_state_dict."),
@@ -200,6 +211,7 @@ def predict(
     output_format: str = typer.Option(".tif", "--format", help="Output file type: .tif, .zarr, .npy or .png."),
     channel: str | None = typer.Option(None, "--channel", help="Image channel(s) to use, from 0: 0, or 0,2."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that exist already."),
+    zoo: str | None = typer.Option(None, "--zoo", help="The zoo a zoo:NAME[/VERSION] model comes from."),
 ) -> None:
     """Run a model on images: files, folders and globs, tiled to fit memory, one progress bar."""
     from microzoo.io.read import find_images
@@ -207,6 +219,7 @@ def predict(
     from microzoo.runtime.resources import parse_bytes
     from microzoo.trust.note import predict_files_with_note
 
+    _use_zoo(zoo)
     tiles, channels = _parse_tile(tile), _parse_channels(channel)
     budget = parse_bytes(memory_budget) if memory_budget is not None else None
     paths = find_images(inputs)
@@ -515,6 +528,15 @@ def baseline(
             f"{run.mean_seconds:.3f} s per image on average"
         )
     )
+
+
+def _register_zoo_commands() -> None:
+    from microzoo.cli_zoo import register
+
+    register(app)
+
+
+_register_zoo_commands()
 
 
 @app.callback()

@@ -116,10 +116,15 @@ def locate_description(source: str | os.PathLike[str], *, progress: ProgressCall
     text = os.fspath(source)
     if is_url(text):
         return _locate_remote(text, progress=progress)
+    if text.startswith("zoo:"):  # a zoo's package: zoo:NAME[/VERSION], the zoo from $MICROZOO_ZOO
+        from microzoo.package.zoo_ref import fetch_zoo_package
+
+        return _description_in_folder(extract_zip(fetch_zoo_package(text, progress=progress)))
     path = Path(text).expanduser()
     if not path.exists():
         raise PackageError(
-            f"no model package at '{text}': give a package folder, a .zip, a bioimageio.yaml or an http(s) URL"
+            f"no model package at '{text}': give a package folder, a .zip, a bioimageio.yaml, an http(s) URL "
+            "or zoo:NAME[/VERSION]"
         )
     if path.is_dir():
         return _description_in_folder(path)

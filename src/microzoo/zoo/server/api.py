@@ -1,0 +1,241 @@
+"""The zoo's JSON API (``/api``): search, models and versions, upload, review, try it, jobs.
+
+Reads are public unless the zoo requires a token to read; every write needs a token
+(``Authorization: Bearer TOKEN``) of the role it names and is rate-limited per token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from microzoo.errors import UploadError, ZooNotFound
+from microzoo.zoo.server.access import authorise_write, base_url, check_read, rate_limit_client
+
+router = APIRouter(prefix="/api", tags=["api"], dependencies=[Depends(check_read)])
+#: The largest image "try it" accepts.
+MAX_TRY_IMAGE_BYTES = 32 << 20
+_MULTIPART = {"content": {"multipart/form-data": {"schema": {"type": "object"}}}}
+
+
+def as_json(obj: Any) -> Any:
+    """A service object (dataclass or pydantic model) as JSON-ready data."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    elif isinstance(obj, BaseModel):
+        obj = obj.model_dump()
+    return jsonable_encoder(obj)
+
+
+def version_json(request: Request, info: Any) -> dict[str, Any]:
+    """A version with the addresses of its files."""
+    data: dict[str, Any] = as_json(info)
+    base, path = base_url(request), f"{quote(info.name)}/{quote(info.version)}"
+    data["package_zip"] = f"{base}/api/models/{path}/package.zip"
+    tree = "artifacts" if info.status == "published" else "drafts"
+    data["files"] = f"{base}/{tree}/{path}/files/"
+    return data
+
+
+def search_query(**values: Any) -> Any:
+    from microzoo.zoo.service import SearchQuery
+
+    return SearchQuery(**{k: v for k, v in values.items() if v not in (None, "")})
+
+
+@router.get("/models")
+def search_models(
+    request: Request,
+    q: str = "",
+    task: str | None = None,
+    modality: str | None = None,
+    dims: str | None = None,
+    weight_format: str | None = None,
+    license: str | None = None,
+    consumer: str | None = None,
+    sort: str = "relevance",
+    page: int = Query(1, ge=1, le=10_000),
+    per_page: int = Query(20, ge=1, le=100),
+) -> dict[str, Any]:
+    """Search the published models: full text, filters, sort (relevance, downloads, date), facets."""
+    query = search_query(
+        text=q, task=task, modality=modality, dims=dims, weight_format=weight_format,
+        license=license, consumer=consumer, sort=sort, page=page, per_page=per_page,
+    )  # fmt: skip
+    result = request.app.state.zoo.search(query)
+    return {
+        "total": result.total,
+        "page": page,
+        "per_page": per_page,
+        "items": [version_json(request, item) for item in result.items],
+        "facets": as_json(result.facets),
+    }
+
+
+@router.get("/models/{name}")
+def model(request: Request, name: str) -> dict[str, Any]:
+    """A model: its versions (newest first) and its latest published version (null before one is)."""
+    versions = request.app.state.zoo.versions(name)  # oldest first
+    published = [v for v in versions if v.status == "published"]
+    latest = next((v for v in published if v.is_latest), published[-1] if published else None)
+    return {
+        "name": name,
+        "latest": latest.version if latest else None,
+        "versions": [version_json(request, v) for v in reversed(versions)],
+    }
+
+
+@router.get("/models/{name}/{version}")
+def version(request: Request, name: str, version: str) -> dict[str, Any]:
+    """A version: summary, status, test report, compatibility matrix, comments."""
+    zoo = request.app.state.zoo
+    data = version_json(request, zoo.version(name, version, published_only=False))
+    data["comments"] = [as_json(c) for c in zoo.comments(name, version)]
+    return data
+
+
+@router.get("/models/{name}/{version}/package.zip")
+def package_zip(request: Request, name: str, version: str) -> FileResponse:
+    """The version's package zip (deepImageJ's "install from URL"); counts a download."""
+    zoo = request.app.state.zoo
+    info = zoo.version(name, version, published_only=False)
+    path = Path(zoo.zip_path(name, info.version))
+    zoo.count_download(name, info.version)
+    return FileResponse(path, media_type="application/zip", filename=f"{name}-{info.version}.zip")
+
+
+async def _upload_file(request: Request, field: str, limit: int) -> tuple[bytes, str, dict[str, str]]:
+    """The bytes and name of one uploaded file, and the other form fields; 413 past ``limit``."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit + (1 << 20):
+        raise UploadError(f"the upload is {int(length):,} bytes, more than this zoo accepts ({limit:,})", status=413)
+    form = await request.form(max_files=1, max_fields=10)
+    upload = form.get(field)
+    if not isinstance(upload, UploadFile):
+        raise UploadError(f"no file in the form field '{field}': send it as multipart/form-data", status=400)
+    if upload.size is not None and upload.size > limit:
+        raise UploadError(f"the file is {upload.size:,} bytes, more than this zoo accepts ({limit:,})", status=413)
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise UploadError(f"the file is more than this zoo accepts ({limit:,} bytes)", status=413)
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    return data, upload.filename or "", fields
+
+
+def upload_package(request: Request, token: Any, data: bytes, name: str | None, version: str | None) -> Any:
+    """Check an uploaded package and store it as a new version (queued for its test run)."""
+    from microzoo.zoo.ingest import ingest_upload
+
+    zoo = request.app.state.zoo
+    ingest = ingest_upload(data, staging=zoo.new_staging_dir(), name=name, version=version)
+    return zoo.publish_upload(ingest, token=token, name=name or None), ingest
+
+
+@router.post("/models", status_code=201, openapi_extra={"requestBody": _MULTIPART})
+async def upload(request: Request) -> JSONResponse:
+    """Upload a package zip (form field ``package``; optional ``name``, ``version``): 201 and its test job."""
+    token = await run_in_threadpool(authorise_write, request, "uploader")
+    data, _, fields = await _upload_file(request, "package", request.app.state.max_upload_bytes)
+    name, version = fields.get("name") or None, fields.get("version") or None
+    info, ingest = await run_in_threadpool(upload_package, request, token, data, name, version)
+    body = {
+        "name": info.name,
+        "version": info.version,
+        "status": info.status,
+        "test_job": getattr(info, "test_job", None),
+        "problems": list(getattr(ingest, "problems", []) or []),
+        "url": f"{base_url(request)}/models/{quote(info.name)}/{quote(info.version)}",
+    }
+    return JSONResponse(body, status_code=201)
+
+
+class CommentBody(BaseModel):
+    comment: str = ""
+
+
+class TextBody(BaseModel):
+    text: str
+
+
+@router.post("/models/{name}/{version}/submit")
+def submit(request: Request, name: str, version: str) -> dict[str, Any]:
+    """Ask for review (draft or changes requested -> in review)."""
+    token = authorise_write(request, "uploader")
+    return version_json(request, request.app.state.zoo.submit_for_review(name, version, token=token))
+
+
+@router.post("/models/{name}/{version}/request-changes")
+def request_changes(request: Request, name: str, version: str, body: CommentBody) -> dict[str, Any]:
+    """A reviewer sends the version back with a comment."""
+    token = authorise_write(request, "reviewer")
+    info = request.app.state.zoo.request_changes(name, version, token=token, comment=body.comment)
+    return version_json(request, info)
+
+
+@router.post("/models/{name}/{version}/publish")
+def publish(request: Request, name: str, version: str, body: CommentBody | None = None) -> dict[str, Any]:
+    """A reviewer publishes the version (its test run must have passed)."""
+    token = authorise_write(request, "reviewer")
+    comment = body.comment if body else ""
+    return version_json(request, request.app.state.zoo.publish(name, version, token=token, comment=comment))
+
+
+@router.post("/models/{name}/{version}/comments", status_code=201)
+def comment(request: Request, name: str, version: str, body: TextBody) -> Any:
+    """Comment on a version."""
+    token = authorise_write(request, "uploader")
+    return as_json(request.app.state.zoo.comment(name, version, token=token, text=body.text))
+
+
+def queue_try(request: Request, name: str, version: str, image: bytes, filename: str) -> int:
+    """Store the image under ROOT/try/<id>/ and queue a `try` job for it."""
+    zoo = request.app.state.zoo
+    info = zoo.version(name, version, published_only=False)
+    suffix = "".join(Path(filename).suffixes[-2:]).lower() or ".tif"
+    if not all(c.isalnum() or c == "." for c in suffix):
+        suffix = ".tif"
+    folder = Path(zoo.root) / "try" / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    (folder / f"input{suffix}").write_bytes(image)
+    payload = {"image": str(folder / f"input{suffix}"), "out": str(folder / "out")}
+    job_id: int = zoo.enqueue("try", version_id=info.id, payload=payload)
+    return job_id
+
+
+@router.post("/models/{name}/{version}/try", status_code=202, openapi_extra={"requestBody": _MULTIPART})
+async def try_it(request: Request, name: str, version: str) -> JSONResponse:
+    """Run the model on one image (form field ``image``) in a worker: 202 and the job to poll."""
+    await run_in_threadpool(rate_limit_client, request)
+    data, filename, _ = await _upload_file(request, "image", MAX_TRY_IMAGE_BYTES)
+    job = await run_in_threadpool(queue_try, request, name, version, data, filename or "image.tif")
+    return JSONResponse({"job": job, "poll": f"{base_url(request)}/api/jobs/{job}"}, status_code=202)
+
+
+@router.get("/jobs/{job_id}")
+def job(request: Request, job_id: int) -> Any:
+    """A job: its kind, status, and when done its result (for try it: output and trust note)."""
+    data = as_json(request.app.state.zoo.job(job_id))
+    if data.get("kind") == "try":
+        data["files"] = f"{base_url(request)}/api/jobs/{job_id}/files/"
+    return data
+
+
+@router.get("/jobs/{job_id}/files/{path:path}")
+def job_file(request: Request, job_id: int, path: str) -> FileResponse:
+    """A file a `try` job wrote in its output folder (``input.png``, ``output.png``, ``overlay.png``, ``note.json``)."""
+    info = request.app.state.zoo.job(job_id)
+    folder = Path(str(info.payload["out"])) if info.kind == "try" and info.payload.get("out") else None
+    target = (folder / path).resolve() if folder else None
+    if folder is None or target is None or not target.is_relative_to(folder.resolve()) or not target.is_file():
+        raise ZooNotFound(f"job {job_id} has no file {path}")
+    return FileResponse(target)

@@ -1,0 +1,94 @@
+"""The zoo's client side against a real server: push, pull, search on the command line, and
+`microzoo predict zoo:NAME/VERSION` giving what the package itself gives."""
+
+# ruff: noqa: F811  (the fixtures imported from _zoo are the test functions' parameters)
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from _zoo import ZooServer, cli, published_example, zoo_server  # noqa: F401  (fixtures)
+
+from microzoo.errors import PackageError
+from microzoo.package.zoo_ref import parse_zoo_ref
+
+pytestmark = pytest.mark.slow
+
+
+def _tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_push_pull_search_round_trip(zoo_server: ZooServer, shared_data: Path, published_example, tmp_path: Path):
+    name, version = published_example
+    env = zoo_server.env
+    pushed = cli("push", str(shared_data / "bmz" / "unet2d_nuclei_broad"), "--zoo", zoo_server.url,
+                 "--token", zoo_server.tokens["uploader"], env=env)  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    new_name, new_version = pushed.stdout.strip().split("/")
+    assert new_name != name and new_version == "1"
+
+    found = cli("search", "nuclei", "--zoo", zoo_server.url, env=env)
+    assert found.returncode == 0, found.stderr
+    assert f"{name}/{version}" in found.stdout and new_name not in found.stdout  # drafts are not listed
+
+    pulled = cli("pull", name, "--zoo", zoo_server.url, "-o", str(tmp_path / "pulled"), env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    assert f"{name}/{version}" in pulled.stdout
+    stored = _tree_digest(tmp_path / "pulled")
+    source = _tree_digest(shared_data / "bmz" / "unet2d_nuclei_broad")
+    assert {k: v for k, v in source.items() if k != "bioimageio.yaml"}.items() <= stored.items()
+    assert "rdf.yaml" in stored or "bioimageio.yaml" in stored
+
+    again = cli("pull", f"{name}/{version}", "--zoo", zoo_server.url, "-o", str(tmp_path / "pulled"), env=env)
+    assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_push_without_a_valid_token_shows_the_zoo_message(zoo_server: ZooServer, shared_data: Path):
+    refused = cli("push", str(shared_data / "bmz" / "unet2d_nuclei_broad"), "--zoo", zoo_server.url,
+                  "--token", "wrong", env=zoo_server.env)  # fmt: skip
+    assert refused.returncode == 2
+    assert "unknown token" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_predict_with_a_zoo_model_gives_what_the_package_gives(
+    zoo_server: ZooServer, shared_data: Path, published_example, tmp_path: Path
+):
+    name, version = published_example
+    image = sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png"))[0]
+    env = zoo_server.env
+    from_zoo = cli("predict", f"zoo:{name}/{version}", str(image), "-o", str(tmp_path / "zoo.tif"),
+                   "--zoo", zoo_server.url, "--weights", "onnx", env=env)  # fmt: skip
+    assert from_zoo.returncode == 0, from_zoo.stderr
+    local = cli("predict", str(shared_data / "bmz" / "unet2d_nuclei_broad"), str(image),
+                "-o", str(tmp_path / "local.tif"), "--weights", "onnx", env=env)  # fmt: skip
+    assert local.returncode == 0, local.stderr
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "zoo.tif"), tifffile.imread(tmp_path / "local.tif"))
+    cached = list((Path(env["MICROZOO_CACHE"]) / "zoo").rglob(f"{name}/{version}.zip"))
+    assert len(cached) == 1
+
+    latest = cli("info", f"zoo:{name}", "--zoo", zoo_server.url, env=env)
+    assert latest.returncode == 0 and "UNet 2D Nuclei Broad" in latest.stdout
+    unknown = cli("predict", "zoo:no-such-model/1", str(image), "-o", str(tmp_path / "x.tif"),
+                  "--zoo", zoo_server.url, env=env)  # fmt: skip
+    assert unknown.returncode == 2 and "no-such-model" in unknown.stderr
+
+
+def test_zoo_references_are_checked(monkeypatch: pytest.MonkeyPatch):
+    assert parse_zoo_ref("zoo:affable-shark/1.2") == ("affable-shark", "1.2")
+    assert parse_zoo_ref("zoo:affable-shark") == ("affable-shark", None)
+    for bad in ("zoo:", "zoo:a/b/c", "zoo:../x", "zoo:a/.."):
+        with pytest.raises(PackageError, match="zoo:NAME"):
+            parse_zoo_ref(bad)
+    monkeypatch.delenv("MICROZOO_ZOO", raising=False)
+    from microzoo.package.zoo_ref import fetch_zoo_package
+
+    with pytest.raises(PackageError, match="--zoo URL"):
+        fetch_zoo_package("zoo:affable-shark/1")

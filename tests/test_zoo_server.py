@@ -1,0 +1,191 @@
+"""The zoo's server against a real `microzoo serve` (with its worker) on loopback.
+
+The key test: stock bioimageio.core, pointed at the zoo by the three environment variables
+bioimageio.spec reads and nothing else, runs `bioimageio test NAME/VERSION` on a published model
+and passes; a draft is not found that way.
+"""
+
+# ruff: noqa: F811  (the fixtures imported from _zoo are the test functions' parameters)
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from _zoo import ZooServer, package_zip, published_example, zoo_server  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.slow
+EXAMPLE = "bmz/unet2d_nuclei_broad"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_search_finds_the_published_model_with_facets(zoo_server: ZooServer, published_example: tuple[str, str]):
+    name, version = published_example
+    with zoo_server.client() as http:
+        found = http.get("/api/models", params={"q": "nuclei"}).raise_for_status().json()
+        assert f"{name}/{version}" in [f"{i['name']}/{i['version']}" for i in found["items"]]
+        assert found["facets"]["weight_format"].get("onnx", 0) >= 1
+        nothing = http.get("/api/models", params={"q": "nuclei", "weight_format": "keras_hdf5"}).json()
+        assert nothing["total"] == 0 and nothing["items"] == []
+
+
+def test_model_and_version_say_status_tests_and_compatibility(zoo_server: ZooServer, published_example):
+    name, version = published_example
+    with zoo_server.client() as http:
+        model = http.get(f"/api/models/{name}").raise_for_status().json()
+        info = http.get(f"/api/models/{name}/{version}").raise_for_status().json()
+    assert model["latest"] == version
+    assert info["status"] == "published" and info["test_status"] == "passed"
+    assert {fmt: r["status"] for fmt, r in info["test_report"]["formats"].items()} == {
+        "torchscript": "passed",
+        "onnx": "passed",
+    }
+    assert info["compat"]["consumers"]["deepImageJ"]["runs"] is True
+    assert info["summary"]["title"] == "UNet 2D Nuclei Broad"
+    assert any(c["kind"] == "status" for c in info["comments"])
+
+
+def test_writes_need_a_token_of_the_right_role(zoo_server: ZooServer, shared_data: Path, published_example):
+    name, version = published_example
+    with zoo_server.client() as anonymous:
+        response = anonymous.post("/api/models", files={"package": ("p.zip", b"PK")})
+        assert response.status_code == 401 and "token" in response.json()["detail"]
+    with httpx.Client(base_url=zoo_server.url, headers={"Authorization": "Bearer not-a-token"}) as wrong:
+        response = wrong.post(f"/api/models/{name}/{version}/comments", json={"text": "hi"})
+        assert response.status_code == 401 and response.json()["detail"]
+    with zoo_server.client("uploader") as uploader:
+        response = uploader.post(f"/api/models/{name}/{version}/publish", json={"comment": ""})
+        assert response.status_code == 403, response.text
+        assert "reviewer" in response.json()["detail"]
+
+
+def test_errors_are_json_with_a_message(zoo_server: ZooServer):
+    with zoo_server.client("uploader") as http:
+        missing = http.get("/api/models/no-such-model")
+        assert missing.status_code == 404 and "no-such-model" in missing.json()["detail"]
+        bad_page = http.get("/api/models", params={"page": 0})
+        assert bad_page.status_code == 422 and "page" in bad_page.json()["detail"]
+        not_a_zip = http.post("/api/models", files={"package": ("p.zip", b"this is not a zip")})
+        assert 400 <= not_a_zip.status_code < 500 and isinstance(not_a_zip.json()["detail"], str)
+        no_file = http.get("/artifacts/no-such-model/files/rdf.yaml")
+        assert no_file.status_code == 404 and no_file.json()["detail"]
+
+
+def test_served_files_are_the_exact_bytes(zoo_server: ZooServer, shared_data: Path, published_example):
+    name, version = published_example
+    source = shared_data / EXAMPLE
+    with zoo_server.client() as http:
+        for file_name in ("weights.pt", "weights.onnx", "test_input.npy", "cover0.png"):
+            expected = (source / file_name).read_bytes()
+            got = http.get(f"/artifacts/{name}/{version}/files/{file_name}")
+            assert got.status_code == 200 and _sha256(got.content) == _sha256(expected)
+            head = http.head(f"/artifacts/{name}/files/{file_name}")
+            assert head.status_code == 200 and int(head.headers["content-length"]) == len(expected)
+            assert head.content == b""
+        rdf = http.get(f"/artifacts/{name}/files/rdf.yaml").raise_for_status()
+        id_map = http.get("/id_map.json").raise_for_status().json()
+        zip_response = http.get(f"/api/models/{name}/{version}/package.zip").raise_for_status()
+        info = http.get(f"/api/models/{name}/{version}").json()
+    assert id_map[f"{name}/{version}"] == {
+        "source": f"{zoo_server.url}/artifacts/{name}/{version}/files/rdf.yaml",
+        "sha256": _sha256(rdf.content),
+    }
+    assert id_map[name]["source"] == f"{zoo_server.url}/artifacts/{name}/files/rdf.yaml"
+    assert _sha256(zip_response.content) == info["zip_sha256"] and info["downloads"] >= 1
+
+
+def test_review_workflow_over_http(zoo_server: ZooServer, shared_data: Path, published_example):
+    name, _ = published_example
+    data = package_zip(shared_data / EXAMPLE, changes={"A 2d U-Net": "A second 2d U-Net"})
+    answer = zoo_server.upload(data, name=name)
+    version = answer["version"]
+    assert answer["status"] == "draft" and answer["name"] == name
+    path = f"/api/models/{name}/{version}"
+    with zoo_server.client("uploader") as uploader, zoo_server.client("reviewer") as reviewer:
+        assert uploader.post(f"{path}/submit").raise_for_status().json()["status"] == "in_review"
+        sent_back = reviewer.post(f"{path}/request-changes", json={"comment": "say which microscope"})
+        assert sent_back.status_code == 200 and sent_back.json()["status"] == "changes_requested"
+        assert uploader.post(f"{path}/comments", json={"text": "widefield, 40x"}).status_code == 201
+        assert uploader.post(f"{path}/submit").json()["status"] == "in_review"
+        assert uploader.post(f"{path}/publish", json={}).status_code == 403
+        zoo_server.wait_tested(name, version)
+        published = reviewer.post(f"{path}/publish", json={"comment": "thanks"})
+        assert published.status_code == 200, published.text
+        assert published.json()["status"] == "published"
+        texts = [c["text"] for c in uploader.get(path).json()["comments"]]
+    assert "say which microscope" in " ".join(texts) and "widefield, 40x" in texts
+    with zoo_server.client() as http:
+        assert http.get(f"/api/models/{name}").json()["latest"] == version
+        assert f"{name}/{version}" in http.get("/id_map.json").json()
+
+
+def _stock_bioimageio(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`bioimageio ARGS` from the shared environment, told about the zoo by its three variables only."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path / "home"),
+        "BIOIMAGEIO_COLLECTION_HTTP_PATTERN": f"{url}/artifacts/{{bioimageio_id}}/files/rdf.yaml",
+        "BIOIMAGEIO_ID_MAP": f"{url}/id_map.json",
+        "BIOIMAGEIO_ID_MAP_DRAFT": f"{url}/id_map_draft.json",
+        "BIOIMAGEIO_CACHE_PATH": str(tmp_path / "bioimageio-cache"),
+    }
+    command = [str(Path(sys.executable).parent / "bioimageio"), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+
+
+def test_stock_bioimageio_core_tests_a_published_model_from_the_zoo(
+    zoo_server: ZooServer, published_example, tmp_path: Path
+):
+    name, version = published_example
+    result = _stock_bioimageio(zoo_server.url, tmp_path, "test", f"{name}/{version}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "passed" in output.lower()
+    assert zoo_server.url in output or name in output
+
+
+def test_drafts_are_not_served_where_bioimageio_resolves_ids(zoo_server: ZooServer, shared_data: Path, tmp_path):
+    data = package_zip(shared_data / EXAMPLE, changes={"A 2d U-Net": "A draft 2d U-Net"})
+    answer = zoo_server.upload(data)
+    name, version = answer["name"], answer["version"]
+    with zoo_server.client() as http:
+        assert http.get(f"/artifacts/{name}/{version}/files/rdf.yaml").status_code == 404
+        assert http.head(f"/artifacts/{name}/files/weights.pt").status_code == 404
+        assert name not in http.get("/id_map.json").json()
+        draft = http.get("/id_map_draft.json").json()[f"{name}/draft"]
+        assert draft["source"] == f"{zoo_server.url}/drafts/{name}/{version}/files/rdf.yaml"
+        assert _sha256(http.get(draft["source"]).content) == draft["sha256"]
+    result = _stock_bioimageio(zoo_server.url, tmp_path, "test", f"{name}/{version}")
+    assert result.returncode != 0
+    assert "not found" in (result.stdout + result.stderr).lower()
+
+
+def test_pages_show_search_model_upload_and_review(zoo_server: ZooServer, published_example):
+    name, version = published_example
+    with zoo_server.client() as http:
+        home = http.get("/", headers={"accept": "text/html"})
+        assert home.status_code == 200 and 'id="search-box"' in home.text
+        found = http.get("/search", params={"q": "nuclei"})
+        assert f"/models/{name}/{version}" in found.text and 'id="facets"' in found.text
+        page = http.get(f"/models/{name}/{version}").text
+        for expected in (
+            "UNet 2D Nuclei Broad",
+            f"microzoo predict zoo:{name}/{version}",
+            f"bioimageio test {name}/{version}",
+            f"{zoo_server.url}/api/models/{name}/{version}/package.zip",
+            'id="compatibility"',
+            'id="documentation"',
+        ):
+            assert expected in page, expected
+        assert 'id="upload-form"' in http.get("/upload").text
+        assert http.get("/review").status_code == 200
+        missing = http.get("/models/no-such-model", headers={"accept": "text/html"})
+        assert missing.status_code == 404 and "no-such-model" in missing.text and "<html" in missing.text
+        assert "/api/models" in http.get("/openapi.json").json()["paths"]

@@ -77,6 +77,7 @@ class ZooServer:
         info = self.wait_tested(name, version)
         assert info["test_status"] == "passed", info.get("test_report")
         with self.client("reviewer") as http:
+            http.post(f"/api/models/{name}/{version}/submit").raise_for_status()
             response = http.post(f"/api/models/{name}/{version}/publish", json={"comment": "looks good"})
         assert response.status_code == 200, response.text
         published: dict[str, Any] = response.json()

@@ -83,6 +83,13 @@ class ReviewMixin:
             found = session.scalars(select(Comment).where(Comment.version_id == row.id).order_by(Comment.id))
             return [CommentInfo.of(c) for c in found]
 
+    def review_queue(self, statuses: tuple[str, ...] = ("in_review", "changes_requested", "draft")) -> list[VersionInfo]:
+        """The versions not published yet (in review first, then by upload), for the review page."""
+        with self._session() as session:
+            rows = session.scalars(select(Version).where(Version.status.in_(statuses)).order_by(Version.id)).all()
+        order = {status: i for i, status in enumerate(statuses)}
+        return sorted((VersionInfo.of(row) for row in rows), key=lambda v: order[v.status])
+
     def finish_job(self, job_id: int, *, ok: bool, result: dict[str, Any], error: str = "") -> None:
         """Record a job's end. ``test``: the version's test status (``passed`` when ``ok``, ``error`` when
         ``error`` is given, else ``failed``), report and compatibility matrix, and with ``publish_on_pass``

@@ -147,9 +147,10 @@ async def upload(request: Request) -> Response:
 
 @router.get("/review", response_class=HTMLResponse)
 def review_queue(request: Request) -> HTMLResponse:
-    zoo = request.app.state.zoo
-    queue = zoo.review_queue() if hasattr(zoo, "review_queue") else []
-    return render(request, "review.html.j2", queue=queue)
+    versions = request.app.state.zoo.review_queue()
+    waiting = [v for v in versions if v.status == "in_review"]
+    others = [v for v in versions if v.status != "in_review"]
+    return render(request, "review.html.j2", queue=waiting, others=others)
 
 
 @router.get("/models/{name}/{version}/try", response_class=HTMLResponse)

@@ -83,7 +83,9 @@ class ReviewMixin:
             found = session.scalars(select(Comment).where(Comment.version_id == row.id).order_by(Comment.id))
             return [CommentInfo.of(c) for c in found]
 
-    def review_queue(self, statuses: tuple[str, ...] = ("in_review", "changes_requested", "draft")) -> list[VersionInfo]:
+    def review_queue(
+        self, statuses: tuple[str, ...] = ("in_review", "changes_requested", "draft")
+    ) -> list[VersionInfo]:
         """The versions not published yet (in review first, then by upload), for the review page."""
         with self._session() as session:
             rows = session.scalars(select(Version).where(Version.status.in_(statuses)).order_by(Version.id)).all()

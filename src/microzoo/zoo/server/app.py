@@ -15,6 +15,7 @@ Every refusal is JSON ``{"detail": message}`` with the status of the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,23 +122,33 @@ def stored_file(zoo: Any, name: str, version: str, relative: str) -> Path:
 
 def _add_bioimageio_routes(app: FastAPI) -> None:
     zoo = app.state.zoo
-    both = ["GET", "HEAD"]
 
-    @app.api_route("/artifacts/{name}/files/{path:path}", methods=both, tags=["bioimageio"])
+    def get_and_head(path: str) -> Callable[[Callable[..., FileResponse]], Callable[..., FileResponse]]:
+        """Register a file route for GET and HEAD (one operation each in the OpenAPI document)."""
+
+        def register(function: Callable[..., FileResponse]) -> Callable[..., FileResponse]:
+            for method in ("GET", "HEAD"):
+                operation = f"{function.__name__}_{method.lower()}"
+                app.add_api_route(path, function, methods=[method], tags=["bioimageio"], operation_id=operation)
+            return function
+
+        return register
+
+    @get_and_head("/artifacts/{name}/files/{path:path}")
     def latest_file(name: str, path: str, request: Request) -> FileResponse:
         """A file of the latest published version of NAME (``rdf.yaml``: its description)."""
         check_read(request)
         version = zoo.latest_published(name)
         return _file_response(stored_file(zoo, name, version.version, path))
 
-    @app.api_route("/artifacts/{name}/{version}/files/{path:path}", methods=both, tags=["bioimageio"])
+    @get_and_head("/artifacts/{name}/{version}/files/{path:path}")
     def version_file(name: str, version: str, path: str, request: Request) -> FileResponse:
         """A file of a published version: the exact bytes its description's sha256 names."""
         check_read(request)
         zoo.version(name, version, published_only=True)
         return _file_response(stored_file(zoo, name, version, path))
 
-    @app.api_route("/drafts/{name}/{version}/files/{path:path}", methods=both, tags=["bioimageio"])
+    @get_and_head("/drafts/{name}/{version}/files/{path:path}")
     def draft_file(name: str, version: str, path: str, request: Request) -> FileResponse:
         """A file of a version not published yet (what ``/id_map_draft.json`` points to)."""
         check_read(request)

@@ -31,9 +31,9 @@ FACET_FIELDS = ("task", "modality", "dims", "weight_format", "license", "consume
 ACTIONS = {"comment": "uploader", "submit": "uploader", "request-changes": "reviewer", "publish": "reviewer"}
 
 
-def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     context.setdefault("base", base_url(request))
-    return templates.TemplateResponse(request, template, context, status_code=status)
+    return templates.TemplateResponse(request, template, context, status_code=status_code)
 
 
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:

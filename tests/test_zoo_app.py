@@ -1,0 +1,87 @@
+"""The zoo's app in process (no sockets): rate limits, read tokens, JSON errors, the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from microzoo.zoo.server import create_app
+from microzoo.zoo.service import Zoo
+
+
+def _requests(app: Any, calls: list[tuple[str, str, dict[str, Any]]]) -> list[httpx.Response]:
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://zoo.test") as http:
+            return [await http.request(method, path, **kwargs) for method, path, kwargs in calls]
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def zoo(tmp_path: Path) -> Zoo:
+    return Zoo(tmp_path / "zoo")
+
+
+def test_writes_are_rate_limited_per_token(zoo: Zoo):
+    first, second = zoo.create_token("uploader", "a"), zoo.create_token("uploader", "b")
+    app = create_app(zoo, write_rate_per_minute=2)
+
+    def comment(token: str) -> tuple[str, str, dict[str, Any]]:
+        return (
+            "POST",
+            "/api/models/x/1/comments",
+            {"json": {"text": "hi"}, "headers": {"Authorization": f"Bearer {token}"}},
+        )
+
+    answers = _requests(app, [comment(first), comment(first), comment(first), comment(second)])
+    assert [a.status_code for a in answers] == [404, 404, 429, 404]
+    assert "at most 2 a minute" in answers[2].json()["detail"]
+
+
+def test_a_zoo_can_require_a_token_to_read(zoo: Zoo):
+    token = zoo.create_token("uploader", "reader")
+    app = create_app(zoo, read_token_required=True)
+    anonymous, with_token, id_map = _requests(
+        app,
+        [
+            ("GET", "/api/models", {}),
+            ("GET", "/api/models", {"headers": {"Authorization": f"Bearer {token}"}}),
+            ("GET", "/id_map.json", {}),
+        ],
+    )
+    assert anonymous.status_code == 401 and "token" in anonymous.json()["detail"]
+    assert with_token.status_code == 200 and with_token.json()["total"] == 0
+    assert id_map.status_code == 401
+
+
+def test_errors_are_json_and_pages_html(zoo: Zoo):
+    app = create_app(zoo)
+    api, page, unknown, validation = _requests(
+        app,
+        [
+            ("GET", "/api/models/none", {"headers": {"accept": "text/html"}}),
+            ("GET", "/models/none", {"headers": {"accept": "text/html"}}),
+            ("GET", "/no/such/route", {}),
+            ("GET", "/api/models", {"params": {"per_page": 1000}}),
+        ],
+    )
+    assert api.status_code == 404 and api.json() == {
+        "detail": "no model 'none' in this zoo: `microzoo search` lists them"
+    }
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html") and "none" in page.text
+    assert unknown.status_code == 404 and unknown.json()["detail"] == "nothing at /no/such/route"
+    assert validation.status_code == 422 and "per_page" in validation.json()["detail"]
+
+
+def test_the_openapi_document_names_every_route(zoo: Zoo):
+    (document,) = _requests(create_app(zoo), [("GET", "/openapi.json", {})])
+    paths = document.json()["paths"]
+    for path in ("/api/models", "/api/models/{name}/{version}", "/api/models/{name}/{version}/package.zip",
+                 "/artifacts/{name}/{version}/files/{path}", "/id_map.json", "/api/jobs/{job_id}"):  # fmt: skip
+        assert path in paths, path
+    assert {"get", "head"} <= set(paths["/artifacts/{name}/files/{path}"])

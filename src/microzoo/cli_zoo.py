@@ -4,6 +4,7 @@ workers, re-tests, imports). The work is in :mod:`microzoo.zoo`; this module par
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -216,14 +217,16 @@ def import_packages(
     console, failed = _console(), 0
     try:
         for path in zips:
+            staging = zoo.new_staging_dir()
             try:
-                ingest = ingest_upload(path.read_bytes(), staging=zoo.new_staging_dir(), name=None, version=None)
-                info = zoo.publish_upload(ingest, token=who)
+                info = zoo.publish_upload(ingest_upload(path, staging=staging), token=who)
             except MicrozooError as error:
                 failed += 1
                 console.print(f"[red]refused[/] {escape(path.name)}: {escape(str(error))}")
             else:
                 console.print(escape(f"{path.name} -> {info.name}/{info.version} (test queued)"))
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
     finally:
         zoo.revoke_token(token)
     console.print(f"{len(zips) - failed} imported, {failed} refused")

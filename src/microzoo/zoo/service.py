@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from microzoo.errors import UploadError, ZooAuthError, ZooConflict, ZooNotFound
 from microzoo.zoo import jobs, storage
-from microzoo.zoo.db import Comment, Model, Token, Version, default_url, engine_for, session_scope, upgrade_to_head
+from microzoo.zoo.db import Comment, Job, Model, Token, Version, default_url, engine_for, session_scope, upgrade_to_head
 from microzoo.zoo.db import utcnow as _now
 from microzoo.zoo.ids import check_model_name, check_version, new_model_name, next_integer_version
 from microzoo.zoo.records import CommentInfo, JobInfo, SearchQuery, SearchResult, TokenInfo, VersionInfo
@@ -277,6 +277,15 @@ class Zoo(ReviewMixin):
     def job(self, job_id: int) -> JobInfo:
         with self._session() as session:
             return jobs.job_info(session, job_id)
+
+    def jobs_of(self, name: str, version: str, kind: str | None = None) -> list[JobInfo]:
+        """The jobs of a version (only those of ``kind`` if given), oldest first."""
+        with self._session() as session:
+            row = self._row(session, name, version, published_only=False)
+            statement = select(Job).where(Job.version_id == row.id)
+            if kind is not None:
+                statement = statement.where(Job.kind == kind)
+            return [JobInfo.of(job, row) for job in session.scalars(statement.order_by(Job.id))]
 
     def requeue_stale_jobs(self, older_than_s: float) -> int:
         """Queue again jobs whose worker has held them longer than ``older_than_s`` (killed mid-job)."""

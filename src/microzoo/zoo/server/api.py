@@ -7,6 +7,7 @@ Reads are public unless the zoo requires a token to read; every write needs a to
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -137,8 +138,14 @@ def upload_package(request: Request, token: Any, data: bytes, name: str | None, 
     from microzoo.zoo.ingest import ingest_upload
 
     zoo = request.app.state.zoo
-    ingest = ingest_upload(data, staging=zoo.new_staging_dir(), name=name, version=version)
-    return zoo.publish_upload(ingest, token=token, name=name or None), ingest
+    staging = zoo.new_staging_dir()
+    try:
+        ingest = ingest_upload(
+            data, staging=staging, name=name, version=version, max_bytes=request.app.state.max_upload_bytes
+        )
+        return zoo.publish_upload(ingest, token=token, name=name or None), ingest
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # what is left: the upload was moved into place, or refused
 
 
 @router.post("/models", status_code=201, openapi_extra={"requestBody": _MULTIPART})
@@ -152,7 +159,7 @@ async def upload(request: Request) -> JSONResponse:
         "name": info.name,
         "version": info.version,
         "status": info.status,
-        "test_job": getattr(info, "test_job", None),
+        "test_job": next((j.id for j in request.app.state.zoo.jobs_of(info.name, info.version, "test")), None),
         "problems": list(getattr(ingest, "problems", []) or []),
         "url": f"{base_url(request)}/models/{quote(info.name)}/{quote(info.version)}",
     }

@@ -26,8 +26,10 @@ from microzoo.zoo.server.model_view import model_context
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(env=jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True))
+templates.env.filters["when"] = lambda value: value.strftime("%Y-%m-%d %H:%M") if value else ""
 router = APIRouter(include_in_schema=False, dependencies=[Depends(check_read)])
-FACET_FIELDS = ("task", "modality", "dims", "weight_format", "license", "consumer")
+FACETS = {"task": "Task", "modality": "Modality", "dims": "Dimensions", "weight_format": "Weight format",
+          "license": "Licence", "consumer": "Runs in"}  # fmt: skip
 ACTIONS = {"comment": "uploader", "submit": "uploader", "request-changes": "reviewer", "publish": "reviewer"}
 
 
@@ -78,7 +80,7 @@ def search(
     pages = max(1, -(-result.total // per_page))
     return render(
         request, "search.html.j2", q=q, sort=sort, result=result, active=active, link=link,
-        page=page, pages=pages, facet_fields=FACET_FIELDS,
+        page=page, pages=pages, facets=FACETS,
     )  # fmt: skip
 
 

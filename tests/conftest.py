@@ -26,3 +26,7 @@ def shared_data() -> Path:
 def example_model(shared_data: Path) -> Path:
     """The BioImage Model Zoo example package (U-Net 2D nuclei, format 0.5.4)."""
     return shared_data / "bmz" / "unet2d_nuclei_broad"
+
+
+# the zoo's database fixtures (`db`: SQLite and PostgreSQL, `postgres_admin_url`, `zoo_root`)
+pytest_plugins = ["_postgres", "_zoo_db"]

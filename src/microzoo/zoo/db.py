@@ -1,0 +1,224 @@
+"""The zoo's index: tables, engines and migrations.
+
+The tables below are the schema at the newest migration (``migrations/versions``); the
+migrations create them, never ``metadata.create_all``, so an existing zoo upgrades in place.
+SQLite (the default, ``ROOT/zoo.sqlite``) runs in WAL mode with a busy timeout, so a server and
+its workers (several processes) share one file; transactions that write begin with
+``BEGIN IMMEDIATE`` (see :func:`session_scope`) so two writers queue instead of failing.
+
+Search: on SQLite an FTS5 table ``version_text`` (rowid = ``versions.id``), on PostgreSQL a
+``search_vector`` tsvector column with a GIN index; both created by the migrations by dialect.
+``facets`` holds one row per (version, field, value) for filters and facet counts (task,
+modality, dims, license, weight_format, consumer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def utcnow() -> dt.datetime:
+    """Now, in UTC, timezone-aware (every timestamp in the index is UTC)."""
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(DateTime):
+    """A timestamp stored as UTC; SQLite gives back naive values, which are made UTC again."""
+
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(timezone=True)
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        parent = super().result_processor(dialect, coltype)
+
+        def process(value: Any) -> Any:
+            if parent is not None:
+                value = parent(value)
+            if isinstance(value, dt.datetime) and value.tzinfo is None:
+                value = value.replace(tzinfo=dt.UTC)
+            return value
+
+        return process
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(20))
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Model(Base):
+    __tablename__ = "models"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    downloads: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Version(Base):
+    __tablename__ = "versions"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_versions_name_version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), ForeignKey("models.name"), index=True)
+    version: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20), default="draft")
+    test_status: Mapped[str] = mapped_column(String(20), default="pending")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    published_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    uploaded_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rdf_sha256: Mapped[str] = mapped_column(String(64))
+    zip_sha256: Mapped[str] = mapped_column(String(64))
+    zip_size: Mapped[int] = mapped_column(Integer)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+    compat: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    test_report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    is_latest: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    # added by revision 0002
+    downloads: Mapped[int] = mapped_column(Integer, default=0)
+    retest_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    retested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Facet(Base):
+    __tablename__ = "facets"
+    version_id: Mapped[int] = mapped_column(Integer, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
+    field: Mapped[str] = mapped_column(String(30), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+
+
+class Comment(Base):
+    __tablename__ = "comments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(Integer, ForeignKey("versions.id", ondelete="CASCADE"), index=True)
+    author: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    text: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(20), default="comment")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    version_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("versions.id"), nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    claimed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")
+
+
+def default_url(root: Path) -> str:
+    """The embedded database of a zoo folder: ``sqlite:///ROOT/zoo.sqlite``."""
+    return f"sqlite:///{Path(root).resolve() / 'zoo.sqlite'}"
+
+
+def engine_for(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a 30 s busy timeout, foreign keys and ``BEGIN IMMEDIATE`` on writes.
+
+    ``postgresql://`` URLs are served by psycopg 3 (``postgresql+psycopg://``).
+    """
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # transactions are begun below, not by the driver
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        immediate = connection.get_execution_options().get("write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+@contextlib.contextmanager
+def session_scope(engine: Engine, *, write: bool = False) -> Iterator[Session]:
+    """A session in one transaction, committed at the end (rolled back on an exception).
+
+    ``write=True`` takes SQLite's write lock at the start (``BEGIN IMMEDIATE``), so a transaction
+    that reads and then writes never fails half-way because another process wrote in between.
+    """
+    with engine.connect() as connection:
+        if write:
+            connection.execution_options(write=True)
+        with Session(bind=connection, expire_on_commit=False) as session, session.begin():
+            yield session
+
+
+def upgrade_to_head(url: str, *, engine: Engine | None = None) -> None:
+    """Bring the database at ``url`` to the newest migration (creating it when empty)."""
+    migrate_to(url, "head", engine=engine)
+
+
+def migrate_to(url: str, revision: str, *, engine: Engine | None = None) -> None:
+    """Upgrade the database at ``url`` to ``revision`` (tests build a zoo at an old revision with it)."""
+    from alembic import command
+    from alembic.config import Config
+
+    own_engine = engine is None
+    engine = engine or engine_for(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.connect() as connection:
+            connection.execution_options(write=True)
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+            connection.commit()
+    finally:
+        if own_engine:
+            engine.dispose()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The migration the database is at (None for an empty database)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()

@@ -1,0 +1,151 @@
+"""Finding models: full text, filters, facet counts, order and pages.
+
+Full text covers the model's id, title, description, tags and authors. On SQLite it is an FTS5
+table (``version_text``, rowid = version id) ranked by bm25; every word the user typed must match,
+as a prefix (``nucl`` finds "nuclei"). Words are taken with ``\\w+`` and each is quoted, so no
+input can be FTS syntax. On PostgreSQL the ``search_vector`` column (weights: id and title A, tags
+B, description and authors C) is matched with ``websearch_to_tsquery`` (English stemming, no
+syntax errors either) and ranked by ``ts_rank``.
+
+Only the latest published version of each model is found. Filters and facets read the
+``facets`` table: one row per (version, field, value), so that a model with several weight
+formats or consumers counts once under each.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import Float, Integer, delete, desc, func, insert, literal_column, select, text
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
+
+from microzoo.errors import ZooError
+from microzoo.zoo.db import Facet, Model, Version
+from microzoo.zoo.records import SORTS, SearchQuery
+
+MAX_PER_PAGE = 100
+
+
+def fts_query(words_text: str) -> str:
+    """An FTS5 query in which every word of ``words_text`` must match as a prefix; "" for no words.
+
+    >>> fts_query('nuclei "OR segm* -x')
+    '"nuclei"* "or"* "segm"* "x"*'
+    """
+    return " ".join(f'"{word}"*' for word in re.findall(r"\w+", words_text.lower()))
+
+
+def facet_values(summary: dict[str, Any], compat: dict[str, Any] | None) -> set[tuple[str, str]]:
+    """The (field, value) pairs a version is filed under."""
+    pairs = {(name, str(summary[name])) for name in ("task", "modality", "dims", "license") if summary.get(name)}
+    pairs |= {("weight_format", str(fmt)) for fmt in summary.get("weight_formats") or []}
+    consumers = (compat or {}).get("consumers") or {}
+    pairs |= {("consumer", name) for name, entry in consumers.items() if isinstance(entry, dict) and entry.get("runs")}
+    return pairs
+
+
+def index_version(session: Session, version: Version) -> None:
+    """Write ``version``'s full-text entry and facet rows (replacing those it had)."""
+    summary = version.summary or {}
+    fields = {
+        "id": version.id,
+        "name": version.name,
+        "title": str(summary.get("title") or ""),
+        "description": str(summary.get("description") or ""),
+        "tags": " ".join(map(str, summary.get("tags") or [])),
+        "authors": " ".join(map(str, summary.get("authors") or [])),
+    }
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text(
+                "UPDATE versions SET search_vector = "
+                "setweight(to_tsvector('english', :name || ' ' || replace(:name, '-', ' ') || ' ' || :title), 'A') || "
+                "setweight(to_tsvector('english', :tags), 'B') || "
+                "setweight(to_tsvector('english', :description || ' ' || :authors), 'C') WHERE id = :id"
+            ),
+            fields,
+        )
+    else:
+        session.execute(text("DELETE FROM version_text WHERE rowid = :id"), {"id": version.id})
+        session.execute(
+            text(
+                "INSERT INTO version_text(rowid, name, title, description, tags, authors) "
+                "VALUES (:id, :name, :title, :description, :tags, :authors)"
+            ),
+            fields,
+        )
+    update_facets(session, version)
+
+
+def update_facets(session: Session, version: Version) -> None:
+    """Replace ``version``'s facet rows by those of its summary and compatibility matrix."""
+    session.execute(delete(Facet).where(Facet.version_id == version.id))
+    rows = [
+        {"version_id": version.id, "field": f, "value": v} for f, v in facet_values(version.summary, version.compat)
+    ]
+    if rows:
+        session.execute(insert(Facet), rows)
+
+
+def check_query(query: SearchQuery) -> None:
+    """Raise a clear :class:`ZooError` (400) for a sort, page or page size a search cannot take."""
+    if query.sort not in SORTS:
+        raise ZooError(f"unknown sort {query.sort!r}: use one of {', '.join(SORTS)}")
+    if query.page < 1:
+        raise ZooError(f"page {query.page} does not exist: pages count from 1")
+    if not 1 <= query.per_page <= MAX_PER_PAGE:
+        raise ZooError(f"per_page must be between 1 and {MAX_PER_PAGE}, not {query.per_page}")
+
+
+def search_versions(session: Session, query: SearchQuery) -> tuple[int, list[Version], dict[str, dict[str, int]]]:
+    """(total, the page of versions in order, facet counts over everything that matched)."""
+    check_query(query)
+    statement, rank = _matching(session, query)
+    ids = statement.subquery()
+    total = session.execute(select(func.count()).select_from(ids)).scalar_one()
+    facets: dict[str, dict[str, int]] = {}
+    counts = session.execute(
+        select(Facet.field, Facet.value, func.count())
+        .where(Facet.version_id.in_(select(ids.c.id)))
+        .group_by(Facet.field, Facet.value)
+    )
+    for field_name, value, count in counts:
+        facets.setdefault(field_name, {})[value] = count
+    facets = {name: dict(sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))) for name, values in facets.items()}
+    ordered = statement.join(Model, Model.name == Version.name).add_columns(Version)
+    if query.sort == "downloads":
+        ordered = ordered.order_by(desc(Model.downloads))
+    elif query.sort == "relevance" and rank is not None:
+        ordered = ordered.order_by(rank)
+    ordered = ordered.order_by(desc(Version.published_at), desc(Version.id))
+    page = ordered.offset((query.page - 1) * query.per_page).limit(query.per_page)
+    versions = [row[-1] for row in session.execute(page)]
+    return total, versions, facets
+
+
+def _matching(session: Session, query: SearchQuery) -> tuple[Select[Any], Any]:
+    """The ids of the versions ``query`` finds, and the expression to order them by relevance."""
+    statement = select(Version.id).where(Version.is_latest.is_(True))
+    for field_name, value in query.filters().items():
+        filed = select(Facet.version_id).where(Facet.field == field_name, Facet.value == value)
+        statement = statement.where(Version.id.in_(filed))
+    rank = None
+    if not re.search(r"\w", query.text):
+        return statement, rank
+    if session.get_bind().dialect.name == "postgresql":
+        tsquery = func.websearch_to_tsquery("english", " ".join(re.findall(r"\w+", query.text)))
+        vector: Any = literal_column("versions.search_vector")
+        statement = statement.where(vector.op("@@")(tsquery))
+        rank = desc(func.ts_rank(vector, tsquery))
+    else:
+        hits = (
+            text("SELECT rowid, bm25(version_text) AS score FROM version_text WHERE version_text MATCH :q")
+            .bindparams(q=fts_query(query.text))
+            .columns(rowid=Integer, score=Float)
+            .subquery("hits")
+        )
+        statement = statement.join(hits, hits.c.rowid == Version.id)
+        rank = hits.c.score  # bm25: lower is better
+    return statement, rank

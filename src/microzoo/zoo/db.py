@@ -201,14 +201,19 @@ def migrate_to(url: str, revision: str, *, engine: Engine | None = None) -> None
     from alembic import command
     from alembic.config import Config
 
+    own_engine = engine is None
     engine = engine or engine_for(url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.connect() as connection:
-        connection.execution_options(write=True)
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
-        connection.commit()
+    try:
+        with engine.connect() as connection:
+            connection.execution_options(write=True)
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+            connection.commit()
+    finally:
+        if own_engine:
+            engine.dispose()
 
 
 def current_revision(engine: Engine) -> str | None:

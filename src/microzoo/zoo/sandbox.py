@@ -26,10 +26,12 @@ separate machine, as a user that can read nothing else):
 - other processes of the same user: it can signal them, and it sees the process list;
 - CPU and memory shared with the rest of the machine below the limits, and kernel exploits.
 
-The limits are set in the child between ``fork`` and ``exec`` by a tiny launcher (Python's
+The limits are set in the child before the work starts by a tiny launcher (Python's
 ``resource.setrlimit``, then ``os.execvp``): the same calls a ``preexec_fn`` would make, but
 without running Python code in a forked copy of a possibly multi-threaded worker, which the
-``subprocess`` documentation warns may deadlock.
+``subprocess`` documentation warns may deadlock. On Linux the launcher also asks the kernel to
+kill the child when the worker dies (``PR_SET_PDEATHSIG``), so a killed worker leaves no test
+run behind; its job is queued again by ``Zoo.requeue_stale_jobs``.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["Limits", "SandboxResult", "run_limited", "minimal_environment"]
+__all__ = ["Limits", "SandboxResult", "minimal_environment", "out_of_memory", "run_limited"]
 
 #: the environment variables a child inherits (when set); everything else is dropped
 INHERITED = ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "OMP_NUM_THREADS", "MICROZOO_MEMORY_BUDGET")
@@ -55,15 +57,28 @@ INHERITED = ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "OMP_NUM_THR
 LOG_HEAD, LOG_TAIL = 8_000, 32_000
 
 _LAUNCHER = """
-import json, os, resource, sys
-limits = json.loads(sys.argv[1])
+import ctypes, json, os, resource, signal, sys
+parent, limits = int(sys.argv[1]), json.loads(sys.argv[2])
+try:  # Linux: die with the worker (PR_SET_PDEATHSIG = 1), kept across exec
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != parent:  # the worker died before prctl took effect
+    sys.exit(137)
 for name, value in limits.items():
     resource.setrlimit(getattr(resource, name), (value[0], value[1]))
-os.execvp(sys.argv[2], sys.argv[2:])
+os.execvp(sys.argv[3], sys.argv[3:])
 """
 
 #: what the log says when an allocation failed (Python, C++ and torch's allocator)
-_MEMORY_WORDS = ("MemoryError", "std::bad_alloc", "can't allocate memory", "Cannot allocate memory")
+_MEMORY_WORDS = (
+    "MemoryError",
+    "std::bad_alloc",
+    "can't allocate memory",
+    "Cannot allocate memory",
+    "Failed to allocate memory",  # onnxruntime's arena
+    "Unable to allocate",  # NumPy
+)
 _FILE_WORDS = ("File too large", "[Errno 27]")
 
 
@@ -137,13 +152,12 @@ def run_limited(
     environment). The output (stdout and stderr together) is kept as its first and last
     characters (:data:`LOG_HEAD`, :data:`LOG_TAIL`).
     """
+    limits = limits or Limits()
     limits = dataclasses.replace(
-        limits or Limits(),
-        **{
-            k: v
-            for k, v in (("seconds", seconds), ("memory_bytes", memory_bytes), ("file_bytes", file_bytes))
-            if v is not None
-        },
+        limits,
+        seconds=limits.seconds if seconds is None else seconds,
+        memory_bytes=limits.memory_bytes if memory_bytes is None else memory_bytes,
+        file_bytes=limits.file_bytes if file_bytes is None else file_bytes,
     )
     own_cwd = cwd is None
     workdir = Path(tempfile.mkdtemp(prefix="microzoo-sandbox-")) if cwd is None else Path(cwd)
@@ -154,7 +168,7 @@ def run_limited(
         with tempfile.TemporaryFile(prefix="microzoo-sandbox-log-") as log_file:
             start = time.monotonic()
             process = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _LAUNCHER, json.dumps(_rlimits(limits)), *argv],
+                [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(os.getpid()), json.dumps(_rlimits(limits)), *argv],
                 cwd=workdir,
                 env=child_env,
                 stdin=subprocess.DEVNULL,
@@ -209,6 +223,12 @@ def _bounded_log(f: BinaryIO) -> str:
     return f"{head}\n[... {size - LOG_HEAD - LOG_TAIL} bytes of output left out ...]\n{tail}"
 
 
+def out_of_memory(text: str) -> bool:
+    """Whether ``text`` (a log, an error message) says that an allocation failed: under the
+    sandbox's address-space limit, the memory limit was reached."""
+    return any(word in text for word in _MEMORY_WORDS)
+
+
 def _limit_hit(returncode: int, log: str, *, timed_out: bool) -> str | None:
     """Which limit stopped the child, from how it ended and what it said."""
     if timed_out:
@@ -219,7 +239,7 @@ def _limit_hit(returncode: int, log: str, *, timed_out: bool) -> str | None:
         return "file size"
     if returncode != 0:
         tail = log[-LOG_TAIL:]
-        if any(word in tail for word in _MEMORY_WORDS):
+        if out_of_memory(tail):
             return "memory"
         if any(word in tail for word in _FILE_WORDS):
             return "file size"

@@ -205,17 +205,17 @@ def comment(request: Request, name: str, version: str, body: TextBody) -> Any:
 
 
 def queue_try(request: Request, name: str, version: str, image: bytes, filename: str) -> int:
-    """Store the image under ROOT/try/<id>/ and queue a `try` job for it."""
+    """Store the image under ROOT/try/upload-<uuid>/ and queue a `try` job for it (payload: its path there)."""
     zoo = request.app.state.zoo
     info = zoo.version(name, version, published_only=False)
-    suffix = "".join(Path(filename).suffixes[-2:]).lower() or ".tif"
-    if not all(c.isalnum() or c == "." for c in suffix):
+    suffix = "".join(Path(filename).suffixes[-2:]).lower()
+    if not suffix or not all(c.isalnum() or c == "." for c in suffix):
         suffix = ".tif"
-    folder = Path(zoo.root) / "try" / uuid.uuid4().hex
-    folder.mkdir(parents=True)
-    (folder / f"input{suffix}").write_bytes(image)
-    payload = {"image": str(folder / f"input{suffix}"), "out": str(folder / "out")}
-    job_id: int = zoo.enqueue("try", version_id=info.id, payload=payload)
+    relative = f"upload-{uuid.uuid4().hex}/input{suffix}"
+    target = Path(zoo.root) / "try" / relative
+    target.parent.mkdir(parents=True)
+    target.write_bytes(image)
+    job_id: int = zoo.enqueue("try", version_id=info.id, payload={"image": relative})
     return job_id
 
 
@@ -233,16 +233,21 @@ def job(request: Request, job_id: int) -> Any:
     """A job: its kind, status, and when done its result (for try it: output and trust note)."""
     data = as_json(request.app.state.zoo.job(job_id))
     if data.get("kind") == "try":
-        data["files"] = f"{base_url(request)}/api/jobs/{job_id}/files/"
+        files = (data.get("result") or {}).get("files") or {}
+        data["pictures"] = {key: f"{base_url(request)}/api/jobs/{job_id}/files/{key}" for key in files}
     return data
 
 
-@router.get("/jobs/{job_id}/files/{path:path}")
-def job_file(request: Request, job_id: int, path: str) -> FileResponse:
-    """A file a `try` job wrote in its output folder (``input.png``, ``output.png``, ``overlay.png``, ``note.json``)."""
-    info = request.app.state.zoo.job(job_id)
-    folder = Path(str(info.payload["out"])) if info.kind == "try" and info.payload.get("out") else None
-    target = (folder / path).resolve() if folder else None
-    if folder is None or target is None or not target.is_relative_to(folder.resolve()) or not target.is_file():
-        raise ZooNotFound(f"job {job_id} has no file {path}")
+@router.get("/jobs/{job_id}/files/{picture}")
+def job_file(request: Request, job_id: int, picture: str) -> FileResponse:
+    """A picture a `try` job made: ``input``, ``output`` or ``overlay`` (PNG)."""
+    zoo = request.app.state.zoo
+    info = zoo.job(job_id)
+    files = (info.result or {}).get("files") or {} if info.kind == "try" else {}
+    if picture not in files:
+        raise ZooNotFound(f"job {job_id} has no picture '{picture}' (yet): it has {', '.join(files) or 'none'}")
+    root = Path(zoo.root).resolve()
+    target = (root / str(files[picture])).resolve()
+    if not target.is_relative_to(root / "try") or not target.is_file():
+        raise ZooNotFound(f"the picture '{picture}' of job {job_id} is gone")
     return FileResponse(target)

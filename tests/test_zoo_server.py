@@ -174,7 +174,7 @@ def test_pages_show_search_model_upload_and_review(zoo_server: ZooServer, publis
         home = http.get("/", headers={"accept": "text/html"})
         assert home.status_code == 200 and 'id="search-box"' in home.text
         found = http.get("/search", params={"q": "nuclei"})
-        assert f"/models/{name}/{version}" in found.text and 'id="facets"' in found.text
+        assert f"/models/{name}/" in found.text and 'id="facets"' in found.text
         page = http.get(f"/models/{name}/{version}").text
         for expected in (
             "UNet 2D Nuclei Broad",

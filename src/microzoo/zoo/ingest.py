@@ -63,6 +63,7 @@ MAX_UPLOAD_BYTES = 1 << 30
 ZOO_ZIP_LIMITS = ZipLimits(max_total_bytes=2 << 30, max_ratio=200, ratio_check_bytes=4 << 20)
 #: The description's name in the zoo (what ``/artifacts/{id}/files/rdf.yaml`` serves).
 STORED_DESCRIPTION = "rdf.yaml"
+_TOO_LARGE_ADVICE = "If the package is genuine, ask this zoo's administrator to take it in"
 _MARKDOWN = (".md", ".markdown")
 _HTML = (".html", ".htm", ".xhtml", ".svg")
 _STEPS = 6
@@ -149,6 +150,7 @@ def _refusing(folder: Path, status: int) -> Iterator[None]:
 def _without(folder: Path, message: str) -> str:
     """``message`` with the staging folder's path left out (the uploader knows the package, not the server)."""
     for prefix in {str(folder.resolve()), str(folder)}:
+        message = message.replace(f"microzoo validate {prefix}", "microzoo validate PACKAGE")
         message = message.replace(prefix + os.sep, "").replace(prefix, "the package")
     return message
 
@@ -215,12 +217,13 @@ def _unpack(data: bytes | Path, folder: Path, *, max_bytes: int, zip_limits: Zip
         source = "the uploaded zip"
         try:
             with zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data) as archive:
-                limits_advice = "The zoo refuses it; a package this large needs its administrator"
-                check_zip_members(source, archive.infolist(), limits=zip_limits, advice=limits_advice)
+                check_zip_members(source, archive.infolist(), limits=zip_limits, advice=_TOO_LARGE_ADVICE)
                 folder.mkdir()
                 archive.extractall(folder)  # checks each member's CRC as it goes
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError) as error:
-            raise UploadError(f"{source} is not a readable zip archive ({error}): zip the package again", status=422)
+            raise UploadError(
+                f"{source} is not a readable zip archive ({error}): zip the package again", status=422
+            ) from error
     _unwrap_single_folder(folder)
 
 
@@ -295,9 +298,7 @@ def _described_package(folder: Path, *, name: str | None, version: str | None) -
     with _refusing(folder, 422):
         content = read_description(stored)
         descr, notices = convert_description(stored, content)
-    return ModelPackage(
-        descr, folder, stored, "upload", str(content.get("format_version", "unknown")), notices=notices
-    )
+    return ModelPackage(descr, folder, stored, "upload", str(content.get("format_version", "unknown")), notices=notices)
 
 
 # -- 3. files, 4. documents -----------------------------------------------------------------------

@@ -28,20 +28,23 @@ from _hostile import (
 
 from microzoo.errors import UploadError
 from microzoo.package.archive import ZipLimits
-from microzoo.zoo.ingest import ingest_upload
+from microzoo.zoo.ingest import IngestResult, ingest_upload
 
 
 @pytest.fixture
 def staging(tmp_path: Path) -> Path:
-    return tmp_path / "staging"
+    """The folder for one upload, as ``Zoo.new_staging_dir`` gives it (``ROOT/staging/PID-UUID``)."""
+    folder = tmp_path / "root" / "staging" / "1-upload"
+    folder.mkdir(parents=True)
+    return folder
 
 
 def refused(data: bytes | Path, staging: Path, status: int, match: str, **options: object) -> str:
-    """Ingest ``data``, expect an ``UploadError`` of ``status`` whose message matches; staging stays empty."""
+    """Ingest ``data``, expect an ``UploadError`` of ``status`` whose message matches; nothing is left in staging."""
     with pytest.raises(UploadError, match=match) as info:
         ingest_upload(data, staging=staging, **options)  # type: ignore[arg-type]
     assert info.value.status == status, str(info.value)
-    assert list(staging.iterdir()) == [], "a refused upload left files in staging"
+    assert not staging.exists() and list(staging.parent.iterdir()) == [], "a refused upload left files in staging"
     assert str(staging) not in str(info.value), "the message shows the server's staging path"
     return str(info.value)
 
@@ -59,7 +62,7 @@ def test_example_zip_is_accepted_with_its_summary(example_model: Path, tmp_path:
         version="1",
         progress=lambda d, n, s: steps.append(s),
     )
-    assert result.folder.parent == staging and steps[0] == "unpacking" and steps[-1] == "done"
+    assert result.folder == staging and steps[0] == "unpacking" and steps[-1] == "done"
     stored = {p.name for p in result.folder.iterdir()}
     assert stored == {p.name for p in example_model.iterdir()} - {"bioimageio.yaml"} | {"rdf.yaml"}
     for name in stored - {"rdf.yaml"}:  # every other file byte for byte
@@ -99,17 +102,27 @@ def test_example_as_folder_or_zip_file_keeps_the_description_bytes(
     assert (result.folder / "rdf.yaml").read_bytes() == (example_model / "bioimageio.yaml").read_bytes()
     assert not (result.folder / "bioimageio.yaml").exists() and not (result.folder / "my-model").exists()
     assert result.summary.name_in_package is None and result.summary.task == "segmentation"
-    assert list(staging.iterdir()) == [result.folder]
+    assert list(staging.parent.iterdir()) == [result.folder]
+
+
+def test_a_staging_folder_in_use_is_a_programming_error(example_model: Path, staging: Path) -> None:
+    (staging / "other-upload.txt").write_text("busy")
+    with pytest.raises(ValueError, match="not empty"):
+        ingest_upload(example_model, staging=staging)
+    assert [p.name for p in staging.iterdir()] == ["other-upload.txt"]
 
 
 def test_state_dict_three_d_and_format_04_packages_are_accepted(tmp_path_factory, staging: Path) -> None:
     from _packages import built_package
 
-    state_dict = ingest_upload(built_package(tmp_path_factory, "state_dict").parent, staging=staging)
+    def ingest(kind: str, **options: str) -> IngestResult:
+        return ingest_upload(built_package(tmp_path_factory, kind).parent, staging=staging / kind, **options)
+
+    state_dict = ingest("state_dict")
     assert state_dict.summary.weight_formats == ["pytorch_state_dict"]
-    three_d = ingest_upload(built_package(tmp_path_factory, "three_d").parent, staging=staging)
+    three_d = ingest("three_d")
     assert three_d.summary.dims == "3d" and three_d.summary.inputs[0]["axes"].endswith("zyx")
-    old = ingest_upload(built_package(tmp_path_factory, "format_04").parent, staging=staging, name="old-owl")
+    old = ingest("format_04", name="old-owl")
     assert old.summary.format_version.startswith("0.4") and old.summary.name_in_package == "old-owl"
 
 

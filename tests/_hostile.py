@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import stat
+import struct
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
@@ -72,6 +73,32 @@ def zip_with_symlink(folder: Path, target: Path, *, name: str = "weights.onnx", 
         link.create_system = 3  # unix: the mode in the high bits is honoured by unzip
         link.external_attr = (stat.S_IFLNK | 0o777) << 16
         archive.writestr(link, points_to)
+    return target
+
+
+def zip_declaring(folder: Path, target: Path, *, name: str, declared_bytes: int) -> Path:
+    """The package zipped, with the central directory claiming that member ``name`` holds
+    ``declared_bytes`` (compressed and uncompressed alike, so no ratio stands out): a zip that
+    lies about its size, as a hostile one may (below 4 GiB: no zip64 fields)."""
+    zip_folder(folder, target)
+    data = bytearray(target.read_bytes())
+    encoded = name.encode()
+    start = 0
+    while (start := data.find(b"PK\x01\x02", start)) >= 0:
+        name_length = struct.unpack_from("<H", data, start + 28)[0]
+        if bytes(data[start + 46 : start + 46 + name_length]) == encoded:
+            struct.pack_into("<II", data, start + 20, declared_bytes, declared_bytes)
+            target.write_bytes(bytes(data))
+            return target
+        start += 4
+    raise ValueError(f"{name} is not in {folder}")
+
+
+def zip_wrapped(folder: Path, target: Path, *, top: str = "my-model") -> Path:
+    """The package zipped inside one top folder (``my-model/bioimageio.yaml``, ...), as zipping a folder does."""
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, f"{top}/{path.name}")
     return target
 
 

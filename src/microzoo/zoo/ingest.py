@@ -1,8 +1,9 @@
 """Check an upload before the zoo stores it: a zip (bytes or file) or a folder in, a checked staging folder out.
 
-:func:`ingest_upload` unpacks the upload into a new folder under ``staging`` and checks, in this
-order, cheapest and most dangerous first, refusing with :class:`~microzoo.errors.UploadError`
-(``status`` 400 unsafe, 413 too large, 422 not a valid package) and leaving nothing behind:
+:func:`ingest_upload` unpacks the upload into ``staging``, a new folder for this one upload
+(``Zoo.new_staging_dir()`` gives one under ``ROOT/staging``), and checks, in this order,
+cheapest and most dangerous first, refusing with :class:`~microzoo.errors.UploadError`
+(``status`` 400 unsafe, 413 too large, 422 not a valid package) and removing ``staging``:
 
 1. size: the upload past ``max_bytes`` (413); a zip past :data:`ZOO_ZIP_LIMITS` (a zip bomb, 413);
    member names outside the package, symbolic links (zip members or folder entries) (400);
@@ -63,6 +64,7 @@ MAX_UPLOAD_BYTES = 1 << 30
 ZOO_ZIP_LIMITS = ZipLimits(max_total_bytes=2 << 30, max_ratio=200, ratio_check_bytes=4 << 20)
 #: The description's name in the zoo (what ``/artifacts/{id}/files/rdf.yaml`` serves).
 STORED_DESCRIPTION = "rdf.yaml"
+_TOO_LARGE_ADVICE = "If the package is genuine, ask this zoo's administrator to take it in"
 _MARKDOWN = (".md", ".markdown")
 _HTML = (".html", ".htm", ".xhtml", ".svg")
 _STEPS = 6
@@ -70,7 +72,7 @@ _STEPS = 6
 
 @dataclasses.dataclass(frozen=True)
 class IngestResult:
-    """A checked upload: ``folder`` (in staging) holds the whole package, described by ``rdf.yaml``."""
+    """A checked upload: ``folder`` (the staging folder) holds the whole package, described by ``rdf.yaml``."""
 
     folder: Path
     summary: PackageSummary
@@ -87,16 +89,23 @@ def ingest_upload(
     zip_limits: ZipLimits = ZOO_ZIP_LIMITS,
     progress: ProgressCallback | None = None,
 ) -> IngestResult:
-    """Unpack and check an upload (zip bytes, a zip file or a package folder) into a new folder of ``staging``.
+    """Unpack and check an upload (zip bytes, a zip file or a package folder) into ``staging``.
+
+    ``staging`` is a folder for this upload only: absent or empty. The result's ``folder`` is
+    ``staging``; the caller moves it into place (``Zoo.publish_upload``).
 
     Raises
     ------
     UploadError
-        The upload is unsafe (400), too large (413) or not a valid package (422); nothing is left
-        in ``staging``.
+        The upload is unsafe (400), too large (413) or not a valid package (422); ``staging`` is
+        removed, so nothing of the upload is left.
+    ValueError
+        ``staging`` holds files already (a programming error: give each upload its own folder).
     """
+    if staging.exists() and any(staging.iterdir()):
+        raise ValueError(f"{staging} is not empty: give each upload a new staging folder")
     staging.mkdir(parents=True, exist_ok=True)
-    folder = staging / uuid.uuid4().hex
+    folder = staging
     try:
         return _ingest(data, folder, name=name, version=version, max_bytes=max_bytes, zip_limits=zip_limits,
                        step=_stepper(progress))  # fmt: skip
@@ -149,6 +158,7 @@ def _refusing(folder: Path, status: int) -> Iterator[None]:
 def _without(folder: Path, message: str) -> str:
     """``message`` with the staging folder's path left out (the uploader knows the package, not the server)."""
     for prefix in {str(folder.resolve()), str(folder)}:
+        message = message.replace(f"microzoo validate {prefix}", "microzoo validate PACKAGE")
         message = message.replace(prefix + os.sep, "").replace(prefix, "the package")
     return message
 
@@ -215,12 +225,12 @@ def _unpack(data: bytes | Path, folder: Path, *, max_bytes: int, zip_limits: Zip
         source = "the uploaded zip"
         try:
             with zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data) as archive:
-                limits_advice = "The zoo refuses it; a package this large needs its administrator"
-                check_zip_members(source, archive.infolist(), limits=zip_limits, advice=limits_advice)
-                folder.mkdir()
+                check_zip_members(source, archive.infolist(), limits=zip_limits, advice=_TOO_LARGE_ADVICE)
                 archive.extractall(folder)  # checks each member's CRC as it goes
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError) as error:
-            raise UploadError(f"{source} is not a readable zip archive ({error}): zip the package again", status=422)
+            raise UploadError(
+                f"{source} is not a readable zip archive ({error}): zip the package again", status=422
+            ) from error
     _unwrap_single_folder(folder)
 
 
@@ -295,9 +305,7 @@ def _described_package(folder: Path, *, name: str | None, version: str | None) -
     with _refusing(folder, 422):
         content = read_description(stored)
         descr, notices = convert_description(stored, content)
-    return ModelPackage(
-        descr, folder, stored, "upload", str(content.get("format_version", "unknown")), notices=notices
-    )
+    return ModelPackage(descr, folder, stored, "upload", str(content.get("format_version", "unknown")), notices=notices)
 
 
 # -- 3. files, 4. documents -----------------------------------------------------------------------

@@ -26,7 +26,11 @@ import html.parser
 import re
 from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:  # markdown-it-py is imported when a document is rendered
+    from markdown_it import MarkdownIt
 
 ALLOWED_TAGS = frozenset(
     "a abbr b blockquote br caption code dd del details div dl dt em figcaption figure h1 h2 h3 h4 h5 h6 "
@@ -110,13 +114,13 @@ def _findings(rendered: str) -> list[tuple[bool, str]]:
 
 
 @functools.cache
-def _markdown_it(*, guarded: bool):  # type: ignore[no-untyped-def]
+def _markdown_it(*, guarded: bool) -> MarkdownIt:
     """CommonMark with raw HTML, tables and strikethrough; unguarded: every link URL let through."""
     from markdown_it import MarkdownIt
 
     md = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
     if not guarded:
-        md.validateLink = lambda url: True  # show the scanner what a careless renderer would emit
+        md.validateLink = lambda url: True  # type: ignore[method-assign] # show the scanner what a careless renderer would emit
     return md
 
 

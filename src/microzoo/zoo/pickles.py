@@ -78,7 +78,11 @@ def _check_state_dict(path: Path) -> None:
     except Exception as error:  # torch raises UnpicklingError/RuntimeError variants
         # torch's message advises loading the file unsafely: only the name of the global is kept
         found = _REFUSED_GLOBAL.search(str(error))
-        what = f"the Python callable {found.group(1)}" if found else f"data torch cannot load safely ({type(error).__name__})"
+        what = (
+            f"the Python callable {found.group(1)}"
+            if found
+            else f"data torch cannot load safely ({type(error).__name__})"
+        )
         raise _refuse(path, f"hold {what}, which loading with torch.load(weights_only=True) refuses") from None
     del state
 

@@ -73,6 +73,19 @@ class ZooServer:
             f"{name}/{version} not tested after {timeout} s; server log:\n{self.log.read_text()[-3000:]}"
         )
 
+    def wait_job(self, job_id: int, timeout: float = 300) -> dict[str, Any]:
+        """The job once it ended (done or failed)."""
+        end = time.monotonic() + timeout
+        with self.client() as http:
+            while time.monotonic() < end:
+                job: dict[str, Any] = http.get(f"/api/jobs/{job_id}").raise_for_status().json()
+                if job["status"] in ("done", "failed"):
+                    return job
+                time.sleep(0.5)
+        raise AssertionError(
+            f"job {job_id} not finished after {timeout} s; server log:\n{self.log.read_text()[-3000:]}"
+        )
+
     def publish(self, name: str, version: str) -> dict[str, Any]:
         info = self.wait_tested(name, version)
         assert info["test_status"] == "passed", info.get("test_report")

@@ -85,3 +85,24 @@ def test_the_openapi_document_names_every_route(zoo: Zoo):
                  "/artifacts/{name}/{version}/files/{path}", "/id_map.json", "/api/jobs/{job_id}"):  # fmt: skip
         assert path in paths, path
     assert {"get", "head"} <= set(paths["/artifacts/{name}/files/{path}"])
+
+
+def test_the_pages_of_a_private_zoo_ask_for_a_token_and_remember_it(zoo: Zoo):
+    token = zoo.create_token("uploader", "reader")
+    app = create_app(zoo, read_token_required=True)
+    html = {"headers": {"accept": "text/html"}}
+    refused, wrong, signed_in = _requests(
+        app,
+        [
+            ("GET", "/search", html),
+            ("POST", "/sign-in", {"data": {"token": "nope", "next": "/search"}, **html}),
+            ("POST", "/sign-in", {"data": {"token": token, "next": "https://elsewhere.example/"}, **html}),
+        ],
+    )
+    assert refused.status_code == 401 and 'id="sign-in-link"' in refused.text
+    assert wrong.status_code == 401 and "unknown token" in wrong.text
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"
+    cookie = signed_in.headers["set-cookie"]
+    assert cookie.startswith(f"zoo_token={token}") and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    (page,) = _requests(app, [("GET", "/search", {"headers": {"accept": "text/html", "cookie": f"zoo_token={token}"}})])
+    assert page.status_code == 200 and 'id="search-box"' in page.text

@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
-from _zoo import ZooServer, cli, published_example, zoo_server  # noqa: F401  (fixtures)
+from _zoo import ZooServer, cli, package_zip, published_example, zoo_server  # noqa: F401  (fixtures)
 
 from microzoo.errors import PackageError
 from microzoo.package.zoo_ref import parse_zoo_ref
@@ -92,3 +93,36 @@ def test_zoo_references_are_checked(monkeypatch: pytest.MonkeyPatch):
 
     with pytest.raises(PackageError, match="--zoo URL"):
         fetch_zoo_package("zoo:affable-shark/1")
+
+
+def test_zoo_admin_commands_import_retest_and_revoke(
+    zoo_server: ZooServer, shared_data: Path, published_example, tmp_path: Path
+):
+    root, env = str(zoo_server.root), zoo_server.env
+    folder = tmp_path / "zips"
+    folder.mkdir()
+    (folder / "good.zip").write_bytes(package_zip(shared_data / "bmz" / "unet2d_nuclei_broad"))
+    (folder / "broken.zip").write_bytes(b"not a zip at all")
+    imported = cli("zoo", "import", str(folder), "--root", root, env=env)
+    assert imported.returncode == 1, imported.stderr
+    assert "1 imported, 1 refused" in imported.stdout and "broken.zip" in imported.stdout
+    assert "good.zip -> " in imported.stdout and "(test queued)" in imported.stdout
+
+    retest = cli("zoo", "retest", "--root", root, env=env)
+    assert retest.returncode == 0 and "re-test(s) queued" in retest.stdout
+    name, version = published_example
+    deadline = time.monotonic() + 300
+    with zoo_server.client() as http:
+        while http.get(f"/api/models/{name}/{version}").json()["retest_status"] is None:
+            assert time.monotonic() < deadline, "the re-test did not run"
+            time.sleep(0.5)
+        assert http.get(f"/api/models/{name}/{version}").json()["retest_status"] == "passed"
+
+    created = cli("zoo", "token", "create", "--root", root, "--role", "uploader", "--label", "leaving", env=env)
+    token = created.stdout.strip()
+    comment = {"json": {"text": "hello"}, "headers": {"Authorization": f"Bearer {token}"}}
+    with zoo_server.client() as http:
+        assert http.post(f"/api/models/{name}/{version}/comments", **comment).status_code == 201
+        assert cli("zoo", "token", "revoke", "leaving", "--root", root, env=env).returncode == 0
+        revoked = http.post(f"/api/models/{name}/{version}/comments", **comment)
+    assert revoked.status_code == 401 and "revoked" in revoked.json()["detail"]

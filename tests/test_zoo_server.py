@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 import httpx
+import imageio.v3 as iio
 import pytest
-from _zoo import ZooServer, package_zip, published_example, zoo_server  # noqa: F401  (fixtures)
+from _zoo import ZooServer, package_zip, published_example, start_zoo, zoo_server  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
 EXAMPLE = "bmz/unet2d_nuclei_broad"
@@ -190,3 +191,56 @@ def test_pages_show_search_model_upload_and_review(zoo_server: ZooServer, publis
         missing = http.get("/models/no-such-model", headers={"accept": "text/html"})
         assert missing.status_code == 404 and "no-such-model" in missing.text and "<html" in missing.text
         assert "/api/models" in http.get("/openapi.json").json()["paths"]
+
+
+def test_try_it_runs_one_image_in_a_worker(zoo_server: ZooServer, shared_data: Path, published_example):
+    name, version = published_example
+    image = sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png"))[0]
+    with zoo_server.client() as http:
+        queued = http.post(f"/api/models/{name}/{version}/try", files={"image": (image.name, image.read_bytes())})
+        assert queued.status_code == 202, queued.text
+        job = zoo_server.wait_job(queued.json()["job"])
+        assert job["status"] == "done", job["error"]
+        pictures = {key: http.get(url) for key, url in job["pictures"].items()}
+        page = http.get(f"/models/{name}/{version}/try/{job['id']}")
+        form = http.post(f"/models/{name}/{version}/try", files={"image": (image.name, image.read_bytes())})
+    assert {"input", "output"} <= set(pictures)
+    for picture in pictures.values():
+        assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
+        assert iio.imread(picture.content).shape[:2] == iio.imread(image).shape[:2]
+    assert job["result"]["note"]["headline"]
+    assert 'id="try-result"' in page.text and 'id="trust-note"' in page.text
+    assert form.status_code == 303 and form.headers["location"].startswith(f"/models/{name}/{version}/try/")
+
+
+def test_the_upload_page_shows_a_refusal_and_takes_a_good_package(zoo_server: ZooServer, shared_data: Path):
+    broken = package_zip(shared_data / EXAMPLE, changes={"source: weights.pt": "source: missing.pt"})
+    token = {"token": zoo_server.tokens["uploader"]}
+    with zoo_server.client() as http:
+        refused = http.post("/upload", data=token, files={"package": ("broken.zip", broken)})
+        accepted = http.post("/upload", data=token, files={"package": ("good.zip", package_zip(shared_data / EXAMPLE))})
+    assert refused.status_code == 422 and 'id="upload-error"' in refused.text and "missing.pt" in refused.text
+    assert accepted.status_code == 303 and accepted.headers["location"].endswith("/1?uploaded=1")
+    assert "zoo_token=" in accepted.headers["set-cookie"] and "HttpOnly" in accepted.headers["set-cookie"]
+
+
+def test_serve_stops_its_workers_when_it_stops(tmp_path: Path):
+    server = start_zoo(tmp_path / "root", cache=tmp_path / "cache", extra=("--workers", "2"))
+    try:
+        children = _children(server.process.pid)
+        assert len(children) == 2 and all(b"zoo\x00worker" in _cmdline(pid) for pid in children)
+    finally:
+        server.stop()
+    assert server.process.returncode == 0
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists() and b"worker" in _cmdline(pid)]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

@@ -60,6 +60,8 @@ def serve(
     _console(stderr=True).print(
         escape(f"zoo at http://{host}:{port} (root {root}, {workers} worker(s)); Ctrl+C stops it"), highlight=False
     )
+    # uvicorn re-raises the SIGTERM it stopped on; ending by SystemExit lets the workers be stopped first
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:

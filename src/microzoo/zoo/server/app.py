@@ -64,6 +64,7 @@ def create_app(
     app.include_router(api.router)
     _add_bioimageio_routes(app)
     app.include_router(pages.router)
+    app.include_router(pages.open_router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app
 

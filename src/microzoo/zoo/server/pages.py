@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(env=jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True))
 templates.env.filters["when"] = lambda value: value.strftime("%Y-%m-%d %H:%M") if value else ""
 router = APIRouter(include_in_schema=False, dependencies=[Depends(check_read)])
+open_router = APIRouter(include_in_schema=False)  # pages a zoo that requires a token to read still shows
 FACETS = {"task": "Task", "modality": "Modality", "dims": "Dimensions", "weight_format": "Weight format",
           "license": "Licence", "consumer": "Runs in"}  # fmt: skip
 ACTIONS = {"comment": "uploader", "submit": "uploader", "request-changes": "reviewer", "publish": "reviewer"}
@@ -121,6 +122,26 @@ def review_action(
         zoo.publish(name, version, token=info, comment=text)
     target = f"/models/{quote(name)}/{quote(version)}#review"
     return _remember(RedirectResponse(target, status_code=303), token)
+
+
+@open_router.get("/sign-in", response_class=HTMLResponse)
+def sign_in_form(request: Request, next: str = "/") -> HTMLResponse:
+    return render(request, "sign_in.html.j2", next=_local(next))
+
+
+@open_router.post("/sign-in")
+def sign_in(request: Request, token: str = Form(...), next: str = Form("/")) -> Response:
+    """Check a token and remember it in the page cookie (a zoo that requires a token to read)."""
+    try:
+        authorise_write(request, "uploader", token)
+    except ZooError as error:
+        return render(request, "sign_in.html.j2", error.status, next=_local(next), error=str(error))
+    return _remember(RedirectResponse(_local(next), status_code=303), token)
+
+
+def _local(target: str) -> str:
+    """Only a path of this zoo to go back to (never another site)."""
+    return target if target.startswith("/") and not target.startswith("//") else "/"
 
 
 @router.get("/upload", response_class=HTMLResponse)

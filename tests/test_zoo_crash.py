@@ -94,3 +94,18 @@ def test_consistency_check_reports_what_differs(zoo_root: Path, db: str, example
     assert zoo.remove_orphans() == 2  # the orphan folder and its emptied model folder; a missing zip stays reported
     assert zoo.check_consistency() == ["kept/1 is in the index but its zip is missing"]
     zoo.close()
+
+
+def test_staging_leftovers_go_with_their_process(zoo_root: Path, tmp_path: Path) -> None:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    staging = zoo_root / "staging"
+    dead = staging / f"{finished.stdout.strip()}-{'a' * 32}"
+    live = staging / f"{os.getpid()}-{'b' * 32}"
+    unnamed = staging / ("c" * 32)  # not made by new_staging_dir: kept until a day old
+    for folder in (dead / "inner", live, unnamed):
+        folder.mkdir(parents=True)
+    zoo = Zoo(zoo_root, f"sqlite:///{tmp_path / 'zoo.sqlite'}")
+    assert sorted(p.name for p in staging.iterdir()) == sorted([live.name, unnamed.name])
+    os.utime(unnamed, (0, 0))
+    assert zoo.remove_orphans() == 1 and [p.name for p in staging.iterdir()] == [live.name]
+    zoo.close()

@@ -38,6 +38,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: the PostgreSQL advisory lock that lets one process migrate at a time
+MIGRATION_LOCK = 0x6D7A6F6F  # "mzoo"
 
 
 def utcnow() -> dt.datetime:
@@ -213,7 +215,9 @@ def migrate_to(url: str, revision: str, *, engine: Engine | None = None) -> None
     config.set_main_option("script_location", str(MIGRATIONS))
     try:
         with engine.connect() as connection:
-            connection.execution_options(write=True)
+            connection.execution_options(write=True)  # SQLite: BEGIN IMMEDIATE, one migrating process at a time
+            if connection.dialect.name == "postgresql":  # the same on PostgreSQL: server and worker start together
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
             connection.commit()

@@ -160,6 +160,30 @@ def test_zip_declaring_more_than_the_cap_is_refused(example_model: Path, tmp_pat
     refused(archive.read_bytes(), staging, 413, r"would extract to 3,07\d MiB, more than .* \(2,048 MiB\)")
 
 
+def test_zip_of_too_many_files_is_refused(example_model: Path, tmp_path: Path, staging: Path) -> None:
+    extra = {f"junk/{i}.txt": b"" for i in range(10_001)}
+    archive = zip_folder(example_model, tmp_path / "many.zip", extra=extra)
+    refused(archive, staging, 413, r"holds 10,0\d\d files, more than are extracted from one zip \(10,000\)")
+
+
+def test_a_member_name_the_disk_cannot_hold_is_refused(example_model: Path, tmp_path: Path, staging: Path) -> None:
+    archive = zip_folder(example_model, tmp_path / "model.zip", extra={"x" * 300 + ".txt": b"x"})
+    refused(archive, staging, 422, "cannot be unpacked: File name too long")
+
+
+def test_a_zip_made_by_macos_is_accepted_without_its_metadata(
+    example_model: Path, tmp_path: Path, staging: Path
+) -> None:
+    archive = zip_wrapped(example_model, tmp_path / "model.zip", top="nuclei")
+    with zipfile.ZipFile(archive, "a") as extra:
+        extra.writestr("__MACOSX/nuclei/._README.md", b"\x00\x05\x16\x07 Mac OS X resource fork")
+    result = ingest_upload(archive, staging=staging)
+    assert {p.name for p in result.folder.iterdir()} == {p.name for p in example_model.iterdir()} - {
+        "bioimageio.yaml"
+    } | {"rdf.yaml"}
+    assert "__MACOSX/: macOS file metadata, not part of the package, left out" in result.problems
+
+
 def test_zip_caps_are_a_parameter(example_model: Path, tmp_path: Path, staging: Path) -> None:
     archive = zip_folder(example_model, tmp_path / "model.zip")
     small = ZipLimits(max_total_bytes=1 << 20, max_ratio=200, ratio_check_bytes=1 << 20)

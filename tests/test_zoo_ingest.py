@@ -336,6 +336,20 @@ def test_state_dict_whose_pickle_calls_os_system_is_refused(tmp_path_factory, tm
     assert not marker.exists(), "the check ran the pickled code"
 
 
+def test_the_architecture_code_of_an_accepted_package_never_runs(
+    tmp_path_factory, tmp_path: Path, staging: Path
+) -> None:
+    from _packages import ARCH_FILE, built_package
+
+    folder = writable_copy(built_package(tmp_path_factory, "state_dict").parent, tmp_path / "pkg")
+    marker = tmp_path / "IMPORTED"
+    source = (folder / ARCH_FILE).read_text()
+    replace_file(folder, ARCH_FILE, f"open({str(marker)!r}, 'w').close()\n{source}".encode())
+    result = ingest_upload(folder, staging=staging)
+    assert result.summary.weight_formats == ["pytorch_state_dict"]
+    assert not marker.exists(), "checking the upload imported the package's code"
+
+
 def test_torchscript_whose_pickle_calls_os_system_is_refused(
     example_model: Path, tmp_path: Path, staging: Path
 ) -> None:

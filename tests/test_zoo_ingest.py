@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import pickle
 import time
 import zipfile
@@ -103,6 +104,14 @@ def test_example_as_folder_or_zip_file_keeps_the_description_bytes(
     assert not (result.folder / "bioimageio.yaml").exists() and not (result.folder / "my-model").exists()
     assert result.summary.name_in_package is None and result.summary.task == "segmentation"
     assert list(staging.parent.iterdir()) == [result.folder]
+
+
+def test_a_flow_style_description_gets_its_identity_too(example_model: Path, tmp_path: Path, staging: Path) -> None:
+    folder = writable_copy(example_model, tmp_path / "pkg")
+    description = yaml.safe_load((folder / "bioimageio.yaml").read_text())
+    (folder / "bioimageio.yaml").write_text(json.dumps(description))  # JSON is YAML in flow style
+    result = ingest_upload(folder, staging=staging, name="json-jay", version="2")
+    assert yaml.safe_load((result.folder / "rdf.yaml").read_text()) == {**description, "id": "json-jay", "version": "2"}
 
 
 def test_a_staging_folder_in_use_is_a_programming_error(example_model: Path, staging: Path) -> None:

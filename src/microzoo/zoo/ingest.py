@@ -196,7 +196,11 @@ def write_identity(folder: Path, *, name: str | None, version: str | None) -> No
     text = path.read_text(encoding="utf-8")
     appended = text.rstrip("\n") + "\n" + "".join(f"{key}: {json.dumps(value)}\n" for key, value in added.items())
     path.write_text(appended, encoding="utf-8")
-    if read_description(path) != {**content, **added}:
+    try:
+        kept = read_description(path) == {**content, **added}
+    except PackageError:  # appending broke it (a JSON or flow-style description)
+        kept = False
+    if not kept:
         import yaml
 
         path.write_text(yaml.safe_dump({**content, **added}, sort_keys=False, allow_unicode=True), encoding="utf-8")

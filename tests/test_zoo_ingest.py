@@ -322,6 +322,12 @@ def test_svg_with_a_script_is_refused(example_model: Path, tmp_path: Path, stagi
     refused(archive, staging, 400, r"docs/figure\.svg holds an event-handler attribute onload=")
 
 
+def test_a_huge_documentation_file_is_refused(example_model: Path, tmp_path: Path, staging: Path) -> None:
+    folder = writable_copy(example_model, tmp_path / "pkg")
+    (folder / "README.md").write_text("# Nuclei\n\n" + "[a](b) " * (3 << 20))
+    refused(folder, staging, 413, r"README\.md is 2\d MiB; the zoo reads documentation files of up to 16 MiB")
+
+
 def test_harmless_markup_the_page_leaves_out_is_a_problem_not_a_refusal(
     example_model: Path, tmp_path: Path, staging: Path
 ) -> None:

@@ -166,7 +166,14 @@ def _conditions(query: SearchQuery, *, postgresql: bool) -> list[Callable[[Any],
         # an IN of the FTS query runs it once; a join lets SQLite run the MATCH once per version
         fts = text("SELECT rowid FROM version_text WHERE version_text MATCH :q").bindparams(q=fts_query(query.text))
         sets.append(fts.columns(rowid=Integer))
-    return [lambda column, ids=ids: column.in_(ids) for ids in sets]
+    return [_id_in(ids) for ids in sets]
+
+
+def _id_in(ids: Any) -> Callable[[Any], Any]:
+    def condition(column: Any) -> Any:
+        return column.in_(ids)
+
+    return condition
 
 
 def _by_relevance(statement: Select[Any], words_text: str, *, postgresql: bool) -> Select[Any]:

@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
+from microzoo.errors import ZooError
 from microzoo.zoo.db import current_revision, engine_for, migrate_to
 from microzoo.zoo.records import SearchQuery
 from microzoo.zoo.service import Zoo
@@ -102,3 +104,15 @@ def test_processes_starting_together_migrate_once(db: str, zoo_root: Path) -> No
     engine = engine_for(db)
     assert current_revision(engine) == "0002"
     engine.dispose()
+
+
+def test_a_database_that_cannot_be_opened_is_a_clear_error(zoo_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        ZooError, match=r"cannot open the zoo's database postgresql://ann:\*\*\*@127.0.0.1:1/zoo"
+    ) as error:
+        Zoo(zoo_root, "postgresql://ann:secret@127.0.0.1:1/zoo")  # nothing listens on port 1
+    assert "secret" not in str(error.value) and error.value.status == 503
+    with pytest.raises(ZooError, match="cannot open the zoo's database"):
+        Zoo(zoo_root, f"sqlite:///{tmp_path / 'missing-folder' / 'zoo.sqlite'}")
+    with pytest.raises(ZooError, match="cannot open the zoo's database"):
+        Zoo(zoo_root, "nonsense")

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from microzoo.errors import UploadError, ZooAuthError, ZooConflict, ZooNotFound
+from microzoo.errors import UploadError, ZooAuthError, ZooConflict, ZooError, ZooNotFound
 from microzoo.zoo import jobs, storage
 from microzoo.zoo.db import Comment, Model, Token, Version, default_url, engine_for, session_scope, upgrade_to_head
 from microzoo.zoo.db import utcnow as _now
@@ -44,8 +45,7 @@ class Zoo(ReviewMixin):
         self.root.mkdir(parents=True, exist_ok=True)
         self.db_url = db_url or default_url(self.root)
         self.publish_on_pass = publish_on_pass
-        self.engine = engine_for(self.db_url)
-        upgrade_to_head(self.db_url, engine=self.engine)
+        self.engine = open_index(self.db_url)
         self.remove_orphans()
 
     def close(self) -> None:
@@ -305,6 +305,23 @@ class Zoo(ReviewMixin):
     def remove_orphans(self) -> int:
         """Delete what killed processes left (files without a version, stale staging); return the count."""
         return storage.remove_orphans(self.root, self._indexed)
+
+
+def open_index(url: str) -> Engine:
+    """An engine for the zoo's index at ``url``, migrated to the newest schema; a clear error if it cannot be."""
+    shown = url
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+        engine = engine_for(url)
+        upgrade_to_head(url, engine=engine)
+    except (ArgumentError, OperationalError, ImportError) as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise ZooError(
+            f"cannot open the zoo's database {shown}: {reason}. Check --db (sqlite:///PATH or "
+            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE) and that the server is running",
+            status=503,
+        ) from error
+    return engine
 
 
 def _summary_dict(summary: Any) -> dict[str, Any]:

@@ -105,7 +105,7 @@ def test_only_the_uploader_or_a_reviewer_adds_versions(zoo: Zoo, example_model: 
     tokens = _tokens(zoo)
     other = zoo.authorise(zoo.create_token("uploader", label="mallory"), "uploader")
     zoo.publish_upload(staged_example(zoo, example_model, small=True), token=tokens["uploader"], name="m")
-    with pytest.raises(ZooAuthError):
+    with pytest.raises(ZooAuthError, match="m belongs to another uploader"):
         zoo.publish_upload(staged_example(zoo, example_model, small=True), token=other, name="m")
     assert (
         zoo.publish_upload(staged_example(zoo, example_model, small=True), token=tokens["reviewer"], name="m").version

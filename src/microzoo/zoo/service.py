@@ -73,7 +73,7 @@ class Zoo(ReviewMixin):
                 )
             ).all()
             if not rows:
-                raise ZooNotFound("no live token with that value or label: `microzoo zoo token list` shows them")
+                raise ZooNotFound("no live token with that value or label: it is unknown or revoked already")
             for row in rows:
                 row.revoked_at = _now()
 
@@ -119,8 +119,13 @@ class Zoo(ReviewMixin):
                     name = new_model_name(lambda n: session.get(Model, n) is not None)
                 model = session.get(Model, name)
                 existing = list(session.scalars(select(Version.version).where(Version.name == name)))
-            if model is not None and model.created_by is not None and model.created_by != token.id:
-                require_role(token.role, "reviewer")  # only the model's uploader or a reviewer adds versions
+            others = model is not None and model.created_by is not None and model.created_by != token.id
+            if others and token.role == "uploader":
+                raise ZooAuthError(
+                    f"{name} belongs to another uploader: only its uploader or a reviewer adds versions "
+                    "(upload it under another name)",
+                    status=403,
+                )
             version = wanted_version or next_integer_version(existing)
             if version in existing:
                 raise ZooConflict(f"{name}/{version} exists and versions never change: upload it as a new version")

@@ -124,6 +124,14 @@ def zoo(zoo_root: Path, db: str):
     zoo.close()
 
 
+@pytest.fixture
+def sqlite_zoo(zoo_root: Path):
+    """For what does not depend on the database (limits, try): SQLite only."""
+    zoo = Zoo(zoo_root)
+    yield zoo
+    zoo.close()
+
+
 def _upload(zoo: Zoo, package: Path, name: str) -> int:
     token = zoo.authorise(zoo.create_token("uploader", label=f"up-{name}"), "uploader")
     version = zoo.publish_upload(staged_example(zoo, package, weight_formats=FORMATS), token=token, name=name)
@@ -142,7 +150,8 @@ def test_worker_runs_a_queued_test_job(zoo: Zoo, example_model: Path) -> None:
     assert run_worker(zoo, worker_id="w1", once=True) == 0  # nothing left
 
 
-def test_worker_records_failures_and_limits_and_goes_on(zoo: Zoo, example_model: Path, tmp_path: Path) -> None:
+def test_worker_records_failures_and_limits_and_goes_on(sqlite_zoo: Zoo, example_model: Path, tmp_path: Path) -> None:
+    zoo = sqlite_zoo
     altered_id = _upload(zoo, with_altered_test_output(example_model, tmp_path / "altered"), "altered")
     example_id = _upload(zoo, example_model, "example")
     assert run_worker(zoo, worker_id="w", once=True) == 2
@@ -160,7 +169,8 @@ def test_worker_records_failures_and_limits_and_goes_on(zoo: Zoo, example_model:
     assert zoo.version("example", "1", published_only=False).test_status == "passed"  # the first test stays
 
 
-def test_worker_runs_a_try_job(zoo: Zoo, example_model: Path) -> None:
+def test_worker_runs_a_try_job(sqlite_zoo: Zoo, example_model: Path) -> None:
+    zoo = sqlite_zoo
     import shutil
 
     version_id = _upload(zoo, example_model, "nuclei")

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import http.server
 import os
 import shutil
 import socket
+import stat
+import struct
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
@@ -57,6 +60,67 @@ def zip_bomb(folder: Path, target: Path, *, member_mib: int) -> Path:
             for _ in range(member_mib):
                 member.write(chunk)
     return target
+
+
+def zip_with_symlink(folder: Path, target: Path, *, name: str = "weights.onnx", points_to: str = "/etc/passwd") -> Path:
+    """The package zipped with ``name`` replaced by a symbolic-link member pointing at ``points_to``
+    (what ``zip --symlinks`` writes: mode ``S_IFLNK`` in the external attributes, the target as data)."""
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.iterdir()):
+            if path.name != name:
+                archive.write(path, path.name)
+        link = zipfile.ZipInfo(name)
+        link.create_system = 3  # unix: the mode in the high bits is honoured by unzip
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(link, points_to)
+    return target
+
+
+def zip_declaring(folder: Path, target: Path, *, name: str, declared_bytes: int) -> Path:
+    """The package zipped, with the central directory claiming that member ``name`` holds
+    ``declared_bytes`` (compressed and uncompressed alike, so no ratio stands out): a zip that
+    lies about its size, as a hostile one may (below 4 GiB: no zip64 fields)."""
+    zip_folder(folder, target)
+    data = bytearray(target.read_bytes())
+    encoded = name.encode()
+    start = 0
+    while (start := data.find(b"PK\x01\x02", start)) >= 0:
+        name_length = struct.unpack_from("<H", data, start + 28)[0]
+        if bytes(data[start + 46 : start + 46 + name_length]) == encoded:
+            struct.pack_into("<II", data, start + 20, declared_bytes, declared_bytes)
+            target.write_bytes(bytes(data))
+            return target
+        start += 4
+    raise ValueError(f"{name} is not in {folder}")
+
+
+def zip_wrapped(folder: Path, target: Path, *, top: str = "my-model") -> Path:
+    """The package zipped inside one top folder (``my-model/bioimageio.yaml``, ...), as zipping a folder does."""
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, f"{top}/{path.name}")
+    return target
+
+
+class ExecutesOnUnpickle:
+    """An object whose unpickling runs ``os.system(command)``: what a hostile "state dict" holds."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (self.command,)
+
+
+def replace_file(folder: Path, name: str, data: bytes) -> None:
+    """Write ``data`` as ``name`` in the package and put its sha256 in the description, so only the
+    content (not a hash mismatch) is what a check can object to."""
+    path = folder / name
+    old = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+    path.write_bytes(data)
+    if old is not None:
+        description = folder / DESCRIPTION
+        description.write_text(description.read_text().replace(old, hashlib.sha256(data).hexdigest()))
 
 
 def alias_bomb(levels: int = 10, width: int = 10) -> str:

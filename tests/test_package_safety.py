@@ -16,6 +16,7 @@ from _hostile import (
     writable_copy,
     zip_bomb,
     zip_folder,
+    zip_with_symlink,
 )
 
 from microzoo.errors import ChecksumError, MicrozooError, PackageError
@@ -119,6 +120,13 @@ def test_zip_member_outside_the_package_is_refused(example_model: Path, tmp_path
         open_package(archive)
     assert files_under(_private_cache) == set()
     assert not (tmp_path / "evil.txt").exists()
+
+
+def test_zip_member_that_is_a_symlink_is_refused(example_model: Path, tmp_path: Path, _private_cache: Path) -> None:
+    archive = zip_with_symlink(example_model, tmp_path / "model.zip", name="weights.onnx")
+    with pytest.raises(PackageError, match="symbolic link.*weights.onnx|weights.onnx.*symbolic link"):
+        open_package(archive)
+    assert files_under(_private_cache) == set()
 
 
 # -- YAML -------------------------------------------------------------------------------------

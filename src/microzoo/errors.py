@@ -9,6 +9,7 @@ The tree::
     ├── PackageError            a model package cannot be opened or is not valid
     │   ├── ChecksumError       a file's sha256 differs from the one in the description
     │   ├── DownloadError       a URL could not be fetched
+    │   ├── ArchiveSizeError    a zip would expand past the size or compression-ratio limits (a zip bomb)
     │   └── WeightFormatError   no usable weights, or a format microzoo cannot run
     ├── ImageError              an image cannot be read, or its content is unusable
     │   └── AxesError           the image's axes cannot be mapped onto the model's
@@ -41,6 +42,10 @@ class ChecksumError(PackageError):
 
 class DownloadError(PackageError):
     """A URL could not be downloaded."""
+
+
+class ArchiveSizeError(PackageError):
+    """A zip would expand past the total-size or compression-ratio limits (a zip bomb looks like this)."""
 
 
 class WeightFormatError(PackageError):

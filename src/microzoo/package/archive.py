@@ -1,27 +1,35 @@
-"""Extract a package zip into the cache, within limits.
+"""Extract a package zip, within limits: the runner's cache and the zoo's uploads use one check.
 
 A zip is extracted once, into ``<cache>/packages/<sha256 of the zip>``, through a temporary
 folder renamed when complete. Before anything is written, a zip is refused when it is corrupt,
-when a member's name leads outside the package, or when it would expand past the limits below
-(a zip bomb): the message says which limit and that a trusted package can be extracted by hand
-and opened as a folder.
+when a member's name leads outside the package or is a symbolic link, or when it would expand
+past the limits below (a zip bomb): the message says which limit and what to do.
+:func:`check_zip_members` is that check alone, with the limits as a parameter; the zoo calls it
+with its own, smaller :class:`ZipLimits` (``microzoo.zoo.ingest``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import stat
 import zipfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
-from microzoo.errors import PackageError
+from microzoo.errors import ArchiveSizeError, PackageError
 from microzoo.package.download import cache_dir
+
+#: What the runner tells a user whose zip exceeds a limit.
+EXTRACT_YOURSELF = "If you trust this package, extract it yourself (for example with `unzip`) and give the folder"
 
 
 def extract_zip(path: Path) -> Path:
     """Extract a zip package into the cache, keyed by its sha256; reuse an earlier extraction.
 
     Refused, before anything is written: a corrupt zip, a member whose name leads outside the
-    package, and archives past :data:`MAX_EXTRACTED_BYTES` or :data:`MAX_COMPRESSION_RATIO`.
+    package or that is a symbolic link, and archives past :data:`MAX_EXTRACTED_BYTES` or
+    :data:`MAX_COMPRESSION_RATIO`.
     """
     if not zipfile.is_zipfile(path):
         raise PackageError(f"{path} is not a valid zip file (corrupt or truncated): download it again")
@@ -32,9 +40,10 @@ def extract_zip(path: Path) -> Path:
         return target
     from microzoo.io.atomic import atomic_output
 
+    limits = ZipLimits(MAX_EXTRACTED_BYTES, MAX_COMPRESSION_RATIO, RATIO_CHECK_BYTES)  # read now: tests lower them
     try:
         with zipfile.ZipFile(path) as archive:
-            _check_zip_members(path, archive.infolist())
+            check_zip_members(path, archive.infolist(), limits=limits)
             with atomic_output(target) as tmp:
                 archive.extractall(tmp)  # checks each member's CRC as it goes
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError) as error:
@@ -54,24 +63,63 @@ MAX_COMPRESSION_RATIO = 200
 RATIO_CHECK_BYTES = 16 << 20
 
 
-def _check_zip_members(path: Path, members: list[zipfile.ZipInfo]) -> None:
-    """Refuse a zip whose members lead outside the package or expand past the limits."""
-    extract_yourself = "If you trust this package, extract it yourself (for example with `unzip`) and give the folder"
+@dataclasses.dataclass(frozen=True)
+class ZipLimits:
+    """How far a zip may expand: in all, per member over ``ratio_check_bytes``, and in how many members."""
+
+    max_total_bytes: int
+    max_ratio: float
+    ratio_check_bytes: int
+    #: a bound on the files (inodes) one zip creates; packages hold tens
+    max_members: int = 100_000
+
+
+def check_zip_members(
+    source: str | Path,
+    members: Sequence[zipfile.ZipInfo],
+    *,
+    limits: ZipLimits,
+    advice: str = EXTRACT_YOURSELF,
+) -> None:
+    """Refuse a zip whose members lead outside the package, are symbolic links, or expand past ``limits``.
+
+    The sizes checked are those the zip declares; :mod:`zipfile` writes no more than a member
+    declares, so they bound what extraction writes.
+
+    Raises
+    ------
+    PackageError
+        A member's name is absolute or contains ``..``, or a member is a symbolic link.
+    ArchiveSizeError
+        A member compresses more than ``limits.max_ratio``, all would extract past
+        ``limits.max_total_bytes``, or there are more than ``limits.max_members`` members
+        (``advice`` ends the message).
+    """
+    if len(members) > limits.max_members:
+        raise ArchiveSizeError(
+            f"{source} holds {len(members):,} files, more than are extracted from one zip ({limits.max_members:,}); "
+            f"refused. {advice}"
+        )
     total = 0
     for member in members:
         name = member.filename
         if Path(name).is_absolute() or name.startswith(("/", "\\")) or ".." in Path(name.replace("\\", "/")).parts:
-            raise PackageError(f"{path} holds a file outside the package ({name}): refused")
+            raise PackageError(f"{source} holds a file outside the package ({name}): refused")
+        if stat.S_ISLNK(member.external_attr >> 16):
+            raise PackageError(
+                f"{source} holds a symbolic link ({name}): refused, a package holds its files themselves. "
+                "Zip the files the link points to instead"
+            )
         total += member.file_size
         ratio = member.file_size / max(member.compress_size, 1)
-        if member.file_size > RATIO_CHECK_BYTES and ratio > MAX_COMPRESSION_RATIO:
-            raise PackageError(
-                f"{path}: the member {name} would expand {member.compress_size:,} bytes into "
-                f"{member.file_size:,} ({ratio:.0f}:1); refused, as microzoo extracts no member that "
-                f"compresses more than {MAX_COMPRESSION_RATIO}:1 (a zip bomb looks like this). {extract_yourself}"
+        if member.file_size > limits.ratio_check_bytes and ratio > limits.max_ratio:
+            raise ArchiveSizeError(
+                f"{source}: the member {name} would expand {member.compress_size:,} bytes into "
+                f"{member.file_size:,} ({ratio:.0f}:1); refused, as no member that compresses more than "
+                f"{limits.max_ratio:g}:1 is extracted (a zip bomb looks like this). {advice}"
             )
-    if total > MAX_EXTRACTED_BYTES:
-        raise PackageError(
-            f"{path} would extract to {total / (1 << 20):,.0f} MiB, more than microzoo extracts from a zip "
-            f"({MAX_EXTRACTED_BYTES / (1 << 20):,.0f} MiB); refused. {extract_yourself}"
+    if total > limits.max_total_bytes:
+        raise ArchiveSizeError(
+            f"{source} would extract to {total / (1 << 20):,.0f} MiB, more than is extracted from a zip "
+            f"({limits.max_total_bytes / (1 << 20):,.0f} MiB); refused. {advice}"
         )

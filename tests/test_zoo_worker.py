@@ -188,6 +188,31 @@ def test_worker_runs_a_try_job(sqlite_zoo: Zoo, example_model: Path) -> None:
     assert refused.status == "failed" and "outside" in refused.error
 
 
+def test_worker_converts_into_a_new_version(sqlite_zoo: Zoo, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from _packages import built_package
+
+    zoo = sqlite_zoo
+    package = built_package(tmp_path_factory, "state_dict").parent
+    version_id = _upload(zoo, package, "tiny")
+    job_id = zoo.enqueue("convert", version_id=version_id, payload={"formats": ["onnx", "torchscript"]})
+    assert run_worker(zoo, worker_id="w", once=True, kinds=("convert",)) == 1
+    job = zoo.job(job_id)
+    assert job.status == "done" and job.result is not None, job.error
+    assert (job.result["name"], job.result["version"]) == ("tiny", "2")
+    converted = zoo.version("tiny", "2", published_only=False)
+    assert sorted(converted.summary["weight_formats"]) == ["onnx", "pytorch_state_dict", "torchscript"]
+    assert converted.uploaded_by == zoo.version("tiny", "1", published_only=False).uploaded_by
+    assert run_worker(zoo, worker_id="w", once=True) == 2  # both versions' tests were queued
+    report = zoo.version("tiny", "2", published_only=False).test_report
+    assert report is not None and {f: e["status"] for f, e in report["formats"].items()} == {
+        "onnx": "passed", "torchscript": "passed", "pytorch_state_dict": "passed",
+    }  # fmt: skip
+    again = zoo.enqueue("convert", version_id=converted.id, payload={"formats": ["onnx"]})
+    assert run_worker(zoo, worker_id="w", once=True, kinds=("convert",)) == 1
+    refused = zoo.job(again)
+    assert refused.status == "failed" and "has onnx weights already" in refused.error
+
+
 def _sandbox_children(marker: str) -> list[int]:
     """Processes whose command line names ``marker`` (the sandboxed test runs of one test)."""
     found = []

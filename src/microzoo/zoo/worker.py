@@ -46,6 +46,8 @@ __all__ = ["run_worker", "run_job", "default_worker_id", "try_folder"]
 
 _log = logging.getLogger(__name__)
 
+#: a report larger than this is not read (the sandboxed run wrote something else)
+MAX_REPORT_BYTES = 16 << 20
 #: the job kinds this worker runs
 KINDS = ("test", "retest", "try", "convert")
 
@@ -119,6 +121,8 @@ def _testrun(args: list[str], limits: Limits) -> tuple[dict[str, Any] | None, Sa
         argv = [sys.executable, "-m", "microzoo.zoo.testrun", *args[:1], str(report_path), *args[1:]]
         ran = run_limited(argv, cwd=Path(work), limits=limits)
         try:
+            if report_path.stat().st_size > MAX_REPORT_BYTES:
+                raise ValueError("the report is too large to be one")
             report = json.loads(report_path.read_text())
         except (OSError, ValueError):
             report = None

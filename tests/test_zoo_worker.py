@@ -213,16 +213,18 @@ def test_worker_converts_into_a_new_version(sqlite_zoo: Zoo, tmp_path_factory: p
     assert refused.status == "failed" and "has onnx weights already" in refused.error
 
 
-def _sandbox_children(marker: str) -> list[int]:
-    """Processes whose command line names ``marker`` (the sandboxed test runs of one test)."""
+def _sandbox_children(marker: str, *, started: bool = False) -> list[int]:
+    """Processes whose command line names ``marker`` (the sandboxed test runs of one test); with
+    ``started``, only those past the sandbox's launcher (which names the limits it sets)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    found.append(int(entry.name))
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
+            if marker in cmdline and not (started and "RLIMIT_AS" in cmdline):
+                found.append(int(entry.name))
     return found
 
 
@@ -233,19 +235,21 @@ def test_a_killed_workers_job_is_requeued_and_run_again(zoo: Zoo, example_model:
         "from microzoo.zoo.worker import run_worker; "
         "run_worker(Zoo(Path(sys.argv[1]), sys.argv[2]), worker_id='doomed', once=True)"
     )
+    folder = str(zoo.version_folder("nuclei", "1"))
     worker = subprocess.Popen([PY, "-c", code, str(zoo.root), db], env=os.environ.copy())
     try:
         deadline = time.monotonic() + 60
-        while zoo.version("nuclei", "1", published_only=False).test_status != "running":
-            assert time.monotonic() < deadline and worker.poll() is None, "the worker never claimed the job"
+        while not _sandbox_children(folder, started=True):  # the test run has started in the sandbox
+            assert time.monotonic() < deadline and worker.poll() is None, "the worker never started the test run"
             time.sleep(0.05)
-        time.sleep(0.5)  # the test run has started in the sandbox
+        assert zoo.version("nuclei", "1", published_only=False).test_status == "running"
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()
-    folder = str(zoo.version_folder("nuclei", "1"))
-    time.sleep(0.5)
-    assert _sandbox_children(folder) == []  # the sandboxed run died with its worker
+    deadline = time.monotonic() + 1  # far less than the test run takes: it is killed, it does not finish
+    while _sandbox_children(folder):  # the sandboxed run dies with its worker
+        assert time.monotonic() < deadline, "the sandboxed test run outlived its worker"
+        time.sleep(0.05)
     job = zoo.job(1)  # the only job of a new database
     assert job.version_id == version_id and job.status == "running" and job.claimed_by == "doomed"
     assert zoo.requeue_stale_jobs(3600) == 0  # a live worker's job is left alone

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import pickle
 import time
 import zipfile
@@ -103,6 +104,14 @@ def test_example_as_folder_or_zip_file_keeps_the_description_bytes(
     assert not (result.folder / "bioimageio.yaml").exists() and not (result.folder / "my-model").exists()
     assert result.summary.name_in_package is None and result.summary.task == "segmentation"
     assert list(staging.parent.iterdir()) == [result.folder]
+
+
+def test_a_flow_style_description_gets_its_identity_too(example_model: Path, tmp_path: Path, staging: Path) -> None:
+    folder = writable_copy(example_model, tmp_path / "pkg")
+    description = yaml.safe_load((folder / "bioimageio.yaml").read_text())
+    (folder / "bioimageio.yaml").write_text(json.dumps(description))  # JSON is YAML in flow style
+    result = ingest_upload(folder, staging=staging, name="json-jay", version="2")
+    assert yaml.safe_load((result.folder / "rdf.yaml").read_text()) == {**description, "id": "json-jay", "version": "2"}
 
 
 def test_a_staging_folder_in_use_is_a_programming_error(example_model: Path, staging: Path) -> None:
@@ -311,6 +320,12 @@ def test_svg_with_a_script_is_refused(example_model: Path, tmp_path: Path, stagi
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><circle r="4"/></svg>'
     archive = zip_folder(example_model, tmp_path / "model.zip", extra={"docs/figure.svg": svg})
     refused(archive, staging, 400, r"docs/figure\.svg holds an event-handler attribute onload=")
+
+
+def test_a_huge_documentation_file_is_refused(example_model: Path, tmp_path: Path, staging: Path) -> None:
+    folder = writable_copy(example_model, tmp_path / "pkg")
+    (folder / "README.md").write_text("# Nuclei\n\n" + "[a](b) " * (3 << 20))
+    refused(folder, staging, 413, r"README\.md is 2\d MiB; the zoo reads documentation files of up to 16 MiB")
 
 
 def test_harmless_markup_the_page_leaves_out_is_a_problem_not_a_refusal(

@@ -12,7 +12,7 @@ cheapest and most dangerous first, refusing with :class:`~microzoo.errors.Upload
 3. every file it names: inside the package, not absolute (400), local (a zoo stores whole
    packages, 422), present with its sha256 (422);
 4. documentation: markdown with scripts, event handlers or ``javascript:`` links, HTML or SVG
-   with scripts (400, naming the file; never cleaned silently);
+   with scripts (400, naming the file; never cleaned silently); past :data:`MAX_DOCUMENT_BYTES` (413);
 5. weights: pickles holding more than tensors (400; :mod:`microzoo.zoo.pickles`);
 6. the format: bioimageio.spec's validation (422, every error listed; warnings kept as problems).
 
@@ -56,7 +56,15 @@ from microzoo.zoo.markdown import dropped_markdown, unsafe_html, unsafe_markdown
 from microzoo.zoo.pickles import check_pickled_weights
 from microzoo.zoo.summary import PackageSummary, summarize_package
 
-__all__ = ["MAX_UPLOAD_BYTES", "ZOO_ZIP_LIMITS", "IngestResult", "PackageSummary", "ingest_upload", "write_identity"]
+__all__ = [
+    "MAX_DOCUMENT_BYTES",
+    "MAX_UPLOAD_BYTES",
+    "ZOO_ZIP_LIMITS",
+    "IngestResult",
+    "PackageSummary",
+    "ingest_upload",
+    "write_identity",
+]
 
 #: The largest upload (zip, or folder in all) a zoo accepts by default; the server passes its own.
 MAX_UPLOAD_BYTES = 1 << 30
@@ -64,6 +72,8 @@ MAX_UPLOAD_BYTES = 1 << 30
 #: upload may extract to 2 GiB in all, in at most 10 000 files, and no member over 4 MiB may
 #: compress more than 200:1.
 ZOO_ZIP_LIMITS = ZipLimits(max_total_bytes=2 << 30, max_ratio=200, ratio_check_bytes=4 << 20, max_members=10_000)
+#: The largest markdown, HTML or SVG file checked (and rendered) for a page; READMEs are kilobytes.
+MAX_DOCUMENT_BYTES = 16 << 20
 #: The description's name in the zoo (what ``/artifacts/{id}/files/rdf.yaml`` serves).
 STORED_DESCRIPTION = "rdf.yaml"
 _TOO_LARGE_ADVICE = "If the package is genuine, ask this zoo's administrator to take it in"
@@ -196,7 +206,11 @@ def write_identity(folder: Path, *, name: str | None, version: str | None) -> No
     text = path.read_text(encoding="utf-8")
     appended = text.rstrip("\n") + "\n" + "".join(f"{key}: {json.dumps(value)}\n" for key, value in added.items())
     path.write_text(appended, encoding="utf-8")
-    if read_description(path) != {**content, **added}:
+    try:
+        kept = read_description(path) == {**content, **added}
+    except PackageError:  # appending broke it (a JSON or flow-style description)
+        kept = False
+    if not kept:
         import yaml
 
         path.write_text(yaml.safe_dump({**content, **added}, sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -351,6 +365,12 @@ def _check_documents(folder: Path) -> list[str]:
         if suffix not in _MARKDOWN + _HTML:
             continue
         relative = path.relative_to(folder)
+        if path.stat().st_size > MAX_DOCUMENT_BYTES:
+            raise UploadError(
+                f"{relative} is {path.stat().st_size / (1 << 20):,.0f} MiB; the zoo reads documentation files of up to "
+                f"{MAX_DOCUMENT_BYTES >> 20} MiB (figures belong in image files)",
+                status=413,
+            )
         text = path.read_text(encoding="utf-8", errors="replace")
         unsafe = unsafe_markdown(text) if suffix in _MARKDOWN else unsafe_html(text)
         if unsafe:

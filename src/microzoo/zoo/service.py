@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -331,15 +330,10 @@ def _chosen_name(given: str | None, in_package: str | None) -> str | None:
 
 
 def _write_description(folder: Path, name: str, version: str) -> str:
-    """Set ``id`` and ``version`` in ``folder/rdf.yaml`` where they differ; return the file's sha256."""
-    rdf = folder / "rdf.yaml"
-    if not rdf.is_file():
+    """Set ``id`` and ``version`` in ``folder/rdf.yaml`` (``zoo.ingest.write_identity``); return its sha256."""
+    from microzoo.zoo.ingest import write_identity
+
+    if not (folder / "rdf.yaml").is_file():
         raise UploadError("the checked upload has no rdf.yaml: the package's description is missing")
-    description = yaml.safe_load(rdf.read_text(encoding="utf-8"))
-    if not isinstance(description, dict):
-        raise UploadError("rdf.yaml is not a mapping: it is not a model description")
-    if description.get("id") != name or str(description.get("version")) != version:
-        description["id"] = name
-        description["version"] = version
-        rdf.write_text(yaml.safe_dump(description, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    return storage.sha256_and_size(rdf)[0]
+    write_identity(folder, name=name, version=version)
+    return storage.sha256_and_size(folder / "rdf.yaml")[0]

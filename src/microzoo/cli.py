@@ -187,6 +187,22 @@ def test_model(
 
 
 @app.command()
+def convert(
+    model: str = typer.Argument(..., help="Package folder, .zip, bioimageio.yaml or URL."),
+    to: str = typer.Option(..., "--to", help="Weight formats to add: onnx, torchscript, or onnx,torchscript."),
+    out: Path = typer.Option(..., "-o", "--out", help="Folder of the new package (written whole or not at all)."),
+) -> None:
+    """Add TorchScript and/or ONNX weights (from the state dict or TorchScript), checked against the test outputs."""
+    from microzoo.runtime.convert import convert_package
+
+    with _progress_bar("converting") as progress:
+        rdf = convert_package(model, to.split(","), out_dir=out, progress=progress)
+    console = _console()
+    console.print(escape(f"wrote {rdf.parent}: {to} weights added; each reproduces the package's test outputs"))
+    console.print(escape(f"check it with: microzoo test {rdf.parent}"))
+
+
+@app.command()
 def predict(
     model: str = typer.Argument(..., help="Package folder, .zip, bioimageio.yaml or URL."),
     inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),

@@ -2,7 +2,8 @@
 
 - :class:`Model` (``microzoo.load_model``): ``predict`` gives :class:`Outputs`, ``predict_image``
   a :class:`Prediction` with axes and notices; :func:`predict_files` predicts image files.
-- :func:`test_package` reproduces a package's test outputs; :func:`summarize` describes it.
+- :func:`test_package` reproduces a package's test outputs; :func:`summarize` describes it;
+  :func:`convert_package` adds TorchScript and ONNX weights to it.
 - :func:`bind_ops`, :func:`plan_tiles`: the processing ops and the tile plan.
 - :func:`memory_budget`, :func:`thread_count`: how much of the machine microzoo takes.
 
@@ -17,6 +18,7 @@ from microzoo._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover
     from microzoo.runtime.batch import FileResult, check_outputs, output_paths, predict_files
+    from microzoo.runtime.convert import convert_package
     from microzoo.runtime.engines import Engine, available_formats, choose_format, load_engine
     from microzoo.runtime.geometry import ModelGeometry, geometry_from_descr
     from microzoo.runtime.instances import InstanceSettings, instances_from_output
@@ -38,6 +40,7 @@ _WHERE = {
     "predict_files": "batch",
     "OutputComparison": "reproduce",
     "compare_outputs": "reproduce",
+    "convert_package": "convert",
     "test_package": "reproduce",
     "Pipeline": "ops",
     "bind_ops": "ops",
@@ -79,6 +82,7 @@ __all__ = [
     "check_outputs",
     "choose_format",
     "compare_outputs",
+    "convert_package",
     "describe_op",
     "extract_tile",
     "geometry_from_descr",

@@ -151,7 +151,7 @@ class TorchscriptEngine:
             self._module = _optimized_for_inference(self._module)
 
     def forward(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        return _torch_forward(self._module, self._device, inputs)
+        return torch_forward(self._module, self._device, inputs)
 
 
 def _optimized_for_inference(module: Any) -> Any:
@@ -210,11 +210,18 @@ class StateDictEngine:
         model.load_state_dict(state, strict=bool(getattr(entry, "strict", True)))
         self._module = model.to(self._device).eval()
 
+    @property
+    def module(self) -> Any:
+        """The network with its weights loaded (``torch.nn.Module``, in eval mode)."""
+        return self._module
+
     def forward(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        return _torch_forward(self._module, self._device, inputs)
+        return torch_forward(self._module, self._device, inputs)
 
 
-def _torch_forward(module: Any, device: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+def torch_forward(module: Any, device: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """A torch module's outputs for NumPy inputs, as a list of NumPy arrays (one tensor, a tuple
+    or a dict of tensors returned)."""
     import torch
 
     with torch.inference_mode():

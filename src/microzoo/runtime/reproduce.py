@@ -73,8 +73,8 @@ def test_package(
     )
     if not formats:
         choose_format(package)  # raises the unsupported-format error
-    inputs = {str(t.id): _load_test_tensor(package, t) for t in package.descr.inputs}
-    expected = {str(t.id): _load_test_tensor(package, t) for t in package.descr.outputs}
+    inputs = {str(t.id): load_test_tensor(package, t) for t in package.descr.inputs}
+    expected = {str(t.id): load_test_tensor(package, t) for t in package.descr.outputs}
     results: list[OutputComparison] = []
     for done, fmt in enumerate(formats):
         if progress:
@@ -110,7 +110,8 @@ def _not_compared(package: ModelPackage, fmt: str, oid: str, *, error: str, shap
 test_package.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
-def _load_test_tensor(package: ModelPackage, tensor: Any) -> np.ndarray:
+def load_test_tensor(package: ModelPackage, tensor: Any) -> np.ndarray:
+    """The test tensor of an input or output tensor description, as the package stores it."""
     if tensor.test_tensor is None:
         raise PackageError(f"tensor '{tensor.id}' has no test tensor: the package cannot be tested")
     path = package.file(tensor.test_tensor.source)

@@ -25,12 +25,9 @@ description validates:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import shutil
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,10 +38,10 @@ from microzoo.errors import ConfigError, OutputError, PackageError
 from microzoo.io.atomic import atomic_output
 from microzoo.package.architecture import architecture_callable
 from microzoo.progress import ProgressCallback, no_progress
+from microzoo.runtime.torch_export import Check, assert_reproduces, save_description, save_onnx, save_torchscript
 from microzoo.train.export_descr import (
     INPUT_ID,
     ONNX_FILE,
-    OPSET,
     OUTPUT_ID,
     STATE_DICT_FILE,
     TORCHSCRIPT_FILE,
@@ -56,7 +53,6 @@ from microzoo.train.tasks.registry import TASKS
 #: largest test tensor side in 2-D and 3-D: a test tensor is an example, not a data set (and every
 #: weight format is checked on it: a 3-D one of 32x128x128 keeps the export short)
 TEST_SIDE_LIMIT = {2: {"y": 256, "x": 256}, 3: {"z": 32, "y": 128, "x": 128}}
-RTOL, ATOL = 1e-3, 1e-3  # as the spec's reproducibility defaults
 
 
 class ExportSpec(BaseModel):
@@ -142,7 +138,8 @@ def export_package(network: Any, *, out_dir: Path, spec: ExportSpec, progress: P
         checks = _checks(net, spec, preprocess(spec, x))
         _save_state_dict(net, spec, arch, tmp / STATE_DICT_FILE, checks[1:])  # the source rebuilds the same net
         progress(1, steps, "converting to TorchScript")
-        script_kind, raw_test_output = _save_torchscript(net, spec, tmp / TORCHSCRIPT_FILE, checks)
+        script_kind, outputs = save_torchscript(net, tmp / TORCHSCRIPT_FILE, checks)
+        raw_test_output = outputs[0][0]
         progress(2, steps, "converting to ONNX")
         _save_onnx(net, spec, tmp / ONNX_FILE, checks)
         progress(3, steps, "computing the test output, cover and README")
@@ -241,45 +238,17 @@ def _torch_out(module: Any, x: np.ndarray) -> np.ndarray:
         return module(torch.from_numpy(x)).numpy()
 
 
-def _assert_reproduces(what: str, actual: np.ndarray, expected: np.ndarray) -> None:
-    if actual.shape != expected.shape or not np.allclose(actual, expected, rtol=RTOL, atol=ATOL):
-        diff = float(np.max(np.abs(actual - expected))) if actual.shape == expected.shape else float("nan")
-        raise PackageError(
-            f"the {what} weights do not reproduce the network (shape {actual.shape} vs "
-            f"{expected.shape}, largest difference {diff:.3g}); the network may use "
-            "operations that this format cannot express"
-        )
-
-
-@contextlib.contextmanager
-def _quiet_torch() -> Iterator[None]:
-    """torch 2.10+ deprecates TorchScript and the TorchScript-based ONNX exporter, which the
-    zoo format still needs; tracing warns about Python values that become constants, which
-    the check at a second size catches."""
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
-        yield
-
-
 # --- weights ------------------------------------------------------------------------------
 
 
-_Check = tuple[np.ndarray, np.ndarray]
-
-
-def _checks(net: Any, spec: ExportSpec, x: np.ndarray) -> list[_Check]:
-    """(input, expected output) pairs: the preprocessed test input, and a small batch of 2 at
+def _checks(net: Any, spec: ExportSpec, x: np.ndarray) -> list[Check]:
+    """(inputs, expected outputs) pairs: the preprocessed test input, and a small batch of 2 at
     another valid size (dynamic axes). Tracing and conversion use the small one (faster)."""
     other = _random_input(spec, batch=2, extra_steps=1)
-    return [(x, _torch_out(net, x)), (other, _torch_out(net, other))]
+    return [([x], [_torch_out(net, x)]), ([other], [_torch_out(net, other)])]
 
 
-def _save_state_dict(net: Any, spec: ExportSpec, arch: Path, path: Path, checks: list[_Check]) -> None:
+def _save_state_dict(net: Any, spec: ExportSpec, arch: Path, path: Path, checks: list[Check]) -> None:
     """Save the state dict, after checking that the packaged source rebuilds the network."""
     import torch
 
@@ -303,78 +272,19 @@ def _save_state_dict(net: Any, spec: ExportSpec, arch: Path, path: Path, checks:
         ) from error
     rebuilt.eval()
     for inputs, expected in checks:
-        _assert_reproduces("pytorch_state_dict", _torch_out(rebuilt, inputs), expected)
+        assert_reproduces("pytorch_state_dict", [_torch_out(rebuilt, inputs[0])], expected)
     torch.save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, path)
 
 
-def _save_torchscript(net: Any, spec: ExportSpec, path: Path, checks: list[_Check]) -> tuple[str, np.ndarray]:
-    """Script the network (trace it if scripting fails); return ``"scripted"`` or ``"traced"``
-    and the saved module's output for the first check's input (the package's test output)."""
-    import torch
-
-    failures = []
-    for kind in ("scripted", "traced"):
-        try:
-            with _quiet_torch():
-                module = (
-                    torch.jit.script(net)
-                    if kind == "scripted"
-                    else torch.jit.trace(net, torch.from_numpy(checks[-1][0]), check_trace=False)
-                )
-                module.save(str(path))
-                loaded = torch.jit.load(str(path)).eval()
-            outputs = [_torch_out(loaded, inputs) for inputs, _ in checks]
-            for output, (_, expected) in zip(outputs, checks, strict=True):
-                _assert_reproduces(f"{kind} TorchScript", output, expected)
-            return kind, outputs[0]
-        except Exception as error:  # scripting raises many error types; any means: try the next way
-            failures.append(f"{kind}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
-    path.unlink(missing_ok=True)
-    raise PackageError(
-        "the network cannot be converted to TorchScript (" + "; ".join(failures) + "); "
-        "avoid data-dependent Python control flow in forward, or make it scriptable"
-    )
-
-
-def _save_onnx(net: Any, spec: ExportSpec, path: Path, checks: list[_Check]) -> None:
-    """ONNX (opset 17) with dynamic batch and spatial axes, checked with onnxruntime."""
-    import onnxruntime
-    import torch
-
+def _save_onnx(net: Any, spec: ExportSpec, path: Path, checks: list[Check]) -> None:
+    """ONNX with dynamic batch and spatial axes, checked with onnxruntime."""
     spatial = {d: name for d, name in enumerate(spec.spatial_axes, start=2)}
     dynamic = {
         INPUT_ID: {0: "batch", **spatial},
         OUTPUT_ID: {0: "batch", **{d: f"{OUTPUT_ID}_{a}" for d, a in spatial.items()}},
     }
-    try:
-        with _quiet_torch(), torch.no_grad():
-            torch.onnx.export(
-                net,
-                (torch.from_numpy(checks[-1][0]),),
-                str(path),
-                dynamo=False,
-                opset_version=OPSET,
-                input_names=[INPUT_ID],
-                output_names=[OUTPUT_ID],
-                dynamic_axes=dynamic,
-            )
-    except Exception as error:  # the exporter raises many error types
-        raise PackageError(f"the network cannot be exported to ONNX opset {OPSET}: {error}") from error
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for inputs, expected in checks:
-        _assert_reproduces("ONNX", session.run(None, {INPUT_ID: inputs})[0], expected)
+    save_onnx(net, path, checks, input_names=[INPUT_ID], output_names=[OUTPUT_ID], dynamic_axes=dynamic)
 
 
 def _save_and_validate(descr: Any, tmp: Path) -> None:
-    from bioimageio.spec import InvalidDescr, load_model_description, save_bioimageio_yaml_only
-
-    rdf = tmp / "bioimageio.yaml"
-    save_bioimageio_yaml_only(descr, rdf)
-    loaded = load_model_description(rdf, perform_io_checks=True)
-    if isinstance(loaded, InvalidDescr):
-        errors = [f"{'.'.join(map(str, e.loc))}: {e.msg}" for d in loaded.validation_summary.details for e in d.errors]
-        raise PackageError(
-            "the exported description is not valid for bioimageio.spec: "
-            + "; ".join(errors[:8])
-            + "; fix the ExportSpec fields named"
-        )
+    save_description(descr, tmp, fix="fix the ExportSpec fields named")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from microzoo.errors import ConfigError
+from microzoo.runtime.torch_export import ONNX_FILE, OPSET, TORCHSCRIPT_FILE
 from microzoo.train.export_docs import plain_yaml, readme_text, write_cover
 from microzoo.train.tasks.registry import TASKS
 from microzoo.trust.fingerprint import ATTACHMENT_NAME as FINGERPRINT_NAME
@@ -24,9 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["build_description", "preprocess"]
 
-OPSET = 17
 INPUT_ID, OUTPUT_ID = "input", "output"
-STATE_DICT_FILE, TORCHSCRIPT_FILE, ONNX_FILE = "weights_state_dict.pt", "weights_torchscript.pt", "weights.onnx"
+STATE_DICT_FILE = "weights_state_dict.pt"
 
 
 def build_description(tmp: Path, spec: ExportSpec, x: np.ndarray, net: Any, script_kind: str, raw: np.ndarray) -> Any:

@@ -105,8 +105,9 @@ def test_served_files_are_the_exact_bytes(zoo_server: ZooServer, shared_data: Pa
 
 def test_review_workflow_over_http(zoo_server: ZooServer, shared_data: Path, published_example):
     name, _ = published_example
-    data = package_zip(shared_data / EXAMPLE, changes={"A 2d U-Net": "A second 2d U-Net"})
-    answer = zoo_server.upload(data, name=name)
+    with_qc = "    pytorch_version: 2.5.1\nconfig:\n  microzoo:\n    qc:\n      f1: 0.875\n"
+    changes = {"A 2d U-Net": "A second 2d U-Net", "    pytorch_version: 2.5.1": with_qc}
+    answer = zoo_server.upload(package_zip(shared_data / EXAMPLE, changes=changes), name=name)
     version = answer["version"]
     assert answer["status"] == "draft" and answer["name"] == name
     path = f"/api/models/{name}/{version}"
@@ -126,6 +127,9 @@ def test_review_workflow_over_http(zoo_server: ZooServer, shared_data: Path, pub
     with zoo_server.client() as http:
         assert http.get(f"/api/models/{name}").json()["latest"] == version
         assert f"{name}/{version}" in http.get("/id_map.json").json()
+        page = http.get(f"/models/{name}").text  # the latest version's page, with its QC figures
+    assert f"<code id=\"model-id\">{name}/{version}</code>" in page
+    assert 'id="qc-numbers"' in page and "0.875" in page and "say which microscope" in page
 
 
 def _stock_bioimageio(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import pickle
 import time
 import zipfile
@@ -105,6 +106,14 @@ def test_example_as_folder_or_zip_file_keeps_the_description_bytes(
     assert list(staging.parent.iterdir()) == [result.folder]
 
 
+def test_a_flow_style_description_gets_its_identity_too(example_model: Path, tmp_path: Path, staging: Path) -> None:
+    folder = writable_copy(example_model, tmp_path / "pkg")
+    description = yaml.safe_load((folder / "bioimageio.yaml").read_text())
+    (folder / "bioimageio.yaml").write_text(json.dumps(description))  # JSON is YAML in flow style
+    result = ingest_upload(folder, staging=staging, name="json-jay", version="2")
+    assert yaml.safe_load((result.folder / "rdf.yaml").read_text()) == {**description, "id": "json-jay", "version": "2"}
+
+
 def test_a_staging_folder_in_use_is_a_programming_error(example_model: Path, staging: Path) -> None:
     (staging / "other-upload.txt").write_text("busy")
     with pytest.raises(ValueError, match="not empty"):
@@ -158,6 +167,30 @@ def test_zip_declaring_more_than_the_cap_is_refused(example_model: Path, tmp_pat
     archive = zip_declaring(example_model, tmp_path / "liar.zip", name="weights.onnx", declared_bytes=3 << 30)
     assert archive.stat().st_size < 6 << 20
     refused(archive.read_bytes(), staging, 413, r"would extract to 3,07\d MiB, more than .* \(2,048 MiB\)")
+
+
+def test_zip_of_too_many_files_is_refused(example_model: Path, tmp_path: Path, staging: Path) -> None:
+    extra = {f"junk/{i}.txt": b"" for i in range(10_001)}
+    archive = zip_folder(example_model, tmp_path / "many.zip", extra=extra)
+    refused(archive, staging, 413, r"holds 10,0\d\d files, more than are extracted from one zip \(10,000\)")
+
+
+def test_a_member_name_the_disk_cannot_hold_is_refused(example_model: Path, tmp_path: Path, staging: Path) -> None:
+    archive = zip_folder(example_model, tmp_path / "model.zip", extra={"x" * 300 + ".txt": b"x"})
+    refused(archive, staging, 422, "cannot be unpacked: File name too long")
+
+
+def test_a_zip_made_by_macos_is_accepted_without_its_metadata(
+    example_model: Path, tmp_path: Path, staging: Path
+) -> None:
+    archive = zip_wrapped(example_model, tmp_path / "model.zip", top="nuclei")
+    with zipfile.ZipFile(archive, "a") as extra:
+        extra.writestr("__MACOSX/nuclei/._README.md", b"\x00\x05\x16\x07 Mac OS X resource fork")
+    result = ingest_upload(archive, staging=staging)
+    assert {p.name for p in result.folder.iterdir()} == {p.name for p in example_model.iterdir()} - {
+        "bioimageio.yaml"
+    } | {"rdf.yaml"}
+    assert "__MACOSX/: macOS file metadata, not part of the package, left out" in result.problems
 
 
 def test_zip_caps_are_a_parameter(example_model: Path, tmp_path: Path, staging: Path) -> None:
@@ -289,6 +322,12 @@ def test_svg_with_a_script_is_refused(example_model: Path, tmp_path: Path, stagi
     refused(archive, staging, 400, r"docs/figure\.svg holds an event-handler attribute onload=")
 
 
+def test_a_huge_documentation_file_is_refused(example_model: Path, tmp_path: Path, staging: Path) -> None:
+    folder = writable_copy(example_model, tmp_path / "pkg")
+    (folder / "README.md").write_text("# Nuclei\n\n" + "[a](b) " * (3 << 20))
+    refused(folder, staging, 413, r"README\.md is 2\d MiB; the zoo reads documentation files of up to 16 MiB")
+
+
 def test_harmless_markup_the_page_leaves_out_is_a_problem_not_a_refusal(
     example_model: Path, tmp_path: Path, staging: Path
 ) -> None:
@@ -310,6 +349,20 @@ def test_state_dict_whose_pickle_calls_os_system_is_refused(tmp_path_factory, tm
     replace_file(folder, "weights_state_dict.pt", payload.getvalue())
     refused(folder, staging, 400, r"weights_state_dict\.pt hold the Python callable posix\.system")
     assert not marker.exists(), "the check ran the pickled code"
+
+
+def test_the_architecture_code_of_an_accepted_package_never_runs(
+    tmp_path_factory, tmp_path: Path, staging: Path
+) -> None:
+    from _packages import ARCH_FILE, built_package
+
+    folder = writable_copy(built_package(tmp_path_factory, "state_dict").parent, tmp_path / "pkg")
+    marker = tmp_path / "IMPORTED"
+    source = (folder / ARCH_FILE).read_text()
+    replace_file(folder, ARCH_FILE, f"open({str(marker)!r}, 'w').close()\n{source}".encode())
+    result = ingest_upload(folder, staging=staging)
+    assert result.summary.weight_formats == ["pytorch_state_dict"]
+    assert not marker.exists(), "checking the upload imported the package's code"
 
 
 def test_torchscript_whose_pickle_calls_os_system_is_refused(

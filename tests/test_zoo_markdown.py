@@ -148,6 +148,18 @@ def test_code_is_shown_not_run() -> None:
             ["a javascript: URL (xlink:href on <a>)"],
         ),
         ('<html><body onload="steal()"><p>QC</p></body></html>', ["an event-handler attribute onload= on <body>"]),
+        (
+            '<iframe srcdoc="&lt;script&gt;alert(1)&lt;/script&gt;"></iframe>',
+            ["a document inside an attribute (srcdoc= on <iframe>)"],
+        ),
+        (
+            '<meta http-equiv="refresh" content="0;url=https://evil.example">',
+            ["a document inside an attribute (http-equiv= on <meta>)"],
+        ),
+        (
+            '<svg><a><set attributeName="href" to="javascript:alert(1)"/><text>x</text></a></svg>',
+            ["a javascript: URL (to on <set>)"],
+        ),
         ('<html><body><h1>QC report</h1><img src="data:image/png;base64,AAAA"></body></html>', []),
     ],
 )

@@ -65,11 +65,13 @@ RATIO_CHECK_BYTES = 16 << 20
 
 @dataclasses.dataclass(frozen=True)
 class ZipLimits:
-    """How far a zip may expand: in all, and per member over ``ratio_check_bytes``."""
+    """How far a zip may expand: in all, per member over ``ratio_check_bytes``, and in how many members."""
 
     max_total_bytes: int
     max_ratio: float
     ratio_check_bytes: int
+    #: a bound on the files (inodes) one zip creates; packages hold tens
+    max_members: int = 100_000
 
 
 def check_zip_members(
@@ -89,9 +91,15 @@ def check_zip_members(
     PackageError
         A member's name is absolute or contains ``..``, or a member is a symbolic link.
     ArchiveSizeError
-        A member compresses more than ``limits.max_ratio``, or all would extract past
-        ``limits.max_total_bytes`` (``advice`` ends the message).
+        A member compresses more than ``limits.max_ratio``, all would extract past
+        ``limits.max_total_bytes``, or there are more than ``limits.max_members`` members
+        (``advice`` ends the message).
     """
+    if len(members) > limits.max_members:
+        raise ArchiveSizeError(
+            f"{source} holds {len(members):,} files, more than are extracted from one zip ({limits.max_members:,}); "
+            f"refused. {advice}"
+        )
     total = 0
     for member in members:
         name = member.filename

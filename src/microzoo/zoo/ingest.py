@@ -12,7 +12,7 @@ cheapest and most dangerous first, refusing with :class:`~microzoo.errors.Upload
 3. every file it names: inside the package, not absolute (400), local (a zoo stores whole
    packages, 422), present with its sha256 (422);
 4. documentation: markdown with scripts, event handlers or ``javascript:`` links, HTML or SVG
-   with scripts (400, naming the file; never cleaned silently);
+   with scripts (400, naming the file; never cleaned silently); past :data:`MAX_DOCUMENT_BYTES` (413);
 5. weights: pickles holding more than tensors (400; :mod:`microzoo.zoo.pickles`);
 6. the format: bioimageio.spec's validation (422, every error listed; warnings kept as problems).
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import io
 import json
 import os
@@ -55,13 +56,24 @@ from microzoo.zoo.markdown import dropped_markdown, unsafe_html, unsafe_markdown
 from microzoo.zoo.pickles import check_pickled_weights
 from microzoo.zoo.summary import PackageSummary, summarize_package
 
-__all__ = ["MAX_UPLOAD_BYTES", "ZOO_ZIP_LIMITS", "IngestResult", "PackageSummary", "ingest_upload", "write_identity"]
+__all__ = [
+    "MAX_DOCUMENT_BYTES",
+    "MAX_UPLOAD_BYTES",
+    "ZOO_ZIP_LIMITS",
+    "IngestResult",
+    "PackageSummary",
+    "ingest_upload",
+    "write_identity",
+]
 
 #: The largest upload (zip, or folder in all) a zoo accepts by default; the server passes its own.
 MAX_UPLOAD_BYTES = 1 << 30
-#: The zoo's zip caps, smaller than the runner's (4 GiB, 200:1 over 16 MiB): an upload may
-#: extract to 2 GiB in all, and no member over 4 MiB may compress more than 200:1.
-ZOO_ZIP_LIMITS = ZipLimits(max_total_bytes=2 << 30, max_ratio=200, ratio_check_bytes=4 << 20)
+#: The zoo's zip caps, smaller than the runner's (4 GiB, 200:1 over 16 MiB, 100 000 members): an
+#: upload may extract to 2 GiB in all, in at most 10 000 files, and no member over 4 MiB may
+#: compress more than 200:1.
+ZOO_ZIP_LIMITS = ZipLimits(max_total_bytes=2 << 30, max_ratio=200, ratio_check_bytes=4 << 20, max_members=10_000)
+#: The largest markdown, HTML or SVG file checked (and rendered) for a page; READMEs are kilobytes.
+MAX_DOCUMENT_BYTES = 16 << 20
 #: The description's name in the zoo (what ``/artifacts/{id}/files/rdf.yaml`` serves).
 STORED_DESCRIPTION = "rdf.yaml"
 _TOO_LARGE_ADVICE = "If the package is genuine, ask this zoo's administrator to take it in"
@@ -123,13 +135,13 @@ def _ingest(
 ) -> IngestResult:  # fmt: skip
     step("unpacking")
     with _refusing(folder, 400):
-        _unpack(data, folder, max_bytes=max_bytes, zip_limits=zip_limits)
+        problems = _unpack(data, folder, max_bytes=max_bytes, zip_limits=zip_limits)
     step("reading the description")
     package = _described_package(folder, name=name, version=version)
     step("checking files")
     _check_files(package)
     step("checking documentation")
-    problems = _check_documents(folder)
+    problems += _check_documents(folder)
     step("checking weights")
     check_pickled_weights(package)
     step("validating")
@@ -194,7 +206,11 @@ def write_identity(folder: Path, *, name: str | None, version: str | None) -> No
     text = path.read_text(encoding="utf-8")
     appended = text.rstrip("\n") + "\n" + "".join(f"{key}: {json.dumps(value)}\n" for key, value in added.items())
     path.write_text(appended, encoding="utf-8")
-    if read_description(path) != {**content, **added}:
+    try:
+        kept = read_description(path) == {**content, **added}
+    except PackageError:  # appending broke it (a JSON or flow-style description)
+        kept = False
+    if not kept:
         import yaml
 
         path.write_text(yaml.safe_dump({**content, **added}, sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -214,7 +230,8 @@ def _stepper(progress: ProgressCallback | None) -> Callable[[str], None]:
 # -- 1. unpack ------------------------------------------------------------------------------------
 
 
-def _unpack(data: bytes | Path, folder: Path, *, max_bytes: int, zip_limits: ZipLimits) -> None:
+def _unpack(data: bytes | Path, folder: Path, *, max_bytes: int, zip_limits: ZipLimits) -> list[str]:
+    """Unpack the upload into ``folder``; returns what was left out (macOS metadata), as problems."""
     if isinstance(data, Path) and not data.exists():
         raise UploadError(f"no file or folder at {data}: give a package zip or folder", status=422)
     if isinstance(data, Path) and data.is_dir():
@@ -231,7 +248,12 @@ def _unpack(data: bytes | Path, folder: Path, *, max_bytes: int, zip_limits: Zip
             raise UploadError(
                 f"{source} is not a readable zip archive ({error}): zip the package again", status=422
             ) from error
-    _unwrap_single_folder(folder)
+        except OSError as error:
+            if error.errno not in (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL):
+                raise  # a full disk is the server's problem, not the upload's
+            where = _without(folder, str(error.filename))
+            raise UploadError(f"{source} cannot be unpacked: {error.strerror} ({where})", status=422) from None
+    return _unwrap_single_folder(folder)
 
 
 def _refuse_size(size: int, max_bytes: int, what: str) -> None:
@@ -266,15 +288,21 @@ def _copy_folder(source: Path, folder: Path, *, max_bytes: int) -> None:
         shutil.copyfile(source / relative, folder / relative)
 
 
-def _unwrap_single_folder(folder: Path) -> None:
-    """A zip of a package's folder (``pkg/rdf.yaml``, ...) becomes the package itself."""
-    entries = list(folder.iterdir()) if folder.is_dir() else []
+def _unwrap_single_folder(folder: Path) -> list[str]:
+    """A zip of a package's folder (``pkg/rdf.yaml``, ...) becomes the package itself; the
+    ``__MACOSX`` folder macOS adds to the zips it makes is left out (and said)."""
+    problems = []
+    if (folder / "__MACOSX").is_dir():
+        shutil.rmtree(folder / "__MACOSX")
+        problems.append("__MACOSX/: macOS file metadata, not part of the package, left out")
+    entries = list(folder.iterdir())
     if len(entries) != 1 or not entries[0].is_dir() or any((folder / n).exists() for n in DESCRIPTION_NAMES):
-        return
+        return problems
     inner = entries[0].rename(folder / f".unwrap-{uuid.uuid4().hex}")
     for child in inner.iterdir():
         child.rename(folder / child.name)
     inner.rmdir()
+    return problems
 
 
 # -- 2. the description ---------------------------------------------------------------------------
@@ -337,6 +365,12 @@ def _check_documents(folder: Path) -> list[str]:
         if suffix not in _MARKDOWN + _HTML:
             continue
         relative = path.relative_to(folder)
+        if path.stat().st_size > MAX_DOCUMENT_BYTES:
+            raise UploadError(
+                f"{relative} is {path.stat().st_size / (1 << 20):,.0f} MiB; the zoo reads documentation files of up to "
+                f"{MAX_DOCUMENT_BYTES >> 20} MiB (figures belong in image files)",
+                status=413,
+            )
         text = path.read_text(encoding="utf-8", errors="replace")
         unsafe = unsafe_markdown(text) if suffix in _MARKDOWN else unsafe_html(text)
         if unsafe:

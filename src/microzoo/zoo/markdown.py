@@ -11,7 +11,9 @@ event-handler attributes, ``javascript:``/``vbscript:`` URLs and ``data:`` URLs 
 image's source), which the zoo refuses
 naming the file, and :func:`dropped_markdown` the rest (an ``<iframe>``, a ``style`` attribute),
 which the zoo reports as a warning. :func:`unsafe_html` checks an HTML or SVG file of a package
-(a QC report, an SVG cover) for the same unsafe constructs.
+(a QC report, an SVG cover) for the same unsafe constructs, and for documents hidden in an
+attribute (``srcdoc``) or a ``<meta http-equiv="refresh">``. This is a second line: the server
+should also serve a package's files with ``Content-Security-Policy: sandbox``.
 
 >>> render_markdown("# Nuclei\\n\\n![cover](cover.png)", resolve_url=lambda path: f"/files/{path}")
 '<h1>Nuclei</h1>\\n<p><img src="/files/cover.png" alt="cover"></p>\\n'
@@ -53,7 +55,6 @@ ALLOWED_URL_SCHEMES = frozenset({"http", "https", "mailto"})
 URL_ATTRIBUTES = frozenset({"href", "src", "action", "formaction", "xlink:href", "data", "poster", "background"})
 #: tags whose content is removed with them (the rest keep their text when their tag is dropped)
 CLEAN_CONTENT_TAGS = frozenset({"script", "style"})
-_UNSAFE_SCHEMES = ("javascript", "vbscript", "data")
 _LANGUAGE_CLASS = re.compile(r"language-[\w+#.-]+")
 _URL_NOISE = re.compile(r"[\x00-\x20\x7f]+")  # browsers ignore these inside a URL's scheme
 
@@ -151,20 +152,29 @@ class _Scanner(html.parser.HTMLParser):
     handle_startendtag = handle_starttag
 
     def _attribute(self, tag: str, name: str, value: str) -> None:
-        scheme = _scheme(value) if name in URL_ATTRIBUTES or name.endswith(":href") else ""
+        is_url = name in URL_ATTRIBUTES or name.endswith(":href")
+        scheme = _scheme(value)
         if name.startswith("on"):
             self.found[(True, f"an event-handler attribute {name}= on <{tag}>")] += 1
-        elif scheme in _UNSAFE_SCHEMES and not (tag == "img" and value.lstrip().lower().startswith("data:image/")):
+        elif name == "srcdoc" or (tag == "meta" and name == "http-equiv" and value.strip().lower() == "refresh"):
+            self.found[(True, f"a document inside an attribute ({name}= on <{tag}>)")] += 1
+        elif scheme in ("javascript", "vbscript") or (is_url and scheme == "data" and not _is_image_data(tag, value)):
+            # javascript: in any attribute: SVG's <set to=...> and <animate values=...> can turn it into a link
             self.found[(True, f"a {scheme}: URL ({name} on <{tag}>)")] += 1
         elif tag in ALLOWED_TAGS and name not in ALLOWED_ATTRIBUTES.get(tag, ()):
             self.found[(False, f"the attribute {name}= on <{tag}>")] += 1
         elif name == "class" and not _LANGUAGE_CLASS.fullmatch(value):
             self.found[(False, f"the attribute {name}= on <{tag}>")] += 1
-        elif scheme and scheme not in ALLOWED_URL_SCHEMES:
+        elif is_url and scheme and scheme not in ALLOWED_URL_SCHEMES:
             self.found[(False, f"a {scheme}: URL ({name} on <{tag}>)")] += 1
         elif name == "style" and _style_properties(value) - ALLOWED_STYLE_PROPERTIES:
             properties = ", ".join(sorted(_style_properties(value) - ALLOWED_STYLE_PROPERTIES))
             self.found[(False, f"the style {properties} on <{tag}>")] += 1
+
+
+def _is_image_data(tag: str, value: str) -> bool:
+    """An image inlined as a ``data:`` URL in ``<img src>``: no code runs from it."""
+    return tag == "img" and value.lstrip().lower().startswith("data:image/")
 
 
 def _style_properties(style: str) -> set[str]:

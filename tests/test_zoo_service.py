@@ -251,8 +251,10 @@ def test_jobs_requeue_and_retest(zoo: Zoo, example_model: Path) -> None:
 def test_concurrent_claims_never_share_a_job(zoo: Zoo) -> None:
     ids = {zoo.enqueue("try", version_id=None, payload={"n": n}) for n in range(60)}
     claimed: list[list[int]] = [[] for _ in range(4)]
+    start = threading.Barrier(4)
 
     def work(slot: int) -> None:
+        start.wait()
         while (job := zoo.claim_job(f"worker-{slot}")) is not None:
             claimed[slot].append(job.id)
 

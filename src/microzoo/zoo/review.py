@@ -133,8 +133,8 @@ def compatibility(summary: dict[str, Any], report: dict[str, Any]) -> dict[str, 
     )
     try:
         from microzoo.zoo.compat import compat_matrix
-        from microzoo.zoo.ingest import PackageSummary
-    except ImportError:
+        from microzoo.zoo.summary import PackageSummary
+    except ImportError:  # zoo.compat not merged yet: the raw results
         return {"formats": results}
     return dict(compat_matrix(PackageSummary.model_validate(summary), results))
 

@@ -4,8 +4,9 @@ Full text covers the model's id, title, description, tags and authors. On SQLite
 table (``version_text``, rowid = version id) ranked by bm25; every word the user typed must match,
 as a prefix (``nucl`` finds "nuclei"). Words are taken with ``\\w+`` and each is quoted, so no
 input can be FTS syntax. On PostgreSQL the ``search_vector`` column (weights: id and title A, tags
-B, description and authors C) is matched with ``websearch_to_tsquery`` (English stemming, no
-syntax errors either) and ranked by ``ts_rank``.
+B, description and authors C) is matched with ``to_tsquery`` built the same way from the quoted
+words (every word, as a prefix, English stemming) and ranked by ``ts_rank``. Not
+``websearch_to_tsquery``: it has no prefixes, so the two databases would find different models.
 
 Only the latest published version of each model is found. Filters and facets read the
 ``facets`` table: one row per (version, field, value), so that a model with several weight
@@ -26,6 +27,8 @@ from microzoo.zoo.db import Facet, Model, Version
 from microzoo.zoo.records import SORTS, SearchQuery
 
 MAX_PER_PAGE = 100
+#: bm25 weights of the FTS5 columns name, title, description, tags, authors (as PostgreSQL's A, A, C, B, C)
+BM25_WEIGHTS = "10.0, 10.0, 1.0, 4.0, 1.0"
 
 
 def fts_query(words_text: str) -> str:
@@ -34,7 +37,21 @@ def fts_query(words_text: str) -> str:
     >>> fts_query('nuclei "OR segm* -x')
     '"nuclei"* "or"* "segm"* "x"*'
     """
-    return " ".join(f'"{word}"*' for word in re.findall(r"\w+", words_text.lower()))
+    return " ".join(f'"{word}"*' for word in _words(words_text))
+
+
+def tsquery_text(words_text: str) -> str:
+    """The PostgreSQL ``to_tsquery`` text in which every word must match as a prefix.
+
+    >>> tsquery_text("Nuclei & !tissue")
+    "'nuclei':* & 'tissue':*"
+    """
+    return " & ".join(f"'{word}':*" for word in _words(words_text))
+
+
+def _words(words_text: str) -> list[str]:
+    """The words of a query, lower case; nothing else of the input reaches the database's query parser."""
+    return re.findall(r"\w+", words_text.lower())
 
 
 def facet_values(summary: dict[str, Any], compat: dict[str, Any] | None) -> set[tuple[str, str]]:
@@ -135,13 +152,16 @@ def _matching(session: Session, query: SearchQuery) -> tuple[Select[Any], Any]:
     if not re.search(r"\w", query.text):
         return statement, rank
     if session.get_bind().dialect.name == "postgresql":
-        tsquery = func.websearch_to_tsquery("english", " ".join(re.findall(r"\w+", query.text)))
+        tsquery = func.to_tsquery("english", tsquery_text(query.text))
         vector: Any = literal_column("versions.search_vector")
         statement = statement.where(vector.op("@@")(tsquery))
         rank = desc(func.ts_rank(vector, tsquery))
     else:
         hits = (
-            text("SELECT rowid, bm25(version_text) AS score FROM version_text WHERE version_text MATCH :q")
+            text(
+                f"SELECT rowid, bm25(version_text, {BM25_WEIGHTS}) AS score "
+                "FROM version_text WHERE version_text MATCH :q"
+            )
             .bindparams(q=fts_query(query.text))
             .columns(rowid=Integer, score=Float)
             .subquery("hits")

@@ -31,10 +31,14 @@ __all__ = ["Zoo", "TokenInfo", "VersionInfo", "CommentInfo", "JobInfo", "SearchQ
 
 
 class IngestResult(Protocol):
-    """What ``zoo.ingest.ingest_upload`` gives: a checked staging folder and its summary."""
+    """What ``zoo.ingest.ingest_upload`` gives: a checked staging folder and its summary (read-only,
+    so ingest's frozen dataclass matches)."""
 
-    folder: Path
-    summary: Any  # PackageSummary (pydantic) or a dict
+    @property
+    def folder(self) -> Path: ...
+
+    @property
+    def summary(self) -> Any: ...  # PackageSummary (pydantic) or a dict
 
 
 class Zoo(ReviewMixin):

@@ -205,9 +205,10 @@ def _remove_stale_staging(root: Path) -> int:
     removed = 0
     for folder in staging.iterdir():
         pid = folder.name.split("-", 1)[0]
-        alive = pid.isdigit() and _process_exists(int(pid))
         old = time.time() - folder.stat().st_mtime > STAGING_MAX_AGE_S
-        if not alive or old:
+        # a folder named PID-UUID (new_staging_dir) goes with its process; any other only when old
+        gone = "-" in folder.name and pid.isdigit() and not _process_exists(int(pid))
+        if gone or old:
             _remove(folder)
             removed += 1
     return removed

@@ -16,7 +16,12 @@ writes a ``TestRunReport`` as JSON::
     python -m microzoo.zoo.testrun PACKAGE_DIR OUT_JSON --try IMAGE --out DIR
 
 writes ``input.png``, ``output.png``, ``overlay.png`` and ``note.json`` into ``DIR`` and a short
-report (``status``, ``note``, ``files``) into ``OUT_JSON``. The exit code is 0 whenever a report
+report (``status``, ``note``, ``files``) into ``OUT_JSON``.
+
+Convert (``microzoo convert`` for the zoo: the new package into ``DIR``, checked as there)::
+
+    python -m microzoo.zoo.testrun PACKAGE_DIR OUT_JSON --convert onnx,torchscript --out DIR
+ The exit code is 0 whenever a report
 was written, whatever its verdict; the worker reads the verdict from the report.
 """
 
@@ -199,6 +204,17 @@ def _write_png(path: Path, image: np.ndarray) -> None:
     write_image(path, np.round(image * 255).astype(np.uint8), "yxc" if image.ndim == 3 else "yx")
 
 
+def _convert(package: Path, formats: list[str], out: Path) -> dict[str, Any]:
+    from microzoo.runtime.convert import convert_package
+
+    start = time.monotonic()
+    try:
+        convert_package(package, formats, out_dir=out)
+    except MicrozooError as error:
+        return {"status": "error", "error": str(error), "seconds": round(time.monotonic() - start, 3)}
+    return {"status": "done", "formats": formats, "seconds": round(time.monotonic() - start, 3)}
+
+
 # --- entry point ----------------------------------------------------------------------------
 
 
@@ -214,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", help="weight formats to test, e.g. torchscript,onnx (default: all)")
     parser.add_argument("--try", dest="try_image", type=Path, help="an image to predict instead of testing")
     parser.add_argument("--axes", help="the image's axes (with --try), e.g. yx, yxc, zyx")
-    parser.add_argument("--out", type=Path, help="where --try writes its PNGs and note.json")
+    parser.add_argument("--convert", help="weight formats to add (onnx,torchscript) instead of testing")
+    parser.add_argument("--out", type=Path, help="where --try writes its PNGs and note.json, --convert the package")
     args = parser.parse_args(argv)
     if args.try_image is not None:
         if args.out is None:
@@ -224,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         except MicrozooError as error:
             result = {"status": "error", "error": str(error)}
         _write_json(args.out_json, result)
+        return 0
+    if args.convert is not None:
+        if args.out is None:
+            parser.error("--convert needs --out DIR")
+        _write_json(args.out_json, _convert(args.package, args.convert.split(","), args.out))
         return 0
     weights = [w.strip() for w in args.weights.split(",") if w.strip()] if args.weights else None
     _write_json(args.out_json, test_report(args.package, weights=weights))

@@ -15,6 +15,11 @@ Jobs (``kind``: what the worker does, what :meth:`Zoo.finish_job` records):
 - ``try``: one prediction (``payload``: ``image``, a path under ``ROOT/try``, and optional
   ``axes``); input, output and overlay PNGs and ``note.json`` are written to ``ROOT/try/job-ID``
   and the result is the note with ``files`` relative to ``ROOT``.
+- ``convert``: ``microzoo convert`` in the sandbox (``payload``: ``formats``, e.g. ``["onnx"]``,
+  and optional ``token_id``, the token asking; default the version's uploader); the converted
+  package is handed back to the zoo as a new upload of the same model (checked by
+  ``zoo.ingest``, its ``version`` left to the zoo: the next integer), which queues its own test.
+  The result names the new version.
 
 A worker killed mid-job (or its machine lost) leaves its job ``running``; every idle worker
 queues such jobs again once they are older than twice the time limit (:meth:`Zoo.requeue_stale_jobs`).
@@ -41,8 +46,10 @@ __all__ = ["run_worker", "run_job", "default_worker_id", "try_folder"]
 
 _log = logging.getLogger(__name__)
 
+#: a report larger than this is not read (the sandboxed run wrote something else)
+MAX_REPORT_BYTES = 16 << 20
 #: the job kinds this worker runs
-KINDS = ("test", "retest", "try")
+KINDS = ("test", "retest", "try", "convert")
 
 
 def default_worker_id() -> str:
@@ -98,6 +105,8 @@ def run_job(zoo: Zoo, job: JobInfo, *, limits: Limits | None = None) -> None:
             ok, result, error = _test(zoo, job, limits)
         elif job.kind == "try":
             ok, result, error = _try(zoo, job, limits)
+        elif job.kind == "convert":
+            ok, result, error = _convert(zoo, job, limits)
         else:
             ok, result, error = False, {}, f"this worker does not run '{job.kind}' jobs"
     except MicrozooError as failure:  # the version or its image is gone, a path is refused, ...
@@ -112,6 +121,8 @@ def _testrun(args: list[str], limits: Limits) -> tuple[dict[str, Any] | None, Sa
         argv = [sys.executable, "-m", "microzoo.zoo.testrun", *args[:1], str(report_path), *args[1:]]
         ran = run_limited(argv, cwd=Path(work), limits=limits)
         try:
+            if report_path.stat().st_size > MAX_REPORT_BYTES:
+                raise ValueError("the report is too large to be one")
             report = json.loads(report_path.read_text())
         except (OSError, ValueError):
             report = None
@@ -192,6 +203,57 @@ def _try(zoo: Zoo, job: JobInfo, limits: Limits) -> tuple[bool, dict[str, Any], 
         result["files"] = {k: str((out / v).relative_to(zoo.root)) for k, v in files.items()}
     result["sandbox"] = _sandbox_facts(ran)
     return result.get("status") == "done", result, error
+
+
+def _convert(zoo: Zoo, job: JobInfo, limits: Limits) -> tuple[bool, dict[str, Any], str]:
+    from microzoo.zoo.ingest import ingest_upload
+
+    formats = job.payload.get("formats")
+    if job.name is None or job.version is None or not formats or not isinstance(formats, list):
+        return False, {}, "a convert job needs a version and the formats to add (payload 'formats', e.g. ['onnx'])"
+    token = _requester(zoo, job)
+    with tempfile.TemporaryDirectory(prefix="microzoo-convert-") as work:
+        out = Path(work) / "converted"
+        folder = zoo.version_folder(job.name, job.version)
+        report, ran = _testrun([str(folder), "--convert", ",".join(map(str, formats)), "--out", str(out)], limits)
+        if report is None:
+            result, error = _no_report(ran, limits)
+        elif report.get("status") != "done":
+            result, error = report, str(report.get("error", "the conversion failed"))
+        else:
+            _leave_version_to_the_zoo(out)
+            ingest = ingest_upload(out, staging=zoo.new_staging_dir(), name=job.name)
+            new = zoo.publish_upload(ingest, token=token, name=job.name)
+            result = {**report, "name": new.name, "version": new.version, "problems": list(ingest.problems)}
+            error = ""
+    result["sandbox"] = _sandbox_facts(ran)
+    return result.get("status") == "done", result, error
+
+
+def _requester(zoo: Zoo, job: JobInfo) -> Any:
+    """The token the new version is uploaded with: the payload's ``token_id``, else the version's uploader's."""
+    from microzoo.errors import ZooAuthError
+
+    assert job.name is not None and job.version is not None
+    wanted = job.payload.get("token_id") or zoo.version(job.name, job.version, published_only=False).uploaded_by
+    for token in zoo.tokens():
+        if token.id == wanted and token.revoked_at is None:
+            return token
+    raise ZooAuthError(
+        "the token that asked for this conversion is unknown or revoked: run `microzoo convert` and push the result"
+    )
+
+
+def _leave_version_to_the_zoo(folder: Path) -> None:
+    """Drop the description's ``version`` (the stored version's own): the converted package is a new version."""
+    import yaml
+
+    from microzoo.package.load import read_description
+
+    path = folder / "bioimageio.yaml"
+    content = read_description(path)
+    if content.pop("version", None) is not None:
+        path.write_text(yaml.safe_dump(content, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - `microzoo zoo worker` is the front end

@@ -1,0 +1,166 @@
+"""Finding models on SQLite and PostgreSQL: words, filters, facets, order and pages over 30 models."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _zoo_db import staged_example
+
+from microzoo.errors import ZooError
+from microzoo.zoo import review
+from microzoo.zoo.records import SearchQuery, VersionInfo
+from microzoo.zoo.service import Zoo
+
+TASKS = ("segmentation", "denoising", "restoration")
+MODALITIES = ("fluorescence", "brightfield", "electron-microscopy")
+FORMATS = (["onnx"], ["pytorch_state_dict"], ["torchscript", "onnx"], ["pytorch_state_dict", "torchscript"])
+SUBJECTS = ("nuclei", "membranes", "mitochondria", "cells", "vesicles")
+
+
+def _consumers(summary: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    """A stand-in compatibility matrix: deepImageJ runs torchscript or onnx, bioimageio.core everything."""
+    formats = set(summary["weight_formats"])
+    return {
+        "consumers": {
+            "deepImageJ": {"runs": bool(formats & {"onnx", "torchscript"})},
+            "bioimageio.core": {"runs": True},
+        }
+    }
+
+
+@pytest.fixture
+def filled(zoo_root: Path, db: str, example_model: Path, monkeypatch: pytest.MonkeyPatch):
+    """30 published models (one of them twice, one draft besides), with downloads; yields the zoo and the models."""
+    monkeypatch.setattr(review, "compatibility", _consumers)
+    zoo = Zoo(zoo_root, db, publish_on_pass=True)
+    token = zoo.authorise(zoo.create_token("uploader"), "uploader")
+    models: dict[str, dict[str, Any]] = {}
+    for n in range(30):
+        subject = SUBJECTS[n % 5]
+        summary = {
+            "title": f"{subject.capitalize()} model {n}",
+            "description": f"Finds {subject} in images" + (" of tissue" if n % 3 == 0 else ""),
+            "task": TASKS[n % 3], "modality": MODALITIES[n % 4 % 3], "dims": "3d" if n % 4 == 0 else "2d",
+            "weight_formats": FORMATS[n % 4], "license": "MIT" if n % 2 else "CC-BY-4.0",
+            "tags": [subject, f"tag{n % 6}"], "authors": ["Ada Lovelace" if n < 10 else "Grace Hopper"],
+        }  # fmt: skip
+        zoo.publish_upload(
+            staged_example(zoo, example_model, small=True, **summary), token=token, name=f"model-{n:02d}"
+        )
+        models[f"model-{n:02d}"] = summary
+    # a newer version of model-00 replaces it in results; a draft is never found
+    zoo.publish_upload(
+        staged_example(zoo, example_model, small=True, **models["model-00"]), token=token, name="model-00"
+    )
+    while (job := zoo.claim_job("w")) is not None:
+        zoo.finish_job(job.id, ok=True, result={"formats": {}})
+    draft = staged_example(zoo, example_model, small=True, title="Nuclei draft", task="segmentation")
+    zoo.publish_upload(draft, token=token, name="draft-model")
+    for n, count in ((3, 5), (7, 2), (12, 9)):
+        for _ in range(count):
+            zoo.count_download(f"model-{n:02d}", "1")
+    yield zoo, models
+    zoo.close()
+
+
+def _names(items: list[VersionInfo]) -> set[str]:
+    return {item.name for item in items}
+
+
+def _all(zoo: Zoo, **query: Any) -> list[VersionInfo]:
+    """Every result of a query, page by page (checking that pages neither repeat nor skip)."""
+    found: list[VersionInfo] = []
+    for page in itertools.count(1):
+        result = zoo.search(SearchQuery(page=page, per_page=7, **query))
+        found += result.items
+        if len(result.items) < 7:
+            assert len(found) == result.total
+            return found
+    raise AssertionError
+
+
+def test_words_filters_and_pages(filled) -> None:
+    zoo, models = filled
+    everything = _all(zoo)
+    assert len(everything) == 30 and len(_names(everything)) == 30
+    assert next(v for v in everything if v.name == "model-00").version == "2"  # only the latest published
+    nuclei = {name for name, s in models.items() if "nuclei" in s["title"].lower()}
+    assert _names(_all(zoo, text="nuclei")) == nuclei and len(nuclei) == 6
+    assert _names(_all(zoo, text="NUCL")) == nuclei  # case-insensitive prefixes
+    assert _names(_all(zoo, text="nuclei tissue")) == {n for n in nuclei if "tissue" in models[n]["description"]}
+    assert _names(_all(zoo, text="hopper")) == {f"model-{n:02d}" for n in range(10, 30)}  # authors
+    assert _names(_all(zoo, text="tag5")) == {name for name, s in models.items() if "tag5" in s["tags"]}  # tags
+    assert _names(_all(zoo, text="model-07")) == {"model-07"}  # the id
+    assert _all(zoo, text="nothing-like-this") == []
+    for hostile in ('nuclei" OR (', "NEAR(a b) *", '"', "-", "title:x AND", "'; DROP TABLE versions; --", "😀 ü"):
+        zoo.search(SearchQuery(text=hostile))  # never a syntax error
+    assert len(_all(zoo, text='"*')) == 30  # no words: everything
+    denoising_3d = {n for n, s in models.items() if s["task"] == "denoising" and s["dims"] == "3d"}
+    assert _names(_all(zoo, task="denoising", dims="3d")) == denoising_3d and denoising_3d
+    onnx = {n for n, s in models.items() if "onnx" in s["weight_formats"]}
+    assert _names(_all(zoo, weight_format="onnx")) == onnx
+    assert _names(_all(zoo, consumer="deepImageJ")) == {
+        n for n, s in models.items() if {"onnx", "torchscript"} & set(s["weight_formats"])
+    }
+    assert _names(_all(zoo, license="MIT", modality="brightfield", text="cells")) == {
+        n
+        for n, s in models.items()
+        if s["license"] == "MIT" and s["modality"] == "brightfield" and "Cells" in s["title"]
+    }
+
+
+def test_facets_count_the_filtered_set(filled) -> None:
+    zoo, models = filled
+    result = zoo.search(SearchQuery(task="segmentation", per_page=3))
+    chosen = [s for s in models.values() if s["task"] == "segmentation"]
+    assert result.total == len(chosen) and len(result.items) == 3
+    assert result.facets["task"] == {"segmentation": len(chosen)}
+    assert result.facets["dims"] == dict(Counter(s["dims"] for s in chosen))
+    assert result.facets["weight_format"] == dict(Counter(f for s in chosen for f in s["weight_formats"]))
+    assert result.facets["consumer"]["bioimageio.core"] == len(chosen)
+    assert list(result.facets["weight_format"].values()) == sorted(
+        result.facets["weight_format"].values(), reverse=True
+    )
+
+
+def test_sorting(filled) -> None:
+    zoo, _ = filled
+    by_downloads = zoo.search(SearchQuery(sort="downloads", per_page=3)).items
+    assert [v.name for v in by_downloads] == ["model-12", "model-03", "model-07"]
+    by_date = _all(zoo, sort="date")
+    dates = [v.published_at for v in by_date]
+    assert dates == sorted(dates, reverse=True) and by_date[0].name == "model-00"  # its version 2 came last
+    ranked = zoo.search(SearchQuery(text="tissue nuclei")).items
+    assert ranked and all("nuclei" in v.summary["title"].lower() for v in ranked)
+    relevance = zoo.search(SearchQuery(text="mitochondria")).items
+    assert {v.summary["title"].split()[0] for v in relevance} == {"Mitochondria"}
+
+
+def test_title_words_rank_above_description_words(zoo_root: Path, db: str, example_model: Path) -> None:
+    zoo = Zoo(zoo_root, db, publish_on_pass=True)
+    token = zoo.authorise(zoo.create_token("uploader"), "uploader")
+    texts = {
+        "in-description": ("Cell model", "A model for cells; it also works on organoid images among many other kinds"),
+        "in-title": ("Organoid segmenter", "Segments things"),
+        "elsewhere": ("Other", "Nothing to see"),
+    }
+    for name, (title, description) in texts.items():
+        upload = staged_example(zoo, example_model, small=True, title=title, description=description)
+        zoo.publish_upload(upload, token=token, name=name)
+    while (job := zoo.claim_job("w")) is not None:
+        zoo.finish_job(job.id, ok=True, result={"formats": {}})
+    assert [v.name for v in zoo.search(SearchQuery(text="organoid")).items] == ["in-title", "in-description"]
+    zoo.close()
+
+
+def test_queries_a_search_refuses(filled) -> None:
+    zoo, _ = filled
+    for bad in (SearchQuery(sort="popularity"), SearchQuery(page=0), SearchQuery(per_page=1000)):
+        with pytest.raises(ZooError) as refused:
+            zoo.search(bad)
+        assert refused.value.status == 400
+    assert zoo.search(SearchQuery(page=99)).items == []

@@ -228,11 +228,15 @@ def test_the_upload_page_shows_a_refusal_and_takes_a_good_package(zoo_server: Zo
     assert "zoo_token=" in accepted.headers["set-cookie"] and "HttpOnly" in accepted.headers["set-cookie"]
 
 
-def test_serve_stops_its_workers_when_it_stops(tmp_path: Path):
-    server = start_zoo(tmp_path / "root", cache=tmp_path / "cache", extra=("--workers", "2"))
+def test_serve_publishes_on_pass_and_stops_its_workers(tmp_path: Path, shared_data: Path):
+    extra = ("--workers", "2", "--publish-on-pass")
+    server = start_zoo(tmp_path / "root", cache=tmp_path / "cache", extra=extra)
     try:
         children = _children(server.process.pid)
         assert len(children) == 2 and all(b"zoo\x00worker" in _cmdline(pid) for pid in children)
+        answer = server.upload(package_zip(shared_data / EXAMPLE))
+        info = server.wait_tested(answer["name"], answer["version"])
+        assert info["test_status"] == "passed" and info["status"] == "published"
     finally:
         server.stop()
     assert server.process.returncode == 0

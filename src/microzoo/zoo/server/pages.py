@@ -21,7 +21,7 @@ from starlette.datastructures import UploadFile
 
 from microzoo.errors import MicrozooError, ZooError, ZooNotFound
 from microzoo.zoo.server.access import TOKEN_COOKIE, authorise_write, base_url, check_read, rate_limit_client
-from microzoo.zoo.server.api import MAX_TRY_IMAGE_BYTES, queue_try, search_query, upload_package
+from microzoo.zoo.server.api import JOB_ID, MAX_TRY_IMAGE_BYTES, queue_try, search_query, upload_package
 from microzoo.zoo.server.model_view import model_context
 
 HERE = Path(__file__).resolve().parent
@@ -197,7 +197,7 @@ async def try_submit(request: Request, name: str, version: str) -> Response:
 
 
 @router.get("/models/{name}/{version}/try/{job_id}", response_class=HTMLResponse)
-def try_result(request: Request, name: str, version: str, job_id: int) -> HTMLResponse:
+def try_result(request: Request, name: str, version: str, job_id: int = JOB_ID) -> HTMLResponse:
     zoo = request.app.state.zoo
     info = zoo.version(name, version, published_only=False)
     job = zoo.job(job_id)

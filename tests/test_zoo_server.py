@@ -128,7 +128,7 @@ def test_review_workflow_over_http(zoo_server: ZooServer, shared_data: Path, pub
         assert http.get(f"/api/models/{name}").json()["latest"] == version
         assert f"{name}/{version}" in http.get("/id_map.json").json()
         page = http.get(f"/models/{name}").text  # the latest version's page, with its QC figures
-    assert f"<code id=\"model-id\">{name}/{version}</code>" in page
+    assert f'<code id="model-id">{name}/{version}</code>' in page
     assert 'id="qc-numbers"' in page and "0.875" in page and "say which microscope" in page
 
 
@@ -225,7 +225,15 @@ def test_the_upload_page_shows_a_refusal_and_takes_a_good_package(zoo_server: Zo
         accepted = http.post("/upload", data=token, files={"package": ("good.zip", package_zip(shared_data / EXAMPLE))})
     assert refused.status_code == 422 and 'id="upload-error"' in refused.text and "missing.pt" in refused.text
     assert accepted.status_code == 303 and accepted.headers["location"].endswith("/1?uploaded=1")
-    assert "zoo_token=" in accepted.headers["set-cookie"] and "HttpOnly" in accepted.headers["set-cookie"]
+    cookies = accepted.headers.get_list("set-cookie")
+    assert any(c.startswith("zoo_token=") and "HttpOnly" in c for c in cookies)
+    with zoo_server.client() as browser:  # a browser follows the redirect with the cookies it was given
+        for cookie in cookies:
+            key, value = cookie.split(";")[0].split("=", 1)
+            browser.cookies.set(key, value)
+        page = browser.get(accepted.headers["location"])
+    assert 'id="upload-ok"' in page.text and 'id="validation"' in page.text
+    assert "No &#39;# Validation&#39; (sub)section" in page.text  # the example's README lacks one: a warning
 
 
 def test_serve_publishes_on_pass_and_stops_its_workers(tmp_path: Path, shared_data: Path):

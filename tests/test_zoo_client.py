@@ -8,13 +8,14 @@ import hashlib
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import tifffile
 from _zoo import ZooServer, cli, package_zip, published_example, zoo_server  # noqa: F401  (fixtures)
 
 from microzoo.errors import PackageError
-from microzoo.package.zoo_ref import parse_zoo_ref
+from microzoo.package.zoo_ref import fetch_zoo_package, parse_zoo_ref
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +61,7 @@ def test_push_without_a_valid_token_shows_the_zoo_message(zoo_server: ZooServer,
 
 
 def test_predict_with_a_zoo_model_gives_what_the_package_gives(
-    zoo_server: ZooServer, shared_data: Path, published_example, tmp_path: Path
+    zoo_server: ZooServer, shared_data: Path, published_example, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     name, version = published_example
     image = sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png"))[0]
@@ -74,6 +75,15 @@ def test_predict_with_a_zoo_model_gives_what_the_package_gives(
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "zoo.tif"), tifffile.imread(tmp_path / "local.tif"))
     cached = list((Path(env["MICROZOO_CACHE"]) / "zoo").rglob(f"{name}/{version}.zip"))
     assert len(cached) == 1
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cached version was asked for again")
+
+    monkeypatch.setenv("MICROZOO_CACHE", env["MICROZOO_CACHE"])
+    monkeypatch.setattr(httpx, "get", no_network)
+    monkeypatch.setattr(httpx, "stream", no_network)
+    assert fetch_zoo_package(f"zoo:{name}/{version}", zoo=zoo_server.url) == cached[0]
+    monkeypatch.undo()
 
     latest = cli("info", f"zoo:{name}", "--zoo", zoo_server.url, env=env)
     assert latest.returncode == 0 and "UNet 2D Nuclei Broad" in latest.stdout
@@ -89,8 +99,6 @@ def test_zoo_references_are_checked(monkeypatch: pytest.MonkeyPatch):
         with pytest.raises(PackageError, match="zoo:NAME"):
             parse_zoo_ref(bad)
     monkeypatch.delenv("MICROZOO_ZOO", raising=False)
-    from microzoo.package.zoo_ref import fetch_zoo_package
-
     with pytest.raises(PackageError, match="--zoo URL"):
         fetch_zoo_package("zoo:affable-shark/1")
 

@@ -232,7 +232,7 @@ def test_the_upload_page_shows_a_refusal_and_takes_a_good_package(zoo_server: Zo
             key, value = cookie.split(";")[0].split("=", 1)
             browser.cookies.set(key, value)
         page = browser.get(accepted.headers["location"])
-    assert 'id="upload-ok"' in page.text and 'id="validation"' in page.text
+    assert 'id="upload-ok"' in page.text and 'id="upload-notes"' in page.text
     assert "No &#39;# Validation&#39; (sub)section" in page.text  # the example's README lacks one: a warning
 
 

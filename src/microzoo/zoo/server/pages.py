@@ -134,6 +134,8 @@ def review_action(
         zoo.comment(name, version, token=info, text=text)
     elif action == "submit":
         zoo.submit_for_review(name, version, token=info)
+        if text.strip():  # what the uploader wrote with it (the changes made) is kept as a comment
+            zoo.comment(name, version, token=info, text=text)
     elif action == "request-changes":
         zoo.request_changes(name, version, token=info, comment=text)
     else:

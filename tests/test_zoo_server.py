@@ -91,6 +91,9 @@ def test_served_files_are_the_exact_bytes(zoo_server: ZooServer, shared_data: Pa
             head = http.head(f"/artifacts/{name}/files/{file_name}")
             assert head.status_code == 200 and int(head.headers["content-length"]) == len(expected)
             assert head.content == b""
+        for outside in ("..%2F..%2F..%2Fzoo.sqlite", "%2e%2e/%2e%2e/%2e%2e/zoo.sqlite", "/etc/passwd"):
+            refused = http.get(f"/artifacts/{name}/{version}/files/{outside}")
+            assert refused.status_code == 404 and b"SQLite" not in refused.content
         rdf = http.get(f"/artifacts/{name}/files/rdf.yaml").raise_for_status()
         id_map = http.get("/id_map.json").raise_for_status().json()
         zip_response = http.get(f"/api/models/{name}/{version}/package.zip").raise_for_status()

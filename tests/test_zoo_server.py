@@ -18,7 +18,9 @@ from pathlib import Path
 import httpx
 import imageio.v3 as iio
 import pytest
+from _postgres import postgres_admin_url  # noqa: F401  (fixture)
 from _zoo import ZooServer, package_zip, published_example, start_zoo, zoo_server  # noqa: F401  (fixtures)
+from _zoo_db import db  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
 EXAMPLE = "bmz/unet2d_nuclei_broad"
@@ -239,15 +241,20 @@ def test_the_upload_page_shows_a_refusal_and_takes_a_good_package(zoo_server: Zo
     assert "No &#39;# Validation&#39; (sub)section" in page.text  # the example's README lacks one: a warning
 
 
-def test_serve_publishes_on_pass_and_stops_its_workers(tmp_path: Path, shared_data: Path):
+def test_serve_publishes_on_pass_and_stops_its_workers(tmp_path: Path, shared_data: Path, db: str):
     extra = ("--workers", "2", "--publish-on-pass")
-    server = start_zoo(tmp_path / "root", cache=tmp_path / "cache", extra=extra)
+    server = start_zoo(tmp_path / "root", cache=tmp_path / "cache", db=db, extra=extra)
     try:
         children = _children(server.process.pid)
         assert len(children) == 2 and all(b"zoo\x00worker" in _cmdline(pid) for pid in children)
         answer = server.upload(package_zip(shared_data / EXAMPLE))
-        info = server.wait_tested(answer["name"], answer["version"])
+        name, version = answer["name"], answer["version"]
+        info = server.wait_tested(name, version)
         assert info["test_status"] == "passed" and info["status"] == "published"
+        with server.client() as http:
+            assert http.get("/api/models", params={"q": "nuclei"}).json()["total"] == 1
+            rdf = http.get(http.get("/id_map.json").json()[f"{name}/{version}"]["source"])
+            assert rdf.status_code == 200 and hashlib.sha256(rdf.content).hexdigest() == info["rdf_sha256"]
     finally:
         server.stop()
     assert server.process.returncode == 0

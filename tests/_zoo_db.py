@@ -8,21 +8,26 @@ upload. The PostgreSQL case skips with the reason where no server can be had.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from _postgres import new_database
+from _postgres import drop_database, new_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A URL of a new empty database: SQLite in the test's folder, or one on the test PostgreSQL server."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'zoo.sqlite'}"
-    return new_database(request.getfixturevalue("postgres_admin_url"))
+        yield f"sqlite:///{tmp_path / 'zoo.sqlite'}"
+        return
+    admin_url = request.getfixturevalue("postgres_admin_url")
+    url = new_database(admin_url)
+    yield url
+    drop_database(admin_url, url)
 
 
 @pytest.fixture

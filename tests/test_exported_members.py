@@ -100,3 +100,9 @@ def test_train_api() -> None:
     import microzoo.train
 
     assert set(microzoo.train.TASKS) == {"semantic", "instances", "care", "n2v"}
+
+
+def test_zoo_api() -> None:
+    _check_subpackage(
+        "zoo", ["CommentInfo", "JobInfo", "SearchQuery", "SearchResult", "TokenInfo", "VersionInfo", "Zoo"]
+    )

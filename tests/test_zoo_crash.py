@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from microzoo.zoo.service import Zoo
 
 CHILD = """
 import sys
+import time
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from _zoo_db import staged_example
@@ -109,3 +111,28 @@ def test_staging_leftovers_go_with_their_process(zoo_root: Path, tmp_path: Path)
     os.utime(unnamed, (0, 0))
     assert zoo.remove_orphans() == 1 and [p.name for p in staging.iterdir()] == [live.name]
     zoo.close()
+
+
+def test_a_start_during_a_publish_leaves_it_whole(zoo_root: Path, db: str, example_model: Path) -> None:
+    """A worker starting while the server is half-way through a publish waits for it instead of removing it."""
+    zoo = Zoo(zoo_root, db)
+    token = zoo.create_token("uploader")
+    zoo.close()
+    code = CHILD.format(
+        tests=str(Path(__file__).parent), root=str(zoo_root), db=db, token=token, example=str(example_model)
+    )
+    env = {**os.environ, storage.CRASH_ENV: "renamed:pause=3"}
+    publisher = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    folder = storage.version_dir(zoo_root, "crashy", "1")
+    deadline = time.monotonic() + 60
+    while not folder.is_dir() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert folder.is_dir()  # renamed into place, not in the index yet
+    started = Zoo(zoo_root, db)  # waits for the publish lock instead of taking the folder for an orphan
+    out, err = publisher.communicate(timeout=120)
+    assert publisher.returncode == 0 and "published" in out, err
+    assert [v.version for v in started.versions("crashy")] == ["1"]
+    assert started.check_consistency() == []
+    started.close()

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
+from microzoo.errors import ZooError
 from microzoo.zoo.db import current_revision, engine_for, migrate_to
 from microzoo.zoo.records import SearchQuery
 from microzoo.zoo.service import Zoo
@@ -86,3 +90,29 @@ def test_a_zoo_at_0001_upgrades_in_place(db: str, zoo_root: Path) -> None:
     again = Zoo(zoo_root, db)  # a second start finds nothing to do
     assert current_revision(again.engine) == "0002" and again.version("old-owl", "1").downloads == 1
     again.close()
+
+
+def test_processes_starting_together_migrate_once(db: str, zoo_root: Path) -> None:
+    """A server and its workers start at the same moment on an empty database: one migrates, none fails."""
+    code = "import sys; from pathlib import Path; from microzoo.zoo.service import Zoo; Zoo(Path(sys.argv[1]), sys.argv[2])"  # noqa: E501
+    starts = [
+        subprocess.Popen([sys.executable, "-c", code, str(zoo_root), db], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    ended = [(start.communicate(timeout=120)[1], start.returncode) for start in starts]
+    assert [code for _, code in ended] == [0] * 4, [err for err, _ in ended]
+    engine = engine_for(db)
+    assert current_revision(engine) == "0002"
+    engine.dispose()
+
+
+def test_a_database_that_cannot_be_opened_is_a_clear_error(zoo_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        ZooError, match=r"cannot open the zoo's database postgresql://ann:\*\*\*@127.0.0.1:1/zoo"
+    ) as error:
+        Zoo(zoo_root, "postgresql://ann:secret@127.0.0.1:1/zoo")  # nothing listens on port 1
+    assert "secret" not in str(error.value) and error.value.status == 503
+    with pytest.raises(ZooError, match="cannot open the zoo's database"):
+        Zoo(zoo_root, f"sqlite:///{tmp_path / 'missing-folder' / 'zoo.sqlite'}")
+    with pytest.raises(ZooError, match="cannot open the zoo's database"):
+        Zoo(zoo_root, "nonsense")

@@ -105,7 +105,7 @@ def test_only_the_uploader_or_a_reviewer_adds_versions(zoo: Zoo, example_model: 
     tokens = _tokens(zoo)
     other = zoo.authorise(zoo.create_token("uploader", label="mallory"), "uploader")
     zoo.publish_upload(staged_example(zoo, example_model, small=True), token=tokens["uploader"], name="m")
-    with pytest.raises(ZooAuthError):
+    with pytest.raises(ZooAuthError, match="m belongs to another uploader"):
         zoo.publish_upload(staged_example(zoo, example_model, small=True), token=other, name="m")
     assert (
         zoo.publish_upload(staged_example(zoo, example_model, small=True), token=tokens["reviewer"], name="m").version
@@ -266,3 +266,42 @@ def test_concurrent_claims_never_share_a_job(zoo: Zoo) -> None:
     every = [job_id for jobs in claimed for job_id in jobs]
     assert sorted(every) == sorted(ids)  # each job once, none lost
     assert sum(1 for jobs in claimed if jobs) >= 2  # the threads did run side by side
+
+
+def test_concurrent_downloads_and_searches(zoo: Zoo, example_model: Path) -> None:
+    """Many threads counting downloads while others search: no lost count, no 'database is locked'."""
+    from microzoo.zoo.records import SearchQuery
+
+    tokens = _tokens(zoo)
+    zoo.publish_upload(staged_example(zoo, example_model, small=True), token=tokens["uploader"], name="m")
+    zoo.submit_for_review("m", "1", token=tokens["uploader"])
+    _pass_tests(zoo, "m", "1")
+    zoo.publish("m", "1", token=tokens["reviewer"])
+    errors: list[BaseException] = []
+    start = threading.Barrier(12)
+
+    def download() -> None:
+        start.wait()
+        try:
+            for _ in range(25):
+                zoo.count_download("m", "1")
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    def search() -> None:
+        start.wait()
+        try:
+            for _ in range(25):
+                assert zoo.search(SearchQuery(text="nuclei")).total == 1
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=download) for _ in range(8)] + [
+        threading.Thread(target=search) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert zoo.latest_published("m").downloads == 200

@@ -9,7 +9,8 @@ its workers (several processes) share one file; transactions that write begin wi
 Search: on SQLite an FTS5 table ``version_text`` (rowid = ``versions.id``), on PostgreSQL a
 ``search_vector`` tsvector column with a GIN index; both created by the migrations by dialect.
 ``facets`` holds one row per (version, field, value) for filters and facet counts (task,
-modality, dims, license, weight_format, consumer).
+modality, dims, license, weight_format, consumer), for the versions a search finds only (the
+latest published of each model).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -36,6 +38,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: the PostgreSQL advisory lock that lets one process migrate at a time
+MIGRATION_LOCK = 0x6D7A6F6F  # "mzoo"
 
 
 def utcnow() -> dt.datetime:
@@ -83,12 +87,15 @@ class Model(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    downloads: Mapped[int] = mapped_column(Integer, default=0)
+    downloads: Mapped[int] = mapped_column(Integer, default=0, index=True)
 
 
 class Version(Base):
     __tablename__ = "versions"
-    __table_args__ = (UniqueConstraint("name", "version", name="uq_versions_name_version"),)
+    __table_args__ = (
+        UniqueConstraint("name", "version", name="uq_versions_name_version"),
+        Index("ix_versions_latest_published", "is_latest", "published_at"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), ForeignKey("models.name"), index=True)
     version: Mapped[str] = mapped_column(String(100))
@@ -114,7 +121,8 @@ class Facet(Base):
     __tablename__ = "facets"
     version_id: Mapped[int] = mapped_column(Integer, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
     field: Mapped[str] = mapped_column(String(30), primary_key=True)
-    value: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+    __table_args__ = (Index("ix_facets_field_value", "field", "value", "version_id"),)
 
 
 class Comment(Base):
@@ -207,7 +215,9 @@ def migrate_to(url: str, revision: str, *, engine: Engine | None = None) -> None
     config.set_main_option("script_location", str(MIGRATIONS))
     try:
         with engine.connect() as connection:
-            connection.execution_options(write=True)
+            connection.execution_options(write=True)  # SQLite: BEGIN IMMEDIATE, one migrating process at a time
+            if connection.dialect.name == "postgresql":  # the same on PostgreSQL: server and worker start together
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
             connection.commit()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from microzoo.errors import ZooConflict, ZooError
@@ -164,5 +164,6 @@ def _mark_published(session: Session, row: Version) -> None:
     newest = session.scalars(
         select(Version.id).where(Version.name == row.name, Version.status == "published").order_by(Version.id.desc())
     ).first()
-    session.execute(update(Version).where(Version.name == row.name).values(is_latest=Version.id == newest))
-    session.refresh(row)
+    for version in session.scalars(select(Version).where(Version.name == row.name)):
+        version.is_latest = version.id == newest
+        update_facets(session, version)  # only the latest has facet rows

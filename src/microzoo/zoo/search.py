@@ -16,6 +16,7 @@ formats or consumers counts once under each.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Float, Integer, delete, desc, func, insert, literal_column, select, text
@@ -97,8 +98,13 @@ def index_version(session: Session, version: Version) -> None:
 
 
 def update_facets(session: Session, version: Version) -> None:
-    """Replace ``version``'s facet rows by those of its summary and compatibility matrix."""
+    """Replace ``version``'s facet rows: those of its summary and matrix if it is its model's latest, else none.
+
+    Only the versions a search can find have facet rows, so counting them needs no join.
+    """
     session.execute(delete(Facet).where(Facet.version_id == version.id))
+    if not version.is_latest:
+        return
     rows = [
         {"version_id": version.id, "field": f, "value": v} for f, v in facet_values(version.summary, version.compat)
     ]
@@ -119,53 +125,67 @@ def check_query(query: SearchQuery) -> None:
 def search_versions(session: Session, query: SearchQuery) -> tuple[int, list[Version], dict[str, dict[str, int]]]:
     """(total, the page of versions in order, facet counts over everything that matched)."""
     check_query(query)
-    statement, rank = _matching(session, query)
-    ids = statement.subquery()
-    total = session.execute(select(func.count()).select_from(ids)).scalar_one()
-    facets: dict[str, dict[str, int]] = {}
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    conditions = _conditions(query, postgresql=postgresql)
+    found = select(Version.id).where(Version.is_latest.is_(True), *(c(Version.id) for c in conditions))
+    total = session.execute(select(func.count()).select_from(found.subquery())).scalar_one()
     counts = session.execute(
         select(Facet.field, Facet.value, func.count())
-        .where(Facet.version_id.in_(select(ids.c.id)))
+        .where(*(c(Facet.version_id) for c in conditions))
         .group_by(Facet.field, Facet.value)
     )
+    facets: dict[str, dict[str, int]] = {}
     for field_name, value, count in counts:
         facets.setdefault(field_name, {})[value] = count
     facets = {name: dict(sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))) for name, values in facets.items()}
-    ordered = statement.join(Model, Model.name == Version.name).add_columns(Version)
+    ordered = found.join(Model, Model.name == Version.name).add_columns(Version)
     if query.sort == "downloads":
         ordered = ordered.order_by(desc(Model.downloads))
-    elif query.sort == "relevance" and rank is not None:
-        ordered = ordered.order_by(rank)
+    elif query.sort == "relevance" and _words(query.text):
+        ordered = _by_relevance(ordered, query.text, postgresql=postgresql)
     ordered = ordered.order_by(desc(Version.published_at), desc(Version.id))
     page = ordered.offset((query.page - 1) * query.per_page).limit(query.per_page)
     versions = [row[-1] for row in session.execute(page)]
     return total, versions, facets
 
 
-def _matching(session: Session, query: SearchQuery) -> tuple[Select[Any], Any]:
-    """The ids of the versions ``query`` finds, and the expression to order them by relevance."""
-    statement = select(Version.id).where(Version.is_latest.is_(True))
-    for field_name, value in query.filters().items():
-        filed = select(Facet.version_id).where(Facet.field == field_name, Facet.value == value)
-        statement = statement.where(Version.id.in_(filed))
-    rank = None
-    if not re.search(r"\w", query.text):
-        return statement, rank
-    if session.get_bind().dialect.name == "postgresql":
-        tsquery = func.to_tsquery("english", tsquery_text(query.text))
+def _conditions(query: SearchQuery, *, postgresql: bool) -> list[Callable[[Any], Any]]:
+    """What a version id must satisfy to be found: one ``IN (ids)`` per filter and one for the words.
+
+    Each is a function of the id column so the same conditions select versions and facet rows.
+    """
+    sets: list[Any] = [
+        select(Facet.version_id).where(Facet.field == field_name, Facet.value == value)
+        for field_name, value in query.filters().items()
+    ]
+    if _words(query.text) and postgresql:
         vector: Any = literal_column("versions.search_vector")
-        statement = statement.where(vector.op("@@")(tsquery))
-        rank = desc(func.ts_rank(vector, tsquery))
-    else:
-        hits = (
-            text(
-                f"SELECT rowid, bm25(version_text, {BM25_WEIGHTS}) AS score "
-                "FROM version_text WHERE version_text MATCH :q"
-            )
-            .bindparams(q=fts_query(query.text))
-            .columns(rowid=Integer, score=Float)
-            .subquery("hits")
-        )
-        statement = statement.join(hits, hits.c.rowid == Version.id)
-        rank = hits.c.score  # bm25: lower is better
-    return statement, rank
+        tsquery = func.to_tsquery("english", tsquery_text(query.text))
+        sets.append(select(Version.id).where(vector.op("@@")(tsquery)))
+    elif _words(query.text):
+        # an IN of the FTS query runs it once; a join lets SQLite run the MATCH once per version
+        fts = text("SELECT rowid FROM version_text WHERE version_text MATCH :q").bindparams(q=fts_query(query.text))
+        sets.append(fts.columns(rowid=Integer))
+    return [_id_in(ids) for ids in sets]
+
+
+def _id_in(ids: Any) -> Callable[[Any], Any]:
+    def condition(column: Any) -> Any:
+        return column.in_(ids)
+
+    return condition
+
+
+def _by_relevance(statement: Select[Any], words_text: str, *, postgresql: bool) -> Select[Any]:
+    """``statement`` ordered best match first (PostgreSQL ``ts_rank``, SQLite weighted bm25)."""
+    if postgresql:
+        vector: Any = literal_column("versions.search_vector")
+        return statement.order_by(desc(func.ts_rank(vector, func.to_tsquery("english", tsquery_text(words_text)))))
+    hits = (
+        text(f"SELECT rowid, bm25(version_text, {BM25_WEIGHTS}) AS score FROM version_text WHERE version_text MATCH :q")
+        .bindparams(q=fts_query(words_text))
+        .columns(rowid=Integer, score=Float)
+        .cte("hits")
+        .prefix_with("MATERIALIZED")
+    )
+    return statement.join(hits, hits.c.rowid == Version.id).order_by(hits.c.score)  # bm25: lower is better

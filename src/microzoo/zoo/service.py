@@ -12,12 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from microzoo.errors import UploadError, ZooAuthError, ZooConflict, ZooNotFound
+from microzoo.errors import UploadError, ZooAuthError, ZooConflict, ZooError, ZooNotFound
 from microzoo.zoo import jobs, storage
 from microzoo.zoo.db import Comment, Job, Model, Token, Version, default_url, engine_for, session_scope, upgrade_to_head
 from microzoo.zoo.db import utcnow as _now
@@ -49,8 +49,7 @@ class Zoo(ReviewMixin):
         self.root.mkdir(parents=True, exist_ok=True)
         self.db_url = db_url or default_url(self.root)
         self.publish_on_pass = publish_on_pass
-        self.engine = engine_for(self.db_url)
-        upgrade_to_head(self.db_url, engine=self.engine)
+        self.engine = open_index(self.db_url)
         self.remove_orphans()
 
     def close(self) -> None:
@@ -78,7 +77,7 @@ class Zoo(ReviewMixin):
                 )
             ).all()
             if not rows:
-                raise ZooNotFound("no live token with that value or label: `microzoo zoo token list` shows them")
+                raise ZooNotFound("no live token with that value or label: it is unknown or revoked already")
             for row in rows:
                 row.revoked_at = _now()
 
@@ -124,8 +123,13 @@ class Zoo(ReviewMixin):
                     name = new_model_name(lambda n: session.get(Model, n) is not None)
                 model = session.get(Model, name)
                 existing = list(session.scalars(select(Version.version).where(Version.name == name)))
-            if model is not None and model.created_by is not None and model.created_by != token.id:
-                require_role(token.role, "reviewer")  # only the model's uploader or a reviewer adds versions
+            others = model is not None and model.created_by is not None and model.created_by != token.id
+            if others and token.role == "uploader":
+                raise ZooAuthError(
+                    f"{name} belongs to another uploader: only its uploader or a reviewer adds versions "
+                    "(upload it under another name)",
+                    status=403,
+                )
             version = wanted_version or next_integer_version(existing)
             if version in existing:
                 raise ZooConflict(f"{name}/{version} exists and versions never change: upload it as a new version")
@@ -321,6 +325,23 @@ class Zoo(ReviewMixin):
         return storage.remove_orphans(self.root, self._indexed)
 
 
+def open_index(url: str) -> Engine:
+    """An engine for the zoo's index at ``url``, migrated to the newest schema; a clear error if it cannot be."""
+    shown = url
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+        engine = engine_for(url)
+        upgrade_to_head(url, engine=engine)
+    except (ArgumentError, OperationalError, ImportError) as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise ZooError(
+            f"cannot open the zoo's database {shown}: {reason}. Check --db (sqlite:///PATH or "
+            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE) and that the server is running",
+            status=503,
+        ) from error
+    return engine
+
+
 def _summary_dict(summary: Any) -> dict[str, Any]:
     if hasattr(summary, "model_dump"):
         return dict(summary.model_dump(mode="json"))
@@ -340,15 +361,10 @@ def _chosen_name(given: str | None, in_package: str | None) -> str | None:
 
 
 def _write_description(folder: Path, name: str, version: str) -> str:
-    """Set ``id`` and ``version`` in ``folder/rdf.yaml`` where they differ; return the file's sha256."""
-    rdf = folder / "rdf.yaml"
-    if not rdf.is_file():
+    """Set ``id`` and ``version`` in ``folder/rdf.yaml`` (``zoo.ingest.write_identity``); return its sha256."""
+    from microzoo.zoo.ingest import write_identity
+
+    if not (folder / "rdf.yaml").is_file():
         raise UploadError("the checked upload has no rdf.yaml: the package's description is missing")
-    description = yaml.safe_load(rdf.read_text(encoding="utf-8"))
-    if not isinstance(description, dict):
-        raise UploadError("rdf.yaml is not a mapping: it is not a model description")
-    if description.get("id") != name or str(description.get("version")) != version:
-        description["id"] = name
-        description["version"] = version
-        rdf.write_text(yaml.safe_dump(description, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    return storage.sha256_and_size(rdf)[0]
+    write_identity(folder, name=name, version=version)
+    return storage.sha256_and_size(folder / "rdf.yaml")[0]

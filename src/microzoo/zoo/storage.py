@@ -14,7 +14,8 @@ the commit leaves files without a row; :func:`remove_orphans` (run when a ``Zoo`
 them. It takes ``publish.lock`` so that it never sees a publish of another process half-way.
 
 Test hook: with ``MICROZOO_ZOO_CRASH_AT=POINT`` set, a publish kills its own process (SIGKILL) at
-that point (:data:`CRASH_POINTS`); the crash-safety tests use it.
+that point (:data:`CRASH_POINTS`); with ``POINT:pause=SECONDS`` it waits there. The crash-safety
+tests use it.
 """
 
 from __future__ import annotations
@@ -42,8 +43,13 @@ STAGING_MAX_AGE_S = 24 * 3600
 
 
 def crash_point(point: str) -> None:
-    """Kill this process with SIGKILL if the test hook names ``point`` (does nothing otherwise)."""
-    if os.environ.get(CRASH_ENV) == point:
+    """Test hook: ``POINT`` kills this process (SIGKILL) at ``point``, ``POINT:pause=S`` waits S seconds there."""
+    wanted, _, pause = os.environ.get(CRASH_ENV, "").partition(":pause=")
+    if wanted != point:
+        return
+    if pause:
+        time.sleep(float(pause))
+    else:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -58,8 +58,12 @@ def upgrade() -> None:
         "facets",
         sa.Column("version_id", sa.Integer, sa.ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("field", sa.String(30), primary_key=True),
-        sa.Column("value", sa.String(200), primary_key=True, index=True),
+        sa.Column("value", sa.String(200), primary_key=True),
     )
+    # facet counts read this index alone; the newest first and the most downloaded first need no sort
+    op.create_index("ix_facets_field_value", "facets", ["field", "value", "version_id"])
+    op.create_index("ix_versions_latest_published", "versions", ["is_latest", "published_at"])
+    op.create_index("ix_models_downloads", "models", ["downloads"])
     op.create_table(
         "comments",
         sa.Column("id", sa.Integer, primary_key=True),

@@ -102,7 +102,7 @@ def test_cli_convert(state_dict_package: Path, tmp_path: Path) -> None:
     assert f"wrote {tmp_path / 'out'}" in done.stdout and "onnx" in _weights(tmp_path / "out" / "bioimageio.yaml")
     again = subprocess.run([*command, "-o", str(tmp_path / "out2")], capture_output=True, text=True, env=env)
     assert again.returncode == 0  # the source has no onnx: converting it twice is fine
-    command[3] = str(tmp_path / "out")  # the converted package has onnx now
+    command[4] = str(tmp_path / "out")  # the converted package has onnx now
     refused = subprocess.run([*command, "-o", str(tmp_path / "x")], capture_output=True, text=True, env=env)
     assert refused.returncode == 2 and "has onnx weights already" in refused.stderr
     assert "Traceback" not in refused.stderr

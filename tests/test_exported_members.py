@@ -56,9 +56,9 @@ def test_runtime_api() -> None:
     _check_subpackage("runtime", [
         "Engine", "FileResult", "InstanceSettings", "Model", "ModelGeometry", "OutputComparison", "Outputs",
         "PackageSummary", "Pipeline", "Prediction", "Tile", "TilePlan", "available_formats", "bind_ops",
-        "check_outputs", "choose_format", "compare_outputs", "convert_package", "describe_op", "extract_tile", "geometry_from_descr",
-        "instances_from_output", "load_engine", "memory_budget", "output_paths", "parse_bytes", "plan_tiles",
-        "predict_files", "summarize", "test_package", "thread_count",
+        "check_outputs", "choose_format", "compare_outputs", "convert_package", "describe_op", "extract_tile",
+        "geometry_from_descr", "instances_from_output", "load_engine", "memory_budget", "output_paths", "parse_bytes",
+        "plan_tiles", "predict_files", "summarize", "test_package", "thread_count",
     ])  # fmt: skip
 
 

@@ -111,6 +111,9 @@ def run_job(zoo: Zoo, job: JobInfo, *, limits: Limits | None = None) -> None:
             ok, result, error = False, {}, f"this worker does not run '{job.kind}' jobs"
     except MicrozooError as failure:  # the version or its image is gone, a path is refused, ...
         ok, result, error = False, {"status": "error", "error": str(failure)}, str(failure)
+    except Exception as failure:  # noqa: BLE001 - a fault of the worker itself: recorded, the next job runs
+        error = f"the worker failed on this job ({type(failure).__name__}: {failure}); tell the zoo's admins"
+        ok, result = False, {"status": "error", "error": error}
     zoo.finish_job(job.id, ok=ok, result=result, error=error)
 
 

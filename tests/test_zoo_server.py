@@ -5,7 +5,7 @@ bioimageio.spec reads and nothing else, runs `bioimageio test NAME/VERSION` on a
 and passes; a draft is not found that way.
 """
 
-# ruff: noqa: F811  (the fixtures imported from _zoo are the test functions' parameters)
+# ruff: noqa: F811  (the fixtures imported are the test functions' parameters)
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +19,7 @@ import httpx
 import imageio.v3 as iio
 import pytest
 from _postgres import postgres_admin_url  # noqa: F401  (fixture)
-from _zoo import ZooServer, package_zip, published_example, start_zoo, zoo_server  # noqa: F401  (fixtures)
+from _zoo import ZooServer, package_zip, start_zoo
 from _zoo_db import db  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow

@@ -106,12 +106,14 @@ class ZooServer:
                 self.process.wait()
 
 
-def start_zoo(root: Path, *, cache: Path, extra: tuple[str, ...] = ()) -> ZooServer:
-    """Start ``microzoo serve`` on a free loopback port with a temporary ``root``."""
+def start_zoo(root: Path, *, cache: Path, db: str | None = None, extra: tuple[str, ...] = ()) -> ZooServer:
+    """Start ``microzoo serve`` on a free loopback port with a temporary ``root`` (and index ``db``)."""
     env = {**os.environ, "MICROZOO_CACHE": str(cache)}
+    where = ("--root", str(root), *(("--db", db) if db else ()))
+    extra = (*(("--db", db) if db else ()), *extra)
     tokens = {}
     for role in ROLES:
-        done = cli("zoo", "token", "create", "--root", str(root), "--role", role, "--label", f"test {role}", env=env)
+        done = cli("zoo", "token", "create", *where, "--role", role, "--label", f"test {role}", env=env)
         assert done.returncode == 0, done.stderr
         tokens[role] = done.stdout.strip().splitlines()[-1]
     port = free_port()

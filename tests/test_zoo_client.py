@@ -1,20 +1,20 @@
 """The zoo's client side against a real server: push, pull, search on the command line, and
 `microzoo predict zoo:NAME/VERSION` giving what the package itself gives."""
 
-# ruff: noqa: F811  (the fixtures imported from _zoo are the test functions' parameters)
 from __future__ import annotations
 
 import hashlib
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import tifffile
-from _zoo import ZooServer, cli, package_zip, published_example, zoo_server  # noqa: F401  (fixtures)
+from _zoo import ZooServer, cli, package_zip
 
 from microzoo.errors import PackageError
-from microzoo.package.zoo_ref import parse_zoo_ref
+from microzoo.package.zoo_ref import fetch_zoo_package, parse_zoo_ref
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +36,15 @@ def test_push_pull_search_round_trip(zoo_server: ZooServer, shared_data: Path, p
     new_name, new_version = pushed.stdout.strip().split("/")
     assert new_name != name and new_version == "1"
 
+    with zoo_server.client() as http:  # other tests may have published newer versions of it
+        latest = http.get(f"/api/models/{name}").json()["latest"]
     found = cli("search", "nuclei", "--zoo", zoo_server.url, env=env)
     assert found.returncode == 0, found.stderr
-    assert f"{name}/{version}" in found.stdout and new_name not in found.stdout  # drafts are not listed
+    assert f"{name}/{latest}" in found.stdout and new_name not in found.stdout  # drafts are not listed
 
     pulled = cli("pull", name, "--zoo", zoo_server.url, "-o", str(tmp_path / "pulled"), env=env)
     assert pulled.returncode == 0, pulled.stderr
-    assert f"{name}/{version}" in pulled.stdout
+    assert f"{name}/{latest}" in pulled.stdout
     stored = _tree_digest(tmp_path / "pulled")
     source = _tree_digest(shared_data / "bmz" / "unet2d_nuclei_broad")
     assert {k: v for k, v in source.items() if k != "bioimageio.yaml"}.items() <= stored.items()
@@ -60,7 +62,7 @@ def test_push_without_a_valid_token_shows_the_zoo_message(zoo_server: ZooServer,
 
 
 def test_predict_with_a_zoo_model_gives_what_the_package_gives(
-    zoo_server: ZooServer, shared_data: Path, published_example, tmp_path: Path
+    zoo_server: ZooServer, shared_data: Path, published_example, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     name, version = published_example
     image = sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png"))[0]
@@ -74,6 +76,15 @@ def test_predict_with_a_zoo_model_gives_what_the_package_gives(
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "zoo.tif"), tifffile.imread(tmp_path / "local.tif"))
     cached = list((Path(env["MICROZOO_CACHE"]) / "zoo").rglob(f"{name}/{version}.zip"))
     assert len(cached) == 1
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cached version was asked for again")
+
+    monkeypatch.setenv("MICROZOO_CACHE", env["MICROZOO_CACHE"])
+    monkeypatch.setattr(httpx, "get", no_network)
+    monkeypatch.setattr(httpx, "stream", no_network)
+    assert fetch_zoo_package(f"zoo:{name}/{version}", zoo=zoo_server.url) == cached[0]
+    monkeypatch.undo()
 
     latest = cli("info", f"zoo:{name}", "--zoo", zoo_server.url, env=env)
     assert latest.returncode == 0 and "UNet 2D Nuclei Broad" in latest.stdout
@@ -89,8 +100,6 @@ def test_zoo_references_are_checked(monkeypatch: pytest.MonkeyPatch):
         with pytest.raises(PackageError, match="zoo:NAME"):
             parse_zoo_ref(bad)
     monkeypatch.delenv("MICROZOO_ZOO", raising=False)
-    from microzoo.package.zoo_ref import fetch_zoo_package
-
     with pytest.raises(PackageError, match="--zoo URL"):
         fetch_zoo_package("zoo:affable-shark/1")
 

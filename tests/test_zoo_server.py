@@ -5,7 +5,7 @@ bioimageio.spec reads and nothing else, runs `bioimageio test NAME/VERSION` on a
 and passes; a draft is not found that way.
 """
 
-# ruff: noqa: F811  (the fixtures imported from _zoo are the test functions' parameters)
+# ruff: noqa: F811  (the fixtures imported are the test functions' parameters)
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +18,9 @@ from pathlib import Path
 import httpx
 import imageio.v3 as iio
 import pytest
-from _zoo import ZooServer, package_zip, published_example, start_zoo, zoo_server  # noqa: F401  (fixtures)
+from _postgres import postgres_admin_url  # noqa: F401  (fixture)
+from _zoo import ZooServer, package_zip, start_zoo
+from _zoo_db import db  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
 EXAMPLE = "bmz/unet2d_nuclei_broad"
@@ -91,6 +93,9 @@ def test_served_files_are_the_exact_bytes(zoo_server: ZooServer, shared_data: Pa
             head = http.head(f"/artifacts/{name}/files/{file_name}")
             assert head.status_code == 200 and int(head.headers["content-length"]) == len(expected)
             assert head.content == b""
+        for outside in ("..%2F..%2F..%2Fzoo.sqlite", "%2e%2e/%2e%2e/%2e%2e/zoo.sqlite", "/etc/passwd"):
+            refused = http.get(f"/artifacts/{name}/{version}/files/{outside}")
+            assert refused.status_code == 404 and b"SQLite" not in refused.content
         rdf = http.get(f"/artifacts/{name}/files/rdf.yaml").raise_for_status()
         id_map = http.get("/id_map.json").raise_for_status().json()
         zip_response = http.get(f"/api/models/{name}/{version}/package.zip").raise_for_status()
@@ -105,8 +110,9 @@ def test_served_files_are_the_exact_bytes(zoo_server: ZooServer, shared_data: Pa
 
 def test_review_workflow_over_http(zoo_server: ZooServer, shared_data: Path, published_example):
     name, _ = published_example
-    data = package_zip(shared_data / EXAMPLE, changes={"A 2d U-Net": "A second 2d U-Net"})
-    answer = zoo_server.upload(data, name=name)
+    with_qc = "    pytorch_version: 2.5.1\nconfig:\n  microzoo:\n    qc:\n      f1: 0.875\n"
+    changes = {"A 2d U-Net": "A second 2d U-Net", "    pytorch_version: 2.5.1": with_qc}
+    answer = zoo_server.upload(package_zip(shared_data / EXAMPLE, changes=changes), name=name)
     version = answer["version"]
     assert answer["status"] == "draft" and answer["name"] == name
     path = f"/api/models/{name}/{version}"
@@ -126,6 +132,9 @@ def test_review_workflow_over_http(zoo_server: ZooServer, shared_data: Path, pub
     with zoo_server.client() as http:
         assert http.get(f"/api/models/{name}").json()["latest"] == version
         assert f"{name}/{version}" in http.get("/id_map.json").json()
+        page = http.get(f"/models/{name}").text  # the latest version's page, with its QC figures
+    assert f'<code id="model-id">{name}/{version}</code>' in page
+    assert 'id="qc-numbers"' in page and "0.875" in page and "say which microscope" in page
 
 
 def _stock_bioimageio(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -221,14 +230,31 @@ def test_the_upload_page_shows_a_refusal_and_takes_a_good_package(zoo_server: Zo
         accepted = http.post("/upload", data=token, files={"package": ("good.zip", package_zip(shared_data / EXAMPLE))})
     assert refused.status_code == 422 and 'id="upload-error"' in refused.text and "missing.pt" in refused.text
     assert accepted.status_code == 303 and accepted.headers["location"].endswith("/1?uploaded=1")
-    assert "zoo_token=" in accepted.headers["set-cookie"] and "HttpOnly" in accepted.headers["set-cookie"]
+    cookies = accepted.headers.get_list("set-cookie")
+    assert any(c.startswith("zoo_token=") and "HttpOnly" in c for c in cookies)
+    with zoo_server.client() as browser:  # a browser follows the redirect with the cookies it was given
+        for cookie in cookies:
+            key, value = cookie.split(";")[0].split("=", 1)
+            browser.cookies.set(key, value)
+        page = browser.get(accepted.headers["location"])
+    assert 'id="upload-ok"' in page.text and 'id="upload-notes"' in page.text
+    assert "No &#39;# Validation&#39; (sub)section" in page.text  # the example's README lacks one: a warning
 
 
-def test_serve_stops_its_workers_when_it_stops(tmp_path: Path):
-    server = start_zoo(tmp_path / "root", cache=tmp_path / "cache", extra=("--workers", "2"))
+def test_serve_publishes_on_pass_and_stops_its_workers(tmp_path: Path, shared_data: Path, db: str):
+    extra = ("--workers", "2", "--publish-on-pass")
+    server = start_zoo(tmp_path / "root", cache=tmp_path / "cache", db=db, extra=extra)
     try:
         children = _children(server.process.pid)
         assert len(children) == 2 and all(b"zoo\x00worker" in _cmdline(pid) for pid in children)
+        answer = server.upload(package_zip(shared_data / EXAMPLE))
+        name, version = answer["name"], answer["version"]
+        info = server.wait_tested(name, version)
+        assert info["test_status"] == "passed" and info["status"] == "published"
+        with server.client() as http:
+            assert http.get("/api/models", params={"q": "nuclei"}).json()["total"] == 1
+            rdf = http.get(http.get("/id_map.json").json()[f"{name}/{version}"]["source"])
+            assert rdf.status_code == 200 and hashlib.sha256(rdf.content).hexdigest() == info["rdf_sha256"]
     finally:
         server.stop()
     assert server.process.returncode == 0

@@ -128,7 +128,10 @@ def search(
     filters = {"task": task, "modality": modality, "dims": dims, "weight_format": weight_format, "consumer": consumer}
     with ZooClient(zoo) as client:
         found = client.search(text, sort=sort, per_page=limit, **filters)
-    table = Table("model", "title", "task", "weights", "downloads", box=None)
+    table = Table(box=None)
+    table.add_column("model", no_wrap=True)  # an id to copy: never cut
+    for column in ("title", "task", "weights", "downloads"):
+        table.add_column(column)
     for item in found["items"]:
         summary = item.get("summary") or {}
         table.add_row(

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as FastAPIPath
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
@@ -26,7 +27,15 @@ from microzoo.zoo.server.access import authorise_write, base_url, check_read, ra
 router = APIRouter(prefix="/api", tags=["api"], dependencies=[Depends(check_read)])
 #: The largest image "try it" accepts.
 MAX_TRY_IMAGE_BYTES = 32 << 20
-_MULTIPART = {"content": {"multipart/form-data": {"schema": {"type": "object"}}}}
+JOB_ID = FastAPIPath(..., ge=1, le=2**62)
+
+
+def _multipart(required: str, **optional: str) -> dict[str, Any]:
+    """The OpenAPI request body of a multipart form: one file field and optional text fields."""
+    fields: dict[str, Any] = {required: {"type": "string", "format": "binary"}}
+    fields.update({name: {"type": "string", "description": text} for name, text in optional.items()})
+    schema = {"type": "object", "properties": fields, "required": [required]}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
 def as_json(obj: Any) -> Any:
@@ -148,7 +157,11 @@ def upload_package(request: Request, token: Any, data: bytes, name: str | None, 
         shutil.rmtree(staging, ignore_errors=True)  # what is left: the upload was moved into place, or refused
 
 
-@router.post("/models", status_code=201, openapi_extra={"requestBody": _MULTIPART})
+@router.post(
+    "/models",
+    status_code=201,
+    openapi_extra=_multipart("package", name="the model's name", version="the version (default: the next)"),
+)
 async def upload(request: Request) -> JSONResponse:
     """Upload a package zip (form field ``package``; optional ``name``, ``version``): 201 and its test job."""
     token = await run_in_threadpool(authorise_write, request, "uploader")
@@ -219,7 +232,7 @@ def queue_try(request: Request, name: str, version: str, image: bytes, filename:
     return job_id
 
 
-@router.post("/models/{name}/{version}/try", status_code=202, openapi_extra={"requestBody": _MULTIPART})
+@router.post("/models/{name}/{version}/try", status_code=202, openapi_extra=_multipart("image"))
 async def try_it(request: Request, name: str, version: str) -> JSONResponse:
     """Run the model on one image (form field ``image``) in a worker: 202 and the job to poll."""
     await run_in_threadpool(rate_limit_client, request)
@@ -229,7 +242,7 @@ async def try_it(request: Request, name: str, version: str) -> JSONResponse:
 
 
 @router.get("/jobs/{job_id}")
-def job(request: Request, job_id: int) -> Any:
+def job(request: Request, job_id: int = JOB_ID) -> Any:
     """A job: its kind, status, and when done its result (for try it: output and trust note)."""
     data = as_json(request.app.state.zoo.job(job_id))
     if data.get("kind") == "try":
@@ -239,7 +252,7 @@ def job(request: Request, job_id: int) -> Any:
 
 
 @router.get("/jobs/{job_id}/files/{picture}")
-def job_file(request: Request, job_id: int, picture: str) -> FileResponse:
+def job_file(request: Request, picture: str, job_id: int = JOB_ID) -> FileResponse:
     """A picture a `try` job made: ``input``, ``output`` or ``overlay`` (PNG)."""
     zoo = request.app.state.zoo
     info = zoo.job(job_id)

@@ -15,6 +15,7 @@ Every refusal is JSON ``{"detail": message}`` with the status of the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from microzoo.errors import MicrozooError, ZooError, ZooNotFound
 from microzoo.zoo.server.access import RateLimiter, base_url, check_read
 
 HERE = Path(__file__).resolve().parent
+logger = logging.getLogger("microzoo.zoo.server")
 #: The largest upload accepted by default (a package zip); bigger ones are refused with 413.
 DEFAULT_MAX_UPLOAD_BYTES = 1 << 30
 _JSON_PREFIXES = ("/api/", "/artifacts/", "/drafts/", "/id_map")
@@ -99,6 +101,11 @@ def _add_error_handlers(app: FastAPI) -> None:
             for e in error.errors()
         )
         return _error(request, 422, f"invalid request ({problems}): see /docs for the parameters")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(request, 500, f"the zoo failed on this request ({type(error).__name__}); its log has the details")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:

@@ -34,6 +34,7 @@ def model_context(request: Request, name: str, version: str) -> dict[str, Any]:
         "test_log": str(report.get("log", "")),
         "compat": dict(info.compat or {}),
         "qc_figures": _qc_figures(zoo, name, info.version, files),
+        "qc_numbers": _qc_numbers(zoo, name, info.version),
         "versions": list(reversed(zoo.versions(name))),
         "comments": zoo.comments(name, info.version),
         "zip_url": f"{base}/api/models/{path}/package.zip",
@@ -71,6 +72,18 @@ def _documentation(zoo: Any, name: str, version: str, file_name: str | None, fil
     except (MicrozooError, OSError):
         return ""
     return str(render_markdown(text, resolve_url=lambda url: files + url))
+
+
+def _qc_numbers(zoo: Any, name: str, version: str) -> dict[str, Any]:
+    """The QC figures a microzoo-trained package records (``config.microzoo.qc``: metric -> value)."""
+    import yaml
+
+    try:
+        description = yaml.safe_load(Path(zoo.file_path(name, version, "rdf.yaml")).read_text(encoding="utf-8"))
+        qc = description["config"]["microzoo"]["qc"]
+    except (MicrozooError, OSError, yaml.YAMLError, KeyError, TypeError):
+        return {}
+    return {str(k): v for k, v in qc.items() if isinstance(v, (int, float, str))} if isinstance(qc, dict) else {}
 
 
 def _qc_figures(zoo: Any, name: str, version: str, files: str) -> list[dict[str, str]]:

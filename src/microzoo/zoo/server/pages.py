@@ -8,6 +8,8 @@ cookie so a reviewer types it once.
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -21,7 +23,7 @@ from starlette.datastructures import UploadFile
 
 from microzoo.errors import MicrozooError, ZooError, ZooNotFound
 from microzoo.zoo.server.access import TOKEN_COOKIE, authorise_write, base_url, check_read, rate_limit_client
-from microzoo.zoo.server.api import MAX_TRY_IMAGE_BYTES, queue_try, search_query, upload_package
+from microzoo.zoo.server.api import JOB_ID, MAX_TRY_IMAGE_BYTES, queue_try, search_query, upload_package
 from microzoo.zoo.server.model_view import model_context
 
 HERE = Path(__file__).resolve().parent
@@ -31,6 +33,7 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(check_read)])
 open_router = APIRouter(include_in_schema=False)  # pages a zoo that requires a token to read still shows
 FACETS = {"task": "Task", "modality": "Modality", "dims": "Dimensions", "weight_format": "Weight format",
           "license": "Licence", "consumer": "Runs in"}  # fmt: skip
+NOTES_COOKIE = "zoo_upload_notes"
 ACTIONS = {"comment": "uploader", "submit": "uploader", "request-changes": "reviewer", "publish": "reviewer"}
 
 
@@ -94,7 +97,24 @@ def model_latest(request: Request, name: str) -> HTMLResponse:
 
 @router.get("/models/{name}/{version}", response_class=HTMLResponse)
 def model_page(request: Request, name: str, version: str) -> HTMLResponse:
-    return render(request, "model.html.j2", **model_context(request, name, version))
+    notes = _read_notes(request.cookies.get(NOTES_COOKIE, "")) if request.query_params.get("uploaded") else None
+    return render(request, "model.html.j2", **model_context(request, name, version), upload_notes=notes)
+
+
+def _notes_cookie(response: Response, path: str, problems: list[str]) -> Response:
+    """What the validation said of an upload, for the page it leads to (Post/Redirect/Get; kept 10 minutes,
+    as that page reloads itself while the test runs)."""
+    value = base64.urlsafe_b64encode(json.dumps(problems[:20])[:3000].encode()).decode()
+    response.set_cookie(NOTES_COOKIE, value, max_age=600, path=path, httponly=True, samesite="strict")
+    return response
+
+
+def _read_notes(value: str) -> list[str]:
+    try:
+        notes = json.loads(base64.urlsafe_b64decode(value.encode()))
+    except ValueError:
+        return []
+    return [str(n) for n in notes] if isinstance(notes, list) else []
 
 
 @router.post("/models/{name}/{version}/review")
@@ -162,12 +182,13 @@ async def upload(request: Request) -> Response:
         data = await package.read(request.app.state.max_upload_bytes + 1)
         if len(data) > request.app.state.max_upload_bytes:
             raise ZooError("the package is larger than this zoo accepts", status=413)
-        info, _ = await run_in_threadpool(upload_package, request, who, data, name, None)
+        info, ingest = await run_in_threadpool(upload_package, request, who, data, name, None)
     except MicrozooError as error:
         status = getattr(error, "status", 422)
         return render(request, "upload.html.j2", status, error=str(error), name=name or "")
-    target = f"/models/{quote(info.name)}/{quote(info.version)}?uploaded=1"
-    return _remember(RedirectResponse(target, status_code=303), token)
+    path = f"/models/{quote(info.name)}/{quote(info.version)}"
+    response = _remember(RedirectResponse(f"{path}?uploaded=1", status_code=303), token)
+    return _notes_cookie(response, path, list(ingest.problems))
 
 
 @router.get("/review", response_class=HTMLResponse)
@@ -199,7 +220,7 @@ async def try_submit(request: Request, name: str, version: str) -> Response:
 
 
 @router.get("/models/{name}/{version}/try/{job_id}", response_class=HTMLResponse)
-def try_result(request: Request, name: str, version: str, job_id: int) -> HTMLResponse:
+def try_result(request: Request, name: str, version: str, job_id: int = JOB_ID) -> HTMLResponse:
     zoo = request.app.state.zoo
     info = zoo.version(name, version, published_only=False)
     job = zoo.job(job_id)

@@ -27,7 +27,7 @@ from microzoo.zoo.server.access import authorise_write, base_url, check_read, ra
 router = APIRouter(prefix="/api", tags=["api"], dependencies=[Depends(check_read)])
 #: The largest image "try it" accepts.
 MAX_TRY_IMAGE_BYTES = 32 << 20
-JOB_ID = FastAPIPath(..., ge=1, le=2**62)
+JOB_ID = FastAPIPath(..., ge=1, le=2**31 - 1)  # jobs.id is a 32-bit integer on PostgreSQL
 
 
 def _multipart(required: str, **optional: str) -> dict[str, Any]:

@@ -300,7 +300,8 @@ def kill_trials(root: Path, db_url: str | None, trials: int, *, seed: int = 2) -
     for trial in range(trials):
         delay = rng.uniform(2.0, 12.0)
         with served(root, db_url, "--write-rate", "1000") as (url, process):
-            accepted = asyncio.run(upload_and_kill(url, process, token, package, delay, rng))
+            refused: list[str] = []
+            accepted = asyncio.run(upload_and_kill(url, process, token, package, delay, rng, refused))
             process.wait()
         engine = engine_for(db_url or default_url(root))
         with session_scope(engine) as session:
@@ -314,17 +315,24 @@ def kill_trials(root: Path, db_url: str | None, trials: int, *, seed: int = 2) -
         zoo.close()
         lines.append(f"trial {trial + 1}: killed after {delay:.2f} s, {len(accepted)} upload(s) answered 201; "
                      f"left by the kill: {len(left)} problem(s), {len(staging)} staging folder(s); "
-                     f"after restart: {after or 'consistent'}; answered but missing: {missing or 'none'}")  # fmt: skip
+                     f"after restart: {after or 'consistent'}; answered but missing: {missing or 'none'}"
+                     + (f"; refused: {refused}" if refused else ""))  # fmt: skip
         assert not after and not missing, lines[-1]
     return lines
 
 
 async def upload_and_kill(
-    url: str, process: subprocess.Popen[bytes], token: str, package: bytes, delay: float, rng: random.Random
+    url: str,
+    process: subprocess.Popen[bytes],
+    token: str,
+    package: bytes,
+    delay: float,
+    rng: random.Random,
+    refused: list[str],
 ) -> dict[str, str]:
     """Search with 16 clients, start 8 uploads 1.5 s apart, SIGKILL the server after ``delay`` s.
 
-    Returns the uploads answered 201 (name -> version)."""
+    Returns the uploads answered 201 (name -> version); other answers are added to ``refused``."""
     accepted: dict[str, str] = {}
 
     async def upload(http: httpx.AsyncClient, i: int) -> None:
@@ -333,6 +341,8 @@ async def upload_and_kill(
             response = await http.post("/api/models", files={"package": ("p.zip", package)})
             if response.status_code == 201:
                 accepted[response.json()["name"]] = response.json()["version"]
+            else:
+                refused.append(f"{response.status_code} {response.text[:120]}")
 
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url, timeout=120, headers=headers) as http:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -138,6 +139,12 @@ def locate_description(source: str | os.PathLike[str], *, progress: ProgressCall
     )
 
 
+#: bioimageio.spec reads YAML with one module-level ruamel parser, which is not thread-safe: two
+#: threads reading descriptions at once corrupt each other's parse (the zoo's server checks
+#: uploads in threads). Every ``load_description`` call here holds this lock.
+SPEC_READ_LOCK = threading.Lock()
+
+
 def convert_description(
     description_path: Path, content: dict[str, Any] | None = None
 ) -> tuple[ModelDescr, tuple[str, ...]]:
@@ -156,7 +163,8 @@ def convert_description(
     notices: tuple[str, ...] = ()
     descr: ResourceDescr | InvalidDescr  # any type and format version until checked below
     try:
-        descr = load_description(description_path, format_version="latest", perform_io_checks=False)
+        with SPEC_READ_LOCK:
+            descr = load_description(description_path, format_version="latest", perform_io_checks=False)
     except Exception as error:  # YAML syntax errors and the like, raised by the spec's reader
         raise PackageError(
             f"cannot read {description_path} ({type(error).__name__}: {str(error).splitlines()[0][:300]}): "

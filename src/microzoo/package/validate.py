@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from microzoo.errors import MicrozooError, PackageError
 from microzoo.package.download import is_url
 from microzoo.package.load import (
+    SPEC_READ_LOCK,
     ModelPackage,
     check_package_files,
     convert_description,
@@ -95,7 +96,8 @@ def _spec_description(path: Path, *, perform_io_checks: bool) -> ResourceDescr |
     from bioimageio.spec import load_description
 
     try:
-        return load_description(path, format_version="discover", perform_io_checks=perform_io_checks)
+        with SPEC_READ_LOCK:  # the spec's YAML reader is not thread-safe
+            return load_description(path, format_version="discover", perform_io_checks=perform_io_checks)
     except Exception as error:  # YAML the spec's reader refuses (duplicate keys, ...)
         raise PackageError(
             f"cannot read {path} ({type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}): "

@@ -298,7 +298,7 @@ def kill_trials(root: Path, db_url: str | None, trials: int, *, seed: int = 2) -
     package = _zip(EXAMPLE)
     lines = []
     for trial in range(trials):
-        delay = rng.uniform(2.0, 12.0)
+        delay = rng.uniform(2.0, 25.0)
         with served(root, db_url, "--write-rate", "1000") as (url, process):
             refused: list[str] = []
             accepted = asyncio.run(upload_and_kill(url, process, token, package, delay, rng, refused))

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _zoo_db import staged_example
 
 from microzoo.zoo.server import create_app
 from microzoo.zoo.service import Zoo
@@ -106,3 +107,36 @@ def test_the_pages_of_a_private_zoo_ask_for_a_token_and_remember_it(zoo: Zoo):
     assert cookie.startswith(f"zoo_token={token}") and "HttpOnly" in cookie and "SameSite=strict" in cookie
     (page,) = _requests(app, [("GET", "/search", {"headers": {"accept": "text/html", "cookie": f"zoo_token={token}"}})])
     assert page.status_code == 200 and 'id="search-box"' in page.text
+
+
+def _publish_small(zoo: Zoo, example: Path, token: str, **summary: Any) -> Any:
+    """A published version of the example's description (small: no weights), tested by decree."""
+    who = zoo.authorise(token, "admin")
+    info = zoo.publish_upload(staged_example(zoo, example, small=True, **summary), token=who)
+    (job,) = zoo.jobs_of(info.name, info.version, "test")
+    zoo.finish_job(job.id, ok=True, result={"formats": {"onnx": {"status": "passed"}}})
+    zoo.submit_for_review(info.name, info.version, token=who)
+    return zoo.publish(info.name, info.version, token=who)
+
+
+def test_the_search_page_filters_by_facet_and_pages(zoo: Zoo, example_model: Path):
+    admin = zoo.create_token("admin", "curator")
+    for i in range(3):
+        _publish_small(zoo, example_model, admin, title=f"Nuclei model {i}")
+    _publish_small(
+        zoo, example_model, admin, title="Membranes", task="semantic-segmentation", modality="electron-microscopy"
+    )
+    html = {"headers": {"accept": "text/html"}}
+    first, second, filtered = _requests(
+        create_app(zoo),
+        [
+            ("GET", "/search", {"params": {"per_page": 2, "sort": "date"}, **html}),
+            ("GET", "/search", {"params": {"per_page": 2, "page": 2, "sort": "date"}, **html}),
+            ("GET", "/search", {"params": {"modality": "electron-microscopy"}, **html}),
+        ],
+    )
+    assert first.text.count('class="card"') == 2 and 'id="page-next"' in first.text and "page 1 of 2" in first.text
+    assert second.text.count('class="card"') == 2 and 'id="page-prev"' in second.text
+    assert 'id="page-next"' not in second.text
+    assert filtered.text.count('class="card"') == 1 and "Membranes" in filtered.text
+    assert 'class="active"' in filtered.text  # the filter shows as set, with a link that removes it

@@ -272,7 +272,8 @@ def load_figures(
 
 def print_load(label: str, summary: dict, clients: int, think: float) -> None:
     how = f"each pausing {think:g} s on average between requests" if think else "back to back (saturation)"
-    print(f"\n### {label}: {clients} concurrent clients, {how}; medians over rounds\n")
+    print(f"\n### {label}: {clients} concurrent clients, {how}; medians over rounds "
+          f"(os load now {os.getloadavg()[0]:.1f})\n")  # fmt: skip
     print("| requests | p50 ms | p95 ms | p95 / reference p95 | requests/s | errors |")
     print("|---|---|---|---|---|---|")
     for kind, s in summary.items():
@@ -372,7 +373,7 @@ def schemathesis_run(root: Path, db_url: str | None, examples: int) -> tuple[int
                    "--checks", "not_a_server_error", "--max-examples", str(examples), "--seed", "1",
                    "-H", f"Authorization: Bearer {token}", "--generation-database", "none",
                    "--request-timeout", "60", "--workers", "1"]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True)
+        done = subprocess.run(command, capture_output=True, text=True, cwd=root)  # its cache stays in root
     return done.returncode, done.stdout + done.stderr
 
 

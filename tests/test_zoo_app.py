@@ -140,3 +140,42 @@ def test_the_search_page_filters_by_facet_and_pages(zoo: Zoo, example_model: Pat
     assert 'id="page-next"' not in second.text
     assert filtered.text.count('class="card"') == 1 and "Membranes" in filtered.text
     assert 'class="active"' in filtered.text  # the filter shows as set, with a link that removes it
+
+
+def test_conversion_is_offered_and_queued_for_a_tested_version_without_the_format(zoo: Zoo, example_model: Path):
+    uploader, other = zoo.create_token("uploader", "owner"), zoo.create_token("uploader", "someone else")
+    staged = staged_example(zoo, example_model, weight_formats=["torchscript"])
+    info = zoo.publish_upload(staged, token=zoo.authorise(uploader, "uploader"))
+    path = f"/api/models/{info.name}/{info.version}"
+    app = create_app(zoo)
+
+    def convert(token: str, formats: list[str]) -> tuple[str, str, dict[str, Any]]:
+        return (
+            "POST",
+            f"{path}/convert",
+            {"json": {"formats": formats}, "headers": {"Authorization": f"Bearer {token}"}},
+        )
+
+    (untested,) = _requests(app, [convert(uploader, ["onnx"])])
+    assert untested.status_code == 409 and "test status 'pending'" in untested.json()["detail"]
+    test_job = zoo.claim_job("w", ("test",))
+    assert test_job is not None
+    zoo.finish_job(test_job.id, ok=True, result={"status": "passed", "formats": {"torchscript": {"status": "passed"}}})
+    page, present, unknown, not_owner, queued = _requests(
+        app,
+        [
+            ("GET", f"/models/{info.name}/{info.version}", {"headers": {"accept": "text/html"}}),
+            convert(uploader, ["torchscript"]),
+            convert(uploader, ["keras_hdf5"]),
+            convert(other, ["onnx"]),
+            convert(uploader, ["onnx"]),
+        ],
+    )
+    assert 'id="convert-form"' in page.text and "Add onnx weights" in page.text
+    assert present.status_code == 409 and "has torchscript weights already" in present.json()["detail"]
+    assert unknown.status_code == 400 and "choose from torchscript, onnx" in unknown.json()["detail"]
+    assert not_owner.status_code == 403
+    assert queued.status_code == 202
+    job = zoo.job(queued.json()["job"])
+    assert (job.kind, job.status, job.payload["formats"]) == ("convert", "queued", ["onnx"])
+    assert job.payload["token_id"] == zoo.authorise(uploader, "uploader").id

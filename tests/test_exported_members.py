@@ -18,6 +18,7 @@ def test_top_level_api() -> None:
         "train",
         "zoo",
         "cli",
+        "cli_zoo",
         "demo",
         "TYPE_CHECKING",
         "Any",

@@ -135,3 +135,7 @@ def test_zoo_admin_commands_import_retest_and_revoke(
         assert cli("zoo", "token", "revoke", "leaving", "--root", root, env=env).returncode == 0
         revoked = http.post(f"/api/models/{name}/{version}/comments", **comment)
     assert revoked.status_code == 401 and "revoked" in revoked.json()["detail"]
+    listed = cli("zoo", "token", "list", "--root", root, env=env)
+    assert listed.returncode == 0 and token not in listed.stdout
+    leaving = next(line for line in listed.stdout.splitlines() if line.strip().startswith("leaving"))
+    assert "uploader" in leaving and leaving.count("-") >= 4  # created and revoked dates

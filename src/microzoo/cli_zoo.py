@@ -167,6 +167,18 @@ def token_revoke(
     typer.echo("revoked")
 
 
+@token_app.command("list")
+def token_list(root: Path = ROOT, db: str | None = DB) -> None:
+    """List the tokens: label, role, dates (never the tokens themselves: only their hashes are kept)."""
+    from rich.table import Table
+
+    table = Table("label", "role", "created", "revoked", box=None)
+    for token in _open_zoo(root, db).tokens():
+        revoked = f"{token.revoked_at:%Y-%m-%d %H:%M}" if token.revoked_at else ""
+        table.add_row(escape(token.label or "(no label)"), token.role, f"{token.created_at:%Y-%m-%d %H:%M}", revoked)
+    _console().print(table)
+
+
 @zoo_app.command("worker")
 def worker(
     root: Path = ROOT,

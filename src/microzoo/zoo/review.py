@@ -59,7 +59,8 @@ class ReviewMixin:
             row = self._row(session, name, version, published_only=False)
             if row.status == "in_review" and row.test_status != "passed":
                 raise ZooConflict(
-                    f"{name}/{version} cannot be published: its tests have not passed (test status: {row.test_status})"
+                    f"{name}/{version} cannot be published: its tests have not passed (test status: "
+                    f"{row.test_status}); wait for its test run, or request changes"
                 )
             _move(session, row, ("in_review",), "published", token, "published")
             if comment.strip():

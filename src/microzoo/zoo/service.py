@@ -295,6 +295,32 @@ class Zoo(ReviewMixin):
                 statement = statement.where(Job.kind == kind)
             return [JobInfo.of(job, row) for job in session.scalars(statement.order_by(Job.id))]
 
+    def request_conversion(self, name: str, version: str, *, token: TokenInfo, formats: list[str]) -> int:
+        """Queue a ``convert`` job adding ``formats`` to a version; return the job's id.
+
+        The worker converts in its sandbox and uploads the result as the model's next version (its
+        test is queued as for any upload). Only the version's uploader or a reviewer may ask, only
+        for formats ``microzoo convert`` writes and the version lacks, and only once its test passed.
+        """
+        from microzoo.runtime.convert import CONVERTIBLE
+
+        info = self.version(name, version, published_only=False)
+        if info.uploaded_by != token.id:
+            require_role(token.role, "reviewer")
+        wanted = list(dict.fromkeys(str(f).strip() for f in formats if str(f).strip()))
+        unknown = [f for f in wanted if f not in CONVERTIBLE]
+        if not wanted or unknown:
+            raise ZooError(f"cannot add {', '.join(unknown) or 'no format'}: choose from {', '.join(CONVERTIBLE)}")
+        present = [f for f in wanted if f in (info.summary.get("weight_formats") or [])]
+        if present:
+            raise ZooConflict(f"{name}/{version} has {', '.join(present)} weights already: ask only for missing ones")
+        if info.test_status != "passed":
+            raise ZooConflict(
+                f"{name}/{version} has test status '{info.test_status}': weights are converted only from a "
+                "version whose test passed (the new weights must reproduce its test outputs)"
+            )
+        return self.enqueue("convert", version_id=info.id, payload={"formats": wanted, "token_id": token.id})
+
     def requeue_stale_jobs(self, older_than_s: float) -> int:
         """Queue again jobs whose worker has held them longer than ``older_than_s`` (killed mid-job)."""
         return jobs.requeue_stale(self.engine, older_than_s)

@@ -217,6 +217,19 @@ def comment(request: Request, name: str, version: str, body: TextBody) -> Any:
     return as_json(request.app.state.zoo.comment(name, version, token=token, text=body.text))
 
 
+class ConvertBody(BaseModel):
+    formats: list[str]
+
+
+@router.post("/models/{name}/{version}/convert", status_code=202)
+def convert(request: Request, name: str, version: str, body: ConvertBody) -> dict[str, Any]:
+    """Add weight formats (``onnx``, ``torchscript``) a tool needs: a worker converts, checks the new
+    weights against the test outputs and uploads the result as the model's next version."""
+    token = authorise_write(request, "uploader")
+    job_id = request.app.state.zoo.request_conversion(name, version, token=token, formats=body.formats)
+    return {"job": job_id, "poll": f"{base_url(request)}/api/jobs/{job_id}"}
+
+
 def queue_try(request: Request, name: str, version: str, image: bytes, filename: str) -> int:
     """Store the image under ROOT/try/upload-<uuid>/ and queue a `try` job for it (payload: its path there)."""
     zoo = request.app.state.zoo

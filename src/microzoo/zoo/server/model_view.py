@@ -39,9 +39,23 @@ def model_context(request: Request, name: str, version: str) -> dict[str, Any]:
         "comments": zoo.comments(name, info.version),
         "zip_url": f"{base}/api/models/{path}/package.zip",
         "usage": usage_lines(base, name, info.version),
+        "convertible": convertible_formats(info),
+        "convert_jobs": zoo.jobs_of(name, info.version, "convert"),
         "pending": info.test_status in ("pending", "running"),
         "uploaded": request.query_params.get("uploaded") == "1",
     }
+
+
+def convertible_formats(info: Any) -> list[str]:
+    """The formats ``microzoo convert`` could add to a version whose test passed (none otherwise)."""
+    from microzoo.runtime.convert import CONVERTIBLE
+
+    if info.test_status != "passed":
+        return []
+    present = set((info.summary or {}).get("weight_formats") or [])
+    if not present & {"pytorch_state_dict", "torchscript"}:
+        return []
+    return [f for f in CONVERTIBLE if f not in present]
 
 
 def usage_lines(base: str, name: str, version: str) -> dict[str, list[str]]:

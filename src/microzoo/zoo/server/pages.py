@@ -144,6 +144,16 @@ def review_action(
     return _remember(RedirectResponse(target, status_code=303), token)
 
 
+@router.post("/models/{name}/{version}/convert")
+def convert_action(
+    request: Request, name: str, version: str, formats: str = Form(...), token: str = Form("")
+) -> Response:
+    info = authorise_write(request, "uploader", token)
+    request.app.state.zoo.request_conversion(name, version, token=info, formats=formats.split(","))
+    target = f"/models/{quote(name)}/{quote(version)}#compatibility"
+    return _remember(RedirectResponse(target, status_code=303), token)
+
+
 @open_router.get("/sign-in", response_class=HTMLResponse)
 def sign_in_form(request: Request, next: str = "/") -> HTMLResponse:
     return render(request, "sign_in.html.j2", next=_local(next))

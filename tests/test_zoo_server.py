@@ -270,3 +270,20 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_serve_in_several_processes_answers_and_stops_them_all(tmp_path: Path):
+    server = start_zoo(tmp_path / "root", cache=tmp_path / "cache", extra=("--workers", "1", "--processes", "2"))
+    try:
+        children = _children(server.process.pid)
+        workers = [pid for pid in children if b"zoo\x00worker" in _cmdline(pid)]
+        assert len(workers) == 1 and len(children) >= 3  # the test worker and two server processes
+        with server.client() as http:
+            answers = [http.get("/api/models", params={"q": "nuclei"}) for _ in range(20)]
+            assert {a.status_code for a in answers} == {200}
+            page = http.get("/", headers={"accept": "text/html"})
+            assert page.status_code == 200 and "Find a model" in page.text
+    finally:
+        server.stop()
+    assert server.process.returncode == 0
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists() and _cmdline(pid)]

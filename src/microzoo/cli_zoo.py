@@ -3,6 +3,7 @@ workers, re-tests, imports). The work is in :mod:`microzoo.zoo`; this module par
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -46,24 +47,48 @@ def serve(
     public_url: str | None = typer.Option(None, "--public-url", help="The address users reach the zoo at."),
     read_token: bool = typer.Option(False, "--read-token-required", help="Require a token to read, too."),
     write_rate: int = typer.Option(30, "--write-rate", min=1, help="Writes a token may make a minute."),
+    processes: int = typer.Option(
+        1,
+        "--processes",
+        min=1,
+        help="Server processes (one per core serves most; each keeps its own rate limits).",
+    ),
 ) -> None:
     """Serve a model zoo: the web pages, the JSON API and the routes bioimageio tools use."""
     import uvicorn
 
-    from microzoo.zoo.server import create_app
+    from microzoo.zoo.server import app as server
 
-    zoo = _open_zoo(root, db, publish_on_pass=publish_on_pass)
-    app = create_app(zoo, public_url=public_url, read_token_required=read_token, write_rate_per_minute=write_rate)
+    zoo = _open_zoo(root, db, publish_on_pass=publish_on_pass)  # migrates and clears leftovers once, here
+    settings: dict[str, Any] = {
+        "public_url": public_url,
+        "read_token_required": read_token,
+        "write_rate_per_minute": write_rate,
+    }
+    if processes == 1:
+        target: Any = server.create_app(zoo, **settings)
+    else:
+        zoo.close()
+        os.environ[server.SERVE_SETTINGS_ENV] = json.dumps(
+            {"root": str(root), "db": db, "publish_on_pass": publish_on_pass, **settings}
+        )
+        target = "microzoo.zoo.server.app:app_from_environment"
     command = [sys.executable, "-m", "microzoo.cli", "zoo", "worker", "--root", str(root), "--stop-with-parent"]
     command += (["--db", db] if db else []) + (["--publish-on-pass"] if publish_on_pass else [])
     children = [subprocess.Popen(command) for _ in range(workers)]
     _console(stderr=True).print(
-        escape(f"zoo at http://{host}:{port} (root {root}, {workers} worker(s)); Ctrl+C stops it"), highlight=False
+        escape(
+            f"zoo at http://{host}:{port} (root {root}, {processes} server process(es), "
+            f"{workers} worker(s)); Ctrl+C stops it"
+        ),
+        highlight=False,
     )
     # uvicorn re-raises the SIGTERM it stopped on; ending by SystemExit lets the workers be stopped first
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.run(
+            target, host=host, port=port, log_level="warning", workers=processes, factory=isinstance(target, str)
+        )
     finally:
         _stop(children)
         zoo.close()

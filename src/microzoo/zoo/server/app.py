@@ -71,6 +71,23 @@ def create_app(
     return app
 
 
+#: The environment variable through which ``microzoo serve --processes N`` hands its settings to
+#: each server process (uvicorn starts them by import string, so they cannot share one app object).
+SERVE_SETTINGS_ENV = "MICROZOO_ZOO_SERVE_SETTINGS"
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one of several server processes: settings from :data:`SERVE_SETTINGS_ENV` (JSON)."""
+    import json
+    import os
+
+    from microzoo.zoo.service import Zoo
+
+    settings = json.loads(os.environ[SERVE_SETTINGS_ENV])
+    zoo = Zoo(Path(settings.pop("root")), settings.pop("db"), publish_on_pass=settings.pop("publish_on_pass"))
+    return create_app(zoo, **settings)
+
+
 def _wants_json(request: Request) -> bool:
     path = request.url.path
     return path.startswith(_JSON_PREFIXES) or "text/html" not in request.headers.get("accept", "")

@@ -414,6 +414,7 @@ def main() -> None:
     parser.add_argument("--think", type=float, default=1.0, help="mean pause (s) of a paced client between requests")
     parser.add_argument("--kills", type=int, default=4, help="publish-kill trials (0: none)")
     parser.add_argument("--examples", type=int, default=20, help="schemathesis examples per operation (0: none)")
+    parser.add_argument("--processes", type=int, default=1, help="server processes (microzoo serve --processes)")
     args = parser.parse_args()
     print(f"microzoo zoo load benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}, {os.cpu_count()} CPU(s), "
           f"python {sys.version.split()[0]}, os load {os.getloadavg()[0]:.2f}")  # fmt: skip
@@ -422,7 +423,7 @@ def main() -> None:
         try:
             seconds = fill(root, db_url, args.entries)
             print(f"\n## {label}: {args.entries} entries filled in {seconds:.1f} s")
-            with served(root, db_url) as (url, _):
+            with served(root, db_url, "--processes", str(args.processes)) as (url, _):
                 for think in (args.think, 0.0):
                     figures = load_figures(url, args.entries, clients=args.clients, requests=args.requests,
                                            rounds=args.rounds, think=think)  # fmt: skip

@@ -63,7 +63,7 @@ class ZooServer:
     def wait_tested(self, name: str, version: str, timeout: float = 300) -> dict[str, Any]:
         """The version once its test run ended (passed, failed or error)."""
         end = time.monotonic() + timeout
-        with self.client() as http:
+        with self.client("admin") as http:  # a token: some zoos need one to read
             while time.monotonic() < end:
                 info: dict[str, Any] = http.get(f"/api/models/{name}/{version}").raise_for_status().json()
                 if info["test_status"] not in ("pending", "running"):
@@ -129,7 +129,8 @@ def start_zoo(root: Path, *, cache: Path, db: str | None = None, extra: tuple[st
         if process.poll() is not None:
             raise RuntimeError(f"microzoo serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(server.url + "/api/models", timeout=2).status_code == 200:
+            # 401: a zoo that needs a token to read is up too
+            if httpx.get(server.url + "/api/models", timeout=2).status_code in (200, 401):
                 return server
         except httpx.HTTPError:
             pass

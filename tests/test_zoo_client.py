@@ -139,3 +139,26 @@ def test_zoo_admin_commands_import_retest_and_revoke(
     assert listed.returncode == 0 and token not in listed.stdout
     leaving = next(line for line in listed.stdout.splitlines() if line.strip().startswith("leaving"))
     assert "uploader" in leaving and leaving.count("-") >= 4  # created and revoked dates
+
+
+def test_a_zoo_that_requires_a_token_to_read_serves_microzoo_with_microzoo_token(tmp_path: Path, shared_data: Path):
+    from _zoo import start_zoo
+
+    extra = ("--read-token-required", "--publish-on-pass")
+    server = start_zoo(tmp_path / "root", cache=tmp_path / "cache", extra=extra)
+    try:
+        answer = server.upload(package_zip(shared_data / "bmz" / "unet2d_nuclei_broad"))
+        name, version = answer["name"], answer["version"]
+        assert server.wait_tested(name, version)["status"] == "published"
+        args = ("pull", f"{name}/{version}", "--zoo", server.url)
+        anonymous = cli(*args, "-o", str(tmp_path / "anonymous"), env=server.env)
+        assert anonymous.returncode == 2 and "token" in anonymous.stderr
+        assert not (tmp_path / "anonymous").exists()
+        reader = {**server.env, "MICROZOO_TOKEN": server.tokens["uploader"]}
+        pulled = cli(*args, "-o", str(tmp_path / "pulled"), env=reader)
+        assert pulled.returncode == 0, pulled.stderr
+        assert (tmp_path / "pulled" / "weights.onnx").read_bytes() == (
+            shared_data / "bmz" / "unet2d_nuclei_broad" / "weights.onnx"
+        ).read_bytes()
+    finally:
+        server.stop()

@@ -86,12 +86,32 @@ def serve(
     # uvicorn re-raises the SIGTERM it stopped on; ending by SystemExit lets the workers be stopped first
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        uvicorn.run(
-            target, host=host, port=port, log_level="warning", workers=processes, factory=isinstance(target, str)
-        )
+        if processes == 1:
+            uvicorn.run(target, host=host, port=port, log_level="warning")
+        else:
+            _run_processes(target, host=host, port=port, processes=processes)
     finally:
         _stop(children)
         zoo.close()
+
+
+def _run_processes(target: str, *, host: str, port: int, processes: int) -> None:
+    """uvicorn's several-process server, its listening socket with TCP_NODELAY.
+
+    uvicorn binds that socket without naming TCP as its protocol, so asyncio does not switch
+    Nagle's algorithm off on the connections (it does for the one-process server): each answer on
+    a kept-alive connection then waited for the client's delayed ACK, 44 ms instead of 0.9 ms for
+    a static file (measured). Accepted sockets inherit the option on Linux.
+    """
+    import socket
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(target, host=host, port=port, log_level="warning", workers=processes, factory=True)
+    sock = config.bind_socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    Multiprocess(config, sockets=[sock]).run()
 
 
 def _stop(children: list[subprocess.Popen[bytes]]) -> None:

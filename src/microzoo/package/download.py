@@ -33,6 +33,7 @@ def download(
     sha256: str | None = None,
     progress: ProgressCallback | None = None,
     timeout: float = 60.0,
+    headers: dict[str, str] | None = None,
 ) -> Path:
     """Download ``url`` (once) and return the local path.
 
@@ -49,7 +50,7 @@ def download(
     import httpx
 
     try:
-        with httpx.stream("GET", url, follow_redirects=True, timeout=timeout) as response:
+        with httpx.stream("GET", url, follow_redirects=True, timeout=timeout, headers=headers) as response:
             if response.status_code != 200:
                 raise DownloadError(
                     f"downloading {url} failed: the server answered {response.status_code} "

@@ -50,6 +50,16 @@ def parse_zoo_ref(text: str) -> tuple[str, str | None]:
     return parts[0], parts[1] if len(parts) == 2 else None
 
 
+#: The token microzoo sends to a zoo (reading from a zoo started with ``--read-token-required``).
+TOKEN_ENV = "MICROZOO_TOKEN"
+
+
+def zoo_headers() -> dict[str, str]:
+    """The ``Authorization`` header of ``$MICROZOO_TOKEN``, or none."""
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def zoo_url(explicit: str | None = None) -> str:
     """The zoo's base URL: ``explicit``, else ``$MICROZOO_ZOO``."""
     url = explicit or os.environ.get(ZOO_ENV, "")
@@ -82,6 +92,7 @@ def fetch_zoo_package(
         sha256=details.get("zip_sha256"),
         progress=progress,
         timeout=timeout,
+        headers=zoo_headers(),
     )
 
 
@@ -90,7 +101,7 @@ def zoo_json(base: str, path: str, *, timeout: float = 30.0) -> dict[str, Any]:
     import httpx
 
     try:
-        response = httpx.get(base + path, timeout=timeout, follow_redirects=True)
+        response = httpx.get(base + path, timeout=timeout, follow_redirects=True, headers=zoo_headers())
     except httpx.HTTPError as error:
         raise DownloadError(
             f"cannot reach the zoo at {base} ({type(error).__name__}: {error}): check the address "

@@ -19,12 +19,13 @@ import httpx
 
 from microzoo.errors import DownloadError, OutputError, PackageError
 from microzoo.package.archive import extract_zip
-from microzoo.package.zoo_ref import error_detail, fetch_zoo_package, parse_zoo_ref, zoo_error, zoo_url
+from microzoo.package.zoo_ref import error_detail, fetch_zoo_package, parse_zoo_ref, zoo_error, zoo_headers, zoo_url
 from microzoo.progress import ProgressCallback
 
 
 class ZooClient:
-    """A zoo at ``url`` (``$MICROZOO_ZOO`` when None), with a token for writes."""
+    """A zoo at ``url`` (``$MICROZOO_ZOO`` when None), with a token (``$MICROZOO_TOKEN`` when None)
+    for writes, and for reads from a zoo that requires one."""
 
     def __init__(
         self,
@@ -35,7 +36,7 @@ class ZooClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = zoo_url(url)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {"Authorization": f"Bearer {token}"} if token else zoo_headers()
         self._http = httpx.Client(
             base_url=self.url, headers=headers, timeout=timeout, transport=transport, follow_redirects=True
         )

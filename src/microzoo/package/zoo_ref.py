@@ -98,10 +98,23 @@ def fetch_zoo_package(
 
 def zoo_json(base: str, path: str, *, timeout: float = 30.0) -> dict[str, Any]:
     """GET a JSON document from the zoo; its ``{"detail": ...}`` errors become :class:`ZooError`."""
+    return zoo_request(base, "GET", path, timeout=timeout)
+
+
+def zoo_request(
+    base: str, method: str, path: str, *, http: Any = None, timeout: float = 30.0, **kwargs: Any
+) -> dict[str, Any]:
+    """A JSON request to the zoo at ``base`` (through the ``httpx.Client`` ``http``, whose base URL is
+    ``base``, when given); an unreachable zoo is a :class:`DownloadError`, a refusal its :class:`ZooError`."""
     import httpx
 
     try:
-        response = httpx.get(base + path, timeout=timeout, follow_redirects=True, headers=zoo_headers())
+        if http is not None:
+            response = http.request(method, path, **kwargs)
+        else:
+            response = httpx.request(
+                method, base + path, timeout=timeout, follow_redirects=True, headers=zoo_headers(), **kwargs
+            )
     except httpx.HTTPError as error:
         raise DownloadError(
             f"cannot reach the zoo at {base} ({type(error).__name__}: {error}): check the address "

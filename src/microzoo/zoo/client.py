@@ -17,9 +17,9 @@ from urllib.parse import quote
 
 import httpx
 
-from microzoo.errors import DownloadError, OutputError, PackageError
+from microzoo.errors import OutputError, PackageError
 from microzoo.package.archive import extract_zip
-from microzoo.package.zoo_ref import error_detail, fetch_zoo_package, parse_zoo_ref, zoo_error, zoo_headers, zoo_url
+from microzoo.package.zoo_ref import fetch_zoo_package, parse_zoo_ref, zoo_error, zoo_headers, zoo_request, zoo_url
 from microzoo.progress import ProgressCallback
 
 
@@ -99,17 +99,7 @@ class ZooClient:
         return f"{name}/{version}", out
 
     def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as error:
-            raise DownloadError(
-                f"cannot reach the zoo at {self.url} ({type(error).__name__}: {error}): check the address "
-                "and that the zoo is running"
-            ) from error
-        if response.status_code >= 400:
-            raise zoo_error(response.status_code, error_detail(response), self.url)
-        result: dict[str, Any] = response.json()
-        return result
+        return zoo_request(self.url, method, path, http=self._http, **kwargs)
 
 
 def zip_folder(folder: Path) -> bytes:

@@ -66,7 +66,7 @@ def remove_stale_temporaries(target: str | os.PathLike[str]) -> list[Path]:
     removed = []
     for path in candidates:
         match = pattern.fullmatch(path.name)
-        if match is None or (match.group(1) and _running(int(match.group(1)))):
+        if match is None or (match.group(1) and process_running(int(match.group(1)))):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
@@ -76,7 +76,8 @@ def remove_stale_temporaries(target: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether a process ``pid`` exists (this one, or another user's, counts)."""
     if pid == os.getpid():
         return True
     try:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import shutil
 import signal
@@ -33,7 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from microzoo.errors import ZooNotFound
-from microzoo.io.atomic import atomic_output
+from microzoo.io.atomic import atomic_output, process_running
 
 #: where a publish can be killed by the test hook, in order
 CRASH_POINTS = ("staged", "renamed", "zipped", "in_transaction", "committed")
@@ -94,13 +93,10 @@ def publish_lock(root: Path) -> Iterator[None]:
 
 
 def sha256_and_size(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+    """A stored file's sha256 (``package.load.sha256_of``, the one the descriptions are checked with) and size."""
+    from microzoo.package.load import sha256_of
+
+    return sha256_of(path), path.stat().st_size
 
 
 def move_into_place(staging: Path, root: Path, name: str, version: str) -> tuple[Path, Path]:
@@ -133,6 +129,7 @@ def write_zip(folder: Path, target: Path) -> None:
 def remove_version_files(root: Path, name: str, version: str) -> None:
     """Delete a version's folder and zip (a publish whose transaction failed)."""
     _remove(version_dir(root, name, version))
+    _remove(zip_file(root, name, version))
     _remove(zip_file(root, name, version))
 
 
@@ -213,23 +210,11 @@ def _remove_stale_staging(root: Path) -> int:
         pid = folder.name.split("-", 1)[0]
         old = time.time() - folder.stat().st_mtime > STAGING_MAX_AGE_S
         # a folder named PID-UUID (new_staging_dir) goes with its process; any other only when old
-        gone = "-" in folder.name and pid.isdigit() and not _process_exists(int(pid))
+        gone = "-" in folder.name and pid.isdigit() and not process_running(int(pid))
         if gone or old:
             _remove(folder)
             removed += 1
     return removed
-
-
-def _process_exists(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove(path: Path) -> None:

@@ -105,6 +105,16 @@ class Model:
         return self._engine
 
     @property
+    def threads(self) -> int | None:
+        """CPU threads of each forward as given (``None``: :func:`~microzoo.runtime.resources.thread_count`)."""
+        return self._threads
+
+    @property
+    def device(self) -> str | None:
+        """The device as given (``None``: a GPU where present, else the CPU)."""
+        return self._device
+
+    @property
     def input_ids(self) -> list[str]:
         return [str(t.id) for t in self.descr.inputs]
 

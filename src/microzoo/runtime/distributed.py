@@ -73,6 +73,9 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None) -> 
                 processes=True,
                 host="127.0.0.1",
                 dashboard_address=None,
+                # no dashboard, but the scheduler's HTTP server still starts, on 8787 by default
+                # (dask/distributed#8136): a free port on loopback instead
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             ) as cluster,
             Client(cluster) as client,
         ):

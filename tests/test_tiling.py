@@ -187,7 +187,9 @@ SCALES = st.sampled_from([(1.0, 1), (2.0, 1), (0.5, 2)])
     budget=st.sampled_from([None, 10**6, 10**8]),
     last_keeps_inner=st.booleans(),
 )
-def test_plans_cover_outputs_exactly_once(sizes, min_, step, halo, scale, offset, batch, budget, last_keeps_inner) -> None:
+def test_plans_cover_outputs_exactly_once(
+    sizes, min_, step, halo, scale, offset, batch, budget, last_keeps_inner
+) -> None:
     out_scale, multiple = scale
     geometry = _model(ParameterizedSize(min_, step), halo=halo * multiple, scale=out_scale, offset=offset)
     try:

@@ -200,7 +200,7 @@ def predict_files(
                 target,
                 prediction.outputs[oid],
                 prediction.axes[oid],
-                pixel_size=_output_pixel_size(model, oid, image.pixel_size),
+                pixel_size=output_pixel_size(model, oid, image.pixel_size),
                 unit=image.unit,
             )
         results.append(FileResult(path, plan, prediction, time.perf_counter() - start))
@@ -209,7 +209,7 @@ def predict_files(
     return results
 
 
-def _output_pixel_size(model: Model, output_id: str, pixel_size: Mapping[str, float] | None) -> dict[str, float] | None:
+def output_pixel_size(model: Model, output_id: str, pixel_size: Mapping[str, float] | None) -> dict[str, float] | None:
     """The input's pixel size carried to an output.
 
     Axes the model runs over (a z or t folded into its batch) keep their size; axes the model's

@@ -98,6 +98,17 @@ class Model:
         return f"<microzoo.Model {self.package.name!r} ({self.weight_format})>"
 
     @property
+    def threads(self) -> int:
+        """CPU threads per forward (:func:`microzoo.runtime.resources.thread_count`)."""
+        return resources.thread_count(self._threads)
+
+    def with_threads(self, threads: int) -> Model:
+        """This model with ``threads`` CPU threads per forward (itself when it has them)."""
+        if self._threads is not None and self.threads == threads:
+            return self
+        return Model(self.package, weights=self.weight_format, device=self._device, threads=threads)
+
+    @property
     def engine(self) -> Engine:
         """The loaded weights (loaded on first use)."""
         if self._engine is None:

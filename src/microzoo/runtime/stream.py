@@ -67,12 +67,7 @@ def open_image(path: Path, *, axes: str | None, level: int) -> Any:
     """The image at ``path`` read lazily (only the regions asked for are read)."""
     from microzoo.io.read import read_image
 
-    try:
-        return read_image(path, axes=axes, level=level, lazy=True)  # type: ignore[call-arg]
-    except TypeError:  # io without lazy reading (before issue 10's io): Zarr is lazy anyway
-        if level:
-            raise
-        return read_image(path, axes=axes)
+    return read_image(path, axes=axes, level=level, lazy=True)
 
 
 def open_view(descr: Any, path: Path, *, axes: str | None, level: int, channel: Sequence[int] | None) -> ModelView:
@@ -181,26 +176,20 @@ def _refuse_output_statistics(descr: Any) -> None:
 # --- outputs --------------------------------------------------------------------------------
 
 
-def _writer_class() -> Any:
-    try:
-        from microzoo.io.ome_zarr import OmeZarrWriter  # type: ignore[import-not-found]
-
-        return OmeZarrWriter
-    except ImportError:  # TODO(H1): io/ome_zarr.py
-        from microzoo.runtime._zarr_fallback import FallbackWriter
-
-        return FallbackWriter
-
-
 def open_writer(path: Path) -> Any:
     """The OME-Zarr being written at ``path``."""
-    return _writer_class().open(path)
+    from microzoo.io.ome_zarr import OmeZarrWriter
+
+    return OmeZarrWriter.open(path)
 
 
 def create_writers(job: StreamJob, dtypes: Mapping[str, np.dtype], pixel_size: Any, unit: str | None) -> None:
+    from microzoo.io.files import image_stem
+    from microzoo.io.ome_zarr import OmeZarrWriter
+
     for oid, layout in job.layouts.items():
         job.output_path(oid).parent.mkdir(parents=True, exist_ok=True)
-        _writer_class().create(
+        OmeZarrWriter.create(
             job.output_path(oid),
             shape=layout.shape,
             dtype=dtypes[oid],
@@ -208,7 +197,7 @@ def create_writers(job: StreamJob, dtypes: Mapping[str, np.dtype], pixel_size: A
             chunks=layout.chunks,
             pixel_size={a: v for a, v in ((pixel_size or {}).get(oid) or {}).items() if a in layout.axes} or None,
             unit=unit,
-            name=job.targets[oid].name,
+            name=image_stem(job.targets[oid]),
         )
 
 
@@ -253,21 +242,9 @@ def model_identity(model: Any) -> dict[str, Any]:
 
 def input_identity(path: Path, level: int) -> dict[str, Any]:
     """What a job checks on restart about the input (``io.image_identity``)."""
-    try:
-        from microzoo.io.read import image_identity  # type: ignore[attr-defined]
+    from microzoo.io.read import image_identity
 
-        return dict(image_identity(path, level=level))
-    except ImportError:  # TODO(H1): io.read.image_identity
-        stat = path.stat()
-        meta = [
-            p for p in (path / ".zarray", path / "zarr.json", path / ".zattrs", path / "0" / ".zarray") if p.exists()
-        ]
-        return {
-            "path": str(path.resolve()),
-            "level": level,
-            "stamp": [[str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns] for p in meta]
-            or [stat.st_size, stat.st_mtime_ns],
-        }
+    return dict(image_identity(path, level=level))
 
 
 def _settings(

@@ -21,12 +21,14 @@ from microzoo.runtime.predict import Model, Prediction
 
 @dataclasses.dataclass(frozen=True)
 class FileResult:
-    """One input file and what was written for it."""
+    """One input file and what was written for it; ``inspected`` is what ``on_image`` returned
+    for it (see :func:`predict_files`)."""
 
     input: Path
     outputs: dict[str, Path]
     prediction: Prediction
     seconds: float
+    inspected: Any = None
 
 
 def output_paths(model: Model, inputs: Sequence[Path], out: Path, *, suffix: str = ".tif") -> list[dict[str, Path]]:
@@ -158,8 +160,10 @@ def predict_files(
     channel: int | Sequence[int] | None = None,
     suffix: str = ".tif",
     overwrite: bool = False,
+    workers: int | None = None,
+    scheduler: str | None = None,
     progress: ProgressCallback | None = None,
-    on_image: Callable[[Path, np.ndarray, str], None] | None = None,
+    on_image: Callable[[Path, np.ndarray, str], Any] | None = None,
 ) -> list[FileResult]:
     """Predict every input file and write its outputs (see :func:`output_paths` for the names).
 
@@ -167,46 +171,93 @@ def predict_files(
     output is refused unless ``overwrite``. Progress is reported per file. Every output is
     written to a temporary name first, so an interrupted batch leaves only complete files.
     ``channel`` chooses image channels (:func:`microzoo.io.axes.select_channels`).
-    ``on_image(path, image, axes)`` is called with each
-    image as read (its own axes), so a caller can look at it without reading it again
-    (:func:`microzoo.trust.note.predict_files_with_note` computes the trust note this way).
+    ``on_image(path, image, axes)`` is called with each image as read (its own axes), so a
+    caller can look at it without reading it again; what it returns is kept in
+    :attr:`FileResult.inspected` (:func:`microzoo.trust.note.predict_files_with_note` computes
+    the trust note this way).
+
+    ``workers=N`` (a local Dask cluster) or ``scheduler=ADDRESS`` (an existing one) spreads the
+    files over Dask workers, resumably: see :func:`microzoo.runtime.distributed.predict_files_on_dask`.
     """
-    import time
+    if workers is not None or scheduler is not None:
+        from microzoo.runtime.distributed import predict_files_on_dask
 
-    from microzoo.io.read import read_image
-    from microzoo.io.write import write_image
-
+        return predict_files_on_dask(
+            model,
+            inputs,
+            out,
+            workers=workers,
+            scheduler=scheduler,
+            axes=axes,
+            tile=tile,
+            memory_budget=memory_budget,
+            channel=channel,
+            suffix=suffix,
+            overwrite=overwrite,
+            progress=progress,
+            on_image=on_image,
+        )
     plans = output_paths(model, inputs, out, suffix=suffix)
     check_outputs(model, inputs, plans, overwrite=overwrite)
     results = []
     for done, (path, plan) in enumerate(zip(inputs, plans, strict=True)):
         if progress:
             progress(done, len(inputs), path.name)
-        start = time.perf_counter()
-        try:
-            image = read_image(path, axes=axes)
-            data = np.asarray(image.data.compute() if hasattr(image.data, "compute") else image.data[...])
-            prediction = model.predict_image(
-                data, axes=image.axes, tile=tile, memory_budget=memory_budget, channel=channel
+        results.append(
+            predict_file(
+                model,
+                path,
+                plan,
+                axes=axes,
+                tile=tile,
+                memory_budget=memory_budget,
+                channel=channel,
+                on_image=on_image,
             )
-        except MicrozooError as error:  # say which file, unless the message does
-            if str(path) in str(error) or type(error).__init__ is not Exception.__init__:
-                raise
-            raise type(error)(f"{path}: {error}") from error
-        if on_image is not None:
-            on_image(path, data, image.axes)
-        for oid, target in plan.items():
-            write_image(
-                target,
-                prediction.outputs[oid],
-                prediction.axes[oid],
-                pixel_size=output_pixel_size(model, oid, image.pixel_size),
-                unit=image.unit,
-            )
-        results.append(FileResult(path, plan, prediction, time.perf_counter() - start))
+        )
     if progress:
         progress(len(inputs), len(inputs), "done")
     return results
+
+
+def predict_file(
+    model: Model,
+    path: Path,
+    plan: Mapping[str, Path],
+    *,
+    axes: str | None = None,
+    tile: int | Mapping[str, int] | None = None,
+    memory_budget: int | None = None,
+    channel: int | Sequence[int] | None = None,
+    on_image: Callable[[Path, np.ndarray, str], Any] | None = None,
+) -> FileResult:
+    """Read one image file, predict it in memory and write each output to ``plan[output id]``
+    (atomically); errors name the file. The one step :func:`predict_files` repeats, locally or
+    on Dask workers."""
+    import time
+
+    from microzoo.io.read import read_image
+    from microzoo.io.write import write_image
+
+    start = time.perf_counter()
+    try:
+        image = read_image(path, axes=axes)
+        data = np.asarray(image.data.compute() if hasattr(image.data, "compute") else image.data[...])
+        prediction = model.predict_image(data, axes=image.axes, tile=tile, memory_budget=memory_budget, channel=channel)
+    except MicrozooError as error:  # say which file, unless the message does
+        if str(path) in str(error) or type(error).__init__ is not Exception.__init__:
+            raise
+        raise type(error)(f"{path}: {error}") from error
+    inspected = on_image(path, data, image.axes) if on_image is not None else None
+    for oid, target in plan.items():
+        write_image(
+            target,
+            prediction.outputs[oid],
+            prediction.axes[oid],
+            pixel_size=output_pixel_size(model, oid, image.pixel_size),
+            unit=image.unit,
+        )
+    return FileResult(path, dict(plan), prediction, time.perf_counter() - start, inspected)
 
 
 def output_pixel_size(model: Model, output_id: str, pixel_size: Mapping[str, float] | None) -> dict[str, float] | None:

@@ -226,18 +226,14 @@ def deliver(job: StreamJob, output_id: str) -> Path:
 
 
 def model_identity(model: Any) -> dict[str, Any]:
-    """What a job checks on restart about the model: its files' sha256 and the weight format."""
-    from microzoo.package.load import sha256_of
+    """What a job checks on restart about the model (:func:`microzoo.runtime.file_job.model_identity`;
+    the threads are a setting here: left out, a restart takes the recorded count)."""
+    from microzoo.runtime.file_job import model_identity as identity
 
-    package = model.package
-    weights = getattr(package.descr.weights, model.weight_format)
-    return {
-        "path": str(package.description_path.resolve()),
-        "name": package.name,
-        "description_sha256": sha256_of(package.description_path),
-        "weight_format": model.weight_format,
-        "weights_sha256": sha256_of(package.file(weights.source)),
-    }
+    found = identity(model)
+    found.pop("threads", None)
+    found["name"] = model.package.name
+    return found
 
 
 def input_identity(path: Path, level: int) -> dict[str, Any]:
@@ -271,7 +267,7 @@ def _differences(record: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[s
     """What differs between a job on disk and the one asked for (None asks for nothing)."""
     found = []
     if record["model"] != wanted["model"]:
-        found.append(f"model {record['model']['name']} ({record['model']['path']})")
+        found.append(f"model {record['model']['name']} ({record['model']['description']})")
     if record["input"] != wanted["input"]:
         found.append(f"input {record['input'].get('path')}")
     for key, value in wanted["settings"].items():
@@ -452,6 +448,7 @@ def predict_stream(
     pending = job.pending_batches()
     resumed = job.n_batches - len(pending)
     run_batches(job, model, pending, progress=progress)
+    notices = job.notices()
     outputs = job.finish(progress=progress)
     return StreamResult(
         outputs=outputs,
@@ -459,12 +456,8 @@ def predict_stream(
         n_batches=job.n_batches,
         resumed=resumed,
         seconds=time.perf_counter() - start,
-        notices=_notices(job),
+        notices=notices,
     )
-
-
-def _notices(job: StreamJob) -> tuple[str, ...]:
-    return ()
 
 
 def run_batches(job: StreamJob, model: Any, batches: Sequence[int], *, progress: ProgressCallback | None) -> None:

@@ -88,7 +88,7 @@ class StreamJob:
 
         self.folder = Path(folder)
         self.record = record
-        self.package = package if package is not None else open_package(record["model"]["path"])
+        self.package = package if package is not None else open_package(record["model"]["description"])
         self.descr = self.package.descr
         self.geometry = geometry_from_descr(self.descr)
         self.threads: int = int(record["settings"]["threads"])
@@ -302,6 +302,17 @@ class StreamJob:
     def nan_pixels(self) -> int:
         """Pixels set to NaN in the outputs so far (non-finite input pixels)."""
         return sum(json.loads(p.read_text()).get("nan_pixels", 0) for p in (self.folder / "done").glob("batch-*.json"))
+
+    def notices(self) -> tuple[str, ...]:
+        """What the user should know about the finished batches (non-finite input pixels)."""
+        n = self.nan_pixels()
+        if not n:
+            return ()
+        return (
+            f"input '{self.input_id}': {n} output pixel(s) come from input pixels that were not finite "
+            "(NaN or infinite); the model saw the median of their channel there, the statistics of the "
+            "preprocessing leave them out, and they are NaN in the output",
+        )
 
 
 def _whole(where: Sequence[slice], shape: Mapping[str, int], axes: Sequence[str]) -> tuple[slice, ...]:

@@ -162,6 +162,7 @@ def predict_files(
     overwrite: bool = False,
     workers: int | None = None,
     scheduler: str | None = None,
+    level: int = 0,
     progress: ProgressCallback | None = None,
     on_image: Callable[[Path, np.ndarray, str], Any] | None = None,
 ) -> list[FileResult]:
@@ -178,8 +179,27 @@ def predict_files(
 
     ``workers=N`` (a local Dask cluster) or ``scheduler=ADDRESS`` (an existing one) spreads the
     files over Dask workers, resumably: see :func:`microzoo.runtime.distributed.predict_files_on_dask`.
+
+    An image streams tile by tile into its output, resumably (:mod:`microzoo.runtime.stream_files`:
+    an OME-Zarr output, the one image of a Dask run, or an image too large for memory);
+    ``level`` picks the resolution level of a multiscale input.
     """
-    if workers is not None or scheduler is not None:
+    from microzoo.runtime.stream_files import should_stream, stream_file
+
+    plans = output_paths(model, inputs, out, suffix=suffix)
+    dask = workers is not None or scheduler is not None
+    common: dict[str, Any] = {
+        "axes": axes,
+        "tile": tile,
+        "memory_budget": memory_budget,
+        "channel": channel,
+        "on_image": on_image,
+    }
+    if dask and len(inputs) == 1:
+        check_outputs(model, inputs, plans, overwrite=overwrite)
+        return [stream_file(model, inputs[0], plans[0], level=level, overwrite=overwrite, workers=workers,
+                            scheduler=scheduler, progress=progress, **common)]  # fmt: skip
+    if dask:
         from microzoo.runtime.distributed import predict_files_on_dask
 
         return predict_files_on_dask(
@@ -197,24 +217,18 @@ def predict_files(
             progress=progress,
             on_image=on_image,
         )
-    plans = output_paths(model, inputs, out, suffix=suffix)
     check_outputs(model, inputs, plans, overwrite=overwrite)
+    streamed = [should_stream(model, p, plan, level=level) for p, plan in zip(inputs, plans, strict=True)]
     results = []
-    for done, (path, plan) in enumerate(zip(inputs, plans, strict=True)):
+    for done, (path, plan, stream) in enumerate(zip(inputs, plans, streamed, strict=True)):
         if progress:
             progress(done, len(inputs), path.name)
-        results.append(
-            predict_file(
-                model,
-                path,
-                plan,
-                axes=axes,
-                tile=tile,
-                memory_budget=memory_budget,
-                channel=channel,
-                on_image=on_image,
+        if stream:
+            results.append(
+                stream_file(model, path, plan, level=level, overwrite=overwrite, progress=progress, **common)
             )
-        )
+        else:
+            results.append(predict_file(model, path, plan, level=level, **common))
     if progress:
         progress(len(inputs), len(inputs), "done")
     return results
@@ -229,6 +243,7 @@ def predict_file(
     tile: int | Mapping[str, int] | None = None,
     memory_budget: int | None = None,
     channel: int | Sequence[int] | None = None,
+    level: int = 0,
     on_image: Callable[[Path, np.ndarray, str], Any] | None = None,
 ) -> FileResult:
     """Read one image file, predict it in memory and write each output to ``plan[output id]``
@@ -241,7 +256,7 @@ def predict_file(
 
     start = time.perf_counter()
     try:
-        image = read_image(path, axes=axes)
+        image = read_image(path, axes=axes, level=level)
         data = np.asarray(image.data.compute() if hasattr(image.data, "compute") else image.data[...])
         prediction = model.predict_image(data, axes=image.axes, tile=tile, memory_budget=memory_budget, channel=channel)
     except MicrozooError as error:  # say which file, unless the message does
@@ -254,13 +269,13 @@ def predict_file(
             target,
             prediction.outputs[oid],
             prediction.axes[oid],
-            pixel_size=_output_pixel_size(model, oid, image.pixel_size),
+            pixel_size=output_pixel_size(model, oid, image.pixel_size),
             unit=image.unit,
         )
     return FileResult(path, dict(plan), prediction, time.perf_counter() - start, inspected)
 
 
-def _output_pixel_size(model: Model, output_id: str, pixel_size: Mapping[str, float] | None) -> dict[str, float] | None:
+def output_pixel_size(model: Model, output_id: str, pixel_size: Mapping[str, float] | None) -> dict[str, float] | None:
     """The input's pixel size carried to an output.
 
     Axes the model runs over (a z or t folded into its batch) keep their size; axes the model's

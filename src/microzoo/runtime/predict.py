@@ -97,6 +97,12 @@ class Model:
     def __repr__(self) -> str:
         return f"<microzoo.Model {self.package.name!r} ({self.weight_format})>"
 
+    def with_threads(self, threads: int) -> Model:
+        """This model with ``threads`` CPU threads per forward (itself when it has them)."""
+        if self._threads == threads:
+            return self
+        return Model(self.package, weights=self.weight_format, device=self._device, threads=threads)
+
     @property
     def engine(self) -> Engine:
         """The loaded weights (loaded on first use)."""

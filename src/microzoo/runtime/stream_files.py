@@ -115,7 +115,7 @@ def stream_file(
         "threads": model.threads, "overwrite": overwrite,
     }  # fmt: skip
     if workers is not None or scheduler is not None:
-        from microzoo.runtime.distributed import run_on_dask  # type: ignore[attr-defined]
+        from microzoo.runtime.distributed import run_on_dask
 
         job = prepare_stream(model, path, dict(plan), progress=progress, **options)
         n_tiles = job.plan.n_tiles

@@ -76,13 +76,18 @@ def test_files_over_two_workers_equal_the_local_run_and_each_worker_opens_the_mo
     assert (tmp_path / ".microzoo-job.json").is_file()
 
 
-def test_workers_n_runs_on_its_own_local_cluster_and_closes_it(
-    model: microzoo.runtime.Model, images: list[Path], local_outputs: Path, tmp_path: Path
+def test_workers_n_runs_on_its_own_local_cluster_with_one_thread_per_forward_and_closes_it(
+    example_model: Path, images: list[Path], local_outputs: Path, tmp_path: Path
 ) -> None:
+    import json
+
     import psutil
 
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    predict_files(model, images[:2], tmp_path, workers=2)
+    default_threads = microzoo.load_model(example_model, weights="torchscript")
+    predict_files(default_threads, images[:2], tmp_path, workers=2)
+    record = json.loads((tmp_path / ".microzoo-job.json").read_text())
+    assert record["model"]["threads"] == 1  # N workers use N cores
     for name in [p.name for p in tmp_path.glob("*.tif")]:
         assert np.array_equal(tifffile.imread(tmp_path / name), tifffile.imread(local_outputs / name))
     assert len(list(tmp_path.glob("*.tif"))) == 2
@@ -99,7 +104,9 @@ def test_a_rerun_predicts_only_the_missing_outputs(
     for path in removed:
         path.unlink()
     kept = {p: p.stat().st_mtime_ns for p in outputs if p not in removed}
-    results = predict_files(model, images, tmp_path, scheduler=_address(cluster))
+    scheduler_file = tmp_path.parent / f"{tmp_path.name}-scheduler.json"  # as `dask scheduler --scheduler-file` writes
+    cluster.write_scheduler_file(str(scheduler_file))
+    results = predict_files(model, images, tmp_path, scheduler=str(scheduler_file))
     assert sorted(p for r in results for p in r.outputs.values()) == removed
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # the others were not written again
     _same_outputs(local_outputs, tmp_path)

@@ -51,7 +51,8 @@ _LOCK = threading.RLock()
 
 @contextlib.contextmanager
 def dask_client(*, workers: int | None = None, scheduler: str | None = None) -> Iterator[Client]:
-    """A Dask client: on a new local cluster of ``workers`` processes, or connected to ``scheduler``.
+    """A Dask client: on a new local cluster of ``workers`` processes, or connected to ``scheduler``
+    (an address such as ``tcp://HOST:8786``, or the JSON file ``dask scheduler --scheduler-file`` wrote).
 
     Both are closed on leaving (a cluster started here shuts its workers down; a running
     cluster keeps running). Raises ConfigError for neither or both, ClusterError when the
@@ -82,12 +83,13 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None) -> 
         ):
             yield client
         return
+    where = {"scheduler_file": scheduler} if Path(str(scheduler)).is_file() else {"address": scheduler}
     try:
-        client = Client(scheduler, timeout=CONNECT_TIMEOUT)
+        client = Client(**where, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError, ValueError) as error:
         raise ClusterError(
             f"cannot reach the Dask scheduler at {scheduler} ({error}): check the address "
-            "(tcp://HOST:8786) and that the scheduler is running (dask scheduler)"
+            "(tcp://HOST:8786, or a scheduler file) and that the scheduler is running (dask scheduler)"
         ) from error
     with client:
         yield client

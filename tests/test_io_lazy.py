@@ -245,3 +245,13 @@ def test_image_identity_names_the_input_and_changes_with_it(tmp_path: Path, mosa
     assert second["shape"] == [512, 384] and set(second["stamp"]) == {"zarr.json", "1/zarr.json"}
     with pytest.raises(ImageError, match="no resolution level"):
         image_identity(zarr_path, level=9)
+
+
+def test_sharded_zarr_v3_reads_regions(tmp_path: Path, mosaic: np.ndarray) -> None:
+    path = tmp_path / "sharded.zarr"
+    array = zarr.create_array(str(path), shape=mosaic.shape, dtype=mosaic.dtype, chunks=(128, 128),
+                              shards=(512, 384), zarr_format=3)  # fmt: skip
+    array[...] = mosaic
+    image = read_image(path, axes="yx")
+    assert image.chunks == (128, 128) and len(list((path / "c").rglob("*"))) == 2 + 4
+    np.testing.assert_array_equal(image.data[500:530, 370:400], mosaic[500:530, 370:400])

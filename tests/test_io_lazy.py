@@ -126,8 +126,9 @@ def test_lazy_own_ome_tiff_with_tiles_reads_regions_in_its_axes(tmp_path: Path, 
     """A channels-last image written by microzoo (stored cyx) read lazily as yxc, tile by tile."""
     data = np.stack([mosaic, mosaic // 2], axis=-1)
     path = tmp_path / "own.ome.tif"
+    metadata = {"axes": "CYX", "Description": "microzoo axes=yxc"}
     tifffile.imwrite(path, data.transpose(2, 0, 1), ome=True, tile=(256, 256), compression="zlib",
-                     photometric="minisblack", metadata={"axes": "CYX", "Description": "microzoo axes=yxc"})  # fmt: skip
+                     photometric="minisblack", metadata=metadata)  # fmt: skip
     image = read_image(path, lazy=True)
     assert image.axes == "yxc" and isinstance(image.data, LazyArray) and image.chunks == (256, 256, 1)
     np.testing.assert_array_equal(image.data[100:400, 600:700], data[100:400, 600:700])

@@ -185,7 +185,11 @@ def test_write_image_zarr_has_a_pyramid_and_keeps_axes(tmp_path: Path, nuclei: n
     multiscale = json.loads((out / ".zattrs").read_text())["multiscales"][0]
     assert multiscale["name"] == "w" and multiscale["type"] == "mean"
     image = read_image(out, level=1)
-    assert image.axes == "cyx" and image.levels == ((2, 600, 520), (2, 300, 260), (2, 150, 130)) and image.chunks == (1, 256, 256)
+    assert (
+        image.axes == "cyx"
+        and image.levels == ((2, 600, 520), (2, 300, 260), (2, 150, 130))
+        and image.chunks == (1, 256, 256)
+    )
     assert image.pixel_size == pytest.approx({"y": 0.8, "x": 0.8})
     np.testing.assert_array_equal(image.data[1], np.rint(_mean_halved(nuclei // 3)).astype(np.uint16))
     np.testing.assert_array_equal(read_image(out).data[...], data.transpose(2, 0, 1))

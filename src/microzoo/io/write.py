@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -77,8 +77,8 @@ def write_image(
     except Exception as exc:
         raise OutputError(f"cannot write {path}: {exc}") from exc
     fmt = image_format(path)
-    writer = {"tiff": _write_tiff, "png": _write_png, "npy": _write_npy,
-              "zarr": functools.partial(_write_zarr, name=path.name.split(".")[0], pyramid=pyramid)}  # fmt: skip
+    zarr = functools.partial(_write_zarr, name=path.name.split(".")[0], pyramid=pyramid)
+    writer: dict[str, Callable[..., None]] = {"tiff": _write_tiff, "png": _write_png, "npy": _write_npy, "zarr": zarr}
     if fmt not in writer:
         raise OutputError(
             f"cannot write {path}: microzoo writes {_WRITABLE}; choose one of these suffixes "

@@ -256,3 +256,15 @@ def test_sharded_zarr_v3_reads_regions(tmp_path: Path, mosaic: np.ndarray) -> No
     image = read_image(path, axes="yx")
     assert image.chunks == (128, 128) and len(list((path / "c").rglob("*"))) == 2 + 4
     np.testing.assert_array_equal(image.data[500:530, 370:400], mosaic[500:530, 370:400])
+
+
+def test_lazy_tiff_regions_from_several_threads(tmp_path: Path, mosaic: np.ndarray) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "t.tif"
+    tifffile.imwrite(path, mosaic, tile=(128, 128), compression="zlib")
+    regions = [(slice(y, y + 200), slice(x, x + 150)) for y in range(0, 1024, 200) for x in range(0, 768, 150)]
+    with read_image(path, lazy=True).data as data, ThreadPoolExecutor(4) as pool:
+        blocks = list(pool.map(lambda r: data[r], regions))
+    for region, block in zip(regions, blocks, strict=True):
+        np.testing.assert_array_equal(block, mosaic[region])

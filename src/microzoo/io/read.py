@@ -150,14 +150,19 @@ def read_image(path: str | os.PathLike[str], *, axes: str | None = None, level: 
     fmt = _format_of(path)
     data, found, pixel_size, unit, levels = _open(path, fmt, level=level, lazy=lazy)
     shape = tuple(int(n) for n in data.shape)
-    if axes is not None:
-        final = check_axes(axes, ndim=len(shape), name=f"{path.name} (shape {shape})")
-    elif found is not None and len(found) == len(shape):
-        final = found
-    elif len(shape) == 2:
-        final = "yx"
-    else:
-        raise AxesError(_ambiguous_message(path, shape))
+    try:
+        if axes is not None:
+            final = check_axes(axes, ndim=len(shape), name=f"{path.name} (shape {shape})")
+        elif found is not None and len(found) == len(shape):
+            final = found
+        elif len(shape) == 2:
+            final = "yx"
+        else:
+            raise AxesError(_ambiguous_message(path, shape))
+    except AxesError:
+        if hasattr(data, "close"):  # a lazy TIFF's open file
+            data.close()
+        raise
     if pixel_size is not None:
         pixel_size = {a: v for a, v in pixel_size.items() if a in final} or None
     return Image(data=data, axes=final, pixel_size=pixel_size, unit=unit, path=path, levels=levels,

@@ -11,8 +11,10 @@ ome-zarr-py read::
       labels/.zattrs          {"labels": ["instances"]}
       labels/instances/       the same layout, with "image-label" metadata
 
-Concurrency: each chunk is its own file, written whole. Threads and processes may write at the
-same time as long as no two writers touch the same chunk: a region that covers part of a chunk
+Concurrency: each chunk is its own file, written whole (zarr's LocalStore writes a temporary and
+renames it, so a killed writer leaves a chunk old or new, never half written; a chunk that is
+all zeros is not stored). Threads and processes may write at the same time as long as no two
+writers touch the same chunk: a region that covers part of a chunk
 reads, changes and rewrites that chunk, so writers must not share chunks (give each writer
 regions aligned with :attr:`OmeZarrWriter.chunks`). Only ``create``, ``create_labels`` and
 ``build_pyramid`` write metadata. The bytes are deterministic (Blosc-zstd level 1, byte

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import pickle
 import queue
 import shutil
 import threading
@@ -40,9 +39,10 @@ from typing import Any
 import numpy as np
 
 from microzoo.errors import OutputError, ProcessingError
+from microzoo.io.axes import ids_to_letters
 from microzoo.progress import ProgressCallback
 from microzoo.runtime import resources
-from microzoo.runtime.stream_job import JOB_FORMAT, StreamJob, job_folder, write_json
+from microzoo.runtime.stream_job import JOB_FORMAT, STATISTICS, StreamJob, job_folder, write_json
 from microzoo.runtime.stream_view import ModelView
 
 __all__ = ["StreamResult", "open_view", "predict_stream", "prepare_stream", "rate_text"]
@@ -107,70 +107,79 @@ def plan_stream(
 
 # --- statistics and pipelines ---------------------------------------------------------------
 
-_PIPELINES = "pipelines.pkl"  # TODO(H2): statistics.npz from runtime/stats.py replaces this
 
+def statistics_pass(
+    descr: Any, view: ModelView, folder: Path, *, progress: ProgressCallback | None = None
+) -> dict[str, np.ndarray]:
+    """Stream the statistics the ops need (runtime/stats.py) over the whole input; save them.
 
-def compute_statistics(
-    descr: Any, view: ModelView, plan: Any, folder: Path, *, progress: ProgressCallback | None = None
-) -> None:
-    """Bind the ops from the whole input and save what a batch needs in the job folder."""
-    from microzoo.runtime.ops import bind_ops
+    Also the channel median for non-finite pixels and their counts (float inputs). Statistics of
+    the raw model output (postprocessing such as ``scale_range`` on the output) are refused:
+    streaming never holds the whole output.
+    """
+    from microzoo.runtime.non_finite import fill_request
+    from microzoo.runtime.ops import statistics_needed
+    from microzoo.runtime.stats import StatRequest, save_statistics, stream_statistics
 
-    _refuse_output_statistics(descr)
-    axes = view.model_axes
-    tid = str(descr.inputs[0].id)
-    if progress:
-        progress(0, 1, "statistics of the whole image")
-    whole = view[(slice(None),) * view.ndim]
-    pre = bind_ops(descr.inputs[0].preprocessing, whole, axes, sample={tid: (whole, axes)})
-    median = None
-    if whole.dtype.kind in "fc" and not np.isfinite(whole).all():
-        median = _channel_median(whole, axes)
-    post = {}
+    tid, axes = str(descr.inputs[0].id), view.model_axes
+    requests = statistics_needed(descr.inputs[0].preprocessing, axes, tensor_id=tid)
     for t in descr.outputs:
-        oid = str(t.id)
-        out_axes = tuple(str(a.id) for a in t.axes)
-        shape = tuple(plan.output_shapes[oid][a] for a in out_axes)
-        post[oid] = bind_ops(t.postprocessing, np.broadcast_to(np.zeros((), np.float32), shape), out_axes)
-    with open(folder / _PIPELINES, "wb") as f:
-        pickle.dump((pre, median, post), f)
-    if progress:
-        progress(1, 1, "statistics of the whole image")
+        needed = statistics_needed(t.postprocessing, tuple(str(a.id) for a in t.axes), tensor_id=str(t.id))
+        outside = [r for r in needed if r.tensor_id != tid]
+        if outside:
+            raise ProcessingError(
+                f"output {t.id!r}: its postprocessing needs statistics of the whole model output "
+                f"({outside[0].kind} of {outside[0].tensor_id!r}), which streaming does not hold; predict "
+                "this image in memory (e.g. -o out.tif) instead"
+            )
+        requests += needed
+    if view.dtype.kind in "fc":
+        requests += [fill_request(axes, tid), StatRequest(tid, "nan_count"), StatRequest(tid, "inf_count")]
+    statistics = stream_statistics(
+        view, axes, list(dict.fromkeys(requests)), block=statistics_block(view), progress=progress
+    )
+    save_statistics(folder / STATISTICS, statistics)
+    return statistics
 
 
-def _channel_median(whole: np.ndarray, axes: Sequence[str]) -> np.ndarray:
-    others = tuple(i for i, a in enumerate(axes) if a != "channel")
-    values = np.where(np.isfinite(whole), whole, np.nan)
-    return np.nan_to_num(np.nanmedian(values, axis=others, keepdims=True), nan=0.0).astype(whole.dtype)
+def statistics_block(view: ModelView) -> tuple[int, ...]:
+    """The block the statistics pass reads: one sample, every channel, about 1024 pixels along
+    y and x (a multiple of the storage chunks), whole along other axes up to 64."""
+    chunks = dict(zip(view.axes, getattr(view.data, "chunks", None) or view.data.shape, strict=True))
+
+    def multiple(letter: str, n: int, about: int) -> int:
+        chunk = max(1, int(chunks.get(letter, n)))
+        return min(n, max(chunk, about // chunk * chunk))
+
+    block = []
+    for axis_id, n in zip(view.model_axes, view.shape, strict=True):
+        letter = ids_to_letters([axis_id])
+        block.append(
+            1 if letter == "b" else multiple(letter, n, 1024 if letter in "yx" else 64) if letter != "c" else n
+        )
+    return tuple(block)
 
 
 def bind_pipelines(
     descr: Any, view: ModelView, plan: Any, folder: Path
 ) -> tuple[Any, np.ndarray | None, dict[str, Any]]:
-    """The bound preprocessing, the channel median for non-finite pixels, and the bound
-    postprocessing per output, from what :func:`compute_statistics` saved."""
-    with open(folder / _PIPELINES, "rb") as f:
-        return pickle.load(f)  # noqa: S301 - written by this job, in the user's own output folder
+    """The bound preprocessing, the fill for non-finite pixels (or None) and the bound
+    postprocessing per output, from the job's saved statistics (nothing is computed here)."""
+    from microzoo.runtime.non_finite import fill_request
+    from microzoo.runtime.ops import bind_ops
+    from microzoo.runtime.stats import load_statistics
 
-
-_WHOLE_OUTPUT_OPS = ("zero_mean_unit_variance", "scale_range", "scale_mean_variance", "clip")
-
-
-def _refuse_output_statistics(descr: Any) -> None:
-    """Postprocessing that needs statistics of the whole raw output cannot stream."""
+    statistics = load_statistics(folder / STATISTICS)
+    tid, axes = str(descr.inputs[0].id), view.model_axes
+    sample = {tid: (view, axes)}
+    pre = bind_ops(descr.inputs[0].preprocessing, view, axes, sample=sample, statistics=statistics, tensor_id=tid)
+    post = {}
     for t in descr.outputs:
-        for op in t.postprocessing:
-            kwargs = getattr(op, "kwargs", None)
-            needs = str(op.id) in _WHOLE_OUTPUT_OPS and (
-                str(op.id) != "clip"
-                or getattr(kwargs, "min_percentile", None) is not None
-                or getattr(kwargs, "max_percentile", None) is not None
-            )
-            if needs:
-                raise ProcessingError(
-                    f"output {t.id!r}: postprocessing {op.id!r} needs statistics of the whole model output, "
-                    "which streaming does not hold; predict in memory (e.g. -o out.tif) instead"
-                )
+        oid, out_axes = str(t.id), tuple(str(a.id) for a in t.axes)
+        shape = tuple(plan.output_shapes[oid][a] for a in out_axes)
+        post[oid] = bind_ops(t.postprocessing, shape, out_axes, sample=sample, statistics=statistics, tensor_id=oid)
+    fill = statistics.get(fill_request(axes, tid).key)
+    return pre, fill, post
 
 
 # --- outputs --------------------------------------------------------------------------------
@@ -400,7 +409,7 @@ def _create_job(
         job._view = view
         if job.plan.n_tiles != first.n_tiles:  # the recorded settings must give the same plan
             raise AssertionError("the streaming plan is not reproducible from its settings")
-        compute_statistics(model.descr, view, job.plan, tmp, progress=progress)
+        statistics_pass(model.descr, view, tmp, progress=progress)
         create_writers(job, _output_dtypes(job), record["pixel_size"], image.unit)
     return StreamJob.load(folder)
 

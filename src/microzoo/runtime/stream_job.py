@@ -120,7 +120,7 @@ class StreamJob:
     def view(self) -> ModelView:
         """The input in the model's axes, read lazily."""
         if self._view is None:
-            from microzoo.runtime.stream import open_view
+            from microzoo.runtime.stream_setup import open_view
 
             s = self.record["settings"]
             self._view = open_view(
@@ -132,7 +132,7 @@ class StreamJob:
     def plan(self) -> TilePlan:
         """The tile plan, rebuilt from the recorded settings (deterministic)."""
         if self._plan is None:
-            from microzoo.runtime.stream import plan_stream
+            from microzoo.runtime.stream_setup import plan_stream
 
             s = self.record["settings"]
             self._plan = plan_stream(
@@ -163,14 +163,14 @@ class StreamJob:
     def writer(self, output_id: str) -> Any:
         """The OME-Zarr writer of output ``output_id`` (opened once per process)."""
         if output_id not in self._writers:
-            from microzoo.runtime.stream import open_writer
+            from microzoo.runtime.stream_setup import open_writer
 
             self._writers[output_id] = open_writer(self.output_path(output_id))
         return self._writers[output_id]
 
     def _pipelines(self) -> tuple[_Prepared, dict[str, Pipeline]]:
         if self._bound is None:
-            from microzoo.runtime.stream import bind_pipelines
+            from microzoo.runtime.stream_setup import bind_pipelines
 
             pre, fill, post = bind_pipelines(self.descr, self.view, self.plan, self.folder)
             self._bound = (_Prepared(self.view, pre, fill, self.input_id), post)
@@ -286,7 +286,7 @@ class StreamJob:
                 self.writer(oid).build_pyramid(
                     method="mean" if self.writer(oid).dtype.kind in "fc" else "nearest", progress=progress
                 )
-        from microzoo.runtime.stream import deliver
+        from microzoo.runtime.stream_setup import deliver
 
         for oid in self.output_ids:
             if self.output_path(oid).exists():

@@ -11,7 +11,7 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -137,13 +137,16 @@ def bind_pipelines(
 
     statistics = load_statistics(folder / STATISTICS)
     tid, axes = str(descr.inputs[0].id), view.model_axes
-    sample = {tid: (view, axes)}
-    pre = bind_ops(descr.inputs[0].preprocessing, view, axes, sample=sample, statistics=statistics, tensor_id=tid)
+    lazy: Any = view  # bind_ops uses only the shape when given statistics
+    sample = {tid: (lazy, axes)}
+    pre = bind_ops(descr.inputs[0].preprocessing, lazy, axes, sample=sample, statistics=statistics, tensor_id=tid)
     post = {}
     for t in descr.outputs:
         oid, out_axes = str(t.id), tuple(str(a.id) for a in t.axes)
         shape = tuple(plan.output_shapes[oid][a] for a in out_axes)
-        post[oid] = bind_ops(t.postprocessing, shape, out_axes, sample=sample, statistics=statistics, tensor_id=oid)
+        post[oid] = bind_ops(
+            t.postprocessing, cast(Any, shape), out_axes, sample=sample, statistics=statistics, tensor_id=oid
+        )
     fill = statistics.get(fill_request(axes, tid).key)
     return pre, fill, post
 

@@ -162,3 +162,16 @@ def test_non_finite_pixels_are_filled_and_marked_as_in_memory(tmp_path: Path) ->
     assert_within_spec_tolerance(streamed[finite], expected.outputs.only[finite])
     assert len(result.notices) == 1 and "120 NaN and 1 infinite value(s)" in result.notices[0]
     assert "121 output pixel(s) there are NaN" in result.notices[0]
+
+
+def test_the_trust_note_overview_reads_every_kth_pixel_lazily(tmp_path: Path) -> None:
+    import tifffile
+
+    from microzoo.runtime.stream_files import overview
+
+    image = (np.arange(3000 * 2500) % 65521).astype(np.uint16).reshape(3000, 2500)
+    tifffile.imwrite(tmp_path / "big.tif", image, bigtiff=True, tile=(256, 256))
+    small, k = overview(read_image(tmp_path / "big.tif", lazy=True).data, "yx")
+    assert k == 2 and np.array_equal(small, image[::2, ::2])
+    stack = np.zeros((40, 10, 10))
+    assert overview(stack, "zyx")[0].shape == (14, 10, 10)  # every 3rd of 40 planes: at most about 16

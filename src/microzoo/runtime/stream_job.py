@@ -18,6 +18,7 @@ holding the job folder can run any pending batch (``StreamJob.load(folder).run_b
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -146,8 +147,9 @@ class StreamJob:
             )
         return self._plan
 
-    @property
+    @functools.cached_property
     def layouts(self) -> dict[str, OutputLayout]:
+        """Where each output goes in its OME-Zarr (axes, shape, chunks)."""
         plan = self.plan
         return {
             oid: OutputLayout.of(

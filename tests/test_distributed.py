@@ -75,12 +75,14 @@ def _same_bytes(a: Path, b: Path) -> None:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
-def test_workers_2_streams_the_same_bytes_as_the_local_run(
-    model: Model, source: Path, local: Path, tmp_path: Path
+def test_an_image_streamed_on_two_workers_has_the_bytes_of_the_local_run(
+    cluster: Client, model: Model, source: Path, local: Path, tmp_path: Path
 ) -> None:
     calls: list[tuple[int, int, str]] = []
     target = tmp_path / "out.ome.zarr"
-    (result,) = predict_files(model, [source], target, workers=2, progress=lambda *c: calls.append(c))
+    (result,) = predict_files(
+        model, [source], target, scheduler=cluster.scheduler.address, progress=lambda *c: calls.append(c)
+    )
     _same_bytes(local, target)
     assert not (tmp_path / ".out.ome.zarr.job").exists()  # finished: the job folder is gone
     tiles = [c for c in calls if c[2].startswith("tile ")]  # as the tasks complete

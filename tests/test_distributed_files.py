@@ -117,6 +117,8 @@ def test_another_setting_on_the_outputs_is_refused_unless_overwrite(
     cluster: Client, example_model: Path, model: microzoo.runtime.Model, images: list[Path], tmp_path: Path
 ) -> None:
     predict_files(model, images[:2], tmp_path, scheduler=_address(cluster))
+    default_threads = microzoo.load_model(example_model, weights="torchscript")
+    assert predict_files(default_threads, images[:2], tmp_path, scheduler=_address(cluster)) == []  # its own count
     two_threads = microzoo.load_model(example_model, weights="torchscript", threads=2)
     with pytest.raises(OutputError, match=r"another job \(model\.threads: 1 -> 2\).*--overwrite"):
         predict_files(two_threads, images[:2], tmp_path, scheduler=_address(cluster))

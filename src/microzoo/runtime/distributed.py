@@ -169,7 +169,8 @@ def predict_files_on_dask(
     The output folder keeps a job record (:mod:`microzoo.runtime.file_job`): started again with
     the same model and settings, only the files whose outputs are missing are predicted; another
     model or setting is refused unless ``overwrite``. ``model.threads`` is the threads of each
-    forward on every worker (``None`` becomes 1, so N workers use N cores). The memory budget is
+    forward on every worker (``None``: the job's recorded count when it continues, else 1, so N
+    workers use N cores). The memory budget is
     resolved here, so every worker tiles alike; the record keeps it as given (a default budget
     follows the free memory: give one, or a tile size, for bit-identical resumed runs of images
     too large for one forward). ``on_image`` runs on the workers (it must be
@@ -179,13 +180,12 @@ def predict_files_on_dask(
     from microzoo.io.read import image_format
     from microzoo.runtime import file_job, resources
     from microzoo.runtime.batch import check_outputs, output_paths
-    from microzoo.runtime.predict import Model
 
-    if model.threads is None:
-        model = Model(model.package, weights=model.weight_format, device=model.device, threads=1)
+    folder = out.parent if image_format(out) is not None else out
+    if model.threads is None:  # a job's own count when it continues, else 1
+        model = model.with_threads(file_job.recorded_threads(folder) or 1)
     options = {"axes": axes, "tile": tile, "memory_budget": memory_budget, "channel": channel, "level": level}
     plans = output_paths(model, inputs, out, suffix=suffix)
-    folder = out.parent if image_format(out) is not None else out
     record = file_job.job_record(model, {**options, "suffix": suffix})
     options["memory_budget"] = resources.memory_budget(memory_budget)  # every worker tiles alike
     pending = file_job.start_or_resume(folder, record, plans, overwrite=overwrite)
@@ -252,21 +252,23 @@ def _as_completed(
 
 # --- a streamed job's batches ---------------------------------------------------------------
 
-_JOBS: dict[tuple[str, bytes, int], StreamJob] = {}
+_JOBS: dict[tuple[str, tuple[int, int, int], int], StreamJob] = {}
 
 
 def worker_job(folder: str) -> StreamJob:
     """The job in ``folder`` as this process (and thread) loaded it, loaded on first use.
 
-    Keyed by the folder, its ``job.json`` and the thread: a job started again in the same folder
-    is loaded afresh, and worker threads never share a job's per-read state."""
+    Keyed by the folder, its ``job.json`` file (inode, size, time: a job started again in the
+    same folder writes a new one, and is loaded afresh) and the thread (worker threads never
+    share a job's per-read state)."""
     from microzoo.runtime.stream_job import StreamJob
 
-    record = (Path(folder) / "job.json").read_bytes()
-    key = (folder, record, threading.get_ident())
+    stat = (Path(folder) / "job.json").stat()
+    version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    key = (folder, version, threading.get_ident())
     with _LOCK:
         if key not in _JOBS:
-            for stale in [k for k in _JOBS if k[0] == folder and k[1] != record]:
+            for stale in [k for k in _JOBS if k[0] == folder and k[1] != version]:
                 del _JOBS[stale]
             _JOBS[key] = StreamJob.load(folder)
         return _JOBS[key]

@@ -136,3 +136,16 @@ def test_a_task_whose_workers_keep_dying_is_a_cluster_error_naming_it() -> None:
         future = client.submit(os._exit, 1, pure=False)
         with pytest.raises(ClusterError, match=r"^batch 7 of the job in JOB: the Dask workers running it died"):
             list(distributed._as_completed(client, {future: 7}, lambda i: f"batch {i} of the job in JOB"))
+
+
+def test_a_worker_that_cannot_see_the_input_says_so(
+    cluster: Client, model: Model, source: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    copy = shutil.copytree(source, tmp_path / "in.ome.zarr")
+    job = prepare_stream(model, copy, tmp_path / "out.ome.zarr", threads=1)
+    assert job.pending_batches()  # the client has read what it needs
+    copy.rename(tmp_path / "elsewhere.ome.zarr")  # as if the workers mounted another filesystem
+    with pytest.raises(ClusterError, match=rf"the Dask worker on .* cannot see {copy}: every worker must see"):
+        distributed.run_on_dask(job, scheduler=cluster.scheduler.address)

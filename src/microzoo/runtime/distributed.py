@@ -128,6 +128,19 @@ def _model_key(model: Model) -> tuple[str, str, int | None, str | None]:
     return (str(model.package.description_path.resolve()), model.weight_format, model.threads, model.device)
 
 
+def _check_visible(*paths: str | Path) -> None:
+    """On a worker: a ClusterError naming the first of ``paths`` this machine cannot see."""
+    import socket
+
+    for path in paths:
+        if not Path(path).exists():
+            raise ClusterError(
+                f"the Dask worker on {socket.gethostname()} cannot see {path}: every worker must see the "
+                "model, the inputs and the outputs at the same paths as the machine that started the "
+                "prediction (a shared filesystem, see docs/cluster.md)"
+            )
+
+
 @dataclasses.dataclass(frozen=True)
 class _Refused:
     """A MicrozooError a task met, returned rather than raised so that Dask does not retry it."""
@@ -148,6 +161,7 @@ def _predict_file_task(
     from microzoo.runtime.outputs import Outputs
 
     try:
+        _check_visible(key[0], path, *(target.parent for target in plan.values()))
         result = predict_file(worker_model(*key), path, plan, on_image=on_image, **options)
     except MicrozooError as error:
         return _Refused(error)
@@ -184,7 +198,7 @@ def predict_files_on_dask(
     picklable; its return value comes back in :attr:`FileResult.inspected`). Returns the results
     of the files predicted by this call, in input order, without their arrays.
     """
-    from microzoo.io.read import image_format
+    from microzoo.io.read import image_format, read_image
     from microzoo.runtime import file_job, resources
     from microzoo.runtime.batch import check_outputs, output_paths
 
@@ -202,6 +216,8 @@ def predict_files_on_dask(
         pending = list(range(len(inputs)))
     else:
         check_outputs(model, [inputs[i] for i in pending], [plans[i] for i in pending], overwrite=True)
+    for missing in (inputs[i] for i in pending if not inputs[i].exists()):
+        read_image(missing)  # the error a local run gives (ImageError naming the file)
     skipped = len(inputs) - len(pending)
     if progress:
         progress(skipped, len(inputs), f"{skipped} file(s) done before" if skipped else "starting")
@@ -215,8 +231,8 @@ def predict_files_on_dask(
             client.submit(
                 _predict_file_task,
                 key,
-                inputs[i],
-                plans[i],
+                inputs[i].resolve(),  # workers elsewhere start in other folders
+                {oid: target.resolve() for oid, target in plans[i].items()},
                 options,
                 on_image,
                 key=f"microzoo-file-{job}-{i}",
@@ -225,7 +241,7 @@ def predict_files_on_dask(
             for i in pending
         }
         for i, value in _as_completed(client, futures, lambda i: str(inputs[i])):
-            results[i] = value
+            results[i] = dataclasses.replace(value, input=inputs[i], outputs=dict(plans[i]))
             if progress:
                 progress(skipped + len(results), len(inputs), inputs[i].name)
     return [results[i] for i in sorted(results)]
@@ -289,7 +305,9 @@ def _job_model_key(job: StreamJob) -> tuple[str, str, int | None, str | None]:
 def _run_batch_task(folder: str, index: int) -> int | _Refused:
     """On a worker: run batch ``index`` of the job in ``folder`` (its model opened once per worker)."""
     try:
+        _check_visible(folder)
         job = worker_job(folder)
+        _check_visible(job.record["model"]["description"], job.record["input"]["path"])
         job.run_batch(worker_model(*_job_model_key(job), package=job.package), index)
     except MicrozooError as error:
         return _Refused(error)

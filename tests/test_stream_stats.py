@@ -72,6 +72,24 @@ def test_percentiles_equal_numpy(dtype):
     assert reader.largest <= 2 * 16 * 20  # never more than one block held
 
 
+@pytest.mark.parametrize(("dtype", "keep", "passes"), [("uint16", True, 1), ("float32", True, 2), ("float64", True, 2),
+                                                     ("float64", False, 4), ("int64", False, 4)])  # fmt: skip
+def test_passes_and_the_counting_path(monkeypatch, dtype, keep, passes):
+    """8/16-bit data: one histogram pass; 32-bit: two; 64-bit: two when the bin holding a rank
+    is small enough to keep and sort, else 16 more bits counted per pass (forced here)."""
+    import microzoo.runtime._radix_select as radix
+
+    if not keep:
+        monkeypatch.setattr(radix, "_KEEP_PER_SET", 0)
+    x = image(dtype, shape=(1, 2, 64, 50), seed=6)
+    requests = [StatRequest("t", "quantile", ("y", "x"), q, "linear") for q in (0.01, 0.5, 0.998)]
+    seen: set[str] = set()
+    got = stream_statistics(x, BCYX, requests, block=(1, 1, 16, 16), progress=lambda d, t, what: seen.add(what))
+    assert len(seen) == passes
+    for r in requests:
+        assert np.array_equal(got[r.key], numpy_quantile(x, r.q, r.axes, r.method)), r.key
+
+
 def test_mean_std_match_numpy_and_repeat_to_the_bit():
     x = image("float32", shape=(2, 2, 130, 97), seed=1) * 1000 + 5e4
     requests = [StatRequest("t", kind, over) for over in OVER.values() for kind in ("mean", "std")]

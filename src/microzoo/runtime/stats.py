@@ -17,11 +17,13 @@ always used). :func:`stream_statistics` computes the same statistics from any ar
 - **percentiles and medians**: exact, for every integer and float dtype: the values' bits
   are mapped to unsigned integer keys in the same order as the values (radix select). The
   first pass counts the top 16 bits of the keys in a histogram per group; the bin that holds
-  each needed rank is split by the next 16 bits in a further pass, until the key is known
-  whole. 8- and 16-bit data are done in the first pass, 32-bit data (``float32``, ``int32``)
-  in two, 64-bit data in four at most. The order statistics are then combined exactly as
+  each needed rank is then split by the next 16 bits in a further pass (or, when it holds at
+  most 2**20 values, they are kept and sorted), until the key is known whole. 8- and 16-bit
+  data are done in the first pass, 32-bit data (``float32``, ``int32``) in two, 64-bit data in
+  two unless a bin is large, four at most. The order statistics are then combined exactly as
   :func:`numpy.quantile` combines them (``linear`` and ``inverted_cdf``), so the result is
-  NumPy's to the bit. Memory: one histogram of 2**16 counts per group and pending rank.
+  NumPy's to the bit. Memory: a block, one histogram of 2**16 counts per group and pending
+  rank, and the kept bins (at most 2**22 values).
 - Values that are not finite (NaN, +-inf) are left out of every statistic, as in
   :mod:`~microzoo.runtime.ops`, and counted (kinds ``nan_count``, ``inf_count``).
 """

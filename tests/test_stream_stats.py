@@ -197,11 +197,10 @@ def streamed_statistics(ops, tensor_id, sample, block=(1, 1, 24, 20)):
 def assert_same_pipeline(ops, tensor_id, sample):
     data, axes = sample[tensor_id]
     in_memory = bind_ops(ops, data, axes, sample=sample)
-    lazy_sample = {tid: (BlockReader(a), ax) for tid, (a, ax) in sample.items()}
-    streamed = bind_ops(
-        ops, BlockReader(data), axes, sample=lazy_sample, statistics=streamed_statistics(ops, tensor_id, sample),
-        tensor_id=tensor_id,
-    )  # fmt: skip
+    statistics = streamed_statistics(ops, tensor_id, sample)
+    lazy_data, lazy_sample = BlockReader(data), {tid: (BlockReader(a), ax) for tid, (a, ax) in sample.items()}
+    streamed = bind_ops(ops, lazy_data, axes, sample=lazy_sample, statistics=statistics, tensor_id=tensor_id)
+    assert lazy_data.largest == 0 and all(r.largest == 0 for r, _ in lazy_sample.values())  # nothing read
     want, got = in_memory(data), streamed(data)
     assert got.dtype == want.dtype and got.shape == want.shape
     # percentiles are exact; mean and std differ from the in-memory ones by their rounding only
@@ -249,3 +248,31 @@ def test_packages_bind_the_same_from_streamed_statistics(tmp_path_factory, packa
     )
     for tensor in model.descr.outputs:
         assert_same_pipeline(tensor.postprocessing, str(tensor.id), post_sample)
+
+
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".tif"])
+def test_streams_over_lazy_files(tmp_path, suffix):
+    """A uint16 image written as OME-Zarr (64-chunks) and as tiled TIFF, read lazily: the streamed
+    percentiles per channel are NumPy's, read block by block."""
+    import tifffile
+
+    from microzoo.io.ome_zarr import OmeZarrWriter
+    from microzoo.io.read import read_image
+
+    x = image("uint16", shape=(1, 2, 200, 150), seed=8)[0]
+    path = tmp_path / f"img{suffix}"
+    if suffix == ".tif":
+        tifffile.imwrite(path, x, tile=(64, 64), metadata={"axes": "CYX"})
+    else:
+        OmeZarrWriter.create(path, shape=x.shape, dtype=x.dtype, axes="cyx", chunks=(1, 64, 64)).write(
+            (slice(None),) * 3, x
+        )
+    lazy = read_image(path, lazy=True)
+    assert lazy.axes == "cyx" and not isinstance(lazy.data, np.ndarray)
+    requests = [StatRequest("t", "quantile", ("y", "x"), q, "linear") for q in (0.01, 0.998)]
+    requests += [StatRequest("t", "mean", ("y", "x"))]
+    got = stream_statistics(lazy.data, ("channel", "y", "x"), requests, block=(1, 64, 64))
+    for r in requests[:2]:
+        want = np.quantile(x.astype(np.float64), r.q, axis=(1, 2), keepdims=True)
+        assert np.array_equal(got[r.key], want)
+    np.testing.assert_allclose(got["t|mean|y,x"], x.mean(axis=(1, 2), keepdims=True), rtol=1e-12)

@@ -154,7 +154,7 @@ class Reduction:
             dev = values - mb[:, None]
             if finite is not None:
                 dev[~finite] = 0.0
-            m2b = np.einsum("ij,ij->i", dev, dev)
+            m2b = np.square(dev, out=dev).sum(axis=1)  # NumPy's pairwise sums, as for the mean
             na = self.n[gids]
             n = na + nb
             delta = mb - self.mean[gids]

@@ -113,7 +113,7 @@ def compute_statistics(data: np.ndarray, axes: Sequence[str], requests: Iterable
         family = "moments" if r.kind in ("mean", "std") else r.kind
         groups.setdefault((family, r.axes, r.method), []).append(r)
     for (family, reduce, method), group in groups.items():
-        red = reduced_indices(reduce, axes, group[0].tensor_id)
+        red = reduced_indices(reduce, axes, f"the statistics of {group[0].tensor_id!r}")
         if family == "moments":
             mean, std = mean_std(data, red)
             out.update({r.key: mean if r.kind == "mean" else std for r in group})
@@ -124,11 +124,11 @@ def compute_statistics(data: np.ndarray, axes: Sequence[str], requests: Iterable
         elif family == "median":
             median = _frozen(finite_median(data, red))
             out.update({r.key: median for r in group})
-        else:
-            finite_kind = np.isnan if family == "nan_count" else np.isinf
-            count = _frozen(finite_kind(data).sum(axis=red, keepdims=True)) if data.dtype.kind in "fc" else None
-            out.update({r.key: count if count is not None else _frozen(np.zeros(_kept_shape(data.shape, red)))
-                        for r in group})  # fmt: skip
+        else:  # nan_count, inf_count
+            is_kind = np.isnan if family == "nan_count" else np.isinf
+            kept = _kept_shape(data.shape, red)
+            count = is_kind(data).sum(axis=red, keepdims=True) if data.dtype.kind in "fc" else np.zeros(kept)
+            out.update(dict.fromkeys((r.key for r in group), _frozen(count)))
     return out
 
 

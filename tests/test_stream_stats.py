@@ -12,7 +12,13 @@ from bioimageio.spec.model import v0_5 as m
 from microzoo.errors import ProcessingError
 from microzoo.runtime.non_finite import fill_non_finite, fill_request
 from microzoo.runtime.ops import bind_ops, statistics_needed
-from microzoo.runtime.stats import StatRequest, load_statistics, save_statistics, stream_statistics
+from microzoo.runtime.stats import (
+    StatRequest,
+    load_statistics,
+    save_statistics,
+    stream_sample_statistics,
+    stream_statistics,
+)
 
 BCYX = ("batch", "channel", "y", "x")
 OVER = {"sample": ("y", "x"), "batch": ("batch", "y", "x"), "all": None, "row": ("x",)}
@@ -178,6 +184,8 @@ def test_bind_ops_with_missing_statistics_says_so():
     op = m.ZeroMeanUnitVarianceDescr(kwargs=m.ZeroMeanUnitVarianceKwargs(axes=["y", "x"]))
     with pytest.raises(ProcessingError, match="lack 'raw\\|std\\|y,x'"):
         bind_ops([op], (1, 1, 8, 8), BCYX, statistics={"raw|mean|y,x": np.zeros((1, 1, 1, 1))}, tensor_id="raw")
+    with pytest.raises(ProcessingError, match="tensor\\(s\\) \\['ref'\\] are needed"):
+        stream_sample_statistics({"raw": (image("uint8"), BCYX)}, [StatRequest("ref", "mean")], blocks={})
 
 
 # --- a pipeline bound from streamed statistics equals the one bound in memory ----------------
@@ -186,12 +194,9 @@ def test_bind_ops_with_missing_statistics_says_so():
 def streamed_statistics(ops, tensor_id, sample, block=(1, 1, 24, 20)):
     """What a streaming job does: the requests of ``ops``, each computed on its own tensor."""
     requests = statistics_needed(ops, sample[tensor_id][1], tensor_id=tensor_id)
-    out = {}
-    for tid in dict.fromkeys(r.tensor_id for r in requests):
-        array, axes = sample[tid]
-        mine = [r for r in requests if r.tensor_id == tid]
-        out.update(stream_statistics(BlockReader(array), axes, mine, block=block[: len(axes)]))
-    return out
+    readers = {tid: (BlockReader(array), axes) for tid, (array, axes) in sample.items()}
+    blocks = {tid: block[: len(axes)] for tid, (_, axes) in sample.items()}
+    return stream_sample_statistics(readers, requests, blocks=blocks)
 
 
 def assert_same_pipeline(ops, tensor_id, sample):

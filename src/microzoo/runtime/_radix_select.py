@@ -60,7 +60,11 @@ class _Keys:
         bits = x.view(self.udtype)
         if kind == "i":
             return bits ^ self.sign
-        return np.where(bits & self.sign, ~bits, bits | self.sign)
+        # floats: flip every bit of a negative value, only the sign bit of a positive one
+        flip = (x.view(f"i{self.dtype.itemsize}") >> (self.width - 1)).view(self.udtype)  # all ones or 0
+        flip |= self.sign
+        flip ^= bits
+        return flip
 
     def values(self, keys: np.ndarray) -> np.ndarray:
         keys = np.ascontiguousarray(keys, dtype=self.udtype)

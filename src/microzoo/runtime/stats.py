@@ -48,6 +48,7 @@ __all__ = [
     "finite_median",
     "load_statistics",
     "save_statistics",
+    "stream_sample_statistics",
     "stream_statistics",
 ]
 
@@ -254,6 +255,7 @@ def stream_statistics(
         raise ValueError(f"data of shape {shape}, axes {axes} and block {block} must have one entry per axis")
     if len({r.tensor_id for r in requests}) > 1:
         raise ValueError("stream_statistics computes the statistics of one tensor: group the requests by tensor_id")
+    tensor = requests[0].tensor_id if requests else ""
     dtype = np.dtype(data.dtype)
     reductions: dict[tuple[int, ...], Reduction] = {}
     for r in requests:
@@ -272,10 +274,39 @@ def stream_statistics(
             for reduction in active:
                 reduction.read(x, where)
             if progress is not None:
-                progress(done, len(blocks), f"statistics, pass {level}")
+                progress(done, len(blocks), f"statistics of {tensor}, pass {level}")
         for reduction in active:
             reduction.settle()
     out: dict[str, np.ndarray] = {}
     for reduction in reductions.values():
         out.update({k: _frozen(v) for k, v in reduction.results().items()})
+    return out
+
+
+def stream_sample_statistics(
+    sample: Mapping[str, tuple[Any, Sequence[str]]],
+    requests: Iterable[StatRequest],
+    *,
+    blocks: Mapping[str, tuple[int, ...]],
+    progress: ProgressCallback | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`stream_statistics` for requests of several tensors (those of
+    ``ops.statistics_needed`` for every tensor of a model, reference tensors included).
+
+    ``sample`` maps each tensor id the requests name to ``(array-like, axes)``, ``blocks`` to
+    its block shape. Each tensor is streamed once, in the order the requests first name them.
+    """
+    by_tensor: dict[str, list[StatRequest]] = {}
+    for r in requests:
+        by_tensor.setdefault(r.tensor_id, []).append(r)
+    missing = sorted(set(by_tensor) - set(sample))
+    if missing:
+        raise ProcessingError(
+            f"statistics of the tensor(s) {missing} are needed but only {sorted(sample)} were given; "
+            "pass every tensor the ops name (reference tensors included)"
+        )
+    out: dict[str, np.ndarray] = {}
+    for tid, mine in by_tensor.items():
+        data, axes = sample[tid]
+        out.update(stream_statistics(data, axes, mine, block=blocks[tid], progress=progress))
     return out

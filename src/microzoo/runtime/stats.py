@@ -41,6 +41,7 @@ import numpy as np
 
 from microzoo.errors import ProcessingError
 from microzoo.progress import ProgressCallback
+from microzoo.runtime._radix_select import Reduction
 
 __all__ = [
     "StatRequest",
@@ -247,8 +248,6 @@ def stream_statistics(
     dict
         ``request.key`` -> float64 array, size 1 on the reduced axes.
     """
-    from microzoo.runtime._radix_select import Reduction
-
     axes, shape = tuple(str(a) for a in axes), tuple(int(n) for n in data.shape)
     requests = list(dict.fromkeys(requests))
     if len(axes) != len(shape) or len(block) != len(shape) or any(int(b) < 1 for b in block):

@@ -204,3 +204,28 @@ def test_a_tif_target_is_written_from_the_streamed_result(two_d: Model, tmp_path
     assert tif.axes == zarr_.axes == "zyx"
     np.testing.assert_array_equal(tif.data, zarr_.data)
     assert not (tmp_path / ".b.tif.job").exists()
+
+
+@pytest.mark.parametrize(
+    ("axes", "shape", "model_axes", "channels", "channel"),
+    [
+        ("yx", (37, 41), ("batch", "channel", "y", "x"), 1, None),
+        ("tzyx", (3, 4, 20, 30), ("batch", "channel", "y", "x"), 1, None),
+        ("yxc", (25, 31, 3), ("batch", "channel", "y", "x"), 1, None),  # RGB to grey
+        ("cyx", (4, 25, 31), ("batch", "channel", "y", "x"), 2, [3, 1]),
+        ("czyx", (2, 6, 20, 22), ("batch", "channel", "z", "y", "x"), 2, None),
+        ("tyx", (1, 20, 22), ("channel", "y", "x"), 1, None),  # a singleton t the model lacks
+    ],
+)
+def test_model_view_reads_regions_as_map_to_model_maps_the_whole(axes, shape, model_axes, channels, channel) -> None:
+    from microzoo.io.axes import map_to_model, select_channels
+    from microzoo.runtime.stream_view import ModelView
+
+    image = np.random.default_rng(9).integers(0, 255, shape).astype(np.uint8)
+    view = ModelView(image, axes, model_axes, channels=channels, channel=channel)
+    whole = select_channels(image, axes, channel)[0] if channel is not None else image
+    expected, _ = map_to_model(whole, axes, model_axes, channels=channels)
+    assert view.shape == expected.shape and view.dtype == expected.dtype
+    region = tuple(slice(n // 3, n - n // 4) if a not in ("channel",) else slice(0, n) for a, n in
+                   zip(model_axes, expected.shape, strict=True))  # fmt: skip
+    np.testing.assert_array_equal(view[region], expected[region])

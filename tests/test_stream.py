@@ -224,8 +224,10 @@ def test_model_view_reads_regions_as_map_to_model_maps_the_whole(axes, shape, mo
     image = np.random.default_rng(9).integers(0, 255, shape).astype(np.uint8)
     view = ModelView(image, axes, model_axes, channels=channels, channel=channel)
     whole = select_channels(image, axes, channel)[0] if channel is not None else image
-    expected, _ = map_to_model(whole, axes, model_axes, channels=channels)
+    expected, mapping = map_to_model(whole, axes, model_axes, channels=channels)
     assert view.shape == expected.shape and view.dtype == expected.dtype
+    chosen = (select_channels(image, axes, channel)[1],) if channel is not None else ()
+    assert view.notices == chosen + mapping.notices  # the notices of the in-memory path
     region = tuple(slice(n // 3, n - n // 4) if a not in ("channel",) else slice(0, n) for a, n in
                    zip(model_axes, expected.shape, strict=True))  # fmt: skip
     np.testing.assert_array_equal(view[region], expected[region])

@@ -300,7 +300,11 @@ class StreamJob:
         return sum(json.loads(p.read_text()).get("nan_pixels", 0) for p in (self.folder / "done").glob("batch-*.json"))
 
     def notices(self) -> tuple[str, ...]:
-        """What the user should know (non-finite input pixels), as the in-memory path says it."""
+        """What the user should know, as the in-memory path says it: channels chosen, RGB
+        turned grey, non-finite input pixels."""
+        return self.view.notices + self._non_finite_notices()
+
+    def _non_finite_notices(self) -> tuple[str, ...]:
         from microzoo.runtime.stats import StatRequest, load_statistics
 
         statistics = load_statistics(self.folder / STATISTICS)

@@ -37,7 +37,7 @@ from microzoo.runtime.ops import Pipeline
 from microzoo.runtime.stream_view import ModelView, OutputLayout
 from microzoo.runtime.tiling import Tile, TilePlan, extract_tile
 
-__all__ = ["JOB_FORMAT", "STATISTICS", "BatchInput", "StreamJob", "job_folder"]
+__all__ = ["JOB_FORMAT", "STATISTICS", "BatchInput", "StreamJob", "job_folder", "load_record"]
 
 JOB_FORMAT = 1
 STATISTICS = "statistics.npz"
@@ -103,19 +103,7 @@ class StreamJob:
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> StreamJob:
         """The job in ``folder`` (its ``job.json``); OutputError if there is none."""
-        folder = Path(folder)
-        try:
-            record = json.loads((folder / "job.json").read_text())
-        except (OSError, ValueError) as error:
-            raise OutputError(
-                f"{folder} holds no readable job (job.json: {error}); remove the folder or pass --overwrite"
-            ) from error
-        if record.get("format") != JOB_FORMAT:
-            raise OutputError(
-                f"{folder} holds a job of another microzoo version (format {record.get('format')}); "
-                "pass --overwrite to start again"
-            )
-        return cls(folder, record)
+        return cls(Path(folder), load_record(Path(folder)))
 
     @property
     def view(self) -> ModelView:
@@ -323,6 +311,23 @@ class StreamJob:
         if marked:
             return (text + f"; the {marked} output pixel(s) there are NaN",)
         return (text + "; the outputs cannot show them (not float images laid out like the input)",)
+
+
+def load_record(folder: Path) -> dict[str, Any]:
+    """The ``job.json`` of the job in ``folder``; OutputError when it is unreadable or of
+    another format."""
+    try:
+        record = json.loads((folder / "job.json").read_text())
+    except (OSError, ValueError) as error:
+        raise OutputError(
+            f"{folder} holds no readable job (job.json: {error}); remove the folder or pass --overwrite"
+        ) from error
+    if not isinstance(record, dict) or record.get("format") != JOB_FORMAT:
+        raise OutputError(
+            f"{folder} holds a job of another microzoo version (format "
+            f"{record.get('format') if isinstance(record, dict) else '?'}); pass --overwrite to start again"
+        )
+    return record
 
 
 def _whole(where: Sequence[slice], shape: Mapping[str, int], axes: Sequence[str]) -> tuple[slice, ...]:

@@ -10,7 +10,7 @@ axis; batch index ``b`` is the C-order position over the folded axes::
         model shape (12, 1, H, W);  batch 5 = t 1, z 1
 
 :class:`OutputLayout` is the inverse for one output tensor (:func:`map_from_model` on each
-block): the axes of the written image in OME-NGFF order (``t c z y x``), its shape, and for a
+block): the axes of the written image in OME-NGFF order (``t b i c z y x``), its shape, and for a
 tile's kept block its region there.
 """
 
@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from microzoo.errors import OutputError
 from microzoo.io.axes import (
     AxesMapping,
     ids_to_letters,
@@ -31,11 +30,9 @@ from microzoo.io.axes import (
     map_to_model,
     select_channels,
 )
+from microzoo.io.ome_zarr import NGFF_ORDER
 
-__all__ = ["NGFF_ORDER", "ModelView", "OutputLayout"]
-
-#: axes order of OME-NGFF images
-NGFF_ORDER = "tczyx"
+__all__ = ["ModelView", "OutputLayout"]
 
 
 class ModelView:
@@ -162,12 +159,6 @@ class OutputLayout:
         one = dataclasses.replace(view.mapping, folded_shape=(1,) * len(view.folded))
         proxy = np.zeros(tuple(1 if a == "batch" else min(whole[a], 2) for a in model_axes), np.float32)
         _, axes = map_from_model(proxy, model_axes, one)
-        bad = [a for a in axes if a not in NGFF_ORDER]
-        if bad:
-            raise OutputError(
-                f"output {tensor_id!r} has axes {axes!r}; a streamed OME-Zarr holds t, c, z, y and x only: "
-                "predict in memory (-o out.tif) or give the image's axes with --axes"
-            )
         order = "".join(a for a in NGFF_ORDER if a in axes)
         letters = dict(zip(ids_to_letters(model_axes), model_axes, strict=True))
         folded = dict(zip(view.folded, view.folded_shape, strict=True))

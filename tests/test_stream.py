@@ -231,3 +231,31 @@ def test_model_view_reads_regions_as_map_to_model_maps_the_whole(axes, shape, mo
     region = tuple(slice(n // 3, n - n // 4) if a not in ("channel",) else slice(0, n) for a, n in
                    zip(model_axes, expected.shape, strict=True))  # fmt: skip
     np.testing.assert_array_equal(view[region], expected[region])
+
+
+def test_percentile_normalisation_of_a_two_channel_z_stack(tmp_path: Path) -> None:
+    """scale_range by percentiles per sample and channel: the statistics pass gives in-memory's numbers."""
+    from _packages import build_ops_stats
+
+    model = Model.open(build_ops_stats(tmp_path / "ops"), threads=1)
+    stack = np.random.default_rng(10).gamma(2.0, 300.0, (3, 2, 80, 70)).astype(np.uint16)  # zcyx
+    np.save(tmp_path / "stack.npy", stack)
+    result = predict_stream(model, tmp_path / "stack.npy", tmp_path / "out.ome.zarr", axes="zcyx", tile=48)
+    written = read_image(tmp_path / "out.ome.zarr")
+    expected = model.predict_image(stack, axes="zcyx", tile=48)
+    assert written.axes == "czyx" and result.n_tiles == 3 * 3 * 3  # 3 planes of 3 x 3 tiles
+    out_axes = expected.axes[model.output_ids[0]]
+    reordered = np.transpose(expected.outputs.only, [out_axes.index(a) for a in written.axes])
+    assert_within_spec_tolerance(np.asarray(written.data), reordered)
+
+
+def test_postprocessing_with_statistics_of_the_output_is_refused(tmp_path: Path) -> None:
+    from _packages import build_ops_scale_mean_variance
+
+    from microzoo.errors import ProcessingError
+
+    model = Model.open(build_ops_scale_mean_variance(tmp_path / "ops"))
+    np.save(tmp_path / "image.npy", np.zeros((2, 64, 64), np.float32))
+    with pytest.raises(ProcessingError, match="predict this image in memory"):
+        predict_stream(model, tmp_path / "image.npy", tmp_path / "out.ome.zarr", axes="cyx")
+    assert not (tmp_path / "out.ome.zarr").exists() and not (tmp_path / ".out.ome.zarr.job").exists()

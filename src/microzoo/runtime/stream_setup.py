@@ -85,7 +85,7 @@ def statistics_pass(
     """
     from microzoo.runtime.non_finite import fill_request
     from microzoo.runtime.ops import statistics_needed
-    from microzoo.runtime.stats import StatRequest, save_statistics, stream_statistics
+    from microzoo.runtime.stats import StatRequest, save_statistics, stream_sample_statistics
 
     tid, axes = str(descr.inputs[0].id), view.model_axes
     requests = statistics_needed(descr.inputs[0].preprocessing, axes, tensor_id=tid)
@@ -101,8 +101,8 @@ def statistics_pass(
         requests += needed
     if view.dtype.kind in "fc":
         requests += [fill_request(axes, tid), StatRequest(tid, "nan_count"), StatRequest(tid, "inf_count")]
-    statistics = stream_statistics(
-        view, axes, list(dict.fromkeys(requests)), block=statistics_block(view), progress=progress
+    statistics = stream_sample_statistics(
+        {tid: (view, axes)}, list(dict.fromkeys(requests)), blocks={tid: statistics_block(view)}, progress=progress
     )
     save_statistics(folder / STATISTICS, statistics)
     return statistics

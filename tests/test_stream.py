@@ -259,3 +259,25 @@ def test_postprocessing_with_statistics_of_the_output_is_refused(tmp_path: Path)
     with pytest.raises(ProcessingError, match="predict this image in memory"):
         predict_stream(model, tmp_path / "image.npy", tmp_path / "out.ome.zarr", axes="cyx")
     assert not (tmp_path / "out.ome.zarr").exists() and not (tmp_path / ".out.ome.zarr.job").exists()
+
+
+def test_the_trust_note_of_a_streamed_image_says_it_looked_at_an_overview(
+    example_model: Path, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A W2S image (unlike the fluorescence training data) streamed: flagged, on an overview."""
+    import shutil
+
+    from _trust import fingerprinted_copy
+
+    import microzoo.runtime.stream_files as stream_files
+    from microzoo.trust.note import predict_files_with_note
+
+    package = fingerprinted_copy(example_model, shared_data, tmp_path / "model", n_images=20)
+    shutil.copy(shared_data / "w2s" / "test" / "noisy" / "081.tif", tmp_path / "w2s_081.tif")
+    monkeypatch.setattr(stream_files, "OVERVIEW_SIZE", 256)  # a 512 x 512 image seen at every 2nd pixel
+    run = predict_files_with_note(Model.open(package, threads=1), [tmp_path / "w2s_081.tif"], tmp_path / "out.ome.zarr")
+    assert run.results[0].overview == 2 and (tmp_path / "out.ome.zarr").is_dir()
+    assert run.trust.warning and [r.name for r in run.trust.unlike] == ["w2s_081.tif"]
+    assert run.trust.details[-1] == (
+        "w2s_081.tif: compared on an overview of every 2nd pixel of y and x (it was streamed)"
+    )

@@ -29,6 +29,7 @@ class FileResult:
     prediction: Prediction
     seconds: float
     inspected: Any = None
+    overview: int = 1  # on_image saw every k-th pixel of y and x (a streamed image), else 1
 
 
 def output_paths(model: Model, inputs: Sequence[Path], out: Path, *, suffix: str = ".tif") -> list[dict[str, Path]]:

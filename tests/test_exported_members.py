@@ -60,8 +60,8 @@ def test_runtime_api() -> None:
         "available_formats", "bind_ops",
         "check_outputs", "choose_format", "compare_outputs", "convert_package", "describe_op", "extract_tile",
         "geometry_from_descr", "instances_from_output", "load_engine", "memory_budget", "output_paths", "parse_bytes",
-        "plan_tiles", "predict_files", "predict_stream", "prepare_stream", "summarize", "test_package",
-        "thread_count",
+        "plan_tiles", "predict_files", "predict_stream", "prepare_stream", "run_on_dask", "summarize",
+        "test_package", "thread_count",
     ])  # fmt: skip
 
 

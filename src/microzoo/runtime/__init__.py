@@ -6,7 +6,8 @@
   :func:`convert_package` adds TorchScript and ONNX weights to it.
 - :func:`bind_ops`, :func:`plan_tiles`: the processing ops and the tile plan.
 - :func:`predict_stream` (:func:`prepare_stream`, :class:`StreamJob`): images larger than
-  memory, tile by tile into OME-Zarr, resumable.
+  memory, tile by tile into OME-Zarr, resumable; :func:`run_on_dask` runs a streamed job's
+  batches on a Dask cluster (``predict_files(..., workers=N | scheduler=ADDRESS)`` for files).
 - :func:`memory_budget`, :func:`thread_count`: how much of the machine microzoo takes.
 
 Every name is imported on first use (PEP 562), so importing this package stays cheap.
@@ -21,6 +22,7 @@ from microzoo._lazy import lazy_exports
 if TYPE_CHECKING:  # pragma: no cover
     from microzoo.runtime.batch import FileResult, check_outputs, output_paths, predict_files
     from microzoo.runtime.convert import convert_package
+    from microzoo.runtime.distributed import run_on_dask
     from microzoo.runtime.engines import Engine, available_formats, choose_format, load_engine
     from microzoo.runtime.geometry import ModelGeometry, geometry_from_descr
     from microzoo.runtime.instances import InstanceSettings, instances_from_output
@@ -70,6 +72,7 @@ _WHERE = {
     "predict_stream": "stream",
     "prepare_stream": "stream",
     "StreamJob": "stream_job",
+    "run_on_dask": "distributed",
 }
 
 __all__ = [
@@ -105,6 +108,7 @@ __all__ = [
     "predict_files",
     "predict_stream",
     "prepare_stream",
+    "run_on_dask",
     "summarize",
     "test_package",
     "thread_count",

@@ -216,6 +216,7 @@ def predict_files(
             tile=tile,
             memory_budget=memory_budget,
             channel=channel,
+            level=level,
             suffix=suffix,
             overwrite=overwrite,
             progress=progress,

@@ -75,6 +75,15 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any], where: str = "")
     return found
 
 
+def recorded_threads(folder: Path) -> int | None:
+    """The threads per forward of the job recorded in ``folder`` (None: no readable record)."""
+    try:
+        threads = json.loads((folder / RECORD_NAME).read_text())["model"]["threads"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
+
+
 def start_or_resume(
     folder: Path, record: Mapping[str, Any], plans: Sequence[Mapping[str, Path]], *, overwrite: bool = False
 ) -> list[int] | None:

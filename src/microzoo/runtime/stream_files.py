@@ -114,8 +114,11 @@ def stream_file(
         "threads": model.threads, "overwrite": overwrite,
     }  # fmt: skip
     if workers is not None or scheduler is not None:
-        from microzoo.runtime.distributed import run_on_dask  # type: ignore[attr-defined]
+        from microzoo.runtime.distributed import run_on_dask
+        from microzoo.runtime.stream_job import job_folder
 
+        if model.threads is None and not job_folder(next(iter(plan.values()))).exists():
+            options["threads"] = 1  # a new Dask job: one thread per forward, N workers use N cores
         job = prepare_stream(model, path, dict(plan), progress=progress, **options)
         n_tiles = job.plan.n_tiles
         run_on_dask(job, workers=workers, scheduler=scheduler, progress=progress)

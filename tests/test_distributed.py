@@ -1,0 +1,151 @@
+"""A streamed image on a Dask cluster (loopback only) gives the local run's bytes, and a dead worker loses no tile.
+
+Both sides run each forward on one thread: torch's CPU results change in the last bit with the
+thread count and are identical for the same count.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distributed import Client
+
+from microzoo.errors import ClusterError
+from microzoo.io.ome_zarr import OmeZarrWriter
+from microzoo.runtime import distributed
+from microzoo.runtime.batch import predict_files
+from microzoo.runtime.predict import Model
+from microzoo.runtime.stream import predict_stream, prepare_stream
+
+SIZE = 1024
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Client]:
+    with distributed.dask_client(workers=2) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def model(example_model: Path) -> Model:
+    return Model.open(example_model, threads=1)
+
+
+@pytest.fixture(scope="module")
+def source(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1024x1024 uint16 OME-Zarr (256-chunks) tiled from DSB2018 test images."""
+    import imageio.v3 as iio
+
+    planes = []
+    for path in sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png")):
+        image = iio.imread(path)
+        image = image[..., 0] if image.ndim == 3 else image
+        if min(image.shape) >= 256:
+            planes.append(image[:256, :256])
+    n = SIZE // 256
+    mosaic = np.block([[planes[(i * n + j) % len(planes)] for j in range(n)] for i in range(n)]).astype(np.uint16)
+    writer = OmeZarrWriter.create(
+        tmp_path_factory.mktemp("source") / "in.ome.zarr", shape=mosaic.shape, dtype=mosaic.dtype, axes="yx",
+        chunks=(256, 256), pixel_size={"y": 0.5, "x": 0.5}, unit="micrometer",
+    )  # fmt: skip
+    writer.write((slice(None), slice(None)), mosaic * 257)
+    return writer.path
+
+
+@pytest.fixture(scope="module")
+def local(model: Model, source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The image streamed in this process (the reference)."""
+    target = tmp_path_factory.mktemp("local") / "out.ome.zarr"
+    result = predict_stream(model, source, target, threads=1)
+    assert result.n_batches > 2
+    return target
+
+
+def _same_bytes(a: Path, b: Path) -> None:
+    """Every file of two OME-Zarr stores (chunks, metadata, pyramid) has the same bytes."""
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert any(f.parts[0] == "0" and not f.name.startswith(".") for f in files)  # chunks of level 0
+    for name in files:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_an_image_streamed_on_two_workers_has_the_bytes_of_the_local_run(
+    cluster: Client, model: Model, source: Path, local: Path, tmp_path: Path
+) -> None:
+    calls: list[tuple[int, int, str]] = []
+    target = tmp_path / "out.ome.zarr"
+    (result,) = predict_files(
+        model, [source], target, scheduler=cluster.scheduler.address, progress=lambda *c: calls.append(c)
+    )
+    _same_bytes(local, target)
+    assert not (tmp_path / ".out.ome.zarr.job").exists()  # finished: the job folder is gone
+    tiles = [c for c in calls if c[2].startswith("tile ")]  # as the tasks complete
+    n = result.prediction.n_tiles
+    assert [c[0] for c in tiles] == list(range(n + 1)) and tiles[-1][1] == n and "MP/s" in tiles[-1][2]
+
+
+def test_a_killed_worker_loses_no_tile_and_each_worker_opens_the_model_once(
+    cluster: Client, model: Model, source: Path, local: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "out.ome.zarr"
+    job = prepare_stream(model, source, target, threads=1)
+    pids = cluster.run(os.getpid)
+    killed: list[tuple[str, tuple[str, ...]]] = []
+
+    def kill_a_busy_worker(done: int, total: int, description: str) -> None:
+        if done >= 1 and not killed:
+            busy = {w: tasks for w, tasks in cluster.processing().items() if tasks}
+            if busy:
+                worker, tasks = next(iter(busy.items()))
+                os.kill(pids[worker], signal.SIGKILL)
+                killed.append((worker, tuple(tasks)))
+
+    ran = distributed.run_on_dask(job, scheduler=cluster.scheduler.address, progress=kill_a_busy_worker)
+    assert ran == job.n_batches and killed and killed[0][1]  # a worker died while it ran a batch
+    assert job.pending_batches() == []  # its batch ran again on another worker
+    job.finish()
+    _same_bytes(local, target)
+    cluster.wait_for_workers(2, timeout=30)  # the nanny replaced the dead worker
+    loads = cluster.run(distributed.model_loads)
+    assert all(count == 1 for per_worker in loads.values() for count in per_worker.values())
+
+
+def test_a_resumed_job_on_dask_runs_only_the_pending_batches(
+    cluster: Client, model: Model, source: Path, local: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "out.ome.zarr"
+    job = prepare_stream(model, source, target, threads=1)
+    for index in (0, 2):  # as if a killed run had finished these
+        job.run_batch(model, index)
+    assert distributed.run_on_dask(job, scheduler=cluster.scheduler.address) == job.n_batches - 2
+    assert distributed.run_on_dask(job, scheduler=cluster.scheduler.address) == 0
+    job.finish()
+    _same_bytes(local, target)
+
+
+def test_a_task_whose_workers_keep_dying_is_a_cluster_error_naming_it() -> None:
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), distributed.dask_client(workers=1) as client:
+        future = client.submit(os._exit, 1, pure=False)
+        with pytest.raises(ClusterError, match=r"^batch 7 of the job in JOB: the Dask workers running it died"):
+            list(distributed._as_completed(client, {future: 7}, lambda i: f"batch {i} of the job in JOB"))
+
+
+def test_a_worker_that_cannot_see_the_input_says_so(
+    cluster: Client, model: Model, source: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    copy = shutil.copytree(source, tmp_path / "in.ome.zarr")
+    job = prepare_stream(model, copy, tmp_path / "out.ome.zarr", threads=1)
+    assert job.pending_batches()  # the client has read what it needs
+    copy.rename(tmp_path / "elsewhere.ome.zarr")  # as if the workers mounted another filesystem
+    with pytest.raises(ClusterError, match=rf"the Dask worker on .* cannot see {copy}: every worker must see"):
+        distributed.run_on_dask(job, scheduler=cluster.scheduler.address)

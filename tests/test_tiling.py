@@ -185,17 +185,35 @@ SCALES = st.sampled_from([(1.0, 1), (2.0, 1), (0.5, 2)])
     offset=st.sampled_from([0, 0, -2, 2]),
     batch=st.integers(1, 2),
     budget=st.sampled_from([None, 10**6, 10**8]),
+    last_keeps_inner=st.booleans(),
 )
-def test_plans_cover_outputs_exactly_once(sizes, min_, step, halo, scale, offset, batch, budget) -> None:
+def test_plans_cover_outputs_exactly_once(
+    sizes, min_, step, halo, scale, offset, batch, budget, last_keeps_inner
+) -> None:
     out_scale, multiple = scale
     geometry = _model(ParameterizedSize(min_, step), halo=halo * multiple, scale=out_scale, offset=offset)
     try:
-        plan = plan_tiles(geometry, _shape(*sizes, batch=batch), memory_budget=budget)
+        plan = plan_tiles(
+            geometry, _shape(*sizes, batch=batch), memory_budget=budget, last_keeps_inner=last_keeps_inner
+        )
     except TilingError as e:  # only for an output that would be empty or an impossible budget
         assert "too small" in str(e) or "memory_budget" in str(e), e
         return
     assert plan.n_tiles % batch == 0
     _check_plan(plan, beyond=max(0, offset) * 2)
+    if not last_keeps_inner:
+        _check_chunks(plan)
+
+
+def _check_chunks(plan: TilePlan) -> None:
+    """Every tile writes whole chunks of ``output_chunks`` (the array's end may cut the last)."""
+    for out in plan.geometry.outputs:
+        chunks = [plan.output_chunks[out.id][a] for a in out.axis_ids]
+        whole = [plan.output_shapes[out.id][a] for a in out.axis_ids]
+        for tile in plan.tiles:
+            _, where = tile.outputs[out.id]
+            for sl, c, n in zip(where, chunks, whole, strict=True):
+                assert c >= 1 and sl.start % c == 0 and (sl.stop % c == 0 or sl.stop == n), (sl, c, n)
 
 
 @settings(max_examples=40, deadline=None)
@@ -264,13 +282,21 @@ def _stitch(plan: TilePlan, image: np.ndarray, model, *, pad_mode: str = "reflec
     step=st.sampled_from([4, 8, 16]),
     scale=st.sampled_from([1.0, 2.0, 0.5]),
     seed=st.integers(0, 99),
+    last_keeps_inner=st.booleans(),
 )
-def test_stitched_filter_equals_whole_image_filter(h, w, radius, extra, step, scale, seed) -> None:
+def test_stitched_filter_equals_whole_image_filter(h, w, radius, extra, step, scale, seed, last_keeps_inner) -> None:
     halo_in = radius + extra + (radius + extra) % 2  # even, so it is whole at scale 2 and 0.5
     halo_out = int(halo_in / scale)
     geometry = _model(ParameterizedSize(2 * halo_in + 8, step), halo=halo_out, scale=scale)
     image = np.random.default_rng(seed).integers(0, 255, (2, 1, h, w)).astype(np.float64)
-    plan = plan_tiles(geometry, {"raw": {"batch": 2, "channel": 1, "y": h, "x": w}}, tile={"y": 40, "x": 40})
+    plan = plan_tiles(
+        geometry,
+        {"raw": {"batch": 2, "channel": 1, "y": h, "x": w}},
+        tile={"y": 40, "x": 40},
+        last_keeps_inner=last_keeps_inner,
+    )
+    if not last_keeps_inner:
+        _check_chunks(plan)
     model = _filter_model(radius, out_scale=scale)
     whole = model(image)[:, :, : plan.output_shapes["out"]["y"], : plan.output_shapes["out"]["x"]]
     np.testing.assert_array_equal(_stitch(plan, image, model), whole)

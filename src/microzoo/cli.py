@@ -217,19 +217,34 @@ def convert(
 def predict(
     model: str = typer.Argument(..., help="Package folder, .zip, bioimageio.yaml, URL or zoo:NAME[/VERSION]."),
     inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder (or one file for one input)."),
+    out: Path = typer.Option(
+        ..., "-o", "--out", help="Output folder, or one file for one input (out.ome.zarr streams, resumably)."
+    ),
     weights: str | None = typer.Option(None, "--weights", help="torchscript, onnx or pytorch_state_dict."),
     tile: str | None = typer.Option(
         None, "--tile", help="Tile size: 256, or y=256,x=512. Default: fit the memory budget."
     ),
     axes: str | None = typer.Option(None, "--axes", help="Axes of the input images, e.g. yx, zyx, cyx, yxc."),
     memory_budget: str | None = typer.Option(None, "--memory-budget", help="Memory one forward may use, e.g. 2GB."),
-    output_format: str = typer.Option(".tif", "--format", help="Output file type: .tif, .zarr, .npy or .png."),
+    output_format: str = typer.Option(
+        ".tif", "--format", help="Output file type: .tif, .ome.zarr (streamed), .zarr, .npy or .png."
+    ),
     channel: str | None = typer.Option(None, "--channel", help="Image channel(s) to use, from 0: 0, or 0,2."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that exist already."),
     zoo: str | None = typer.Option(None, "--zoo", help="The zoo a zoo:NAME[/VERSION] model comes from."),
+    level: int = typer.Option(0, "--level", min=0, help="Resolution level of a multiscale input (0: full)."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="CPU threads per forward (default: all; a resumed job keeps its own)."
+    ),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Run on a local Dask cluster of N workers."),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Run on an existing Dask cluster, e.g. tcp://host:8786."
+    ),
 ) -> None:
-    """Run a model on images: files, folders and globs, tiled to fit memory, one progress bar."""
+    """Run a model on images: files, folders and globs, tiled to fit memory, one progress bar.
+
+    Images too large for memory, and every .ome.zarr output, stream tile by tile; an
+    interrupted run continues when the same command runs again."""
     from microzoo.io.read import find_images
     from microzoo.runtime.predict import Model
     from microzoo.runtime.resources import parse_bytes
@@ -239,7 +254,7 @@ def predict(
     tiles, channels = _parse_tile(tile), _parse_channels(channel)
     budget = parse_bytes(memory_budget) if memory_budget is not None else None
     paths = find_images(inputs)
-    loaded = Model.open(model, weights=weights)
+    loaded = Model.open(model, weights=weights, threads=threads)
     suffix = output_format if output_format.startswith(".") else f".{output_format}"
     with _progress_bar("predicting") as progress:
         run = predict_files_with_note(
@@ -252,6 +267,9 @@ def predict(
             channel=channels,
             suffix=suffix,
             overwrite=overwrite,
+            level=level,
+            workers=workers,
+            scheduler=scheduler,
             progress=progress,
         )
     console = _console()

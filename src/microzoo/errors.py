@@ -18,6 +18,7 @@ The tree::
     ├── OutputError             an output cannot be written (would overwrite an input, ...)
     ├── ConfigError             a configuration file or option is invalid
     ├── DataError               a data set (folder of images, labels) is unusable
+    ├── ClusterError            a Dask cluster cannot be reached, or its workers died on a task
     └── ZooError                a model repository refused a request (``status``: the HTTP status)
         ├── ZooNotFound         no such model, version, file or job (404)
         ├── ZooAuthError        no token, an unknown or revoked token, or a role too low (401/403)
@@ -78,6 +79,10 @@ class ConfigError(MicrozooError):
 
 class DataError(MicrozooError):
     """A data set (images, labels, pairs) cannot be used as given."""
+
+
+class ClusterError(MicrozooError):
+    """A Dask scheduler cannot be reached, or the workers running a task kept dying."""
 
 
 class ZooError(MicrozooError):

@@ -2,6 +2,9 @@
 
 - :func:`read_image` / :func:`read_array` / :func:`image_shape`, :func:`write_image`,
   :func:`atomic_output` (complete files or none).
+- Larger than memory: ``read_image(..., lazy=True, level=)`` (region reads; :class:`LazyArray`),
+  :func:`image_identity` (what identifies an input for a resumable job), :class:`OmeZarrWriter`
+  (OME-Zarr written chunk by chunk, with labels and a pyramid).
 - :func:`find_images` (files, folders, patterns), :func:`list_images`, :func:`image_stem`,
   :func:`pair_by_stem`.
 - :func:`map_to_model` / :func:`map_from_model`, :func:`select_channels`, :func:`to_grayscale`.
@@ -27,7 +30,18 @@ if TYPE_CHECKING:  # pragma: no cover
         to_grayscale,
     )
     from microzoo.io.files import image_stem, list_images, pair_by_stem
-    from microzoo.io.read import IMAGE_SUFFIXES, Image, find_images, image_format, image_shape, read_array, read_image
+    from microzoo.io.ome_zarr import OmeZarrWriter
+    from microzoo.io.read import (
+        IMAGE_SUFFIXES,
+        Image,
+        find_images,
+        image_format,
+        image_identity,
+        image_shape,
+        read_array,
+        read_image,
+    )
+    from microzoo.io.read_tiff import LazyArray
     from microzoo.io.write import write_image
 
 _WHERE = {
@@ -35,7 +49,10 @@ _WHERE = {
     "Image": "read",
     "find_images": "read",
     "image_format": "read",
+    "image_identity": "read",
     "image_shape": "read",
+    "LazyArray": "read_tiff",
+    "OmeZarrWriter": "ome_zarr",
     "read_array": "read",
     "read_image": "read",
     "write_image": "write",
@@ -56,10 +73,13 @@ __all__ = [
     "AxesMapping",
     "IMAGE_SUFFIXES",
     "Image",
+    "LazyArray",
+    "OmeZarrWriter",
     "atomic_output",
     "check_axes",
     "find_images",
     "image_format",
+    "image_identity",
     "image_shape",
     "image_stem",
     "list_images",

@@ -3,7 +3,13 @@
 Axes are taken from metadata (OME, ImageJ, OME-NGFF) or inferred only where that is
 unambiguous (2-D -> ``"yx"``, an RGB(A) PNG/JPEG -> ``"yxc"``); anything else raises an
 :class:`~microzoo.errors.AxesError` that names the plausible choices, and the caller passes
-``axes``. OME-Zarr is read lazily (a ``zarr.Array``); NPY is memory-mapped.
+``axes``.
+
+What is read lazily (only the region asked for is read from disk): Zarr v2/v3 arrays and
+OME-Zarr (NGFF 0.4, and 0.5 under ``attrs["ome"]``) always (a ``zarr.Array``); NPY always
+(memory-mapped); TIFF/OME-TIFF/BigTIFF with ``lazy=True`` (by tile or strip, see
+:mod:`microzoo.io.read_tiff`). PNG and JPEG are read whole. ``level`` picks a resolution level
+of a pyramid (OME-Zarr multiscales, OME-TIFF sub-resolutions) with that level's pixel size.
 """
 
 from __future__ import annotations
@@ -23,11 +29,14 @@ from microzoo.io.axes import check_axes
 if TYPE_CHECKING:  # pragma: no cover
     import zarr
 
+    from microzoo.io.read_tiff import LazyArray
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "Image",
     "find_images",
     "image_format",
+    "image_identity",
     "image_shape",
     "normalize_unit",
     "read_array",
@@ -52,11 +61,11 @@ _UNITS = {
 }  # fmt: skip
 _TIME_TO_SECONDS = {"s": 1.0, "second": 1.0, "sec": 1.0, "ms": 1e-3, "millisecond": 1e-3,
                     "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}  # fmt: skip
-# tifffile's axes codes; S (samples) is a channel axis, others (I, Q, ...) are unknown
-_TIFF_LETTERS = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
 _NGFF_LETTERS = {"t": "t", "time": "t", "c": "c", "channel": "c", "z": "z", "y": "y", "x": "x"}
 OME_AXES_TAG = "microzoo axes="  # the OME Description write_image stores
 _AXES_HINT = "letters: b batch, i index, c channel, t time, z y x space"
+# what each reader returns: (data, axes or None, pixel_size or None, unit or None, levels)
+Read = tuple[Any, str | None, dict[str, float] | None, str | None, tuple[tuple[int, ...], ...]]
 
 
 @dataclass(frozen=True)
@@ -66,8 +75,9 @@ class Image:
     Attributes
     ----------
     data
-        ``np.ndarray``, or a lazy array (``zarr.Array``) with ``shape``, ``dtype`` and
-        ``__getitem__``.
+        ``np.ndarray`` (a ``np.memmap`` for NPY), or a lazy array (``zarr.Array``,
+        :class:`~microzoo.io.read_tiff.LazyArray`) with ``shape``, ``dtype``, ``ndim`` and
+        ``__getitem__`` that reads only the region asked for.
     axes
         One letter per dimension from ``b i c t z y x``, e.g. ``"yx"``, ``"yxc"``, ``"tczyx"``.
     pixel_size
@@ -77,13 +87,25 @@ class Image:
         Spatial unit, e.g. ``"micrometer"``.
     path
         The file it was read from.
+    levels
+        The shape of each resolution level in the file (one entry for an image that is not a
+        pyramid), in the file's axes order; ``data`` is the level that was asked for.
+    chunks
+        The shape of the blocks the data is stored in (Zarr chunks, TIFF tiles or strips), or
+        None (NumPy data, a memory map).
     """
 
-    data: np.ndarray | zarr.Array
+    data: np.ndarray | zarr.Array | LazyArray
     axes: str
     pixel_size: Mapping[str, float] | None = None
     unit: str | None = None
     path: Path | None = None
+    levels: tuple[tuple[int, ...], ...] = ()
+    chunks: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.levels:
+            object.__setattr__(self, "levels", (tuple(int(n) for n in self.data.shape),))
 
 
 def image_format(path: str | os.PathLike[str]) -> str | None:
@@ -102,24 +124,86 @@ def normalize_unit(unit: str | None) -> str | None:
     return _UNITS.get(str(unit).strip().lower())
 
 
-def read_image(path: str | os.PathLike[str], *, axes: str | None = None) -> Image:
+def read_image(path: str | os.PathLike[str], *, axes: str | None = None, level: int = 0, lazy: bool = False) -> Image:
     """Read an image with its axes and pixel size.
 
     Parameters
     ----------
     path
-        A TIFF/OME-TIFF, PNG, JPEG, NPY file or an OME-Zarr folder.
+        A TIFF/OME-TIFF, PNG, JPEG, NPY file, a Zarr array or an OME-Zarr folder.
     axes
         The image's axes letters when the file does not say (or says wrongly).
+    level
+        The resolution level of a pyramid (0: full resolution); its pixel size is given.
+    lazy
+        Give TIFF data as a lazy array that reads only the tiles or strips a region needs
+        (Zarr and NPY data are lazy anyway; PNG and JPEG are read whole).
 
     Raises
     ------
     ImageError
-        The file is missing, of an unknown type, or cannot be read.
+        The file is missing, of an unknown type, cannot be read, or has no such level.
     AxesError
         ``axes`` do not match the image, or the axes are ambiguous and were not given.
     """
     path = Path(path)
+    fmt = _format_of(path)
+    data, found, pixel_size, unit, levels = _open(path, fmt, level=level, lazy=lazy)
+    shape = tuple(int(n) for n in data.shape)
+    if axes is not None:
+        final = check_axes(axes, ndim=len(shape), name=f"{path.name} (shape {shape})")
+    elif found is not None and len(found) == len(shape):
+        final = found
+    elif len(shape) == 2:
+        final = "yx"
+    else:
+        raise AxesError(_ambiguous_message(path, shape))
+    if pixel_size is not None:
+        pixel_size = {a: v for a, v in pixel_size.items() if a in final} or None
+    return Image(data=data, axes=final, pixel_size=pixel_size, unit=unit, path=path, levels=levels,
+                 chunks=_storage_chunks(data))  # fmt: skip
+
+
+def image_identity(path: str | os.PathLike[str], level: int = 0) -> dict[str, Any]:
+    """What identifies an input for a resumable job (JSON-able, without reading the pixels).
+
+    Absolute path, format, level, shape, dtype, storage chunks, and a ``stamp``: size and
+    ``mtime_ns`` of the file, or of a Zarr store's metadata files (group and level array;
+    chunk files are not looked at, so a rewrite of pixels alone in place is not noticed).
+    """
+    path = Path(path).absolute()
+    fmt = _format_of(path)
+    data = _open(path, fmt, level=level, lazy=True)[0]
+    try:
+        files = [path] if path.is_file() else _zarr_metadata_files(path, getattr(data, "path", ""))
+        return {
+            "path": str(path),
+            "format": fmt,
+            "level": level,
+            "shape": [int(n) for n in data.shape],
+            "dtype": str(np.dtype(data.dtype)),
+            "chunks": None if _storage_chunks(data) is None else list(_storage_chunks(data)),
+            "stamp": {str(f.relative_to(path)) if f != path else f.name: [f.stat().st_size, f.stat().st_mtime_ns]
+                      for f in files},  # fmt: skip
+        }
+    finally:
+        if hasattr(data, "close"):
+            data.close()
+
+
+def _zarr_metadata_files(root: Path, array_path: str) -> list[Path]:
+    names = (".zgroup", ".zattrs", ".zarray", "zarr.json")
+    folders = [root] + ([root / array_path] if array_path else [])
+    return [folder / name for folder in folders for name in names if (folder / name).is_file()]
+
+
+def _storage_chunks(data: Any) -> tuple[int, ...] | None:
+    chunks = None if isinstance(data, np.ndarray) else getattr(data, "chunks", None)
+    return None if chunks is None else tuple(int(n) for n in chunks)
+
+
+def _format_of(path: Path) -> str:
+    """The reader's format for ``path``; ImageError when it is missing or of an unknown type."""
     fmt = image_format(path)
     if fmt is None and path.is_dir() and _is_zarr_folder(path):
         fmt = "zarr"
@@ -127,10 +211,16 @@ def read_image(path: str | os.PathLike[str], *, axes: str | None = None) -> Imag
         raise ImageError(f"image {path} does not exist; check the path")
     if fmt is None:
         raise ImageError(f"cannot read {path}: unknown image type; microzoo reads {', '.join(IMAGE_SUFFIXES)}")
-    reader = {"tiff": _read_tiff, "png": _read_pil, "jpeg": _read_pil, "npy": _read_npy,
-              "zarr": _read_zarr}[fmt]  # fmt: skip
+    return fmt
+
+
+def _open(path: Path, fmt: str, *, level: int, lazy: bool) -> Read:
+    """``(data, axes or None, pixel_size or None, unit or None, levels)``; reader failures as ImageError."""
+    from microzoo.io.read_tiff import read_tiff
+
+    reader = {"tiff": read_tiff, "png": _read_pil, "jpeg": _read_pil, "npy": _read_npy, "zarr": _read_zarr}[fmt]
     try:
-        data, found, pixel_size, unit = reader(path)
+        return reader(path, level=level, lazy=lazy)
     except ImageError:
         raise
     except MemoryError as exc:  # a header can claim any size: say so, with the file's own size
@@ -144,18 +234,6 @@ def read_image(path: str | os.PathLike[str], *, axes: str | None = None) -> Imag
             f"cannot read {path} as {fmt.upper()}: {exc}; the file may be incomplete or "
             "corrupt: check it opens in another viewer, or export it again"
         ) from exc
-    shape = tuple(int(n) for n in data.shape)
-    if axes is not None:
-        final = check_axes(axes, ndim=len(shape), name=f"{path.name} (shape {shape})")
-    elif found is not None and len(found) == len(shape):
-        final = found
-    elif len(shape) == 2:
-        final = "yx"
-    else:
-        raise AxesError(_ambiguous_message(path, shape))
-    if pixel_size is not None:
-        pixel_size = {a: v for a, v in pixel_size.items() if a in final} or None
-    return Image(data=data, axes=final, pixel_size=pixel_size, unit=unit, path=path)
 
 
 def image_shape(path: str | os.PathLike[str]) -> tuple[int, ...]:
@@ -211,147 +289,65 @@ def _is_zarr_folder(path: Path) -> bool:
     return any((path / name).exists() for name in (".zgroup", ".zarray", "zarr.json"))
 
 
-# ---- readers: each returns (data, axes or None, pixel_size or None, unit or None) ----
+# ---- readers: each returns a Read ----
 
 
-def _read_tiff(path: Path) -> tuple[Any, str | None, dict[str, float] | None, str | None]:
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        if tif.is_ome and tif.ome_metadata:
-            pixels, description = _ome_pixels(tif.ome_metadata)
-            if description.startswith(OME_AXES_TAG):
-                data, axes = _own_ome_layout(series, description.removeprefix(OME_AXES_TAG))
-            else:
-                data, axes = series.asarray(), _tiff_axes(series.axes)
-            pixel_size, unit = _ome_pixel_size(pixels)
-            return data, axes, pixel_size, unit
-        data = series.asarray()
-        axes = _tiff_axes(series.axes)
-        pixel_size, unit = _tiff_pixel_size(tif)
-        return data, axes, pixel_size, unit
+def no_level_message(path: Path, level: int, count: int) -> str:
+    """The ImageError message for a resolution level the file does not have."""
+    have = "only level 0 (it is not a pyramid)" if count == 1 else f"levels 0 to {count - 1}"
+    return f"{path} has no resolution level {level}: it has {have}; pass one of those"
 
 
-def _tiff_axes(codes: str) -> str | None:
-    """Our letters for tifffile's axes codes, or None if any is unknown (I, Q, ...)."""
-    if any(c not in _TIFF_LETTERS for c in codes):
-        return None
-    letters = [_TIFF_LETTERS[c] for c in codes]
-    return "".join(letters) if len(set(letters)) == len(letters) else None
+def _single(path: Path, data: Any, level: int) -> tuple[tuple[int, ...], ...]:
+    if level != 0:
+        raise ImageError(no_level_message(path, level, 1))
+    return (tuple(int(n) for n in data.shape),)
 
 
-def _own_ome_layout(series: Any, axes: str) -> tuple[np.ndarray, str | None]:
-    """Restore the axes order and singleton axes of an OME-TIFF that microzoo wrote."""
-    try:
-        axes = check_axes(axes)
-    except AxesError:
-        return series.asarray(), _tiff_axes(series.axes)
-    data = series.asarray(squeeze=False)
-    codes = series.get_axes(False)
-    modulo = next((a for a in axes if a in "bi"), None)
-    found = [_TIFF_LETTERS.get(c, modulo) if c != "S" else "s" for c in codes]
-    letters = [letter for letter in found if letter is not None]
-    if len(letters) != len(found):  # an axis code of tifffile's that the description does not explain
-        return series.asarray(), _tiff_axes(series.axes)
-    keep = [i for i, a in enumerate(letters) if a in axes]
-    drop = tuple(i for i, a in enumerate(letters) if a not in axes)
-    if sorted(letters[i] for i in keep) != sorted(axes) or any(data.shape[i] != 1 for i in drop):
-        return series.asarray(), _tiff_axes(series.axes)
-    data = data.squeeze(axis=drop)
-    cur = "".join(letters[i] for i in keep)
-    return data.transpose([cur.index(a) for a in axes]), axes
-
-
-def _ome_pixels(xml: str) -> tuple[dict[str, Any], str]:
-    import tifffile
-
-    ome = tifffile.xml2dict(xml).get("OME", {})
-    image = ome.get("Image", {})
-    if isinstance(image, list):
-        image = image[0]
-    return image.get("Pixels", {}), str(image.get("Description") or "")
-
-
-def _ome_pixel_size(pixels: Mapping[str, Any]) -> tuple[dict[str, float] | None, str | None]:
-    sizes: dict[str, float] = {}
-    unit = None
-    for letter in "zyx":
-        value = pixels.get(f"PhysicalSize{letter.upper()}")
-        if value is not None:
-            sizes[letter] = float(value)
-            unit = normalize_unit(pixels.get(f"PhysicalSize{letter.upper()}Unit", "µm"))
-    step = pixels.get("TimeIncrement")
-    factor = _TIME_TO_SECONDS.get(str(pixels.get("TimeIncrementUnit", "s")).lower())
-    if step is not None and factor is not None:
-        sizes["t"] = float(step) * factor
-    return sizes or None, unit
-
-
-def _tiff_pixel_size(tif: Any) -> tuple[dict[str, float] | None, str | None]:
-    """Pixel size from ImageJ metadata and resolution tags, or centimeter resolution tags."""
-    page = tif.pages.first
-    tags = page.tags
-    if "XResolution" not in tags or "YResolution" not in tags:
-        return None, None
-    res = [tags[n].value for n in ("YResolution", "XResolution")]
-    per_unit = [num / den if den else 0.0 for num, den in res]
-    if min(per_unit) <= 0:
-        return None, None
-    sizes = {"y": 1.0 / per_unit[0], "x": 1.0 / per_unit[1]}
-    meta = tif.imagej_metadata
-    if meta is not None:
-        unit = normalize_unit(meta.get("unit"))
-        if unit is None:
-            return None, None
-        if meta.get("spacing"):
-            sizes["z"] = float(meta["spacing"])
-        if meta.get("finterval"):
-            sizes["t"] = float(meta["finterval"])
-        return sizes, unit
-    if int(getattr(page, "resolutionunit", 0)) == 3:  # centimeter
-        return {a: v * 1e4 for a, v in sizes.items()}, "micrometer"
-    return None, None  # inches: a screen resolution (e.g. 72 dpi), not a pixel size
-
-
-def _read_pil(path: Path) -> tuple[Any, str | None, None, None]:
+def _read_pil(path: Path, *, level: int = 0, lazy: bool = False) -> Read:
     import imageio.v3 as iio
 
     # from bytes: imageio leaves files open when every plugin fails on a corrupt file
     data = np.asarray(iio.imread(path.read_bytes(), extension=path.suffix.lower()))
     axes = "yxc" if data.ndim == 3 and data.shape[-1] in (2, 3, 4) else None
-    return data, axes, None, None
+    return data, axes, None, None, _single(path, data, level)
 
 
-def _read_npy(path: Path) -> tuple[Any, None, None, None]:
+def _read_npy(path: Path, *, level: int = 0, lazy: bool = False) -> Read:
     data = np.load(path, mmap_mode="r", allow_pickle=False)
     if data.dtype.hasobject or data.dtype.fields:
         raise ImageError(f"{path} holds {data.dtype} values, not an image of numbers")
-    return data, None, None, None
+    return data, None, None, None, _single(path, data, level)
 
 
-def _read_zarr(path: Path) -> tuple[Any, str | None, dict[str, float] | None, str | None]:
-    """Level 0 of an OME-Zarr multiscale image (lazily), or a plain Zarr array."""
+def _read_zarr(path: Path, *, level: int = 0, lazy: bool = False) -> Read:
+    """A level of an OME-Zarr multiscale image (NGFF 0.4, or 0.5 under ``ome``), or a plain
+    Zarr array (v2 or v3); always lazy."""
     import zarr
 
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):
-        return node, None, None, None
+        return node, None, None, None, _single(path, node, level)
     attrs: dict[str, Any] = node.attrs.asdict()  # JSON, read as json.load reads it
     meta = attrs.get("ome", attrs)
     if "multiscales" not in meta:
         arrays = sorted(name for name, _ in node.arrays())
         if len(arrays) == 1:
-            return node[arrays[0]], None, None, None
+            return node[arrays[0]], None, None, None, _single(path, node[arrays[0]], level)
         raise ImageError(
             f"{path} is a Zarr group without OME-NGFF multiscales metadata and holds "
             f"{len(arrays)} arrays; give the path of one array inside it"
         )
     multiscale = meta["multiscales"][0]
-    dataset = multiscale["datasets"][0]
-    data = node[dataset["path"]]
-    if not isinstance(data, zarr.Array):
-        raise ImageError(f"{path}: level 0 of the multiscales ({dataset['path']}) is a group, not an array")
+    datasets = multiscale["datasets"]
+    if not 0 <= level < len(datasets):
+        raise ImageError(no_level_message(path, level, len(datasets)))
+    arrays = [node[dataset["path"]] for dataset in datasets]
+    for dataset, array in zip(datasets, arrays, strict=True):
+        if not isinstance(array, zarr.Array):
+            raise ImageError(f"{path}: level {dataset['path']} of the multiscales is a group, not an array")
+    levels = tuple(tuple(int(n) for n in array.shape) for array in arrays)
+    data, dataset = arrays[level], datasets[level]
     axes = _ngff_axes(multiscale.get("axes", []))
     scale = np.ones(data.ndim)
     for transforms in (dataset.get("coordinateTransformations", []),
@@ -360,7 +356,7 @@ def _read_zarr(path: Path) -> tuple[Any, str | None, dict[str, float] | None, st
             if transform.get("type") == "scale" and "scale" in transform:
                 scale = scale * np.asarray(transform["scale"], dtype=float)
     if axes is None:
-        return data, None, None, None
+        return data, None, None, None, levels
     sizes: dict[str, float] = {}
     unit = None
     for i, letter in enumerate(axes):
@@ -373,8 +369,8 @@ def _read_zarr(path: Path) -> tuple[Any, str | None, dict[str, float] | None, st
             factor = _TIME_TO_SECONDS.get(str(axis_unit or "second").lower(), 1.0)
             sizes["t"] = float(scale[i]) * factor
     if unit is None and np.all(scale == 1.0):
-        return data, axes, None, None  # the default scale: the file gives no pixel size
-    return data, axes, sizes or None, unit
+        return data, axes, None, None, levels  # the default scale: the file gives no pixel size
+    return data, axes, sizes or None, unit, levels
 
 
 def _ngff_axes(entries: Sequence[Any]) -> str | None:

@@ -70,6 +70,7 @@ class Group:
     align: int = 1  # tile starts are multiples of this, so every ratio gives whole pixels
     must_whole: bool = False
     why_whole: str = ""
+    chunk_aligned: bool = False  # kept regions on a regular grid of the stride (streaming)
 
     def size(self, k: int) -> int:
         """The k-th valid driver tile size."""
@@ -97,10 +98,18 @@ class Group:
         """Input halo of member ``key`` in its own pixels."""
         return int(self.halo * self.members[key].ratio)
 
-    def _stride(self, size: int) -> int:
+    def stride(self, size: int) -> int:
+        """Driver pixels between tile starts: what each tile keeps of its inner region.
+
+        ``chunk_aligned``: small enough that tile ``k`` keeps exactly ``[k*d, (k+1)*d)`` (times
+        each target's ratio) while its halo is rounded up to whole driver pixels.
+        """
         if not self.targets:
             return size
-        d = min(floor((self.target_tile(t, size) - 2 * t.halo) / t.ratio) for t in self.targets)
+        if self.chunk_aligned:
+            d = min(floor((self.target_tile(t, size) - t.halo - self.halo * t.ratio) / t.ratio) for t in self.targets)
+        else:
+            d = min(floor((self.target_tile(t, size) - 2 * t.halo) / t.ratio) for t in self.targets)
         return d // self.align * self.align
 
     def count(self, size: int) -> int | None:
@@ -109,7 +118,7 @@ class Group:
             return None
         if not self.targets:
             return ceil(self.whole / size)
-        d = self._stride(size)
+        d = self.stride(size)
         if d < self.align:
             return None
         n = 1
@@ -127,7 +136,7 @@ class Group:
         """
         n = self.count(size)
         assert n is not None
-        d = self._stride(size)
+        d = self.stride(size)
         starts = [-self.halo + k * d for k in range(n)]
         # move the last tile back inside the image as far as it still reaches the end
         back = (self.whole + self.halo - size) // self.align * self.align
@@ -141,13 +150,23 @@ class Group:
         for t in self.targets:
             out = self.target_tile(t, size)
             lo, spans = 0, []
-            for a in starts:
+            for k, a in enumerate(starts):
                 origin = int(a * t.ratio)
-                hi = max(lo, min(origin + out - t.halo, t.whole))
+                if self.chunk_aligned:  # boundaries on the grid of the stride
+                    hi = t.whole if k == len(starts) - 1 else min(int((k + 1) * d * t.ratio), t.whole)
+                else:
+                    hi = max(lo, min(origin + out - t.halo, t.whole))
                 spans.append((origin, lo, hi))
                 lo = hi
-            kept[t.key] = _last_keeps_its_inner(spans, t.halo)
+            kept[t.key] = spans if self.chunk_aligned else _last_keeps_its_inner(spans, t.halo)
         return starts, kept
+
+    def chunk(self, target: Target, size: int) -> int:
+        """The output chunk along ``target`` that one tile keeps (``chunk_aligned`` plans):
+        the stride times the target's ratio, or the whole output when one tile covers it."""
+        if self.count(size) == 1:
+            return target.whole
+        return int(self.stride(size) * target.ratio)
 
 
 def _last_keeps_its_inner(spans: list[tuple[int, int, int]], halo: int) -> list[tuple[int, int, int]]:

@@ -21,12 +21,14 @@ from microzoo.runtime.predict import Model, Prediction
 
 @dataclasses.dataclass(frozen=True)
 class FileResult:
-    """One input file and what was written for it."""
+    """One input file and what was written for it; ``inspected`` is what ``on_image`` returned
+    for it (see :func:`predict_files`)."""
 
     input: Path
     outputs: dict[str, Path]
     prediction: Prediction
     seconds: float
+    inspected: Any = None
 
 
 def output_paths(model: Model, inputs: Sequence[Path], out: Path, *, suffix: str = ".tif") -> list[dict[str, Path]]:
@@ -158,8 +160,11 @@ def predict_files(
     channel: int | Sequence[int] | None = None,
     suffix: str = ".tif",
     overwrite: bool = False,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    level: int = 0,
     progress: ProgressCallback | None = None,
-    on_image: Callable[[Path, np.ndarray, str], None] | None = None,
+    on_image: Callable[[Path, np.ndarray, str], Any] | None = None,
 ) -> list[FileResult]:
     """Predict every input file and write its outputs (see :func:`output_paths` for the names).
 
@@ -167,49 +172,110 @@ def predict_files(
     output is refused unless ``overwrite``. Progress is reported per file. Every output is
     written to a temporary name first, so an interrupted batch leaves only complete files.
     ``channel`` chooses image channels (:func:`microzoo.io.axes.select_channels`).
-    ``on_image(path, image, axes)`` is called with each
-    image as read (its own axes), so a caller can look at it without reading it again
-    (:func:`microzoo.trust.note.predict_files_with_note` computes the trust note this way).
-    """
-    import time
+    ``on_image(path, image, axes)`` is called with each image as read (its own axes), so a
+    caller can look at it without reading it again; what it returns is kept in
+    :attr:`FileResult.inspected` (:func:`microzoo.trust.note.predict_files_with_note` computes
+    the trust note this way).
 
-    from microzoo.io.read import read_image
-    from microzoo.io.write import write_image
+    ``workers=N`` (a local Dask cluster) or ``scheduler=ADDRESS`` (an existing one) spreads the
+    files over Dask workers, resumably: see :func:`microzoo.runtime.distributed.predict_files_on_dask`.
+
+    An image streams tile by tile into its output, resumably (:mod:`microzoo.runtime.stream_files`:
+    an OME-Zarr output, the one image of a Dask run, or an image too large for memory);
+    ``level`` picks the resolution level of a multiscale input.
+    """
+    from microzoo.runtime.stream_files import should_stream, stream_file
 
     plans = output_paths(model, inputs, out, suffix=suffix)
+    dask = workers is not None or scheduler is not None
+    common: dict[str, Any] = {
+        "axes": axes,
+        "tile": tile,
+        "memory_budget": memory_budget,
+        "channel": channel,
+        "on_image": on_image,
+    }
+    if dask and len(inputs) == 1:
+        check_outputs(model, inputs, plans, overwrite=overwrite)
+        return [stream_file(model, inputs[0], plans[0], level=level, overwrite=overwrite, workers=workers,
+                            scheduler=scheduler, progress=progress, **common)]  # fmt: skip
+    if dask:
+        from microzoo.runtime.distributed import predict_files_on_dask
+
+        return predict_files_on_dask(
+            model,
+            inputs,
+            out,
+            workers=workers,
+            scheduler=scheduler,
+            axes=axes,
+            tile=tile,
+            memory_budget=memory_budget,
+            channel=channel,
+            suffix=suffix,
+            overwrite=overwrite,
+            progress=progress,
+            on_image=on_image,
+        )
     check_outputs(model, inputs, plans, overwrite=overwrite)
+    streamed = [should_stream(model, p, plan, level=level) for p, plan in zip(inputs, plans, strict=True)]
     results = []
-    for done, (path, plan) in enumerate(zip(inputs, plans, strict=True)):
+    for done, (path, plan, stream) in enumerate(zip(inputs, plans, streamed, strict=True)):
         if progress:
             progress(done, len(inputs), path.name)
-        start = time.perf_counter()
-        try:
-            image = read_image(path, axes=axes)
-            data = np.asarray(image.data.compute() if hasattr(image.data, "compute") else image.data[...])
-            prediction = model.predict_image(
-                data, axes=image.axes, tile=tile, memory_budget=memory_budget, channel=channel
+        if stream:
+            results.append(
+                stream_file(model, path, plan, level=level, overwrite=overwrite, progress=progress, **common)
             )
-        except MicrozooError as error:  # say which file, unless the message does
-            if str(path) in str(error) or type(error).__init__ is not Exception.__init__:
-                raise
-            raise type(error)(f"{path}: {error}") from error
-        if on_image is not None:
-            on_image(path, data, image.axes)
-        for oid, target in plan.items():
-            write_image(
-                target,
-                prediction.outputs[oid],
-                prediction.axes[oid],
-                pixel_size=_output_pixel_size(model, oid, image.pixel_size),
-                unit=image.unit,
-            )
-        results.append(FileResult(path, plan, prediction, time.perf_counter() - start))
+        else:
+            results.append(predict_file(model, path, plan, level=level, **common))
     if progress:
         progress(len(inputs), len(inputs), "done")
     return results
 
 
-def _output_pixel_size(model: Model, output_id: str, pixel_size: Mapping[str, float] | None) -> dict[str, float] | None:
+def predict_file(
+    model: Model,
+    path: Path,
+    plan: Mapping[str, Path],
+    *,
+    axes: str | None = None,
+    tile: int | Mapping[str, int] | None = None,
+    memory_budget: int | None = None,
+    channel: int | Sequence[int] | None = None,
+    level: int = 0,
+    on_image: Callable[[Path, np.ndarray, str], Any] | None = None,
+) -> FileResult:
+    """Read one image file, predict it in memory and write each output to ``plan[output id]``
+    (atomically); errors name the file. The one step :func:`predict_files` repeats, locally or
+    on Dask workers."""
+    import time
+
+    from microzoo.io.read import read_image
+    from microzoo.io.write import write_image
+
+    start = time.perf_counter()
+    try:
+        image = read_image(path, axes=axes, level=level)
+        data = np.asarray(image.data.compute() if hasattr(image.data, "compute") else image.data[...])
+        prediction = model.predict_image(data, axes=image.axes, tile=tile, memory_budget=memory_budget, channel=channel)
+    except MicrozooError as error:  # say which file, unless the message does
+        if str(path) in str(error) or type(error).__init__ is not Exception.__init__:
+            raise
+        raise type(error)(f"{path}: {error}") from error
+    inspected = on_image(path, data, image.axes) if on_image is not None else None
+    for oid, target in plan.items():
+        write_image(
+            target,
+            prediction.outputs[oid],
+            prediction.axes[oid],
+            pixel_size=output_pixel_size(model, oid, image.pixel_size),
+            unit=image.unit,
+        )
+    return FileResult(path, dict(plan), prediction, time.perf_counter() - start, inspected)
+
+
+def output_pixel_size(model: Model, output_id: str, pixel_size: Mapping[str, float] | None) -> dict[str, float] | None:
     """The input's pixel size carried to an output.
 
     Axes the model runs over (a z or t folded into its batch) keep their size; axes the model's

@@ -119,10 +119,16 @@ def _torch_device(device: str | None) -> Any:
     return torch.device(device)
 
 
-def _set_torch_threads(threads: int | None) -> None:
+def _set_torch_threads(threads: int | None) -> int:
+    """Set torch's (process-wide) CPU threads; return the count. Called at every forward too:
+    results differ by about 1e-6 between thread counts, so an engine always runs with its own
+    (another engine in the same process may have changed it)."""
     import torch
 
-    torch.set_num_threads(thread_count(threads))
+    count = thread_count(threads)
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    return count
 
 
 class TorchscriptEngine:
@@ -134,7 +140,7 @@ class TorchscriptEngine:
         _quiet_openmp_threads()
         import torch
 
-        _set_torch_threads(threads)
+        self._threads = _set_torch_threads(threads)
         self._device = _torch_device(device)
         self.device = str(self._device)
         try:
@@ -151,6 +157,7 @@ class TorchscriptEngine:
             self._module = _optimized_for_inference(self._module)
 
     def forward(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        _set_torch_threads(self._threads)
         return torch_forward(self._module, self._device, inputs)
 
 
@@ -186,7 +193,7 @@ class StateDictEngine:
         _quiet_openmp_threads()
         import torch
 
-        _set_torch_threads(threads)
+        self._threads = _set_torch_threads(threads)
         self._device = _torch_device(device)
         self.device = str(self._device)
         architecture = entry.architecture
@@ -216,6 +223,7 @@ class StateDictEngine:
         return self._module
 
     def forward(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        _set_torch_threads(self._threads)
         return torch_forward(self._module, self._device, inputs)
 
 

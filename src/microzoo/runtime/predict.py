@@ -97,12 +97,28 @@ class Model:
     def __repr__(self) -> str:
         return f"<microzoo.Model {self.package.name!r} ({self.weight_format})>"
 
+    def with_threads(self, threads: int) -> Model:
+        """This model with ``threads`` CPU threads per forward (itself when it has them)."""
+        if self._threads == threads:
+            return self
+        return Model(self.package, weights=self.weight_format, device=self._device, threads=threads)
+
     @property
     def engine(self) -> Engine:
         """The loaded weights (loaded on first use)."""
         if self._engine is None:
             self._engine = load_engine(self.package, self.weight_format, device=self._device, threads=self._threads)
         return self._engine
+
+    @property
+    def threads(self) -> int | None:
+        """CPU threads of each forward as given (``None``: :func:`~microzoo.runtime.resources.thread_count`)."""
+        return self._threads
+
+    @property
+    def device(self) -> str | None:
+        """The device as given (``None``: a GPU where present, else the CPU)."""
+        return self._device
 
     @property
     def input_ids(self) -> list[str]:

@@ -20,7 +20,11 @@ inner regions (``Tile.outputs[...]``) cover the whole output exactly once. Where
 would reach past the image, the outside part is padded (``extract_tile``), so the stitched
 result equals the whole-image result wherever the model's receptive field fits the halo.
 The last tile along an axis is shifted back inside the image (less padding; as in
-bioimageio.core) and keeps only what its neighbour has not kept.
+bioimageio.core) and keeps its whole inner region; its neighbour keeps only the rest
+(``last_keeps_inner=True``, the in-memory default, identical to core). Streaming plans with
+``last_keeps_inner=False``: tile ``k`` keeps exactly ``[k*d, (k+1)*d)`` of each tiled output
+axis (``d`` the stride, ``TilePlan.output_chunks``) and the last tile the rest, so every chunk
+of that grid is written by one tile only (concurrent writers never share a chunk).
 
 Coordinates: a tile reading input ``[a, a + T)`` of an axis gives an output whose element
 ``i`` is element ``a * ratio + i`` of the whole output, where ``ratio`` is output pixels per
@@ -42,7 +46,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, TypeGuard, get_args
 
@@ -121,6 +125,10 @@ class TilePlan:
     output_shapes: Shapes
     tiles: tuple[Tile, ...]
     batch_size: int
+    output_chunks: Shapes = field(default_factory=lambda: MappingProxyType({}))
+    """Per output tensor and axis: the stride one tile keeps along a tiled axis (the whole
+    size where one tile covers it), 1 for the batch axis, the whole size for other axes. Only
+    with ``last_keeps_inner=False`` does every tile write whole chunks of this grid."""
 
     @property
     def n_tiles(self) -> int:
@@ -145,6 +153,7 @@ def plan_tiles(
     tile: Mapping[str, int] | None = None,
     memory_budget: int | None = None,
     batch_size: int | None = None,
+    last_keeps_inner: bool = True,
 ) -> TilePlan:
     """Plan the tiles for inputs of the given whole shapes.
 
@@ -163,6 +172,9 @@ def plan_tiles(
     batch_size
         Tiles per forward pass. Default: as many as fit the budget if the model's batch
         axis allows it, else 1.
+    last_keeps_inner
+        True (in memory): the last tile keeps its whole inner region, as bioimageio.core's
+        blocks do. False (streaming): kept regions lie on the grid of ``output_chunks``.
 
     Returns
     -------
@@ -176,6 +188,8 @@ def plan_tiles(
     """
     shapes, n_samples = check_shapes(geometry, input_shapes)
     groups = make_groups(geometry, shapes)
+    for g in groups:
+        g.chunk_aligned = not last_keeps_inner
     budget = memory_budget_or_default(memory_budget)
     can_batch = batch_allowed(geometry, shapes)
     if batch_size is not None:
@@ -212,7 +226,19 @@ def plan_tiles(
         output_shapes=output_shapes(geometry, shapes, groups, n_samples),
         tiles=tuple(tiles),
         batch_size=batch_size,
+        output_chunks=_output_chunks(geometry, shapes, groups, sizes),
     )
+
+
+def _output_chunks(
+    geometry: ModelGeometry, shapes: dict[str, dict[str, int]], groups: list[Group], sizes: dict[str, int]
+) -> Shapes:
+    whole = output_shapes(geometry, shapes, groups, 1)
+    chunks = {t.id: dict(whole[t.id]) for t in geometry.outputs}
+    for g in groups:
+        for target in g.targets:
+            chunks[target.key[0]][target.key[1]] = g.chunk(target, sizes[g.key])
+    return freeze(chunks)
 
 
 def _is_pad_mode(mode: str) -> TypeGuard[PadMode]:

@@ -16,6 +16,7 @@ widget and the zoo show the same words; front ends only render :class:`TrustNote
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -147,18 +148,20 @@ def predict_files_with_note(
     model: Model, inputs: Sequence[Path], out: Path, *, progress: ProgressCallback | None = None, **options: Any
 ) -> FilePredictions:
     """:func:`microzoo.runtime.batch.predict_files` (same options), with the trust note computed
-    from each image while it is in memory: no image is read twice, none is kept."""
+    from each image while it is in memory (on the Dask workers too): no image is read twice,
+    none is kept."""
     fingerprint = package_fingerprint(model.package)
-    unlike: list[OODResult] = []
-
-    def inspect(path: Path, image: np.ndarray, axes: str) -> None:
-        if fingerprint is not None:
-            unlike.extend(unlike_training(fingerprint, [image], [path.name], [axes]))
-
+    inspect = None if fingerprint is None else functools.partial(_unlike_one, fingerprint)
     results = predict_files(model, inputs, out, progress=progress, on_image=inspect, **options)
+    unlike = [found for result in results for found in (result.inspected or ())]
     return FilePredictions(
         results, TrustNote(checked=fingerprint is not None, n_images=len(results), unlike=tuple(unlike))
     )
+
+
+def _unlike_one(fingerprint: Fingerprint, path: Path, image: np.ndarray, axes: str) -> list[OODResult]:
+    """:func:`unlike_training` for one image (picklable, so Dask workers can run it)."""
+    return unlike_training(fingerprint, [image], [path.name], [axes])
 
 
 __all__ = [

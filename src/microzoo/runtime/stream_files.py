@@ -1,0 +1,149 @@
+"""Which image files stream, and streaming one as :func:`microzoo.runtime.batch.predict_files` does.
+
+An image streams (:mod:`microzoo.runtime.stream`) when its output is OME-Zarr, when it is the
+one image of a Dask run (``workers`` / ``scheduler``), or when it would not fit in memory
+(its float32 input and outputs above half the available memory); otherwise it is predicted
+in memory. A streamed image's trust note looks at an overview (every k-th pixel, at most
+about 2048 x 2048 per plane, at most 16 planes), read lazily.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from microzoo.progress import ProgressCallback
+from microzoo.runtime import resources
+
+if TYPE_CHECKING:
+    from microzoo.runtime.batch import FileResult
+    from microzoo.runtime.predict import Model
+
+__all__ = ["OVERVIEW_SIZE", "overview", "should_stream", "stream_file"]
+
+OVERVIEW_SIZE = 2048
+OVERVIEW_PLANES = 16
+
+
+def should_stream(model: Model, path: Path, plan: Mapping[str, Path], *, level: int = 0, dask: bool = False) -> bool:
+    """Whether ``path`` is predicted by streaming (see the module docstring)."""
+    from microzoo.io.read import image_format
+
+    if dask or any(image_format(target) == "zarr" for target in plan.values()):
+        return True
+    return estimated_bytes(model, path, level=level) > resources.available_memory() // 2
+
+
+def estimated_bytes(model: Model, path: Path, *, level: int = 0) -> int:
+    """Memory an in-memory prediction of ``path`` takes at least: float32 input and outputs."""
+    from microzoo.io.read import read_image
+
+    shape = read_image(path, level=level, lazy=True).data.shape if level else _shape(path)
+    pixels = math.prod(shape)
+    channels_out = sum(
+        next((len(a.channel_names) for a in t.axes if str(a.type) == "channel"), 1) for t in model.descr.outputs
+    )
+    return 4 * pixels * (1 + channels_out)
+
+
+def _shape(path: Path) -> tuple[int, ...]:
+    from microzoo.errors import ImageError
+    from microzoo.io.read import image_shape
+
+    try:
+        return image_shape(path)
+    except ImageError:  # unreadable: reported with its reason when it is read
+        return (0,)
+
+
+def overview(
+    data: Any, axes: str, *, size: int = OVERVIEW_SIZE, planes: int = OVERVIEW_PLANES
+) -> tuple[np.ndarray, int]:
+    """Every k-th pixel of y and x (k so both are at most ``size``) of at most ``planes`` planes
+    per other axis (channels whole), read lazily; returns the array and k."""
+    shape = dict(zip(axes, data.shape, strict=True))
+    k = max(1, math.ceil(max(shape.get("y", 1), shape.get("x", 1)) / size))
+    index = []
+    for a in axes:
+        if a in "yx":
+            index.append(slice(None, None, k))
+        elif a == "c":
+            index.append(slice(None))
+        else:
+            index.append(slice(None, None, max(1, math.ceil(shape[a] / planes))))
+    try:
+        return np.asarray(data[tuple(index)]), k
+    except (IndexError, ValueError, TypeError):  # a lazy array without steps: read plane rows
+        whole = tuple(slice(None) if s.step is None or a in "yx" else s for a, s in zip(axes, index, strict=True))
+        return np.asarray(data[whole])[
+            tuple(s if a in "yx" else slice(None) for a, s in zip(axes, index, strict=True))
+        ], k
+
+
+def stream_file(
+    model: Model,
+    path: Path,
+    plan: Mapping[str, Path],
+    *,
+    axes: str | None = None,
+    level: int = 0,
+    tile: int | Mapping[str, int] | None = None,
+    memory_budget: int | None = None,
+    channel: int | Sequence[int] | None = None,
+    overwrite: bool = False,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: ProgressCallback | None = None,
+    on_image: Callable[[Path, np.ndarray, str], Any] | None = None,
+) -> FileResult:
+    """Stream one image file into its targets (resuming a job a killed run left), here or on
+    Dask; a :class:`~microzoo.runtime.batch.FileResult` whose outputs are read lazily."""
+    from microzoo.io.read import read_image
+    from microzoo.runtime.batch import FileResult
+    from microzoo.runtime.outputs import Outputs
+    from microzoo.runtime.predict import Prediction
+    from microzoo.runtime.stream import predict_stream, prepare_stream
+
+    start = time.perf_counter()
+    options: dict[str, Any] = {
+        "axes": axes, "level": level, "channel": channel, "tile": tile, "memory_budget": memory_budget,
+        "threads": model.threads, "overwrite": overwrite,
+    }  # fmt: skip
+    if workers is not None or scheduler is not None:
+        from microzoo.runtime.distributed import run_on_dask  # type: ignore[attr-defined]
+
+        job = prepare_stream(model, path, dict(plan), progress=progress, **options)
+        n_tiles = job.plan.n_tiles
+        run_on_dask(job, workers=workers, scheduler=scheduler, progress=progress)
+        notices = job.notices()
+        job.finish(progress=progress)
+    else:
+        result = predict_stream(model, path, dict(plan), progress=progress, **options)
+        n_tiles, notices = result.n_tiles, result.notices
+    inspected = None
+    written = {oid: read_image(target, lazy=True) for oid, target in plan.items()}
+    if on_image is not None:
+        image = read_image(path, axes=axes, level=level, lazy=True)
+        small, k = overview(image.data, image.axes)
+        inspected = on_image(path, small, image.axes)
+        if k > 1:
+            notices = (
+                *notices,
+                f"the trust note looked at an overview of this image (every {_nth(k)} pixel of y and x)",
+            )
+    prediction = Prediction(
+        outputs=Outputs({oid: w.data for oid, w in written.items()}),
+        axes={oid: w.axes for oid, w in written.items()},
+        notices=tuple(notices),
+        n_tiles=n_tiles,
+    )
+    return FileResult(path, dict(plan), prediction, time.perf_counter() - start, inspected)
+
+
+def _nth(k: int) -> str:
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"

@@ -1,0 +1,326 @@
+"""A streamed prediction as a job on disk: planned once, run batch by batch, resumable.
+
+The job folder sits beside the first target (``.OUT.job/``)::
+
+    job.json            what the job is: model, input, settings, plan (checked on every restart)
+    statistics.npz      the statistics preprocessing needs, from one streaming pass
+    outputs/ID.ome.zarr the output being written (one OME-Zarr per output tensor)
+    done/batch-N.json   one marker per finished batch, written (atomically) after its chunks
+    objects/            instance stitching (runtime/stitch.py)
+
+Batches are fixed by the plan (``TilePlan.batches()`` with ``last_keeps_inner=False``), so a
+batch always holds the same tiles and writes the same output chunks, whichever batches ran
+before: a batch that runs twice writes the same bytes, and a resumed job equals an
+uninterrupted one bit for bit (for the same ``threads``, which the job records). Any process
+holding the job folder can run any pending batch (``StreamJob.load(folder).run_batch(model, i)``).
+:func:`microzoo.runtime.stream.prepare_stream` creates or resumes a job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from microzoo.errors import OutputError
+from microzoo.io.atomic import atomic_output
+from microzoo.progress import ProgressCallback
+from microzoo.runtime.ops import Pipeline
+from microzoo.runtime.stream_view import ModelView, OutputLayout
+from microzoo.runtime.tiling import Tile, TilePlan, extract_tile
+
+__all__ = ["JOB_FORMAT", "BatchInput", "StreamJob", "job_folder"]
+
+JOB_FORMAT = 1
+
+
+def job_folder(target: Path) -> Path:
+    """The job folder of a streamed prediction into ``target``: ``.NAME.job`` beside it."""
+    target = Path(target)
+    return target.parent / f".{target.name}.job"
+
+
+@dataclass
+class BatchInput:
+    """The inputs of one batch, read and preprocessed: what the forward takes."""
+
+    index: int
+    tiles: tuple[Tile, ...]
+    arrays: list[np.ndarray]
+    non_finite: list[tuple[tuple[slice, ...], np.ndarray] | None]  # per tile: read region, mask
+
+
+class _Prepared:
+    """The input tensor as the network sees it, read lazily: non-finite values filled with
+    the channel median, then the bound preprocessing (``where=`` the region read)."""
+
+    def __init__(self, view: ModelView, pipeline: Pipeline, median: np.ndarray | None) -> None:
+        self.view, self.pipeline, self.median = view, pipeline, median
+        self.shape, self.ndim = view.shape, view.ndim
+        self.last: tuple[tuple[slice, ...], np.ndarray] | None = None
+
+    def __getitem__(self, region: tuple[slice, ...]) -> np.ndarray:
+        raw = self.view[region]
+        self.last = None
+        if raw.dtype.kind in "fc":
+            finite = np.isfinite(raw)
+            if not finite.all():
+                median = self.median if self.median is not None else np.zeros((1,) * raw.ndim, raw.dtype)
+                fit = tuple(r if n > 1 else slice(None) for r, n in zip(region, median.shape, strict=True))
+                raw = np.where(finite, raw, median[fit].astype(raw.dtype))
+                channel = self.view.model_axes.index("channel") if "channel" in self.view.model_axes else None
+                self.last = (region, ~finite.all(axis=channel) if channel is not None else ~finite)
+        return np.ascontiguousarray(self.pipeline(raw, where=region))
+
+
+class StreamJob:
+    """A job folder and what it needs to run batches (rebuilt from ``job.json`` alone)."""
+
+    def __init__(self, folder: Path, record: dict[str, Any], package: Any = None) -> None:
+        from microzoo.package.load import open_package
+        from microzoo.runtime.tiling import geometry_from_descr
+
+        self.folder = Path(folder)
+        self.record = record
+        self.package = package if package is not None else open_package(record["model"]["description"])
+        self.descr = self.package.descr
+        self.geometry = geometry_from_descr(self.descr)
+        self.threads: int = int(record["settings"]["threads"])
+        self.input_id = str(self.descr.inputs[0].id)
+        self.input_axes = tuple(str(a.id) for a in self.descr.inputs[0].axes)
+        self.output_ids = [str(t.id) for t in self.descr.outputs]
+        self.output_axes = {str(t.id): tuple(str(a.id) for a in t.axes) for t in self.descr.outputs}
+        self.targets = {oid: Path(p) for oid, p in record["targets"].items()}
+        self._view: ModelView | None = None
+        self._plan: TilePlan | None = None
+        self._bound: tuple[_Prepared, dict[str, Pipeline]] | None = None
+        self._writers: dict[str, Any] = {}
+
+    # --- loading ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> StreamJob:
+        """The job in ``folder`` (its ``job.json``); OutputError if there is none."""
+        folder = Path(folder)
+        try:
+            record = json.loads((folder / "job.json").read_text())
+        except (OSError, ValueError) as error:
+            raise OutputError(
+                f"{folder} holds no readable job (job.json: {error}); remove the folder or pass --overwrite"
+            ) from error
+        if record.get("format") != JOB_FORMAT:
+            raise OutputError(
+                f"{folder} holds a job of another microzoo version (format {record.get('format')}); "
+                "pass --overwrite to start again"
+            )
+        return cls(folder, record)
+
+    @property
+    def view(self) -> ModelView:
+        """The input in the model's axes, read lazily."""
+        if self._view is None:
+            from microzoo.runtime.stream import open_view
+
+            s = self.record["settings"]
+            self._view = open_view(
+                self.descr, Path(self.record["input"]["path"]), axes=s["axes"], level=s["level"], channel=s["channel"]
+            )
+        return self._view
+
+    @property
+    def plan(self) -> TilePlan:
+        """The tile plan, rebuilt from the recorded settings (deterministic)."""
+        if self._plan is None:
+            from microzoo.runtime.stream import plan_stream
+
+            s = self.record["settings"]
+            self._plan = plan_stream(
+                self.geometry,
+                self.input_id,
+                self.view.shape,
+                self.input_axes,
+                tile=s["tile"],
+                memory_budget=s["memory_budget"],
+                batch_size=s["batch_size"],
+            )
+        return self._plan
+
+    @property
+    def layouts(self) -> dict[str, OutputLayout]:
+        plan = self.plan
+        return {
+            oid: OutputLayout.of(
+                oid, self.output_axes[oid], dict(plan.output_shapes[oid]), dict(plan.output_chunks[oid]), self.view
+            )
+            for oid in self.output_ids
+        }
+
+    def output_path(self, output_id: str) -> Path:
+        """Where output ``output_id`` is written while the job runs."""
+        return self.folder / "outputs" / f"{output_id}.ome.zarr"
+
+    def writer(self, output_id: str) -> Any:
+        """The OME-Zarr writer of output ``output_id`` (opened once per process)."""
+        if output_id not in self._writers:
+            from microzoo.runtime.stream import open_writer
+
+            self._writers[output_id] = open_writer(self.output_path(output_id))
+        return self._writers[output_id]
+
+    def _pipelines(self) -> tuple[_Prepared, dict[str, Pipeline]]:
+        if self._bound is None:
+            from microzoo.runtime.stream import bind_pipelines
+
+            pre, median, post = bind_pipelines(self.descr, self.view, self.plan, self.folder)
+            self._bound = (_Prepared(self.view, pre, median), post)
+        return self._bound
+
+    # --- batches ---------------------------------------------------------------------------
+
+    @property
+    def n_batches(self) -> int:
+        return -(-self.plan.n_tiles // self.plan.batch_size)
+
+    def batch_tiles(self, index: int) -> tuple[Tile, ...]:
+        """The tiles of batch ``index`` (fixed by the plan)."""
+        size = self.plan.batch_size
+        return self.plan.tiles[index * size : (index + 1) * size]
+
+    def marker(self, index: int) -> Path:
+        return self.folder / "done" / f"batch-{index:07d}.json"
+
+    def pending_batches(self) -> list[int]:
+        """The batches without a marker, in plan order."""
+        done = {p.name for p in (self.folder / "done").glob("batch-*.json")}
+        return [i for i in range(self.n_batches) if self.marker(i).name not in done]
+
+    def read_batch(self, index: int) -> BatchInput:
+        """Read and preprocess the tiles of batch ``index`` (halo included, padded at edges)."""
+        prepared, _ = self._pipelines()
+        pad_mode = next(t for t in self.geometry.inputs if t.id == self.input_id).pad_mode or "symmetric"
+        tiles = self.batch_tiles(index)
+        pieces, masks = [], []
+        for tile in tiles:
+            pieces.append(extract_tile(prepared, tile.inputs[self.input_id], pad_mode=pad_mode))
+            masks.append(prepared.last)
+        axis = self.input_axes.index("batch") if "batch" in self.input_axes else None
+        array = np.concatenate(pieces, axis=axis) if axis is not None and len(pieces) > 1 else pieces[0]
+        return BatchInput(index, tiles, [array], masks)
+
+    def forward(self, model: Any, batch: BatchInput) -> dict[str, np.ndarray]:
+        """The raw model outputs of a batch."""
+        results = model.engine.forward(*batch.arrays)
+        return dict(zip(self.output_ids, results, strict=False))
+
+    def write_batch(self, batch: BatchInput, results: Mapping[str, np.ndarray]) -> None:
+        """Postprocess, crop and write each tile's kept region, then the batch's marker."""
+        _, post = self._pipelines()
+        layouts = self.layouts
+        counts = {"nan_pixels": 0}
+        for k, tile in enumerate(batch.tiles):
+            for oid in self.output_ids:
+                axes = self.output_axes[oid]
+                raw = results[oid]
+                piece = raw if "batch" not in axes else np.take(raw, [k], axis=axes.index("batch"))
+                inner, where = tile.outputs[oid]
+                kept = post[oid](piece[inner], where=_whole(where, self.plan.output_shapes[oid], axes))
+                marked = self._mark_non_finite(kept, oid, where, batch.non_finite[k])
+                counts["nan_pixels"] += marked
+                region, block = layouts[oid].place(kept, self.view.sample_index(tile.sample), where)
+                self.writer(oid).write(region, block)
+        tmp = self.marker(batch.index).with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(counts))
+        os.replace(tmp, self.marker(batch.index))
+
+    def run_batch(self, model: Any, index: int) -> None:
+        """Read, run and write batch ``index``; idempotent (a rerun writes the same bytes)."""
+        batch = self.read_batch(index)
+        self.write_batch(batch, self.forward(model, batch))
+
+    def _mark_non_finite(
+        self,
+        kept: np.ndarray,
+        oid: str,
+        where: tuple[slice, ...],
+        found: tuple[tuple[slice, ...], np.ndarray] | None,
+    ) -> int:
+        """NaN in ``kept`` where the input was not finite (outputs laid out like the input)."""
+        if found is None or kept.dtype.kind not in "fc":
+            return 0
+        region, mask = found
+        axes = self.output_axes[oid]
+        in_axes = [a for a in self.input_axes if a != "channel"]
+        sizes = dict(zip(self.input_axes, self.view.shape, strict=True))
+        out_sizes = self.plan.output_shapes[oid]
+        if [a for a in axes if a != "channel"] != in_axes or any(
+            a != "batch" and out_sizes[a] != sizes[a] for a in in_axes
+        ):
+            return 0
+        bounds = dict(zip(axes, where, strict=True))
+        starts = {a: r.start for a, r in zip(self.input_axes, region, strict=True)}
+        crop = tuple(
+            slice(bounds[a].start - starts[a], bounds[a].start - starts[a] + kept.shape[axes.index(a)]) for a in in_axes
+        )
+        sub = mask[crop]
+        if not sub.any():
+            return 0
+        if "channel" in axes:
+            sub = np.expand_dims(sub, axes.index("channel"))
+        kept[np.broadcast_to(sub, kept.shape)] = np.nan
+        return int(sub.sum())
+
+    # --- the end ---------------------------------------------------------------------------
+
+    def finish(self, progress: ProgressCallback | None = None) -> dict[str, Path]:
+        """Pyramids, then each output renamed to its target, then the job folder removed."""
+        pending = self.pending_batches()
+        if pending:
+            raise OutputError(
+                f"the job in {self.folder} has {len(pending)} of {self.n_batches} batches still to run: "
+                "run the same command again to finish it"
+            )
+        for oid in self.output_ids:
+            path = self.output_path(oid)
+            if path.exists():
+                self.writer(oid).build_pyramid(
+                    method="mean" if self.writer(oid).dtype.kind in "fc" else "nearest", progress=progress
+                )
+        from microzoo.runtime.stream import deliver
+
+        for oid in self.output_ids:
+            if self.output_path(oid).exists():
+                deliver(self, oid)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return dict(self.targets)
+
+    def nan_pixels(self) -> int:
+        """Pixels set to NaN in the outputs so far (non-finite input pixels)."""
+        return sum(json.loads(p.read_text()).get("nan_pixels", 0) for p in (self.folder / "done").glob("batch-*.json"))
+
+    def notices(self) -> tuple[str, ...]:
+        """What the user should know about the finished batches (non-finite input pixels)."""
+        n = self.nan_pixels()
+        if not n:
+            return ()
+        return (
+            f"input '{self.input_id}': {n} output pixel(s) come from input pixels that were not finite "
+            "(NaN or infinite); the model saw the median of their channel there, the statistics of the "
+            "preprocessing leave them out, and they are NaN in the output",
+        )
+
+
+def _whole(where: Sequence[slice], shape: Mapping[str, int], axes: Sequence[str]) -> tuple[slice, ...]:
+    """``where`` with open ends closed (a ``None`` stop means the whole axis)."""
+    return tuple(slice(s.start or 0, shape[a] if s.stop is None else s.stop) for s, a in zip(where, axes, strict=True))
+
+
+def write_json(path: Path, record: Mapping[str, Any]) -> None:
+    """Write ``record`` as JSON to ``path`` atomically."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True))

@@ -1,0 +1,146 @@
+"""Streaming prediction (runtime/stream.py) equals in-memory prediction, on Zarr, TIFF, ZYX and TZYX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from microzoo.io.ome_zarr import OmeZarrWriter
+from microzoo.io.read import read_image
+from microzoo.runtime.predict import Model
+from microzoo.runtime.stream import predict_stream, rate_text
+
+SIZE = 2048
+
+
+def assert_within_spec_tolerance(actual: np.ndarray, expected: np.ndarray) -> None:
+    """The format's reproducibility tolerance: rtol 1e-3, atol 1e-3, at most 100 mismatches per million."""
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    bad = ~np.isclose(actual, expected, rtol=1e-3, atol=1e-3)
+    assert bad.sum() / bad.size * 1e6 <= 100, f"{bad.sum()} of {bad.size} values differ"
+
+
+@pytest.fixture(scope="module")
+def nuclei(shared_data: Path) -> np.ndarray:
+    """A 2048x2048 uint16 mosaic of 256x256 DSB2018 crops."""
+    import imageio.v3 as iio
+
+    planes = []
+    for path in sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png")):
+        image = iio.imread(path)
+        image = image[..., 0] if image.ndim == 3 else image
+        if min(image.shape) >= 256:
+            planes.append(image[:256, :256])
+    n = SIZE // 256
+    rows = [[planes[(i * n + j) % len(planes)] for j in range(n)] for i in range(n)]
+    return np.block(rows).astype(np.uint16) * 257
+
+
+@pytest.fixture(scope="module")
+def model(example_model: Path) -> Model:
+    return Model.open(example_model, threads=1)
+
+
+@pytest.fixture(scope="module")
+def in_memory(model: Model, nuclei: np.ndarray) -> np.ndarray:
+    return model.predict(nuclei, axes="yx").only
+
+
+@pytest.fixture(scope="module")
+def streamed_ome_zarr(model: Model, nuclei: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+    """The mosaic as an OME-Zarr (Zarr v2, 256-chunks, 0.5 micrometer pixels), streamed."""
+    folder = tmp_path_factory.mktemp("stream")
+    source = OmeZarrWriter.create(
+        folder / "in.ome.zarr", shape=nuclei.shape, dtype=nuclei.dtype, axes="yx", chunks=(256, 256),
+        pixel_size={"y": 0.5, "x": 0.5}, unit="micrometer",
+    )  # fmt: skip
+    source.write((slice(None), slice(None)), nuclei)
+    calls: list = []
+    result = predict_stream(
+        model, source.path, folder / "out.ome.zarr", threads=1, progress=lambda *call: calls.append(call)
+    )
+    assert result.outputs == {"probability": folder / "out.ome.zarr"} and result.resumed == 0
+    assert not (folder / ".out.ome.zarr.job").exists()  # the job folder is gone at the end
+    return folder / "out.ome.zarr", calls
+
+
+def test_zarr_v2_stream_equals_in_memory(streamed_ome_zarr: tuple[Path, list], in_memory: np.ndarray) -> None:
+    out, _ = streamed_ome_zarr
+    assert_within_spec_tolerance(np.asarray(read_image(out).data), in_memory)
+
+
+def test_output_is_an_ome_zarr_pyramid_with_the_inputs_pixel_size(streamed_ome_zarr: tuple[Path, list]) -> None:
+    out, _ = streamed_ome_zarr
+    written = read_image(out, lazy=True)
+    assert written.axes == "yx" and written.pixel_size == {"y": 0.5, "x": 0.5} and written.unit == "micrometer"
+    assert written.levels[:3] == ((SIZE, SIZE), (SIZE // 2, SIZE // 2), (SIZE // 4, SIZE // 4))
+    assert written.chunks == (448, 448)  # the stride of the example model's tiles (512 - 2 * 32)
+    level1 = read_image(out, level=1)
+    assert level1.pixel_size == {"y": 1.0, "x": 1.0}
+    whole = np.asarray(written.data[:64, :64], dtype=np.float64)
+    expected = whole.reshape(32, 2, 32, 2).mean(axis=(1, 3))
+    np.testing.assert_allclose(np.asarray(level1.data[:32, :32]), expected, rtol=1e-6)
+
+
+def test_progress_reports_tiles_megapixels_per_second_and_eta(streamed_ome_zarr: tuple[Path, list]) -> None:
+    _, calls = streamed_ome_zarr
+    tiles = [c for c in calls if c[2].startswith("tile ")]
+    assert tiles[-1][:2] == (25, 25) and "MP/s" in tiles[-1][2] and "ETA" in tiles[-1][2]
+    assert [c[0] for c in tiles] == sorted(c[0] for c in tiles)
+    assert rate_text(120, 1225, 3.14, 300) == "tile 120/1225, 3.1 MP/s, ETA 5 min"
+
+
+def test_zarr_v3_stream_gives_the_same_bytes(
+    model: Model, nuclei: np.ndarray, streamed_ome_zarr: tuple[Path, list], tmp_path: Path
+) -> None:
+    """A plain Zarr v3 array (no metadata): the same tiles, the same output, bit for bit."""
+    import zarr
+
+    array = zarr.create_array(str(tmp_path / "in.zarr"), shape=nuclei.shape, chunks=(256, 256), dtype=nuclei.dtype,
+                              zarr_format=3)  # fmt: skip
+    array[...] = nuclei
+    predict_stream(model, tmp_path / "in.zarr", tmp_path / "out.ome.zarr", threads=1)
+    v2, _ = streamed_ome_zarr
+    np.testing.assert_array_equal(read_image(tmp_path / "out.ome.zarr").data, read_image(v2).data)
+
+
+def test_big_tiff_input_streams_like_in_memory(model: Model, nuclei: np.ndarray, tmp_path: Path) -> None:
+    """A tiled BigTIFF (read by tile) of a 1024x1024 part of the mosaic."""
+    import tifffile
+
+    part = nuclei[512:1536, 256:1280]
+    tifffile.imwrite(tmp_path / "big.tif", part, bigtiff=True, tile=(256, 256))
+    predict_stream(model, tmp_path / "big.tif", tmp_path / "out.ome.zarr", threads=1)
+    assert_within_spec_tolerance(np.asarray(read_image(tmp_path / "out.ome.zarr").data), model.predict(part).only)
+
+
+def test_a_3d_model_streams_over_a_zyx_volume(tmp_path: Path) -> None:
+    from _packages import build_three_d
+
+    model = Model.open(build_three_d(tmp_path / "three_d"), threads=1)
+    volume = np.random.default_rng(3).normal(100, 20, (30, 90, 100)).astype(np.float32)
+    np.save(tmp_path / "volume.npy", volume)
+    tile = {"z": 16, "y": 48, "x": 48}
+    result = predict_stream(model, tmp_path / "volume.npy", tmp_path / "out.ome.zarr", axes="zyx", tile=tile)
+    assert result.n_tiles > 8
+    written = read_image(tmp_path / "out.ome.zarr")
+    assert written.axes == "zyx"
+    expected = model.predict(volume, axes="zyx", tile=tile).only
+    assert_within_spec_tolerance(np.asarray(written.data), expected)
+
+
+def test_a_time_series_is_tiled_over_t_with_a_2d_model(tmp_path: Path) -> None:
+    """TZYX through a 2-D model: t and z fold into the batch; the output keeps tzyx."""
+    from _packages import build_parameterized
+
+    model = Model.open(build_parameterized(tmp_path / "two_d"), threads=1)
+    movie = np.random.default_rng(4).integers(0, 4000, (3, 2, 70, 90)).astype(np.uint16)
+    np.save(tmp_path / "movie.npy", movie)
+    result = predict_stream(model, tmp_path / "movie.npy", tmp_path / "out.ome.zarr", axes="tzyx", tile=48)
+    assert result.n_tiles == 6 * 3 * 3  # 6 planes, 3 x 3 tiles of 48 (stride 32) each
+    written = read_image(tmp_path / "out.ome.zarr")
+    assert written.axes == "tzyx" and written.data.shape == movie.shape
+    expected = model.predict(movie, axes="tzyx", tile=48).only
+    assert_within_spec_tolerance(np.asarray(written.data), expected)

@@ -30,7 +30,7 @@ Packages (``BUILDERS`` maps name -> builder):
   ``ParameterizedSize(32, 16)``, halo z 2, y/x 4.
 - ``instances``: an instance package (3 output maps: foreground, boundary, distance; sigmoid
   postprocessing; ``config.microzoo.instance_settings``), fixed weights that turn bright blobs
-  (:func:`instance_test_image`) into objects; halo 8.
+  (:func:`instance_test_image`) into objects; halo 24.
 - ``keras_only``: only keras_hdf5 weights (a dummy file); valid for bioimageio.spec, not
   runnable (for "unsupported weight format" errors).
 
@@ -1007,6 +1007,10 @@ def instance_test_image(shape: tuple[int, ...] = (96, 128), *, n: int = 12, seed
     return image + rng.normal(0, 0.05, shape).astype(np.float32)
 
 
+#: The halo of the ``instances`` package: larger than its objects (radius up to 9) and than its
+#: network's receptive field (5), so tiles decode the objects they keep whole.
+INSTANCE_HALO = 24
+
 #: The instance settings the ``instances`` package stores (``config.microzoo.instance_settings``).
 INSTANCE_SETTINGS = {"foreground_threshold": 0.5, "seed_threshold": 0.5, "boundary_weight": 0.5,
                      "min_seed_size": 2, "min_size": 10}  # fmt: skip
@@ -1016,7 +1020,7 @@ INSTANCE_SETTINGS = {"foreground_threshold": 0.5, "seed_threshold": 0.5, "bounda
 def build_instances(folder: Path) -> Path:
     """An instance package like ``microzoo train instances`` exports: 3 output channels
     (foreground, boundary, distance; logits, sigmoid as postprocessing), y/x
-    ParameterizedSize(32, 16), halo 8, ``config.microzoo.instance_settings``; fixed weights
+    ParameterizedSize(64, 16), halo ``INSTANCE_HALO``, ``config.microzoo.instance_settings``; fixed weights
     (:func:`_instance_network`), torchscript and onnx."""
     from bioimageio.spec.model import v0_5 as v05
 
@@ -1041,7 +1045,7 @@ def build_instances(folder: Path) -> Path:
                     v05,
                     folder,
                     "raw",
-                    [_batch(), _channel(1), _param_in("y"), _param_in("x")],
+                    [_batch(), _channel(1), _param_in("y", 64, 16), _param_in("x", 64, 16)],
                     x,
                     preprocessing=[_ensure_f32(v05)],
                 )
@@ -1053,8 +1057,8 @@ def build_instances(folder: Path) -> Path:
                     [
                         _batch(),
                         v05.ChannelAxis(channel_names=maps),
-                        _ref_out("y", "raw", HALO),
-                        _ref_out("x", "raw", HALO),
+                        _ref_out("y", "raw", INSTANCE_HALO),
+                        _ref_out("x", "raw", INSTANCE_HALO),
                     ],
                     files,
                     postprocessing=[v05.SigmoidDescr()],

@@ -143,16 +143,32 @@ def instance_maps(output: np.ndarray, tensor: TensorGeometry, *, item: int = 0) 
     return check_instance_output(np.moveaxis(np.asarray(output)[index], kept_kinds.index("channel"), 0))
 
 
-def tile_objects(maps: np.ndarray, window: TileWindow, *, settings: InstanceSettings) -> TileObjects:
-    """Decode one tile's whole output ``maps`` (``(3, *spatial)`` of ``window.raw``'s spatial
-    shape) and keep the objects whose centre lies in ``window.kept`` (module docstring)."""
+def tile_objects(
+    maps: np.ndarray, window: TileWindow, *, settings: InstanceSettings, edge_band: int = 1
+) -> TileObjects:
+    """Decode one tile's whole output ``maps`` and keep the objects whose centre lies in
+    ``window.kept`` (module docstring).
+
+    ``maps`` is ``(3, *spatial)``, of the spatial shape of ``window.raw`` (halo and any part
+    beyond the image included: that part is cropped) or of ``window.inside`` (cropped already).
+    A kept object may be cut when its clump reaches into the outer ``edge_band`` pixels of a
+    cut edge: 1 for maps that are exact up to the edge, more where a network's output near
+    the tile's edge differs from the whole image's (it saw padding there).
+    """
     decoded = [i for i in range(len(window.raw)) if i not in window.item_axes]
     raw_shape = tuple(window.raw[i].stop - window.raw[i].start for i in decoded)
-    if tuple(maps.shape[1:]) != raw_shape:
-        raise DataError(f"tile {window.index}: its output maps have shape {maps.shape[1:]}, the plan says {raw_shape}")
-    inside = maps[(slice(None), *(window.crop[i] for i in decoded))]
+    inside_shape = tuple(window.inside[i].stop - window.inside[i].start for i in decoded)
+    if tuple(maps.shape[1:]) == raw_shape:
+        inside = maps[(slice(None), *(window.crop[i] for i in decoded))]
+    elif tuple(maps.shape[1:]) == inside_shape:
+        inside = maps
+    else:
+        raise DataError(
+            f"tile {window.index}: its output maps have shape {maps.shape[1:]}, the plan says {raw_shape} "
+            f"({inside_shape} inside the image)"
+        )
     labels = instances_from_output(inside, settings=settings)
-    at_edge = _clumps_at_cut_edges(inside[FOREGROUND] > settings.foreground_threshold, window)
+    at_edge = _clumps_at_cut_edges(inside[FOREGROUND] > settings.foreground_threshold, window, edge_band)
     objects = _kept_objects(np.expand_dims(labels, window.item_axes), np.expand_dims(at_edge, window.item_axes), window)
     if len(objects.masks) >= TILE_ID_BASE:
         raise TilingError(
@@ -184,18 +200,21 @@ def _kept_objects(labels: np.ndarray, at_edge: np.ndarray, window: TileWindow) -
     return TileObjects(window.index, boxes_array, tuple(masks), np.array(may_be_cut, dtype=bool))
 
 
-def _clumps_at_cut_edges(area: np.ndarray, window: TileWindow) -> np.ndarray:
-    """The parts of ``area`` (the decoded axes) connected to an edge of the window that is not
-    the image border: objects there may be decoded differently than in the whole image."""
+def _clumps_at_cut_edges(area: np.ndarray, window: TileWindow, band: int) -> np.ndarray:
+    """The parts of ``area`` (the decoded axes) that reach into the outer ``band`` pixels of an
+    edge of the window that is not the image border: objects there may be decoded differently
+    than in the whole image."""
     clumps, _ = ndi.label(area)
     decoded = [i for i in range(len(window.raw)) if i not in window.item_axes]
     at_edge = []
     for axis, i in enumerate(decoded):
         inside, size = window.inside[i], window.shape[i]
         if inside.start > 0:
-            at_edge.append(np.take(clumps, 0, axis=axis).ravel())
+            at_edge.append(np.take(clumps, range(min(band, clumps.shape[axis])), axis=axis).ravel())
         if inside.stop < size:
-            at_edge.append(np.take(clumps, -1, axis=axis).ravel())
+            at_edge.append(
+                np.take(clumps, range(max(0, clumps.shape[axis] - band), clumps.shape[axis]), axis=axis).ravel()
+            )
     ids = np.unique(np.concatenate(at_edge)) if at_edge else np.zeros(0, dtype=clumps.dtype)
     return np.isin(clumps, ids[ids > 0])
 

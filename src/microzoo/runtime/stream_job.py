@@ -32,6 +32,8 @@ from microzoo.errors import OutputError
 from microzoo.io.atomic import atomic_output
 from microzoo.progress import ProgressCallback
 from microzoo.runtime.ops import Pipeline
+from microzoo.runtime.stitch import cut_objects_notice
+from microzoo.runtime.stitch_job import instance_output, save_tile_objects, write_labels
 from microzoo.runtime.stream_view import ModelView, OutputLayout
 from microzoo.runtime.tiling import Tile, TilePlan, extract_tile
 
@@ -97,6 +99,7 @@ class StreamJob:
         self.output_ids = [str(t.id) for t in self.descr.outputs]
         self.output_axes = {str(t.id): tuple(str(a.id) for a in t.axes) for t in self.descr.outputs}
         self.targets = {oid: Path(p) for oid, p in record["targets"].items()}
+        self.instances = instance_output(self.descr, self.geometry)  # labels for it (runtime/stitch_job.py)
         self._view: ModelView | None = None
         self._plan: TilePlan | None = None
         self._bound: tuple[_Prepared, dict[str, Pipeline]] | None = None
@@ -222,12 +225,17 @@ class StreamJob:
         """Postprocess, crop and write each tile's kept region, then the batch's marker."""
         _, post = self._pipelines()
         layouts = self.layouts
-        counts = {"nan_pixels": 0}
+        counts = {"nan_pixels": 0, "objects_may_be_cut": 0}
         for k, tile in enumerate(batch.tiles):
             for oid in self.output_ids:
                 axes = self.output_axes[oid]
                 raw = results[oid]
                 piece = raw if "batch" not in axes else np.take(raw, [k], axis=axes.index("batch"))
+                if self.instances is not None and self.instances.tensor.id == oid:
+                    objects = self.folder / "objects"
+                    counts["objects_may_be_cut"] += save_tile_objects(
+                        objects, self.plan, tile, self.instances, piece, post[oid]
+                    )
                 inner, where = tile.outputs[oid]
                 kept = post[oid](piece[inner], where=_whole(where, self.plan.output_shapes[oid], axes))
                 marked = self._mark_non_finite(kept, oid, where, batch.non_finite[k])
@@ -285,6 +293,12 @@ class StreamJob:
                 f"the job in {self.folder} has {len(pending)} of {self.n_batches} batches still to run: "
                 "run the same command again to finish it"
             )
+        if self.instances is not None and self.output_path(self.instances.tensor.id).exists():
+            oid = self.instances.tensor.id
+            write_labels(
+                self.folder / "objects", self.plan, self.instances, self.writer(oid), self.layouts[oid],
+                self.view.sample_index, progress=progress,
+            )  # fmt: skip
         for oid in self.output_ids:
             path = self.output_path(oid)
             if path.exists():
@@ -304,15 +318,19 @@ class StreamJob:
         return sum(json.loads(p.read_text()).get("nan_pixels", 0) for p in (self.folder / "done").glob("batch-*.json"))
 
     def notices(self) -> tuple[str, ...]:
-        """What the user should know about the finished batches (non-finite input pixels)."""
+        """What the user should know about the finished batches (non-finite input pixels,
+        instance objects that a tile edge may cut)."""
+        notices = []
         n = self.nan_pixels()
-        if not n:
-            return ()
-        return (
-            f"input '{self.input_id}': {n} output pixel(s) come from input pixels that were not finite "
-            "(NaN or infinite); the model saw the median of their channel there, the statistics of the "
-            "preprocessing leave them out, and they are NaN in the output",
-        )
+        if n:
+            notices.append(
+                f"input '{self.input_id}': {n} output pixel(s) come from input pixels that were not finite "
+                "(NaN or infinite); the model saw the median of their channel there, the statistics of the "
+                "preprocessing leave them out, and they are NaN in the output"
+            )
+        markers = (json.loads(p.read_text()) for p in (self.folder / "done").glob("batch-*.json"))
+        cut = cut_objects_notice(sum(m.get("objects_may_be_cut", 0) for m in markers))
+        return (*notices, cut) if cut else tuple(notices)
 
 
 def _whole(where: Sequence[slice], shape: Mapping[str, int], axes: Sequence[str]) -> tuple[slice, ...]:

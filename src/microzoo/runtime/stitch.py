@@ -35,8 +35,10 @@ Stitched labels equal whole-image decoding (up to renumbering) when every kept o
 clump of touching objects it is part of, lies inside its tile's window without reaching its
 outer edge: decoding is local to a clump (:mod:`microzoo.runtime.instances`), so the tile then
 decodes it exactly as the whole image does. A kept object whose clump reaches the window's
-outer edge (not the image border) may be cut, kept twice or split; such objects are counted and
-reported (:func:`cut_objects_notice`): use larger tiles (a larger halo) for large objects.
+outer edge (not the image border; within ``edge_band`` pixels of it, where a network's output
+near the tile's edge may differ from the whole image's) may be cut, kept twice or split; such
+objects are counted and reported (:func:`cut_objects_notice`): use larger tiles (a larger
+halo) for large objects.
 
 Label coordinates are the output tensor's axes without its channel axis: the batch axis (one
 item per tile, never decoded across) and the spatial axes, in the tensor's order.

@@ -61,11 +61,11 @@ def instance_output(descr: Any, geometry: ModelGeometry) -> InstanceOutput | Non
 
 
 def edge_band(tensor: TensorGeometry) -> int:
-    """How far from a tile's cut edge an object's clump counts as reaching it: half the
-    output's smallest halo (at least 1). A network's output differs from the whole image's
-    most near the tile's edge, where its receptive field reaches past the tile into padding;
-    the halo is the model's bound on that band, and half of it is where it is largest
-    (:func:`microzoo.runtime.stitch.tile_objects`)."""
+    """How near a tile's cut edge an object's clump counts as reaching it: half the output's
+    smallest halo (at least 1 pixel). Near its edge a tile's output can differ from the whole
+    image's (the network's receptive field reaches past the tile there); the halo is the
+    model's bound on that band. Half of it is a choice: wide enough for networks whose
+    receptive field is well inside the halo, narrow enough to leave objects room."""
     halos = [a.halo for a in tensor.axes if a.kind not in ("batch", "channel") and a.halo > 0]
     return max(1, min(halos, default=0) // 2)
 

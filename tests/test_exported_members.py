@@ -66,7 +66,8 @@ def test_runtime_api() -> None:
 def test_io_api() -> None:
     _check_subpackage("io", [
         "AxesMapping", "IMAGE_SUFFIXES", "Image", "LazyArray", "OmeZarrWriter", "atomic_output", "check_axes",
-        "find_images", "image_format", "image_identity", "image_shape", "image_stem", "list_images", "map_from_model", "map_to_model", "pair_by_stem",
+        "find_images", "image_format", "image_identity", "image_shape", "image_stem", "list_images",
+        "map_from_model", "map_to_model", "pair_by_stem",
         "read_array", "read_image", "rgb_to_grey", "select_channels", "to_grayscale", "write_image",
     ])  # fmt: skip
 

@@ -126,8 +126,9 @@ def test_lazy_own_ome_tiff_with_tiles_reads_regions_in_its_axes(tmp_path: Path, 
     """A channels-last image written by microzoo (stored cyx) read lazily as yxc, tile by tile."""
     data = np.stack([mosaic, mosaic // 2], axis=-1)
     path = tmp_path / "own.ome.tif"
+    metadata = {"axes": "CYX", "Description": "microzoo axes=yxc"}
     tifffile.imwrite(path, data.transpose(2, 0, 1), ome=True, tile=(256, 256), compression="zlib",
-                     photometric="minisblack", metadata={"axes": "CYX", "Description": "microzoo axes=yxc"})  # fmt: skip
+                     photometric="minisblack", metadata=metadata)  # fmt: skip
     image = read_image(path, lazy=True)
     assert image.axes == "yxc" and isinstance(image.data, LazyArray) and image.chunks == (256, 256, 1)
     np.testing.assert_array_equal(image.data[100:400, 600:700], data[100:400, 600:700])
@@ -245,3 +246,25 @@ def test_image_identity_names_the_input_and_changes_with_it(tmp_path: Path, mosa
     assert second["shape"] == [512, 384] and set(second["stamp"]) == {"zarr.json", "1/zarr.json"}
     with pytest.raises(ImageError, match="no resolution level"):
         image_identity(zarr_path, level=9)
+
+
+def test_sharded_zarr_v3_reads_regions(tmp_path: Path, mosaic: np.ndarray) -> None:
+    path = tmp_path / "sharded.zarr"
+    array = zarr.create_array(str(path), shape=mosaic.shape, dtype=mosaic.dtype, chunks=(128, 128),
+                              shards=(512, 384), zarr_format=3)  # fmt: skip
+    array[...] = mosaic
+    image = read_image(path, axes="yx")
+    assert image.chunks == (128, 128) and len(list((path / "c").rglob("*"))) == 2 + 4
+    np.testing.assert_array_equal(image.data[500:530, 370:400], mosaic[500:530, 370:400])
+
+
+def test_lazy_tiff_regions_from_several_threads(tmp_path: Path, mosaic: np.ndarray) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "t.tif"
+    tifffile.imwrite(path, mosaic, tile=(128, 128), compression="zlib")
+    regions = [(slice(y, y + 200), slice(x, x + 150)) for y in range(0, 1024, 200) for x in range(0, 768, 150)]
+    with read_image(path, lazy=True).data as data, ThreadPoolExecutor(4) as pool:
+        blocks = list(pool.map(lambda r: data[r], regions))
+    for region, block in zip(regions, blocks, strict=True):
+        np.testing.assert_array_equal(block, mosaic[region])

@@ -176,3 +176,25 @@ def test_refusals(tmp_path: Path) -> None:
         OmeZarrWriter.open(tmp_path / "d.npy")
     with pytest.raises(OutputError, match="not an OME-Zarr 0.4 image"):
         OmeZarrWriter.open(tmp_path / "missing.ome.zarr")
+
+
+def test_write_image_zarr_has_a_pyramid_and_keeps_axes(tmp_path: Path, nuclei: np.ndarray) -> None:
+    data = np.stack([nuclei, nuclei // 3], axis=-1)  # yxc, stored cyx
+    out = write_image(tmp_path / "w.ome.zarr", data, "yxc", pixel_size={"y": 0.4, "x": 0.4})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.ome.zarr"]  # no temporary left
+    multiscale = json.loads((out / ".zattrs").read_text())["multiscales"][0]
+    assert multiscale["name"] == "w" and multiscale["type"] == "mean"
+    image = read_image(out, level=1)
+    assert (
+        image.axes == "cyx"
+        and image.levels == ((2, 600, 520), (2, 300, 260), (2, 150, 130))
+        and image.chunks == (1, 256, 256)
+    )
+    assert image.pixel_size == pytest.approx({"y": 0.8, "x": 0.8})
+    np.testing.assert_array_equal(image.data[1], np.rint(_mean_halved(nuclei // 3)).astype(np.uint16))
+    np.testing.assert_array_equal(read_image(out).data[...], data.transpose(2, 0, 1))
+
+    labels = write_image(tmp_path / "l.zarr", (nuclei > 5000).astype(np.uint16) * 7, "yx", pyramid="nearest")
+    np.testing.assert_array_equal(read_image(labels, level=1).data[...], (nuclei[::2, ::2] > 5000) * 7)
+    small = write_image(tmp_path / "s.zarr", nuclei[:200, :256], "yx")
+    assert read_image(small).levels == ((200, 256),)

@@ -11,8 +11,10 @@ ome-zarr-py read::
       labels/.zattrs          {"labels": ["instances"]}
       labels/instances/       the same layout, with "image-label" metadata
 
-Concurrency: each chunk is its own file, written whole. Threads and processes may write at the
-same time as long as no two writers touch the same chunk: a region that covers part of a chunk
+Concurrency: each chunk is its own file, written whole (zarr's LocalStore writes a temporary and
+renames it, so a killed writer leaves a chunk old or new, never half written; a chunk that is
+all zeros is not stored). Threads and processes may write at the same time as long as no two
+writers touch the same chunk: a region that covers part of a chunk
 reads, changes and rewrites that chunk, so writers must not share chunks (give each writer
 regions aligned with :attr:`OmeZarrWriter.chunks`). Only ``create``, ``create_labels`` and
 ``build_pyramid`` write metadata. The bytes are deterministic (Blosc-zstd level 1, byte
@@ -152,7 +154,7 @@ class OmeZarrWriter:
         path = Path(path)
         try:
             group = zarr.open_group(str(path), mode="r+", zarr_format=2)
-            multiscale = group.attrs["multiscales"][0]
+            multiscale: Any = group.attrs["multiscales"][0]  # type: ignore[index]
             if multiscale.get("version") != "0.4":
                 raise ValueError(f"multiscales version {multiscale.get('version')!r}, not 0.4")
             return cls(path, group)
@@ -181,7 +183,7 @@ class OmeZarrWriter:
         chunks = tuple(chunks) if chunks is not None else self.chunks
         chunks = tuple(1 if a == "c" else c for a, c in zip(self.axes, chunks, strict=True))
         labels = zarr.open_group(str(self.path / "labels"), mode="a", zarr_format=2)
-        listed = list(labels.attrs.get("labels", []))
+        listed: list[Any] = list(labels.attrs.get("labels", []))  # type: ignore[arg-type]
         if name in listed or (self.path / "labels" / name).exists():
             raise OutputError(f"{self.path} already has labels {name!r}; open them with OmeZarrWriter.open")
         writer = OmeZarrWriter.create(self.path / "labels" / name, shape=shape, dtype=dtype, axes=self.axes,

@@ -150,14 +150,19 @@ def read_image(path: str | os.PathLike[str], *, axes: str | None = None, level: 
     fmt = _format_of(path)
     data, found, pixel_size, unit, levels = _open(path, fmt, level=level, lazy=lazy)
     shape = tuple(int(n) for n in data.shape)
-    if axes is not None:
-        final = check_axes(axes, ndim=len(shape), name=f"{path.name} (shape {shape})")
-    elif found is not None and len(found) == len(shape):
-        final = found
-    elif len(shape) == 2:
-        final = "yx"
-    else:
-        raise AxesError(_ambiguous_message(path, shape))
+    try:
+        if axes is not None:
+            final = check_axes(axes, ndim=len(shape), name=f"{path.name} (shape {shape})")
+        elif found is not None and len(found) == len(shape):
+            final = found
+        elif len(shape) == 2:
+            final = "yx"
+        else:
+            raise AxesError(_ambiguous_message(path, shape))
+    except AxesError:
+        if hasattr(data, "close"):  # a lazy TIFF's open file
+            data.close()
+        raise
     if pixel_size is not None:
         pixel_size = {a: v for a, v in pixel_size.items() if a in final} or None
     return Image(data=data, axes=final, pixel_size=pixel_size, unit=unit, path=path, levels=levels,
@@ -176,15 +181,18 @@ def image_identity(path: str | os.PathLike[str], level: int = 0) -> dict[str, An
     data = _open(path, fmt, level=level, lazy=True)[0]
     try:
         files = [path] if path.is_file() else _zarr_metadata_files(path, getattr(data, "path", ""))
+        chunks = _storage_chunks(data)
         return {
             "path": str(path),
             "format": fmt,
             "level": level,
             "shape": [int(n) for n in data.shape],
             "dtype": str(np.dtype(data.dtype)),
-            "chunks": None if _storage_chunks(data) is None else list(_storage_chunks(data)),
-            "stamp": {str(f.relative_to(path)) if f != path else f.name: [f.stat().st_size, f.stat().st_mtime_ns]
-                      for f in files},  # fmt: skip
+            "chunks": None if chunks is None else list(chunks),
+            "stamp": {
+                str(f.relative_to(path)) if f != path else f.name: [f.stat().st_size, f.stat().st_mtime_ns]
+                for f in files
+            },  # fmt: skip
         }
     finally:
         if hasattr(data, "close"):
@@ -331,18 +339,18 @@ def _read_zarr(path: Path, *, level: int = 0, lazy: bool = False) -> Read:
     attrs: dict[str, Any] = node.attrs.asdict()  # JSON, read as json.load reads it
     meta = attrs.get("ome", attrs)
     if "multiscales" not in meta:
-        arrays = sorted(name for name, _ in node.arrays())
-        if len(arrays) == 1:
-            return node[arrays[0]], None, None, None, _single(path, node[arrays[0]], level)
+        names = sorted(name for name, _ in node.arrays())
+        if len(names) == 1:
+            return node[names[0]], None, None, None, _single(path, node[names[0]], level)
         raise ImageError(
             f"{path} is a Zarr group without OME-NGFF multiscales metadata and holds "
-            f"{len(arrays)} arrays; give the path of one array inside it"
+            f"{len(names)} arrays; give the path of one array inside it"
         )
     multiscale = meta["multiscales"][0]
     datasets = multiscale["datasets"]
     if not 0 <= level < len(datasets):
         raise ImageError(no_level_message(path, level, len(datasets)))
-    arrays = [node[dataset["path"]] for dataset in datasets]
+    arrays: list[Any] = [node[dataset["path"]] for dataset in datasets]
     for dataset, array in zip(datasets, arrays, strict=True):
         if not isinstance(array, zarr.Array):
             raise ImageError(f"{path}: level {dataset['path']} of the multiscales is a group, not an array")

@@ -164,9 +164,10 @@ def _own_ome_layout(series: Any, axes: str) -> tuple[tuple[int, ...], tuple[int,
     shape = series.get_shape(False)
     codes = series.get_axes(False)
     modulo = next((a for a in axes if a in "bi"), None)
-    found = [_TIFF_LETTERS.get(c, modulo) if c != "S" else "s" for c in codes]
-    if any(letter is None for letter in found):  # an axis code of tifffile's the description does not explain
+    letters = [_TIFF_LETTERS.get(c, modulo) if c != "S" else "s" for c in codes]
+    if any(letter is None for letter in letters):  # an axis code of tifffile's the description does not explain
         return None
+    found = [str(letter) for letter in letters]
     keep = [i for i, a in enumerate(found) if a in axes]
     drop = tuple(i for i, a in enumerate(found) if a not in axes)
     if sorted(found[i] for i in keep) != sorted(axes) or any(shape[i] != 1 for i in drop):

@@ -4,13 +4,16 @@
 - ``.png``: 2-D (``yx``) or RGB(A) (``yxc``) images of uint8 or uint16.
 - ``.npy``: the array only.
 - ``.zarr``/``.ome.zarr``: OME-NGFF 0.4 (Zarr format 2) with axes and scale, axes put into
-  NGFF order (time, channel, space), so ``"yxc"`` is stored as ``"cyx"``.
+  NGFF order (time, channel, space), so ``"yxc"`` is stored as ``"cyx"``; written by
+  :class:`~microzoo.io.ome_zarr.OmeZarrWriter`, with a pyramid (levels 1, 2, ...) when y or x is
+  larger than 256.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +29,6 @@ __all__ = ["write_image"]
 _OME_UNITS = {"micrometer": "µm", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm",
               "meter": "m", "angstrom": "Å"}  # fmt: skip
 _OME_CODES = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X", "b": "Q", "i": "Q"}
-_NGFF_ORDER = "tbiczyx"
-_NGFF_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 _WRITABLE = ".tif, .tiff, .ome.tif, .png, .npy, .zarr, .ome.zarr"
 
 
@@ -38,6 +39,7 @@ def write_image(
     *,
     pixel_size: Mapping[str, float] | None = None,
     unit: str | None = None,
+    pyramid: str | None = "mean",
 ) -> Path:
     """Write ``data`` with its axes to ``path``, completely or not at all.
 
@@ -54,6 +56,9 @@ def write_image(
         stored in TIFF and Zarr, not in PNG or NPY.
     unit
         Spatial unit, e.g. ``"micrometer"`` (the default where a pixel size is stored).
+    pyramid
+        Zarr only: how the lower resolution levels are made when y or x is larger than 256,
+        ``"mean"`` (intensities), ``"nearest"`` (labels), or None (level 0 alone).
 
     Returns
     -------
@@ -72,7 +77,8 @@ def write_image(
     except Exception as exc:
         raise OutputError(f"cannot write {path}: {exc}") from exc
     fmt = image_format(path)
-    writer = {"tiff": _write_tiff, "png": _write_png, "npy": _write_npy, "zarr": _write_zarr}
+    zarr = functools.partial(_write_zarr, name=path.name.split(".")[0], pyramid=pyramid)
+    writer: dict[str, Callable[..., None]] = {"tiff": _write_tiff, "png": _write_png, "npy": _write_npy, "zarr": zarr}
     if fmt not in writer:
         raise OutputError(
             f"cannot write {path}: microzoo writes {_WRITABLE}; choose one of these suffixes "
@@ -83,6 +89,8 @@ def write_image(
         raise OutputError(f"cannot write {path}: pixel sizes must be positive, got {sizes}")
     if unit is not None and normalize_unit(unit) is None:
         raise OutputError(f"cannot write {path}: unknown unit {unit!r}; use e.g. 'micrometer' or 'nanometer'")
+    if pyramid not in ("mean", "nearest", None):
+        raise ValueError(f"pyramid must be 'mean', 'nearest' or None, not {pyramid!r}")
     with atomic_output(path) as tmp:
         writer[fmt](tmp, array, axes, sizes, normalize_unit(unit) or "micrometer")
     return path
@@ -136,44 +144,17 @@ def _write_npy(tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float],
         np.save(f, array, allow_pickle=False)
 
 
-def _write_zarr(tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float], unit: str) -> None:
-    """OME-NGFF 0.4 in Zarr format 2: one resolution level ``0``."""
-    import zarr
+def _write_zarr(tmp: Path, array: np.ndarray, axes: str, sizes: dict[str, float], unit: str, *,
+                name: str, pyramid: str | None) -> None:  # fmt: skip
+    """OME-NGFF 0.4 in Zarr format 2 through :class:`OmeZarrWriter`, with a pyramid when y or x
+    is larger than 256."""
+    from microzoo.io.ome_zarr import NGFF_ORDER, OmeZarrWriter
 
-    if not 2 <= array.ndim <= 5:
-        raise OutputError(
-            f"OME-Zarr holds 2 to 5 dimensions, not {array.ndim} (axes {axes!r}); write .npy or .tif instead"
-        )
-    order = "".join(a for a in _NGFF_ORDER if a in axes)
+    order = "".join(a for a in NGFF_ORDER if a in axes)
     stored = array.transpose([axes.index(a) for a in order])
-    chunks = tuple(
-        min(n, 256) if a in "yx" else min(n, 16) if a == "z" else 1 for a, n in zip(order, stored.shape, strict=True)
-    )
-    group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-    target = group.create_array(
-        "0",
-        shape=stored.shape,
-        dtype=stored.dtype,
-        chunks=chunks,
-        chunk_key_encoding={"name": "v2", "separator": "/"},
-    )
-    target[...] = stored
-    ngff_axes: list[dict[str, str]] = []
-    for a in order:
-        axis = {"name": a}
-        if a in _NGFF_TYPES:
-            axis["type"] = _NGFF_TYPES[a]
-        if a in "zyx" and sizes:
-            axis["unit"] = unit
-        elif a == "t" and sizes:
-            axis["unit"] = "second"
-        ngff_axes.append(axis)
-    scale = [sizes.get(a, 1.0) for a in order]
-    group.attrs["multiscales"] = [
-        {
-            "version": "0.4",
-            "name": tmp.name.split(".partial-")[0].lstrip("."),
-            "axes": ngff_axes,
-            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
-        }
-    ]
+    chunks = tuple(256 if a in "yx" else 16 if a == "z" else 1 for a in order)
+    writer = OmeZarrWriter.create(tmp, shape=stored.shape, dtype=stored.dtype, axes=order, chunks=chunks,
+                                  pixel_size=sizes, unit=unit, name=name)  # fmt: skip
+    writer.write(tuple(slice(None) for _ in order), stored)
+    if pyramid is not None:
+        writer.build_pyramid(method=pyramid, min_size=256)

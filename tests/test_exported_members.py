@@ -56,10 +56,12 @@ def _check_subpackage(name: str, expected: list[str]) -> None:
 def test_runtime_api() -> None:
     _check_subpackage("runtime", [
         "Engine", "FileResult", "InstanceSettings", "Model", "ModelGeometry", "OutputComparison", "Outputs",
-        "PackageSummary", "Pipeline", "Prediction", "Tile", "TilePlan", "available_formats", "bind_ops",
+        "PackageSummary", "Pipeline", "Prediction", "StreamJob", "StreamResult", "Tile", "TilePlan",
+        "available_formats", "bind_ops",
         "check_outputs", "choose_format", "compare_outputs", "convert_package", "describe_op", "extract_tile",
         "geometry_from_descr", "instances_from_output", "load_engine", "memory_budget", "output_paths", "parse_bytes",
-        "plan_tiles", "predict_files", "summarize", "test_package", "thread_count",
+        "plan_tiles", "predict_files", "predict_stream", "prepare_stream", "summarize", "test_package",
+        "thread_count",
     ])  # fmt: skip
 
 

@@ -144,3 +144,34 @@ def test_a_time_series_is_tiled_over_t_with_a_2d_model(tmp_path: Path) -> None:
     assert written.axes == "tzyx" and written.data.shape == movie.shape
     expected = model.predict(movie, axes="tzyx", tile=48).only
     assert_within_spec_tolerance(np.asarray(written.data), expected)
+
+
+def test_non_finite_pixels_are_filled_and_marked_as_in_memory(tmp_path: Path) -> None:
+    from _packages import build_parameterized
+
+    model = Model.open(build_parameterized(tmp_path / "two_d"), threads=1)
+    image = np.random.default_rng(5).normal(50, 10, (100, 130)).astype(np.float32)
+    image[20:24, 60:90] = np.nan
+    image[70, 5] = np.inf
+    np.save(tmp_path / "image.npy", image)
+    result = predict_stream(model, tmp_path / "image.npy", tmp_path / "out.ome.zarr", tile=48)
+    streamed = np.asarray(read_image(tmp_path / "out.ome.zarr").data)
+    expected = model.predict_image(image, tile=48)
+    np.testing.assert_array_equal(np.isnan(streamed), ~np.isfinite(image))
+    finite = np.isfinite(image)
+    assert_within_spec_tolerance(streamed[finite], expected.outputs.only[finite])
+    assert len(result.notices) == 1 and "120 NaN and 1 infinite value(s)" in result.notices[0]
+    assert "121 output pixel(s) there are NaN" in result.notices[0]
+
+
+def test_the_trust_note_overview_reads_every_kth_pixel_lazily(tmp_path: Path) -> None:
+    import tifffile
+
+    from microzoo.runtime.stream_files import overview
+
+    image = (np.arange(3000 * 2500) % 65521).astype(np.uint16).reshape(3000, 2500)
+    tifffile.imwrite(tmp_path / "big.tif", image, bigtiff=True, tile=(256, 256))
+    small, k = overview(read_image(tmp_path / "big.tif", lazy=True).data, "yx")
+    assert k == 2 and np.array_equal(small, image[::2, ::2])
+    stack = np.zeros((40, 10, 10))
+    assert overview(stack, "zyx")[0].shape == (14, 10, 10)  # every 3rd of 40 planes: at most about 16

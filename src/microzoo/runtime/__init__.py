@@ -5,6 +5,8 @@
 - :func:`test_package` reproduces a package's test outputs; :func:`summarize` describes it;
   :func:`convert_package` adds TorchScript and ONNX weights to it.
 - :func:`bind_ops`, :func:`plan_tiles`: the processing ops and the tile plan.
+- :func:`predict_stream` (:func:`prepare_stream`, :class:`StreamJob`): images larger than
+  memory, tile by tile into OME-Zarr, resumable.
 - :func:`memory_budget`, :func:`thread_count`: how much of the machine microzoo takes.
 
 Every name is imported on first use (PEP 562), so importing this package stays cheap.
@@ -27,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from microzoo.runtime.predict import Model, Prediction
     from microzoo.runtime.reproduce import OutputComparison, compare_outputs, test_package
     from microzoo.runtime.resources import memory_budget, parse_bytes, thread_count
+    from microzoo.runtime.stream import StreamResult, predict_stream, prepare_stream
+    from microzoo.runtime.stream_job import StreamJob
     from microzoo.runtime.summary import PackageSummary, summarize
     from microzoo.runtime.tiling import Tile, TilePlan, extract_tile, plan_tiles
 
@@ -62,6 +66,10 @@ _WHERE = {
     "summarize": "summary",
     "InstanceSettings": "instances",
     "instances_from_output": "instances",
+    "StreamResult": "stream",
+    "predict_stream": "stream",
+    "prepare_stream": "stream",
+    "StreamJob": "stream_job",
 }
 
 __all__ = [
@@ -75,6 +83,8 @@ __all__ = [
     "PackageSummary",
     "Pipeline",
     "Prediction",
+    "StreamJob",
+    "StreamResult",
     "Tile",
     "TilePlan",
     "available_formats",
@@ -93,6 +103,8 @@ __all__ = [
     "parse_bytes",
     "plan_tiles",
     "predict_files",
+    "predict_stream",
+    "prepare_stream",
     "summarize",
     "test_package",
     "thread_count",

@@ -13,10 +13,11 @@ whose grid differs from the input's, keep the model's values; the notice says so
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
+
+from microzoo.runtime.stats import StatRequest, finite_median
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +37,21 @@ class NonFinite:
         return int(self.mask.sum())
 
 
-def fill_non_finite(data: np.ndarray, axes: Sequence[str], tensor_id: str) -> tuple[np.ndarray, NonFinite | None]:
+def fill_request(axes: Sequence[str], tensor_id: str) -> StatRequest:
+    """The statistic :func:`fill_non_finite` fills with: the median of each channel's finite
+    values (for :func:`~microzoo.runtime.stats.stream_statistics`; pass its value as ``fill``)."""
+    return StatRequest(str(tensor_id), "median", tuple(str(a) for a in axes if str(a) != "channel"))
+
+
+def fill_non_finite(
+    data: np.ndarray, axes: Sequence[str], tensor_id: str, *, fill: np.ndarray | None = None
+) -> tuple[np.ndarray, NonFinite | None]:
     """``data`` with each non-finite value replaced by the median of its channel's finite values
-    (0 where a channel has none), and where they were; ``data`` itself when all are finite."""
+    (0 where a channel has none), and where they were; ``data`` itself when all are finite.
+
+    ``fill``: the medians of the whole tensor (:func:`fill_request`, size 1 but on ``channel``),
+    when ``data`` is a tile of it; then a tile is filled as the whole tensor would be.
+    """
     if data.dtype.kind not in "fc":
         return data, None
     finite = np.isfinite(data)
@@ -47,9 +60,7 @@ def fill_non_finite(data: np.ndarray, axes: Sequence[str], tensor_id: str) -> tu
     axes = tuple(axes)
     channel = axes.index("channel") if "channel" in axes else None
     others = tuple(i for i in range(data.ndim) if i != channel)
-    with warnings.catch_warnings():  # a channel with no finite value: its median is NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        median = np.nanmedian(np.where(finite, data, np.nan), axis=others, keepdims=True)
+    median = finite_median(data, others) if fill is None else np.asarray(fill)
     median = np.nan_to_num(median, nan=0.0).astype(data.dtype)
     filled = np.where(finite, data, median)
     mask = ~finite.all(axis=channel) if channel is not None else ~finite

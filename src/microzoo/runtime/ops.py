@@ -40,7 +40,6 @@ of ``axes``) a tile must either span that axis whole or say where it lies in the
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
@@ -49,8 +48,9 @@ import numpy as np
 from bioimageio.spec.model import v0_5
 
 from microzoo.errors import ProcessingError
+from microzoo.runtime.stats import StatRequest, compute_statistics, reduced_indices
 
-__all__ = ["Pipeline", "ProcessingDescr", "bind_ops", "describe_op"]
+__all__ = ["Pipeline", "ProcessingDescr", "bind_ops", "describe_op", "statistics_needed"]
 
 ProcessingDescr: TypeAlias = v0_5.PreprocessingDescr | v0_5.PostprocessingDescr
 _Fit = Callable[[np.ndarray], np.ndarray]
@@ -65,7 +65,7 @@ def _work(x: np.ndarray) -> np.ndarray:
     """``x`` as the arithmetic type: float32 stays float32 (the engines' type, and no copy of a
     whole image), everything else goes to float64. Results are cast back to :func:`_out_dtype`.
 
-    Statistics are still computed in float64 (:func:`_mean_std`, :func:`_quantiles`); applying
+    Statistics are still computed in float64 (:mod:`microzoo.runtime.stats`); applying
     them in float32 costs at most a few float32 ulps, far inside the spec's tolerance, and on a
     4096x4096 image saves about 2 s of float64 copies.
     """
@@ -279,6 +279,113 @@ def _fitter(
 
 # --- binding: statistics on the whole tensor ------------------------------------------------
 
+_THIS = "\0this"  # the id of the bound tensor's own statistics when the caller names none
+
+
+def statistics_needed(ops: Sequence[ProcessingDescr], axes: Sequence[str], *, tensor_id: str) -> list[StatRequest]:
+    """The statistics :func:`bind_ops` uses to bind ``ops`` to the tensor ``tensor_id`` (axes
+    ``axes``), in order and without repeats.
+
+    Those of a ``reference_tensor`` carry its id: compute each request on the tensor it names
+    (:func:`microzoo.runtime.stats.stream_statistics`), then pass them all to
+    ``bind_ops(..., statistics=..., tensor_id=tensor_id)``.
+    """
+    axes, tensor_id = tuple(str(a) for a in axes), str(tensor_id)
+    for op in ops:
+        for request in _op_requests(op, tensor_id):
+            if request.tensor_id == tensor_id:
+                _reduced(request.axes, axes, str(op.id))
+    return _requests(ops, tensor_id)
+
+
+def _requests(ops: Sequence[ProcessingDescr], tensor_id: str) -> list[StatRequest]:
+    return list(dict.fromkeys(r for op in ops for r in _op_requests(op, tensor_id)))
+
+
+def _op_requests(op: ProcessingDescr, tensor_id: str) -> list[StatRequest]:
+    """What :func:`_bind` asks for: the same constructors, so the two cannot drift apart."""
+    if isinstance(op, v0_5.ClipDescr):
+        kw = op.kwargs
+        return _quantile_requests(tensor_id, kw.axes, _clip_quantiles(kw), _clip_method(kw))
+    if isinstance(op, v0_5.ScaleRangeDescr):
+        rk = op.kwargs
+        ref = tensor_id if rk.reference_tensor is None else str(rk.reference_tensor)
+        return _quantile_requests(ref, rk.axes, (rk.min_percentile / 100, rk.max_percentile / 100), "linear")
+    if isinstance(op, v0_5.ScaleMeanVarianceDescr):
+        mk = op.kwargs
+        ref = tensor_id if mk.reference_tensor is None else str(mk.reference_tensor)
+        return _moment_requests(tensor_id, mk.axes) + _moment_requests(ref, mk.axes)
+    if isinstance(op, v0_5.ZeroMeanUnitVarianceDescr):
+        return _moment_requests(tensor_id, op.kwargs.axes)
+    return []
+
+
+def _names(reduce: Sequence[object] | None) -> tuple[str, ...] | None:
+    return None if reduce is None else tuple(str(a) for a in reduce)
+
+
+def _moment_requests(tensor_id: str, reduce: Sequence[object] | None) -> list[StatRequest]:
+    return [StatRequest(tensor_id, "mean", _names(reduce)), StatRequest(tensor_id, "std", _names(reduce))]
+
+
+def _quantile_requests(
+    tensor_id: str, reduce: Sequence[object] | None, qs: Sequence[float], method: _QuantileMethod
+) -> list[StatRequest]:
+    return [StatRequest(tensor_id, "quantile", _names(reduce), float(q), method) for q in qs]
+
+
+def _clip_quantiles(kw: v0_5.ClipKwargs) -> list[float]:
+    return [p / 100 for p in (kw.min_percentile, kw.max_percentile) if p is not None]
+
+
+def _clip_method(kw: v0_5.ClipKwargs) -> _QuantileMethod:
+    return "linear" if kw.axes is None or "batch" in map(str, kw.axes) else "inverted_cdf"
+
+
+class _Statistics:
+    """Statistics by request: looked up in those given, or computed in memory on first use
+    (every request of the same tensor, kind and axes at once, as :func:`compute_statistics`
+    groups them)."""
+
+    def __init__(
+        self,
+        requests: list[StatRequest],
+        own: str,
+        data: np.ndarray,
+        axes: tuple[str, ...],
+        sample: Mapping[str, tuple[np.ndarray, Sequence[str]]],
+        given: Mapping[str, np.ndarray] | None,
+    ):
+        self.requests, self.own, self.data, self.axes, self.sample, self.given = (
+            requests, own, data, axes, sample, given
+        )  # fmt: skip
+        self.cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, request: StatRequest) -> np.ndarray:
+        if self.given is not None:
+            if request.key not in self.given:
+                raise ProcessingError(
+                    f"the statistics given to bind_ops lack {request.key!r}; compute every request "
+                    "of statistics_needed(ops, axes, tensor_id=...) and pass the same tensor_id"
+                )
+            return _frozen(self.given[request.key])
+        if request.key not in self.cache:
+            if request.tensor_id == self.own:
+                data, axes = self.data, self.axes
+            else:
+                array, ref_axes = self.sample[request.tensor_id]
+                data, axes = np.asarray(array), tuple(str(a) for a in ref_axes)
+            same = [r for r in self.requests if _together(r, request)]
+            self.cache.update(compute_statistics(data, axes, same))
+        return self.cache[request.key]
+
+
+def _together(a: StatRequest, b: StatRequest) -> bool:
+    family = {"mean": "moments", "std": "moments"}
+    return (a.tensor_id, family.get(a.kind, a.kind), a.axes, a.method) == (
+        b.tensor_id, family.get(b.kind, b.kind), b.axes, b.method
+    )  # fmt: skip
+
 
 def bind_ops(
     ops: Sequence[ProcessingDescr],
@@ -286,6 +393,8 @@ def bind_ops(
     axes: Sequence[str],
     *,
     sample: Mapping[str, tuple[np.ndarray, Sequence[str]]] | None = None,
+    statistics: Mapping[str, np.ndarray] | None = None,
+    tensor_id: str | None = None,
 ) -> Pipeline:
     """Bind ``ops`` to the whole tensor ``data``, computing every statistic they need.
 
@@ -295,79 +404,104 @@ def bind_ops(
         Pre- or postprocessing descriptions (``bioimageio.spec.model.v0_5``), in order.
     data
         The whole tensor (every sample, the whole image), never a tile; not modified. The
-        statistics of every op are computed on it as given, not after the ops before.
+        statistics of every op are computed on it as given, not after the ops before. With
+        ``statistics``, only its shape is used: a lazy array, or the shape itself.
     axes
         Axis ids of ``data``, e.g. ``("batch", "channel", "y", "x")``.
     sample
         Other tensors of the same sample by tensor id, as ``(array, axes)``, in their raw
-        (unprocessed) state; needed for ``reference_tensor``.
+        (unprocessed) state; needed for ``reference_tensor``. With ``statistics`` only their
+        axes and shapes are used (lazy arrays are fine).
+    statistics
+        Precomputed statistics, ``StatRequest.key`` -> array, for every request of
+        ``statistics_needed(ops, axes, tensor_id=tensor_id)`` (e.g. from
+        :func:`microzoo.runtime.stats.stream_statistics`); then nothing is computed here.
+    tensor_id
+        The id of ``data``'s tensor; needed with ``statistics`` (their keys carry it).
 
     Returns
     -------
     Pipeline
         Applies the bound ops to ``data`` or to any tile of it.
     """
-    data = np.asarray(data)
     axes = tuple(str(a) for a in axes)
-    if data.ndim != len(axes) or len(set(axes)) != len(axes):
+    if statistics is None:
+        data = np.asarray(data)
+        shape = tuple(data.shape)
+    else:
+        if tensor_id is None:
+            raise ValueError("bind_ops(statistics=...) needs the tensor_id the statistics were requested for")
+        shape = tuple(int(n) for n in (data.shape if hasattr(data, "shape") else data))
+    if len(shape) != len(axes) or len(set(axes)) != len(axes):
         raise ProcessingError(
-            f"tensor of shape {data.shape} does not match the axes {axes}; give one distinct axis id per dimension"
+            f"tensor of shape {shape} does not match the axes {axes}; give one distinct axis id per dimension"
         )
-    steps = tuple(_bind(op, data, axes, sample or {}) for op in ops)  # statistics of the raw tensor
+    own = _THIS if tensor_id is None else str(tensor_id)
+    sample = sample or {}
+    stat = _Statistics(_requests(ops, own), own, data, axes, sample, statistics)
+    steps = tuple(_bind(op, shape, axes, sample, own, stat) for op in ops)  # statistics of the raw tensor
     names = tuple(str(op.id) for op in ops)
-    return Pipeline(axes=axes, shape=tuple(data.shape), steps=steps, names=names)
+    return Pipeline(axes=axes, shape=shape, steps=steps, names=names)
 
 
 def _bind(
-    op: ProcessingDescr, x: np.ndarray, axes: tuple[str, ...], sample: Mapping[str, tuple[np.ndarray, Sequence[str]]]
+    op: ProcessingDescr,
+    shape: tuple[int, ...],
+    axes: tuple[str, ...],
+    sample: Mapping[str, tuple[np.ndarray, Sequence[str]]],
+    own: str,
+    stat: _Statistics,
 ) -> _Step:
-    name = str(op.id)
+    name, ndim = str(op.id), len(shape)
     if isinstance(op, v0_5.BinarizeDescr):
         bk = op.kwargs
         if isinstance(bk, v0_5.BinarizeAlongAxisKwargs):
-            return _Binarize(_along(bk.threshold, bk.axis, axes, x.shape, name, "threshold"))
-        return _Binarize(_scalar(bk.threshold, x.ndim))
+            return _Binarize(_along(bk.threshold, bk.axis, axes, shape, name, "threshold"))
+        return _Binarize(_scalar(bk.threshold, ndim))
     if isinstance(op, v0_5.ClipDescr):
-        return _bind_clip(op.kwargs, x, axes, name)
+        return _bind_clip(op.kwargs, ndim, axes, name, own, stat)
     if isinstance(op, v0_5.EnsureDtypeDescr):
         return _Cast(np.dtype(op.kwargs.dtype))
     if isinstance(op, v0_5.FixedZeroMeanUnitVarianceDescr):
         fk = op.kwargs
         if isinstance(fk, v0_5.FixedZeroMeanUnitVarianceAlongAxisKwargs):
-            mean = _along(fk.mean, fk.axis, axes, x.shape, name, "mean")
-            std = _along(fk.std, fk.axis, axes, x.shape, name, "std")
+            mean = _along(fk.mean, fk.axis, axes, shape, name, "mean")
+            std = _along(fk.std, fk.axis, axes, shape, name, "std")
         else:
-            mean, std = _scalar(fk.mean, x.ndim), _scalar(fk.std, x.ndim)
+            mean, std = _scalar(fk.mean, ndim), _scalar(fk.std, ndim)
         return _Affine(sub=mean, div=_frozen(std + _FIXED_EPS))
     if isinstance(op, v0_5.ScaleLinearDescr):
         lk = op.kwargs
         if isinstance(lk, v0_5.ScaleLinearAlongAxisKwargs):
-            gain = _along(_listed(lk.gain), lk.axis, axes, x.shape, name, "gain")
-            offset = _along(_listed(lk.offset), lk.axis, axes, x.shape, name, "offset")
+            gain = _along(_listed(lk.gain), lk.axis, axes, shape, name, "gain")
+            offset = _along(_listed(lk.offset), lk.axis, axes, shape, name, "offset")
         else:
-            gain, offset = _scalar(lk.gain, x.ndim), _scalar(lk.offset, x.ndim)
+            gain, offset = _scalar(lk.gain, ndim), _scalar(lk.offset, ndim)
         return _Affine(mul=gain, add=offset)
     if isinstance(op, v0_5.ScaleRangeDescr):
         rk = op.kwargs
-        ref, ref_axes = _reference(rk.reference_tensor, x, axes, sample, name)
-        red = _reduced(rk.axes, ref_axes, name)
-        low, high = _quantiles(ref, (rk.min_percentile / 100, rk.max_percentile / 100), red, "linear")
-        low, high = (_align(v, ref_axes, axes, x.shape, name) for v in (low, high))
+        ref, ref_axes = _reference(rk.reference_tensor, own, axes, sample, name)
+        _reduced(rk.axes, ref_axes, name)
+        qs = (rk.min_percentile / 100, rk.max_percentile / 100)
+        low, high = (stat(r) for r in _quantile_requests(ref, rk.axes, qs, "linear"))
+        low, high = (_align(v, ref_axes, axes, shape, name) for v in (low, high))
         return _Affine(sub=low, div=_frozen(high - low + rk.eps))
     if isinstance(op, v0_5.ScaleMeanVarianceDescr):
         mk = op.kwargs
-        red = _reduced(mk.axes, axes, name)
-        mean, std = _mean_std(x, red)
-        ref, ref_axes = _reference(mk.reference_tensor, x, axes, sample, name)
-        ref_mean, ref_std = _mean_std(ref, _reduced(mk.axes, ref_axes, name))
-        ref_mean, ref_std = (_align(v, ref_axes, axes, x.shape, name) for v in (ref_mean, ref_std))
+        _reduced(mk.axes, axes, name)
+        mean, std = (stat(r) for r in _moment_requests(own, mk.axes))
+        ref, ref_axes = _reference(mk.reference_tensor, own, axes, sample, name)
+        _reduced(mk.axes, ref_axes, name)
+        ref_mean, ref_std = (stat(r) for r in _moment_requests(ref, mk.axes))
+        ref_mean, ref_std = (_align(v, ref_axes, axes, shape, name) for v in (ref_mean, ref_std))
         return _Affine(sub=mean, div=_frozen(std + mk.eps), mul=_frozen(ref_std + mk.eps), add=ref_mean)
     if isinstance(op, v0_5.SigmoidDescr):
         return _Sigmoid()
     if isinstance(op, v0_5.SoftmaxDescr):
         return _Softmax(_axis_index(op.kwargs.axis, axes, name))
     if isinstance(op, v0_5.ZeroMeanUnitVarianceDescr):
-        mean, std = _mean_std(x, _reduced(op.kwargs.axes, axes, name))
+        _reduced(op.kwargs.axes, axes, name)
+        mean, std = (stat(r) for r in _moment_requests(own, op.kwargs.axes))
         return _Affine(sub=mean, div=_frozen(std + op.kwargs.eps))
     raise ProcessingError(
         f"processing op {name!r} ({describe_op(op)}) is not supported by microzoo: only the "
@@ -376,15 +510,13 @@ def _bind(
     )
 
 
-def _bind_clip(kw: v0_5.ClipKwargs, x: np.ndarray, axes: tuple[str, ...], name: str) -> _Clip:
-    low = None if kw.min is None else _scalar(kw.min, x.ndim)
-    high = None if kw.max is None else _scalar(kw.max, x.ndim)
+def _bind_clip(kw: v0_5.ClipKwargs, ndim: int, axes: tuple[str, ...], name: str, own: str, stat: _Statistics) -> _Clip:
+    low = None if kw.min is None else _scalar(kw.min, ndim)
+    high = None if kw.max is None else _scalar(kw.max, ndim)
     if kw.min_percentile is None and kw.max_percentile is None:
         return _Clip(low, high)
-    red = _reduced(kw.axes, axes, name)
-    method: _QuantileMethod = "linear" if kw.axes is None or "batch" in map(str, kw.axes) else "inverted_cdf"
-    qs = [p / 100 for p in (kw.min_percentile, kw.max_percentile) if p is not None]
-    values = _quantiles(x, qs, red, method)
+    _reduced(kw.axes, axes, name)
+    values = [stat(r) for r in _quantile_requests(own, kw.axes, _clip_quantiles(kw), _clip_method(kw))]
     if kw.min_percentile is not None:
         low = values.pop(0)
     if kw.max_percentile is not None:
@@ -433,39 +565,32 @@ def _along(
 
 
 def _reduced(reduce: Sequence[object] | None, axes: tuple[str, ...], name: str) -> tuple[int, ...]:
-    if reduce is None:
-        return tuple(range(len(axes)))
-    missing = [str(a) for a in reduce if str(a) not in axes]
-    if missing:
-        raise ProcessingError(
-            f"{name} computes statistics over the axes {[str(a) for a in reduce]} but the tensor "
-            f"has axes {axes} (missing: {missing}); fix the op's axes or give data with these axes"
-        )
-    return tuple(axes.index(str(a)) for a in reduce)
+    return reduced_indices(None if reduce is None else [str(a) for a in reduce], axes, name)
 
 
 def _reference(
     ref_id: object,
-    x: np.ndarray,
+    own: str,
     axes: tuple[str, ...],
     sample: Mapping[str, tuple[np.ndarray, Sequence[str]]],
     name: str,
-) -> tuple[np.ndarray, tuple[str, ...]]:
+) -> tuple[str, tuple[str, ...]]:
+    """The id and axes of the tensor ``ref_id`` names (the bound tensor itself for ``None``)."""
     if ref_id is None:
-        return x, axes
+        return own, axes
     if str(ref_id) not in sample:
         raise ProcessingError(
             f"{name} takes its statistics from the tensor {str(ref_id)!r}, which was not given; "
             f"pass it as sample={{{str(ref_id)!r}: (array, axes)}} (given: {sorted(sample)})"
         )
     ref, ref_axes = sample[str(ref_id)]
-    ref, ref_axes = np.asarray(ref), tuple(str(a) for a in ref_axes)
-    if ref.ndim != len(ref_axes):
+    shape, ref_axes = np.shape(ref), tuple(str(a) for a in ref_axes)
+    if len(shape) != len(ref_axes):
         raise ProcessingError(
-            f"reference tensor {str(ref_id)!r} of shape {ref.shape} does not match its axes "
+            f"reference tensor {str(ref_id)!r} of shape {shape} does not match its axes "
             f"{ref_axes}; give one axis id per dimension"
         )
-    return ref, ref_axes
+    return str(ref_id), ref_axes
 
 
 def _align(
@@ -490,47 +615,6 @@ def _align(
                 f"has {size}; add {a!r} to the op's axes or give matching tensors"
             )
     return _frozen(out)
-
-
-def _non_finite_as_nan(x: np.ndarray) -> np.ndarray | None:
-    """``x`` in float64 with every NaN or infinite value as NaN, or ``None`` when all are finite."""
-    if x.dtype.kind not in "fc" or np.isfinite(x).all():
-        return None
-    return np.where(np.isfinite(x), x, np.nan).astype(np.float64, copy=False)
-
-
-def _mean_std(x: np.ndarray, red: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and population std over ``red`` of the finite values, keeping dims, in float64."""
-    nan_x = _non_finite_as_nan(x)
-    if nan_x is not None:
-        with warnings.catch_warnings():  # a slice with no finite value gives NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return (
-                _frozen(np.nanmean(nan_x, axis=red, keepdims=True)),
-                _frozen(np.nanstd(nan_x, axis=red, keepdims=True)),
-            )
-    mean = x.mean(axis=red, keepdims=True, dtype=np.float64)  # float64 sums, no float64 copy of x
-    # two passes; deviations in float32 where the data is exact in it (float32, integers of up to
-    # 16 bits), else float64; squares summed in float64: as accurate as a float64 copy to ~1e-7
-    # relative, and on a 4096x4096 uint8 image one float32 array instead of two float64 copies
-    exact_in_float32 = x.dtype == np.float32 or (x.dtype.kind in "iub" and x.dtype.itemsize <= 2)
-    dtype = np.float32 if exact_in_float32 else _work(x).dtype
-    deviation = np.subtract(x, mean.astype(dtype), dtype=dtype)
-    np.square(deviation, out=deviation)
-    std = np.sqrt(deviation.mean(axis=red, keepdims=True, dtype=np.float64))
-    return _frozen(mean), _frozen(std)
-
-
-def _quantiles(x: np.ndarray, qs: Sequence[float], red: tuple[int, ...], method: _QuantileMethod) -> list[np.ndarray]:
-    """Quantiles over ``red`` of the finite values, keeping dims, in float64."""
-    nan_x = _non_finite_as_nan(x)
-    if nan_x is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            values = np.nanquantile(nan_x, list(qs), axis=red, keepdims=True, method=method)
-    else:
-        values = np.quantile(x.astype(np.float64, copy=False), list(qs), axis=red, keepdims=True, method=method)
-    return [_frozen(v) for v in values]
 
 
 # --- descriptions ---------------------------------------------------------------------------

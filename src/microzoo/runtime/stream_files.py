@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -46,7 +46,8 @@ def estimated_bytes(model: Model, path: Path, *, level: int = 0) -> int:
     shape = read_image(path, level=level, lazy=True).data.shape if level else _shape(path)
     pixels = math.prod(shape)
     channels_out = sum(
-        next((len(a.channel_names) for a in t.axes if str(a.type) == "channel"), 1) for t in model.descr.outputs
+        next((len(getattr(a, "channel_names", ())) for a in t.axes if str(a.type) == "channel"), 1)
+        for t in model.descr.outputs
     )
     return 4 * pixels * (1 + channels_out)
 
@@ -137,7 +138,7 @@ def stream_file(
                 f"the trust note looked at an overview of this image (every {_nth(k)} pixel of y and x)",
             )
     prediction = Prediction(
-        outputs=Outputs({oid: w.data for oid, w in written.items()}),
+        outputs=Outputs({oid: cast(Any, w.data) for oid, w in written.items()}),  # read lazily
         axes={oid: w.axes for oid, w in written.items()},
         notices=tuple(notices),
         n_tiles=n_tiles,

@@ -18,6 +18,7 @@ holding the job folder can run any pending batch (``StreamJob.load(folder).run_b
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -31,15 +32,17 @@ import numpy as np
 from microzoo.errors import OutputError
 from microzoo.io.atomic import atomic_output
 from microzoo.progress import ProgressCallback
+from microzoo.runtime.non_finite import fill_non_finite
 from microzoo.runtime.ops import Pipeline
 from microzoo.runtime.stitch import cut_objects_notice
 from microzoo.runtime.stitch_job import instance_output, save_tile_objects, write_labels
 from microzoo.runtime.stream_view import ModelView, OutputLayout
 from microzoo.runtime.tiling import Tile, TilePlan, extract_tile
 
-__all__ = ["JOB_FORMAT", "BatchInput", "StreamJob", "job_folder"]
+__all__ = ["JOB_FORMAT", "STATISTICS", "BatchInput", "StreamJob", "job_folder"]
 
 JOB_FORMAT = 1
+STATISTICS = "statistics.npz"
 
 
 def job_folder(target: Path) -> Path:
@@ -62,23 +65,16 @@ class _Prepared:
     """The input tensor as the network sees it, read lazily: non-finite values filled with
     the channel median, then the bound preprocessing (``where=`` the region read)."""
 
-    def __init__(self, view: ModelView, pipeline: Pipeline, median: np.ndarray | None) -> None:
-        self.view, self.pipeline, self.median = view, pipeline, median
+    def __init__(self, view: ModelView, pipeline: Pipeline, fill: np.ndarray | None, tensor_id: str) -> None:
+        self.view, self.pipeline, self.fill, self.tensor_id = view, pipeline, fill, tensor_id
         self.shape, self.ndim = view.shape, view.ndim
         self.last: tuple[tuple[slice, ...], np.ndarray] | None = None
 
     def __getitem__(self, region: tuple[slice, ...]) -> np.ndarray:
         raw = self.view[region]
-        self.last = None
-        if raw.dtype.kind in "fc":
-            finite = np.isfinite(raw)
-            if not finite.all():
-                median = self.median if self.median is not None else np.zeros((1,) * raw.ndim, raw.dtype)
-                fit = tuple(r if n > 1 else slice(None) for r, n in zip(region, median.shape, strict=True))
-                raw = np.where(finite, raw, median[fit].astype(raw.dtype))
-                channel = self.view.model_axes.index("channel") if "channel" in self.view.model_axes else None
-                self.last = (region, ~finite.all(axis=channel) if channel is not None else ~finite)
-        return np.ascontiguousarray(self.pipeline(raw, where=region))
+        filled, where = fill_non_finite(raw, self.view.model_axes, self.tensor_id, fill=self.fill)
+        self.last = None if where is None else (region, where.mask)
+        return np.ascontiguousarray(self.pipeline(filled, where=region))
 
 
 class StreamJob:
@@ -128,7 +124,7 @@ class StreamJob:
     def view(self) -> ModelView:
         """The input in the model's axes, read lazily."""
         if self._view is None:
-            from microzoo.runtime.stream import open_view
+            from microzoo.runtime.stream_setup import open_view
 
             s = self.record["settings"]
             self._view = open_view(
@@ -140,7 +136,7 @@ class StreamJob:
     def plan(self) -> TilePlan:
         """The tile plan, rebuilt from the recorded settings (deterministic)."""
         if self._plan is None:
-            from microzoo.runtime.stream import plan_stream
+            from microzoo.runtime.stream_setup import plan_stream
 
             s = self.record["settings"]
             self._plan = plan_stream(
@@ -154,8 +150,9 @@ class StreamJob:
             )
         return self._plan
 
-    @property
+    @functools.cached_property
     def layouts(self) -> dict[str, OutputLayout]:
+        """Where each output goes in its OME-Zarr (axes, shape, chunks)."""
         plan = self.plan
         return {
             oid: OutputLayout.of(
@@ -171,17 +168,17 @@ class StreamJob:
     def writer(self, output_id: str) -> Any:
         """The OME-Zarr writer of output ``output_id`` (opened once per process)."""
         if output_id not in self._writers:
-            from microzoo.runtime.stream import open_writer
+            from microzoo.runtime.stream_setup import open_writer
 
             self._writers[output_id] = open_writer(self.output_path(output_id))
         return self._writers[output_id]
 
     def _pipelines(self) -> tuple[_Prepared, dict[str, Pipeline]]:
         if self._bound is None:
-            from microzoo.runtime.stream import bind_pipelines
+            from microzoo.runtime.stream_setup import bind_pipelines
 
-            pre, median, post = bind_pipelines(self.descr, self.view, self.plan, self.folder)
-            self._bound = (_Prepared(self.view, pre, median), post)
+            pre, fill, post = bind_pipelines(self.descr, self.view, self.plan, self.folder)
+            self._bound = (_Prepared(self.view, pre, fill, self.input_id), post)
         return self._bound
 
     # --- batches ---------------------------------------------------------------------------
@@ -305,7 +302,7 @@ class StreamJob:
                 self.writer(oid).build_pyramid(
                     method="mean" if self.writer(oid).dtype.kind in "fc" else "nearest", progress=progress
                 )
-        from microzoo.runtime.stream import deliver
+        from microzoo.runtime.stream_setup import deliver
 
         for oid in self.output_ids:
             if self.output_path(oid).exists():
@@ -318,19 +315,34 @@ class StreamJob:
         return sum(json.loads(p.read_text()).get("nan_pixels", 0) for p in (self.folder / "done").glob("batch-*.json"))
 
     def notices(self) -> tuple[str, ...]:
-        """What the user should know about the finished batches (non-finite input pixels,
-        instance objects that a tile edge may cut)."""
-        notices = []
-        n = self.nan_pixels()
-        if n:
-            notices.append(
-                f"input '{self.input_id}': {n} output pixel(s) come from input pixels that were not finite "
-                "(NaN or infinite); the model saw the median of their channel there, the statistics of the "
-                "preprocessing leave them out, and they are NaN in the output"
-            )
+        """What the user should know: non-finite input pixels (as the in-memory path says it),
+        and instance objects that a tile edge may cut (runtime/stitch_job.py)."""
+        return self._non_finite_notices() + self._cut_objects_notices()
+
+    def _cut_objects_notices(self) -> tuple[str, ...]:
         markers = (json.loads(p.read_text()) for p in (self.folder / "done").glob("batch-*.json"))
         cut = cut_objects_notice(sum(m.get("objects_may_be_cut", 0) for m in markers))
-        return (*notices, cut) if cut else tuple(notices)
+        return (cut,) if cut else ()
+
+    def _non_finite_notices(self) -> tuple[str, ...]:
+        from microzoo.runtime.stats import StatRequest, load_statistics
+
+        statistics = load_statistics(self.folder / STATISTICS)
+        n_nan, n_inf = (
+            int(statistics.get(StatRequest(self.input_id, kind).key, np.zeros(1)).sum())
+            for kind in ("nan_count", "inf_count")
+        )
+        if not n_nan + n_inf:
+            return ()
+        kinds = " and ".join(f"{n} {what}" for n, what in ((n_nan, "NaN"), (n_inf, "infinite")) if n)
+        text = (
+            f"input '{self.input_id}': {kinds} value(s) were not finite; the model saw the median of their "
+            "channel there, and the statistics of the preprocessing leave them out"
+        )
+        marked = self.nan_pixels()
+        if marked:
+            return (text + f"; the {marked} output pixel(s) there are NaN",)
+        return (text + "; the outputs cannot show them (not float images laid out like the input)",)
 
 
 def _whole(where: Sequence[slice], shape: Mapping[str, int], axes: Sequence[str]) -> tuple[slice, ...]:

@@ -48,7 +48,7 @@ import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal, TypeGuard, get_args
+from typing import Any, Literal, TypeGuard, get_args
 
 import numpy as np
 
@@ -245,7 +245,7 @@ def _is_pad_mode(mode: str) -> TypeGuard[PadMode]:
     return mode in PAD_MODES
 
 
-def extract_tile(array: np.ndarray, region: tuple[slice, ...], *, pad_mode: str = "reflect") -> np.ndarray:
+def extract_tile(array: Any, region: tuple[slice, ...], *, pad_mode: str = "reflect") -> np.ndarray:
     """Read ``region`` of ``array``, padding where it reaches outside.
 
     Parameters

@@ -1,0 +1,105 @@
+"""A streamed job killed at any moment continues where it stopped and gives the same bytes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from microzoo.errors import OutputError
+from microzoo.io.ome_zarr import OmeZarrWriter
+from microzoo.runtime.predict import Model
+from microzoo.runtime.stream import predict_stream, prepare_stream
+from microzoo.runtime.stream_job import StreamJob, job_folder
+
+SIZE = 1344  # 3 x 3 tiles of the example model (stride 448)
+
+
+def chunk_files(store: Path) -> dict[str, bytes]:
+    """Every file of an OME-Zarr (chunks and metadata) by relative path."""
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(7)
+    blobs = np.zeros((SIZE, SIZE), np.float32)
+    for y, x in rng.integers(0, SIZE, (400, 2)):
+        blobs[max(0, y - 6) : y + 6, max(0, x - 6) : x + 6] += rng.uniform(500, 3000)
+    image = (blobs + rng.normal(300, 40, blobs.shape)).clip(0, 65535).astype(np.uint16)
+    path = tmp_path_factory.mktemp("resume") / "in.ome.zarr"
+    OmeZarrWriter.create(path, shape=image.shape, dtype=image.dtype, axes="yx", chunks=(256, 256)).write(
+        (slice(None), slice(None)), image
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(example_model: Path, source: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    out = tmp_path_factory.mktemp("whole") / "out.ome.zarr"
+    predict_stream(Model.open(example_model, threads=1), source, out, threads=1)
+    return chunk_files(out)
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "microzoo.cli", "predict", *args]
+
+
+def test_killed_mid_run_and_restarted_gives_identical_bytes(
+    example_model: Path, source: Path, uninterrupted: dict[str, bytes], tmp_path: Path
+) -> None:
+    out = tmp_path / "out.ome.zarr"
+    command = cli(str(example_model), str(source), "-o", str(out), "--threads", "1")
+    done = job_folder(out) / "done"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (done.is_dir() and len(list(done.glob("batch-*.json"))) >= 2):
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        assert time.monotonic() < deadline, "no batch finished within two minutes"
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = len(list(done.glob("batch-*.json")))
+    assert 2 <= finished < 9 and not out.exists()
+
+    # another setting on the unfinished job is refused, and says what to do
+    refused = subprocess.run(cli(str(example_model), str(source), "-o", str(out), "--threads", "2"),
+                             capture_output=True, text=True)  # fmt: skip
+    assert refused.returncode == 2
+    assert "holds an unfinished job" in refused.stderr and "threads" in refused.stderr
+    assert "--overwrite" in refused.stderr
+
+    # the same command continues the job: only the batches left run
+    job = StreamJob.load(job_folder(out))
+    assert len(job.pending_batches()) == 9 - finished
+    rerun = subprocess.run(command, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert not job_folder(out).exists()
+    assert chunk_files(out) == uninterrupted
+
+
+def test_overwrite_starts_a_job_again(example_model: Path, source: Path, tmp_path: Path) -> None:
+    model = Model.open(example_model, threads=1)
+    out = tmp_path / "out.ome.zarr"
+    job = prepare_stream(model, source, out, threads=1)
+    job.run_batch(model, 4)
+    job.run_batch(model, 4)  # a batch that runs twice is fine
+    assert job.pending_batches() == [0, 1, 2, 3, 5, 6, 7, 8]
+    with pytest.raises(OutputError, match="unfinished job for another model/input/settings"):
+        prepare_stream(model, source, out, tile=512, memory_budget=10**9)
+    again = prepare_stream(model, source, out, memory_budget=10**9, overwrite=True)
+    assert again.pending_batches() == list(range(9))
+    assert again.record["settings"]["memory_budget"] == 10**9
+
+
+def test_a_finished_output_is_not_overwritten_without_asking(example_model: Path, source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.ome.zarr"
+    out.mkdir()
+    with pytest.raises(OutputError, match="exists already"):
+        prepare_stream(Model.open(example_model), source, out)

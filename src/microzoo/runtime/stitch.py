@@ -281,19 +281,13 @@ def paint_region(region: Region, objects: Iterable[TileObjects], ids: np.ndarray
     hi = np.array([s.stop for s in region], dtype=np.int64)
     out = np.zeros(tuple(hi - lo), dtype=np.uint32)
     for tile in sorted(objects, key=lambda o: o.index):
-        for local, (box, mask) in enumerate(zip(tile.boxes, tile.masks, strict=True)):
-            start, stop = np.maximum(box[0], lo), np.minimum(box[1], hi)
-            if (stop <= start).any():
-                continue
-            part = mask[tuple(slice(a, b) for a, b in zip(start - box[0], stop - box[0], strict=True))]
+        starts, stops = np.maximum(tile.boxes[:, 0], lo), np.minimum(tile.boxes[:, 1], hi)
+        for local in np.flatnonzero((starts < stops).all(axis=1)):  # the objects in the region
+            box, start, stop = tile.boxes[local], starts[local], stops[local]
+            part = tile.masks[local][tuple(slice(a, b) for a, b in zip(start - box[0], stop - box[0], strict=True))]
             target = out[tuple(slice(a, b) for a, b in zip(start - lo, stop - lo, strict=True))]
             target[part & (target == 0)] = ids[tile.index] + local
     return out
-
-
-def overlaps(a: Region, b: Region) -> bool:
-    """Whether two regions (slices with start and stop) share a pixel."""
-    return all(max(s.start, t.start) < min(s.stop, t.stop) for s, t in zip(a, b, strict=True))
 
 
 def cut_objects_notice(n_may_be_cut: int) -> str | None:
@@ -310,37 +304,53 @@ def cut_objects_notice(n_may_be_cut: int) -> str | None:
 class LabelPainter:
     """Paints stitched labels of any region from the objects a tiled job saved in ``folder``.
 
-    ``windows`` are all tiles' windows (:func:`tile_window`, in tile order). Reads every tile's
-    counts once (``n_objects``, ``n_may_be_cut``), then loads objects as regions need them,
-    keeping the most recent ``cache`` tiles (a row of tiles or two for painting chunk rows).
+    ``windows`` are all tiles' windows (:func:`tile_window`). Reads every tile's counts once
+    (``n_objects``, ``n_may_be_cut``), then loads objects as regions need them, keeping those
+    of the most recent ``cache`` tiles (default: enough for painting regions in tile order,
+    about three rows (2-D) or planes (3-D) of tiles).
     """
 
-    def __init__(self, folder: str | Path, windows: Sequence[TileWindow], *, cache: int = 512) -> None:
+    def __init__(self, folder: str | Path, windows: Sequence[TileWindow], *, cache: int | None = None) -> None:
         self.folder = Path(folder)
         self.windows = tuple(windows)
-        counts, may_be_cut = [], 0
+        counts = np.zeros(max((w.index for w in self.windows), default=-1) + 1, dtype=np.int64)
+        may_be_cut = 0
         for window in self.windows:
             path = objects_path(self.folder, window.index)
             if not path.is_file():
                 load_objects(self.folder, window.index)  # raises the missing-file error
             with np.load(path) as data:
-                counts.append(len(data["boxes"]))
+                counts[window.index] = len(data["boxes"])
                 may_be_cut += int(data["may_be_cut"].sum())
         self.ids = first_ids(counts)
-        self.n_objects = int(sum(counts))
+        self.n_objects = int(counts.sum())
         self.n_may_be_cut = may_be_cut
-        self._load = functools.lru_cache(maxsize=cache)(functools.partial(load_objects, self.folder))
+        inside = np.array([[(s.start, s.stop) for s in w.inside] for w in self.windows], dtype=np.int64)
+        self._lo, self._hi = inside[..., 0], inside[..., 1]
+        size = cache if cache is not None else _cache_size(self._lo)
+        self._load = functools.lru_cache(maxsize=size)(functools.partial(load_objects, self.folder))
 
     def paint(self, region: Region) -> np.ndarray:
         """The labels (uint32) of ``region``, from the tiles whose windows overlap it."""
-        near = [w.index for w in self.windows if overlaps(w.inside, region)]
-        return paint_region(region, (self._load(i) for i in near), self.ids)
+        lo = np.array([s.start for s in region], dtype=np.int64)
+        hi = np.array([s.stop for s in region], dtype=np.int64)
+        near = np.flatnonzero((np.maximum(self._lo, lo) < np.minimum(self._hi, hi)).all(axis=1))
+        return paint_region(region, (self._load(self.windows[i].index) for i in near), self.ids)
 
     @property
     def notices(self) -> tuple[str, ...]:
         """The notice about objects that may be cut (empty when none may be)."""
         notice = cut_objects_notice(self.n_may_be_cut)
         return (notice,) if notice else ()
+
+
+def _cache_size(starts: np.ndarray) -> int:
+    """Tiles to keep loaded when regions are painted in tile order (C order over the grid):
+    three slabs of the outermost tiled axis, so every neighbour of a region stays loaded."""
+    per_axis = [len(np.unique(starts[:, i])) for i in range(starts.shape[1])] if len(starts) else [1]
+    tiled = [i for i, n in enumerate(per_axis) if n > 1]
+    slab = int(np.prod(per_axis[tiled[0] + 1 :])) if tiled else 1
+    return 3 * slab + 8
 
 
 @dataclass(frozen=True)

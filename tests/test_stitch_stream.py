@@ -69,7 +69,16 @@ def test_streamed_labels_equal_whole_image_decoding(
     model: Model, image: np.ndarray, whole_image_labels: np.ndarray, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.ome.zarr"
-    result = predict_stream(model, _source(tmp_path, image), out, tile=TILE, threads=1)
+    steps: list[str] = []
+    result = predict_stream(
+        model,
+        _source(tmp_path, image),
+        out,
+        tile=TILE,
+        threads=1,
+        progress=lambda done, total, what: steps.append(what),
+    )
+    assert "painting instance labels" in steps
 
     labels = _labels(out)
     assert result.notices == () and result.n_tiles >= 30
@@ -108,3 +117,15 @@ def test_a_notice_when_objects_are_larger_than_the_halo(model: Model, tmp_path: 
     result = predict_stream(model, _source(tmp_path, image), tmp_path / "out.ome.zarr", tile=64, threads=1)
     (notice,) = result.notices
     assert "larger tiles (--tile)" in notice
+
+
+def test_a_tiff_target_gets_the_maps_only(model: Model, image: np.ndarray, tmp_path: Path) -> None:
+    steps: list[str] = []
+    result = predict_stream(
+        model, _source(tmp_path, image), tmp_path / "out.tif", tile=TILE, threads=1,
+        progress=lambda done, total, what: steps.append(what),
+    )  # fmt: skip
+    assert steps and not any("labels" in step for step in steps)  # no labels painted for a TIFF
+    written = read_image(result.outputs["instances"])
+    assert written.axes == "cyx" and written.data.shape == (3, *image.shape)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ome.zarr", "out.tif"]  # the job folder is gone

@@ -34,7 +34,7 @@ from microzoo.runtime.ops import Pipeline
 from microzoo.runtime.stitch import LabelPainter, instance_maps, save_objects, tile_objects, tile_window
 from microzoo.runtime.tiling import Tile, TilePlan
 
-__all__ = ["LABELS_NAME", "InstanceOutput", "instance_output", "save_tile_objects", "write_labels"]
+__all__ = ["LABELS_NAME", "InstanceOutput", "instance_output", "labels_wanted", "save_tile_objects", "write_labels"]
 
 #: The name of the label image in the output OME-Zarr (``labels/instances``).
 LABELS_NAME = "instances"
@@ -91,6 +91,14 @@ def save_tile_objects(
     objects = tile_objects(maps, window, settings=instance.settings, edge_band=edge_band(tensor))
     save_objects(folder, objects)
     return int(objects.may_be_cut.sum())
+
+
+def labels_wanted(output: Path, target: Path) -> bool:
+    """Whether the instance output being written at ``output`` still needs labels: it is there
+    (not delivered yet) and goes to an OME-Zarr ``target`` (a TIFF target gets the maps only)."""
+    from microzoo.io.read import image_format
+
+    return output.exists() and image_format(target) == "zarr"
 
 
 def write_labels(

@@ -35,7 +35,7 @@ from microzoo.progress import ProgressCallback
 from microzoo.runtime.non_finite import fill_non_finite
 from microzoo.runtime.ops import Pipeline
 from microzoo.runtime.stitch import cut_objects_notice
-from microzoo.runtime.stitch_job import instance_output, save_tile_objects, write_labels
+from microzoo.runtime.stitch_job import instance_output, labels_wanted, save_tile_objects, write_labels
 from microzoo.runtime.stream_view import ModelView, OutputLayout
 from microzoo.runtime.tiling import Tile, TilePlan, extract_tile
 
@@ -290,12 +290,13 @@ class StreamJob:
                 f"the job in {self.folder} has {len(pending)} of {self.n_batches} batches still to run: "
                 "run the same command again to finish it"
             )
-        if self.instances is not None and self.output_path(self.instances.tensor.id).exists():
+        if self.instances is not None:  # instance labels (runtime/stitch_job.py)
             oid = self.instances.tensor.id
-            write_labels(
-                self.folder / "objects", self.plan, self.instances, self.writer(oid), self.layouts[oid],
-                self.view.sample_index, progress=progress,
-            )  # fmt: skip
+            if labels_wanted(self.output_path(oid), self.targets[oid]):
+                write_labels(
+                    self.folder / "objects", self.plan, self.instances, self.writer(oid), self.layouts[oid],
+                    self.view.sample_index, progress=progress,
+                )  # fmt: skip
         for oid in self.output_ids:
             path = self.output_path(oid)
             if path.exists():

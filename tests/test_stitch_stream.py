@@ -129,3 +129,28 @@ def test_a_tiff_target_gets_the_maps_only(model: Model, image: np.ndarray, tmp_p
     written = read_image(result.outputs["instances"])
     assert written.axes == "cyx" and written.data.shape == (3, *image.shape)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ome.zarr", "out.tif"]  # the job folder is gone
+
+
+def test_non_finite_input_pixels_are_background_as_in_memory(model: Model, tmp_path: Path) -> None:
+    """Squares cover most of the image, so the median that fills a non-finite pixel is bright:
+    the network sees object there, and only marking the output NaN (as in memory) makes it
+    background."""
+    rng = np.random.default_rng(9)
+    image = rng.normal(0.05, 0.03, (240, 272)).astype(np.float32)
+    for y in range(2, 240 - 14, 17):
+        for x in range(2, 272 - 14, 17):
+            image[y : y + 14, x : x + 14] += 0.8
+    image[100:104, 30:250] = np.nan  # a stripe through squares, gaps and tile edges
+    prediction = model.predict_image(image, axes="yx")
+    maps = prediction.outputs["instances"]
+    assert np.isnan(maps[:, 100:104, 30:250]).all()
+    settings = instance_settings_of(model.descr)
+    assert settings is not None
+    whole = instances_from_output(maps, settings=settings)
+
+    out = tmp_path / "out.ome.zarr"
+    result = predict_stream(model, _source(tmp_path, image), out, tile=TILE, threads=1)
+    labels = _labels(out)
+    assert any("not finite" in notice for notice in result.notices)
+    assert not labels[100:104, 30:250].any() and labels.max() > 150
+    assert _same_partition(labels, whole)

@@ -71,11 +71,22 @@ def edge_band(tensor: TensorGeometry) -> int:
 
 
 def save_tile_objects(
-    folder: Path, plan: TilePlan, tile: Tile, instance: InstanceOutput, piece: np.ndarray, postprocess: Pipeline
+    folder: Path,
+    plan: TilePlan,
+    tile: Tile,
+    instance: InstanceOutput,
+    piece: np.ndarray,
+    postprocess: Pipeline,
+    mark_non_finite: Callable[..., object] | None = None,
 ) -> int:
-    """Decode ``tile``'s whole raw output ``piece`` (the tensor's axes, one item) after
-    the output's bound ``postprocess`` pipeline and save the objects it keeps in ``folder``; return how many
-    of them may be cut (:func:`microzoo.runtime.stitch.cut_objects_notice`)."""
+    """Decode ``tile``'s whole raw output ``piece`` (the tensor's axes, one item) after the
+    output's bound ``postprocess`` pipeline and save the objects it keeps in ``folder``; return
+    how many of them may be cut (:func:`microzoo.runtime.stitch.cut_objects_notice`).
+
+    ``mark_non_finite(block, where=...)`` sets NaN in a postprocessed block where the input was not
+    finite, as the kept outputs get it: those pixels are background, as when the whole image's
+    output is decoded.
+    """
     tensor = instance.tensor
     window = tile_window(plan, tile, tensor)
     crop, where, j = [], [], 0
@@ -87,7 +98,10 @@ def save_tile_objects(
         crop.append(slice(0, 1) if axis.kind == "batch" else window.crop[j])
         where.append(window.inside[j])
         j += 1
-    maps = instance_maps(postprocess(piece[tuple(crop)], where=tuple(where)), tensor)
+    block = postprocess(piece[tuple(crop)], where=tuple(where))
+    if mark_non_finite is not None:
+        mark_non_finite(block, where=tuple(where))
+    maps = instance_maps(block, tensor)
     objects = tile_objects(maps, window, settings=instance.settings, edge_band=edge_band(tensor))
     save_objects(folder, objects)
     return int(objects.may_be_cut.sum())

@@ -230,8 +230,9 @@ class StreamJob:
                 piece = raw if "batch" not in axes else np.take(raw, [k], axis=axes.index("batch"))
                 if self.instances is not None and self.instances.tensor.id == oid:
                     objects = self.folder / "objects"
+                    mark = functools.partial(self._mark_non_finite, oid=oid, found=batch.non_finite[k])
                     counts["objects_may_be_cut"] += save_tile_objects(
-                        objects, self.plan, tile, self.instances, piece, post[oid]
+                        objects, self.plan, tile, self.instances, piece, post[oid], mark
                     )
                 inner, where = tile.outputs[oid]
                 kept = post[oid](piece[inner], where=_whole(where, self.plan.output_shapes[oid], axes))

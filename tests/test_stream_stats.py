@@ -12,7 +12,13 @@ from bioimageio.spec.model import v0_5 as m
 from microzoo.errors import ProcessingError
 from microzoo.runtime.non_finite import fill_non_finite, fill_request
 from microzoo.runtime.ops import bind_ops, statistics_needed
-from microzoo.runtime.stats import StatRequest, load_statistics, save_statistics, stream_statistics
+from microzoo.runtime.stats import (
+    StatRequest,
+    load_statistics,
+    save_statistics,
+    stream_sample_statistics,
+    stream_statistics,
+)
 
 BCYX = ("batch", "channel", "y", "x")
 OVER = {"sample": ("y", "x"), "batch": ("batch", "y", "x"), "all": None, "row": ("x",)}
@@ -70,6 +76,24 @@ def test_percentiles_equal_numpy(dtype):
         assert got[r.key].shape == want.shape
         assert np.array_equal(got[r.key], want), r.key
     assert reader.largest <= 2 * 16 * 20  # never more than one block held
+
+
+@pytest.mark.parametrize(("dtype", "keep", "passes"), [("uint16", True, 1), ("float32", True, 2), ("float64", True, 2),
+                                                     ("float64", False, 4), ("int64", False, 4)])  # fmt: skip
+def test_passes_and_the_counting_path(monkeypatch, dtype, keep, passes):
+    """8/16-bit data: one histogram pass; 32-bit: two; 64-bit: two when the bin holding a rank
+    is small enough to keep and sort, else 16 more bits counted per pass (forced here)."""
+    import microzoo.runtime._radix_select as radix
+
+    if not keep:
+        monkeypatch.setattr(radix, "_KEEP_PER_SET", 0)
+    x = image(dtype, shape=(1, 2, 64, 50), seed=6)
+    requests = [StatRequest("t", "quantile", ("y", "x"), q, "linear") for q in (0.01, 0.5, 0.998)]
+    seen: set[str] = set()
+    got = stream_statistics(x, BCYX, requests, block=(1, 1, 16, 16), progress=lambda d, t, what: seen.add(what))
+    assert len(seen) == passes
+    for r in requests:
+        assert np.array_equal(got[r.key], numpy_quantile(x, r.q, r.axes, r.method)), r.key
 
 
 def test_mean_std_match_numpy_and_repeat_to_the_bit():
@@ -160,6 +184,8 @@ def test_bind_ops_with_missing_statistics_says_so():
     op = m.ZeroMeanUnitVarianceDescr(kwargs=m.ZeroMeanUnitVarianceKwargs(axes=["y", "x"]))
     with pytest.raises(ProcessingError, match="lack 'raw\\|std\\|y,x'"):
         bind_ops([op], (1, 1, 8, 8), BCYX, statistics={"raw|mean|y,x": np.zeros((1, 1, 1, 1))}, tensor_id="raw")
+    with pytest.raises(ProcessingError, match="tensor\\(s\\) \\['ref'\\] are needed"):
+        stream_sample_statistics({"raw": (image("uint8"), BCYX)}, [StatRequest("ref", "mean")], blocks={})
 
 
 # --- a pipeline bound from streamed statistics equals the one bound in memory ----------------
@@ -168,22 +194,18 @@ def test_bind_ops_with_missing_statistics_says_so():
 def streamed_statistics(ops, tensor_id, sample, block=(1, 1, 24, 20)):
     """What a streaming job does: the requests of ``ops``, each computed on its own tensor."""
     requests = statistics_needed(ops, sample[tensor_id][1], tensor_id=tensor_id)
-    out = {}
-    for tid in dict.fromkeys(r.tensor_id for r in requests):
-        array, axes = sample[tid]
-        mine = [r for r in requests if r.tensor_id == tid]
-        out.update(stream_statistics(BlockReader(array), axes, mine, block=block[: len(axes)]))
-    return out
+    readers = {tid: (BlockReader(array), axes) for tid, (array, axes) in sample.items()}
+    blocks = {tid: block[: len(axes)] for tid, (_, axes) in sample.items()}
+    return stream_sample_statistics(readers, requests, blocks=blocks)
 
 
 def assert_same_pipeline(ops, tensor_id, sample):
     data, axes = sample[tensor_id]
     in_memory = bind_ops(ops, data, axes, sample=sample)
-    lazy_sample = {tid: (BlockReader(a), ax) for tid, (a, ax) in sample.items()}
-    streamed = bind_ops(
-        ops, BlockReader(data), axes, sample=lazy_sample, statistics=streamed_statistics(ops, tensor_id, sample),
-        tensor_id=tensor_id,
-    )  # fmt: skip
+    statistics = streamed_statistics(ops, tensor_id, sample)
+    lazy_data, lazy_sample = BlockReader(data), {tid: (BlockReader(a), ax) for tid, (a, ax) in sample.items()}
+    streamed = bind_ops(ops, lazy_data, axes, sample=lazy_sample, statistics=statistics, tensor_id=tensor_id)
+    assert lazy_data.largest == 0 and all(r.largest == 0 for r, _ in lazy_sample.values())  # nothing read
     want, got = in_memory(data), streamed(data)
     assert got.dtype == want.dtype and got.shape == want.shape
     # percentiles are exact; mean and std differ from the in-memory ones by their rounding only
@@ -231,3 +253,31 @@ def test_packages_bind_the_same_from_streamed_statistics(tmp_path_factory, packa
     )
     for tensor in model.descr.outputs:
         assert_same_pipeline(tensor.postprocessing, str(tensor.id), post_sample)
+
+
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".tif"])
+def test_streams_over_lazy_files(tmp_path, suffix):
+    """A uint16 image written as OME-Zarr (64-chunks) and as tiled TIFF, read lazily: the streamed
+    percentiles per channel are NumPy's, read block by block."""
+    import tifffile
+
+    from microzoo.io.ome_zarr import OmeZarrWriter
+    from microzoo.io.read import read_image
+
+    x = image("uint16", shape=(1, 2, 200, 150), seed=8)[0]
+    path = tmp_path / f"img{suffix}"
+    if suffix == ".tif":
+        tifffile.imwrite(path, x, tile=(64, 64), metadata={"axes": "CYX"})
+    else:
+        OmeZarrWriter.create(path, shape=x.shape, dtype=x.dtype, axes="cyx", chunks=(1, 64, 64)).write(
+            (slice(None),) * 3, x
+        )
+    lazy = read_image(path, lazy=True)
+    assert lazy.axes == "cyx" and not isinstance(lazy.data, np.ndarray)
+    requests = [StatRequest("t", "quantile", ("y", "x"), q, "linear") for q in (0.01, 0.998)]
+    requests += [StatRequest("t", "mean", ("y", "x"))]
+    got = stream_statistics(lazy.data, ("channel", "y", "x"), requests, block=(1, 64, 64))
+    for r in requests[:2]:
+        want = np.quantile(x.astype(np.float64), r.q, axis=(1, 2), keepdims=True)
+        assert np.array_equal(got[r.key], want)
+    np.testing.assert_allclose(got["t|mean|y,x"], x.mean(axis=(1, 2), keepdims=True), rtol=1e-12)

@@ -23,6 +23,8 @@ import numpy as np
 from microzoo.errors import ProcessingError
 
 _HIST_BUDGET = 1 << 21  # counts held by one histogram pass of one reduction (16 MiB)
+_KEEP_PER_SET = 1 << 20  # a bin of at most this many values is kept whole and sorted (8 MiB)...
+_KEEP_BUDGET = 1 << 22  # ...as long as all kept bins of a pass hold at most this many (32 MiB)
 
 
 def digit_bits(n_sets: int, remaining: int) -> int:
@@ -58,7 +60,11 @@ class _Keys:
         bits = x.view(self.udtype)
         if kind == "i":
             return bits ^ self.sign
-        return np.where(bits & self.sign, ~bits, bits | self.sign)
+        # floats: flip every bit of a negative value, only the sign bit of a positive one
+        flip = (x.view(f"i{self.dtype.itemsize}") >> (self.width - 1)).view(self.udtype)  # all ones or 0
+        flip |= self.sign
+        flip ^= bits
+        return flip
 
     def values(self, keys: np.ndarray) -> np.ndarray:
         keys = np.ascontiguousarray(keys, dtype=self.udtype)
@@ -96,7 +102,11 @@ class Reduction:
         self.bits = 0
         self.t_gid = self.t_rank = self.t_rank0 = self.t_set = np.zeros(0, np.int64)
         self.t_prefix = np.zeros(0, np.uint64)
+        self.t_count = np.zeros(0, np.int64)
+        self.t_done = np.zeros(0, bool)
         self.set_prefix = np.zeros(0, np.uint64)
+        self.set_collect = np.zeros(0, bool)
+        self.collected: dict[int, list[np.ndarray]] = {}
         self.slots: list[np.ndarray] = []
 
     def add(self, request) -> None:
@@ -148,7 +158,7 @@ class Reduction:
             dev = values - mb[:, None]
             if finite is not None:
                 dev[~finite] = 0.0
-            m2b = np.einsum("ij,ij->i", dev, dev)
+            m2b = np.square(dev, out=dev).sum(axis=1)  # NumPy's pairwise sums, as for the mean
             na = self.n[gids]
             n = na + nb
             delta = mb - self.mean[gids]
@@ -165,6 +175,7 @@ class Reduction:
         self.hist[gids] += np.bincount(flat, minlength=len(gids) << self.d).reshape(len(gids), -1)
 
     def _refine(self, rows: np.ndarray, finite: np.ndarray | None, gids: np.ndarray) -> None:
+        """Count the next digit of the keys in each pending set, or keep them (small sets)."""
         keys = self.codec.keys(rows)
         width, d = self.codec.width, self.d
         for slot in self.slots:
@@ -176,6 +187,12 @@ class Reduction:
             member = (k >> (width - self.bits)) == self.set_prefix[s][:, None]
             if finite is not None:
                 member &= finite[use]
+            for i in np.flatnonzero(self.set_collect[s]):
+                self.collected[int(s[i])].append(k[i][member[i]])
+            counted = ~self.set_collect[s]
+            if not counted.any():
+                continue
+            k, s, member = k[counted], s[counted], member[counted]
             low = int(s.min())
             digit = ((k >> (width - self.bits - d)) & ((1 << d) - 1)).astype(np.int64)
             digit += ((s - low).astype(np.int64) << d)[:, None]
@@ -185,23 +202,37 @@ class Reduction:
     # --- between passes -------------------------------------------------------------------
 
     def settle(self) -> None:
-        """After a pass: fix the digit of each pending rank; plan the next pass if needed."""
+        """After a pass: fix the next digit of each pending rank, or its whole key where its set
+        was kept; plan the next pass if some are still pending."""
         if not self.order:
             self.first = False
             return
         if self.first:
             self.first = False
             self._plan_targets()
-            owner = self.t_gid
+            self._advance(np.arange(len(self.t_gid)), self.t_gid)
         else:
-            owner = self.t_set
-        bin_, below = _find_bins(self.hist, owner, self.t_rank)
-        self.t_rank -= below
-        self.t_prefix = (self.t_prefix << np.uint64(self.d)) | bin_.astype(np.uint64)
-        self.bits += self.d
-        self.pending = self.bits < self.codec.width and len(self.t_gid) > 0
+            pending = np.flatnonzero(~self.t_done)
+            kept = self.set_collect[self.t_set[pending]]
+            for set_id in np.unique(self.t_set[pending[kept]]):
+                ordered = np.sort(np.concatenate(self.collected[int(set_id)]))
+                targets = pending[kept][self.t_set[pending[kept]] == set_id]
+                self.t_prefix[targets] = ordered[self.t_rank[targets]]
+                self.t_done[targets] = True
+            self._advance(pending[~kept], self.t_set[pending[~kept]])
+        self.pending = not self.t_done.all()
         if self.pending:
             self._plan_sets()
+
+    def _advance(self, targets: np.ndarray, owner: np.ndarray) -> None:
+        """Fix the digit counted in ``hist`` (row ``owner``) of each of ``targets``."""
+        bin_, below = _find_bins(self.hist, owner, self.t_rank[targets])
+        self.t_rank[targets] -= below
+        self.t_count[targets] = self.hist[owner, bin_] if len(targets) else 0
+        self.t_prefix[targets] = (self.t_prefix[targets] << np.uint64(self.d)) | bin_.astype(np.uint64)
+        self.bits += self.d
+        if self.bits >= self.codec.width:
+            self.t_done[targets] = True
 
     def _plan_targets(self) -> None:
         """The ranks every order request needs, per group with at least one finite value."""
@@ -213,21 +244,29 @@ class Reduction:
         pairs = np.unique(np.concatenate(ranks), axis=0) if ranks else np.zeros((0, 2), np.int64)
         self.t_gid, self.t_rank, self.t_rank0 = pairs[:, 0].copy(), pairs[:, 1].copy(), pairs[:, 1].copy()
         self.t_prefix = np.zeros(len(pairs), np.uint64)
+        self.t_count = np.zeros(len(pairs), np.int64)
+        self.t_done = np.zeros(len(pairs), bool)
+        self.t_set = np.full(len(pairs), -1, np.int64)
         self.bits = 0
 
     def _plan_sets(self) -> None:
-        """Group the pending ranks by (group, fixed prefix) and lay them out in slots."""
-        remaining = self.codec.width - self.bits
-        pairs = np.stack([self.t_gid, self.t_prefix.astype(np.int64)], axis=1)
-        sets, self.t_set = np.unique(pairs, axis=0, return_inverse=True)
-        self.t_set = self.t_set.ravel()
+        """Group the pending ranks by (group, fixed prefix), lay the sets out in slots (a group's
+        first set in slot 0, ...), and choose which to keep whole rather than count."""
+        pending = np.flatnonzero(~self.t_done)
+        pairs = np.stack([self.t_gid[pending], self.t_prefix[pending].astype(np.int64)], axis=1)
+        sets, inverse = np.unique(pairs, axis=0, return_inverse=True)
+        self.t_set[:] = -1
+        self.t_set[pending] = inverse.ravel()
         self.set_prefix = sets[:, 1].astype(self.codec.udtype)
-        self.d = digit_bits(len(sets), remaining)
+        count = np.zeros(len(sets), np.int64)
+        count[inverse.ravel()] = self.t_count[pending]
+        self.set_collect = (count <= _KEEP_PER_SET) & (np.cumsum(count) <= _KEEP_BUDGET)
+        self.collected = {int(i): [] for i in np.flatnonzero(self.set_collect)}
+        self.d = digit_bits(int((~self.set_collect).sum()), self.codec.width - self.bits)
         self.hist = np.zeros((len(sets), 1 << self.d), np.int64)
         self.slots = []
         gid = sets[:, 0]
-        first = np.searchsorted(gid, gid, side="left")
-        occurrence = np.arange(len(gid)) - first
+        occurrence = np.arange(len(gid)) - np.searchsorted(gid, gid, side="left")
         for j in range(int(occurrence.max()) + 1):
             slot = np.full(self.n_groups, -1, np.int64)
             slot[gid[occurrence == j]] = np.flatnonzero(occurrence == j)

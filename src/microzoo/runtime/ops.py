@@ -31,6 +31,13 @@ Semantics follow the spec's field documentation and bioimageio.core 0.11.0 (``pr
 - ``ensure_dtype`` to an integer dtype truncates toward zero like core's ``astype``; values
   outside the dtype's range are clipped to it and NaN becomes 0 (core leaves these undefined).
 
+Images larger than memory: :func:`statistics_needed` lists the statistics the ops need
+(:class:`~microzoo.runtime.stats.StatRequest`, those of a ``reference_tensor`` under its id);
+:func:`~microzoo.runtime.stats.stream_statistics` computes them block by block (mean and std
+to float64 rounding, percentiles exactly); ``bind_ops(..., statistics=..., tensor_id=...)``
+then binds the same :class:`Pipeline` from them without reading the data. In memory the
+statistics are computed by :func:`~microzoo.runtime.stats.compute_statistics`.
+
 Tiles: statistics are stored with size 1 on reduced axes. Where a statistic keeps a
 non-singleton axis (per sample: ``batch``; per channel: ``channel``; a spatial axis left out
 of ``axes``) a tile must either span that axis whole or say where it lies in the whole tensor::

@@ -17,11 +17,13 @@ always used). :func:`stream_statistics` computes the same statistics from any ar
 - **percentiles and medians**: exact, for every integer and float dtype: the values' bits
   are mapped to unsigned integer keys in the same order as the values (radix select). The
   first pass counts the top 16 bits of the keys in a histogram per group; the bin that holds
-  each needed rank is split by the next 16 bits in a further pass, until the key is known
-  whole. 8- and 16-bit data are done in the first pass, 32-bit data (``float32``, ``int32``)
-  in two, 64-bit data in four at most. The order statistics are then combined exactly as
+  each needed rank is then split by the next 16 bits in a further pass (or, when it holds at
+  most 2**20 values, they are kept and sorted), until the key is known whole. 8- and 16-bit
+  data are done in the first pass, 32-bit data (``float32``, ``int32``) in two, 64-bit data in
+  two unless a bin is large, four at most. The order statistics are then combined exactly as
   :func:`numpy.quantile` combines them (``linear`` and ``inverted_cdf``), so the result is
-  NumPy's to the bit. Memory: one histogram of 2**16 counts per group and pending rank.
+  NumPy's to the bit. Memory: a block, one histogram of 2**16 counts per group and pending
+  rank, and the kept bins (at most 2**22 values).
 - Values that are not finite (NaN, +-inf) are left out of every statistic, as in
   :mod:`~microzoo.runtime.ops`, and counted (kinds ``nan_count``, ``inf_count``).
 """
@@ -39,6 +41,7 @@ import numpy as np
 
 from microzoo.errors import ProcessingError
 from microzoo.progress import ProgressCallback
+from microzoo.runtime._radix_select import Reduction
 
 __all__ = [
     "StatRequest",
@@ -46,6 +49,7 @@ __all__ = [
     "finite_median",
     "load_statistics",
     "save_statistics",
+    "stream_sample_statistics",
     "stream_statistics",
 ]
 
@@ -111,7 +115,7 @@ def compute_statistics(data: np.ndarray, axes: Sequence[str], requests: Iterable
         family = "moments" if r.kind in ("mean", "std") else r.kind
         groups.setdefault((family, r.axes, r.method), []).append(r)
     for (family, reduce, method), group in groups.items():
-        red = reduced_indices(reduce, axes, group[0].tensor_id)
+        red = reduced_indices(reduce, axes, f"the statistics of {group[0].tensor_id!r}")
         if family == "moments":
             mean, std = mean_std(data, red)
             out.update({r.key: mean if r.kind == "mean" else std for r in group})
@@ -122,11 +126,11 @@ def compute_statistics(data: np.ndarray, axes: Sequence[str], requests: Iterable
         elif family == "median":
             median = _frozen(finite_median(data, red))
             out.update({r.key: median for r in group})
-        else:
-            finite_kind = np.isnan if family == "nan_count" else np.isinf
-            count = _frozen(finite_kind(data).sum(axis=red, keepdims=True)) if data.dtype.kind in "fc" else None
-            out.update({r.key: count if count is not None else _frozen(np.zeros(_kept_shape(data.shape, red)))
-                        for r in group})  # fmt: skip
+        else:  # nan_count, inf_count
+            is_kind = np.isnan if family == "nan_count" else np.isinf
+            kept = _kept_shape(data.shape, red)
+            count = is_kind(data).sum(axis=red, keepdims=True) if data.dtype.kind in "fc" else np.zeros(kept)
+            out.update(dict.fromkeys((r.key for r in group), _frozen(count)))
     return out
 
 
@@ -244,14 +248,13 @@ def stream_statistics(
     dict
         ``request.key`` -> float64 array, size 1 on the reduced axes.
     """
-    from microzoo.runtime._radix_select import Reduction
-
     axes, shape = tuple(str(a) for a in axes), tuple(int(n) for n in data.shape)
     requests = list(dict.fromkeys(requests))
     if len(axes) != len(shape) or len(block) != len(shape) or any(int(b) < 1 for b in block):
         raise ValueError(f"data of shape {shape}, axes {axes} and block {block} must have one entry per axis")
     if len({r.tensor_id for r in requests}) > 1:
         raise ValueError("stream_statistics computes the statistics of one tensor: group the requests by tensor_id")
+    tensor = requests[0].tensor_id if requests else ""
     dtype = np.dtype(data.dtype)
     reductions: dict[tuple[int, ...], Reduction] = {}
     for r in requests:
@@ -270,10 +273,39 @@ def stream_statistics(
             for reduction in active:
                 reduction.read(x, where)
             if progress is not None:
-                progress(done, len(blocks), f"statistics, pass {level}")
+                progress(done, len(blocks), f"statistics of {tensor}, pass {level}")
         for reduction in active:
             reduction.settle()
     out: dict[str, np.ndarray] = {}
     for reduction in reductions.values():
         out.update({k: _frozen(v) for k, v in reduction.results().items()})
+    return out
+
+
+def stream_sample_statistics(
+    sample: Mapping[str, tuple[Any, Sequence[str]]],
+    requests: Iterable[StatRequest],
+    *,
+    blocks: Mapping[str, tuple[int, ...]],
+    progress: ProgressCallback | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`stream_statistics` for requests of several tensors (those of
+    ``ops.statistics_needed`` for every tensor of a model, reference tensors included).
+
+    ``sample`` maps each tensor id the requests name to ``(array-like, axes)``, ``blocks`` to
+    its block shape. Each tensor is streamed once, in the order the requests first name them.
+    """
+    by_tensor: dict[str, list[StatRequest]] = {}
+    for r in requests:
+        by_tensor.setdefault(r.tensor_id, []).append(r)
+    missing = sorted(set(by_tensor) - set(sample))
+    if missing:
+        raise ProcessingError(
+            f"statistics of the tensor(s) {missing} are needed but only {sorted(sample)} were given; "
+            "pass every tensor the ops name (reference tensors included)"
+        )
+    out: dict[str, np.ndarray] = {}
+    for tid, mine in by_tensor.items():
+        data, axes = sample[tid]
+        out.update(stream_statistics(data, axes, mine, block=blocks[tid], progress=progress))
     return out

@@ -32,7 +32,7 @@ import numpy as np
 from microzoo.errors import OutputError
 from microzoo.io.atomic import atomic_output
 from microzoo.progress import ProgressCallback
-from microzoo.runtime.non_finite import fill_non_finite
+from microzoo.runtime.non_finite import NonFinite, fill_non_finite, mark_non_finite
 from microzoo.runtime.ops import Pipeline
 from microzoo.runtime.stitch import cut_objects_notice
 from microzoo.runtime.stitch_job import instance_output, labels_wanted, save_tile_objects, write_labels
@@ -256,30 +256,29 @@ class StreamJob:
         where: tuple[slice, ...],
         found: tuple[tuple[slice, ...], np.ndarray] | None,
     ) -> int:
-        """NaN in ``kept`` where the input was not finite (outputs laid out like the input)."""
-        if found is None or kept.dtype.kind not in "fc":
+        """NaN in ``kept`` where the input was not finite (:func:`mark_non_finite`: outputs laid
+        out like the input); the number of pixels marked."""
+        if found is None:
             return 0
         region, mask = found
         axes = self.output_axes[oid]
-        in_axes = [a for a in self.input_axes if a != "channel"]
-        sizes = dict(zip(self.input_axes, self.view.shape, strict=True))
-        out_sizes = self.plan.output_shapes[oid]
-        if [a for a in axes if a != "channel"] != in_axes or any(
-            a != "batch" and out_sizes[a] != sizes[a] for a in in_axes
-        ):
+        whole = self.plan.output_shapes[oid]
+        spatial = [
+            (a, n) for a, n in zip(self.input_axes, self.view.shape, strict=True) if a not in ("batch", "channel")
+        ]
+        in_axes = tuple(a for a in self.input_axes if a != "channel")
+        if any(whole.get(a) != n for a, n in spatial) or any(a not in axes for a in in_axes):
             return 0
         bounds = dict(zip(axes, where, strict=True))
-        starts = {a: r.start for a, r in zip(self.input_axes, region, strict=True)}
+        offset = {a: r.start for a, r in zip(self.input_axes, region, strict=True)}
         crop = tuple(
-            slice(bounds[a].start - starts[a], bounds[a].start - starts[a] + kept.shape[axes.index(a)]) for a in in_axes
+            slice(bounds[a].start - offset[a], bounds[a].start - offset[a] + kept.shape[axes.index(a)]) for a in in_axes
         )
-        sub = mask[crop]
-        if not sub.any():
+        tile_mask = mask[crop]
+        if not tile_mask.any():
             return 0
-        if "channel" in axes:
-            sub = np.expand_dims(sub, axes.index("channel"))
-        kept[np.broadcast_to(sub, kept.shape)] = np.nan
-        return int(sub.sum())
+        marked = mark_non_finite(kept, axes, NonFinite(self.input_id, in_axes, tile_mask, 0, 0, 0))
+        return int(tile_mask.sum()) if marked else 0
 
     # --- the end ---------------------------------------------------------------------------
 
@@ -317,9 +316,10 @@ class StreamJob:
         return sum(json.loads(p.read_text()).get("nan_pixels", 0) for p in (self.folder / "done").glob("batch-*.json"))
 
     def notices(self) -> tuple[str, ...]:
-        """What the user should know: non-finite input pixels (as the in-memory path says it),
-        and instance objects that a tile edge may cut (runtime/stitch_job.py)."""
-        return self._non_finite_notices() + self._cut_objects_notices()
+        """What the user should know, as the in-memory path says it: channels chosen, RGB
+        turned grey, non-finite input pixels; and instance objects that a tile edge may cut
+        (runtime/stitch_job.py)."""
+        return self.view.notices + self._non_finite_notices() + self._cut_objects_notices()
 
     def _cut_objects_notices(self) -> tuple[str, ...]:
         markers = (json.loads(p.read_text()) for p in (self.folder / "done").glob("batch-*.json"))

@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 
 from microzoo.errors import OutputError
-from microzoo.io.axes import AxesMapping, ids_to_letters, letters_to_ids, map_from_model, map_to_model
+from microzoo.io.axes import (
+    AxesMapping,
+    ids_to_letters,
+    letters_to_ids,
+    map_from_model,
+    map_to_model,
+    select_channels,
+)
 
 __all__ = ["NGFF_ORDER", "ModelView", "OutputLayout"]
 
@@ -54,6 +61,11 @@ class ModelView:
         self.channels = channels
         self.channel = None if channel is None else [int(c) for c in channel]
         image_shape = tuple(int(n) for n in data.shape)
+        chosen: tuple[str, ...] = ()
+        if self.channel is not None:  # checks the channels as select_channels does, on a stand-in
+            if "c" not in axes:  # refused with the image's own shape (nothing is read)
+                select_channels(np.broadcast_to(np.zeros((), np.uint8), image_shape), axes, self.channel)
+            chosen = (select_channels(np.zeros(image_shape[axes.index("c")]), "c", self.channel)[1],)
         # the mapping from a proxy of the image: model spatial axes of size 1, others as they are
         model_letters = ids_to_letters(self.model_axes)
         proxy_shape = tuple(
@@ -73,6 +85,8 @@ class ModelView:
         self.shape = tuple(shape)
         self.ndim = len(self.shape)
         self._block_axes = "".join(a for a in axes if a not in self.folded and a not in mapping.squeezed_axes)
+        self.notices: tuple[str, ...] = chosen + mapping.notices
+        """Conversions the user should hear about (channels chosen, RGB to grey), as in memory."""
 
     def _channel_count(self, letter: str, n: int) -> int:
         return len(self.channel) if letter == "c" and self.channel is not None else n

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from _labels import same_partition
 from scipy import ndimage as ndi
 from skimage.draw import ellipse
 
@@ -71,14 +72,6 @@ def _tiles(maps: np.ndarray, plan: TilePlan) -> list[tuple[TileWindow, np.ndarra
     return pieces
 
 
-def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two label images split the pixels the same way (ids may differ)."""
-    if not np.array_equal(a > 0, b > 0):
-        return False
-    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
-    return pairs.shape[1] == len(np.unique(a)) == len(np.unique(b))
-
-
 def _blobs(shape: tuple[int, int], n: int, *, radius: tuple[int, int], seed: int) -> np.ndarray:
     """Random ellipses, some touching or overlapping (a later one covers an earlier one)."""
     rng = np.random.default_rng(seed)
@@ -114,7 +107,7 @@ def test_blobs_cut_by_tile_edges_keep_one_label() -> None:
     stitched = stitch_instances(_tiles(maps[None], plan), settings=SETTINGS)
 
     assert stitched.notices == ()
-    assert _same_partition(stitched.labels[0], whole)
+    assert same_partition(stitched.labels[0], whole)
     assert stitched.n_objects == whole.max() > 60
     assert np.array_equal(np.unique(stitched.labels), np.arange(stitched.n_objects + 1))
 
@@ -148,8 +141,10 @@ def test_objects_round_trip_through_their_file(tmp_path: Path) -> None:
     window, tile_maps = _tiles(maps, plan)[3]
     objects = tile_objects(tile_maps, window, settings=SETTINGS)
     assert len(objects.masks) > 0
-    loaded = load_objects(tmp_path, window.index) if save_objects(tmp_path, objects) else None
-    assert loaded is not None and loaded.index == objects.index
+    path = save_objects(tmp_path, objects)
+    assert sorted(tmp_path.iterdir()) == [path]  # written atomically: no temporary is left
+    loaded = load_objects(tmp_path, window.index)
+    assert loaded.index == objects.index
     assert np.array_equal(loaded.boxes, objects.boxes) and np.array_equal(loaded.may_be_cut, objects.may_be_cut)
     assert all(np.array_equal(a, b) for a, b in zip(loaded.masks, objects.masks, strict=True))
     assert loaded.ids.tolist() == [window.index * TILE_ID_BASE + k for k in range(1, len(objects.masks) + 1)]
@@ -166,7 +161,7 @@ def test_dsb2018_label_images_stitch_like_the_whole_image() -> None:
         maps = targets_from_labels(tifffile.imread(path))
         whole = instances_from_output(maps, settings=SETTINGS)
         stitched = stitch_instances(_tiles(maps[None], _plan(maps[None], tile=96, halo=32)), settings=SETTINGS)
-        same = _same_partition(stitched.labels[0], whole)
+        same = same_partition(stitched.labels[0], whole)
         assert same or stitched.notices, path.name
         exact += same and not stitched.notices
         noticed += bool(stitched.notices)
@@ -186,7 +181,7 @@ def test_each_item_of_a_batch_is_stitched_on_its_own() -> None:
     stitched = stitch_instances(_tiles(maps, _plan(maps, tile=64, halo=20)), settings=SETTINGS)
     assert stitched.notices == ()
     for item, one in enumerate((first, second)):
-        assert _same_partition(stitched.labels[item], instances_from_output(one, settings=SETTINGS))
+        assert same_partition(stitched.labels[item], instances_from_output(one, settings=SETTINGS))
     assert not set(np.unique(stitched.labels[0])[1:]) & set(np.unique(stitched.labels[1])[1:])
 
 
@@ -203,7 +198,7 @@ def test_volumes_stitch_like_the_whole_volume() -> None:
     stitched = stitch_instances(_tiles(maps[None], plan), settings=SETTINGS)
     whole = instances_from_output(maps, settings=SETTINGS)
     assert stitched.notices == () and plan.n_tiles >= 8
-    assert _same_partition(stitched.labels[0], whole) and whole.max() > 15
+    assert same_partition(stitched.labels[0], whole) and whole.max() > 15
 
 
 def test_a_tile_with_too_many_objects_is_refused() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _labels import same_partition
 from _packages import built_package, instance_test_image
 
 from microzoo.io.ome_zarr import OmeZarrWriter
@@ -52,13 +53,6 @@ def _source(folder: Path, image: np.ndarray) -> Path:
     return source.path
 
 
-def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
-    if not np.array_equal(a > 0, b > 0):
-        return False
-    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
-    return pairs.shape[1] == len(np.unique(a)) == len(np.unique(b))
-
-
 def _labels(out: Path) -> np.ndarray:
     labels = read_image(out / "labels" / "instances")
     assert labels.axes == "cyx" and labels.data.dtype == np.uint32
@@ -82,7 +76,7 @@ def test_streamed_labels_equal_whole_image_decoding(
 
     labels = _labels(out)
     assert result.notices == () and result.n_tiles >= 30
-    assert _same_partition(labels, whole_image_labels)
+    assert same_partition(labels, whole_image_labels)
     assert np.array_equal(np.unique(labels), np.arange(whole_image_labels.max() + 1)) and labels.max() > 40
     # many objects cross the output chunks (one per tile): they kept one label
     chunk_of = (np.arange(image.shape[0])[:, None] // 48) * 100 + np.arange(image.shape[1])[None, :] // 48
@@ -153,4 +147,4 @@ def test_non_finite_input_pixels_are_background_as_in_memory(model: Model, tmp_p
     labels = _labels(out)
     assert any("not finite" in notice for notice in result.notices)
     assert not labels[100:104, 30:250].any() and labels.max() > 150
-    assert _same_partition(labels, whole)
+    assert same_partition(labels, whole)

@@ -111,11 +111,6 @@ class TileObjects:
         return self.index * TILE_ID_BASE + np.arange(1, len(self.masks) + 1, dtype=np.int64)
 
 
-def label_axes(tensor: TensorGeometry) -> tuple[str, ...]:
-    """The axis ids of the label image of an instance output tensor (all but the channel)."""
-    return tuple(a.id for a in tensor.axes if a.kind != "channel")
-
-
 def tile_window(plan: TilePlan, tile: Tile, tensor: TensorGeometry) -> TileWindow:
     """The window of ``tile`` in the label image of output ``tensor`` (see :class:`TileWindow`)."""
     inner_in_tile, inner_in_output = tile.outputs[tensor.id]

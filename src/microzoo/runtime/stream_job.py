@@ -34,6 +34,8 @@ from microzoo.io.atomic import atomic_output
 from microzoo.progress import ProgressCallback
 from microzoo.runtime.non_finite import NonFinite, fill_non_finite, mark_non_finite
 from microzoo.runtime.ops import Pipeline
+from microzoo.runtime.stitch import cut_objects_notice
+from microzoo.runtime.stitch_job import instance_output, labels_wanted, save_tile_objects, write_labels
 from microzoo.runtime.stream_view import ModelView, OutputLayout
 from microzoo.runtime.tiling import Tile, TilePlan, extract_tile
 
@@ -93,6 +95,7 @@ class StreamJob:
         self.output_ids = [str(t.id) for t in self.descr.outputs]
         self.output_axes = {str(t.id): tuple(str(a.id) for a in t.axes) for t in self.descr.outputs}
         self.targets = {oid: Path(p) for oid, p in record["targets"].items()}
+        self.instances = instance_output(self.descr, self.geometry)  # labels for it (runtime/stitch_job.py)
         self._view: ModelView | None = None
         self._plan: TilePlan | None = None
         self._bound: tuple[_Prepared, dict[str, Pipeline]] | None = None
@@ -207,12 +210,18 @@ class StreamJob:
         """Postprocess, crop and write each tile's kept region, then the batch's marker."""
         _, post = self._pipelines()
         layouts = self.layouts
-        counts = {"nan_pixels": 0}
+        counts = {"nan_pixels": 0, "objects_may_be_cut": 0}
         for k, tile in enumerate(batch.tiles):
             for oid in self.output_ids:
                 axes = self.output_axes[oid]
                 raw = results[oid]
                 piece = raw if "batch" not in axes else np.take(raw, [k], axis=axes.index("batch"))
+                if self.instances is not None and self.instances.tensor.id == oid:
+                    objects = self.folder / "objects"
+                    mark = functools.partial(self._mark_non_finite, oid=oid, found=batch.non_finite[k])
+                    counts["objects_may_be_cut"] += save_tile_objects(
+                        objects, self.plan, tile, self.instances, piece, post[oid], mark
+                    )
                 inner, where = tile.outputs[oid]
                 kept = post[oid](piece[inner], where=_whole(where, self.plan.output_shapes[oid], axes))
                 marked = self._mark_non_finite(kept, oid, where, batch.non_finite[k])
@@ -269,6 +278,13 @@ class StreamJob:
                 f"the job in {self.folder} has {len(pending)} of {self.n_batches} batches still to run: "
                 "run the same command again to finish it"
             )
+        if self.instances is not None:  # instance labels (runtime/stitch_job.py)
+            oid = self.instances.tensor.id
+            if labels_wanted(self.output_path(oid), self.targets[oid]):
+                write_labels(
+                    self.folder / "objects", self.plan, self.instances, self.writer(oid), self.layouts[oid],
+                    self.view.sample_index, progress=progress,
+                )  # fmt: skip
         for oid in self.output_ids:
             path = self.output_path(oid)
             if path.exists():
@@ -289,8 +305,14 @@ class StreamJob:
 
     def notices(self) -> tuple[str, ...]:
         """What the user should know, as the in-memory path says it: channels chosen, RGB
-        turned grey, non-finite input pixels."""
-        return self.view.notices + self._non_finite_notices()
+        turned grey, non-finite input pixels; and instance objects that a tile edge may cut
+        (runtime/stitch_job.py)."""
+        return self.view.notices + self._non_finite_notices() + self._cut_objects_notices()
+
+    def _cut_objects_notices(self) -> tuple[str, ...]:
+        markers = (json.loads(p.read_text()) for p in (self.folder / "done").glob("batch-*.json"))
+        cut = cut_objects_notice(sum(m.get("objects_may_be_cut", 0) for m in markers))
+        return (cut,) if cut else ()
 
     def _non_finite_notices(self) -> tuple[str, ...]:
         from microzoo.runtime.stats import StatRequest, load_statistics

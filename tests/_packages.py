@@ -28,6 +28,9 @@ Packages (``BUILDERS`` maps name -> builder):
   (sigmoid) and ``classes`` (softmax over channel).
 - ``three_d``: (batch, channel, z, y, x), z ``ParameterizedSize(8, 4)``, y/x
   ``ParameterizedSize(32, 16)``, halo z 2, y/x 4.
+- ``instances``: an instance package (3 output maps: foreground, boundary, distance; sigmoid
+  postprocessing; ``config.microzoo.instance_settings``), fixed weights that turn bright blobs
+  (:func:`instance_test_image`) into objects; halo 24.
 - ``keras_only``: only keras_hdf5 weights (a dummy file); valid for bioimageio.spec, not
   runnable (for "unsupported weight format" errors).
 
@@ -964,6 +967,110 @@ def build_three_d(folder: Path) -> Path:
     return _finish_v05(folder, make, {"raw": x}, "torchscript")
 
 
+def _instance_network():
+    """A network with fixed weights whose three output logits (foreground, boundary, distance)
+    follow from the input like a trained instance network's: bright blobs on a dark background
+    (about 0..1) are objects, their edges boundary, their blurred interior the distance map.
+    Receptive field: 5 pixels each way."""
+    import torch
+    from torch import nn
+
+    find = nn.Conv2d(1, 1, 3, padding=1)  # foreground logit of the 3x3 mean: 12 * (mean - 0.5)
+    split = nn.Conv2d(1, 2, 5, padding=2)  # [f, 5x5 mean of f]
+    head = nn.Conv2d(2, 3, 5, padding=2)
+    with torch.no_grad():
+        find.weight.fill_(12.0 / 9)
+        find.bias.fill_(-6.0)
+        split.weight.zero_()
+        split.bias.zero_()
+        split.weight[0, 0, 2, 2] = 1.0
+        split.weight[1, 0].fill_(1.0 / 25)
+        head.weight.zero_()
+        head.weight[0, 0, 2, 2] = 16.0  # foreground: 16 * (f - 0.5)
+        head.weight[1, 0, 2, 2] = 24.0  # boundary: 24 * (f - mean(f)) - 2
+        head.weight[1, 1, 2, 2] = -24.0
+        head.weight[2, 1].fill_(10.0 / 25)  # distance: 10 * (mean(mean(f)) - 0.7)
+        head.bias.copy_(torch.tensor([-8.0, -2.0, -7.0]))
+    model = nn.Sequential(find, nn.Sigmoid(), split, head)
+    model.eval()
+    return model
+
+
+def instance_test_image(shape: tuple[int, ...] = (96, 128), *, n: int = 12, seed: int = 0) -> np.ndarray:
+    """Bright discs (radius 4..9, some touching) on a dark, slightly noisy background, float32."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    image = np.zeros(shape, dtype=np.float32)
+    for _ in range(n):
+        y, x, r = rng.uniform(0, shape[0]), rng.uniform(0, shape[1]), rng.uniform(4, 9)
+        image[(yy - y) ** 2 + (xx - x) ** 2 < r**2] = rng.uniform(0.7, 1.0)
+    return image + rng.normal(0, 0.05, shape).astype(np.float32)
+
+
+#: The halo of the ``instances`` package: larger than its objects (radius up to 9) and than its
+#: network's receptive field (5), so tiles decode the objects they keep whole.
+INSTANCE_HALO = 24
+
+#: The instance settings the ``instances`` package stores (``config.microzoo.instance_settings``).
+INSTANCE_SETTINGS = {"foreground_threshold": 0.5, "seed_threshold": 0.5, "boundary_weight": 0.5,
+                     "min_seed_size": 2, "min_size": 10}  # fmt: skip
+
+
+@_in_folder_context
+def build_instances(folder: Path) -> Path:
+    """An instance package like ``microzoo train instances`` exports: 3 output channels
+    (foreground, boundary, distance; logits, sigmoid as postprocessing), y/x
+    ParameterizedSize(64, 16), halo ``INSTANCE_HALO``, ``config.microzoo.instance_settings``; fixed weights
+    (:func:`_instance_network`), torchscript and onnx."""
+    from bioimageio.spec.model import v0_5 as v05
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model = _instance_network()
+    x = instance_test_image((64, 80), n=6, seed=1)[None, None]
+    w = _save_all_weights(folder, model, [x], ["raw"], ["instances"])
+    common = _common_fields(
+        v05,
+        folder,
+        "microzoo synthetic instances",
+        "Bright blobs to foreground, boundary and distance maps (fixed weights) with instance settings.",
+        x,
+    )
+    maps = [v05.Identifier(n) for n in ("foreground", "boundary", "distance")]
+
+    def make(files):
+        return v05.ModelDescr(
+            **common,
+            inputs=[
+                _input(
+                    v05,
+                    folder,
+                    "raw",
+                    [_batch(), _channel(1), _param_in("y", 64, 16), _param_in("x", 64, 16)],
+                    x,
+                    preprocessing=[_ensure_f32(v05)],
+                )
+            ],
+            outputs=[
+                _output(
+                    v05,
+                    "instances",
+                    [
+                        _batch(),
+                        v05.ChannelAxis(channel_names=maps),
+                        _ref_out("y", "raw", INSTANCE_HALO),
+                        _ref_out("x", "raw", INSTANCE_HALO),
+                    ],
+                    files,
+                    postprocessing=[v05.SigmoidDescr()],
+                )
+            ],
+            weights=_weights(v05, folder, torchscript=w["torchscript"], onnx=w["onnx"], parent="torchscript"),
+            config=v05.Config(microzoo={"instance_settings": dict(INSTANCE_SETTINGS)}),
+        )
+
+    return _finish_v05(folder, make, {"raw": x}, "torchscript")
+
+
 @_in_folder_context
 def build_keras_only(folder: Path) -> Path:
     """Only keras_hdf5 weights (a dummy file): valid format, but no engine can run it here."""
@@ -1093,6 +1200,7 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "ops_chained": build_ops_chained,
     "three_d": build_three_d,
     "keras_only": build_keras_only,
+    "instances": build_instances,
 }
 
 # the weight formats in each package
@@ -1109,6 +1217,7 @@ WEIGHT_FORMATS: dict[str, tuple[str, ...]] = {
     "ops_chained": ("torchscript", "onnx"),
     "three_d": ("torchscript", "onnx"),
     "keras_only": ("keras_hdf5",),
+    "instances": ("torchscript", "onnx"),
 }
 
 # packages bioimageio.core 0.11 cannot run, and why (their test outputs are computed otherwise)

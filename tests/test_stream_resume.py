@@ -103,3 +103,33 @@ def test_a_finished_output_is_not_overwritten_without_asking(example_model: Path
     out.mkdir()
     with pytest.raises(OutputError, match="exists already"):
         prepare_stream(Model.open(example_model), source, out)
+
+
+def test_killed_after_the_output_was_moved_a_rerun_cleans_up(
+    example_model: Path, source: Path, uninterrupted: dict[str, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between moving the output into place and removing the job folder."""
+    import shutil
+
+    from microzoo.runtime.batch import predict_files
+
+    model = Model.open(example_model, threads=1)
+    out = tmp_path / "out.ome.zarr"
+    job = prepare_stream(model, source, out, threads=1)
+    for index in job.pending_batches():
+        job.run_batch(model, index)
+    remove = shutil.rmtree
+
+    def killed(path: object, *args: object, **kwargs: object) -> None:
+        if Path(str(path)) == job.folder:
+            raise KeyboardInterrupt
+        remove(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        job.finish()
+    monkeypatch.setattr(shutil, "rmtree", remove)
+    assert out.exists() and job.folder.exists()
+    (result,) = predict_files(model, [source], out)  # the same command again: no error, nothing run
+    assert result.prediction.n_tiles == 9 and not job.folder.exists()
+    assert chunk_files(out) == uninterrupted

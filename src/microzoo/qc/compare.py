@@ -141,13 +141,9 @@ def _as_prediction(output: np.ndarray, axes: str, task: QCTask, settings: Instan
 
 
 def _instance_settings(model: Model) -> InstanceSettings | None:
-    extra = model.descr.config.model_extra or {}
-    stored = (extra.get("microzoo") or {}).get("instance_settings")
-    if not stored:
-        return None
-    from microzoo.runtime.instances import InstanceSettings
+    from microzoo.runtime.instances import instance_settings_of
 
-    return InstanceSettings.model_validate(stored)
+    return instance_settings_of(model.descr)
 
 
 def _run_classical(inputs: list[np.ndarray], task: str, *, train_noisy: Path | None, train_clean: Path | None,

@@ -29,6 +29,7 @@ class FileResult:
     prediction: Prediction
     seconds: float
     inspected: Any = None
+    overview: int = 1  # on_image saw every k-th pixel of y and x (a streamed image), else 1
 
 
 def output_paths(model: Model, inputs: Sequence[Path], out: Path, *, suffix: str = ".tif") -> list[dict[str, Path]]:
@@ -77,16 +78,19 @@ def check_outputs(
 ) -> None:
     """Refuse, before any computing, outputs that cannot be written.
 
-    Raises OutputError when an output exists (unless ``overwrite``), when a file stands where
+    Raises OutputError when an output exists (unless ``overwrite``, or a streamed job for it is
+    there to continue or clean up: :mod:`microzoo.runtime.stream_job`), when a file stands where
     an output folder should be, when an output folder cannot be created or written to (read
     only, under ``/proc``), or when its disk has less free space than the outputs will take
     (estimated from the images' sizes). Creates the output folders.
     """
+    from microzoo.runtime.stream_job import job_folder
+
     targets = [target for plan in plans for target in plan.values()]
     for target in targets:
         if target.is_dir() and not target.is_symlink() and target.suffix.lower() != ".zarr":
             raise OutputError(f"the output {target} is an existing folder: give another -o, or remove the folder")
-        if target.exists() and not overwrite:
+        if target.exists() and not overwrite and not job_folder(target).exists():  # a job there decides
             raise OutputError(
                 f"the output {target} exists already: pass --overwrite (overwrite=True) to replace "
                 "it, or choose another output with -o"

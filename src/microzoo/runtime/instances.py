@@ -13,9 +13,17 @@ seed per object (seeds smaller than ``min_seed_size`` are noise and dropped); a 
 that holds no seed (an object too small or thin for its seed map to pass the threshold) becomes
 an object of its own; objects smaller than ``min_size`` pixels are removed and ids are made
 consecutive.
+
+Decoding is local: the watershed runs on each connected part of the area (a clump of touching
+objects) on its own, so how a clump is split depends on that clump alone. (One watershed over
+the whole image breaks ties between equal seed values by the order of its heap, which depends on
+every seed in the image.) A tile that holds a clump whole therefore decodes it exactly as the
+whole image does, which is what stitching tiles relies on (:mod:`microzoo.runtime.stitch`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,6 +49,14 @@ class InstanceSettings(BaseModel):
     boundary_weight: float = Field(default=0.5, ge=0, description="how much the boundary map lowers the seed map")
     min_seed_size: int = Field(default=2, ge=1, description="seeds with fewer pixels are dropped as noise")
     min_size: int = Field(default=10, ge=0, description="objects with fewer pixels (voxels) are removed")
+
+
+def instance_settings_of(descr: Any) -> InstanceSettings | None:
+    """The :class:`InstanceSettings` a model description stores in
+    ``config.microzoo.instance_settings`` (``None`` for a model that is not an instance model)."""
+    extra = getattr(getattr(descr, "config", None), "model_extra", None) or {}
+    stored = (extra.get("microzoo") or {}).get("instance_settings")
+    return InstanceSettings.model_validate(stored) if stored else None
 
 
 def check_instance_output(output: np.ndarray) -> np.ndarray:
@@ -76,7 +92,7 @@ def instances_from_output(output: np.ndarray, *, settings: InstanceSettings) -> 
     seeds, n_seeds = ndi.label(area & (seed_map > settings.seed_threshold))
     seed_sizes = np.bincount(seeds.ravel(), minlength=n_seeds + 1)
     seeds[seed_sizes[seeds] < settings.min_seed_size] = 0
-    labels = segmentation.watershed(-distance, seeds, mask=area)
+    labels = _watershed_per_clump(-distance, seeds, area)
     # parts of the area that no seed reached (tiny or thin objects) become objects of their own
     unseeded, n_unseeded = ndi.label(area & (labels == 0))
     if n_unseeded:
@@ -85,6 +101,30 @@ def instances_from_output(output: np.ndarray, *, settings: InstanceSettings) -> 
     labels[sizes[labels] < settings.min_size] = 0
     labels, _ = consecutive_labels(labels)
     return labels.astype(np.uint32)
+
+
+def _watershed_per_clump(image: np.ndarray, seeds: np.ndarray, area: np.ndarray) -> np.ndarray:
+    """The watershed of ``image`` from ``seeds`` within ``area``, run on each connected part of
+    ``area`` apart (module docstring); labels are the seeds' ids.
+
+    A part with one seed is that seed's object whole (what the watershed gives), a part with
+    none stays 0: only parts with several seeds need the watershed.
+    """
+    clumps, n_clumps = ndi.label(area)
+    seeded = seeds > 0
+    pairs = np.unique(np.stack([clumps[seeded], seeds[seeded]]), axis=1)  # (clump, seed), a seed lies in one clump
+    n_seeds = np.bincount(pairs[0], minlength=n_clumps + 1)
+    lookup = np.zeros(n_clumps + 1, dtype=seeds.dtype)
+    single = n_seeds[pairs[0]] == 1
+    lookup[pairs[0][single]] = pairs[1][single]
+    labels = lookup[clumps]
+    boxes = ndi.find_objects(clumps)
+    for number in np.flatnonzero(n_seeds > 1):
+        box = boxes[number - 1]
+        inside = clumps[box] == number
+        part = segmentation.watershed(image[box], np.where(inside, seeds[box], 0), mask=inside)
+        labels[box][inside] = part[inside]
+    return labels
 
 
 def consecutive_labels(labels: np.ndarray) -> tuple[np.ndarray, int]:

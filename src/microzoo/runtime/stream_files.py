@@ -62,13 +62,11 @@ def _shape(path: Path) -> tuple[int, ...]:
         return (0,)
 
 
-def overview(
-    data: Any, axes: str, *, size: int = OVERVIEW_SIZE, planes: int = OVERVIEW_PLANES
-) -> tuple[np.ndarray, int]:
-    """Every k-th pixel of y and x (k so both are at most ``size``) of at most ``planes`` planes
-    per other axis (channels whole), read lazily; returns the array and k."""
+def overview(data: Any, axes: str, *, size: int | None = None, planes: int = OVERVIEW_PLANES) -> tuple[np.ndarray, int]:
+    """Every k-th pixel of y and x (k so both are at most ``size``, default :data:`OVERVIEW_SIZE`)
+    of at most ``planes`` planes per other axis (channels whole), read lazily; the array and k."""
     shape = dict(zip(axes, data.shape, strict=True))
-    k = max(1, math.ceil(max(shape.get("y", 1), shape.get("x", 1)) / size))
+    k = max(1, math.ceil(max(shape.get("y", 1), shape.get("x", 1)) / (size or OVERVIEW_SIZE)))
     index = []
     for a in axes:
         if a in "yx":
@@ -129,25 +127,16 @@ def stream_file(
     else:
         result = predict_stream(model, path, dict(plan), progress=progress, **options)
         n_tiles, notices = result.n_tiles, result.notices
-    inspected = None
+    inspected, k = None, 1
     written = {oid: read_image(target, lazy=True) for oid, target in plan.items()}
     if on_image is not None:
         image = read_image(path, axes=axes, level=level, lazy=True)
         small, k = overview(image.data, image.axes)
         inspected = on_image(path, small, image.axes)
-        if k > 1:
-            notices = (
-                *notices,
-                f"the trust note looked at an overview of this image (every {_nth(k)} pixel of y and x)",
-            )
     prediction = Prediction(
         outputs=Outputs({oid: cast(Any, w.data) for oid, w in written.items()}),  # read lazily
         axes={oid: w.axes for oid, w in written.items()},
         notices=tuple(notices),
         n_tiles=n_tiles,
     )
-    return FileResult(path, dict(plan), prediction, time.perf_counter() - start, inspected)
-
-
-def _nth(k: int) -> str:
-    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
+    return FileResult(path, dict(plan), prediction, time.perf_counter() - start, inspected, overview=k)

@@ -32,12 +32,14 @@ import numpy as np
 from microzoo.errors import OutputError
 from microzoo.io.atomic import atomic_output
 from microzoo.progress import ProgressCallback
-from microzoo.runtime.non_finite import fill_non_finite
+from microzoo.runtime.non_finite import NonFinite, fill_non_finite, mark_non_finite
 from microzoo.runtime.ops import Pipeline
+from microzoo.runtime.stitch import cut_objects_notice
+from microzoo.runtime.stitch_job import instance_output, labels_wanted, save_tile_objects, write_labels
 from microzoo.runtime.stream_view import ModelView, OutputLayout
 from microzoo.runtime.tiling import Tile, TilePlan, extract_tile
 
-__all__ = ["JOB_FORMAT", "STATISTICS", "BatchInput", "StreamJob", "job_folder"]
+__all__ = ["JOB_FORMAT", "STATISTICS", "BatchInput", "StreamJob", "job_folder", "load_record"]
 
 JOB_FORMAT = 1
 STATISTICS = "statistics.npz"
@@ -93,6 +95,7 @@ class StreamJob:
         self.output_ids = [str(t.id) for t in self.descr.outputs]
         self.output_axes = {str(t.id): tuple(str(a.id) for a in t.axes) for t in self.descr.outputs}
         self.targets = {oid: Path(p) for oid, p in record["targets"].items()}
+        self.instances = instance_output(self.descr, self.geometry)  # labels for it (runtime/stitch_job.py)
         self._view: ModelView | None = None
         self._plan: TilePlan | None = None
         self._bound: tuple[_Prepared, dict[str, Pipeline]] | None = None
@@ -103,19 +106,7 @@ class StreamJob:
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> StreamJob:
         """The job in ``folder`` (its ``job.json``); OutputError if there is none."""
-        folder = Path(folder)
-        try:
-            record = json.loads((folder / "job.json").read_text())
-        except (OSError, ValueError) as error:
-            raise OutputError(
-                f"{folder} holds no readable job (job.json: {error}); remove the folder or pass --overwrite"
-            ) from error
-        if record.get("format") != JOB_FORMAT:
-            raise OutputError(
-                f"{folder} holds a job of another microzoo version (format {record.get('format')}); "
-                "pass --overwrite to start again"
-            )
-        return cls(folder, record)
+        return cls(Path(folder), load_record(Path(folder)))
 
     @property
     def view(self) -> ModelView:
@@ -219,12 +210,18 @@ class StreamJob:
         """Postprocess, crop and write each tile's kept region, then the batch's marker."""
         _, post = self._pipelines()
         layouts = self.layouts
-        counts = {"nan_pixels": 0}
+        counts = {"nan_pixels": 0, "objects_may_be_cut": 0}
         for k, tile in enumerate(batch.tiles):
             for oid in self.output_ids:
                 axes = self.output_axes[oid]
                 raw = results[oid]
                 piece = raw if "batch" not in axes else np.take(raw, [k], axis=axes.index("batch"))
+                if self.instances is not None and self.instances.tensor.id == oid:
+                    objects = self.folder / "objects"
+                    mark = functools.partial(self._mark_non_finite, oid=oid, found=batch.non_finite[k])
+                    counts["objects_may_be_cut"] += save_tile_objects(
+                        objects, self.plan, tile, self.instances, piece, post[oid], mark
+                    )
                 inner, where = tile.outputs[oid]
                 kept = post[oid](piece[inner], where=_whole(where, self.plan.output_shapes[oid], axes))
                 marked = self._mark_non_finite(kept, oid, where, batch.non_finite[k])
@@ -247,30 +244,29 @@ class StreamJob:
         where: tuple[slice, ...],
         found: tuple[tuple[slice, ...], np.ndarray] | None,
     ) -> int:
-        """NaN in ``kept`` where the input was not finite (outputs laid out like the input)."""
-        if found is None or kept.dtype.kind not in "fc":
+        """NaN in ``kept`` where the input was not finite (:func:`mark_non_finite`: outputs laid
+        out like the input); the number of pixels marked."""
+        if found is None:
             return 0
         region, mask = found
         axes = self.output_axes[oid]
-        in_axes = [a for a in self.input_axes if a != "channel"]
-        sizes = dict(zip(self.input_axes, self.view.shape, strict=True))
-        out_sizes = self.plan.output_shapes[oid]
-        if [a for a in axes if a != "channel"] != in_axes or any(
-            a != "batch" and out_sizes[a] != sizes[a] for a in in_axes
-        ):
+        whole = self.plan.output_shapes[oid]
+        spatial = [
+            (a, n) for a, n in zip(self.input_axes, self.view.shape, strict=True) if a not in ("batch", "channel")
+        ]
+        in_axes = tuple(a for a in self.input_axes if a != "channel")
+        if any(whole.get(a) != n for a, n in spatial) or any(a not in axes for a in in_axes):
             return 0
         bounds = dict(zip(axes, where, strict=True))
-        starts = {a: r.start for a, r in zip(self.input_axes, region, strict=True)}
+        offset = {a: r.start for a, r in zip(self.input_axes, region, strict=True)}
         crop = tuple(
-            slice(bounds[a].start - starts[a], bounds[a].start - starts[a] + kept.shape[axes.index(a)]) for a in in_axes
+            slice(bounds[a].start - offset[a], bounds[a].start - offset[a] + kept.shape[axes.index(a)]) for a in in_axes
         )
-        sub = mask[crop]
-        if not sub.any():
+        tile_mask = mask[crop]
+        if not tile_mask.any():
             return 0
-        if "channel" in axes:
-            sub = np.expand_dims(sub, axes.index("channel"))
-        kept[np.broadcast_to(sub, kept.shape)] = np.nan
-        return int(sub.sum())
+        marked = mark_non_finite(kept, axes, NonFinite(self.input_id, in_axes, tile_mask, 0, 0, 0))
+        return int(tile_mask.sum()) if marked else 0
 
     # --- the end ---------------------------------------------------------------------------
 
@@ -282,6 +278,13 @@ class StreamJob:
                 f"the job in {self.folder} has {len(pending)} of {self.n_batches} batches still to run: "
                 "run the same command again to finish it"
             )
+        if self.instances is not None:  # instance labels (runtime/stitch_job.py)
+            oid = self.instances.tensor.id
+            if labels_wanted(self.output_path(oid), self.targets[oid]):
+                write_labels(
+                    self.folder / "objects", self.plan, self.instances, self.writer(oid), self.layouts[oid],
+                    self.view.sample_index, progress=progress,
+                )  # fmt: skip
         for oid in self.output_ids:
             path = self.output_path(oid)
             if path.exists():
@@ -301,7 +304,17 @@ class StreamJob:
         return sum(json.loads(p.read_text()).get("nan_pixels", 0) for p in (self.folder / "done").glob("batch-*.json"))
 
     def notices(self) -> tuple[str, ...]:
-        """What the user should know (non-finite input pixels), as the in-memory path says it."""
+        """What the user should know, as the in-memory path says it: channels chosen, RGB
+        turned grey, non-finite input pixels; and instance objects that a tile edge may cut
+        (runtime/stitch_job.py)."""
+        return self.view.notices + self._non_finite_notices() + self._cut_objects_notices()
+
+    def _cut_objects_notices(self) -> tuple[str, ...]:
+        markers = (json.loads(p.read_text()) for p in (self.folder / "done").glob("batch-*.json"))
+        cut = cut_objects_notice(sum(m.get("objects_may_be_cut", 0) for m in markers))
+        return (cut,) if cut else ()
+
+    def _non_finite_notices(self) -> tuple[str, ...]:
         from microzoo.runtime.stats import StatRequest, load_statistics
 
         statistics = load_statistics(self.folder / STATISTICS)
@@ -320,6 +333,23 @@ class StreamJob:
         if marked:
             return (text + f"; the {marked} output pixel(s) there are NaN",)
         return (text + "; the outputs cannot show them (not float images laid out like the input)",)
+
+
+def load_record(folder: Path) -> dict[str, Any]:
+    """The ``job.json`` of the job in ``folder``; OutputError when it is unreadable or of
+    another format."""
+    try:
+        record = json.loads((folder / "job.json").read_text())
+    except (OSError, ValueError) as error:
+        raise OutputError(
+            f"{folder} holds no readable job (job.json: {error}); remove the folder or pass --overwrite"
+        ) from error
+    if not isinstance(record, dict) or record.get("format") != JOB_FORMAT:
+        raise OutputError(
+            f"{folder} holds a job of another microzoo version (format "
+            f"{record.get('format') if isinstance(record, dict) else '?'}); pass --overwrite to start again"
+        )
+    return record
 
 
 def _whole(where: Sequence[slice], shape: Mapping[str, int], axes: Sequence[str]) -> tuple[slice, ...]:

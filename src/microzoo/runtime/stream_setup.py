@@ -20,7 +20,7 @@ from microzoo.io.axes import ids_to_letters
 from microzoo.io.files import image_stem
 from microzoo.progress import ProgressCallback
 from microzoo.runtime import resources
-from microzoo.runtime.stream_job import JOB_FORMAT, STATISTICS, StreamJob, job_folder, write_json
+from microzoo.runtime.stream_job import JOB_FORMAT, STATISTICS, StreamJob, job_folder, load_record, write_json
 from microzoo.runtime.stream_view import ModelView
 
 __all__ = ["open_view", "plan_stream", "prepare_stream", "statistics_pass"]
@@ -85,7 +85,7 @@ def statistics_pass(
     """
     from microzoo.runtime.non_finite import fill_request
     from microzoo.runtime.ops import statistics_needed
-    from microzoo.runtime.stats import StatRequest, save_statistics, stream_statistics
+    from microzoo.runtime.stats import StatRequest, save_statistics, stream_sample_statistics
 
     tid, axes = str(descr.inputs[0].id), view.model_axes
     requests = statistics_needed(descr.inputs[0].preprocessing, axes, tensor_id=tid)
@@ -101,8 +101,8 @@ def statistics_pass(
         requests += needed
     if view.dtype.kind in "fc":
         requests += [fill_request(axes, tid), StatRequest(tid, "nan_count"), StatRequest(tid, "inf_count")]
-    statistics = stream_statistics(
-        view, axes, list(dict.fromkeys(requests)), block=statistics_block(view), progress=progress
+    statistics = stream_sample_statistics(
+        {tid: (view, axes)}, list(dict.fromkeys(requests)), blocks={tid: statistics_block(view)}, progress=progress
     )
     save_statistics(folder / STATISTICS, statistics)
     return statistics
@@ -242,16 +242,15 @@ def _settings(
 
 def _differences(record: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     """What differs between a job on disk and the one asked for (None asks for nothing)."""
-    found = []
-    if record["model"] != wanted["model"]:
-        found.append(f"model {record['model']['name']} ({record['model']['description']})")
-    if record["input"] != wanted["input"]:
-        found.append(f"input {record['input'].get('path')}")
+    from microzoo.runtime.file_job import differences
+
+    found = differences(record["model"], wanted["model"], "model.") + differences(
+        record["input"], wanted["input"], "input."
+    )
     for key, value in wanted["settings"].items():
         if value is not None and record["settings"].get(key) != value:
-            found.append(f"{key} {record['settings'].get(key)!r} (now {value!r})")
-    if record["targets"] != wanted["targets"]:
-        found.append("outputs")
+            found.append(f"{key}: {record['settings'].get(key)} -> {value}")
+    found += differences(record["targets"], wanted["targets"], "output.")
     return found
 
 
@@ -289,14 +288,15 @@ def prepare_stream(
     if folder.exists() and overwrite:
         shutil.rmtree(folder)
     if folder.exists():
-        job = StreamJob.load(folder)
-        differ = _differences(job.record, wanted)
+        record = load_record(folder)
+        differ = _differences(record, wanted)
         if differ:
             raise OutputError(
                 f"{next(iter(targets.values()))} holds an unfinished job for another model/input/settings "
-                f"({'; '.join(differ)}): run the same command to continue it, or pass --overwrite to start again"
+                f"({'; '.join(differ[:4])}{'; ...' if len(differ) > 4 else ''}): run the same command to "
+                "continue it, or pass --overwrite to start again"
             )
-        return job
+        return StreamJob(folder, record, package=model.package)
     existing = [p for p in targets.values() if p.exists()]
     if existing and not overwrite:
         raise OutputError(
@@ -380,7 +380,7 @@ def _create_job(
             raise AssertionError("the streaming plan is not reproducible from its settings")
         statistics_pass(model.descr, view, tmp, progress=progress)
         create_writers(job, _output_dtypes(job), record["pixel_size"], image.unit)
-    return StreamJob.load(folder)
+    return StreamJob(folder, load_record(folder), package=model.package)
 
 
 def _check_in_memory_targets(targets: Mapping[str, Path], plan: Any) -> None:

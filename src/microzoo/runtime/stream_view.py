@@ -10,7 +10,7 @@ axis; batch index ``b`` is the C-order position over the folded axes::
         model shape (12, 1, H, W);  batch 5 = t 1, z 1
 
 :class:`OutputLayout` is the inverse for one output tensor (:func:`map_from_model` on each
-block): the axes of the written image in OME-NGFF order (``t c z y x``), its shape, and for a
+block): the axes of the written image in OME-NGFF order (``t b i c z y x``), its shape, and for a
 tile's kept block its region there.
 """
 
@@ -22,13 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from microzoo.errors import OutputError
-from microzoo.io.axes import AxesMapping, ids_to_letters, letters_to_ids, map_from_model, map_to_model
+from microzoo.io.axes import (
+    AxesMapping,
+    ids_to_letters,
+    letters_to_ids,
+    map_from_model,
+    map_to_model,
+    select_channels,
+)
+from microzoo.io.ome_zarr import NGFF_ORDER
 
-__all__ = ["NGFF_ORDER", "ModelView", "OutputLayout"]
-
-#: axes order of OME-NGFF images
-NGFF_ORDER = "tczyx"
+__all__ = ["ModelView", "OutputLayout"]
 
 
 class ModelView:
@@ -54,6 +58,11 @@ class ModelView:
         self.channels = channels
         self.channel = None if channel is None else [int(c) for c in channel]
         image_shape = tuple(int(n) for n in data.shape)
+        chosen: tuple[str, ...] = ()
+        if self.channel is not None:  # checks the channels as select_channels does, on a stand-in
+            if "c" not in axes:  # refused with the image's own shape (nothing is read)
+                select_channels(np.broadcast_to(np.zeros((), np.uint8), image_shape), axes, self.channel)
+            chosen = (select_channels(np.zeros(image_shape[axes.index("c")]), "c", self.channel)[1],)
         # the mapping from a proxy of the image: model spatial axes of size 1, others as they are
         model_letters = ids_to_letters(self.model_axes)
         proxy_shape = tuple(
@@ -73,6 +82,8 @@ class ModelView:
         self.shape = tuple(shape)
         self.ndim = len(self.shape)
         self._block_axes = "".join(a for a in axes if a not in self.folded and a not in mapping.squeezed_axes)
+        self.notices: tuple[str, ...] = chosen + mapping.notices
+        """Conversions the user should hear about (channels chosen, RGB to grey), as in memory."""
 
     def _channel_count(self, letter: str, n: int) -> int:
         return len(self.channel) if letter == "c" and self.channel is not None else n
@@ -148,12 +159,6 @@ class OutputLayout:
         one = dataclasses.replace(view.mapping, folded_shape=(1,) * len(view.folded))
         proxy = np.zeros(tuple(1 if a == "batch" else min(whole[a], 2) for a in model_axes), np.float32)
         _, axes = map_from_model(proxy, model_axes, one)
-        bad = [a for a in axes if a not in NGFF_ORDER]
-        if bad:
-            raise OutputError(
-                f"output {tensor_id!r} has axes {axes!r}; a streamed OME-Zarr holds t, c, z, y and x only: "
-                "predict in memory (-o out.tif) or give the image's axes with --axes"
-            )
         order = "".join(a for a in NGFF_ORDER if a in axes)
         letters = dict(zip(ids_to_letters(model_axes), model_axes, strict=True))
         folded = dict(zip(view.folded, view.folded_shape, strict=True))

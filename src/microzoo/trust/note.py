@@ -47,6 +47,8 @@ class TrustNote:
     checked: bool
     n_images: int
     unlike: tuple[OODResult, ...] = ()
+    notes: tuple[str, ...] = ()
+    """How images were looked at when not whole (streamed images: an overview)."""
 
     @property
     def warning(self) -> bool:
@@ -67,8 +69,10 @@ class TrustNote:
 
     @property
     def details(self) -> tuple[str, ...]:
-        """One line per image that differs: its name and what differs (at most three features)."""
-        return tuple(f"{r.name}: {'; '.join([d.words for d in r.deviations[:3]] + r.notes)}" for r in self.unlike)
+        """One line per image that differs: its name and what differs (at most three features);
+        then the notes (images compared on an overview)."""
+        differ = tuple(f"{r.name}: {'; '.join([d.words for d in r.deviations[:3]] + r.notes)}" for r in self.unlike)
+        return differ + self.notes
 
 
 def package_fingerprint(package: ModelPackage) -> Fingerprint | None:
@@ -149,14 +153,24 @@ def predict_files_with_note(
 ) -> FilePredictions:
     """:func:`microzoo.runtime.batch.predict_files` (same options), with the trust note computed
     from each image while it is in memory (on the Dask workers too): no image is read twice,
-    none is kept."""
+    none is kept. A streamed image is compared on an overview read lazily (every k-th pixel,
+    :func:`microzoo.runtime.stream_files.overview`), and the note says so."""
     fingerprint = package_fingerprint(model.package)
     inspect = None if fingerprint is None else functools.partial(_unlike_one, fingerprint)
     results = predict_files(model, inputs, out, progress=progress, on_image=inspect, **options)
     unlike = [found for result in results for found in (result.inspected or ())]
-    return FilePredictions(
-        results, TrustNote(checked=fingerprint is not None, n_images=len(results), unlike=tuple(unlike))
+    notes = tuple(
+        f"{r.input.name}: compared on an overview of every {_ordinal(r.overview)} pixel of y and x (it was streamed)"
+        for r in results
+        if fingerprint is not None and r.overview > 1
     )
+    note = TrustNote(checked=fingerprint is not None, n_images=len(results), unlike=tuple(unlike), notes=notes)
+    return FilePredictions(results, note)
+
+
+def _ordinal(k: int) -> str:
+    """``2`` -> ``"2nd"``, ``11`` -> ``"11th"``."""
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
 
 
 def _unlike_one(fingerprint: Fingerprint, path: Path, image: np.ndarray, axes: str) -> list[OODResult]:

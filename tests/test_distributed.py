@@ -11,8 +11,8 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
+from _mosaic import dsb_mosaic
 from distributed import Client
 
 from microzoo.errors import ClusterError
@@ -39,21 +39,12 @@ def model(example_model: Path) -> Model:
 @pytest.fixture(scope="module")
 def source(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1024x1024 uint16 OME-Zarr (256-chunks) tiled from DSB2018 test images."""
-    import imageio.v3 as iio
-
-    planes = []
-    for path in sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png")):
-        image = iio.imread(path)
-        image = image[..., 0] if image.ndim == 3 else image
-        if min(image.shape) >= 256:
-            planes.append(image[:256, :256])
-    n = SIZE // 256
-    mosaic = np.block([[planes[(i * n + j) % len(planes)] for j in range(n)] for i in range(n)]).astype(np.uint16)
+    mosaic = dsb_mosaic(shared_data, SIZE // 256, SIZE // 256, split="test")
     writer = OmeZarrWriter.create(
         tmp_path_factory.mktemp("source") / "in.ome.zarr", shape=mosaic.shape, dtype=mosaic.dtype, axes="yx",
         chunks=(256, 256), pixel_size={"y": 0.5, "x": 0.5}, unit="micrometer",
     )  # fmt: skip
-    writer.write((slice(None), slice(None)), mosaic * 257)
+    writer.write((slice(None), slice(None)), mosaic)
     return writer.path
 
 

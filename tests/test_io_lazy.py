@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from _mosaic import dsb_mosaic
 
 from microzoo.errors import ImageError
 from microzoo.io.read import image_identity, read_image
@@ -19,24 +20,9 @@ from microzoo.io.write import write_image
 RNG = np.random.default_rng(3)
 
 
-def _dsb_mosaic(shared_data: Path, rows: int, cols: int) -> np.ndarray:
-    """A uint16 mosaic of rows x cols real DSB2018 nuclei images (channel 0, 256x256 crops)."""
-    import imageio.v3 as iio
-
-    paths = sorted((shared_data / "dsb2018" / "train" / "images").glob("*.png"))
-    pieces = []
-    for path in paths:
-        grey = iio.imread(path)[..., 0]
-        if grey.shape[0] >= 256 and grey.shape[1] >= 256:
-            pieces.append(grey[:256, :256].astype(np.uint16) * 257)
-        if len(pieces) == rows * cols:
-            break
-    return np.block([[pieces[r * cols + c] for c in range(cols)] for r in range(rows)])
-
-
 @pytest.fixture(scope="module")
 def mosaic(shared_data: Path) -> np.ndarray:
-    return _dsb_mosaic(shared_data, 4, 3)  # 1024 x 768
+    return dsb_mosaic(shared_data, 4, 3)  # 1024 x 768
 
 
 def _corrupt_tiff_segments(path: Path, keep: list[int]) -> None:

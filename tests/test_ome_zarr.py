@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _mosaic import dsb_mosaic
 
 from microzoo.errors import OutputError
 from microzoo.io.ome_zarr import OmeZarrWriter
@@ -23,11 +24,7 @@ RNG = np.random.default_rng(11)
 @pytest.fixture(scope="module")
 def nuclei(shared_data: Path) -> np.ndarray:
     """A 600 x 520 uint16 mosaic of real DSB2018 nuclei images (odd sizes on purpose below)."""
-    import imageio.v3 as iio
-
-    pieces = [iio.imread(p)[..., 0] for p in sorted((shared_data / "dsb2018" / "train" / "images").glob("*.png"))[:40]]
-    pieces = [p[:300, :260].astype(np.uint16) * 257 for p in pieces if p.shape[0] >= 300 and p.shape[1] >= 260]
-    return np.block([[pieces[0], pieces[1]], [pieces[2], pieces[3]]])
+    return dsb_mosaic(shared_data, 2, 2, piece=(300, 260))
 
 
 def _mean_halved(data: np.ndarray) -> np.ndarray:

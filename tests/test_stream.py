@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _mosaic import dsb_mosaic
 
 from microzoo.io.ome_zarr import OmeZarrWriter
 from microzoo.io.read import read_image
@@ -25,17 +26,7 @@ def assert_within_spec_tolerance(actual: np.ndarray, expected: np.ndarray) -> No
 @pytest.fixture(scope="module")
 def nuclei(shared_data: Path) -> np.ndarray:
     """A 2048x2048 uint16 mosaic of 256x256 DSB2018 crops."""
-    import imageio.v3 as iio
-
-    planes = []
-    for path in sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png")):
-        image = iio.imread(path)
-        image = image[..., 0] if image.ndim == 3 else image
-        if min(image.shape) >= 256:
-            planes.append(image[:256, :256])
-    n = SIZE // 256
-    rows = [[planes[(i * n + j) % len(planes)] for j in range(n)] for i in range(n)]
-    return np.block(rows).astype(np.uint16) * 257
+    return dsb_mosaic(shared_data, SIZE // 256, SIZE // 256, split="test")
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,10 @@ thread count and are identical for the same count.
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _dask import WorkerKiller, loopback_cluster  # noqa: F401  (the module-scoped fixture `cluster`)
 from _mosaic import dsb_mosaic
 from distributed import Client
 
@@ -23,12 +22,6 @@ from microzoo.runtime.predict import Model
 from microzoo.runtime.stream import predict_stream, prepare_stream
 
 SIZE = 1024
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Client]:
-    with distributed.dask_client(workers=2) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
@@ -86,23 +79,13 @@ def test_a_killed_worker_loses_no_tile_and_each_worker_opens_the_model_once(
 ) -> None:
     target = tmp_path / "out.ome.zarr"
     job = prepare_stream(model, source, target, threads=1)
-    pids = cluster.run(os.getpid)
-    killed: list[tuple[str, tuple[str, ...]]] = []
-
-    def kill_a_busy_worker(done: int, total: int, description: str) -> None:
-        if done >= 1 and not killed:
-            busy = {w: tasks for w, tasks in cluster.processing().items() if tasks}
-            if busy:
-                worker, tasks = next(iter(busy.items()))
-                os.kill(pids[worker], signal.SIGKILL)
-                killed.append((worker, tuple(tasks)))
-
-    ran = distributed.run_on_dask(job, scheduler=cluster.scheduler.address, progress=kill_a_busy_worker)
-    assert ran == job.n_batches and killed and killed[0][1]  # a worker died while it ran a batch
+    killer = WorkerKiller(cluster)
+    ran = distributed.run_on_dask(job, scheduler=cluster.scheduler.address, progress=killer)
+    assert ran == job.n_batches
+    killer.check_replaced()  # a worker died while it ran a batch, and was replaced
     assert job.pending_batches() == []  # its batch ran again on another worker
     job.finish()
     _same_bytes(local, target)
-    cluster.wait_for_workers(2, timeout=30)  # the nanny replaced the dead worker
     loads = cluster.run(distributed.model_loads)
     assert all(count == 1 for per_worker in loads.values() for count in per_worker.values())
 

@@ -6,14 +6,13 @@ thread count and are identical for the same count.
 
 from __future__ import annotations
 
-import os
-import signal
-from collections.abc import Iterator
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from _dask import WorkerKiller, loopback_cluster  # noqa: F401  (the module-scoped fixture `cluster`)
 from distributed import Client
 
 import microzoo
@@ -22,13 +21,6 @@ from microzoo.runtime import distributed
 from microzoo.runtime.batch import predict_files
 
 N_FILES = 6
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Client]:
-    """A client of a local cluster of 2 worker processes, shared by the tests that name its scheduler."""
-    with distributed.dask_client(workers=2) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +71,6 @@ def test_files_over_two_workers_equal_the_local_run_and_each_worker_opens_the_mo
 def test_workers_n_runs_on_its_own_local_cluster_with_one_thread_per_forward_and_closes_it(
     example_model: Path, images: list[Path], local_outputs: Path, tmp_path: Path
 ) -> None:
-    import json
-
     import psutil
 
     before = {p.pid for p in psutil.Process().children(recursive=True)}
@@ -105,7 +95,7 @@ def test_a_rerun_predicts_only_the_missing_outputs(
         path.unlink()
     kept = {p: p.stat().st_mtime_ns for p in outputs if p not in removed}
     scheduler_file = tmp_path.parent / f"{tmp_path.name}-scheduler.json"  # as `dask scheduler --scheduler-file` writes
-    cluster.write_scheduler_file(str(scheduler_file))
+    scheduler_file.write_text(json.dumps({"type": "Scheduler", "address": _address(cluster)}))
     results = predict_files(model, images, tmp_path, scheduler=str(scheduler_file))
     assert sorted(p for r in results for p in r.outputs.values()) == removed
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # the others were not written again
@@ -177,22 +167,10 @@ def test_the_trust_note_is_computed_on_the_workers(
 def test_a_killed_worker_loses_no_file(
     cluster: Client, model: microzoo.runtime.Model, images: list[Path], local_outputs: Path, tmp_path: Path
 ) -> None:
-    pids = cluster.run(os.getpid)
-    killed: list[tuple[str, tuple[str, ...]]] = []
-
-    def kill_a_busy_worker(done: int, total: int, description: str) -> None:
-        if done >= 1 and not killed:
-            busy = {w: tasks for w, tasks in cluster.processing().items() if tasks}
-            if busy:
-                worker, tasks = next(iter(busy.items()))
-                os.kill(pids[worker], signal.SIGKILL)
-                killed.append((worker, tuple(tasks)))
-
-    predict_files(model, images, tmp_path, scheduler=_address(cluster), progress=kill_a_busy_worker)
-    assert killed and killed[0][1]  # a worker died while it was predicting a file
+    killer = WorkerKiller(cluster)
+    predict_files(model, images, tmp_path, scheduler=_address(cluster), progress=killer)
+    killer.check_replaced()  # a worker died while it was predicting a file, and was replaced
     _same_outputs(local_outputs, tmp_path)  # that file was predicted again elsewhere: nothing lost
-    cluster.wait_for_workers(2, timeout=30)  # the nanny started a new worker process
-    assert pids[killed[0][0]] not in cluster.run(os.getpid).values()
 
 
 def test_neither_or_both_of_workers_and_scheduler_is_refused() -> None:

@@ -123,3 +123,23 @@ def test_a_worker_that_cannot_see_the_input_says_so(
     copy.rename(tmp_path / "elsewhere.ome.zarr")  # as if the workers mounted another filesystem
     with pytest.raises(ClusterError, match=rf"the Dask worker on .* cannot see {copy}: every worker must see"):
         distributed.run_on_dask(job, scheduler=cluster.scheduler.address)
+
+
+def test_instance_labels_stitched_on_dask_have_the_bytes_of_the_local_run(
+    cluster: Client, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """Each batch's objects (saved by whichever worker ran it) are painted by the client at the end."""
+    from _packages import built_package, instance_test_image
+
+    instances = Model.open(built_package(tmp_path_factory, "instances"), threads=1)
+    image = instance_test_image((300, 344), n=55, seed=7)
+    source = OmeZarrWriter.create(tmp_path / "in.ome.zarr", shape=image.shape, dtype=image.dtype, axes="yx",
+                                  chunks=(128, 128))  # fmt: skip
+    source.write((slice(None), slice(None)), image)
+    small = {"tile": 96, "threads": 1, "memory_budget": 40_000_000}  # 4 tiles a batch
+    predict_stream(instances, source.path, tmp_path / "local" / "out.ome.zarr", **small)
+    job = prepare_stream(instances, source.path, tmp_path / "dask" / "out.ome.zarr", **small)
+    assert distributed.run_on_dask(job, scheduler=cluster.scheduler.address) >= 8
+    job.finish()
+    _same_bytes(tmp_path / "local" / "out.ome.zarr", tmp_path / "dask" / "out.ome.zarr")
+    assert (tmp_path / "dask" / "out.ome.zarr" / "labels" / "instances" / "0").is_dir()

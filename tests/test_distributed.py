@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _dask import WorkerKiller, loopback_cluster  # noqa: F401  (the module-scoped fixture `cluster`)
 from _mosaic import dsb_mosaic
@@ -143,3 +144,40 @@ def test_instance_labels_stitched_on_dask_have_the_bytes_of_the_local_run(
     job.finish()
     _same_bytes(tmp_path / "local" / "out.ome.zarr", tmp_path / "dask" / "out.ome.zarr")
     assert (tmp_path / "dask" / "out.ome.zarr" / "labels" / "instances" / "0").is_dir()
+
+
+def test_the_cli_spreads_a_folder_over_workers_and_refuses_other_threads_on_it(
+    model: Model, shared_data: Path, tmp_path: Path
+) -> None:
+    """`microzoo predict MODEL folder/ -o out/ --workers 2` as typed (its workers start from the CLI's process)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import tifffile
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for path in sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png"))[:3]:
+        shutil.copy(path, folder / path.name)
+    command = [sys.executable, "-m", "microzoo.cli", "predict", str(model.package.root), str(folder),
+               "-o", str(tmp_path / "out"), "--workers", "2"]  # fmt: skip
+    env = {**os.environ, "COLUMNS": "200"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "3 image(s), 3 output(s)" in done.stdout
+    for path in sorted(folder.iterdir()):  # one thread per forward, as the local run of `model`
+        data, axes = _read(path)
+        expected = model.predict_image(data, axes=axes).outputs.only
+        assert np.array_equal(tifffile.imread(tmp_path / "out" / f"{path.stem}.tif"), expected)
+    refused = subprocess.run([*command, "--threads", "2"], capture_output=True, text=True, timeout=300, env=env)
+    assert refused.returncode == 2 and "another job (model.threads: 1 -> 2)" in refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def _read(path: Path) -> tuple[np.ndarray, str]:
+    from microzoo.io.read import read_image
+
+    image = read_image(path)
+    return np.asarray(image.data), image.axes

@@ -10,8 +10,8 @@ tile plan, ops and engines::
         -> postprocess -> crop -> write chunks -> marker (runtime/stream_job.py)
       --pyramid --> target.ome.zarr (or a TIFF when the result fits in memory)
 
-:func:`prepare_stream` creates the job (or resumes the one a killed run left);
-:func:`predict_stream` runs it here with reading, the forward and writing overlapped (a reader
+:func:`prepare_stream` (runtime/stream_setup.py) creates the job or resumes the one a killed
+run left; :func:`predict_stream` runs it here with reading, the forward and writing overlapped (a reader
 thread prefetching the next batch, a writer thread; queues of 2). Memory is a few batches
 and chunks: it does not grow with the image. The Dask path (runtime/distributed.py) runs the
 same batches elsewhere.

@@ -162,3 +162,18 @@ def test_baseline_command_runs_a_classical_method_on_a_folder(two_images: Path, 
     assert "s per image" in result.stdout
     bad = run("baseline", "gaussian", "--images", str(two_images), "-o", str(tmp_path / "g"), "--param", "sigma")
     assert bad.returncode == 2 and "NAME=VALUE" in bad.stderr
+
+
+def test_every_commands_help_renders() -> None:
+    """Help texts are rich markup: a bracket such as zoo:NAME[/VERSION] once broke `predict --help`."""
+    from typer.main import get_command
+    from typer.testing import CliRunner
+
+    from microzoo.cli import app
+
+    command = get_command(app)
+    names = sorted(command.commands)  # type: ignore[attr-defined]
+    assert "predict" in names
+    for name in names:
+        result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "120"})
+        assert result.exit_code == 0, f"{name} --help: {result.output}{result.exception!r}"

@@ -133,3 +133,37 @@ def test_killed_after_the_output_was_moved_a_rerun_cleans_up(
     (result,) = predict_files(model, [source], out)  # the same command again: no error, nothing run
     assert result.prediction.n_tiles == 9 and not job.folder.exists()
     assert chunk_files(out) == uninterrupted
+
+
+@pytest.mark.parametrize(
+    ("step", "error"), [("read_batch", OSError), ("forward", KeyboardInterrupt), ("write_batch", OSError)]
+)
+def test_an_error_in_one_batch_stops_the_run_and_the_rerun_finishes_it(
+    step: str, error: type[BaseException], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading, the forward and writing run in three threads: an error in any of them ends the
+    run without hanging; the batches written before it count on the rerun."""
+    from _packages import build_parameterized
+
+    model = Model.open(build_parameterized(tmp_path / "two_d"), threads=1)
+    np.save(tmp_path / "image.npy", np.random.default_rng(11).normal(0, 1, (150, 140)).astype(np.float32))
+    options = {"tile": 48, "memory_budget": 2_000_000, "threads": 1}  # one 48x48 tile per batch
+    whole, out = tmp_path / "whole" / "out.ome.zarr", tmp_path / "interrupted" / "out.ome.zarr"
+    predict_stream(model, tmp_path / "image.npy", whole, **options)
+    original, calls = getattr(StreamJob, step), []
+
+    def failing(self: StreamJob, *args: object) -> object:
+        calls.append(1)
+        if len(calls) == 4:
+            raise error("the fourth batch fails")
+        return original(self, *args)
+
+    monkeypatch.setattr(StreamJob, step, failing)
+    with pytest.raises(error, match="the fourth batch fails"):
+        predict_stream(model, tmp_path / "image.npy", out, **options)
+    monkeypatch.setattr(StreamJob, step, original)
+    job = StreamJob.load(job_folder(out))
+    assert job.n_batches == 25 and job.pending_batches() == list(range(3, 25))
+    result = predict_stream(model, tmp_path / "image.npy", out, **options)
+    assert result.resumed == 3
+    assert chunk_files(out) == chunk_files(whole)

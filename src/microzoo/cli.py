@@ -134,8 +134,10 @@ def validate(model: str = typer.Argument(..., help="Package folder, .zip, bioima
 
 @app.command()
 def info(
-    model: str = typer.Argument(..., help="Package folder, .zip, bioimageio.yaml, URL or zoo:NAME[/VERSION]."),
-    zoo: str | None = typer.Option(None, "--zoo", help="The zoo a zoo:NAME[/VERSION] model comes from."),
+    model: str = typer.Argument(
+        ..., help="Package folder, .zip, bioimageio.yaml, URL or zoo:NAME or zoo:NAME/VERSION."
+    ),
+    zoo: str | None = typer.Option(None, "--zoo", help="The zoo a zoo:NAME or zoo:NAME/VERSION model comes from."),
 ) -> None:
     """Show what a model does, what it takes and gives, and how to cite it."""
     from rich.table import Table
@@ -215,7 +217,9 @@ def convert(
 
 @app.command()
 def predict(
-    model: str = typer.Argument(..., help="Package folder, .zip, bioimageio.yaml, URL or zoo:NAME[/VERSION]."),
+    model: str = typer.Argument(
+        ..., help="Package folder, .zip, bioimageio.yaml, URL or zoo:NAME or zoo:NAME/VERSION."
+    ),
     inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
     out: Path = typer.Option(
         ..., "-o", "--out", help="Output folder, or one file for one input (out.ome.zarr streams, resumably)."
@@ -231,7 +235,7 @@ def predict(
     ),
     channel: str | None = typer.Option(None, "--channel", help="Image channel(s) to use, from 0: 0, or 0,2."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that exist already."),
-    zoo: str | None = typer.Option(None, "--zoo", help="The zoo a zoo:NAME[/VERSION] model comes from."),
+    zoo: str | None = typer.Option(None, "--zoo", help="The zoo a zoo:NAME or zoo:NAME/VERSION model comes from."),
     level: int = typer.Option(0, "--level", min=0, help="Resolution level of a multiscale input (0: full)."),
     threads: int | None = typer.Option(
         None, "--threads", min=1, help="CPU threads per forward (default: all; a resumed job keeps its own)."

@@ -334,7 +334,7 @@ def run_on_dask(
 
     pending = job.pending_batches()
     meter = _Meter(job, progress)
-    meter.start(len(pending))
+    meter.start()
     if not pending:
         return 0
     folder = str(job.folder.resolve())

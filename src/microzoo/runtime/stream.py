@@ -10,8 +10,8 @@ tile plan, ops and engines::
         -> postprocess -> crop -> write chunks -> marker (runtime/stream_job.py)
       --pyramid --> target.ome.zarr (or a TIFF when the result fits in memory)
 
-:func:`prepare_stream` creates the job (or resumes the one a killed run left);
-:func:`predict_stream` runs it here with reading, the forward and writing overlapped (a reader
+:func:`prepare_stream` (runtime/stream_setup.py) creates the job or resumes the one a killed
+run left; :func:`predict_stream` runs it here with reading, the forward and writing overlapped (a reader
 thread prefetching the next batch, a writer thread; queues of 2). Memory is a few batches
 and chunks: it does not grow with the image. The Dask path (runtime/distributed.py) runs the
 same batches elsewhere.
@@ -87,43 +87,46 @@ def predict_stream(
 
 
 def run_batches(job: StreamJob, model: Any, batches: Sequence[int], *, progress: ProgressCallback | None) -> None:
-    """Run ``batches`` of ``job`` with a reader thread and a writer thread around the forward."""
+    """Run ``batches`` of ``job`` with a reader thread and a writer thread around the forward.
+
+    Queues of 2 between them. An error ends the run without losing finished work: after a
+    reading error the batches read before it still run; after an error of the forward (or an
+    interruption) the batches computed before it are still written; after a writing error
+    nothing more is computed. The first error is raised.
+    """
     reads: queue.Queue[Any] = queue.Queue(maxsize=2)
     writes: queue.Queue[Any] = queue.Queue(maxsize=2)
-    stop = threading.Event()
+    stop = threading.Event()  # end early: the writer failed, or the main thread did
     failures: list[BaseException] = []
     meter = _Meter(job, progress)
 
     def reader() -> None:
         try:
             for index in batches:
-                if stop.is_set():
-                    return
-                _put(reads, job.read_batch(index), stop)
-        except BaseException as error:  # noqa: BLE001 - handed to the main thread
+                if stop.is_set() or not _put(reads, job.read_batch(index), stop):
+                    break
+        except BaseException as error:  # noqa: BLE001 - raised by the main thread
             failures.append(error)
-            stop.set()
         finally:
-            _put(reads, None, stop)
+            reads.put(None)  # always: the main thread takes it, or drains the queue until this thread ends
 
     def writer() -> None:
         try:
             while (item := writes.get()) is not None:
-                batch, results = item
-                job.write_batch(batch, results)
-                meter.done(batch)
-        except BaseException as error:  # noqa: BLE001
+                job.write_batch(*item)
+                meter.done(item[0])
+        except BaseException as error:  # noqa: BLE001 - raised by the main thread
             failures.append(error)
             stop.set()
-            while writes.get() is not None:  # drain so the main thread never blocks
+            while writes.get() is not None:  # drain, so the main thread never blocks
                 pass
 
     threads = [threading.Thread(target=reader, daemon=True), threading.Thread(target=writer, daemon=True)]
-    for t in threads:
-        t.start()
+    for thread in threads:
+        thread.start()
     try:
-        meter.start(len(batches))
-        while not stop.is_set() and (batch := reads.get()) is not None:
+        meter.start()
+        while (batch := reads.get()) is not None and not stop.is_set():
             writes.put((batch, job.forward(model, batch)))
     except BaseException:
         stop.set()
@@ -131,25 +134,26 @@ def run_batches(job: StreamJob, model: Any, batches: Sequence[int], *, progress:
     finally:
         writes.put(None)
         stop.set()
-        while True:  # unblock the reader
+        while threads[0].is_alive():  # let the reader end
             try:
-                reads.get_nowait()
+                reads.get(timeout=0.05)
             except queue.Empty:
-                break
-        for t in threads:
-            t.join()
+                pass
+        for thread in threads:
+            thread.join()
     if failures:
         raise failures[0]
 
 
-def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> None:
-    while True:
+def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Put ``item`` into ``q`` unless ``stop`` is set first; whether it was put."""
+    while not stop.is_set():
         try:
-            q.put(item, timeout=0.1)
-            return
+            q.put(item, timeout=0.05)
+            return True
         except queue.Full:
-            if stop.is_set() and item is not None:
-                return
+            continue
+    return False
 
 
 class _Meter:
@@ -163,7 +167,7 @@ class _Meter:
         ) / max(self.total, 1)
         self.lock = threading.Lock()
 
-    def start(self, n_batches: int) -> None:
+    def start(self) -> None:
         self.tiles_done = self.total - sum(len(self.job.batch_tiles(i)) for i in self.job.pending_batches())
         self.t0, self.ran = time.perf_counter(), 0
         self._report()

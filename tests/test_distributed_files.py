@@ -101,6 +101,8 @@ def test_a_rerun_predicts_only_the_missing_outputs(
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # the others were not written again
     _same_outputs(local_outputs, tmp_path)
     assert predict_files(model, images, tmp_path, scheduler=_address(cluster)) == []  # all done
+    again = predict_files(model, images, tmp_path, overwrite=True, scheduler=_address(cluster))
+    assert len(again) == len(images)  # --overwrite starts again
 
 
 def test_another_setting_on_the_outputs_is_refused_unless_overwrite(

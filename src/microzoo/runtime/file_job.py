@@ -8,8 +8,9 @@ exists is complete. Started again:
 
 - under the same record, the inputs whose outputs all exist are skipped, the others predicted;
 - under another record (another model, threads or setting), it is refused with the differences
-  named, unless ``overwrite``: then this job's existing outputs are removed first, so the new
-  record never stands for an output the old job wrote.
+  named, unless ``overwrite``;
+- with ``overwrite`` it starts again: this job's existing outputs are removed first, so the new
+  record never stands for an output an earlier job wrote.
 
 >>> differences({"a": 1, "s": {"tile": 256}}, {"a": 1, "s": {"tile": 512}})
 ['s.tile: 256 -> 512']
@@ -88,13 +89,13 @@ def start_or_resume(
     folder: Path, record: Mapping[str, Any], plans: Sequence[Mapping[str, Path]], *, overwrite: bool = False
 ) -> list[int] | None:
     """The indices of ``plans`` still to compute when ``folder`` holds a job with the same
-    ``record``; ``None`` for a new job (no record there, or ``overwrite``: the caller checks the
-    outputs and calls :func:`begin`).
+    ``record``; ``None`` for a new job (no record there, or ``overwrite``, which starts again:
+    the caller checks the outputs and calls :func:`begin`).
 
     Raises OutputError when ``folder`` holds another job's record and not ``overwrite``.
     """
     path = folder / RECORD_NAME
-    if not path.is_file():
+    if overwrite or not path.is_file():
         return None
     try:
         existing = json.loads(path.read_text())
@@ -102,8 +103,6 @@ def start_or_resume(
         existing = {}
     if existing == record:
         return [i for i, plan in enumerate(plans) if not all(target.exists() for target in plan.values())]
-    if overwrite:
-        return None
     changed = differences(existing, record) if isinstance(existing, Mapping) else ["an unreadable record"]
     raise OutputError(
         f"{folder} holds the outputs of another job ({'; '.join(changed[:4])}"

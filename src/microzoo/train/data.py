@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -28,9 +28,6 @@ from microzoo.io.axes import rgb_to_grey
 from microzoo.io.files import image_stem, list_images, pair_by_stem
 from microzoo.io.read import find_images, read_image
 from microzoo.train.config import AugmentationConfig, DataConfig
-
-if TYPE_CHECKING:  # pragma: no cover
-    import zarr
 
 __all__ = ["PatchSampler", "Sample", "load_samples", "normalize_percentiles", "split_samples"]
 
@@ -71,8 +68,9 @@ def normalize_percentiles(image: np.ndarray, *, low: float = 1.0, high: float = 
     return ((image - p_low) / (p_high - p_low + 1e-6)).astype(np.float32)
 
 
-def _channels_first(data: np.ndarray | zarr.Array, axes: str, *, spatial_dims: int, path: Path) -> np.ndarray:
-    """``(c, *spatial)`` float32 from an image with axes; RGB(A) ``yxc`` becomes one grey channel."""
+def _channels_first(data: Any, axes: str, *, spatial_dims: int, path: Path) -> np.ndarray:
+    """``(c, *spatial)`` float32 from an image (an array, or a lazy one: read whole) with axes;
+    RGB(A) ``yxc`` becomes one grey channel."""
     wanted = "yx" if spatial_dims == 2 else "zyx"
     extra = set(axes) - set(wanted) - {"c"}
     if extra or not set(wanted) <= set(axes):

@@ -78,6 +78,7 @@ _MEMORY_WORDS = (
     "Cannot allocate memory",
     "Failed to allocate memory",  # onnxruntime's arena
     "Unable to allocate",  # NumPy
+    "failed to map segment from shared object",  # a library (torch) loaded past the address-space limit
 )
 _FILE_WORDS = ("File too large", "[Errno 27]")
 

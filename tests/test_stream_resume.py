@@ -72,7 +72,7 @@ def test_killed_mid_run_and_restarted_gives_identical_bytes(
     refused = subprocess.run(cli(str(example_model), str(source), "-o", str(out), "--threads", "2"),
                              capture_output=True, text=True)  # fmt: skip
     assert refused.returncode == 2
-    assert "holds an unfinished job" in refused.stderr and "threads" in refused.stderr
+    assert "holds an unfinished job" in refused.stderr and "--threads: 1 -> 2" in refused.stderr
     assert "--overwrite" in refused.stderr
 
     # the same command continues the job: only the batches left run
@@ -80,6 +80,8 @@ def test_killed_mid_run_and_restarted_gives_identical_bytes(
     assert len(job.pending_batches()) == 9 - finished
     rerun = subprocess.run(command, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
+    said = " ".join((rerun.stdout + rerun.stderr).split())  # the console wraps long lines
+    assert f"continued an unfinished job: {finished} of 9 batches of tiles were done already" in said
     assert not job_folder(out).exists()
     assert chunk_files(out) == uninterrupted
 

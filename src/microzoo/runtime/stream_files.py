@@ -120,13 +120,17 @@ def stream_file(
         if model.threads is None and not job_folder(next(iter(plan.values()))).exists():
             options["threads"] = 1  # a new Dask job: one thread per forward, N workers use N cores
         job = prepare_stream(model, path, dict(plan), progress=progress, **options)
-        n_tiles = job.plan.n_tiles
+        n_tiles, n_batches = job.plan.n_tiles, job.n_batches
+        resumed = n_batches - len(job.pending_batches())
         run_on_dask(job, workers=workers, scheduler=scheduler, progress=progress)
         notices = job.notices()
         job.finish(progress=progress)
     else:
         result = predict_stream(model, path, dict(plan), progress=progress, **options)
-        n_tiles, notices = result.n_tiles, result.notices
+        n_tiles, notices, resumed, n_batches = result.n_tiles, result.notices, result.resumed, result.n_batches
+    if resumed:
+        notices = (f"continued an unfinished job: {resumed} of {n_batches} batches of tiles were done already",
+                   *notices)  # fmt: skip
     inspected, k = None, 1
     written = {oid: read_image(target, lazy=True) for oid, target in plan.items()}
     if on_image is not None:

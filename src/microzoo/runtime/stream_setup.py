@@ -240,6 +240,13 @@ def _settings(
     }
 
 
+#: the option a user gives for each recorded setting, as a refusal names it
+_OPTION = {
+    "axes": "--axes", "level": "--level", "channel": "--channel", "tile_requested": "--tile",
+    "memory_budget": "--memory-budget", "threads": "--threads", "weight_format": "--weights",
+}  # fmt: skip
+
+
 def _differences(record: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     """What differs between a job on disk and the one asked for (None asks for nothing)."""
     from microzoo.runtime.file_job import differences
@@ -249,7 +256,8 @@ def _differences(record: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[s
     )
     for key, value in wanted["settings"].items():
         if value is not None and record["settings"].get(key) != value:
-            found.append(f"{key}: {record['settings'].get(key)} -> {value}")
+            before = record["settings"].get(key)
+            found.append(f"{_OPTION.get(key, key)}: {'not given' if before is None else before} -> {value}")
     found += differences(record["targets"], wanted["targets"], "output.")
     return found
 

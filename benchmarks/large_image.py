@@ -28,13 +28,12 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from predict_throughput import mismatch_per_million, run_process  # one way to time a process
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MICROZOO_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -76,33 +75,6 @@ def build_mosaic(path: Path, size: int) -> None:
         writer.write((slice(row, row + 1024), slice(0, size)), band)
 
 
-def run_process(command: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak resident memory (MiB) of the process and its children, and stdout."""
-    import psutil
-
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watched, peak = psutil.Process(process.pid), 0
-    while process.poll() is None:
-        try:
-            tree = [watched, *watched.children(recursive=True)]
-            rss = 0
-            for p in tree:
-                try:
-                    rss += p.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
-            peak = max(peak, rss)
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.02)
-    stdout, stderr = process.communicate()
-    seconds = time.perf_counter() - start
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-3000:]}")
-    return seconds, peak / 2**20, stdout
-
-
 def microzoo(*args: str) -> list[str]:
     return [str(BIN / "python"), "-m", "microzoo.cli", "predict", str(MODEL), *args, "--weights", WEIGHTS]
 
@@ -131,11 +103,6 @@ def level0(path: Path) -> np.ndarray:
     from microzoo.io.read import read_image
 
     return np.asarray(read_image(path).data[...])
-
-
-def mismatch_per_million(a: np.ndarray, b: np.ndarray, rtol: float = 1e-3, atol: float = 1e-3) -> float:
-    a, b = np.squeeze(a).astype(np.float64), np.squeeze(b).astype(np.float64)
-    return float((np.abs(a - b) > atol + rtol * np.abs(b)).sum() / b.size * 1e6)
 
 
 def load() -> str:

@@ -135,8 +135,9 @@ class Core:
 def run_process(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Wall seconds, peak resident memory (MiB) and stdout of a command run as its own process.
 
-    Peak memory is sampled every 20 ms with psutil (``ru_maxrss`` of a child also counts the
-    memory of this process at the fork, so it cannot tell two children apart).
+    Peak memory is the process's and its children's (a Dask cluster's workers), summed, sampled
+    every 20 ms with psutil (``ru_maxrss`` of a child also counts the memory of this process at
+    the fork, so it cannot tell two children apart).
     """
     import psutil
 
@@ -145,9 +146,16 @@ def run_process(command: list[str], env: dict[str, str] | None = None) -> tuple[
     watched, peak = psutil.Process(process.pid), 0
     while process.poll() is None:
         try:
-            peak = max(peak, watched.memory_info().rss)
+            tree = [watched, *watched.children(recursive=True)]
         except psutil.NoSuchProcess:
             break
+        rss = 0
+        for member in tree:
+            try:
+                rss += member.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        peak = max(peak, rss)
         time.sleep(0.02)
     stdout, stderr = process.communicate()
     seconds = time.perf_counter() - start

@@ -86,3 +86,15 @@ def test_engines_and_training_use_the_one_thread_count() -> None:
         source = inspect.getsource(module)
         assert "cpu_count" not in source and "sched_getaffinity" not in source
         assert "thread_count(" in source
+
+
+@pytest.mark.parametrize(
+    ("cores", "threads", "device", "split"),
+    [(2, None, None, (1, 2)), (16, None, None, (8, 2)), (1, None, None, (1, 1)), (16, 4, None, (4, 2)),
+     (2, 2, None, (2, 1)), (16, None, "cuda", (16, 1))],
+)  # fmt: skip
+def test_forward_split_shares_the_cores_between_at_most_two_forwards(
+    cores: int, threads: int | None, device: str | None, split: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resources.os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert resources.forward_split(threads, device=device) == split

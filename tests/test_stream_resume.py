@@ -137,14 +137,15 @@ def test_killed_after_the_output_was_moved_a_rerun_cleans_up(
     assert chunk_files(out) == uninterrupted
 
 
+@pytest.mark.parametrize("forwards", [1, 2])
 @pytest.mark.parametrize(
     ("step", "error"), [("read_batch", OSError), ("forward", KeyboardInterrupt), ("write_batch", OSError)]
 )
 def test_an_error_in_one_batch_stops_the_run_and_the_rerun_finishes_it(
-    step: str, error: type[BaseException], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    step: str, error: type[BaseException], forwards: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Reading, the forward and writing run in three threads: an error in any of them ends the
-    run without hanging; the batches written before it count on the rerun."""
+    """Reading, the forwards and writing run in their own threads: an error in any of them ends
+    the run without hanging; the batches written before it count on the rerun."""
     from _packages import build_parameterized
 
     model = Model.open(build_parameterized(tmp_path / "two_d"), threads=1)
@@ -162,10 +163,28 @@ def test_an_error_in_one_batch_stops_the_run_and_the_rerun_finishes_it(
 
     monkeypatch.setattr(StreamJob, step, failing)
     with pytest.raises(error, match="the fourth batch fails"):
-        predict_stream(model, tmp_path / "image.npy", out, **options)
+        predict_stream(model, tmp_path / "image.npy", out, forwards=forwards, **options)
     monkeypatch.setattr(StreamJob, step, original)
     job = StreamJob.load(job_folder(out))
-    assert job.n_batches == 25 and job.pending_batches() == list(range(3, 25))
-    result = predict_stream(model, tmp_path / "image.npy", out, **options)
-    assert result.resumed == 3
+    pending = job.pending_batches()
+    if forwards == 1 or step == "read_batch":  # one reader: batches are read in order
+        assert job.n_batches == 25 and pending == list(range(3, 25))
+    else:  # two forwards finish in either order; the one running beside the failure is still written
+        assert job.n_batches == 25 and 20 <= len(pending) <= 22
+    result = predict_stream(model, tmp_path / "image.npy", out, forwards=forwards, **options)
+    assert result.resumed == 25 - len(pending)
     assert chunk_files(out) == chunk_files(whole)
+
+
+def test_two_forwards_at_once_write_the_bytes_of_one(tmp_path: Path) -> None:
+    """Which forward thread runs a batch changes nothing: batches are fixed by the plan and each
+    forward has the job's threads, so the number of forwards is not part of the job."""
+    from _packages import build_parameterized
+
+    model = Model.open(build_parameterized(tmp_path / "two_d"), threads=1)
+    np.save(tmp_path / "image.npy", np.random.default_rng(12).normal(0, 1, (150, 140)).astype(np.float32))
+    options = {"tile": 48, "memory_budget": 2_000_000, "threads": 1}
+    one, two = tmp_path / "one" / "out.ome.zarr", tmp_path / "two" / "out.ome.zarr"
+    predict_stream(model, tmp_path / "image.npy", one, forwards=1, **options)
+    predict_stream(model, tmp_path / "image.npy", two, forwards=2, **options)
+    assert chunk_files(two) == chunk_files(one)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +79,7 @@ class Model:
         self._device = device
         self._threads = threads
         self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()  # forwards in several threads load the weights once
         self._geometry: ModelGeometry | None = None
 
     @classmethod
@@ -106,9 +108,10 @@ class Model:
     @property
     def engine(self) -> Engine:
         """The loaded weights (loaded on first use)."""
-        if self._engine is None:
-            self._engine = load_engine(self.package, self.weight_format, device=self._device, threads=self._threads)
-        return self._engine
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = load_engine(self.package, self.weight_format, device=self._device, threads=self._threads)
+            return self._engine
 
     @property
     def threads(self) -> int | None:

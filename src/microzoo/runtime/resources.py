@@ -95,3 +95,26 @@ def thread_count(requested: int | None = None) -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1  # pragma: no cover (macOS, Windows)
+
+
+#: the most forwards one streaming job runs at once (each may use the memory budget)
+MAX_FORWARDS = 2
+
+
+def forward_split(threads: int | None = None, *, device: str | None = None) -> tuple[int, int]:
+    """``(threads per forward, forwards at once)`` for a streaming job on this machine.
+
+    Two forwards of one thread each outrun one forward of two threads on the CPU (torch's
+    intra-op scaling is below linear: benchmarks/RESULTS.md, issue 10), so by default the cores
+    are split between ``MAX_FORWARDS`` concurrent forwards; ``threads`` given keeps that many per
+    forward and runs as many forwards as the cores hold (at most ``MAX_FORWARDS``). On a GPU
+    (``device`` "cuda...") one forward runs at a time.
+    """
+    cores = thread_count()
+    if device is not None and str(device).startswith("cuda"):
+        return thread_count(threads), 1
+    if threads is None:
+        forwards = min(MAX_FORWARDS, cores)
+        return max(1, cores // forwards), forwards
+    threads = thread_count(threads)
+    return threads, max(1, min(MAX_FORWARDS, cores // threads))

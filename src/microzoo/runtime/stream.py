@@ -25,6 +25,7 @@ Postprocessing that needs statistics of the whole raw output is refused (predict
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -63,17 +64,28 @@ def predict_stream(
     target: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]],
     *,
     progress: ProgressCallback | None = None,
+    forwards: int | None = None,
     **options: Any,
 ) -> StreamResult:
     """Stream ``model`` over ``source`` into ``target`` on this machine (options: those of
-    :func:`prepare_stream`); reading, the forward and writing overlap. A job a killed run left
-    is continued."""
+    :func:`prepare_stream`); reading, the forwards and writing overlap. A job a killed run left
+    is continued.
+
+    ``forwards``: forwards run at once, each with the job's threads (default: as many as the
+    cores hold, at most :data:`~microzoo.runtime.resources.MAX_FORWARDS`; see
+    :func:`~microzoo.runtime.resources.forward_split`). It does not change a byte of the result
+    (batches are fixed by the plan), so a resumed job may use another number.
+    """
+    from microzoo.runtime.resources import forward_split
+
     start = time.perf_counter()
     job = prepare_stream(model, source, target, progress=progress, **options)
     model = model.with_threads(job.threads)
+    if forwards is None:
+        forwards = forward_split(job.threads, device=model.device)[1]
     pending = job.pending_batches()
     resumed = job.n_batches - len(pending)
-    run_batches(job, model, pending, progress=progress)
+    run_batches(job, model, pending, progress=progress, forwards=forwards)
     notices = job.notices()
     outputs = job.finish(progress=progress)
     return StreamResult(
@@ -86,17 +98,22 @@ def predict_stream(
     )
 
 
-def run_batches(job: StreamJob, model: Any, batches: Sequence[int], *, progress: ProgressCallback | None) -> None:
-    """Run ``batches`` of ``job`` with a reader thread and a writer thread around the forward.
+def run_batches(
+    job: StreamJob, model: Any, batches: Sequence[int], *, progress: ProgressCallback | None, forwards: int = 1
+) -> None:
+    """Run ``batches`` of ``job``: a reader thread, ``forwards`` forward threads, a writer thread.
 
     Queues of 2 between them. An error ends the run without losing finished work: after a
-    reading error the batches read before it still run; after an error of the forward (or an
+    reading error the batches read before it still run; after an error of a forward (or an
     interruption) the batches computed before it are still written; after a writing error
-    nothing more is computed. The first error is raised.
+    nothing more is computed. The first error is raised. Which forward thread runs a batch
+    changes nothing in its bytes (each forward has the job's threads).
     """
+    if forwards < 1:
+        raise ValueError(f"forwards must be at least 1, not {forwards}")
     reads: queue.Queue[Any] = queue.Queue(maxsize=2)
     writes: queue.Queue[Any] = queue.Queue(maxsize=2)
-    stop = threading.Event()  # end early: the writer failed, or the main thread did
+    stop = threading.Event()  # end early: a thread failed, or the main thread was interrupted
     failures: list[BaseException] = []
     meter = _Meter(job, progress)
 
@@ -108,7 +125,23 @@ def run_batches(job: StreamJob, model: Any, batches: Sequence[int], *, progress:
         except BaseException as error:  # noqa: BLE001 - raised by the main thread
             failures.append(error)
         finally:
-            reads.put(None)  # always: the main thread takes it, or drains the queue until this thread ends
+            reads.put(None)  # always: the forwards pass it on, or drain the queue until this thread ends
+
+    def forward() -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    batch = reads.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if batch is None:  # the reader's end mark: pass it on to the next forward thread
+                    with contextlib.suppress(queue.Full):
+                        reads.put_nowait(None)
+                    break
+                writes.put((batch, job.forward(model, batch)))
+        except BaseException as error:  # noqa: BLE001 - raised by the main thread
+            failures.append(error)
+            stop.set()
 
     def writer() -> None:
         try:
@@ -118,29 +151,33 @@ def run_batches(job: StreamJob, model: Any, batches: Sequence[int], *, progress:
         except BaseException as error:  # noqa: BLE001 - raised by the main thread
             failures.append(error)
             stop.set()
-            while writes.get() is not None:  # drain, so the main thread never blocks
+            while writes.get() is not None:  # drain, so no forward ever blocks
                 pass
 
-    threads = [threading.Thread(target=reader, daemon=True), threading.Thread(target=writer, daemon=True)]
-    for thread in threads:
+    _ = model.engine  # loaded before the forwards start: a load (TorchScript freeze) beside a forward changes its bits
+    meter.start()
+    read_thread = threading.Thread(target=reader, daemon=True)
+    forward_threads = [threading.Thread(target=forward, daemon=True) for _ in range(forwards)]
+    write_thread = threading.Thread(target=writer, daemon=True)
+    for thread in (read_thread, *forward_threads, write_thread):
         thread.start()
     try:
-        meter.start()
-        while (batch := reads.get()) is not None and not stop.is_set():
-            writes.put((batch, job.forward(model, batch)))
+        for thread in forward_threads:
+            while thread.is_alive():  # join with a timeout, so Ctrl-C reaches this thread
+                thread.join(timeout=0.1)
     except BaseException:
         stop.set()
         raise
     finally:
-        writes.put(None)
         stop.set()
-        while threads[0].is_alive():  # let the reader end
-            try:
+        while read_thread.is_alive() or any(t.is_alive() for t in forward_threads):
+            try:  # let the reader end (its last put may wait for room) and the forwards see stop
                 reads.get(timeout=0.05)
             except queue.Empty:
                 pass
-        for thread in threads:
-            thread.join()
+        writes.put(None)
+        write_thread.join()
+        read_thread.join()
     if failures:
         raise failures[0]
 

@@ -371,7 +371,7 @@ def _create_job(
             "axes": image.axes,
             "tile": tiled,
             "batch_size": first.batch_size,
-            "threads": resources.thread_count(s["threads"]),
+            "threads": resources.forward_split(s["threads"], device=model.device)[0],
         },
         "plan": {"n_tiles": first.n_tiles, "input_shape": list(view.shape)},
         "pixel_size": {oid: output_pixel_size(model, oid, image.pixel_size) for oid in targets},

@@ -207,21 +207,9 @@ def predict_files(
         from microzoo.runtime.distributed import predict_files_on_dask
 
         return predict_files_on_dask(
-            model,
-            inputs,
-            out,
-            workers=workers,
-            scheduler=scheduler,
-            axes=axes,
-            tile=tile,
-            memory_budget=memory_budget,
-            channel=channel,
-            level=level,
-            suffix=suffix,
-            overwrite=overwrite,
-            progress=progress,
-            on_image=on_image,
-        )
+            model, inputs, out, workers=workers, scheduler=scheduler, level=level, suffix=suffix,
+            overwrite=overwrite, progress=progress, **common,
+        )  # fmt: skip
     check_outputs(model, inputs, plans, overwrite=overwrite)
     streamed = [should_stream(model, p, plan, level=level) for p, plan in zip(inputs, plans, strict=True)]
     results = []

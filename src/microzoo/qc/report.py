@@ -283,8 +283,8 @@ def _group_rows(evaluation: Evaluation, metric: str) -> list[dict[str, object]]:
     for name, group in evaluation.by_group.items():
         cells = []
         for method in evaluation.methods:
-            estimate = group.summary[method][metric]
-            cells.append(f"{_fmt(estimate.value, metric)} [{_fmt(estimate.low, metric)}, {_fmt(estimate.high, metric)}]")
+            e = group.summary[method][metric]
+            cells.append(f"{_fmt(e.value, metric)} [{_fmt(e.low, metric)}, {_fmt(e.high, metric)}]")
         verdicts = [f"{d.first} − {d.second}: {_fmt(d.difference, metric)} ({d.verdict})"
                     for d in group.differences if d.metric == metric]  # fmt: skip
         rows.append({"name": name, "n": len(group.images), "cells": cells, "verdicts": verdicts})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -10,24 +11,31 @@ import numpy as np
 import pytest
 
 from microzoo.errors import DataError
+from microzoo.qc.compare import compare
 from microzoo.qc.evaluate import evaluate, write_evaluation
 from microzoo.qc.groups import find_groups
 from microzoo.qc.image_features import guess_modality
+from microzoo.qc.verdict import baseline_verdict
 
 
 @pytest.fixture(scope="module")
-def dsb_test(shared_data: Path) -> tuple[list[np.ndarray], list[str]]:
-    """The first 10 fluorescence and 6 colour (histology) DSB2018 test images, and their modality."""
-    images, kinds = [], []
+def dsb_paths(shared_data: Path) -> list[Path]:
+    """The first 10 fluorescence and 6 colour (histology) DSB2018 test images."""
+    paths = []
     wanted = {"fluorescence": 10, "colour": 6}
     for path in sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png")):
-        image = iio.imread(path)[..., :3]
-        kind = guess_modality(image)
+        kind = guess_modality(iio.imread(path)[..., :3])
         if wanted.get(kind, 0) > 0:
             wanted[kind] -= 1
-            images.append(image)
-            kinds.append(kind)
-    return images, kinds
+            paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def dsb_test(dsb_paths: list[Path]) -> tuple[list[np.ndarray], list[str]]:
+    """Those images, and their modality."""
+    images = [iio.imread(path)[..., :3] for path in dsb_paths]
+    return images, [guess_modality(image) for image in images]
 
 
 def test_fluorescence_and_histology_images_form_two_named_groups(dsb_test) -> None:
@@ -91,6 +99,27 @@ def test_a_method_better_on_average_but_worse_on_a_group_is_said_plainly(tmp_pat
     assert document["group_notes"] == [note] and document["settings"]["groups"] == 2
     html = paths["report"].read_text()
     assert "By group of images" in html and "of group &#39;histology&#39;" in html
+    verdict = baseline_verdict(evaluation, "net", "watershed")
+    assert verdict.kind == "better" and verdict.group_notes == (note,)
+    assert verdict.line.endswith(f" But: {note}.") and "the baseline on the group(s) where it loses" in verdict.advice
+
+
+def test_compare_splits_its_figures_by_the_groups_of_its_images(
+    dsb_paths: list[Path], shared_data: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "truth").mkdir()
+    for path in dsb_paths:
+        shutil.copy(path, tmp_path / "images")
+        shutil.copy(shared_data / "dsb2018" / "test" / "labels" / f"{path.stem}.tif", tmp_path / "truth")
+    result = compare([], images_dir=tmp_path / "images", truth_dir=tmp_path / "truth", task="instances",
+                     classical=True, out_dir=tmp_path / "out")  # fmt: skip
+    groups = result.evaluation.by_group
+    assert [len(g.images) for g in groups.values()] == [10, 6]
+    assert list(groups)[1] == "colour, bright background (histology-like)"
+    watershed = {name: g.summary["Otsu+watershed"]["f1@0.5"] for name, g in groups.items()}
+    assert all(0 <= e.low <= e.value <= e.high <= 1 for e in watershed.values())
+    assert "By group of images" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_without_groups_nothing_changes() -> None:

@@ -30,6 +30,7 @@ from microzoo.io.files import list_images, pair_by_stem
 from microzoo.io.read import read_array, read_image
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.qc.baselines import baselines_for
+from microzoo.qc.groups import groups_of
 from microzoo.qc.tasks import QCTask, as_intensities, as_labels, get_task
 
 if TYPE_CHECKING:
@@ -116,7 +117,8 @@ def compare(
         notices.extend(classical_notices)
     progress(total, total, "evaluating")
     gray_inputs = [_gray(x) for x in inputs]
-    evaluation = evaluate(predictions, truths, task=task, names=names, data_range=data_range)
+    groups = groups_of(inputs)  # figures per group too, when the images fall into distinct groups
+    evaluation = evaluate(predictions, truths, task=task, names=names, data_range=data_range, groups=groups)
     paths = write_evaluation(evaluation, out_dir, truths=truths, predictions=predictions, inputs=gray_inputs)
     return Comparison(evaluation, paths, classical_params, tuple(dict.fromkeys(notices)))
 

@@ -218,10 +218,12 @@ def finish(run: TrainedRun, *, progress: ProgressCallback | None = None) -> Trai
     report = metrics = verdict = None
     if check.predictions:
         from microzoo.qc.evaluate import evaluate, write_evaluation
+        from microzoo.qc.groups import groups_of
         from microzoo.qc.verdict import baseline_verdict
 
+        groups = groups_of([s.raw for s in run.val]) if config.data.spatial_dims == 2 else None
         evaluation = evaluate(check.predictions, check.truths, task=task.qc_task, names=[s.name for s in run.val],
-                              n_bootstrap=500, seed=config.training.seed, progress=progress)  # fmt: skip
+                              n_bootstrap=500, seed=config.training.seed, groups=groups, progress=progress)  # fmt: skip
         paths = write_evaluation(evaluation, run.out_dir / "qc", truths=check.truths, predictions=check.predictions,
                                  inputs=check.inputs)  # fmt: skip
         report, metrics = paths["report"], paths["metrics"]

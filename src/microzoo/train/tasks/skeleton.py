@@ -262,6 +262,7 @@ def _training_record(run: TrainedRun) -> dict[str, Any]:
 
 def _export(run: TrainedRun, task: TrainingTask, *, figures: dict[str, float], report: Path | None,
             progress: ProgressCallback) -> Path:  # fmt: skip
+    from microzoo.io.axes import COLOUR_CHANNELS
     from microzoo.train import models
     from microzoo.train.export import ExportSpec, export_package
 
@@ -283,5 +284,6 @@ def _export(run: TrainedRun, task: TrainingTask, *, figures: dict[str, float], r
         authors=list(config.authors), license=config.license, training=_training_record(run), qc=figures,
         fingerprint=fingerprint_or_none([s.raw for s in run.train]),
         instance_settings=dict(check.instance_settings) if check.instance_settings else None, qc_report=report,
+        channel_names=COLOUR_CHANNELS if run.train[0].colour else None,
     )  # fmt: skip
     return export_package(run.network, out_dir=run.out_dir / "package", spec=spec, progress=progress)

@@ -54,16 +54,15 @@ def train_one(colour: str, args: argparse.Namespace, out: Path) -> tuple[Path, f
         name=f"dsb2018-{colour}",
     )  # fmt: skip
     config.data.colour = colour
-    config.data.validation_fraction = 0.1
+    config.data.validation_fraction = args.val_fraction
     config.network.base_features = args.features
     config.training.early_stopping_patience = None
     config.training.export = True
     start = time.monotonic()
     result = train(config, out_dir=out / colour)
     minutes = (time.monotonic() - start) / 60
-    log(
-        f"{colour}: trained {args.epochs} x {args.steps_per_epoch} steps in {minutes:.1f} min; {result.verdict and result.verdict.line}"
-    )  # noqa: E501
+    verdict = result.verdict.line if result.verdict else "no verdict"
+    log(f"{colour}: trained {args.epochs} x {args.steps_per_epoch} steps in {minutes:.1f} min; {verdict}")
     assert result.package is not None
     return result.package.parent, minutes
 
@@ -104,6 +103,7 @@ def main() -> None:
     p.add_argument("--patch", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.1, help="train images that validate and pick thresholds")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "groups_dsb2018")
     p.add_argument("--eval-only", action="store_true", help="evaluate the packages already in --out")
     args = p.parse_args()
@@ -133,6 +133,7 @@ def main() -> None:
     log("evaluated")
 
     print(f"\nTraining: {args.epochs} epochs x {args.steps_per_epoch} steps (batch {args.batch}, patch {args.patch}, "
+          f"{args.val_fraction:.0%} of the train images validate, "
           f"U-Net depth 3, {args.features} base features, seed {args.seed}); grey {minutes['grey']:.1f} min, "
           f"colour {minutes['auto']:.1f} min of wall time.\n")  # fmt: skip
     print("| images | n | grey U-Net F1@0.5 | colour U-Net F1@0.5 | watershed F1@0.5 | colour - grey |")

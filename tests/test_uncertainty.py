@@ -12,7 +12,7 @@ import microzoo
 from microzoo.errors import MicrozooError
 from microzoo.io.axes import to_grayscale
 from microzoo.io.read import read_image
-from microzoo.runtime.uncertainty import TRANSFORMS, predict_with_uncertainty
+from microzoo.runtime.uncertainty import TRANSFORMS, flip_rate, predict_with_uncertainty
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,9 @@ def test_tta_on_the_example_model_gives_a_sane_spread(example_model: Path, nucle
     # the members disagree near object borders, not everywhere
     rate = result.flip_rate["probability"]
     assert rate is not None and 0 < rate < 0.5
+    votes = result.votes["probability"]
+    assert votes is not None and votes.shape == probability.shape and votes.max() == 4
+    assert rate == flip_rate(votes, 4) == pytest.approx(np.mean((votes > 0) & (votes < 4)) / np.mean(votes > 0))
     # the mean lies between the members: never outside [0, 1]
     assert 0 <= probability.min() and probability.max() <= 1
 

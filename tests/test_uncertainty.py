@@ -156,9 +156,13 @@ def test_bad_options_are_refused(tmp_path_factory, options, message) -> None:
 
 
 def test_an_image_without_y_and_x_is_refused(tmp_path_factory) -> None:
+    from microzoo.errors import AxesError, ImageError
+
     model = microzoo.load_model(built_package(tmp_path_factory, "parameterized"))
-    with pytest.raises(MicrozooError, match="axes"):
+    with pytest.raises(AxesError, match="say which axes"):
         predict_with_uncertainty(model, np.zeros((2, 32, 32), np.float32))
+    with pytest.raises(ImageError, match="turns the y, x plane.*axes 'zyc'"):
+        predict_with_uncertainty(model, np.zeros((2, 32, 3), np.float32), axes="zyc")
 
 
 # --- files and the command line -----------------------------------------------------------------

@@ -29,7 +29,7 @@ import numpy as np
 from microzoo.errors import ImageError, MicrozooError
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.runtime.outputs import Outputs
-from microzoo.runtime.predict import Model, Prediction
+from microzoo.runtime.predict import Model, Prediction, _default_axes
 
 __all__ = [
     "METHODS",
@@ -164,17 +164,10 @@ _Run = tuple[int, Iterator[tuple[Prediction | None, tuple[str, ...]]]]
 
 
 def _image_axes(model: Model, image: Any, axes: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Input id -> image, and -> its axes, resolved as :meth:`Model.predict_image` resolves them."""
     images = {k: np.asarray(v) for k, v in model._per_input(image, "image").items()}
     given = model._per_input(axes, "axes") if axes is not None else {}
-    resolved = {}
-    for tid, data in images.items():
-        resolved[tid] = given.get(tid) or ("yx" if data.ndim == 2 else "")
-        if not resolved[tid]:
-            raise ImageError(
-                f"the image for input '{tid}' has {data.ndim} dimensions {data.shape}: say which axes "
-                "they are, e.g. axes='zyx', 'cyx' or 'yxc' (on the command line: --axes)"
-            )
-    return images, resolved
+    return images, {tid: given.get(tid) or _default_axes(data, tid) for tid, data in images.items()}
 
 
 def _turn(array: np.ndarray, axes: str, name: str, *, inverse: bool = False) -> np.ndarray | None:

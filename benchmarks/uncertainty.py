@@ -138,16 +138,17 @@ def summarise(records: list[dict]) -> str:
                     f"| {subset} | {u_name} | {e_name} | {rho:.3f} ({p:.1g}) | {_aurc(u[defined], error[defined]):.3f}"
                     f" | {_aurc(error[defined], error[defined]):.3f} | {error[defined].mean():.3f} |"
                 )
-    lines += ["", "| | pooled F1@0.5 | mean per-image F1@0.5 | mean foreground IoU | ECE (10 bins, pooled) |",
-              "|---|---|---|---|---|"]  # fmt: skip
-    for name in ("plain", "tta"):
-        tp, fp, fn = (sum(r[name][k] for r in records) for k in ("tp", "fp", "fn"))
-        f1s = np.array([r[name]["f1"] for r in records])
-        bins = np.sum([np.array(r[f"bins_{name}"]) for r in records], axis=0)
-        lines.append(
-            f"| {'plain prediction' if name == 'plain' else 'TTA mean (8)'} | {2 * tp / (2 * tp + fp + fn):.3f} | "
-            f"{np.nanmean(f1s):.3f} | {np.mean([r[name]['fg_iou'] for r in records]):.3f} | {_ece(bins):.4f} |"
-        )
+    lines += ["", "| images | prediction | pooled F1@0.5 | mean per-image F1@0.5 | mean foreground IoU | "
+              "ECE (10 bins, pooled) |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for subset, chosen in ((f"all {len(records)}", records), (f"{len(fluorescence)} fluorescence", fluorescence)):
+        for name in ("plain", "tta"):
+            tp, fp, fn = (sum(r[name][k] for r in chosen) for k in ("tp", "fp", "fn"))
+            f1s = np.array([r[name]["f1"] for r in chosen])
+            bins = np.sum([np.array(r[f"bins_{name}"]) for r in chosen], axis=0)
+            lines.append(
+                f"| {subset} | {'plain' if name == 'plain' else 'TTA mean (8)'} | {2 * tp / (2 * tp + fp + fn):.3f} | "
+                f"{np.nanmean(f1s):.3f} | {np.mean([r[name]['fg_iou'] for r in chosen]):.3f} | {_ece(bins):.5f} |"
+            )
     for group, keep in (("fluorescence", True), ("brightfield/histology", False)):
         chosen = [r for r in records if r["fluorescence"] == keep]
         if chosen:

@@ -101,6 +101,8 @@ class TaskCheck:
     first, then the classical baseline (None: no QC, e.g. Noise2Void without clean images).
     ``notes`` are task details for the package's training record; ``output_scale`` (gain,
     offset per channel) maps the network's output back to the input's units in the package.
+    ``probabilities`` (segmentation): method -> foreground probability per validation image,
+    for the calibration in the QC report.
     """
 
     postprocessing: Literal["sigmoid", "softmax", "none"]
@@ -110,6 +112,7 @@ class TaskCheck:
     inputs: Sequence[np.ndarray] | None = None
     instance_settings: Mapping[str, Any] | None = None
     output_scale: tuple[list[float], list[float]] | None = None
+    probabilities: Mapping[str, Sequence[np.ndarray]] | None = None
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,8 @@ def finish(run: TrainedRun, *, progress: ProgressCallback | None = None) -> Trai
 
         groups = groups_of([s.raw for s in run.val]) if config.data.spatial_dims == 2 else None
         evaluation = evaluate(check.predictions, check.truths, task=task.qc_task, names=[s.name for s in run.val],
-                              n_bootstrap=500, seed=config.training.seed, groups=groups, progress=progress)  # fmt: skip
+                              n_bootstrap=500, seed=config.training.seed, groups=groups, progress=progress,
+                              probabilities=check.probabilities)  # fmt: skip
         paths = write_evaluation(evaluation, run.out_dir / "qc", truths=check.truths, predictions=check.predictions,
                                  inputs=check.inputs)  # fmt: skip
         report, metrics = paths["report"], paths["metrics"]

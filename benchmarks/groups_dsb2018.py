@@ -58,8 +58,12 @@ def train_one(colour: str, args: argparse.Namespace, out: Path) -> tuple[Path, f
     config.network.base_features = args.features
     config.training.early_stopping_patience = None
     config.training.export = True
+    if (out / colour / "package" / "bioimageio.yaml").exists():  # trained by an earlier call
+        log(f"{colour}: using the package already in {out / colour}")
+        return out / colour / "package", float("nan")
     start = time.monotonic()
-    result = train(config, out_dir=out / colour)
+    # a run stopped after its last epoch (e.g. in QC) resumes there: QC and export only
+    result = train(config, out_dir=out / colour, resume=(out / colour / "checkpoints" / "last.pt").exists())
     minutes = (time.monotonic() - start) / 60
     verdict = result.verdict.line if result.verdict else "no verdict"
     log(f"{colour}: trained {args.epochs} x {args.steps_per_epoch} steps in {minutes:.1f} min; {verdict}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from _labels import three_squares
 
 from microzoo.errors import DataError
 from microzoo.qc.compare import compare
@@ -58,26 +59,10 @@ def test_images_alike_or_too_few_form_no_groups(dsb_test) -> None:
         find_groups(images, max_groups=1)
 
 
-def _squares(n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Label images of three squares, and the same with the third square missed."""
-    rng = np.random.default_rng(seed)
-    truths, missing = [], []
-    for _ in range(n):
-        labels = np.zeros((32, 32), np.uint16)
-        for k, (y, x) in enumerate([(2, 2), (2, 20), (20, 10)]):
-            dy, dx = rng.integers(0, 4, 2)
-            labels[y + dy : y + dy + 6, x + dx : x + dx + 6] = k + 1
-        truths.append(labels)
-        partial = labels.copy()
-        partial[partial == 3] = 0
-        missing.append(partial)
-    return truths, missing
-
-
 def test_a_method_better_on_average_but_worse_on_a_group_is_said_plainly(tmp_path: Path) -> None:
     # "net" is perfect on 20 fluorescence images and misses a square on 5 histology images,
     # where the watershed is perfect; the watershed misses a square on every fluorescence image
-    truths, missing = _squares(25, seed=0)
+    truths, missing = three_squares(25, seed=0)
     net = truths[:20] + missing[20:]
     watershed = missing[:20] + truths[20:]
     groups = ["fluorescence"] * 20 + ["histology"] * 5
@@ -123,7 +108,7 @@ def test_compare_splits_its_figures_by_the_groups_of_its_images(
 
 
 def test_without_groups_nothing_changes() -> None:
-    truths, missing = _squares(6, seed=1)
+    truths, missing = three_squares(6, seed=1)
     plain = evaluate({"a": truths, "b": missing}, truths, task="instances", n_bootstrap=100)
     grouped = evaluate({"a": truths, "b": missing}, truths, task="instances", n_bootstrap=100, groups=["g"] * 6)
     assert plain.by_group == {} and plain.group_notes == () and "groups" not in plain.to_dict()["settings"]

@@ -1,0 +1,161 @@
+"""``microzoo select``: find candidate models, run them and the classical baseline, rank them.
+
+With ground truth the candidates are run and scored by :func:`microzoo.qc.compare.compare`
+itself (its report is written into ``OUT/qc``), so every figure of the selection equals
+``microzoo compare``'s on the same images. Without it, the same
+:func:`microzoo.qc.compare.run_methods` runs them and the ranking rests on agreement and trust.
+The selection's own report is ``OUT/selection.html`` and ``OUT/selection.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from microzoo.errors import DataError
+from microzoo.progress import ProgressCallback, no_progress
+from microzoo.selection.candidates import Candidate, image_channels, named_candidates, zoo_candidates
+from microzoo.selection.rank import Ranking, rank_with_truth, rank_without_truth
+
+if TYPE_CHECKING:
+    from microzoo.qc.compare import MethodRuns
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A selection's result: the ranking, what ran, and the files written."""
+
+    ranking: Ranking
+    candidates: tuple[Candidate, ...]
+    baselines: tuple[str, ...]
+    left_out: tuple[str, ...]  # zoo models not run, with the reason
+    notices: tuple[str, ...]
+    paths: dict[str, Path]
+
+
+def select_models(
+    *,
+    images_dir: Path,
+    task: str,
+    out_dir: Path,
+    models: Sequence[str] = (),
+    zoo: str | None = None,
+    truth_dir: Path | None = None,
+    search: str = "",
+    max_candidates: int = 5,
+    axes: str | None = None,
+    weights: str | None = None,
+    truth_foreground: int | None = None,
+    data_range: float | None = None,
+    progress: ProgressCallback | None = None,
+) -> Selection:
+    """Rank ``models`` (or a zoo's models for ``task``) and the classical baseline on ``images_dir``.
+
+    Parameters
+    ----------
+    images_dir : the user's images.
+    task : "instances", "semantic" or "restoration" (the QC task, as ``compare`` takes it).
+    out_dir : where ``selection.html``, ``selection.json`` and (with truth) ``qc/`` go.
+    models : model packages (folder, zip, yaml, URL, ``zoo:NAME``) to rank.
+    zoo : a zoo's address; its models for the task join the candidates (``search``: words they must match).
+    truth_dir : ground truth paired with the images by name; without it the ranking is weaker.
+    """
+    from microzoo.qc.compare import compare, run_methods
+
+    progress = progress or no_progress
+    candidates = named_candidates(models)
+    left_out: tuple[str, ...] = ()
+    if zoo:
+        first = _first_image(images_dir)
+        found = zoo_candidates(
+            zoo, task, image_channels=image_channels(first, axes=axes), text=search, limit=max_candidates,
+            progress=progress,
+        )  # fmt: skip
+        candidates += [c for c in found.candidates if c.source not in {k.source for k in candidates}]
+        left_out = found.left_out
+    if not candidates:
+        raise DataError("no candidate models: name model packages, or give --zoo URL to search a zoo for the task")
+    sources = [c.source for c in candidates]
+    common = dict(
+        images_dir=images_dir, task=task, classical=True, axes=axes, weights=weights,
+        truth_foreground=truth_foreground, data_range=data_range, progress=progress,
+    )  # fmt: skip
+    out_dir = Path(out_dir)
+    if truth_dir is not None:
+        comparison = compare(sources, truth_dir=truth_dir, out_dir=out_dir / "qc", **common)  # type: ignore[arg-type]
+        runs = comparison.runs
+        assert runs is not None
+        kinds = _kinds(runs, candidates)
+        ranking = rank_with_truth(comparison.evaluation, kinds)
+        ranking = _with_verdict(ranking, comparison.evaluation, kinds)
+        paths = {f"qc {name}": path for name, path in comparison.paths.items()}
+    else:
+        runs = run_methods(sources, truth_dir=None, **common)  # type: ignore[arg-type]
+        kinds = _kinds(runs, candidates)
+        verdicts, evidence = _trust_verdicts(runs)
+        ranking = rank_without_truth(runs, kinds, verdicts, trust_evidence=evidence)
+        paths = {}
+    selection = Selection(
+        ranking=ranking,
+        candidates=tuple(candidates),
+        baselines=tuple(runs.classical_params),
+        left_out=left_out,
+        notices=runs.notices,
+        paths=paths,
+    )
+    from microzoo.selection.report import write_selection
+
+    written = write_selection(selection, runs, out_dir)
+    return Selection(**{**vars(selection), "paths": {**written, **paths}})
+
+
+def _first_image(images_dir: Path) -> Path:
+    from microzoo.io.files import list_images
+
+    return list_images(images_dir, role="images")[0]
+
+
+def _kinds(runs: MethodRuns, candidates: Sequence[Candidate]) -> dict[str, str]:
+    origin = {c.source: c.origin for c in candidates}
+    kinds = {label: ("fine-tuned" if origin.get(src) == "fine-tuned" else "model") for label, src in runs.sources.items()}
+    kinds.update({name: "baseline" for name in runs.classical_params})
+    return kinds
+
+
+def _with_verdict(ranking: Ranking, evaluation: object, kinds: dict[str, str]) -> Ranking:
+    """The ranking with the one-line verdict of its best model against the best classical baseline."""
+    from dataclasses import replace
+
+    from microzoo.qc.verdict import baseline_verdict, best_baseline
+
+    models = [e.method for e in ranking.entries if e.kind != "baseline"]
+    baselines = [e.method for e in ranking.entries if e.kind == "baseline"]
+    if not models or not baselines:
+        return ranking
+    verdict = baseline_verdict(evaluation, models[0], best_baseline(evaluation, baselines))  # type: ignore[arg-type]
+    return replace(ranking, verdict=verdict.line)
+
+
+def _trust_verdicts(runs: MethodRuns) -> tuple[dict[str, list[str] | None], dict[str, str]]:
+    """Each model's trust verdict per image, and the evidence its note rests on."""
+    from microzoo.package.load import open_package
+    from microzoo.trust.note import trust_note
+
+    verdicts: dict[str, list[str] | None] = {}
+    evidence: dict[str, str] = {}
+    for label, source in runs.sources.items():
+        note = trust_note(open_package(source), runs.inputs, runs.names, runs.image_axes)
+        images = getattr(note, "images", None)
+        if images:  # a verdict per image (similar / differs / uncertain)
+            verdicts[label] = [image.verdict for image in images]
+            evidence[label] = str(getattr(images[0], "evidence", "") or "")
+        elif note.checked:  # the training fingerprint: similar, or differs
+            unlike = {result.name for result in note.unlike}
+            verdicts[label] = ["differs" if name in unlike else "similar" for name in runs.names]
+            evidence[label] = "the model's training fingerprint"
+        else:
+            verdicts[label] = None
+            evidence[label] = note.headline
+    return verdicts, evidence

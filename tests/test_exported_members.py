@@ -17,8 +17,10 @@ def test_top_level_api() -> None:
         "trust",
         "train",
         "zoo",
+        "selection",
         "cli",
         "cli_zoo",
+        "cli_select",
         "demo",
         "TYPE_CHECKING",
         "Any",
@@ -86,6 +88,13 @@ def test_trust_api() -> None:
     _check_subpackage("trust", [
         "Finding", "Fingerprint", "NearDuplicate", "OODResult", "TrustNote", "check_folders", "check_images",
         "find_near_duplicates", "fingerprint_images", "load_model_claims", "run_checks", "trust_note",
+    ])  # fmt: skip
+
+
+def test_selection_api() -> None:
+    _check_subpackage("selection", [
+        "Candidate", "Ranking", "Selection", "images_to_separate", "named_candidates", "rank_with_truth",
+        "rank_without_truth", "select_models", "zoo_candidates",
     ])  # fmt: skip
 
 

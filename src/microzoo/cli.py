@@ -577,6 +577,15 @@ def _register_zoo_commands() -> None:
 _register_zoo_commands()
 
 
+def _register_select_command() -> None:
+    from microzoo.cli_select import register
+
+    register(app)
+
+
+_register_select_command()
+
+
 @app.callback()
 def _root() -> None:
     """Find, run, train, check and publish deep-learning models for microscopy."""

@@ -1,5 +1,7 @@
 """Model selection: rank candidate models and the classical baseline on the user's own images.
 
+The verbs, importable from here (loaded on first use)::
+
     select_models(images_dir=..., task=..., out_dir=..., models=... | zoo=...)   rank, write the report
     rank_with_truth / rank_without_truth                                        the ranking alone
 """

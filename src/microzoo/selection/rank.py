@@ -180,7 +180,9 @@ def _separation(found: tuple[float, float, float], first: str, second: str, metr
     real = math.isfinite(low) and (low > 0 or high < 0)
     figures = f"{difference:+.3f} [{low:+.3f}, {high:+.3f}]" if math.isfinite(low) else f"{difference:+.3f}"
     if real:
-        sentence = f"{first} ranks above {second} on {metric} by {figures}: a real difference (the 95% interval excludes 0)."
+        sentence = (
+            f"{first} ranks above {second} on {metric} by {figures}: a real difference (the 95% interval excludes 0)."
+        )
     elif not math.isfinite(low):
         sentence = f"{first} and {second}: {figures} on {metric}, no interval from {n} image(s); annotate more images."
     else:
@@ -242,7 +244,8 @@ def rank_without_truth(
     trusted = {m: _trusted_share(trust.get(m)) for m in methods}
 
     def key(method: str) -> tuple[bool, float]:
-        flagged = trusted[method] is not None and trusted[method] < 0.5
+        share = trusted[method]
+        flagged = share is not None and share < 0.5
         return (not flagged, float(scores[method].mean()))
 
     order = sorted(methods, key=key, reverse=True)
@@ -253,12 +256,18 @@ def rank_without_truth(
         low, high = (float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))) if n >= 2 else (math.nan,) * 2
         entries.append(Ranked(method, kinds.get(method, "model"), i + 1, float(values.mean()), low, high,
                               trusted[method], (trust_evidence or {}).get(method, "")))  # fmt: skip
-    metric = "agreement (mean foreground IoU with the others)" if get_task(task).labels else "agreement (mean PSNR with the others, dB)"
+    metric = (
+        "agreement (mean foreground IoU with the others)"
+        if get_task(task).labels
+        else "agreement (mean PSNR with the others, dB)"
+    )
     statements = [WEAKER_EVIDENCE]
     for entry in entries:
         if entry.trusted is not None and entry.trusted < 0.5:
-            statements.append(f"The trust note flags {entry.method} on {1 - entry.trusted:.0%} of the images "
-                              "(unlike what the model was made for): ranked after the candidates it does not flag.")  # fmt: skip
+            statements.append(
+                f"The trust note flags {entry.method} on {1 - entry.trusted:.0%} of the images (unlike what the "
+                "model was made for): ranked after the candidates it does not flag."
+            )
     return Ranking(
         task=task, metric=metric, higher_is_better=True, n_images=n, evidence="agreement and trust (weaker)",
         entries=tuple(entries), statements=tuple(statements),

@@ -49,6 +49,8 @@ def select_models(
     weights: str | None = None,
     truth_foreground: int | None = None,
     data_range: float | None = None,
+    finetune: bool = False,
+    finetune_steps: int = 200,
     progress: ProgressCallback | None = None,
 ) -> Selection:
     """Rank ``models`` (or a zoo's models for ``task``) and the classical baseline on ``images_dir``.
@@ -61,6 +63,8 @@ def select_models(
     models : model packages (folder, zip, yaml, URL, ``zoo:NAME``) to rank.
     zoo : a zoo's address; its models for the task join the candidates (``search``: words they must match).
     truth_dir : ground truth paired with the images by name; without it the ranking is weaker.
+    finetune : fine-tune the best trainable candidate on the images and truths for ``finetune_steps``
+        steps, and rank it too.
     """
     from microzoo.qc.compare import compare, run_methods
 
@@ -119,7 +123,9 @@ def _first_image(images_dir: Path) -> Path:
 
 def _kinds(runs: MethodRuns, candidates: Sequence[Candidate]) -> dict[str, str]:
     origin = {c.source: c.origin for c in candidates}
-    kinds = {label: ("fine-tuned" if origin.get(src) == "fine-tuned" else "model") for label, src in runs.sources.items()}
+    kinds = {
+        label: ("fine-tuned" if origin.get(src) == "fine-tuned" else "model") for label, src in runs.sources.items()
+    }
     kinds.update({name: "baseline" for name in runs.classical_params})
     return kinds
 

@@ -30,6 +30,7 @@ from microzoo.package.load import ModelPackage
 from microzoo.progress import ProgressCallback
 from microzoo.runtime.batch import FileResult, predict_files
 from microzoo.runtime.predict import Model
+from microzoo.runtime.uncertainty import TRANSFORMS, predict_with_uncertainty
 from microzoo.trust.fingerprint import Fingerprint, image_views
 from microzoo.trust.ood import OODResult, check_images
 from microzoo.trust.reference import (
@@ -51,8 +52,6 @@ VERDICTS = ("similar", "differs", "uncertain")
 FLIP_LIMIT = 0.04
 #: The cheap default check: two transforms of the y, x plane (two extra forwards).
 CHEAP_TRANSFORMS = ("transpose", "rot180")
-#: The full check (``--uncertainty tta``): the 8 flips and rotations of the y, x plane.
-TRANSFORMS_ALL = ("identity", "flip_x", "flip_y", "rot90", "rot180", "rot270", "transpose", "anti_transpose")
 #: Output statistics unlike the test output's: the foreground may grow to this factor of the test
 #: output's (and at least 0.4 of the image), the median foreground value may drop by this much.
 FOREGROUND_FACTOR = 2.0
@@ -283,8 +282,6 @@ def flip_check(
 ) -> tuple[float | None, str]:
     """The largest flip rate over the model's outputs under ``transforms`` (by default
     ``CHEAP_TRANSFORMS``) and words for the check; ``(None, "")`` when no output is in [0, 1]."""
-    from microzoo.runtime.uncertainty import predict_with_uncertainty
-
     transforms = tuple(transforms) or CHEAP_TRANSFORMS
     result = predict_with_uncertainty(model, image, axes=axes, method="tta", transforms=transforms, **options)
     rates = [rate for rate in result.flip_rate.values() if rate is not None]
@@ -355,7 +352,7 @@ def predict_files_with_note(
     (every k-th pixel, :func:`microzoo.runtime.stream_files.overview`), its outputs unchecked,
     and the note says so."""
     reference = package_reference(model.package)
-    transforms = {"cheap": CHEAP_TRANSFORMS, "tta": TRANSFORMS_ALL, "off": ()}[flips]
+    transforms = {"cheap": CHEAP_TRANSFORMS, "tta": TRANSFORMS, "off": ()}[flips]
     inspect = functools.partial(_judge_one, reference, transforms, options.get("tile"), options.get("channel"))
     results = predict_files(model, inputs, out, progress=progress, on_image=inspect, **options)
     notes = tuple(

@@ -330,10 +330,12 @@ def _note(reference: Reference, images: Sequence[ImageTrust], notes: Sequence[st
 
 @dataclasses.dataclass(frozen=True)
 class FilePredictions:
-    """What :func:`predict_files_with_note` did: one result per file, and the trust note."""
+    """What :func:`predict_files_with_note` did: one result per file, the trust note, and
+    where it was written (``trust.json``)."""
 
     results: list[FileResult]
     trust: TrustNote
+    trust_file: Path | None = None
 
 
 def predict_files_with_note(
@@ -350,7 +352,7 @@ def predict_files_with_note(
     is read twice, none is kept. ``flips``: ``"cheap"`` (``CHEAP_TRANSFORMS``), ``"tta"`` (all 8
     flips and rotations) or ``"off"``. A streamed image is compared on an overview read lazily
     (every k-th pixel, :func:`microzoo.runtime.stream_files.overview`), its outputs unchecked,
-    and the note says so."""
+    and the note says so. The note is written to :func:`trust_path` (``OUT/trust.json``)."""
     reference = package_reference(model.package)
     transforms = {"cheap": CHEAP_TRANSFORMS, "tta": TRANSFORMS, "off": ()}[flips]
     inspect = functools.partial(_judge_one, reference, transforms, options.get("tile"), options.get("channel"))
@@ -360,7 +362,31 @@ def predict_files_with_note(
         for r in results
         if r.overview > 1
     )
-    return FilePredictions(results, _note(reference, [r.inspected for r in results], notes))
+    note = _note(reference, [r.inspected for r in results], notes)
+    return FilePredictions(results, note, write_note(note, trust_path(out)) if results else None)
+
+
+def trust_path(out: Path) -> Path:
+    """Where the note of a prediction into ``out`` goes: ``OUT/trust.json`` for a folder,
+    ``<name>.trust.json`` beside a single output file."""
+    from microzoo.io.files import image_stem
+    from microzoo.io.read import image_format
+
+    if image_format(out) is None:
+        return out / "trust.json"
+    return out.parent / f"{image_stem(out)}.trust.json"
+
+
+def write_note(note: TrustNote, path: Path) -> Path:
+    """Write :meth:`TrustNote.to_dict` as JSON to ``path``, atomically."""
+    import json
+
+    from microzoo.io.atomic import atomic_output
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as temporary:
+        temporary.write_text(json.dumps(note.to_dict(), indent=1))
+    return path
 
 
 def _ordinal(k: int) -> str:
@@ -406,5 +432,7 @@ __all__ = [
     "package_fingerprint",
     "predict_files_with_note",
     "trust_note",
+    "trust_path",
     "unlike_training",
+    "write_note",
 ]

@@ -250,7 +250,7 @@ def judge_image(
     checked = ["input features"] + (["pixel size"] if pixel_size and reference.pixel_size else [])
     found = input_check(reference.fingerprint, image, name, axes, pixel_size=pixel_size)
     scores = [found.score / found.threshold]
-    reasons = [d.words for d in found.deviations] + found.notes if found.out_of_distribution else []
+    reasons = found.notes + [d.words for d in found.deviations] if found.out_of_distribution else []
     differs = found.out_of_distribution
     if outputs is not None and any(s.probability for s in reference.outputs.values()):
         checked.append("output statistics")

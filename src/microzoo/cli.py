@@ -286,6 +286,8 @@ def predict(
         )
     )
     _print_trust_note(console, run.trust)
+    if run.trust_file is not None:
+        console.print(escape(f"trust: each image's verdict, score and reasons in {run.trust_file}"))
 
 
 def _print_notices(console: Console, results: list[FileResult]) -> None:
@@ -309,6 +311,15 @@ def _print_trust_note(console: Console, note: TrustNote) -> None:
         console.print(f"  {escape(line)}")
 
 
+def _print_image_verdicts(console: Console, note: TrustNote) -> None:
+    """Each image's verdict on one line (a warning for those that are not similar), then what
+    the verdicts rest on."""
+    for image in note.images:
+        line = f"trust: {image.name[:12]}: {image.verdict}" + (f": {'; '.join(image.reasons[:3])}" if image.reasons else "")
+        console.print(f"[yellow]{escape(line)}[/]" if image.verdict != "similar" else escape(line))
+    console.print(escape(f"  (checked: {', '.join(note.images[0].checked)}; against {note.evidence})"))
+
+
 @app.command()
 def demo(out: Path = typer.Option(Path("demo-output"), "-o", "--out", help="Where to write the results.")) -> None:
     """The main job on real data: test the zoo example model, predict nuclei on DSB2018 images."""
@@ -328,6 +339,8 @@ def demo(out: Path = typer.Option(Path("demo-output"), "-o", "--out", help="Wher
     console.print(escape(f"{len(result.outputs)} probability maps and overlays written to {out.resolve()}:"))
     for output, overlay in zip(result.outputs, result.overlays, strict=True):
         console.print(escape(f"  {output.name}   {overlay.name}"))
+    if result.trust is not None:
+        _print_image_verdicts(console, result.trust)
     if not result.test_passed:
         raise typer.Exit(1)
 

@@ -63,8 +63,9 @@ def print_selection(console: Any, result: Any) -> None:
     for reason in result.left_out:
         console.print(f"[dim]not run: {escape(reason)}[/]")
     table = Table(title=f"{ranking.task}: {ranking.n_images} images, ranked by {ranking.metric} (95% intervals)")
-    for column in ("rank", "method", "kind", ranking.metric):
-        table.add_column(column, justify="right" if column in ("rank", ranking.metric) else "left")
+    short = ranking.metric.split(" (")[0]
+    for column in ("rank", "method", "kind", short):
+        table.add_column(column, justify="right" if column in ("rank", short) else "left")
     trust = any(e.trusted is not None for e in ranking.entries)
     if trust:
         table.add_column("trusted images", justify="right")

@@ -18,7 +18,7 @@ How model outputs become predictions:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,10 @@ from microzoo.qc.tasks import QCTask, as_intensities, as_labels, get_task
 if TYPE_CHECKING:
     from microzoo.qc.evaluate import Evaluation
     from microzoo.runtime.instances import InstanceSettings
-    from microzoo.runtime.predict import Model
+    from microzoo.runtime.predict import Model, Prediction
+
+    #: ``on_prediction(label, model, image name, image, its axes, the model's result)``
+    PredictionCallback = Callable[[str, Model, str, np.ndarray, str, Prediction], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,11 +130,14 @@ def run_methods(
     data_range: float | None = None,
     train_noisy: Path | None = None,
     train_clean: Path | None = None,
+    on_prediction: PredictionCallback | None = None,
     progress: ProgressCallback | None = None,
 ) -> MethodRuns:
     """Read the images (and truths, paired by name), run every model and the classical baseline.
 
     Without ``truth_dir`` every image of ``images_dir`` is run and ``truths`` is None.
+    ``on_prediction(label, model, name, image, axes, result)`` sees each model's raw result on
+    each image while it is in memory (``select`` builds the trust note from it).
     """
     from microzoo.runtime.predict import Model
 
@@ -163,9 +169,11 @@ def run_methods(
         sources[label] = str(source)
         settings = _instance_settings(model)
         outputs = []
-        for image, image_ax in zip(inputs, image_axes, strict=True):
+        for name, image, image_ax in zip(names, inputs, image_axes, strict=True):
             progress(done, total, f"{label}: predicting")
             result = model.predict_image(image, axes=image_ax)
+            if on_prediction is not None:
+                on_prediction(label, model, name, image, image_ax, result)
             notices.extend(result.notices)
             first = model.output_ids[0]
             outputs.append(_as_prediction(result.outputs[first], result.axes[first], definition, settings))

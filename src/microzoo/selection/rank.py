@@ -262,6 +262,11 @@ def rank_without_truth(
         else "agreement (mean PSNR with the others, dB)"
     )
     statements = [WEAKER_EVIDENCE]
+    if len(methods) == 2:
+        statements.append(
+            "With two candidates, agreement is the same figure for both and cannot order them; only the trust "
+            "note can. Add candidates, or annotate images."
+        )
     for entry in entries:
         if entry.trusted is not None and entry.trusted < 0.5:
             statements.append(

@@ -20,7 +20,10 @@ from microzoo.selection.candidates import Candidate, image_channels, named_candi
 from microzoo.selection.rank import Ranking, rank_with_truth, rank_without_truth
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from microzoo.qc.compare import MethodRuns
+    from microzoo.runtime.predict import Model, Prediction
 
 
 @dataclass(frozen=True)
@@ -96,10 +99,10 @@ def select_models(
         ranking = _with_verdict(ranking, comparison.evaluation, kinds)
         paths = {f"qc {name}": path for name, path in comparison.paths.items()}
     else:
-        runs = run_methods(sources, truth_dir=None, **common)  # type: ignore[arg-type]
+        notes = _TrustNotes()
+        runs = run_methods(sources, truth_dir=None, on_prediction=notes, **common)  # type: ignore[arg-type]
         kinds = _kinds(runs, candidates)
-        verdicts, evidence = _trust_verdicts(runs)
-        ranking = rank_without_truth(runs, kinds, verdicts, trust_evidence=evidence)
+        ranking = rank_without_truth(runs, kinds, notes.verdicts, trust_evidence=notes.evidence)
         paths = {}
     selection = Selection(
         ranking=ranking,
@@ -144,24 +147,20 @@ def _with_verdict(ranking: Ranking, evaluation: object, kinds: dict[str, str]) -
     return replace(ranking, verdict=verdict.line)
 
 
-def _trust_verdicts(runs: MethodRuns) -> tuple[dict[str, list[str] | None], dict[str, str]]:
-    """Each model's trust verdict per image, and the evidence its note rests on."""
-    from microzoo.package.load import open_package
-    from microzoo.trust.note import trust_note
+class _TrustNotes:
+    """Collects each model's trust verdict per image while ``run_methods`` predicts (input
+    features, output statistics and the cheap flip check of :func:`microzoo.trust.note.trust_note`)."""
 
-    verdicts: dict[str, list[str] | None] = {}
-    evidence: dict[str, str] = {}
-    for label, source in runs.sources.items():
-        note = trust_note(open_package(source), runs.inputs, runs.names, runs.image_axes)
-        images = getattr(note, "images", None)
-        if images:  # a verdict per image (similar / differs / uncertain)
-            verdicts[label] = [image.verdict for image in images]
-            evidence[label] = str(getattr(images[0], "evidence", "") or "")
-        elif note.checked:  # the training fingerprint: similar, or differs
-            unlike = {result.name for result in note.unlike}
-            verdicts[label] = ["differs" if name in unlike else "similar" for name in runs.names]
-            evidence[label] = "the model's training fingerprint"
-        else:
-            verdicts[label] = None
-            evidence[label] = note.headline
-    return verdicts, evidence
+    def __init__(self) -> None:
+        self.verdicts: dict[str, list[str]] = {}
+        self.evidence: dict[str, str] = {}
+
+    def __call__(self, label: str, model: Model, name: str, image: np.ndarray, axes: str, result: Prediction) -> None:
+        from microzoo.trust.note import CHEAP_TRANSFORMS, flip_check, judge_image
+        from microzoo.trust.reference import package_reference
+
+        reference = package_reference(model.package)
+        rate, words = flip_check(model, image, axes, transforms=CHEAP_TRANSFORMS)
+        judged = judge_image(reference, image, name, axes, outputs=result.outputs, flip_rate=rate, flip_check=words)
+        self.verdicts.setdefault(label, []).append(judged.verdict)
+        self.evidence[label] = reference.evidence

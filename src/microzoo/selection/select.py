@@ -9,12 +9,14 @@ The selection's own report is ``OUT/selection.html`` and ``OUT/selection.json``.
 
 from __future__ import annotations
 
+import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from microzoo.errors import DataError
+from microzoo.errors import ConfigError, DataError
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.selection.candidates import Candidate, image_channels, named_candidates, zoo_candidates
 from microzoo.selection.rank import Ranking, rank_with_truth, rank_without_truth
@@ -22,7 +24,7 @@ from microzoo.selection.rank import Ranking, rank_with_truth, rank_without_truth
 if TYPE_CHECKING:
     import numpy as np
 
-    from microzoo.qc.compare import MethodRuns
+    from microzoo.qc.compare import Comparison, MethodRuns
     from microzoo.runtime.predict import Model, Prediction
 
 
@@ -90,8 +92,28 @@ def select_models(
         truth_foreground=truth_foreground, data_range=data_range, progress=progress,
     )  # fmt: skip
     out_dir = Path(out_dir)
+    notices: list[str] = []
+    if finetune and truth_dir is None:
+        raise DataError("--finetune trains on annotated images: give --truth DIR")
     if truth_dir is not None:
+        if finetune:
+            from microzoo.selection.finetune import split_annotated
+
+            split = split_annotated(images_dir, truth_dir, out_dir / "finetune")
+            (common["images_dir"], truth_dir), tune = split.rank, split.tune
+            notices.append(
+                f"--finetune: {len(split.tune_names)} annotated images fine-tune, the other {len(split.rank_names)} "
+                "rank every method (no method is scored on an image it was fine-tuned on)"
+            )
         comparison = compare(sources, truth_dir=truth_dir, out_dir=out_dir / "qc", **common)  # type: ignore[arg-type]
+        if finetune:
+            package = _finetuned(
+                comparison, candidates, task=task, tune=tune, out_dir=out_dir / "finetune", steps=finetune_steps,
+                truth_foreground=truth_foreground, progress=progress,
+            )  # fmt: skip
+            candidates.append(package)
+            sources.append(package.source)
+            comparison = compare(sources, truth_dir=truth_dir, out_dir=out_dir / "qc", **common)  # type: ignore[arg-type]
         runs = comparison.runs
         assert runs is not None
         kinds = _kinds(runs, candidates)
@@ -99,23 +121,50 @@ def select_models(
         ranking = _with_verdict(ranking, comparison.evaluation, kinds)
         paths = {f"qc {name}": path for name, path in comparison.paths.items()}
     else:
-        notes = _TrustNotes()
-        runs = run_methods(sources, truth_dir=None, on_prediction=notes, **common)  # type: ignore[arg-type]
+        trust = _TrustNotes()
+        runs = run_methods(sources, truth_dir=None, on_prediction=trust, **common)  # type: ignore[arg-type]
         kinds = _kinds(runs, candidates)
-        ranking = rank_without_truth(runs, kinds, notes.verdicts, trust_evidence=notes.evidence)
+        ranking = rank_without_truth(runs, kinds, trust.verdicts, trust_evidence=trust.evidence)
         paths = {}
     selection = Selection(
         ranking=ranking,
         candidates=tuple(candidates),
         baselines=tuple(runs.classical_params),
         left_out=left_out,
-        notices=runs.notices,
+        notices=(*notices, *runs.notices),
         paths=paths,
     )
     from microzoo.selection.report import write_selection
 
     written = write_selection(selection, runs, out_dir)
     return Selection(**{**vars(selection), "paths": {**written, **paths}})
+
+
+def _finetuned(
+    comparison: Comparison, candidates: list[Candidate], *, task: str, tune: tuple[Path, Path], out_dir: Path,
+    steps: int, truth_foreground: int | None, progress: ProgressCallback,
+) -> Candidate:  # fmt: skip
+    """Fine-tune the best-ranked trainable model of ``comparison`` on the ``tune`` images; its candidate."""
+    from microzoo.selection.finetune import finetune, trainable
+
+    runs = comparison.runs
+    assert runs is not None
+    ranking = rank_with_truth(comparison.evaluation, _kinds(runs, candidates))
+    models = [runs.sources[e.method] for e in ranking.entries if e.kind == "model"]
+    parent, refused = trainable(models)
+    if parent is None:
+        raise ConfigError(
+            "--finetune: no candidate can be trained from (" + "; ".join(refused) + "); name a package microzoo "
+            "exported, or leave out --finetune"
+        )
+    label = next(label for label, source in runs.sources.items() if source == parent)
+    name = "finetuned-" + re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()
+    run_dir = out_dir / "run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    package = finetune(parent, task=task, images=tune[0], truth=tune[1], out_dir=run_dir, steps=steps, name=name,
+                       truth_foreground=truth_foreground, progress=progress)  # fmt: skip
+    return Candidate(str(package), "fine-tuned", f"{label} fine-tuned for {steps} steps")
 
 
 def _first_image(images_dir: Path) -> Path:

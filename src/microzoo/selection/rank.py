@@ -80,6 +80,7 @@ class Ranking:
     statements: tuple[str, ...] = ()
     verdict: str | None = None  # the one-line verdict of the best model against the classical baseline
     per_image: dict[str, list[float]] = field(default_factory=dict)  # method -> figure per image
+    trust: dict[str, list[str]] = field(default_factory=dict)  # model -> its trust verdict per image (no truth)
 
     @property
     def best(self) -> str:
@@ -102,6 +103,7 @@ class Ranking:
             ],
             "images_needed": self.images_needed, "statements": list(self.statements), "verdict": self.verdict,
             "per_image": {m: [finite(v) for v in values] for m, values in self.per_image.items()},
+            "trust": self.trust,
         }  # fmt: skip
 
 
@@ -277,6 +279,7 @@ def rank_without_truth(
         task=task, metric=metric, higher_is_better=True, n_images=n, evidence="agreement and trust (weaker)",
         entries=tuple(entries), statements=tuple(statements),
         per_image={m: [float(v) for v in scores[m]] for m in order},
+        trust={m: list(v) for m in order if (v := trust.get(m))},
     )  # fmt: skip
 
 

@@ -22,6 +22,7 @@ from microzoo.qc.tasks import get_task
 
 if TYPE_CHECKING:
     from microzoo.qc.compare import MethodRuns
+    from microzoo.selection.rank import Ranking
     from microzoo.selection.select import Selection
 
 
@@ -57,13 +58,17 @@ def selection_document(selection: Selection, runs: MethodRuns) -> dict[str, Any]
     }
 
 
-def _panel_images(per_image: dict[str, list[float]], n: int, count: int) -> list[tuple[int, str]]:
-    """Indices of the images to draw: where the candidates' figures spread most, then the median."""
-    stack = np.array([np.nan_to_num(np.clip(v, -1e12, 1e12), nan=0.0) for v in per_image.values()])
-    spread = stack.max(axis=0) - stack.min(axis=0) if len(stack) else np.zeros(n)
-    order = [int(i) for i in np.argsort(-spread, kind="stable")]
-    chosen = [(i, "candidates differ most") for i in order[: max(count - 1, 1)]]
-    mean = stack.mean(axis=0) if len(stack) else np.zeros(n)
+def _panel_images(ranking: Ranking, n: int, count: int) -> list[tuple[int, str]]:
+    """Indices of the images to draw, then the median one. With truth: where the methods' figures
+    spread most (where the choice matters); without: where they agree least."""
+    stack = np.array([np.nan_to_num(np.clip(v, -1e12, 1e12), nan=0.0) for v in ranking.per_image.values()])
+    mean = stack.mean(axis=0)
+    if ranking.evidence == "ground truth":
+        key, reason = -(stack.max(axis=0) - stack.min(axis=0)), "the methods differ most"
+    else:
+        key, reason = mean, "the candidates agree least"
+    order = [int(i) for i in np.argsort(key, kind="stable")]
+    chosen = [(i, reason) for i in order[: max(count - 1, 1)]]
     median = int(np.argsort(mean, kind="stable")[n // 2])
     if median not in {i for i, _ in chosen}:
         chosen.append((median, "median image"))
@@ -98,6 +103,12 @@ def _panel(runs: MethodRuns, order: list[str], per_image: dict[str, list[float]]
     return _png(figure)
 
 
+def _cell(ranking: Ranking, method: str, index: int) -> str:
+    value = _fmt(ranking.per_image[method][index], ranking.metric)
+    verdicts = ranking.trust.get(method)
+    return f"{value} ({verdicts[index]})" if verdicts else value
+
+
 def _short(metric: str) -> str:
     return metric.split(" (")[0]
 
@@ -114,7 +125,7 @@ def render_selection(selection: Selection, runs: MethodRuns, document: dict[str,
     n = len(runs.names)
     panel_list = [
         {"png": _panel(runs, order, ranking.per_image, i, reason, metric)}
-        for i, reason in _panel_images(ranking.per_image, n, n_panels)
+        for i, reason in _panel_images(ranking, n, n_panels)
     ]
     rows = [
         {
@@ -124,10 +135,8 @@ def render_selection(selection: Selection, runs: MethodRuns, document: dict[str,
         }
         for e in ranking.entries
     ]  # fmt: skip
-    per_image = [
-        {"image": name, "values": [_fmt(ranking.per_image[m][i], metric) for m in order]}
-        for i, name in enumerate(runs.names)
-    ]
+    per_image = [{"image": name, "values": [_cell(ranking, m, i) for m in order]} for i, name in enumerate(runs.names)]
+    evidence = sorted({f"{e.method}: {e.trust_evidence}" for e in ranking.entries if e.trust_evidence})
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
         autoescape=True,
@@ -141,6 +150,6 @@ def render_selection(selection: Selection, runs: MethodRuns, document: dict[str,
         separations=ranking.separations, statements=ranking.statements, left_out=selection.left_out,
         notices=selection.notices, candidates=document["candidates"], baselines=document["baselines"],
         qc_report=Path(qc).relative_to(Path(qc).parents[1]).as_posix() if qc else None,
-        show_trust=any(e.trusted is not None or e.trust_evidence for e in ranking.entries),
+        trust_evidence=evidence, show_trust=any(e.trusted is not None or e.trust_evidence for e in ranking.entries),
         version=__version__, finite=lambda x: x is not None and math.isfinite(x),
     )  # fmt: skip

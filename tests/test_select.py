@@ -10,6 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+import yaml
 from typer.testing import CliRunner
 
 from microzoo.cli import app
@@ -161,3 +162,24 @@ def test_select_finds_the_zoo_example_for_instances(
     assert found.candidates[0].origin == "zoo" and Path(found.candidates[0].source).is_file()
     with pytest.raises(DataError, match="no published 2-D model"):
         zoo_candidates(zoo_server.url, "restoration", image_channels=1)
+
+
+def test_finetune_trains_the_best_trainable_candidate_and_ranks_it_on_other_images(
+    dsb_test: Path, example_model: Path, trained_package: Path, tmp_path: Path
+) -> None:
+    selection = select_models(
+        images_dir=dsb_test / "images", truth_dir=dsb_test / "truth", task="instances",
+        models=[str(example_model), str(trained_package)], out_dir=tmp_path, finetune=True, finetune_steps=2,
+    )  # fmt: skip
+    ranking = selection.ranking
+    (tuned,) = [e for e in ranking.entries if e.kind == "fine-tuned"]
+    assert tuned.method == "finetuned-tiny-dsb" and len(ranking.entries) == 4
+    # half the images fine-tuned, the other half ranked every method: none is scored on its training images
+    tuned_on = {p.stem for p in (tmp_path / "finetune" / "tune" / "images").iterdir()}
+    ranked_on = set(json.loads(selection.paths["json"].read_text())["images"])
+    assert len(tuned_on) == len(ranked_on) == N_IMAGES // 2 and not tuned_on & ranked_on
+    assert ranking.n_images == N_IMAGES // 2
+    # the zoo example's network is not microzoo's U-Net: the microzoo-trained package is the parent
+    package = next(c for c in selection.candidates if c.origin == "fine-tuned")
+    description = yaml.safe_load(Path(package.source).read_text())
+    assert description["config"]["microzoo"]["parent"]["name"] == "tiny-dsb"

@@ -28,7 +28,7 @@ from microzoo.qc.tasks import get_task
 
 if TYPE_CHECKING:
     from microzoo.qc.compare import MethodRuns
-    from microzoo.qc.evaluate import Evaluation
+    from microzoo.qc.evaluate import Estimate, Evaluation
 
 Z95 = 1.959964
 WEAKER_EVIDENCE = (
@@ -81,6 +81,8 @@ class Ranking:
     verdict: str | None = None  # the one-line verdict of the best model against the classical baseline
     per_image: dict[str, list[float]] = field(default_factory=dict)  # method -> figure per image
     trust: dict[str, list[str]] = field(default_factory=dict)  # model -> its trust verdict per image (no truth)
+    #: group of images (qc.groups) -> its number of images and each method's (value, low, high)
+    by_group: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def best(self) -> str:
@@ -104,6 +106,10 @@ class Ranking:
             "images_needed": self.images_needed, "statements": list(self.statements), "verdict": self.verdict,
             "per_image": {m: [finite(v) for v in values] for m, values in self.per_image.items()},
             "trust": self.trust,
+            "by_group": {
+                name: {**group, "figures": {m: [finite(x) for x in v] for m, v in group["figures"].items()}}
+                for name, group in self.by_group.items()
+            },
         }  # fmt: skip
 
 
@@ -152,15 +158,26 @@ def rank_with_truth(evaluation: Evaluation, kinds: Mapping[str, str]) -> Ranking
         else:
             statements.append(f"{top.first} and {top.second} cannot be separated: their difference is nil.")
     per_image = {m: [float(v) for v in evaluation.per_image[m][metric]] for m in order}
+    by_group = {
+        name: {
+            "n_images": len(group.images),
+            "figures": {m: _estimate_of(group.summary[m][metric]) for m in order},
+        }
+        for name, group in evaluation.by_group.items()
+    }
+    statements.extend(evaluation.group_notes)  # a method better over all images but worse on a group
     return Ranking(
         task=evaluation.task, metric=metric, higher_is_better=higher, n_images=n, evidence="ground truth",
         entries=entries, separations=tuple(separations), images_needed=needed, statements=tuple(statements),
-        per_image=per_image,
+        per_image=per_image, by_group=by_group,
     )  # fmt: skip
 
 
 def _estimate(evaluation: Evaluation, method: str, metric: str) -> tuple[float, float, float]:
-    estimate = evaluation.summary[method][metric]
+    return _estimate_of(evaluation.summary[method][metric])
+
+
+def _estimate_of(estimate: Estimate) -> tuple[float, float, float]:
     return estimate.value, estimate.low, estimate.high
 
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from microzoo.cli import app
 from microzoo.errors import DataError
+from microzoo.qc.compare import compare
 from microzoo.qc.evaluate import evaluate
 from microzoo.qc.verdict import baseline_verdict, best_baseline
 
@@ -62,19 +69,23 @@ def test_no_clear_difference_advises_more_images_with_an_estimate():
     evaluation = evaluate({"net": net, "Otsu": base}, truths, task="instances", n_bootstrap=500)
     verdict = baseline_verdict(evaluation, "net", "Otsu")
     assert verdict.kind == "no clear difference"
+    assert verdict.line.startswith("Verdict: net shows no clear difference from the classical baseline Otsu")
     assert verdict.interval[0] < 0 < verdict.interval[1]
     assert "simpler Otsu does as well" in verdict.advice
     favoured = baseline_verdict(evaluation, "Otsu", "net")
     assert "about" in favoured.advice and "annotate more" in favoured.advice.lower()
 
 
-def test_one_image_gives_no_interval_and_says_so():
+def test_one_image_gives_no_interval_and_the_sign_said_to_be_weak():
     truths, missing = _squares(n=1)
-    evaluation = evaluate({"net": truths, "Otsu": missing}, truths, task="instances", n_bootstrap=50)
-    verdict = baseline_verdict(evaluation, "net", "Otsu")
-    assert verdict.kind == "no clear difference" and math.isnan(verdict.interval[0])
-    assert "2 or more images" in verdict.advice and "no interval from 1 image" in verdict.line
+    evaluation = evaluate({"net": truths, "Otsu": missing, "same": truths}, truths, task="instances", n_bootstrap=50)
+    verdict = baseline_verdict(evaluation, "Otsu", "net")
+    assert verdict.kind == "worse" and math.isnan(verdict.interval[0])
+    assert "on its only image (no interval from 1 image: weak evidence)" in verdict.line
+    assert verdict.advice.startswith("Use the baseline (net)") and "Evaluate on more images" in verdict.advice
     assert verdict.to_dict()["interval"] == [None, None]
+    tie = baseline_verdict(evaluation, "net", "same")
+    assert tie.kind == "no clear difference" and "2 or more images" in tie.advice
 
 
 def test_best_baseline_and_refusals():
@@ -88,3 +99,48 @@ def test_best_baseline_and_refusals():
         baseline_verdict(evaluation, "net", "net")
     with pytest.raises(DataError, match="no classical baseline"):
         best_baseline(evaluation, [])
+
+
+def _nuclei(root: Path, shared_data: Path, n: int = 4) -> Path:
+    """``n`` small DSB2018 test images of fluorescent nuclei and their instance labels."""
+    (root / "images").mkdir(parents=True)
+    (root / "truth").mkdir()
+    taken = 0
+    for path in sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png")):
+        rgb = iio.imread(path)[..., :3].astype(float)
+        if rgb.std(axis=-1).mean() < 1 and rgb.mean() < 60 and rgb.shape[0] <= 360:
+            shutil.copy(path, root / "images" / path.name)
+            shutil.copy(shared_data / "dsb2018" / "test" / "labels" / f"{path.stem}.tif", root / "truth")
+            taken += 1
+        if taken == n:
+            break
+    return root
+
+
+def test_predict_with_truth_prints_the_verdict_and_equals_compare(
+    shared_data: Path, example_model: Path, tmp_path: Path
+) -> None:
+    nuclei = _nuclei(tmp_path / "data", shared_data)
+    out = tmp_path / "out"
+    run = CliRunner().invoke(app, ["predict", str(example_model), str(nuclei / "images"), "-o", str(out),
+                                   "--truth", str(nuclei / "truth"), "--task", "instances"])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    lines = [line for line in run.output.splitlines() if line.startswith("Verdict: UNet 2D Nuclei Broad ")]
+    assert len(lines) == 1 and "the classical baseline Otsu+watershed on f1@0.5" in lines[0]
+    scored = json.loads((out / "qc" / "metrics.json").read_text())
+    compared = compare([str(example_model)], images_dir=nuclei / "images", truth_dir=nuclei / "truth",
+                       task="instances", classical=True, out_dir=tmp_path / "compare")  # fmt: skip
+    for method in compared.evaluation.methods:
+        assert scored["summary"][method]["f1@0.5"]["value"] == pytest.approx(
+            compared.evaluation.summary[method]["f1@0.5"].value
+        )
+    verdict = baseline_verdict(compared.evaluation, "UNet 2D Nuclei Broad", "Otsu+watershed")
+    assert f"{verdict.difference:+.3f}" in lines[0]
+
+
+def test_the_task_comes_from_the_package_tags(example_model: Path) -> None:
+    from microzoo.qc.scored import qc_task_of
+    from microzoo.runtime.predict import Model
+
+    # tagged "segmentation", without microzoo instance settings: scored as foreground against background
+    assert qc_task_of(Model.open(example_model)) == "semantic"

@@ -30,6 +30,7 @@ from microzoo.io.files import list_images, pair_by_stem
 from microzoo.io.read import read_array, read_image
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.qc.baselines import baselines_for
+from microzoo.qc.groups import groups_of
 from microzoo.qc.tasks import QCTask, as_intensities, as_labels, get_task
 
 if TYPE_CHECKING:
@@ -114,7 +115,10 @@ def evaluate_runs(runs: MethodRuns, *, data_range: float | None = None) -> Evalu
 
     if runs.truths is None:
         raise DataError("no truth to score against: give a folder of ground truth (--truth)")
-    return evaluate(runs.predictions, runs.truths, task=runs.task, names=runs.names, data_range=data_range)
+    groups = groups_of(runs.inputs)  # figures per group too, when the images fall into distinct groups
+    return evaluate(
+        runs.predictions, runs.truths, task=runs.task, names=runs.names, data_range=data_range, groups=groups
+    )
 
 
 def run_methods(

@@ -18,16 +18,18 @@ train longer, annotate more images, or use the baseline. The CLI prints ``Verdic
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from microzoo.errors import DataError
+from microzoo.qc.evaluate import group_notes
 from microzoo.qc.tasks import get_task
 
 if TYPE_CHECKING:
     from microzoo.qc.evaluate import Evaluation
 
-__all__ = ["Verdict", "baseline_verdict", "best_baseline"]
+__all__ = ["Verdict", "baseline_verdict", "best_baseline", "verdicts_against_baselines"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class Verdict:
     n_images: int
     advice: str
     line: str
+    #: groups of images (:mod:`microzoo.qc.groups`) on which a model better overall is worse
+    group_notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         def finite(x: float) -> float | None:
@@ -56,11 +60,11 @@ class Verdict:
         return {
             "kind": self.kind, "model": self.model, "baseline": self.baseline, "metric": self.metric,
             "difference": finite(self.difference), "interval": [finite(x) for x in self.interval],
-            "n_images": self.n_images, "advice": self.advice, "line": self.line,
+            "n_images": self.n_images, "advice": self.advice, "line": self.line, "group_notes": list(self.group_notes),
         }  # fmt: skip
 
 
-def best_baseline(evaluation: Evaluation, baselines: list[str] | tuple[str, ...]) -> str:
+def best_baseline(evaluation: Evaluation, baselines: Sequence[str]) -> str:
     """The strongest of ``baselines`` on the evaluation's main metric (what a model must beat)."""
     if not baselines:
         raise DataError("no classical baseline in the evaluation; run it with the baseline (e.g. --classical)")
@@ -73,6 +77,14 @@ def best_baseline(evaluation: Evaluation, baselines: list[str] | tuple[str, ...]
         return value if not math.isnan(value) else -math.inf
 
     return max(baselines, key=score)
+
+
+def verdicts_against_baselines(evaluation: Evaluation, baselines: Sequence[str]) -> tuple[Verdict, ...]:
+    """Each method that is not one of ``baselines`` against the strongest of them (none without one)."""
+    if not baselines:
+        return ()
+    strongest = best_baseline(evaluation, list(baselines))
+    return tuple(baseline_verdict(evaluation, m, strongest) for m in evaluation.methods if m not in baselines)
 
 
 def baseline_verdict(
@@ -102,35 +114,45 @@ def baseline_verdict(
     difference = sign * d.difference
     low, high = sorted((sign * d.low, sign * d.high)) if not math.isnan(d.low) else (math.nan, math.nan)
     higher = get_task(evaluation.task).higher_is_better(metric)
-    if d.better == model:
-        kind = "better"
-    elif d.better == baseline:
-        kind = "worse"
+    n = len(evaluation.images)
+    if d.better is not None:
+        kind = "better" if d.better == model else "worse"
+    elif n == 1 and difference != 0 and not math.isnan(difference):  # no interval: the sign, said to be weak
+        kind = "better" if (difference > 0) == higher else "worse"
     else:
         kind = "no clear difference"
-    n = len(evaluation.images)
     advice = _advice(kind, evaluation.task, baseline, difference, (low, high), n, higher)
     if math.isnan(difference):
         figures = "undefined difference"
     elif math.isnan(low):
-        figures = f"{difference:+.3f} (no interval from {n} image)"
+        figures = f"{difference:+.3f} on its only image (no interval from 1 image: weak evidence)"
     else:
         figures = f"{difference:+.3f} [{low:+.3f}, {high:+.3f}], 95% interval over {n} images"
-    subject = {"better": "better than", "worse": "worse than", "no clear difference": "no clear difference from"}[kind]
-    line = f"Verdict: {model} is {subject} the classical baseline {baseline} on {metric}: {figures}. {advice}"
-    return Verdict(kind, model, baseline, metric, difference, (low, high), n, advice, line)
+    subject = {
+        "better": "is better than",
+        "worse": "is worse than",
+        "no clear difference": "shows no clear difference from",
+    }[kind]
+    notes = group_notes([d], evaluation.by_group, metric, higher_is_better=higher) if kind == "better" else ()
+    if notes:
+        advice = ("Use the model on images like those it wins on, the baseline on the group(s) where it loses; "
+                  "or train with more images like those.")  # fmt: skip
+    line = f"Verdict: {model} {subject} the classical baseline {baseline} on {metric}: {figures}. {advice}"
+    line += "".join(f" But: {note}." for note in notes)
+    return Verdict(kind, model, baseline, metric, difference, (low, high), n, advice, line, notes)
 
 
 def _advice(kind: str, task: str, baseline: str, difference: float, interval: tuple[float, float], n: int,
             higher: bool) -> str:  # fmt: skip
     more = "training pairs" if task == "restoration" else "annotated images"
+    once = " Evaluate on more images to confirm it." if n == 1 else ""
     if kind == "better":
-        return "Use the model; check the report's per-image and per-group figures for images it fails on."
+        return "Use the model; check the report's per-image and per-group figures for images it fails on." + once
     if kind == "worse":
-        return f"Use the baseline ({baseline}), or train longer and with more {more}, then compare again."
+        return f"Use the baseline ({baseline}), or train longer and with more {more}, then compare again." + once
     low, high = interval
     if math.isnan(low):
-        return f"Evaluate on 2 or more images to get an interval; until then prefer the simpler {baseline}."
+        return f"Evaluate on 2 or more images to tell them apart; until then prefer the simpler {baseline}."
     half = (high - low) / 2
     favours_model = (difference > 0) == higher and difference != 0
     if favours_model and half > abs(difference) > 0:

@@ -136,6 +136,14 @@ def render_selection(selection: Selection, runs: MethodRuns, document: dict[str,
         for e in ranking.entries
     ]  # fmt: skip
     per_image = [{"image": name, "values": [_cell(ranking, m, i) for m in order]} for i, name in enumerate(runs.names)]
+    groups = [
+        {
+            "name": name, "n": group["n_images"],
+            "cells": [f"{_fmt(v, metric)} [{_fmt(lo, metric)}, {_fmt(hi, metric)}]" for v, lo, hi in
+                      (group["figures"][m] for m in order)],
+        }
+        for name, group in ranking.by_group.items()
+    ]  # fmt: skip
     evidence = sorted({f"{e.method}: {e.trust_evidence}" for e in ranking.entries if e.trust_evidence})
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -150,6 +158,7 @@ def render_selection(selection: Selection, runs: MethodRuns, document: dict[str,
         separations=ranking.separations, statements=ranking.statements, left_out=selection.left_out,
         notices=selection.notices, candidates=document["candidates"], baselines=document["baselines"],
         qc_report=Path(qc).relative_to(Path(qc).parents[1]).as_posix() if qc else None,
-        trust_evidence=evidence, show_trust=any(e.trusted is not None or e.trust_evidence for e in ranking.entries),
+        groups=groups, trust_evidence=evidence,
+        show_trust=any(e.trusted is not None or e.trust_evidence for e in ranking.entries),
         version=__version__, finite=lambda x: x is not None and math.isfinite(x),
     )  # fmt: skip

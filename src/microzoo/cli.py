@@ -547,6 +547,9 @@ def train_command(
     three_d: bool = typer.Option(False, "--3d", help="Short form: train on 3-D stacks (zyx)."),
     max_minutes: float | None = typer.Option(None, "--max-minutes", help="Stop cleanly after this many minutes."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the output folder."),
+    from_model: str | None = typer.Option(
+        None, "--from", help="Start from this package's weights (one microzoo exported; folder, zip or URL)."
+    ),
 ) -> None:
     """Train a model on your images, check it against a classical baseline, export a zoo package."""
     from microzoo.errors import ConfigError
@@ -568,9 +571,13 @@ def train_command(
         if max_minutes is not None:
             config.training.max_minutes = max_minutes
         out = out or Path(what).resolve().parent / config.name
+    if from_model is not None:
+        config.training.init_from = from_model
     with _progress_bar("training") as progress:
         result = train(config, out_dir=out, progress=progress, resume=resume)
     console = _console()
+    for notice in result.notices:
+        console.print(escape(f"Note: {notice}"))
     last = result.history[-1]
     figures = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k.startswith("val_"))
     console.print(f"Stopped after {len(result.history)} epochs ({result.stopped}); best epoch {result.best_epoch}; "

@@ -153,7 +153,7 @@ def test_zoo_models_that_cannot_take_the_images_are_left_out_with_the_reason() -
 
 
 def test_select_finds_the_zoo_example_for_instances(
-    zoo_server, published_example: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    zoo_server, published_example: tuple[str, str], dsb_test: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MICROZOO_CACHE", str(tmp_path / "cache"))
     found = zoo_candidates(zoo_server.url, "instances", image_channels=3)
@@ -162,6 +162,13 @@ def test_select_finds_the_zoo_example_for_instances(
     assert found.candidates[0].origin == "zoo" and Path(found.candidates[0].source).is_file()
     with pytest.raises(DataError, match="no published 2-D model"):
         zoo_candidates(zoo_server.url, "restoration", image_channels=1)
+    # select with --zoo alone: the zoo's model and the baseline, ranked on the user's images
+    selection = select_models(
+        images_dir=dsb_test / "images", truth_dir=dsb_test / "truth", task="instances", zoo=zoo_server.url,
+        out_dir=tmp_path / "select",
+    )  # fmt: skip
+    assert [c.origin for c in selection.candidates] == ["zoo"]
+    assert {e.method for e in selection.ranking.entries} == {"UNet 2D Nuclei Broad", "Otsu+watershed"}
 
 
 def test_finetune_trains_the_best_trainable_candidate_and_ranks_it_on_other_images(

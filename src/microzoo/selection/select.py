@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from microzoo.errors import ConfigError, DataError
 from microzoo.progress import ProgressCallback, no_progress
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from microzoo.qc.compare import Comparison, MethodRuns
+    from microzoo.qc.evaluate import Evaluation
     from microzoo.runtime.predict import Model, Prediction
 
 
@@ -71,9 +72,9 @@ def select_models(
     finetune : fine-tune the best trainable candidate on the images and truths for ``finetune_steps``
         steps, and rank it too.
     """
-    from microzoo.qc.compare import compare, run_methods
-
     progress = progress or no_progress
+    if finetune and truth_dir is None:
+        raise DataError("--finetune trains on annotated images: give --truth DIR")
     candidates = named_candidates(models)
     left_out: tuple[str, ...] = ()
     if zoo:
@@ -86,46 +87,18 @@ def select_models(
         left_out = found.left_out
     if not candidates:
         raise DataError("no candidate models: name model packages, or give --zoo URL to search a zoo for the task")
-    sources = [c.source for c in candidates]
-    common = dict(
+    out_dir = Path(out_dir)
+    common: dict[str, Any] = dict(
         images_dir=images_dir, task=task, classical=True, axes=axes, weights=weights,
         truth_foreground=truth_foreground, data_range=data_range, progress=progress,
     )  # fmt: skip
-    out_dir = Path(out_dir)
-    notices: list[str] = []
-    if finetune and truth_dir is None:
-        raise DataError("--finetune trains on annotated images: give --truth DIR")
     if truth_dir is not None:
-        if finetune:
-            from microzoo.selection.finetune import split_annotated
-
-            split = split_annotated(images_dir, truth_dir, out_dir / "finetune")
-            (common["images_dir"], truth_dir), tune = split.rank, split.tune
-            notices.append(
-                f"--finetune: {len(split.tune_names)} annotated images fine-tune, the other {len(split.rank_names)} "
-                "rank every method (no method is scored on an image it was fine-tuned on)"
-            )
-        comparison = compare(sources, truth_dir=truth_dir, out_dir=out_dir / "qc", **common)  # type: ignore[arg-type]
-        if finetune:
-            package = _finetuned(
-                comparison, candidates, task=task, tune=tune, out_dir=out_dir / "finetune", steps=finetune_steps,
-                truth_foreground=truth_foreground, progress=progress,
-            )  # fmt: skip
-            candidates.append(package)
-            sources.append(package.source)
-            comparison = compare(sources, truth_dir=truth_dir, out_dir=out_dir / "qc", **common)  # type: ignore[arg-type]
-        runs = comparison.runs
-        assert runs is not None
-        kinds = _kinds(runs, candidates)
-        ranking = rank_with_truth(comparison.evaluation, kinds)
-        ranking = _with_verdict(ranking, comparison.evaluation, kinds)
-        paths = {f"qc {name}": path for name, path in comparison.paths.items()}
+        ranking, runs, paths, notices = _select_with_truth(
+            candidates, truth_dir, out_dir, common, finetune=finetune, finetune_steps=finetune_steps
+        )
     else:
-        trust = _TrustNotes()
-        runs = run_methods(sources, truth_dir=None, on_prediction=trust, **common)  # type: ignore[arg-type]
-        kinds = _kinds(runs, candidates)
-        ranking = rank_without_truth(runs, kinds, trust.verdicts, trust_evidence=trust.evidence)
-        paths = {}
+        ranking, runs = _select_without_truth(candidates, common)
+        paths, notices = {}, []
     selection = Selection(
         ranking=ranking,
         candidates=tuple(candidates),
@@ -138,6 +111,49 @@ def select_models(
 
     written = write_selection(selection, runs, out_dir)
     return Selection(**{**vars(selection), "paths": {**written, **paths}})
+
+
+def _select_with_truth(
+    candidates: list[Candidate], truth_dir: Path, out_dir: Path, common: dict[str, Any], *, finetune: bool,
+    finetune_steps: int,
+) -> tuple[Ranking, MethodRuns, dict[str, Path], list[str]]:  # fmt: skip
+    """Run and score the candidates with ``compare`` (fine-tune one first when asked); rank them."""
+    from microzoo.qc.compare import compare
+
+    notices = []
+    if finetune:
+        from microzoo.selection.finetune import split_annotated
+
+        split = split_annotated(common["images_dir"], truth_dir, out_dir / "finetune")
+        (common["images_dir"], truth_dir), tune = split.rank, split.tune
+        notices.append(
+            f"--finetune: {len(split.tune_names)} annotated images fine-tune, the other {len(split.rank_names)} "
+            "rank every method (no method is scored on an image it was fine-tuned on)"
+        )
+    sources = [c.source for c in candidates]
+    comparison = compare(sources, truth_dir=truth_dir, out_dir=out_dir / "qc", **common)
+    if finetune:
+        package = _finetuned(
+            comparison, candidates, task=common["task"], tune=tune, out_dir=out_dir / "finetune",
+            steps=finetune_steps, truth_foreground=common["truth_foreground"], progress=common["progress"],
+        )  # fmt: skip
+        candidates.append(package)
+        comparison = compare([*sources, package.source], truth_dir=truth_dir, out_dir=out_dir / "qc", **common)
+    runs = comparison.runs
+    assert runs is not None  # compare keeps what it ran
+    kinds = _kinds(runs, candidates)
+    ranking = _with_verdict(rank_with_truth(comparison.evaluation, kinds), comparison.evaluation)
+    return ranking, runs, {f"qc {name}": path for name, path in comparison.paths.items()}, notices
+
+
+def _select_without_truth(candidates: list[Candidate], common: dict[str, Any]) -> tuple[Ranking, MethodRuns]:
+    """Run the candidates, collecting each model's trust verdicts; rank by agreement and trust."""
+    from microzoo.qc.compare import run_methods
+
+    trust = _TrustNotes()
+    runs = run_methods([c.source for c in candidates], truth_dir=None, on_prediction=trust, **common)
+    ranking = rank_without_truth(runs, _kinds(runs, candidates), trust.verdicts, trust_evidence=trust.evidence)
+    return ranking, runs
 
 
 def _finetuned(
@@ -182,7 +198,7 @@ def _kinds(runs: MethodRuns, candidates: Sequence[Candidate]) -> dict[str, str]:
     return kinds
 
 
-def _with_verdict(ranking: Ranking, evaluation: object, kinds: dict[str, str]) -> Ranking:
+def _with_verdict(ranking: Ranking, evaluation: Evaluation) -> Ranking:
     """The ranking with the one-line verdict of its best model against the best classical baseline."""
     from dataclasses import replace
 
@@ -192,7 +208,7 @@ def _with_verdict(ranking: Ranking, evaluation: object, kinds: dict[str, str]) -
     baselines = [e.method for e in ranking.entries if e.kind == "baseline"]
     if not models or not baselines:
         return ranking
-    verdict = baseline_verdict(evaluation, models[0], best_baseline(evaluation, baselines))  # type: ignore[arg-type]
+    verdict = baseline_verdict(evaluation, models[0], best_baseline(evaluation, baselines))
     return replace(ranking, verdict=verdict.line)
 
 

@@ -116,6 +116,8 @@ def test_semantic_isbi_writes_model_report_curves_and_package(isbi: Path, tmp_pa
     assert result.curves_png.stat().st_size > 1000 and result.best_checkpoint.exists()
     metrics = json.loads(result.metrics.read_text())
     assert metrics["task"] == "semantic" and metrics["methods"][0] == "U-Net" and "Otsu" in metrics["methods"][1]
+    # the U-Net's membrane probabilities are calibrated against the truth; Otsu gives none
+    assert list(metrics["calibration"]) == ["U-Net"] and 0 <= metrics["calibration"]["U-Net"]["ece"] <= 1
     assert {"mean_iou", "baseline mean_iou"} <= set(result.figures)
     description = yaml.safe_load(result.package.read_text())
     assert description["format_version"].startswith("0.5")
@@ -134,6 +136,9 @@ def test_instances_dsb_chooses_thresholds_on_validation_images(dsb: Path, tmp_pa
     assert description["config"]["microzoo"]["instance_settings"] == chosen["settings"]
     assert {"f1@0.5", "baseline f1@0.5"} <= set(result.figures)
     assert "val_f1" in result.history[-1]
+    calibration = json.loads(result.metrics.read_text())["calibration"]  # of the foreground channel
+    assert list(calibration) == ["U-Net"] and len(calibration["U-Net"]["counts"]) == 10
+    assert 0 <= calibration["U-Net"]["ece"] <= 1
 
 
 def test_care_w2s_is_compared_with_a_tuned_gaussian_and_the_noisy_input(w2s: Path, tmp_path: Path) -> None:
@@ -369,7 +374,9 @@ def test_two_class_foreground_is_label_above_zero_or_label_zero(shared_data: Pat
 
 
 def test_data_split_grey_conversion_pairing_and_empty_patches(dsb: Path, isbi: Path, tmp_path: Path) -> None:
+    # one of these DSB crops is colour histology: "grey" converts it (colour: tests/test_colour_training.py)
     config = instances_config(images=dsb / "images", labels=dsb / "labels", patch_size=32).data
+    config = config.model_copy(update={"colour": "grey"})
     samples = load_samples(config, truth="labels")
     assert all(s.image.shape == (1, 64, 64) and s.truth.shape == (64, 64) for s in samples)
     assert [s.name for s in split_samples(samples, fraction=0.4, seed=3)[1]] == [

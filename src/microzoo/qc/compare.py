@@ -13,6 +13,9 @@ How model outputs become predictions:
   given as ``truth_foreground`` (ISBI 2012 marks membranes with 0);
 - instances: with the instance settings a microzoo-trained package stores, its own
   post-processing; otherwise a seeded watershed on the foreground probability.
+
+For segmentation the models' foreground probabilities (when their outputs lie in [0, 1]) are
+passed on too: the report shows their calibration (:mod:`microzoo.qc.calibration`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from microzoo.io.files import list_images, pair_by_stem
 from microzoo.io.read import read_array, read_image
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.qc.baselines import baselines_for
+from microzoo.qc.calibration import foreground_probability
 from microzoo.qc.groups import groups_of
 from microzoo.qc.tasks import QCTask, as_intensities, as_labels, get_task
 
@@ -60,6 +64,7 @@ class MethodRuns:
     sources: dict[str, str]  # model label -> the source it was opened from
     classical_params: dict[str, dict[str, float | str]]
     notices: tuple[str, ...]
+    probabilities: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=dict)  # model -> foreground
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +122,9 @@ def evaluate_runs(runs: MethodRuns, *, data_range: float | None = None) -> Evalu
         raise DataError("no truth to score against: give a folder of ground truth (--truth)")
     groups = groups_of(runs.inputs)  # figures per group too, when the images fall into distinct groups
     return evaluate(
-        runs.predictions, runs.truths, task=runs.task, names=runs.names, data_range=data_range, groups=groups
-    )
+        runs.predictions, runs.truths, task=runs.task, names=runs.names, data_range=data_range,
+        probabilities=runs.probabilities or None, groups=groups,
+    )  # fmt: skip
 
 
 def run_methods(
@@ -164,6 +170,7 @@ def run_methods(
 
     predictions: dict[str, list[np.ndarray]] = {}
     sources: dict[str, str] = {}
+    probabilities: dict[str, list[np.ndarray | None]] = {}  # segmentation: for the calibration
     notices: list[str] = []
     total = len(models) * len(inputs) + (len(inputs) if classical else 0)
     done = 0
@@ -181,6 +188,9 @@ def run_methods(
             notices.extend(result.notices)
             first = model.output_ids[0]
             outputs.append(_as_prediction(result.outputs[first], result.axes[first], definition, settings))
+            if task in ("semantic", "instances"):
+                channels = _channels_first(result.outputs[first], result.axes[first])
+                probabilities.setdefault(label, []).append(foreground_probability(channels))
             done += 1
         predictions[label] = outputs
 
@@ -197,6 +207,8 @@ def run_methods(
         predictions.update(baseline)
         notices.extend(classical_notices)
     progress(total, total, "evaluating")
+    calibrated = {m: [x for x in p if x is not None] for m, p in probabilities.items()}
+    calibrated = {m: p for m, p in calibrated.items() if len(p) == len(inputs)}  # every output a probability
     return MethodRuns(
         task=task,
         names=tuple(names),
@@ -208,6 +220,7 @@ def run_methods(
         sources=sources,
         classical_params=classical_params,
         notices=tuple(dict.fromkeys(notices)),
+        probabilities=calibrated,
     )
 
 
@@ -224,10 +237,13 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return to_grayscale(image) if image.ndim == 3 and image.shape[-1] in (3, 4) else np.squeeze(image)
 
 
+def _channels_first(output: np.ndarray, axes: str) -> np.ndarray:
+    return np.moveaxis(output, axes.index("c"), 0) if "c" in axes else output[np.newaxis]
+
+
 def _as_prediction(output: np.ndarray, axes: str, task: QCTask, settings: InstanceSettings | None) -> np.ndarray:
-    channels_first = np.moveaxis(output, axes.index("c"), 0) if "c" in axes else output[np.newaxis]
     assert task.from_output is not None  # get_task(runnable=True) chose it
-    return task.from_output(channels_first, settings)
+    return task.from_output(_channels_first(output, axes), settings)
 
 
 def _instance_settings(model: Model) -> InstanceSettings | None:

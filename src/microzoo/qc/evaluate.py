@@ -24,6 +24,7 @@ import numpy as np
 from microzoo.errors import DataError
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.qc import metrics
+from microzoo.qc.calibration import Reliability, calibration_by_method
 from microzoo.qc.tasks import TaskSettings, get_task
 
 
@@ -79,13 +80,14 @@ class Evaluation:
     per_image: dict[str, dict[str, np.ndarray]]
     differences: tuple[Difference, ...]
     settings: TaskSettings = field(default_factory=dict)
+    calibration: dict[str, Reliability] = field(default_factory=dict)  # method -> foreground calibration
     #: group name -> its figures, when ``evaluate`` was given groups (else empty)
     by_group: dict[str, GroupFigures] = field(default_factory=dict)
     #: plain sentences: a method better over all images but worse on a group
     group_notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe(
+        document = _json_safe(
             {
                 "task": self.task,
                 "methods": list(self.methods),
@@ -113,6 +115,9 @@ class Evaluation:
                 "group_notes": list(self.group_notes),
             }
         )
+        if self.calibration:
+            document["calibration"] = _json_safe({m: r.to_dict() for m, r in self.calibration.items()})
+        return document
 
 
 def _json_safe(value: Any) -> Any:
@@ -153,6 +158,7 @@ def evaluate(
     seed: int = 0,
     groups: Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
+    probabilities: Mapping[str, Sequence[np.ndarray]] | None = None,
 ) -> Evaluation:
     """Score each method's predictions against the truths, per image and over the data set.
 
@@ -178,6 +184,8 @@ def evaluate(
         within the group), and ``group_notes`` where a method better over all images is worse
         on a group.
     progress : called as ``progress(done, total, description)`` while scoring.
+    probabilities : semantic and instances only: method -> each image's foreground probability
+        (the truth's shape); their calibration (:mod:`microzoo.qc.calibration`) is reported.
     """
     progress = progress or no_progress
     truths = list(truths)
@@ -198,6 +206,7 @@ def evaluate(
         raise DataError(f"n_bootstrap must be at least 1, got {n_bootstrap}")
     if groups is not None and len(groups) != n:
         raise DataError(f"give one group name per image: {len(groups)} names for {n} images")
+    calibration = _calibration(probabilities, predictions, truths, task, n_bootstrap=n_bootstrap, seed=seed)
 
     if definition.check is not None:
         definition.check(truths, predictions, names)
@@ -239,6 +248,7 @@ def evaluate(
         **task_settings,
     }
     return Evaluation(
+        calibration=calibration,
         task=task,
         methods=tuple(predictions),
         images=names,
@@ -253,6 +263,26 @@ def evaluate(
             differences, by_group, main_metric, higher_is_better=definition.higher_is_better(main_metric)
         ),  # fmt: skip
     )
+
+
+def _calibration(
+    probabilities: Mapping[str, Sequence[np.ndarray]] | None,
+    predictions: Mapping[str, Any],
+    truths: Sequence[np.ndarray],
+    task: str,
+    *,
+    n_bootstrap: int,
+    seed: int,
+) -> dict[str, Reliability]:
+    """Each method's calibration against the truth's foreground (non-zero), when probabilities are given."""
+    if not probabilities:
+        return {}
+    if task not in ("semantic", "instances"):
+        raise DataError(f"probabilities are calibrated for segmentation (semantic, instances), not for {task}")
+    unknown = set(probabilities) - set(predictions)
+    if unknown:
+        raise DataError(f"probabilities for {', '.join(sorted(unknown))}, which has no predictions: name a method")
+    return calibration_by_method(probabilities, truths, n_bootstrap=n_bootstrap, seed=seed)
 
 
 def _figures(vectors: dict[str, np.ndarray], scorer: Any, definition: Any, *, n_bootstrap: int, seed: int

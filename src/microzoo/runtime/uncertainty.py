@@ -29,9 +29,17 @@ import numpy as np
 from microzoo.errors import ImageError, MicrozooError
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.runtime.outputs import Outputs
-from microzoo.runtime.predict import Model, Prediction
+from microzoo.runtime.predict import Model, Prediction, _default_axes
 
-__all__ = ["METHODS", "TRANSFORMS", "UncertainPrediction", "predict_with_uncertainty"]
+__all__ = [
+    "METHODS",
+    "TRANSFORMS",
+    "UncertainPrediction",
+    "UncertaintySettings",
+    "flip_rate",
+    "predict_with_uncertainty",
+    "uncertainty_settings",
+]
 
 METHODS = ("tta", "dropout", "ensemble")
 
@@ -68,6 +76,8 @@ class UncertainPrediction:
         How many predictions were combined.
     method : str
         ``"tta"``, ``"dropout"`` or ``"ensemble"``.
+    votes : dict
+        Output id -> per pixel, how many members are > 0.5 (uint16); ``None`` as for ``flip_rate``.
     """
 
     prediction: Prediction
@@ -75,6 +85,29 @@ class UncertainPrediction:
     flip_rate: dict[str, float | None]
     members: int
     method: str
+    votes: dict[str, np.ndarray | None] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class UncertaintySettings:
+    """How :func:`predict_with_uncertainty` gets its members (its arguments of the same names)."""
+
+    method: str = "tta"
+    transforms: tuple[str, ...] = TRANSFORMS
+    ensemble: tuple[Model, ...] = ()
+    samples: int = 8
+
+    def __post_init__(self) -> None:
+        _check_options(self.method, self.transforms, self.ensemble, self.samples)
+
+    def options(self) -> dict[str, Any]:
+        """These settings as keyword arguments of :func:`predict_with_uncertainty`."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def uncertainty_settings(value: str | UncertaintySettings) -> UncertaintySettings:
+    """Settings from a method name (``"tta"``, ``"dropout"``) or the settings themselves."""
+    return value if isinstance(value, UncertaintySettings) else UncertaintySettings(method=value)
 
 
 def predict_with_uncertainty(
@@ -97,21 +130,31 @@ def predict_with_uncertainty(
     by ``"dropout"``, ``ensemble`` (the other models) by ``"ensemble"``; the other options are
     those of :meth:`Model.predict_image`.
     """
-    if method not in METHODS:
-        raise MicrozooError(f"unknown uncertainty method {method!r}: choose one of {', '.join(METHODS)}")
+    _check_options(method, transforms, ensemble, samples)
     progress = progress or no_progress
     options = {"tile": tile, "memory_budget": memory_budget, "channel": channel}
     if method == "tta":
-        runs = _tta_runs(model, image, axes, _checked_transforms(transforms), options)
+        runs = _tta_runs(model, image, axes, list(dict.fromkeys(transforms)), options)
     elif method == "dropout":
-        if samples < 2:
-            raise MicrozooError(f"dropout needs at least 2 samples, not {samples}")
         runs = _dropout_runs(model, image, axes, samples, options)
     else:
-        if not ensemble:
-            raise MicrozooError("an ensemble needs other models besides this one: give them (--ensemble MODEL ...)")
         runs = _ensemble_runs([model, *ensemble], image, axes, options)
     return _combine(runs, method, progress)
+
+
+def _check_options(method: str, transforms: Sequence[str], ensemble: Sequence[Model], samples: int) -> None:
+    """Refuse options that cannot work, before any prediction."""
+    if method not in METHODS:
+        raise MicrozooError(f"unknown uncertainty method {method!r}: choose one of {', '.join(METHODS)}")
+    unknown = [t for t in transforms if t not in _DIHEDRAL]
+    if method == "tta" and (unknown or not transforms):
+        raise MicrozooError(
+            f"unknown transform(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(TRANSFORMS)}"
+        )
+    if method == "dropout" and samples < 2:
+        raise MicrozooError(f"dropout needs at least 2 samples, not {samples}")
+    if method == "ensemble" and not ensemble:
+        raise MicrozooError("an ensemble needs other models besides this one: give them (--ensemble MODEL ...)")
 
 
 # --- the members -----------------------------------------------------------------------------
@@ -120,28 +163,11 @@ def predict_with_uncertainty(
 _Run = tuple[int, Iterator[tuple[Prediction | None, tuple[str, ...]]]]
 
 
-def _checked_transforms(transforms: Sequence[str]) -> list[str]:
-    names = list(dict.fromkeys(transforms))
-    unknown = [t for t in names if t not in _DIHEDRAL]
-    if unknown or not names:
-        raise MicrozooError(
-            f"unknown transform(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(TRANSFORMS)}"
-        )
-    return names
-
-
 def _image_axes(model: Model, image: Any, axes: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Input id -> image, and -> its axes, resolved as :meth:`Model.predict_image` resolves them."""
     images = {k: np.asarray(v) for k, v in model._per_input(image, "image").items()}
     given = model._per_input(axes, "axes") if axes is not None else {}
-    resolved = {}
-    for tid, data in images.items():
-        resolved[tid] = given.get(tid) or ("yx" if data.ndim == 2 else "")
-        if not resolved[tid]:
-            raise ImageError(
-                f"the image for input '{tid}' has {data.ndim} dimensions {data.shape}: say which axes "
-                "they are, e.g. axes='zyx', 'cyx' or 'yxc' (on the command line: --axes)"
-            )
-    return images, resolved
+    return images, {tid: given.get(tid) or _default_axes(data, tid) for tid, data in images.items()}
 
 
 def _turn(array: np.ndarray, axes: str, name: str, *, inverse: bool = False) -> np.ndarray | None:
@@ -278,8 +304,7 @@ class _Running:
         self.mean = first.astype(np.float64)
         self.m2 = np.zeros_like(self.mean)
         self.in_unit = bool(first.size) and float(first.min()) >= 0 and float(first.max()) <= 1
-        self.any_above = first > 0.5
-        self.all_above = self.any_above.copy()
+        self.above = (first > 0.5).astype(np.uint16)
 
     def add(self, value: np.ndarray) -> None:
         self.n += 1
@@ -287,9 +312,7 @@ class _Running:
         self.mean += delta / self.n
         self.m2 += delta * (value - self.mean)
         self.in_unit = self.in_unit and float(value.min()) >= 0 and float(value.max()) <= 1
-        above = value > 0.5
-        self.any_above |= above
-        self.all_above &= above
+        self.above += value > 0.5
 
     def mean_array(self) -> np.ndarray:
         floating = np.issubdtype(self.dtype, np.floating)
@@ -298,12 +321,19 @@ class _Running:
     def spread(self) -> np.ndarray:
         return np.sqrt(self.m2 / self.n).astype(np.float32)
 
+    def votes(self) -> np.ndarray | None:
+        return self.above if self.in_unit else None
+
     def flip_rate(self) -> float | None:
-        if not self.in_unit:
-            return None
-        foreground = int(self.any_above.sum())
-        disagree = int((self.any_above & ~self.all_above).sum())
-        return disagree / foreground if foreground else 0.0
+        return flip_rate(self.above, self.n) if self.in_unit else None
+
+
+def flip_rate(votes: np.ndarray, members: int) -> float:
+    """The fraction of the foreground (pixels where any member is > 0.5) on which the members
+    disagree (some > 0.5, some not), from the vote counts of :attr:`UncertainPrediction.votes`."""
+    foreground = int(np.count_nonzero(votes))
+    disagree = foreground - int(np.count_nonzero(votes == members))
+    return disagree / foreground if foreground else 0.0
 
 
 def _combine(runs: _Run, method: str, progress: ProgressCallback) -> UncertainPrediction:
@@ -338,4 +368,5 @@ def _combine(runs: _Run, method: str, progress: ProgressCallback) -> UncertainPr
         flip_rate={oid: r.flip_rate() for oid, r in running.items()},
         members=n,
         method=method,
+        votes={oid: r.votes() for oid, r in running.items()},
     )

@@ -107,6 +107,8 @@ class TaskCheck:
     first, then the classical baseline (None: no QC, e.g. Noise2Void without clean images).
     ``notes`` are task details for the package's training record; ``output_scale`` (gain,
     offset per channel) maps the network's output back to the input's units in the package.
+    ``probabilities`` (segmentation): method -> foreground probability per validation image,
+    for the calibration in the QC report.
     """
 
     postprocessing: Literal["sigmoid", "softmax", "none"]
@@ -116,6 +118,7 @@ class TaskCheck:
     inputs: Sequence[np.ndarray] | None = None
     instance_settings: Mapping[str, Any] | None = None
     output_scale: tuple[list[float], list[float]] | None = None
+    probabilities: Mapping[str, Sequence[np.ndarray]] | None = None
 
 
 @dataclass(frozen=True)
@@ -240,7 +243,8 @@ def finish(run: TrainedRun, *, progress: ProgressCallback | None = None) -> Trai
 
         groups = groups_of([s.raw for s in run.val]) if config.data.spatial_dims == 2 else None
         evaluation = evaluate(check.predictions, check.truths, task=task.qc_task, names=[s.name for s in run.val],
-                              n_bootstrap=500, seed=config.training.seed, groups=groups, progress=progress)  # fmt: skip
+                              n_bootstrap=500, seed=config.training.seed, groups=groups, progress=progress,
+                              probabilities=check.probabilities)  # fmt: skip
         paths = write_evaluation(evaluation, run.out_dir / "qc", truths=check.truths, predictions=check.predictions,
                                  inputs=check.inputs)  # fmt: skip
         report, metrics = paths["report"], paths["metrics"]
@@ -280,6 +284,7 @@ def _training_record(run: TrainedRun) -> dict[str, Any]:
 
 def _export(run: TrainedRun, task: TrainingTask, *, figures: dict[str, float], report: Path | None,
             progress: ProgressCallback) -> Path:  # fmt: skip
+    from microzoo.io.axes import COLOUR_CHANNELS
     from microzoo.train import models
     from microzoo.train.export import ExportSpec, export_package
     from microzoo.train.init_from import parent_record
@@ -303,5 +308,6 @@ def _export(run: TrainedRun, task: TrainingTask, *, figures: dict[str, float], r
         fingerprint=fingerprint_or_none([s.raw for s in run.train]),
         instance_settings=dict(check.instance_settings) if check.instance_settings else None, qc_report=report,
         parent=parent_record(run.parent) if run.parent else None,
+        channel_names=COLOUR_CHANNELS if run.train[0].colour else None,
     )  # fmt: skip
     return export_package(run.network, out_dir=run.out_dir / "package", spec=spec, progress=progress)

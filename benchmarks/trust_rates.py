@@ -126,8 +126,9 @@ def report(rows: dict, args: argparse.Namespace, seconds: float) -> None:
         chosen = [r for r in rows.values() if r["group"] == group]
         counts = {v: sum(r["verdict"] == v for r in chosen) for v in ("differs", "uncertain", "similar")}
         n = len(chosen)
-        print(f"| {group} | {n} | {counts['differs']} ({counts['differs'] / n:.3f}) | {counts['uncertain']} "
-              f"({counts['uncertain'] / n:.3f}) | {counts['similar']} | {(n - counts['similar']) / n:.3f} |")  # fmt: skip
+        differs, uncertain, similar = counts["differs"], counts["uncertain"], counts["similar"]
+        print(f"| {group} | {n} | {differs} ({differs / n:.3f}) | {uncertain} ({uncertain / n:.3f}) | {similar} "
+              f"| {(n - similar) / n:.3f} |")  # fmt: skip
     scored = [r for r in rows.values() if "f1" in r]
     print("\n| called | n | mean F1@0.5 | median F1 | fluorescence images among them |")
     print("|---|---|---|---|---|")

@@ -4,7 +4,8 @@ Every predicted image gets a verdict (:class:`ImageTrust`): ``"similar"`` (like 
 model is known to work on), ``"differs"`` (its input features or pixel size differ from the
 reference, or the output's statistics are unlike those of the package's test output) or
 ``"uncertain"`` (the prediction changes under flips and rotations on more than
-``FLIP_LIMIT`` of its foreground). The reference (:mod:`microzoo.trust.reference`) is the
+``FLIP_LIMIT`` of its foreground). A restoration output also differs when the part the model
+removed is not noise (:mod:`microzoo.trust.hallucination`). The reference (:mod:`microzoo.trust.reference`) is the
 training fingerprint of a package microzoo trained, else the package's own test inputs and
 outputs (weaker evidence; the note says so).
 
@@ -32,6 +33,7 @@ from microzoo.runtime.batch import FileResult, predict_files
 from microzoo.runtime.predict import Model
 from microzoo.runtime.uncertainty import TRANSFORMS, predict_with_uncertainty
 from microzoo.trust.fingerprint import Fingerprint, image_views
+from microzoo.trust.hallucination import hallucination_reasons, residual_structure
 from microzoo.trust.ood import OODResult, check_images
 from microzoo.trust.reference import (
     OutputStatistics,
@@ -136,9 +138,7 @@ class TrustNote:
         """One line per image that is not ``similar``: its name, verdict and reasons (at most
         three); then the notes (images compared on an overview)."""
         if not self.images:  # a note built from input checks only
-            lines = tuple(
-                f"{r.name}: {'; '.join([d.words for d in r.deviations[:3]] + r.notes)}" for r in self.unlike
-            )
+            lines = tuple(f"{r.name}: {'; '.join([d.words for d in r.deviations[:3]] + r.notes)}" for r in self.unlike)
             return lines + self.notes
         lines = tuple(f"{i.name}: {i.verdict}: {'; '.join(i.reasons[:3])}" for i in self.flagged)
         return lines + self.notes
@@ -258,13 +258,24 @@ def judge_image(
         scores.append(output_score)
         reasons += output_reasons
         differs = differs or output_score > 1
+    if outputs is not None and reference.residuals:
+        checked.append("residual of the restoration")
+        for oid, expected in reference.residuals.items():
+            found_residual = residual_structure(image, outputs[oid]) if oid in outputs else None
+            if found_residual is not None:
+                residual_score, residual_reasons = hallucination_reasons(found_residual, expected, oid)
+                scores.append(residual_score)
+                reasons += residual_reasons
+                differs = differs or residual_score > 1
     uncertain = False
     if flip_rate is not None:
         checked.append(flip_check or "flips")
         scores.append(flip_rate / FLIP_LIMIT)
         if flip_rate > FLIP_LIMIT:
             uncertain = True
-            reasons.append(f"the model disagrees with itself under {flip_check or 'flips'} on {flip_rate:.0%} of the foreground")
+            reasons.append(
+                f"the model disagrees with itself under {flip_check or 'flips'} on {flip_rate:.0%} of the foreground"
+            )
     verdict = "differs" if differs else "uncertain" if uncertain else "similar"
     return ImageTrust(
         name=name,

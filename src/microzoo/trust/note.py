@@ -49,9 +49,10 @@ NO_FINGERPRINT = (
 )
 VERDICTS = ("similar", "differs", "uncertain")
 #: Fraction of the foreground on which the members of the flip check may disagree. Calibrated on
-#: DSB2018 *train* with the zoo example model (benchmarks/trust_rates.py --split train): about 5% of
-#: its fluorescence images exceed it, and their F1 is far below the others'.
-FLIP_LIMIT = 0.04
+#: DSB2018 *train* (every 4th image) with the zoo example model and the cheap check
+#: (benchmarks/trust_rates.py --split train --step 4): 9 of its 98 fluorescence images exceed it,
+#: with mean F1@0.5 0.37 against 0.73 for the others (Spearman of rate and F1: -0.57).
+FLIP_LIMIT = 0.02
 #: The cheap default check: two transforms of the y, x plane (two extra forwards).
 CHEAP_TRANSFORMS = ("transpose", "rot180")
 #: Output statistics unlike the test output's: the foreground may grow to this factor of the test

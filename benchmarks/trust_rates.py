@@ -39,7 +39,7 @@ from microzoo.qc.metrics_instances import match_instances
 from microzoo.qc.tasks import TASKS
 from microzoo.runtime.instances import instance_settings_of
 from microzoo.runtime.predict import Model
-from microzoo.trust.note import CHEAP_TRANSFORMS, flip_check, judge_image
+from microzoo.trust.note import CHEAP_TRANSFORMS, flip_check, flip_limit_for, judge_image
 from microzoo.trust.reference import output_statistics, package_reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,7 +57,7 @@ def judge_file(model: Model, path: Path, transforms: tuple[str, ...]) -> dict:
     rate, words = flip_check(model, data, image.axes, transforms=transforms) if transforms else (None, "")
     reference = package_reference(model.package)
     verdict = judge_image(reference, data, path.name, image.axes, outputs=prediction.outputs, flip_rate=rate,
-                          flip_check=words)  # fmt: skip
+                          flip_check=words, flip_limit=flip_limit_for(len(transforms)))  # fmt: skip
     first = model.output_ids[0]
     stats = output_statistics(prediction.outputs[first])
     return {

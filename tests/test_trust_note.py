@@ -179,3 +179,21 @@ def test_stacks_are_compared_plane_by_plane(fingerprinted_model: Path, shared_da
     assert run.trust.checked and run.trust.n_images == 2
     assert [r.name for r in run.trust.unlike] == ["w2s_stack.tif"]
     assert "planes differ" in run.trust.details[0]
+
+
+def test_with_uncertainty_tta_the_note_uses_all_eight_flips(
+    example_model: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    """`predict --uncertainty tta` already predicted under the 8 flips and rotations: the note uses
+    that flip rate (and its own limit) instead of running the cheap check."""
+    from microzoo.trust.note import FLIP_LIMIT_ALL, predict_files_with_note
+
+    image = sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png"))[0]  # 256x256 fluorescence
+    model = microzoo.load_model(example_model, weights="onnx")
+    run = predict_files_with_note(model, [image], tmp_path / "out", uncertainty="tta")
+    (verdict,) = run.trust.images
+    assert verdict.checked == ("input features", "output statistics", "all 8 flips and rotations")
+    rate = max(r for r in run.results[0].uncertainty.flip_rate.values() if r is not None)
+    assert verdict.score >= rate / FLIP_LIMIT_ALL and verdict.verdict == (
+        "uncertain" if rate > FLIP_LIMIT_ALL else "similar"
+    )

@@ -156,3 +156,78 @@ def test_an_image_without_y_and_x_is_refused(tmp_path_factory) -> None:
     model = microzoo.load_model(built_package(tmp_path_factory, "parameterized"))
     with pytest.raises(MicrozooError, match="axes"):
         predict_with_uncertainty(model, np.zeros((2, 32, 32), np.float32))
+
+
+# --- files and the command line -----------------------------------------------------------------
+
+
+def test_predict_files_writes_the_mean_and_the_spread_beside_it(tmp_path_factory, tmp_path: Path) -> None:
+    import tifffile
+
+    from microzoo.errors import ImageError, OutputError
+    from microzoo.runtime.batch import predict_files
+
+    two_outputs = microzoo.load_model(built_package(tmp_path_factory, "scaled_output"))
+    single = microzoo.load_model(built_package(tmp_path_factory, "parameterized"))
+    rng = np.random.default_rng(6)
+    inputs = []
+    for name in ("a", "b"):
+        inputs.append(tmp_path / "in" / f"{name}.tif")
+        inputs[-1].parent.mkdir(exist_ok=True)
+        tifffile.imwrite(inputs[-1], rng.normal(size=(48, 64)).astype(np.float32))
+    results = predict_files(single, inputs, tmp_path / "out", uncertainty="tta")
+    for path, result in zip(inputs, results, strict=True):
+        assert result.uncertainty_maps == {"prob": tmp_path / "out" / f"{path.stem}_uncertainty.tif"}
+        expected = predict_with_uncertainty(single, tifffile.imread(path))
+        np.testing.assert_array_equal(tifffile.imread(result.outputs["prob"]), expected.prediction.outputs["prob"])
+        np.testing.assert_array_equal(tifffile.imread(result.uncertainty_maps["prob"]), expected.spread["prob"])
+        assert result.uncertainty is not None and result.uncertainty.members == 8
+    with pytest.raises(OutputError, match="exists already"):  # the maps are outputs like the others
+        (tmp_path / "out" / "a.tif").unlink()
+        predict_files(single, inputs[:1], tmp_path / "out", uncertainty="tta")
+    with pytest.raises(ImageError, match="in memory"):
+        predict_files(single, inputs[:1], tmp_path / "zarr", suffix=".ome.zarr", uncertainty="tta")
+    assert not (tmp_path / "zarr").exists() or not any((tmp_path / "zarr").iterdir())
+    with pytest.raises(MicrozooError, match="unknown uncertainty method"):
+        predict_files(single, inputs[:1], tmp_path / "bad", uncertainty="bayes")
+    [result] = predict_files(two_outputs, inputs[:1], tmp_path / "two", uncertainty="tta")
+    assert result.uncertainty_maps == {o: tmp_path / "two" / f"a_{o}_uncertainty.tif" for o in ("down", "valid")}
+    assert tifffile.imread(result.uncertainty_maps["down"]).shape == (24, 32)  # 2x pooled, turned back
+    assert tifffile.imread(result.uncertainty_maps["valid"]).shape == (44, 60)
+
+
+def test_cli_predict_with_uncertainty(example_model: Path, shared_data: Path, tmp_path: Path) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import tifffile
+
+    images = tmp_path / "images"
+    images.mkdir()
+    source = sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png"))[0]
+    shutil.copy(source, images / source.name)
+    command = [
+        sys.executable,
+        "-m",
+        "microzoo.cli",
+        "predict",
+        str(example_model),
+        str(images),
+        "-o",
+        str(tmp_path / "out"),
+    ]
+    env = {**os.environ, "COLUMNS": "200"}
+    done = subprocess.run([*command, "--uncertainty", "tta"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "uncertainty (tta, 8 predictions each): 1 map(s)" in done.stdout
+    assert "disagree on up to" in done.stdout
+    spread = tifffile.imread(tmp_path / "out" / f"{source.stem}_uncertainty.tif")
+    mean = tifffile.imread(tmp_path / "out" / f"{source.stem}.tif")
+    assert spread.shape == mean.shape and spread.dtype == np.float32 and 0 < spread.max() <= 0.5
+    refused = subprocess.run(
+        [*command[:-1], str(tmp_path / "again"), "--uncertainty", "dropout"], capture_output=True, text=True, env=env
+    )
+    assert refused.returncode == 2 and "pytorch_state_dict" in refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -244,6 +244,15 @@ def predict(
     scheduler: str | None = typer.Option(
         None, "--scheduler", help="Run on an existing Dask cluster, e.g. tcp://host:8786."
     ),
+    uncertainty: str | None = typer.Option(
+        None,
+        "--uncertainty",
+        help="tta (flips, 90-degree rotations), dropout or ensemble: the output is the mean of several "
+        "predictions, their spread is written beside it as <stem>_uncertainty.tif.",
+    ),
+    ensemble: list[str] | None = typer.Option(
+        None, "--ensemble", help="Another model of the ensemble (repeat the option); implies --uncertainty ensemble."
+    ),
 ) -> None:
     """Run a model on images: files, folders and globs, tiled to fit memory, one progress bar.
 
@@ -275,9 +284,11 @@ def predict(
             workers=workers,
             scheduler=scheduler,
             progress=progress,
+            **_uncertainty_option(uncertainty, ensemble, threads),
         )
     console = _console()
     _print_notices(console, run.results)
+    _print_uncertainty(console, run.results)
     written = [p for r in run.results for p in r.outputs.values()]
     console.print(
         escape(
@@ -288,6 +299,40 @@ def predict(
     _print_trust_note(console, run.trust)
     if run.trust_file is not None:
         console.print(escape(f"trust: each image's verdict, score and reasons in {run.trust_file}"))
+
+
+def _uncertainty_option(method: str | None, ensemble: list[str] | None, threads: int | None) -> dict[str, object]:
+    """``uncertainty=`` for predict_files from --uncertainty and --ensemble (empty without them)."""
+    from microzoo.runtime.predict import Model
+    from microzoo.runtime.uncertainty import UncertaintySettings
+
+    if method is None and not ensemble:
+        return {}
+    others = tuple(Model.open(source, threads=threads) for source in ensemble or ())
+    return {"uncertainty": UncertaintySettings(method=method or "ensemble", ensemble=others)}
+
+
+def _print_uncertainty(console: Console, results: list[FileResult]) -> None:
+    """Where the uncertainty maps went, and how much the predictions disagreed."""
+    uncertain = [(r.input.name, r.uncertainty, len(r.uncertainty_maps)) for r in results if r.uncertainty is not None]
+    if not uncertain:
+        return
+    first = uncertain[0][1]
+    n_maps = sum(n for _, _, n in uncertain)
+    console.print(
+        escape(
+            f"uncertainty ({first.method}, {first.members} predictions each): "
+            f"{n_maps} map(s) <stem>_uncertainty.tif beside the outputs"
+        )
+    )
+    rates = {}
+    for name, result, _ in uncertain:
+        known = [rate for rate in result.flip_rate.values() if rate is not None]
+        if known:
+            rates[name] = max(known)
+    if rates:
+        worst = max(rates, key=rates.__getitem__)
+        console.print(escape(f"  the predictions disagree on up to {rates[worst]:.0%} of the foreground ({worst})"))
 
 
 def _print_notices(console: Console, results: list[FileResult]) -> None:

@@ -13,6 +13,9 @@ How model outputs become predictions:
   given as ``truth_foreground`` (ISBI 2012 marks membranes with 0);
 - instances: with the instance settings a microzoo-trained package stores, its own
   post-processing; otherwise a seeded watershed on the foreground probability.
+
+For segmentation the models' foreground probabilities (when their outputs lie in [0, 1]) are
+passed on too: the report shows their calibration (:mod:`microzoo.qc.calibration`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from microzoo.io.files import list_images, pair_by_stem
 from microzoo.io.read import read_array, read_image
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.qc.baselines import baselines_for
+from microzoo.qc.calibration import foreground_probability
 from microzoo.qc.tasks import QCTask, as_intensities, as_labels, get_task
 
 if TYPE_CHECKING:
@@ -85,6 +89,7 @@ def compare(
     truths = [_truth(read_array(path), task, truth_foreground, where=str(path)) for path in paired["truth"]]
 
     predictions: dict[str, list[np.ndarray]] = {}
+    probabilities: dict[str, list[np.ndarray | None]] = {}  # segmentation: for the calibration
     notices: list[str] = []
     total = len(models) * len(inputs) + (len(inputs) if classical else 0)
     done = 0
@@ -99,6 +104,9 @@ def compare(
             notices.extend(result.notices)
             first = model.output_ids[0]
             outputs.append(_as_prediction(result.outputs[first], result.axes[first], definition, settings))
+            if task in ("semantic", "instances"):
+                channels = _channels_first(result.outputs[first], result.axes[first])
+                probabilities.setdefault(label, []).append(foreground_probability(channels))
             done += 1
         predictions[label] = outputs
 
@@ -116,7 +124,11 @@ def compare(
         notices.extend(classical_notices)
     progress(total, total, "evaluating")
     gray_inputs = [_gray(x) for x in inputs]
-    evaluation = evaluate(predictions, truths, task=task, names=names, data_range=data_range)
+    calibrated = {m: [x for x in p if x is not None] for m, p in probabilities.items()}
+    calibrated = {m: p for m, p in calibrated.items() if len(p) == len(truths)}  # every output a probability
+    evaluation = evaluate(
+        predictions, truths, task=task, names=names, data_range=data_range, probabilities=calibrated or None
+    )
     paths = write_evaluation(evaluation, out_dir, truths=truths, predictions=predictions, inputs=gray_inputs)
     return Comparison(evaluation, paths, classical_params, tuple(dict.fromkeys(notices)))
 
@@ -134,10 +146,13 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return to_grayscale(image) if image.ndim == 3 and image.shape[-1] in (3, 4) else np.squeeze(image)
 
 
+def _channels_first(output: np.ndarray, axes: str) -> np.ndarray:
+    return np.moveaxis(output, axes.index("c"), 0) if "c" in axes else output[np.newaxis]
+
+
 def _as_prediction(output: np.ndarray, axes: str, task: QCTask, settings: InstanceSettings | None) -> np.ndarray:
-    channels_first = np.moveaxis(output, axes.index("c"), 0) if "c" in axes else output[np.newaxis]
     assert task.from_output is not None  # get_task(runnable=True) chose it
-    return task.from_output(channels_first, settings)
+    return task.from_output(_channels_first(output, axes), settings)
 
 
 def _instance_settings(model: Model) -> InstanceSettings | None:

@@ -24,6 +24,7 @@ import numpy as np
 from microzoo.errors import DataError
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.qc import metrics
+from microzoo.qc.calibration import Reliability, calibration_by_method
 from microzoo.qc.tasks import TaskSettings, get_task
 
 
@@ -70,9 +71,10 @@ class Evaluation:
     per_image: dict[str, dict[str, np.ndarray]]
     differences: tuple[Difference, ...]
     settings: TaskSettings = field(default_factory=dict)
+    calibration: dict[str, Reliability] = field(default_factory=dict)  # method -> foreground calibration
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe(
+        document = _json_safe(
             {
                 "task": self.task,
                 "methods": list(self.methods),
@@ -91,6 +93,9 @@ class Evaluation:
                 "settings": self.settings,
             }
         )
+        if self.calibration:
+            document["calibration"] = _json_safe({m: r.to_dict() for m, r in self.calibration.items()})
+        return document
 
 
 def _json_safe(value: Any) -> Any:
@@ -130,6 +135,7 @@ def evaluate(
     n_bootstrap: int = 2000,
     seed: int = 0,
     progress: ProgressCallback | None = None,
+    probabilities: Mapping[str, Sequence[np.ndarray]] | None = None,
 ) -> Evaluation:
     """Score each method's predictions against the truths, per image and over the data set.
 
@@ -151,6 +157,8 @@ def evaluate(
         ``psnr_fitted``, ``mean_iou``, ``f1@0.5`` or ``f1``.
     n_bootstrap, seed : number of bootstrap resamples of the images, and their seed.
     progress : called as ``progress(done, total, description)`` while scoring.
+    probabilities : semantic and instances only: method -> each image's foreground probability
+        (the truth's shape); their calibration (:mod:`microzoo.qc.calibration`) is reported.
     """
     progress = progress or no_progress
     truths = list(truths)
@@ -169,6 +177,7 @@ def evaluate(
         raise DataError(f"give {n} distinct image names, one per truth image")
     if n_bootstrap < 1:
         raise DataError(f"n_bootstrap must be at least 1, got {n_bootstrap}")
+    calibration = _calibration(probabilities, predictions, truths, task, n_bootstrap=n_bootstrap, seed=seed)
 
     if definition.check is not None:
         definition.check(truths, predictions, names)
@@ -229,6 +238,7 @@ def evaluate(
         **task_settings,
     }
     return Evaluation(
+        calibration=calibration,
         task=task,
         methods=tuple(predictions),
         images=names,
@@ -239,6 +249,26 @@ def evaluate(
         differences=tuple(differences),
         settings=settings,
     )
+
+
+def _calibration(
+    probabilities: Mapping[str, Sequence[np.ndarray]] | None,
+    predictions: Mapping[str, Any],
+    truths: Sequence[np.ndarray],
+    task: str,
+    *,
+    n_bootstrap: int,
+    seed: int,
+) -> dict[str, Reliability]:
+    """Each method's calibration against the truth's foreground (non-zero), when probabilities are given."""
+    if not probabilities:
+        return {}
+    if task not in ("semantic", "instances"):
+        raise DataError(f"probabilities are calibrated for segmentation (semantic, instances), not for {task}")
+    unknown = set(probabilities) - set(predictions)
+    if unknown:
+        raise DataError(f"probabilities for {', '.join(sorted(unknown))}, which has no predictions: name a method")
+    return calibration_by_method(probabilities, truths, n_bootstrap=n_bootstrap, seed=seed)
 
 
 def write_evaluation(

@@ -102,6 +102,16 @@ def _threshold_curves(evaluation: Evaluation) -> tuple[str, dict[str, dict[str, 
     return _png(figure), numbers
 
 
+def _reliability(evaluation: Evaluation) -> tuple[str, dict[str, object]]:
+    """The reliability diagram of the methods whose probabilities were given, and its numbers."""
+    from microzoo.qc.calibration import draw_reliability
+
+    figure = Figure(figsize=(4.6, 4.2))
+    draw_reliability(figure.add_subplot(1, 1, 1), evaluation.calibration, _COLOURS)
+    figure.tight_layout()
+    return _png(figure), {method: result.to_dict() for method, result in evaluation.calibration.items()}
+
+
 # ---------------------------------------------------------------- image panels
 
 
@@ -209,6 +219,7 @@ def render_report(
     ]
     distribution_png, distribution_numbers = _distributions(evaluation)
     curves_png, curve_numbers = _threshold_curves(evaluation) if task.threshold_curves else (None, None)
+    reliability_png, reliability_numbers = _reliability(evaluation) if evaluation.calibration else (None, None)
 
     summary_rows = []
     for method in evaluation.methods:
@@ -260,6 +271,11 @@ def render_report(
         how_to_read=task.how_to_read,
         distribution_png=distribution_png,
         curves_png=curves_png,
+        reliability_png=reliability_png,
+        calibration=[
+            {"method": m, "ece": _fmt(r.ece), "interval": f"[{_fmt(r.ece_low)}, {_fmt(r.ece_high)}]"}
+            for m, r in evaluation.calibration.items()
+        ],
         worst=[{"image": image, "values": [_fmt(v, metric) for v in values]} for image, values in worst_values],
         panels=panels,
         settings=evaluation.settings,
@@ -273,6 +289,8 @@ def render_report(
     }
     if curve_numbers is not None:
         numbers["threshold_curves"] = curve_numbers
+    if reliability_numbers is not None:
+        numbers["reliability"] = reliability_numbers
     return html, numbers
 
 

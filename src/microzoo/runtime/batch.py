@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from microzoo.io.files import image_stem
 from microzoo.io.read import image_format, image_shape
 from microzoo.progress import ProgressCallback
 from microzoo.runtime.predict import Model, Prediction
+
+if TYPE_CHECKING:
+    from microzoo.runtime.uncertainty import UncertainPrediction, UncertaintySettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +33,8 @@ class FileResult:
     seconds: float
     inspected: Any = None
     overview: int = 1  # on_image saw every k-th pixel of y and x (a streamed image), else 1
+    uncertainty: UncertainPrediction | None = None  # with ``uncertainty=``: the members' spread
+    uncertainty_maps: dict[str, Path] = dataclasses.field(default_factory=dict)  # output id -> spread file
 
 
 def output_paths(model: Model, inputs: Sequence[Path], out: Path, *, suffix: str = ".tif") -> list[dict[str, Path]]:
@@ -169,6 +174,7 @@ def predict_files(
     level: int = 0,
     progress: ProgressCallback | None = None,
     on_image: Callable[..., Any] | None = None,
+    uncertainty: str | UncertaintySettings | None = None,
 ) -> list[FileResult]:
     """Predict every input file and write its outputs (see :func:`output_paths` for the names).
 
@@ -176,9 +182,10 @@ def predict_files(
     output is refused unless ``overwrite``. Progress is reported per file. Every output is
     written to a temporary name first, so an interrupted batch leaves only complete files.
     ``channel`` chooses image channels (:func:`microzoo.io.axes.select_channels`).
-    ``on_image(path, image, axes, *, prediction, model, pixel_size, unit)`` is called with each
-    image as read (its own axes) and its prediction, so a caller can look at them without
-    reading it again (a streamed image: an overview, ``on_image(path, image, axes)`` only); what it returns is kept in
+    ``on_image(path, image, axes, *, prediction, model, pixel_size, unit, uncertainty)`` is
+    called with each image as read (its own axes) and its prediction (and ``UncertainPrediction``
+    or None), so a caller can look at them without reading it again (a streamed image: an
+    overview, ``on_image(path, image, axes)`` only); what it returns is kept in
     :attr:`FileResult.inspected` (:func:`microzoo.trust.note.predict_files_with_note` computes
     the trust note this way).
 
@@ -188,6 +195,12 @@ def predict_files(
     An image streams tile by tile into its output, resumably (:mod:`microzoo.runtime.stream_files`:
     an OME-Zarr output, the one image of a Dask run, or an image too large for memory);
     ``level`` picks the resolution level of a multiscale input.
+
+    ``uncertainty`` (``"tta"``, ``"dropout"``, ``"ensemble"`` or
+    :class:`~microzoo.runtime.uncertainty.UncertaintySettings`) predicts each image several times
+    (:func:`~microzoo.runtime.uncertainty.predict_with_uncertainty`): the outputs are the mean,
+    and the spread is written beside each (:func:`uncertainty_paths`). Streamed images are
+    refused with it: it needs the whole image in memory.
     """
     from microzoo.runtime.stream_files import should_stream, stream_file
 
@@ -200,6 +213,10 @@ def predict_files(
         "channel": channel,
         "on_image": on_image,
     }
+    if uncertainty is not None:
+        return _predict_files_uncertain(
+            model, inputs, plans, uncertainty, dask=dask, level=level, overwrite=overwrite, progress=progress, **common
+        )
     if dask and len(inputs) == 1:
         check_outputs(model, inputs, plans, overwrite=overwrite)
         return [stream_file(model, inputs[0], plans[0], level=level, overwrite=overwrite, workers=workers,
@@ -228,6 +245,56 @@ def predict_files(
     return results
 
 
+def uncertainty_paths(plan: Mapping[str, Path]) -> dict[str, Path]:
+    """Where the spread of each output goes: ``<output stem>_uncertainty.tif`` beside the output."""
+    return {oid: target.with_name(f"{image_stem(target)}_uncertainty.tif") for oid, target in plan.items()}
+
+
+def _predict_files_uncertain(
+    model: Model,
+    inputs: Sequence[Path],
+    plans: Sequence[Mapping[str, Path]],
+    uncertainty: str | UncertaintySettings,
+    *,
+    dask: bool,
+    level: int,
+    overwrite: bool,
+    progress: ProgressCallback | None,
+    **options: Any,
+) -> list[FileResult]:
+    """:func:`predict_files` with ``uncertainty``: every image in memory, one after the other."""
+    from microzoo.runtime.stream_files import should_stream
+    from microzoo.runtime.uncertainty import uncertainty_settings
+
+    settings = uncertainty_settings(uncertainty)
+    for path, plan in zip(inputs, plans, strict=True):
+        if dask or should_stream(model, path, plan, level=level):
+            why = "on a Dask cluster" if dask else "tile by tile (too large for memory, or an OME-Zarr output)"
+            raise ImageError(
+                f"{path.name} would be predicted {why}, but uncertainty needs each whole image in memory: "
+                "predict it without --uncertainty, or in memory (a .tif output, no --workers/--scheduler)"
+            )
+    resolved_inputs = {p.resolve() for p in inputs}
+    full_plans = []
+    for plan in plans:
+        maps = uncertainty_paths(plan)
+        if any(p.resolve() in resolved_inputs for p in maps.values()):
+            raise OutputError(
+                f"an uncertainty map ({', '.join(p.name for p in maps.values())}) would overwrite an input "
+                "image: choose another output folder with -o"
+            )
+        full_plans.append({**plan, **{f"{oid} uncertainty": p for oid, p in maps.items()}})
+    check_outputs(model, inputs, full_plans, overwrite=overwrite)
+    results = []
+    for done, (path, plan) in enumerate(zip(inputs, plans, strict=True)):
+        if progress:
+            progress(done, len(inputs), path.name)
+        results.append(predict_file(model, path, plan, level=level, uncertainty=settings, **options))
+    if progress:
+        progress(len(inputs), len(inputs), "done")
+    return results
+
+
 def predict_file(
     model: Model,
     path: Path,
@@ -239,10 +306,12 @@ def predict_file(
     channel: int | Sequence[int] | None = None,
     level: int = 0,
     on_image: Callable[..., Any] | None = None,
+    uncertainty: UncertaintySettings | None = None,
 ) -> FileResult:
     """Read one image file, predict it in memory and write each output to ``plan[output id]``
     (atomically); errors name the file. The one step :func:`predict_files` repeats, locally or
-    on Dask workers."""
+    on Dask workers. With ``uncertainty`` the output is the members' mean and each output's
+    spread goes to :func:`uncertainty_paths`."""
     import time
 
     from microzoo.io.read import read_image
@@ -252,25 +321,31 @@ def predict_file(
     try:
         image = read_image(path, axes=axes, level=level)
         data = np.asarray(image.data.compute() if hasattr(image.data, "compute") else image.data[...])
-        prediction = model.predict_image(data, axes=image.axes, tile=tile, memory_budget=memory_budget, channel=channel)
+        options: dict[str, Any] = {"axes": image.axes, "tile": tile, "memory_budget": memory_budget, "channel": channel}
+        uncertain = None
+        if uncertainty is None:
+            prediction = model.predict_image(data, **options)
+        else:
+            from microzoo.runtime.uncertainty import predict_with_uncertainty
+
+            uncertain = predict_with_uncertainty(model, data, **uncertainty.options(), **options)
+            prediction = uncertain.prediction
     except MicrozooError as error:  # say which file, unless the message does
         if str(path) in str(error) or type(error).__init__ is not Exception.__init__:
             raise
         raise type(error)(f"{path}: {error}") from error
     inspected = None
     if on_image is not None:
-        inspected = on_image(
-            path, data, image.axes, prediction=prediction, model=model, pixel_size=image.pixel_size, unit=image.unit
-        )
-    for oid, target in plan.items():
-        write_image(
-            target,
-            prediction.outputs[oid],
-            prediction.axes[oid],
-            pixel_size=output_pixel_size(model, oid, image.pixel_size),
-            unit=image.unit,
-        )
-    return FileResult(path, dict(plan), prediction, time.perf_counter() - start, inspected)
+        seen = {"prediction": prediction, "model": model, "pixel_size": image.pixel_size, "unit": image.unit}
+        inspected = on_image(path, data, image.axes, uncertainty=uncertain, **seen)
+    maps = uncertainty_paths(plan) if uncertain is not None else {}
+    written = [(plan, prediction.outputs)] + ([(maps, uncertain.spread)] if uncertain is not None else [])
+    for targets, arrays in written:
+        for oid, target in targets.items():
+            pixel_size = output_pixel_size(model, oid, image.pixel_size)
+            write_image(target, arrays[oid], prediction.axes[oid], pixel_size=pixel_size, unit=image.unit)
+    seconds = time.perf_counter() - start
+    return FileResult(path, dict(plan), prediction, seconds, inspected, uncertainty=uncertain, uncertainty_maps=maps)
 
 
 def output_pixel_size(model: Model, output_id: str, pixel_size: Mapping[str, float] | None) -> dict[str, float] | None:

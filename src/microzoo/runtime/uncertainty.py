@@ -31,7 +31,14 @@ from microzoo.progress import ProgressCallback, no_progress
 from microzoo.runtime.outputs import Outputs
 from microzoo.runtime.predict import Model, Prediction
 
-__all__ = ["METHODS", "TRANSFORMS", "UncertainPrediction", "predict_with_uncertainty"]
+__all__ = [
+    "METHODS",
+    "TRANSFORMS",
+    "UncertainPrediction",
+    "UncertaintySettings",
+    "predict_with_uncertainty",
+    "uncertainty_settings",
+]
 
 METHODS = ("tta", "dropout", "ensemble")
 
@@ -77,6 +84,28 @@ class UncertainPrediction:
     method: str
 
 
+@dataclasses.dataclass(frozen=True)
+class UncertaintySettings:
+    """How :func:`predict_with_uncertainty` gets its members (its arguments of the same names)."""
+
+    method: str = "tta"
+    transforms: tuple[str, ...] = TRANSFORMS
+    ensemble: tuple[Model, ...] = ()
+    samples: int = 8
+
+    def __post_init__(self) -> None:
+        _check_options(self.method, self.transforms, self.ensemble, self.samples)
+
+    def options(self) -> dict[str, Any]:
+        """These settings as keyword arguments of :func:`predict_with_uncertainty`."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def uncertainty_settings(value: str | UncertaintySettings) -> UncertaintySettings:
+    """Settings from a method name (``"tta"``, ``"dropout"``) or the settings themselves."""
+    return value if isinstance(value, UncertaintySettings) else UncertaintySettings(method=value)
+
+
 def predict_with_uncertainty(
     model: Model,
     image: np.ndarray | Mapping[str, np.ndarray],
@@ -97,37 +126,37 @@ def predict_with_uncertainty(
     by ``"dropout"``, ``ensemble`` (the other models) by ``"ensemble"``; the other options are
     those of :meth:`Model.predict_image`.
     """
-    if method not in METHODS:
-        raise MicrozooError(f"unknown uncertainty method {method!r}: choose one of {', '.join(METHODS)}")
+    _check_options(method, transforms, ensemble, samples)
     progress = progress or no_progress
     options = {"tile": tile, "memory_budget": memory_budget, "channel": channel}
     if method == "tta":
-        runs = _tta_runs(model, image, axes, _checked_transforms(transforms), options)
+        runs = _tta_runs(model, image, axes, list(dict.fromkeys(transforms)), options)
     elif method == "dropout":
-        if samples < 2:
-            raise MicrozooError(f"dropout needs at least 2 samples, not {samples}")
         runs = _dropout_runs(model, image, axes, samples, options)
     else:
-        if not ensemble:
-            raise MicrozooError("an ensemble needs other models besides this one: give them (--ensemble MODEL ...)")
         runs = _ensemble_runs([model, *ensemble], image, axes, options)
     return _combine(runs, method, progress)
+
+
+def _check_options(method: str, transforms: Sequence[str], ensemble: Sequence[Model], samples: int) -> None:
+    """Refuse options that cannot work, before any prediction."""
+    if method not in METHODS:
+        raise MicrozooError(f"unknown uncertainty method {method!r}: choose one of {', '.join(METHODS)}")
+    unknown = [t for t in transforms if t not in _DIHEDRAL]
+    if method == "tta" and (unknown or not transforms):
+        raise MicrozooError(
+            f"unknown transform(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(TRANSFORMS)}"
+        )
+    if method == "dropout" and samples < 2:
+        raise MicrozooError(f"dropout needs at least 2 samples, not {samples}")
+    if method == "ensemble" and not ensemble:
+        raise MicrozooError("an ensemble needs other models besides this one: give them (--ensemble MODEL ...)")
 
 
 # --- the members -----------------------------------------------------------------------------
 
 #: a member's prediction already turned back to the image's layout, or None when it is skipped
 _Run = tuple[int, Iterator[tuple[Prediction | None, tuple[str, ...]]]]
-
-
-def _checked_transforms(transforms: Sequence[str]) -> list[str]:
-    names = list(dict.fromkeys(transforms))
-    unknown = [t for t in names if t not in _DIHEDRAL]
-    if unknown or not names:
-        raise MicrozooError(
-            f"unknown transform(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(TRANSFORMS)}"
-        )
-    return names
 
 
 def _image_axes(model: Model, image: Any, axes: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -53,6 +53,9 @@ VERDICTS = ("similar", "differs", "uncertain")
 #: (benchmarks/trust_rates.py --split train --step 4): 9 of its 98 fluorescence images exceed it,
 #: with mean F1@0.5 0.37 against 0.73 for the others (Spearman of rate and F1: -0.57).
 FLIP_LIMIT = 0.02
+#: The same for the full check (``--uncertainty tta``: 8 members disagree more often than 2); chosen
+#: the same way (benchmarks/trust_rates.py --split train --flips tta).
+FLIP_LIMIT_ALL = 0.05
 #: The cheap default check: two transforms of the y, x plane (two extra forwards).
 CHEAP_TRANSFORMS = ("transpose", "rot180")
 #: Output statistics unlike the test output's: the foreground may grow to this factor of the test
@@ -244,10 +247,12 @@ def judge_image(
     pixel_size: float | None = None,
     flip_rate: float | None = None,
     flip_check: str = "",
+    flip_limit: float = FLIP_LIMIT,
 ) -> ImageTrust:
     """The verdict on one image (see the module docstring). ``outputs`` are the model's outputs
     on it (by output id); ``flip_rate`` the fraction of the foreground on which the flip check's
-    members disagree, ``flip_check`` the words for how it was made."""
+    members disagree, ``flip_check`` the words for how it was made, ``flip_limit`` its limit
+    (``FLIP_LIMIT`` for the cheap check, ``FLIP_LIMIT_ALL`` for all 8 flips and rotations)."""
     checked = ["input features"] + (["pixel size"] if pixel_size and reference.pixel_size else [])
     found = input_check(reference.fingerprint, image, name, axes, pixel_size=pixel_size)
     scores = [found.score / found.threshold]
@@ -271,8 +276,8 @@ def judge_image(
     uncertain = False
     if flip_rate is not None:
         checked.append(flip_check or "flips")
-        scores.append(flip_rate / FLIP_LIMIT)
-        if flip_rate > FLIP_LIMIT:
+        scores.append(flip_rate / flip_limit)
+        if flip_rate > flip_limit:
             uncertain = True
             reasons.append(
                 f"the model disagrees with itself under {flip_check or 'flips'} on {flip_rate:.0%} of the foreground"
@@ -289,6 +294,11 @@ def judge_image(
     )
 
 
+def flip_limit_for(members: int) -> float:
+    """The flip-rate limit for a check of ``members`` members (the cheap check's, up to 2)."""
+    return FLIP_LIMIT if members <= len(CHEAP_TRANSFORMS) else FLIP_LIMIT_ALL
+
+
 def flip_check(
     model: Model, image: np.ndarray, axes: str | None, *, transforms: Sequence[str] = (), **options: Any
 ) -> tuple[float | None, str]:
@@ -297,7 +307,7 @@ def flip_check(
     transforms = tuple(transforms) or CHEAP_TRANSFORMS
     result = predict_with_uncertainty(model, image, axes=axes, method="tta", transforms=transforms, **options)
     rates = [rate for rate in result.flip_rate.values() if rate is not None]
-    words = f"{len(transforms)} flips/rotations" if len(transforms) < 8 else "all 8 flips and rotations"
+    words = _members_words("tta", len(transforms))
     return (max(rates), words) if rates else (None, "")
 
 
@@ -323,6 +333,7 @@ def trust_note(
             judge_image(
                 reference, image, name, image_axes,
                 outputs=None if outputs is None else outputs[index], flip_rate=rate, flip_check=words,
+                flip_limit=flip_limit_for(len(transforms) or len(CHEAP_TRANSFORMS)),
             )
         )  # fmt: skip
     return _note(reference, found)
@@ -406,6 +417,13 @@ def _ordinal(k: int) -> str:
     return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
 
 
+def _members_words(method: str, members: int) -> str:
+    """How the flip rate of an ``UncertainPrediction`` was made, in words."""
+    if method == "tta":
+        return "all 8 flips and rotations" if members == 8 else f"{members} flips/rotations"
+    return {"dropout": f"{members} dropout samples", "ensemble": f"an ensemble of {members} models"}.get(method, method)
+
+
 def _judge_one(
     reference: Reference,
     transforms: Sequence[str],
@@ -419,19 +437,27 @@ def _judge_one(
     model: Model | None = None,
     pixel_size: Mapping[str, float] | None = None,
     unit: str | None = None,
+    uncertainty: Any = None,
 ) -> ImageTrust:
     """:func:`judge_image` for one file as :func:`predict_files` read it (picklable, so Dask
-    workers can run it); a streamed image (no ``prediction``) gets the input check only."""
-    rate, words = None, ""
-    if prediction is not None and model is not None and transforms:
+    workers can run it); a streamed image (no ``prediction``) gets the input check only. When
+    the prediction was made with ``--uncertainty`` (an ``UncertainPrediction``), its flip rate
+    is used instead of a check of its own."""
+    rate, words, limit = None, "", FLIP_LIMIT
+    rates = [r for r in (uncertainty.flip_rate.values() if uncertainty is not None else ()) if r is not None]
+    if rates:
+        rate, words = max(rates), _members_words(uncertainty.method, uncertainty.members)
+        limit = flip_limit_for(uncertainty.members)
+    elif prediction is not None and model is not None and transforms:
         rate, words = flip_check(model, image, axes, transforms=transforms, tile=tile, channel=channel)
+        limit = flip_limit_for(len(transforms))
     micrometres = None
     if pixel_size and unit == "micrometer" and "x" in pixel_size:
         micrometres = float(pixel_size["x"])
     return judge_image(
         reference, image, path.name, axes,
         outputs=None if prediction is None else prediction.outputs,
-        pixel_size=micrometres, flip_rate=rate, flip_check=words,
+        pixel_size=micrometres, flip_rate=rate, flip_check=words, flip_limit=limit,
     )  # fmt: skip
 
 

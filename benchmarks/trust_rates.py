@@ -56,8 +56,9 @@ def judge_file(model: Model, path: Path, transforms: tuple[str, ...]) -> dict:
     prediction = model.predict_image(data, axes=image.axes)
     rate, words = flip_check(model, data, image.axes, transforms=transforms) if transforms else (None, "")
     reference = package_reference(model.package)
+    limit = flip_limit_for(model, transforms) if transforms else 1.0
     verdict = judge_image(reference, data, path.name, image.axes, outputs=prediction.outputs, flip_rate=rate,
-                          flip_check=words, flip_limit=flip_limit_for(len(transforms)))  # fmt: skip
+                          flip_check=words, flip_limit=limit)  # fmt: skip
     first = model.output_ids[0]
     stats = output_statistics(prediction.outputs[first])
     return {

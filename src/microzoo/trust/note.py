@@ -3,9 +3,10 @@
 Every predicted image gets a verdict (:class:`ImageTrust`): ``"similar"`` (like the data the
 model is known to work on), ``"differs"`` (its input features or pixel size differ from the
 reference, or the output's statistics are unlike those of the package's test output) or
-``"uncertain"`` (the prediction changes under flips and rotations on more than
-``FLIP_LIMIT`` of its foreground). A restoration output also differs when the part the model
-removed is not noise (:mod:`microzoo.trust.hallucination`). The reference (:mod:`microzoo.trust.reference`) is the
+``"uncertain"`` (the prediction changes under flips and rotations on a larger fraction of its
+foreground than ``FLIP_FACTOR`` times the model's rate on its test input). A restoration
+output also differs when the part the model removed is not noise
+(:mod:`microzoo.trust.hallucination`). The reference (:mod:`microzoo.trust.reference`) is the
 training fingerprint of a package microzoo trained, else the package's own test inputs and
 outputs (weaker evidence; the note says so).
 
@@ -48,14 +49,15 @@ NO_FINGERPRINT = (
     "data, run `microzoo check --train TRAIN_DIR --test IMAGES`"
 )
 VERDICTS = ("similar", "differs", "uncertain")
-#: Fraction of the foreground on which the members of the flip check may disagree. Calibrated on
-#: DSB2018 *train* (every 4th image) with the zoo example model and the cheap check
-#: (benchmarks/trust_rates.py --split train --step 4): 9 of its 98 fluorescence images exceed it,
-#: with mean F1@0.5 0.37 against 0.73 for the others (Spearman of rate and F1: -0.57).
-FLIP_LIMIT = 0.02
-#: The same for the full check (``--uncertainty tta``: 8 members disagree more often than 2); chosen
-#: the same way (benchmarks/trust_rates.py --split train --flips tta).
-FLIP_LIMIT_ALL = 0.05
+#: The flip check's limit: the fraction of the foreground on which its members may disagree is
+#: ``FLIP_FACTOR`` times the rate of the same check on the package's test input (at least
+#: ``FLIP_FLOOR``), so a model whose outputs are always less crisp is not called uncertain
+#: everywhere. Calibrated on DSB2018 *train* (every 4th image) with the zoo example model and the
+#: cheap check (benchmarks/trust_rates.py --split train --step 4; its test input's rate is 0.64%,
+#: the limit 2.05%): 8 of its 98 fluorescence images exceed it, with mean F1@0.5 0.34 against 0.73
+#: for the others (Spearman of rate and F1 over them: -0.57).
+FLIP_FACTOR = 3.2
+FLIP_FLOOR = 0.01
 #: The cheap default check: two transforms of the y, x plane (two extra forwards).
 CHEAP_TRANSFORMS = ("transpose", "rot180")
 #: Output statistics unlike the test output's: the foreground may grow to this factor of the test
@@ -247,12 +249,12 @@ def judge_image(
     pixel_size: float | None = None,
     flip_rate: float | None = None,
     flip_check: str = "",
-    flip_limit: float = FLIP_LIMIT,
+    flip_limit: float = FLIP_FLOOR,
 ) -> ImageTrust:
     """The verdict on one image (see the module docstring). ``outputs`` are the model's outputs
     on it (by output id); ``flip_rate`` the fraction of the foreground on which the flip check's
     members disagree, ``flip_check`` the words for how it was made, ``flip_limit`` its limit
-    (``FLIP_LIMIT`` for the cheap check, ``FLIP_LIMIT_ALL`` for all 8 flips and rotations)."""
+    (:func:`flip_limit_for`)."""
     checked = ["input features"] + (["pixel size"] if pixel_size and reference.pixel_size else [])
     found = input_check(reference.fingerprint, image, name, axes, pixel_size=pixel_size)
     scores = [found.score / found.threshold]
@@ -280,7 +282,8 @@ def judge_image(
         if flip_rate > flip_limit:
             uncertain = True
             reasons.append(
-                f"the model disagrees with itself under {flip_check or 'flips'} on {flip_rate:.0%} of the foreground"
+                f"the model disagrees with itself under {flip_check or 'flips'} on {flip_rate:.0%} of the foreground "
+                f"(limit {flip_limit:.1%}, from its rate on the package's test input)"
             )
     verdict = "differs" if differs else "uncertain" if uncertain else "similar"
     return ImageTrust(
@@ -294,9 +297,24 @@ def judge_image(
     )
 
 
-def flip_limit_for(members: int) -> float:
-    """The flip-rate limit for a check of ``members`` members (the cheap check's, up to 2)."""
-    return FLIP_LIMIT if members <= len(CHEAP_TRANSFORMS) else FLIP_LIMIT_ALL
+def flip_limit_for(model: Model, transforms: Sequence[str]) -> float:
+    """The flip-rate limit of a check under ``transforms``: ``FLIP_FACTOR`` times the same check's
+    rate on the package's first test input (computed once per package and transforms), at least
+    ``FLIP_FLOOR``."""
+    from microzoo.package.load import sha256_of
+    from microzoo.runtime.reproduce import load_test_tensor
+    from microzoo.trust.reference import tensor_axes
+
+    key = (model.package.description_path, sha256_of(model.package.description_path), tuple(transforms))
+    if key not in _TEST_FLIP_RATES:
+        tensor = model.package.descr.inputs[0]
+        rate, _ = flip_check(model, load_test_tensor(model.package, tensor), tensor_axes(tensor), transforms=transforms)
+        _TEST_FLIP_RATES[key] = rate
+    rate = _TEST_FLIP_RATES[key]
+    return FLIP_FLOOR if rate is None else max(FLIP_FLOOR, FLIP_FACTOR * rate)
+
+
+_TEST_FLIP_RATES: dict[tuple[Path, str, tuple[str, ...]], float | None] = {}
 
 
 def flip_check(
@@ -333,7 +351,7 @@ def trust_note(
             judge_image(
                 reference, image, name, image_axes,
                 outputs=None if outputs is None else outputs[index], flip_rate=rate, flip_check=words,
-                flip_limit=flip_limit_for(len(transforms) or len(CHEAP_TRANSFORMS)),
+                flip_limit=flip_limit_for(model, transforms or CHEAP_TRANSFORMS) if model else FLIP_FLOOR,
             )
         )  # fmt: skip
     return _note(reference, found)
@@ -442,15 +460,16 @@ def _judge_one(
     """:func:`judge_image` for one file as :func:`predict_files` read it (picklable, so Dask
     workers can run it); a streamed image (no ``prediction``) gets the input check only. When
     the prediction was made with ``--uncertainty`` (an ``UncertainPrediction``), its flip rate
-    is used instead of a check of its own."""
-    rate, words, limit = None, "", FLIP_LIMIT
+    is used instead of a check of its own (the limit from all 8 flips and rotations of the test
+    input, whatever the method)."""
+    rate, words, limit = None, "", FLIP_FLOOR
     rates = [r for r in (uncertainty.flip_rate.values() if uncertainty is not None else ()) if r is not None]
     if rates:
         rate, words = max(rates), _members_words(uncertainty.method, uncertainty.members)
-        limit = flip_limit_for(uncertainty.members)
+        limit = flip_limit_for(model, TRANSFORMS) if model is not None else FLIP_FLOOR
     elif prediction is not None and model is not None and transforms:
         rate, words = flip_check(model, image, axes, transforms=transforms, tile=tile, channel=channel)
-        limit = flip_limit_for(len(transforms))
+        limit = flip_limit_for(model, transforms)
     micrometres = None
     if pixel_size and unit == "micrometer" and "x" in pixel_size:
         micrometres = float(pixel_size["x"])

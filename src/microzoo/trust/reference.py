@@ -150,7 +150,7 @@ def _reference(package: ModelPackage) -> Reference:
     from microzoo.runtime.reproduce import load_test_tensor
 
     inputs = [(load_test_tensor(package, t), t) for t in package.descr.inputs]
-    views = [view for array, tensor in inputs[:1] for view in image_views(array, _axes_letters(tensor))]
+    views = [view for array, tensor in inputs[:1] for view in image_views(array, tensor_axes(tensor))]
     tested = {str(t.id): load_test_tensor(package, t) for t in package.descr.outputs}
     outputs = {oid: output_statistics(array) for oid, array in tested.items()}
     residuals = {}
@@ -220,7 +220,8 @@ def documented_pixel_size(tensor: Any) -> float | None:
     return None
 
 
-def _axes_letters(tensor: Any) -> str:
+def tensor_axes(tensor: Any) -> str:
+    """A tensor description's axes as letters (``("batch", "channel", "y", "x")`` -> ``"bcyx"``)."""
     return "".join(_AXIS_LETTERS.get(str(axis.id), "i") for axis in tensor.axes)
 
 
@@ -232,4 +233,5 @@ __all__ = [
     "output_statistics",
     "package_fingerprint",
     "package_reference",
+    "tensor_axes",
 ]

@@ -120,7 +120,7 @@ def test_the_flip_check_calls_a_self_contradicting_prediction_uncertain(example_
     shaky = judge_image(reference, data, "a", image.axes, flip_rate=0.23, flip_check=words, flip_limit=limit)
     assert shaky.verdict == "uncertain" and shaky.score == pytest.approx(0.23 / limit)
     assert shaky.reasons == (
-        f"the model disagrees with itself under 2 flips/rotations on 23% of the foreground (limit {limit:.1%}, "
+        f"the model disagrees with itself under 2 flips/rotations on 23.0% of the foreground (limit {limit:.1%}, "
         "from its rate on the package's test input)",
     )
     noise = np.random.default_rng(0).normal(100, 30, (256, 256)).astype(np.float32)

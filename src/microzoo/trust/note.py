@@ -282,7 +282,7 @@ def judge_image(
         if flip_rate > flip_limit:
             uncertain = True
             reasons.append(
-                f"the model disagrees with itself under {flip_check or 'flips'} on {flip_rate:.0%} of the foreground "
+                f"the model disagrees with itself under {flip_check or 'flips'} on {flip_rate:.1%} of the foreground "
                 f"(limit {flip_limit:.1%}, from its rate on the package's test input)"
             )
     verdict = "differs" if differs else "uncertain" if uncertain else "similar"

@@ -39,7 +39,7 @@ from microzoo.qc.metrics_instances import match_instances
 from microzoo.qc.tasks import TASKS
 from microzoo.runtime.instances import instance_settings_of
 from microzoo.runtime.predict import Model
-from microzoo.trust.note import CHEAP_TRANSFORMS, flip_check, judge_image
+from microzoo.trust.note import CHEAP_TRANSFORMS, flip_check, flip_limit_for, judge_image
 from microzoo.trust.reference import output_statistics, package_reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,8 +56,9 @@ def judge_file(model: Model, path: Path, transforms: tuple[str, ...]) -> dict:
     prediction = model.predict_image(data, axes=image.axes)
     rate, words = flip_check(model, data, image.axes, transforms=transforms) if transforms else (None, "")
     reference = package_reference(model.package)
+    limit = flip_limit_for(model, transforms) if transforms else 1.0
     verdict = judge_image(reference, data, path.name, image.axes, outputs=prediction.outputs, flip_rate=rate,
-                          flip_check=words)  # fmt: skip
+                          flip_check=words, flip_limit=limit)  # fmt: skip
     first = model.output_ids[0]
     stats = output_statistics(prediction.outputs[first])
     return {
@@ -126,8 +127,9 @@ def report(rows: dict, args: argparse.Namespace, seconds: float) -> None:
         chosen = [r for r in rows.values() if r["group"] == group]
         counts = {v: sum(r["verdict"] == v for r in chosen) for v in ("differs", "uncertain", "similar")}
         n = len(chosen)
-        print(f"| {group} | {n} | {counts['differs']} ({counts['differs'] / n:.3f}) | {counts['uncertain']} "
-              f"({counts['uncertain'] / n:.3f}) | {counts['similar']} | {(n - counts['similar']) / n:.3f} |")  # fmt: skip
+        differs, uncertain, similar = counts["differs"], counts["uncertain"], counts["similar"]
+        print(f"| {group} | {n} | {differs} ({differs / n:.3f}) | {uncertain} ({uncertain / n:.3f}) | {similar} "
+              f"| {(n - similar) / n:.3f} |")  # fmt: skip
     scored = [r for r in rows.values() if "f1" in r]
     print("\n| called | n | mean F1@0.5 | median F1 | fluorescence images among them |")
     print("|---|---|---|---|---|")

@@ -86,8 +86,9 @@ def test_qc_api() -> None:
 
 def test_trust_api() -> None:
     _check_subpackage("trust", [
-        "Finding", "Fingerprint", "NearDuplicate", "OODResult", "TrustNote", "check_folders", "check_images",
-        "find_near_duplicates", "fingerprint_images", "load_model_claims", "run_checks", "trust_note",
+        "Finding", "Fingerprint", "ImageTrust", "NearDuplicate", "OODResult", "TrustNote", "check_folders",
+        "check_images", "find_near_duplicates", "fingerprint_images", "load_model_claims", "package_reference",
+        "residual_structure", "run_checks", "trust_note",
     ])  # fmt: skip
 
 

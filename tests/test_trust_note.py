@@ -99,23 +99,30 @@ def test_a_package_without_fingerprint_is_judged_against_its_test_input(example_
 
 
 def test_the_flip_check_calls_a_self_contradicting_prediction_uncertain(example_model: Path, shared_data: Path) -> None:
-    """The flip check's rate is measured on a real image; a rate past FLIP_LIMIT makes the verdict
+    """The flip check's rate is measured on a real image; a rate past the limit (FLIP_FACTOR times the
+    rate on the package's test input) makes the verdict
     uncertain, with the rate in words; a differing input outranks it."""
     from microzoo.io.read import read_image
-    from microzoo.trust.note import FLIP_LIMIT, flip_check, judge_image
+    from microzoo.trust.note import FLIP_FACTOR, flip_check, flip_limit_for, judge_image
     from microzoo.trust.reference import package_reference
 
     model = microzoo.load_model(example_model, weights="onnx")
     image = read_image(sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png"))[0])
     data = np.asarray(image.data)
     rate, words = flip_check(model, data, image.axes)
-    assert 0 < rate < FLIP_LIMIT and words == "2 flips/rotations"  # a fluorescence image it segments well
+    limit = flip_limit_for(model, ("transpose", "rot180"))
+    test_rate, _ = flip_check(model, np.load(example_model / "test_input.npy"), "bcyx")
+    assert limit == pytest.approx(FLIP_FACTOR * test_rate) and 0.01 < limit < 0.05
+    assert 0 < rate < limit and words == "2 flips/rotations"  # a fluorescence image it segments well
     reference = package_reference(model.package)
-    calm = judge_image(reference, data, "a", image.axes, flip_rate=rate, flip_check=words)
-    assert calm.verdict == "similar" and calm.score >= rate / FLIP_LIMIT and calm.reasons == ()
-    shaky = judge_image(reference, data, "a", image.axes, flip_rate=0.23, flip_check=words)
-    assert shaky.verdict == "uncertain" and shaky.score == pytest.approx(0.23 / FLIP_LIMIT)
-    assert shaky.reasons == ("the model disagrees with itself under 2 flips/rotations on 23% of the foreground",)
+    calm = judge_image(reference, data, "a", image.axes, flip_rate=rate, flip_check=words, flip_limit=limit)
+    assert calm.verdict == "similar" and calm.score >= rate / limit and calm.reasons == ()
+    shaky = judge_image(reference, data, "a", image.axes, flip_rate=0.23, flip_check=words, flip_limit=limit)
+    assert shaky.verdict == "uncertain" and shaky.score == pytest.approx(0.23 / limit)
+    assert shaky.reasons == (
+        f"the model disagrees with itself under 2 flips/rotations on 23.0% of the foreground (limit {limit:.1%}, "
+        "from its rate on the package's test input)",
+    )
     noise = np.random.default_rng(0).normal(100, 30, (256, 256)).astype(np.float32)
     assert judge_image(reference, noise, "n", "yx", flip_rate=0.23).verdict == "differs"
 
@@ -179,3 +186,21 @@ def test_stacks_are_compared_plane_by_plane(fingerprinted_model: Path, shared_da
     assert run.trust.checked and run.trust.n_images == 2
     assert [r.name for r in run.trust.unlike] == ["w2s_stack.tif"]
     assert "planes differ" in run.trust.details[0]
+
+
+def test_with_uncertainty_tta_the_note_uses_all_eight_flips(
+    example_model: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    """`predict --uncertainty tta` already predicted under the 8 flips and rotations: the note uses
+    that flip rate (and its own limit) instead of running the cheap check."""
+    from microzoo.runtime.uncertainty import TRANSFORMS
+    from microzoo.trust.note import flip_limit_for, predict_files_with_note
+
+    image = sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png"))[0]  # 256x256 fluorescence
+    model = microzoo.load_model(example_model, weights="onnx")
+    run = predict_files_with_note(model, [image], tmp_path / "out", uncertainty="tta")
+    (verdict,) = run.trust.images
+    assert verdict.checked == ("input features", "output statistics", "all 8 flips and rotations")
+    rate = max(r for r in run.results[0].uncertainty.flip_rate.values() if r is not None)
+    limit = flip_limit_for(model, TRANSFORMS)
+    assert verdict.score >= rate / limit and verdict.verdict == ("uncertain" if rate > limit else "similar")

@@ -391,7 +391,9 @@ def _print_image_verdicts(console: Console, note: TrustNote) -> None:
     """Each image's verdict on one line (a warning for those that are not similar), then what
     the verdicts rest on."""
     for image in note.images:
-        line = f"trust: {image.name[:12]}: {image.verdict}" + (f": {'; '.join(image.reasons[:3])}" if image.reasons else "")
+        line = f"trust: {image.name[:12]}: {image.verdict}" + (
+            f": {'; '.join(image.reasons[:3])}" if image.reasons else ""
+        )
         console.print(f"[yellow]{escape(line)}[/]" if image.verdict != "similar" else escape(line))
     console.print(escape(f"  (checked: {', '.join(note.images[0].checked)}; against {note.evidence})"))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +67,6 @@ def run_demo(out: Path, *, data: Path | None = None, progress: ProgressCallback 
     from microzoo.package.load import open_package
     from microzoo.runtime.predict import Model
     from microzoo.runtime.reproduce import test_package
-    from microzoo.trust.note import trust_note
 
     data = data or shared_data_dir()
     package = open_package(data / "bmz" / "unet2d_nuclei_broad")
@@ -81,7 +81,7 @@ def run_demo(out: Path, *, data: Path | None = None, progress: ProgressCallback 
     outputs: list[Path] = []
     overlays: list[Path] = []
     notices: list[str] = []
-    seen: list[tuple[np.ndarray, str, str, object]] = []  # image, name, axes, outputs: for the trust note
+    seen: list[tuple[np.ndarray, str, str, Any]] = []  # image, name, axes, outputs: for the trust note
     for done, path in enumerate(images):
         if progress:
             progress(done, len(images), f"predicting {path.name[:12]}")
@@ -109,11 +109,18 @@ def run_demo(out: Path, *, data: Path | None = None, progress: ProgressCallback 
         tuple(outputs),
         tuple(overlays),
         tuple(dict.fromkeys(notices)),
-        trust_note(
-            package, [s[0] for s in seen], [s[1] for s in seen], [s[2] for s in seen],
-            outputs=[s[3] for s in seen], model=model,
-        ) if seen else None,  # fmt: skip
+        _trust_note(package, model, seen),
     )
+
+
+def _trust_note(package: Any, model: Any, seen: list[tuple[np.ndarray, str, str, Any]]) -> TrustNote | None:
+    """The trust note of the predicted images (image, name, axes, outputs), or None without any."""
+    from microzoo.trust.note import trust_note
+
+    if not seen:
+        return None
+    images, names, axes, outputs = (list(column) for column in zip(*seen, strict=True))
+    return trust_note(package, images, names, axes, outputs=outputs, model=model)
 
 
 def write_overlay(path: Path, image: np.ndarray, probability: np.ndarray, *, title: str = "") -> Path:

@@ -17,6 +17,8 @@ inputs and the outputs the model gave on them, and may document its pixel size;
 - **Output statistics** of the package's test outputs (:func:`output_statistics`): for
   outputs in [0, 1], the fraction of pixels above 0.5 (foreground) and how confident the
   model is there (median value over the foreground); mean and percentiles for the others.
+- For outputs shaped like the input (restoration), how much structure the part the model
+  removed from its test input holds (:func:`microzoo.trust.hallucination.residual_structure`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from microzoo.trust.fingerprint import (
     image_features,
     image_views,
 )
+from microzoo.trust.hallucination import ResidualStructure, residual_structure
 
 #: Robust spread of each feature (its compared scale, log10 for noise) within one kind of images:
 #: 1.4826 MAD over DSB2018 train fluorescence (floored like ``fingerprint.SCALE_FLOOR``).
@@ -114,6 +117,8 @@ class Reference:
     fingerprint: Fingerprint
     outputs: dict[str, OutputStatistics]
     pixel_size: float | None
+    residuals: dict[str, ResidualStructure] = dataclasses.field(default_factory=dict)
+    """By output id, for outputs shaped like the input: the test input's residual."""
 
     @property
     def strong(self) -> bool:
@@ -145,8 +150,14 @@ def _reference(package: ModelPackage) -> Reference:
     from microzoo.runtime.reproduce import load_test_tensor
 
     inputs = [(load_test_tensor(package, t), t) for t in package.descr.inputs]
-    views = [view for array, tensor in inputs[:1] for view in image_views(array, _axes_letters(tensor))]
-    outputs = {str(t.id): output_statistics(load_test_tensor(package, t)) for t in package.descr.outputs}
+    views = [view for array, tensor in inputs[:1] for view in image_views(array, tensor_axes(tensor))]
+    tested = {str(t.id): load_test_tensor(package, t) for t in package.descr.outputs}
+    outputs = {oid: output_statistics(array) for oid, array in tested.items()}
+    residuals = {}
+    for oid, array in tested.items():
+        found = residual_structure(inputs[0][0], array) if inputs and not outputs[oid].probability else None
+        if found is not None:
+            residuals[oid] = found
     pixel_size = documented_pixel_size(inputs[0][1]) if inputs else None
     fingerprint = package_fingerprint(package)
     if fingerprint is not None:
@@ -155,13 +166,15 @@ def _reference(package: ModelPackage) -> Reference:
             f"the package's test input"
         )
         pixel_size = fingerprint.pixel_size or pixel_size
-        return Reference("training fingerprint", fingerprint.n_images, evidence, fingerprint, outputs, pixel_size)
+        return Reference(
+            "training fingerprint", fingerprint.n_images, evidence, fingerprint, outputs, pixel_size, residuals
+        )
     fingerprint = fingerprint_of_few(views, pixel_size=pixel_size)
     evidence = (
         f"the package's {len(views)} test input plane(s) and the model's outputs on them: weaker evidence than "
         "a training fingerprint (microzoo check --train TRAIN_DIR computes one from training images)"
     )
-    return Reference("package test inputs", len(views), evidence, fingerprint, outputs, pixel_size)
+    return Reference("package test inputs", len(views), evidence, fingerprint, outputs, pixel_size, residuals)
 
 
 def fingerprint_of_few(images: list[np.ndarray], *, pixel_size: float | None = None) -> Fingerprint:
@@ -207,7 +220,8 @@ def documented_pixel_size(tensor: Any) -> float | None:
     return None
 
 
-def _axes_letters(tensor: Any) -> str:
+def tensor_axes(tensor: Any) -> str:
+    """A tensor description's axes as letters (``("batch", "channel", "y", "x")`` -> ``"bcyx"``)."""
     return "".join(_AXIS_LETTERS.get(str(axis.id), "i") for axis in tensor.axes)
 
 
@@ -219,4 +233,5 @@ __all__ = [
     "output_statistics",
     "package_fingerprint",
     "package_reference",
+    "tensor_axes",
 ]

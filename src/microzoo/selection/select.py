@@ -221,11 +221,8 @@ class _TrustNotes:
         self.evidence: dict[str, str] = {}
 
     def __call__(self, label: str, model: Model, name: str, image: np.ndarray, axes: str, result: Prediction) -> None:
-        from microzoo.trust.note import CHEAP_TRANSFORMS, flip_check, judge_image
-        from microzoo.trust.reference import package_reference
+        from microzoo.trust.note import trust_note
 
-        reference = package_reference(model.package)
-        rate, words = flip_check(model, image, axes, transforms=CHEAP_TRANSFORMS)
-        judged = judge_image(reference, image, name, axes, outputs=result.outputs, flip_rate=rate, flip_check=words)
-        self.verdicts.setdefault(label, []).append(judged.verdict)
-        self.evidence[label] = reference.evidence
+        note = trust_note(model.package, [image], [name], [axes], outputs=[result.outputs], model=model)
+        self.verdicts.setdefault(label, []).append(note.images[0].verdict)
+        self.evidence[label] = note.evidence

@@ -18,6 +18,7 @@ from microzoo.errors import ConfigError
 from microzoo.package.load import sha256_of
 from microzoo.train.config import instances_config, semantic_config
 from microzoo.train.export_descr import STATE_DICT_FILE
+from microzoo.train.init_from import fine_tune, untrainable_reason
 from microzoo.train.loop import load_checkpoint
 from microzoo.train.run import train
 
@@ -115,3 +116,15 @@ def test_cli_train_from_prints_what_it_started_from(parent: Path, shared_data: P
     description = yaml.safe_load((tmp_path / "out" / "package" / "bioimageio.yaml").read_text())
     assert description["config"]["microzoo"]["parent"]["name"] == "tiny-nuclei"
     assert description["config"]["microzoo"]["qc"]  # QC against the baseline ran
+
+
+def test_fine_tune_infers_the_parents_task_and_untrainable_reason_says_why(
+    parent: Path, example_model: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    assert untrainable_reason(str(parent)) is None
+    assert "only torchscript, onnx weights" in (untrainable_reason(str(example_model)) or "")
+    data = _crops(shared_data, tmp_path / "data", 30)
+    result = fine_tune(str(parent), images=data / "images", labels=data / "labels", out_dir=tmp_path / "ft",
+                       epochs=1, steps_per_epoch=1, batch_size=2, patch_size=32)  # fmt: skip
+    assert result.task == "instances"
+    assert yaml.safe_load(result.package.read_text())["config"]["microzoo"]["parent"]["name"] == "tiny-nuclei"

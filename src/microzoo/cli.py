@@ -678,6 +678,9 @@ def _register_zoo_commands() -> None:
 
 
 _register_zoo_commands()
+from microzoo.cli_learn import register as _register_learn  # noqa: E402  (it needs `app`)
+
+_register_learn(app)
 
 
 def _register_select_command() -> None:

@@ -24,7 +24,10 @@ from typing import Any
 
 from microzoo.errors import ConfigError, PackageError
 
-__all__ = ["Parent", "adopt_parent_network", "load_parent_weights", "open_parent", "parent_record"]
+__all__ = [
+    "Parent", "adopt_parent_network", "fine_tune", "load_parent_weights", "open_parent", "parent_record",
+    "untrainable_reason",
+]  # fmt: skip
 
 #: the U-Net's architecture kwargs that the task config's ``network`` section sets
 NETWORK_FIELDS = ("depth", "base_features", "batch_norm", "residual", "n2v2")
@@ -39,6 +42,7 @@ class Parent:
     sha256: str  # of the parent's pytorch_state_dict file
     zoo_id: str | None
     kwargs: dict[str, Any]  # the U-Net's architecture kwargs
+    task: str | None  # the training task microzoo recorded (config.microzoo.task), if any
     state: dict[str, Any] = field(repr=False)
 
 
@@ -76,8 +80,41 @@ def open_parent(source: str) -> Parent:
     kwargs = dict(entry.architecture.kwargs or {})
     _require_unet(state, kwargs, source=source, callable_name=str(entry.architecture.callable))
     zoo_id = getattr(package.descr, "id", None)
+    recorded = (package.descr.config.model_extra or {}).get("microzoo") or {}
+    task = recorded.get("task") if isinstance(recorded, dict) else None
     return Parent(name=package.name, source=_absolute(source), sha256=sha256_of(path),
-                  zoo_id=str(zoo_id) if zoo_id else None, kwargs=kwargs, state=dict(state))  # fmt: skip
+                  zoo_id=str(zoo_id) if zoo_id else None, kwargs=kwargs, task=task, state=dict(state))  # fmt: skip
+
+
+def untrainable_reason(source: str) -> str | None:
+    """Why training cannot start from the package ``source`` (None: it can)."""
+    try:
+        open_parent(source)
+    except (ConfigError, PackageError) as error:
+        return str(error)
+    return None
+
+
+def fine_tune(
+    source: str, *, images: Any, out_dir: Any, labels: Any = None, targets: Any = None, task: str | None = None,
+    progress: Any = None, **options: Any,
+) -> Any:  # fmt: skip
+    """Train on ``images`` starting from the package ``source``; return the
+    :class:`~microzoo.train.run.TrainingResult` (its package records the parent).
+
+    ``task`` defaults to the one the parent was trained for (``config.microzoo.task``);
+    ``options`` are the short form's (``epochs``, ``steps_per_epoch``, ``patch_size``,
+    ``max_minutes``, ...: :func:`~microzoo.train.config.short_form_config`).
+    """
+    from microzoo.train.config import short_form_config
+    from microzoo.train.run import train
+
+    task = task or open_parent(source).task
+    if task is None:
+        raise ConfigError(f"{source} does not say which task it was trained for; give the task (e.g. 'instances')")
+    config = short_form_config(task, images=images, labels=labels, targets=targets, **options)
+    config.training.init_from = str(source)
+    return train(config, out_dir=out_dir, progress=progress)
 
 
 def _absolute(source: str) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from microzoo.errors import ConfigError, DataError, PackageError
+from microzoo.errors import ConfigError, DataError
 from microzoo.progress import ProgressCallback
 
 #: QC task -> the training task that learns it
@@ -74,16 +74,14 @@ def _link(source: Path, target: Path) -> None:
 
 def trainable(sources: Sequence[str]) -> tuple[str | None, list[str]]:
     """The first of ``sources`` that training can start from, and why each one before it cannot."""
-    from microzoo.train.init_from import open_parent
+    from microzoo.train.init_from import untrainable_reason
 
-    refused = []
+    refused: list[str] = []
     for source in sources:
-        try:
-            open_parent(source)
-        except (ConfigError, PackageError) as error:
-            refused.append(f"{source}: {error}")
-            continue
-        return source, refused
+        reason = untrainable_reason(source)
+        if reason is None:
+            return source, refused
+        refused.append(f"{source}: {reason}")
     return None, refused
 
 
@@ -99,9 +97,9 @@ def finetune(
     truth_foreground: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> Path:
-    """Train ``parent`` further on ``images``/``truth`` for ``steps`` steps; the exported package's path."""
-    from microzoo.train.config import short_form_config
-    from microzoo.train.run import train
+    """Train ``parent`` further on ``images``/``truth`` for ``steps`` steps
+    (:func:`microzoo.train.init_from.fine_tune`); the exported package's path."""
+    from microzoo.train.init_from import fine_tune
 
     if task not in TRAIN_TASK:
         raise ConfigError(f"--finetune has no training task for {task!r}; it fine-tunes {', '.join(TRAIN_TASK)}")
@@ -109,13 +107,11 @@ def finetune(
     given: dict[str, object] = {"targets": truth} if train_task == "care" else {"labels": truth}
     if train_task == "semantic" and truth_foreground == 0:
         given["foreground"] = "zero"
-    config = short_form_config(train_task, images=images, name=name, **given)  # type: ignore[arg-type]
-    config.training.init_from = parent
-    per_epoch = min(steps, config.training.steps_per_epoch)
-    config.training.steps_per_epoch = per_epoch
-    config.training.epochs = max(1, -(-steps // per_epoch))
-    config.training.export = True
-    result = train(config, out_dir=out_dir, progress=progress)
+    per_epoch = min(steps, 50)
+    result = fine_tune(
+        parent, images=images, out_dir=out_dir, task=train_task, progress=progress, name=name,
+        steps_per_epoch=per_epoch, epochs=max(1, -(-steps // per_epoch)), **given,
+    )  # fmt: skip
     if result.package is None:
         raise DataError(f"fine-tuning {parent} exported no package; see {out_dir}")
     return Path(result.package)

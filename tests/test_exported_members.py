@@ -21,6 +21,7 @@ def test_top_level_api() -> None:
         "cli",
         "cli_zoo",
         "cli_select",
+        "cli_learn",
         "demo",
         "TYPE_CHECKING",
         "Any",

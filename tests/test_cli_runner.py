@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 import shutil
 import subprocess
@@ -120,6 +122,8 @@ def test_predict_adds_a_trust_note_from_the_training_fingerprint(
     assert result.returncode == 0, result.stderr
     assert "1 of 1 image(s) differ from the model's training data" in result.stdout
     assert "w2s_081.tif" in result.stdout
+    verdicts = json.loads((tmp_path / "out" / "trust.json").read_text())["images"]
+    assert verdicts["w2s_081.tif"]["verdict"] == "differs" and "trust.json" in result.stdout
     plain = run("predict", str(example_model), str(images), "-o", str(tmp_path / "out2"), "--weights", "onnx")
     assert "carries no training fingerprint" in plain.stdout
 

@@ -17,8 +17,11 @@ def test_top_level_api() -> None:
         "trust",
         "train",
         "zoo",
+        "selection",
         "cli",
         "cli_zoo",
+        "cli_select",
+        "cli_learn",
         "demo",
         "TYPE_CHECKING",
         "Any",
@@ -84,8 +87,16 @@ def test_qc_api() -> None:
 
 def test_trust_api() -> None:
     _check_subpackage("trust", [
-        "Finding", "Fingerprint", "NearDuplicate", "OODResult", "TrustNote", "check_folders", "check_images",
-        "find_near_duplicates", "fingerprint_images", "load_model_claims", "run_checks", "trust_note",
+        "Finding", "Fingerprint", "ImageTrust", "NearDuplicate", "OODResult", "TrustNote", "check_folders",
+        "check_images", "find_near_duplicates", "fingerprint_images", "load_model_claims", "package_reference",
+        "residual_structure", "run_checks", "trust_note",
+    ])  # fmt: skip
+
+
+def test_selection_api() -> None:
+    _check_subpackage("selection", [
+        "Candidate", "Ranking", "Selection", "images_to_separate", "named_candidates", "rank_with_truth",
+        "rank_without_truth", "select_models", "zoo_candidates",
     ])  # fmt: skip
 
 

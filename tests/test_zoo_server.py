@@ -219,6 +219,7 @@ def test_try_it_runs_one_image_in_a_worker(zoo_server: ZooServer, shared_data: P
         assert iio.imread(picture.content).shape[:2] == iio.imread(image).shape[:2]
     assert job["result"]["note"]["headline"]
     assert 'id="try-result"' in page.text and 'id="trust-note"' in page.text
+    assert 'data-verdict="similar"' in page.text and "the package&#39;s 1 test input" in page.text
     assert form.status_code == 303 and form.headers["location"].startswith(f"/models/{name}/{version}/try/")
 
 

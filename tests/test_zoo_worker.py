@@ -117,8 +117,9 @@ def test_try_writes_pictures_and_the_trust_note(example_model: Path, tmp_path: P
     import imageio.v3 as iio
 
     report = _testrun(example_model, tmp_path, "--try", str(example_model / "test_input.png"), "--out", "shown")
-    assert report["status"] == "done" and report["note"]["checked"] is False
-    assert "training fingerprint" in report["note"]["headline"]
+    assert report["status"] == "done" and report["note"]["checked"] is True
+    assert "training fingerprint" in report["note"]["headline"]  # weaker evidence: only the test input
+    assert report["note"]["images"]["test_input.png"]["verdict"] == "similar"
     assert report["outputs"]["probability"]["shape"] == [512, 512]
     shown = tmp_path / "shown"
     assert json.loads((shown / "note.json").read_text()) == report

@@ -305,6 +305,8 @@ def predict(
         )
     )
     _print_trust_note(console, run.trust)
+    if run.trust_file is not None:
+        console.print(escape(f"trust: each image's verdict, score and reasons in {run.trust_file}"))
     if truth is not None:
         from microzoo.io.files import image_stem
         from microzoo.io.read import image_format
@@ -385,6 +387,17 @@ def _print_trust_note(console: Console, note: TrustNote) -> None:
         console.print(f"  {escape(line)}")
 
 
+def _print_image_verdicts(console: Console, note: TrustNote) -> None:
+    """Each image's verdict on one line (a warning for those that are not similar), then what
+    the verdicts rest on."""
+    for image in note.images:
+        line = f"trust: {image.name[:12]}: {image.verdict}" + (
+            f": {'; '.join(image.reasons[:3])}" if image.reasons else ""
+        )
+        console.print(f"[yellow]{escape(line)}[/]" if image.verdict != "similar" else escape(line))
+    console.print(escape(f"  (checked: {', '.join(note.images[0].checked)}; against {note.evidence})"))
+
+
 @app.command()
 def demo(out: Path = typer.Option(Path("demo-output"), "-o", "--out", help="Where to write the results.")) -> None:
     """The main job on real data: test the zoo example model, predict nuclei on DSB2018 images."""
@@ -404,6 +417,8 @@ def demo(out: Path = typer.Option(Path("demo-output"), "-o", "--out", help="Wher
     console.print(escape(f"{len(result.outputs)} probability maps and overlays written to {out.resolve()}:"))
     for output, overlay in zip(result.outputs, result.overlays, strict=True):
         console.print(escape(f"  {output.name}   {overlay.name}"))
+    if result.trust is not None:
+        _print_image_verdicts(console, result.trust)
     if not result.test_passed:
         raise typer.Exit(1)
 
@@ -579,6 +594,9 @@ def train_command(
     three_d: bool = typer.Option(False, "--3d", help="Short form: train on 3-D stacks (zyx)."),
     max_minutes: float | None = typer.Option(None, "--max-minutes", help="Stop cleanly after this many minutes."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the output folder."),
+    from_model: str | None = typer.Option(
+        None, "--from", help="Start from this package's weights (one microzoo exported; folder, zip or URL)."
+    ),
 ) -> None:
     """Train a model on your images, check it against a classical baseline, export a zoo package."""
     from microzoo.errors import ConfigError
@@ -600,9 +618,13 @@ def train_command(
         if max_minutes is not None:
             config.training.max_minutes = max_minutes
         out = out or Path(what).resolve().parent / config.name
+    if from_model is not None:
+        config.training.init_from = from_model
     with _progress_bar("training") as progress:
         result = train(config, out_dir=out, progress=progress, resume=resume)
     console = _console()
+    for notice in result.notices:
+        console.print(escape(f"Note: {notice}"))
     last = result.history[-1]
     figures = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k.startswith("val_"))
     console.print(f"Stopped after {len(result.history)} epochs ({result.stopped}); best epoch {result.best_epoch}; "
@@ -656,6 +678,18 @@ def _register_zoo_commands() -> None:
 
 
 _register_zoo_commands()
+from microzoo.cli_learn import register as _register_learn  # noqa: E402  (it needs `app`)
+
+_register_learn(app)
+
+
+def _register_select_command() -> None:
+    from microzoo.cli_select import register
+
+    register(app)
+
+
+_register_select_command()
 
 
 @app.callback()

@@ -2,7 +2,9 @@
 
 Tests the BioImage Model Zoo example model (every weight format), predicts nuclei on a few
 DSB2018 test images of different sizes (tiled where they exceed the model's 512x512 input),
-and writes each probability map and an overlay PNG to the output folder.
+and writes each probability map and an overlay PNG to the output folder. Each image gets its
+trust note (:mod:`microzoo.trust.note`): the model was trained on fluorescence nuclei, and
+the colour histology image among them is called ``differs``.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from microzoo.errors import DataError
 from microzoo.io.atomic import atomic_output
 from microzoo.progress import ProgressCallback
+from microzoo.trust.note import TrustNote
 
 #: how many DSB2018 test images the demo predicts (one per image size, smallest first)
 N_IMAGES = 4
@@ -29,6 +33,7 @@ class DemoResult:
     outputs: tuple[Path, ...]
     overlays: tuple[Path, ...]
     notices: tuple[str, ...]
+    trust: TrustNote | None = None  # one verdict per predicted image
 
 
 def shared_data_dir() -> Path:
@@ -76,6 +81,7 @@ def run_demo(out: Path, *, data: Path | None = None, progress: ProgressCallback 
     outputs: list[Path] = []
     overlays: list[Path] = []
     notices: list[str] = []
+    seen: list[tuple[np.ndarray, str, str, Any]] = []  # image, name, axes, outputs: for the trust note
     for done, path in enumerate(images):
         if progress:
             progress(done, len(images), f"predicting {path.name[:12]}")
@@ -93,6 +99,7 @@ def run_demo(out: Path, *, data: Path | None = None, progress: ProgressCallback 
             )
         )
         notices.extend(prediction.notices)
+        seen.append((np.asarray(image.data), path.name, image.axes, prediction.outputs))
     if progress:
         progress(len(images), len(images), "done")
     return DemoResult(
@@ -102,7 +109,18 @@ def run_demo(out: Path, *, data: Path | None = None, progress: ProgressCallback 
         tuple(outputs),
         tuple(overlays),
         tuple(dict.fromkeys(notices)),
+        _trust_note(package, model, seen),
     )
+
+
+def _trust_note(package: Any, model: Any, seen: list[tuple[np.ndarray, str, str, Any]]) -> TrustNote | None:
+    """The trust note of the predicted images (image, name, axes, outputs), or None without any."""
+    from microzoo.trust.note import trust_note
+
+    if not seen:
+        return None
+    images, names, axes, outputs = (list(column) for column in zip(*seen, strict=True))
+    return trust_note(package, images, names, axes, outputs=outputs, model=model)
 
 
 def write_overlay(path: Path, image: np.ndarray, probability: np.ndarray, *, title: str = "") -> Path:

@@ -21,7 +21,7 @@ passed on too: the report shows their calibration (:mod:`microzoo.qc.calibration
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,31 @@ from microzoo.qc.tasks import QCTask, as_intensities, as_labels, get_task
 if TYPE_CHECKING:
     from microzoo.qc.evaluate import Evaluation
     from microzoo.runtime.instances import InstanceSettings
-    from microzoo.runtime.predict import Model
+    from microzoo.runtime.predict import Model, Prediction
+
+    #: ``on_prediction(label, model, image name, image, its axes, the model's result)``
+    PredictionCallback = Callable[[str, Model, str, np.ndarray, str, Prediction], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodRuns:
+    """Every method's predictions on the same images, in the form the task scores.
+
+    ``truths`` is None when no truth was given (model selection without annotations).
+    ``inputs`` are the images as read, ``gray_inputs`` their grey views for reports and panels.
+    """
+
+    task: str
+    names: tuple[str, ...]
+    inputs: list[np.ndarray]
+    image_axes: list[str]
+    gray_inputs: list[np.ndarray]
+    truths: list[np.ndarray] | None
+    predictions: dict[str, list[np.ndarray]]
+    sources: dict[str, str]  # model label -> the source it was opened from
+    classical_params: dict[str, dict[str, float | str]]
+    notices: tuple[str, ...]
+    probabilities: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=dict)  # model -> foreground
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +73,7 @@ class Comparison:
     paths: dict[str, Path]
     classical_params: dict[str, dict[str, float | str]]
     notices: tuple[str, ...]
+    runs: MethodRuns | None = None
 
 
 def compare(
@@ -72,24 +97,79 @@ def compare(
     Images and truths are paired by file name without extension. For restoration with
     ``classical=True``, the baselines' parameters are tuned on ``train_noisy``/``train_clean``
     pairs when given (never on the evaluated images), else fixed defaults are used and said so.
+    ``microzoo select`` ranks from the same :func:`run_methods` and :func:`evaluate_runs`.
     """
-    from microzoo.qc.evaluate import evaluate, write_evaluation
+    from microzoo.qc.evaluate import write_evaluation
+
+    runs = run_methods(
+        models, images_dir=images_dir, truth_dir=truth_dir, task=task, classical=classical, axes=axes,
+        weights=weights, truth_foreground=truth_foreground, data_range=data_range, train_noisy=train_noisy,
+        train_clean=train_clean, progress=progress,
+    )  # fmt: skip
+    evaluation = evaluate_runs(runs, data_range=data_range)
+    assert runs.truths is not None  # run_methods read them
+    paths = write_evaluation(
+        evaluation, out_dir, truths=runs.truths, predictions=runs.predictions, inputs=runs.gray_inputs
+    )
+    return Comparison(evaluation, paths, runs.classical_params, runs.notices, runs)
+
+
+def evaluate_runs(runs: MethodRuns, *, data_range: float | None = None) -> Evaluation:
+    """Score the runs against their truths: the figures ``compare`` and ``select`` both report."""
+    from microzoo.qc.evaluate import evaluate
+
+    if runs.truths is None:
+        raise DataError("no truth to score against: give a folder of ground truth (--truth)")
+    groups = groups_of(runs.inputs)  # figures per group too, when the images fall into distinct groups
+    return evaluate(
+        runs.predictions, runs.truths, task=runs.task, names=runs.names, data_range=data_range,
+        probabilities=runs.probabilities or None, groups=groups,
+    )  # fmt: skip
+
+
+def run_methods(
+    models: Sequence[str],
+    *,
+    images_dir: Path,
+    truth_dir: Path | None,
+    task: str,
+    classical: bool = False,
+    axes: str | None = None,
+    weights: str | None = None,
+    truth_foreground: int | None = None,
+    data_range: float | None = None,
+    train_noisy: Path | None = None,
+    train_clean: Path | None = None,
+    on_prediction: PredictionCallback | None = None,
+    progress: ProgressCallback | None = None,
+) -> MethodRuns:
+    """Read the images (and truths, paired by name), run every model and the classical baseline.
+
+    Without ``truth_dir`` every image of ``images_dir`` is run and ``truths`` is None.
+    ``on_prediction(label, model, name, image, axes, result)`` sees each model's raw result on
+    each image while it is in memory (``select`` builds the trust note from it).
+    """
     from microzoo.runtime.predict import Model
 
     definition = get_task(task, runnable=True)
     if not models and not classical:
         raise DataError("nothing to compare: give at least one model, or --classical")
     progress = progress or no_progress
-    names, paired = pair_by_stem(
-        {"images": list_images(images_dir, role="images"), "truth": list_images(truth_dir, role="truth")}, extra_ok=True
-    )
-    image_paths = paired["images"]
-    images = [read_image(p, axes=axes) for p in image_paths]
+    found = {"images": list_images(images_dir, role="images")}
+    if truth_dir is not None:
+        found["truth"] = list_images(truth_dir, role="truth")
+    names, paired = pair_by_stem(found, extra_ok=True)
+    images = [read_image(p, axes=axes) for p in paired["images"]]
     inputs = [np.asarray(image.data) for image in images]
     image_axes = [image.axes for image in images]
-    truths = [_truth(read_array(path), task, truth_foreground, where=str(path)) for path in paired["truth"]]
+    truths = (
+        [_truth(read_array(path), task, truth_foreground, where=str(path)) for path in paired["truth"]]
+        if truth_dir is not None
+        else None
+    )
 
     predictions: dict[str, list[np.ndarray]] = {}
+    sources: dict[str, str] = {}
     probabilities: dict[str, list[np.ndarray | None]] = {}  # segmentation: for the calibration
     notices: list[str] = []
     total = len(models) * len(inputs) + (len(inputs) if classical else 0)
@@ -97,11 +177,14 @@ def compare(
     for source in models:
         model = Model.open(source, weights=weights)
         label = _unique(model.package.name, predictions)
+        sources[label] = str(source)
         settings = _instance_settings(model)
         outputs = []
-        for image, image_ax in zip(inputs, image_axes, strict=True):
+        for name, image, image_ax in zip(names, inputs, image_axes, strict=True):
             progress(done, total, f"{label}: predicting")
             result = model.predict_image(image, axes=image_ax)
+            if on_prediction is not None:
+                on_prediction(label, model, name, image, image_ax, result)
             notices.extend(result.notices)
             first = model.output_ids[0]
             outputs.append(_as_prediction(result.outputs[first], result.axes[first], definition, settings))
@@ -124,21 +207,21 @@ def compare(
         predictions.update(baseline)
         notices.extend(classical_notices)
     progress(total, total, "evaluating")
-    gray_inputs = [_gray(x) for x in inputs]
     calibrated = {m: [x for x in p if x is not None] for m, p in probabilities.items()}
-    calibrated = {m: p for m, p in calibrated.items() if len(p) == len(truths)}  # every output a probability
-    groups = groups_of(inputs)  # figures per group too, when the images fall into distinct groups
-    evaluation = evaluate(
-        predictions,
-        truths,
+    calibrated = {m: p for m, p in calibrated.items() if len(p) == len(inputs)}  # every output a probability
+    return MethodRuns(
         task=task,
-        names=names,
-        data_range=data_range,
-        probabilities=calibrated or None,
-        groups=groups,
+        names=tuple(names),
+        inputs=inputs,
+        image_axes=image_axes,
+        gray_inputs=[_gray(x) for x in inputs],
+        truths=truths,
+        predictions=predictions,
+        sources=sources,
+        classical_params=classical_params,
+        notices=tuple(dict.fromkeys(notices)),
+        probabilities=calibrated,
     )
-    paths = write_evaluation(evaluation, out_dir, truths=truths, predictions=predictions, inputs=gray_inputs)
-    return Comparison(evaluation, paths, classical_params, tuple(dict.fromkeys(notices)))
 
 
 def _truth(array: np.ndarray, task: str, foreground: int | None, *, where: str) -> np.ndarray:

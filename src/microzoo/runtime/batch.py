@@ -173,7 +173,7 @@ def predict_files(
     scheduler: str | None = None,
     level: int = 0,
     progress: ProgressCallback | None = None,
-    on_image: Callable[[Path, np.ndarray, str], Any] | None = None,
+    on_image: Callable[..., Any] | None = None,
     uncertainty: str | UncertaintySettings | None = None,
 ) -> list[FileResult]:
     """Predict every input file and write its outputs (see :func:`output_paths` for the names).
@@ -182,8 +182,10 @@ def predict_files(
     output is refused unless ``overwrite``. Progress is reported per file. Every output is
     written to a temporary name first, so an interrupted batch leaves only complete files.
     ``channel`` chooses image channels (:func:`microzoo.io.axes.select_channels`).
-    ``on_image(path, image, axes)`` is called with each image as read (its own axes), so a
-    caller can look at it without reading it again; what it returns is kept in
+    ``on_image(path, image, axes, *, prediction, model, pixel_size, unit, uncertainty)`` is
+    called with each image as read (its own axes) and its prediction (and ``UncertainPrediction``
+    or None), so a caller can look at them without reading it again (a streamed image: an
+    overview, ``on_image(path, image, axes)`` only); what it returns is kept in
     :attr:`FileResult.inspected` (:func:`microzoo.trust.note.predict_files_with_note` computes
     the trust note this way).
 
@@ -303,7 +305,7 @@ def predict_file(
     memory_budget: int | None = None,
     channel: int | Sequence[int] | None = None,
     level: int = 0,
-    on_image: Callable[[Path, np.ndarray, str], Any] | None = None,
+    on_image: Callable[..., Any] | None = None,
     uncertainty: UncertaintySettings | None = None,
 ) -> FileResult:
     """Read one image file, predict it in memory and write each output to ``plan[output id]``
@@ -332,7 +334,10 @@ def predict_file(
         if str(path) in str(error) or type(error).__init__ is not Exception.__init__:
             raise
         raise type(error)(f"{path}: {error}") from error
-    inspected = on_image(path, data, image.axes) if on_image is not None else None
+    inspected = None
+    if on_image is not None:
+        seen = {"prediction": prediction, "model": model, "pixel_size": image.pixel_size, "unit": image.unit}
+        inspected = on_image(path, data, image.axes, uncertainty=uncertain, **seen)
     maps = uncertainty_paths(plan) if uncertain is not None else {}
     written = [(plan, prediction.outputs)] + ([(maps, uncertain.spread)] if uncertain is not None else [])
     for targets, arrays in written:

@@ -71,6 +71,13 @@ class DataConfig(_Strict):
         default=0.01, ge=0.0, le=1.0, description="segmentation: patches with less foreground are redrawn"
     )
     validation_patches: int = Field(default=32, ge=1, description="fixed patches the loop validates on")
+    validation_images: list[str] | None = Field(
+        default=None,
+        description="names (without suffix) of the images that validate; null: a seeded validation_fraction",
+    )
+    training_images: list[str] | None = Field(
+        default=None, description="names (without suffix) of the images that train; null: all that do not validate"
+    )
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
     colour: Literal["auto", "grey", "rgb"] = Field(
         default="auto",
@@ -124,6 +131,10 @@ class TrainingConfig(_Strict):
     threads: int | None = Field(default=None, ge=1, description="CPU threads; null: every core")
     deterministic: bool = Field(default=True, description="same seed, same result (on the CPU)")
     export: bool = Field(default=True, description="write the zoo package at the end")
+    init_from: str | None = Field(
+        default=None,
+        description="start from this package's weights (folder, zip, description or URL) instead of random ones",
+    )
 
 
 class _TaskBase(_Strict):

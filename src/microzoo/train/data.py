@@ -152,6 +152,9 @@ def load_samples(
         paths = find_images([str(config.images)])
     except ImageError as error:
         raise DataError(f"data.images: {error}") from None
+    if config.validation_images is not None and config.training_images is not None:
+        named = set(config.validation_images) | set(config.training_images)
+        paths = [p for p in paths if image_stem(p) in named]  # the others would never be used
     partners = _partners(paths, Path(getattr(config, truth)), truth) if truth else [None] * len(paths)
     low, high = config.normalization_percentiles
     read = []
@@ -192,14 +195,21 @@ def load_samples(
     return samples
 
 
-def split_samples(samples: Sequence[Sample], *, fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+def split_samples(
+    samples: Sequence[Sample], *, fraction: float, seed: int, validation: Sequence[str] | None = None,
+    training: Sequence[str] | None = None,
+) -> tuple[list[Sample], list[Sample]]:  # fmt: skip
     """A seeded split into training and validation images (at least one of each).
 
-    A single image is cut along x: the last ``fraction`` of its width validates.
+    A single image is cut along x: the last ``fraction`` of its width validates. ``validation``
+    names the images that validate instead (``data.validation_images``); ``training`` the images
+    that train (``data.training_images``; by default every image that does not validate).
     """
     samples = list(samples)
     if not samples:
         raise DataError("no training images: give a folder with at least one image")
+    if validation is not None or training is not None:
+        return _named_split(samples, fraction=fraction, seed=seed, validation=validation, training=training)
     if len(samples) == 1:
         only = samples[0]
         width = only.raw.shape[-1]
@@ -217,9 +227,37 @@ def split_samples(samples: Sequence[Sample], *, fraction: float, seed: int) -> t
         return [first], [second]
     order = np.random.default_rng(seed).permutation(len(samples))
     n_val = min(max(1, int(round(fraction * len(samples)))), len(samples) - 1)
-    validation = sorted(order[:n_val].tolist())
-    training = sorted(order[n_val:].tolist())
-    return [samples[i] for i in training], [samples[i] for i in validation]
+    return [samples[i] for i in sorted(order[n_val:].tolist())], [samples[i] for i in sorted(order[:n_val].tolist())]
+
+
+def _named_split(
+    samples: list[Sample], *, fraction: float, seed: int, validation: Sequence[str] | None,
+    training: Sequence[str] | None,
+) -> tuple[list[Sample], list[Sample]]:  # fmt: skip
+    """The split that names its images; the side not named is the seeded split's (validation)
+    or every image that does not validate (training)."""
+    by_name = {s.name: s for s in samples}
+    for role, names in (("validation_images", validation), ("training_images", training)):
+        missing = sorted(set(names or ()) - set(by_name))
+        if missing:
+            raise DataError(
+                f"data.{role} names {len(missing)} image(s) not in data.images (e.g. {missing[0]!r}); "
+                "give names of files there, without their suffix"
+            )
+    if validation is None:
+        rest = [s for s in samples if s.name not in set(training or ())]
+        if not rest:
+            raise DataError("data.training_images names every image: leave some to validate or give validation_images")
+        _, val = split_samples(rest, fraction=fraction, seed=seed)
+    else:
+        val = [by_name[n] for n in sorted(set(validation))]
+    val_names = {s.name for s in val}
+    train = [s for s in samples if s.name not in val_names and (training is None or s.name in set(training))]
+    if set(training or ()) & val_names:
+        raise DataError("data.training_images and data.validation_images share images; keep them apart")
+    if not train or not val:
+        raise DataError("the named split leaves no training or no validation image; name at least one of each")
+    return train, val
 
 
 def _pad_to(array: np.ndarray, size: Sequence[int]) -> np.ndarray:

@@ -92,6 +92,8 @@ class ExportSpec(BaseModel):
     cover: np.ndarray | None = None
     instance_settings: dict[str, Any] | None = None
     qc_report: Path | None = None
+    #: the package this model was trained from (:func:`microzoo.train.init_from.parent_record`)
+    parent: dict[str, Any] | None = None
     #: the input channels' names (default ``channel0``, ...); a colour model's are
     #: :data:`microzoo.io.axes.COLOUR_CHANNELS`, which lets the runtime give it grey images too
     channel_names: tuple[str, ...] | None = None

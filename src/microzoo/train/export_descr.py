@@ -236,6 +236,7 @@ def _describe(tmp: Path, spec: ExportSpec, x: np.ndarray, net: Any, script_kind:
         config=v05.Config(
             bioimageio=_bioimageio_config(v05, spec, net, modality), microzoo=_microzoo_config(spec, attachments)
         ),
+        parent=v05.LinkedModel(id=v05.ModelId(spec.parent["id"])) if spec.parent and spec.parent.get("id") else None,
     )
 
 
@@ -335,5 +336,6 @@ def _microzoo_config(spec: ExportSpec, attachments: list[Path]) -> dict[str, Any
         "qc_report": next((n for n in names if n.startswith("qc_report")), None),
         "qc": spec.qc,
         "training": spec.training,
+        "parent": spec.parent,
     }
     return plain_yaml({k: v for k, v in config.items() if v is not None})

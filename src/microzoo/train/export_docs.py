@@ -115,6 +115,11 @@ def readme_text(
         "to 0 and 1. This step is part of the package (`scale_range` preprocessing), so every "
         "zoo tool recomputes it for each image.\n"
     )
+    if spec.parent:
+        parts[-1] += (
+            f"\nTraining started from the weights of the package **{spec.parent['name']}** "
+            f"(`{spec.parent['source']}`, weights sha256 `{spec.parent['sha256']}`), not from random ones.\n"
+        )
     qc = (
         _table(_qc_rows(spec.qc), ("metric", "this model", "classical baseline"))
         if spec.qc

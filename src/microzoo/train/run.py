@@ -50,6 +50,11 @@ def train(
         description reads ``"epoch 3/100 loss 0.1234 val_iou 0.8123"``.
     resume : continue an interrupted run in ``out_dir`` (with the same configuration).
 
+    With ``config.training.init_from`` (a package microzoo exported, or any package with the
+    pytorch_state_dict weights of microzoo's U-Net) training starts from its weights, the
+    network settings become the parent's, and the package records its parent
+    (:mod:`microzoo.train.init_from`); ``TrainingResult.notices`` says what started fresh.
+
     Raises
     ------
     ConfigError : the configuration is invalid, or ``out_dir`` holds another run.
@@ -57,6 +62,12 @@ def train(
     """
     if isinstance(config, (str, os.PathLike)):
         config = load_config(config)
+    parent, notices = None, list[str]()
+    if config.training.init_from:
+        from microzoo.train.init_from import adopt_parent_network, open_parent
+
+        parent = open_parent(config.training.init_from)
+        config, notices = adopt_parent_network(config, parent)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config_path = out_dir / "config.yaml"
@@ -74,7 +85,8 @@ def train(
                 f"{out_dir} already holds a training run; resume it (--resume) or choose another output folder"
             )
         save_config(config, config_path)
-    return run_task(config, out_dir=out_dir, config_path=config_path, resume=resume, progress=progress)
+    return run_task(config, out_dir=out_dir, config_path=config_path, resume=resume, progress=progress,
+                    parent=parent, notices=notices)  # fmt: skip
 
 
 def _comparable(config: Any) -> dict[str, Any]:

@@ -6,7 +6,9 @@ The verbs, importable from here (loaded on first use)::
     check_images(fingerprint, images)          which images are unlike the training data
     find_near_duplicates(train, test)          test images that repeat training images
     run_checks(...) / check_folders(...)       every good-practice check (`microzoo check`)
-    trust_note(package, images, names)         the note shown beside a prediction
+    trust_note(package, images, names)         the note shown beside a prediction (per image: ImageTrust)
+    package_reference(package)                 what a package offers to compare predictions with
+    residual_structure(image, output)          whether what a restoration removed is noise
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ _EXPORTS = {
     "Finding": "checks", "check_folders": "checks", "load_model_claims": "checks", "run_checks": "checks",
     "Fingerprint": "fingerprint", "fingerprint_images": "fingerprint",
     "NearDuplicate": "leakage", "find_near_duplicates": "leakage",
-    "TrustNote": "note", "trust_note": "note",
+    "ImageTrust": "note", "TrustNote": "note", "trust_note": "note",
+    "package_reference": "reference", "residual_structure": "hallucination",
     "OODResult": "ood", "check_images": "ood",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS)

@@ -70,6 +70,7 @@ class Fingerprint(BaseModel):
     dtypes: list[str]
     channels: list[int] = Field(description="distinct channel counts (1 for grey images)")
     pixel_size: float | None = Field(default=None, description="micrometres per pixel, when known")
+    described: str = Field(default="training images", description="what the images are, in words")
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write as JSON (``.json``) or YAML (``.yaml``/``.yml``), atomically."""

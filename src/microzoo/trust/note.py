@@ -1,23 +1,28 @@
-"""The short trust note after a prediction: do these images look like the model's training data?
+"""The trust note after a prediction: can these outputs be trusted?
 
-A package trained by microzoo carries the fingerprint of its training images
-(``training_fingerprint.json``); for those, every predicted image is compared with it and the
-ones that differ are named with what differs. Packages without a fingerprint get a note that
-says so (``microzoo check --train DIR`` computes one from training images the user has).
+Every predicted image gets a verdict (:class:`ImageTrust`): ``"similar"`` (like the data the
+model is known to work on), ``"differs"`` (its input features or pixel size differ from the
+reference, or the output's statistics are unlike those of the package's test output) or
+``"uncertain"`` (the prediction changes under flips and rotations on a larger fraction of its
+foreground than ``FLIP_FACTOR`` times the model's rate on its test input). A restoration
+output also differs when the part the model removed is not noise
+(:mod:`microzoo.trust.hallucination`). The reference (:mod:`microzoo.trust.reference`) is the
+training fingerprint of a package microzoo trained, else the package's own test inputs and
+outputs (weaker evidence; the note says so).
 
 The note is computed here, from the images already in memory, so the command line, a napari
 widget and the zoo show the same words; front ends only render :class:`TrustNote`::
 
     run = predict_files_with_note(model, paths, out)      # files: read once, predicted, checked
-    note = trust_note(model.package, [image], ["image"])  # arrays already in memory
-    print(note.headline); print(*note.details, sep="\\n")
+    note = trust_note(model.package, [image], ["image"], model=model, outputs=[prediction.outputs])
+    print(note.headline); print(*note.details, sep="\\n"); json.dumps(note.to_dict())
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +32,73 @@ from microzoo.package.load import ModelPackage
 from microzoo.progress import ProgressCallback
 from microzoo.runtime.batch import FileResult, predict_files
 from microzoo.runtime.predict import Model
-from microzoo.trust.fingerprint import ATTACHMENT_NAME, Fingerprint, image_views
+from microzoo.runtime.uncertainty import TRANSFORMS, predict_with_uncertainty
+from microzoo.trust.fingerprint import Fingerprint, image_views
+from microzoo.trust.hallucination import hallucination_reasons, residual_structure
 from microzoo.trust.ood import OODResult, check_images
+from microzoo.trust.reference import (
+    OutputStatistics,
+    Reference,
+    output_statistics,
+    package_fingerprint,
+    package_reference,
+)
 
 NO_FINGERPRINT = (
     "this package carries no training fingerprint; to compare your images with the training "
     "data, run `microzoo check --train TRAIN_DIR --test IMAGES`"
 )
+VERDICTS = ("similar", "differs", "uncertain")
+#: The flip check's limit: the fraction of the foreground on which its members may disagree is
+#: ``FLIP_FACTOR`` times the rate of the same check on the package's test input (at least
+#: ``FLIP_FLOOR``), so a model whose outputs are always less crisp is not called uncertain
+#: everywhere. Calibrated on DSB2018 *train* (every 4th image) with the zoo example model and the
+#: cheap check (benchmarks/trust_rates.py --split train --step 4; its test input's rate is 0.64%,
+#: the limit 2.05%): 8 of its 98 fluorescence images exceed it, with mean F1@0.5 0.34 against 0.73
+#: for the others (Spearman of rate and F1 over them: -0.57).
+FLIP_FACTOR = 3.2
+FLIP_FLOOR = 0.01
+#: The cheap default check: two transforms of the y, x plane (two extra forwards).
+CHEAP_TRANSFORMS = ("transpose", "rot180")
+#: Output statistics unlike the test output's: the foreground may grow to this factor of the test
+#: output's (and at least 0.4 of the image), the median foreground value may drop by this much.
+FOREGROUND_FACTOR = 2.0
+FOREGROUND_FLOOR = 0.4
+CONFIDENCE_DROP = 0.08
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageTrust:
+    """The verdict on one predicted image: ``score`` is the largest check's value in units of
+    its limit (above 1: the check failed); ``reasons`` say why in words; ``evidence`` what the
+    comparison rests on; ``checked`` which checks ran."""
+
+    name: str
+    verdict: str
+    score: float
+    reasons: tuple[str, ...] = ()
+    evidence: str = ""
+    checked: tuple[str, ...] = ()
+    unlike: OODResult | None = None  # the input check's result when the input differs
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``trust.json`` holds for the image."""
+        return {
+            "verdict": self.verdict,
+            "score": round(self.score, 4),
+            "reasons": list(self.reasons),
+            "evidence": self.evidence,
+            "checked": list(self.checked),
+        }
 
 
 @dataclasses.dataclass(frozen=True)
 class TrustNote:
-    """The verdict on a set of predicted images against the model's training data.
+    """The verdicts on a set of predicted images.
 
-    ``checked`` is ``False`` when the package carries no fingerprint (nothing was compared);
-    ``unlike`` holds the images that differ, each with what differs.
+    ``checked`` is ``False`` when nothing could be compared (a package without test inputs);
+    ``unlike`` holds the input checks of the images whose inputs differ; ``images`` one
+    :class:`ImageTrust` per image; ``evidence`` what the reference is.
     """
 
     checked: bool
@@ -49,38 +106,58 @@ class TrustNote:
     unlike: tuple[OODResult, ...] = ()
     notes: tuple[str, ...] = ()
     """How images were looked at when not whole (streamed images: an overview)."""
+    images: tuple[ImageTrust, ...] = ()
+    evidence: str = ""
+    strong: bool = True
+    """Whether the reference is a training fingerprint (else the package's test inputs)."""
+
+    @property
+    def flagged(self) -> tuple[ImageTrust, ...]:
+        """The images whose verdict is not ``similar``."""
+        return tuple(i for i in self.images if i.verdict != "similar")
 
     @property
     def warning(self) -> bool:
-        """Whether some image differs from the training data (front ends highlight it)."""
-        return bool(self.unlike)
+        """Whether some image differs or is uncertain (front ends highlight it)."""
+        return bool(self.unlike) or bool(self.flagged)
 
     @property
     def headline(self) -> str:
         """One sentence for the user."""
         if not self.checked:
             return NO_FINGERPRINT
-        if not self.unlike:
-            return f"all {self.n_images} image(s) look like the model's training data"
-        return (
-            f"{len(self.unlike)} of {self.n_images} image(s) differ from the model's training data; "
-            "check these outputs with care:"
-        )
+        what = "the model's training data" if self.strong else "the package's test input"
+        weaker = "" if self.strong else " (the package carries no training fingerprint: weaker evidence)"
+        differ = sum(i.verdict == "differs" for i in self.images) or len(self.unlike)
+        uncertain = sum(i.verdict == "uncertain" for i in self.images)
+        if not differ and not uncertain:
+            return f"all {self.n_images} image(s) look like {what}{weaker}"
+        parts = []
+        if differ:
+            parts.append(f"{differ} of {self.n_images} image(s) differ from {what}")
+        if uncertain:
+            parts.append(f"{uncertain} of {self.n_images} image(s) give an uncertain prediction")
+        return "; ".join(parts) + f"{weaker}; check these outputs with care:"
 
     @property
     def details(self) -> tuple[str, ...]:
-        """One line per image that differs: its name and what differs (at most three features);
-        then the notes (images compared on an overview)."""
-        differ = tuple(f"{r.name}: {'; '.join([d.words for d in r.deviations[:3]] + r.notes)}" for r in self.unlike)
-        return differ + self.notes
+        """One line per image that is not ``similar``: its name, verdict and reasons (at most
+        three); then the notes (images compared on an overview)."""
+        if not self.images:  # a note built from input checks only
+            lines = tuple(f"{r.name}: {'; '.join([d.words for d in r.deviations[:3]] + r.notes)}" for r in self.unlike)
+            return lines + self.notes
+        lines = tuple(f"{i.name}: {i.verdict}: {'; '.join(i.reasons[:3])}" for i in self.flagged)
+        return lines + self.notes
 
-
-def package_fingerprint(package: ModelPackage) -> Fingerprint | None:
-    """The training fingerprint a package carries as an attachment, or ``None``."""
-    for attachment in package.descr.attachments or []:
-        if str(attachment.source).replace("\\", "/").split("/")[-1] == ATTACHMENT_NAME:
-            return Fingerprint.load(package.file(attachment.source))
-    return None
+    def to_dict(self) -> dict[str, Any]:
+        """What ``trust.json`` holds: the headline, the evidence, and per image its verdict."""
+        return {
+            "headline": self.headline,
+            "evidence": self.evidence,
+            "warning": self.warning,
+            "images": {i.name: i.to_dict() for i in self.images},
+            "notes": list(self.notes),
+        }
 
 
 def unlike_training(
@@ -88,8 +165,10 @@ def unlike_training(
     images: Sequence[np.ndarray],
     names: Sequence[str],
     axes: Sequence[str | None] | None = None,
+    *,
+    pixel_size: float | None = None,
 ) -> list[OODResult]:
-    """The images that differ from the training data the fingerprint describes.
+    """The images that differ from the images the fingerprint describes.
 
     ``axes`` gives each image's axes (e.g. ``"zyx"``); ``None`` means ``yx``, or ``yxc`` for a
     3-D array of 3 or 4 colours. Stacks are compared plane by plane (:func:`image_views`, the
@@ -98,22 +177,30 @@ def unlike_training(
     NaN and infinite pixels are left out as in prediction: each is replaced by the median of
     the image's finite pixels first (else every feature of the image would be meaningless)."""
     given = list(axes) if axes is not None else [None] * len(images)
-    unlike = []
-    for image, name, image_axes in zip(images, names, given, strict=True):
-        image = np.asarray(image)
-        if image_axes is None:
-            image_axes = "yxc" if image.ndim == 3 and image.shape[-1] in (3, 4) else "yx"
-        views = [_finite(view) for view in image_views(image, image_axes)]
-        results = check_images(fingerprint, views, names=[name] * len(views))
-        flagged = [r for r in results if r.out_of_distribution]
-        if 2 * len(flagged) >= len(results) and flagged:
-            worst = max(flagged, key=lambda r: r.score)
-            if len(results) > 1:
-                worst = worst.model_copy(
-                    update={"notes": [*worst.notes, f"{len(flagged)} of {len(results)} planes differ"]}
-                )
-            unlike.append(worst)
-    return unlike
+    checked = [
+        input_check(fingerprint, image, name, image_axes, pixel_size=pixel_size)
+        for image, name, image_axes in zip(images, names, given, strict=True)
+    ]
+    return [result for result in checked if result.out_of_distribution]
+
+
+def input_check(
+    fingerprint: Fingerprint, image: np.ndarray, name: str, axes: str | None, *, pixel_size: float | None = None
+) -> OODResult:
+    """The input check of one image (see :func:`unlike_training`): the plane that differs most
+    when at least half its planes differ, else the plane with the highest score."""
+    image = np.asarray(image)
+    if axes is None:
+        axes = "yxc" if image.ndim == 3 and image.shape[-1] in (3, 4) else "yx"
+    views = [_finite(view) for view in image_views(image, axes)]
+    results = check_images(fingerprint, views, names=[name] * len(views), pixel_size=pixel_size)
+    flagged = [r for r in results if r.out_of_distribution]
+    if not (flagged and 2 * len(flagged) >= len(results)):
+        return max(results, key=lambda r: r.score).model_copy(update={"out_of_distribution": False})
+    worst = max(flagged, key=lambda r: r.score)
+    if len(results) > 1:
+        worst = worst.model_copy(update={"notes": [*worst.notes, f"{len(flagged)} of {len(results)} planes differ"]})
+    return worst
 
 
 def _finite(image: np.ndarray) -> np.ndarray:
@@ -125,47 +212,222 @@ def _finite(image: np.ndarray) -> np.ndarray:
     return np.where(good, image, np.median(image[good]))
 
 
+def output_check(reference: Mapping[str, OutputStatistics], outputs: Mapping[str, Any]) -> tuple[float, list[str]]:
+    """Compare each probability output with the test output's statistics: (score, reasons);
+    a score above 1 means some output is unlike the test output."""
+    score, reasons = 0.0, []
+    for oid, expected in reference.items():
+        if oid not in outputs or not expected.probability:
+            continue
+        seen = output_statistics(np.asarray(outputs[oid]))
+        if not seen.probability:
+            continue
+        limit = max(FOREGROUND_FACTOR * expected.foreground, FOREGROUND_FLOOR)
+        drop = expected.confidence - seen.confidence
+        scores = (seen.foreground / limit, drop / CONFIDENCE_DROP if seen.foreground > 0 else 0.0)
+        score = max(score, *scores)
+        if scores[0] > 1:
+            reasons.append(
+                f"output '{oid}' marks {seen.foreground:.0%} of the image as foreground, against "
+                f"{expected.foreground:.0%} on the package's test input (background taken for objects?)"
+            )
+        if scores[1] > 1:
+            reasons.append(
+                f"output '{oid}' is unsure: its median foreground value is {seen.confidence:.2f}, against "
+                f"{expected.confidence:.2f} on the package's test input"
+            )
+    return score, reasons
+
+
+def judge_image(
+    reference: Reference,
+    image: np.ndarray,
+    name: str,
+    axes: str | None = None,
+    *,
+    outputs: Mapping[str, Any] | None = None,
+    pixel_size: float | None = None,
+    flip_rate: float | None = None,
+    flip_check: str = "",
+    flip_limit: float = FLIP_FLOOR,
+) -> ImageTrust:
+    """The verdict on one image (see the module docstring). ``outputs`` are the model's outputs
+    on it (by output id); ``flip_rate`` the fraction of the foreground on which the flip check's
+    members disagree, ``flip_check`` the words for how it was made, ``flip_limit`` its limit
+    (:func:`flip_limit_for`)."""
+    checked = ["input features"] + (["pixel size"] if pixel_size and reference.pixel_size else [])
+    found = input_check(reference.fingerprint, image, name, axes, pixel_size=pixel_size)
+    scores = [found.score / found.threshold]
+    reasons = found.notes + [d.words for d in found.deviations] if found.out_of_distribution else []
+    differs = found.out_of_distribution
+    if outputs is not None and any(s.probability for s in reference.outputs.values()):
+        checked.append("output statistics")
+        output_score, output_reasons = output_check(reference.outputs, outputs)
+        scores.append(output_score)
+        reasons += output_reasons
+        differs = differs or output_score > 1
+    if outputs is not None and reference.residuals:
+        checked.append("residual of the restoration")
+        for oid, expected in reference.residuals.items():
+            found_residual = residual_structure(image, outputs[oid]) if oid in outputs else None
+            if found_residual is not None:
+                residual_score, residual_reasons = hallucination_reasons(found_residual, expected, oid)
+                scores.append(residual_score)
+                reasons += residual_reasons
+                differs = differs or residual_score > 1
+    uncertain = False
+    if flip_rate is not None:
+        checked.append(flip_check or "flips")
+        scores.append(flip_rate / flip_limit)
+        if flip_rate > flip_limit:
+            uncertain = True
+            reasons.append(
+                f"the model disagrees with itself under {flip_check or 'flips'} on {flip_rate:.1%} of the foreground "
+                f"(limit {flip_limit:.1%}, from its rate on the package's test input)"
+            )
+    verdict = "differs" if differs else "uncertain" if uncertain else "similar"
+    return ImageTrust(
+        name=name,
+        verdict=verdict,
+        score=float(max(scores)),
+        reasons=tuple(reasons),
+        evidence=reference.evidence,
+        checked=tuple(checked),
+        unlike=found if found.out_of_distribution else None,
+    )
+
+
+def flip_limit_for(model: Model, transforms: Sequence[str]) -> float:
+    """The flip-rate limit of a check under ``transforms``: ``FLIP_FACTOR`` times the same check's
+    rate on the package's first test input (computed once per package and transforms), at least
+    ``FLIP_FLOOR``."""
+    from microzoo.package.load import sha256_of
+    from microzoo.runtime.reproduce import load_test_tensor
+    from microzoo.trust.reference import tensor_axes
+
+    key = (model.package.description_path, sha256_of(model.package.description_path), tuple(transforms))
+    if key not in _TEST_FLIP_RATES:
+        tensor = model.package.descr.inputs[0]
+        rate, _ = flip_check(model, load_test_tensor(model.package, tensor), tensor_axes(tensor), transforms=transforms)
+        _TEST_FLIP_RATES[key] = rate
+    rate = _TEST_FLIP_RATES[key]
+    return FLIP_FLOOR if rate is None else max(FLIP_FLOOR, FLIP_FACTOR * rate)
+
+
+_TEST_FLIP_RATES: dict[tuple[Path, str, tuple[str, ...]], float | None] = {}
+
+
+def flip_check(
+    model: Model, image: np.ndarray, axes: str | None, *, transforms: Sequence[str] = (), **options: Any
+) -> tuple[float | None, str]:
+    """The largest flip rate over the model's outputs under ``transforms`` (by default
+    ``CHEAP_TRANSFORMS``) and words for the check; ``(None, "")`` when no output is in [0, 1]."""
+    transforms = tuple(transforms) or CHEAP_TRANSFORMS
+    result = predict_with_uncertainty(model, image, axes=axes, method="tta", transforms=transforms, **options)
+    rates = [rate for rate in result.flip_rate.values() if rate is not None]
+    words = _members_words("tta", len(transforms))
+    return (max(rates), words) if rates else (None, "")
+
+
 def trust_note(
     package: ModelPackage,
     images: Sequence[np.ndarray],
     names: Sequence[str],
     axes: Sequence[str | None] | None = None,
+    *,
+    outputs: Sequence[Mapping[str, Any]] | None = None,
+    model: Model | None = None,
+    transforms: Sequence[str] = (),
 ) -> TrustNote:
     """The trust note for ``images`` (as given to the model, with their ``axes``: see
-    :func:`unlike_training`) under ``package``."""
-    fingerprint = package_fingerprint(package)
-    if fingerprint is None:
-        return TrustNote(checked=False, n_images=len(images))
-    unlike = unlike_training(fingerprint, images, names, axes)
-    return TrustNote(checked=True, n_images=len(images), unlike=tuple(unlike))
+    :func:`unlike_training`) under ``package``; ``outputs`` (one mapping per image) add the
+    output check, ``model`` the flip check (``transforms``, by default ``CHEAP_TRANSFORMS``)."""
+    reference = package_reference(package)
+    given = list(axes) if axes is not None else [None] * len(images)
+    found = []
+    for index, (image, name, image_axes) in enumerate(zip(images, names, given, strict=True)):
+        rate, words = flip_check(model, image, image_axes, transforms=transforms) if model else (None, "")
+        found.append(
+            judge_image(
+                reference, image, name, image_axes,
+                outputs=None if outputs is None else outputs[index], flip_rate=rate, flip_check=words,
+                flip_limit=flip_limit_for(model, transforms or CHEAP_TRANSFORMS) if model else FLIP_FLOOR,
+            )
+        )  # fmt: skip
+    return _note(reference, found)
+
+
+def _note(reference: Reference, images: Sequence[ImageTrust], notes: Sequence[str] = ()) -> TrustNote:
+    return TrustNote(
+        checked=True,
+        n_images=len(images),
+        unlike=tuple(i.unlike for i in images if i.unlike is not None),
+        notes=tuple(notes),
+        images=tuple(images),
+        evidence=reference.evidence,
+        strong=reference.strong,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class FilePredictions:
-    """What :func:`predict_files_with_note` did: one result per file, and the trust note."""
+    """What :func:`predict_files_with_note` did: one result per file, the trust note, and
+    where it was written (``trust.json``)."""
 
     results: list[FileResult]
     trust: TrustNote
+    trust_file: Path | None = None
 
 
 def predict_files_with_note(
-    model: Model, inputs: Sequence[Path], out: Path, *, progress: ProgressCallback | None = None, **options: Any
+    model: Model,
+    inputs: Sequence[Path],
+    out: Path,
+    *,
+    progress: ProgressCallback | None = None,
+    flips: str = "cheap",
+    **options: Any,
 ) -> FilePredictions:
     """:func:`microzoo.runtime.batch.predict_files` (same options), with the trust note computed
-    from each image while it is in memory (on the Dask workers too): no image is read twice,
-    none is kept. A streamed image is compared on an overview read lazily (every k-th pixel,
-    :func:`microzoo.runtime.stream_files.overview`), and the note says so."""
-    fingerprint = package_fingerprint(model.package)
-    inspect = None if fingerprint is None else functools.partial(_unlike_one, fingerprint)
+    from each image and its outputs while they are in memory (on the Dask workers too): no image
+    is read twice, none is kept. ``flips``: ``"cheap"`` (``CHEAP_TRANSFORMS``), ``"tta"`` (all 8
+    flips and rotations) or ``"off"``. A streamed image is compared on an overview read lazily
+    (every k-th pixel, :func:`microzoo.runtime.stream_files.overview`), its outputs unchecked,
+    and the note says so. The note is written to :func:`trust_path` (``OUT/trust.json``)."""
+    reference = package_reference(model.package)
+    transforms = {"cheap": CHEAP_TRANSFORMS, "tta": TRANSFORMS, "off": ()}[flips]
+    inspect = functools.partial(_judge_one, reference, transforms, options.get("tile"), options.get("channel"))
     results = predict_files(model, inputs, out, progress=progress, on_image=inspect, **options)
-    unlike = [found for result in results for found in (result.inspected or ())]
     notes = tuple(
         f"{r.input.name}: compared on an overview of every {_ordinal(r.overview)} pixel of y and x (it was streamed)"
         for r in results
-        if fingerprint is not None and r.overview > 1
+        if r.overview > 1
     )
-    note = TrustNote(checked=fingerprint is not None, n_images=len(results), unlike=tuple(unlike), notes=notes)
-    return FilePredictions(results, note)
+    note = _note(reference, [r.inspected for r in results], notes)
+    return FilePredictions(results, note, write_note(note, trust_path(out)) if results else None)
+
+
+def trust_path(out: Path) -> Path:
+    """Where the note of a prediction into ``out`` goes: ``OUT/trust.json`` for a folder,
+    ``<name>.trust.json`` beside a single output file."""
+    from microzoo.io.files import image_stem
+    from microzoo.io.read import image_format
+
+    if image_format(out) is None:
+        return out / "trust.json"
+    return out.parent / f"{image_stem(out)}.trust.json"
+
+
+def write_note(note: TrustNote, path: Path) -> Path:
+    """Write :meth:`TrustNote.to_dict` as JSON to ``path``, atomically."""
+    import json
+
+    from microzoo.io.atomic import atomic_output
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as temporary:
+        temporary.write_text(json.dumps(note.to_dict(), indent=1))
+    return path
 
 
 def _ordinal(k: int) -> str:
@@ -173,17 +435,61 @@ def _ordinal(k: int) -> str:
     return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
 
 
-def _unlike_one(fingerprint: Fingerprint, path: Path, image: np.ndarray, axes: str) -> list[OODResult]:
-    """:func:`unlike_training` for one image (picklable, so Dask workers can run it)."""
-    return unlike_training(fingerprint, [image], [path.name], [axes])
+def _members_words(method: str, members: int) -> str:
+    """How the flip rate of an ``UncertainPrediction`` was made, in words."""
+    if method == "tta":
+        return "all 8 flips and rotations" if members == 8 else f"{members} flips/rotations"
+    return {"dropout": f"{members} dropout samples", "ensemble": f"an ensemble of {members} models"}.get(method, method)
+
+
+def _judge_one(
+    reference: Reference,
+    transforms: Sequence[str],
+    tile: Any,
+    channel: Any,
+    path: Path,
+    image: np.ndarray,
+    axes: str,
+    *,
+    prediction: Any = None,
+    model: Model | None = None,
+    pixel_size: Mapping[str, float] | None = None,
+    unit: str | None = None,
+    uncertainty: Any = None,
+) -> ImageTrust:
+    """:func:`judge_image` for one file as :func:`predict_files` read it (picklable, so Dask
+    workers can run it); a streamed image (no ``prediction``) gets the input check only. When
+    the prediction was made with ``--uncertainty`` (an ``UncertainPrediction``), its flip rate
+    is used instead of a check of its own (the limit from all 8 flips and rotations of the test
+    input, whatever the method)."""
+    rate, words, limit = None, "", FLIP_FLOOR
+    rates = [r for r in (uncertainty.flip_rate.values() if uncertainty is not None else ()) if r is not None]
+    if rates:
+        rate, words = max(rates), _members_words(uncertainty.method, uncertainty.members)
+        limit = flip_limit_for(model, TRANSFORMS) if model is not None else FLIP_FLOOR
+    elif prediction is not None and model is not None and transforms:
+        rate, words = flip_check(model, image, axes, transforms=transforms, tile=tile, channel=channel)
+        limit = flip_limit_for(model, transforms)
+    micrometres = None
+    if pixel_size and unit == "micrometer" and "x" in pixel_size:
+        micrometres = float(pixel_size["x"])
+    return judge_image(
+        reference, image, path.name, axes,
+        outputs=None if prediction is None else prediction.outputs,
+        pixel_size=micrometres, flip_rate=rate, flip_check=words, flip_limit=limit,
+    )  # fmt: skip
 
 
 __all__ = [
     "FilePredictions",
+    "ImageTrust",
     "NO_FINGERPRINT",
     "TrustNote",
+    "judge_image",
     "package_fingerprint",
     "predict_files_with_note",
     "trust_note",
+    "trust_path",
     "unlike_training",
+    "write_note",
 ]

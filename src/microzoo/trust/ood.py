@@ -116,7 +116,7 @@ def _check_one(fingerprint: Fingerprint, image: np.ndarray, name: str, pixel_siz
     }
     score = max((abs(z) for z in scores.values()), default=0.0)
     deviations = [
-        _describe(feature, features[feature], fingerprint.features[feature], z)
+        _describe(feature, features[feature], fingerprint.features[feature], z, fingerprint.described)
         for feature, z in sorted(scores.items(), key=lambda item: -abs(item[1]))
         if abs(z) > fingerprint.threshold
     ]
@@ -127,7 +127,7 @@ def _check_one(fingerprint: Fingerprint, image: np.ndarray, name: str, pixel_siz
         if max(ratio, 1 / ratio) > PIXEL_SIZE_TOLERANCE:
             flagged = True
             notes.append(
-                f"Its pixels are {pixel_size:g} um against {fingerprint.pixel_size:g} um in training: "
+                f"Its pixels are {pixel_size:g} um against {fingerprint.pixel_size:g} um for the model: "
                 f"objects appear {ratio:.2g}x as large as the model learnt; rescale the image first."
             )
     height, width = image.shape[:2]
@@ -144,16 +144,22 @@ def _check_one(fingerprint: Fingerprint, image: np.ndarray, name: str, pixel_siz
     )
 
 
-def _describe(feature: str, value: float, summary: FeatureSummary, z: float) -> FeatureDeviation:
-    """Words for one deviation; ``z`` is the feature's deviation (tolerance units)."""
+def _describe(
+    feature: str, value: float, summary: FeatureSummary, z: float, described: str = "training images"
+) -> FeatureDeviation:
+    """Words for one deviation; ``z`` is the feature's deviation (tolerance units); ``described``
+    names the reference images."""
     label, higher, lower = WORDS.get(feature, (feature, "higher", "lower"))
     low, high, typical = summary.quantiles["p5"], summary.quantiles["p95"], summary.quantiles["p50"]
     direction = higher if z > 0 else lower
     if summary.log_scale and typical > 0:
         factor = value / typical
         amount = f"{factor:.1f}x" if factor >= 1 else f"1/{1 / max(factor, 1e-9):.1f}"
-        words = f"{direction}: {label} {value:.3g} is {amount} the typical training value"
+        words = f"{direction}: {label} {value:.3g} is {amount} the typical value"
     else:
         words = f"{direction}: {label} {value:.3g}"
-    words += f" (90% of training images: {low:.3g} to {high:.3g})"
+    if summary.quantiles["p0"] == summary.quantiles["p100"]:
+        words += f" ({described}: {typical:.3g})"
+    else:
+        words += f" (90% of {described}: {low:.3g} to {high:.3g})"
     return FeatureDeviation(feature=feature, value=value, typical_low=low, typical_high=high, deviation=z, words=words)

@@ -33,6 +33,7 @@ from microzoo.train.tasks.registry import TrainingTask, get_task
 
 if TYPE_CHECKING:
     from microzoo.qc.verdict import Verdict
+    from microzoo.train.init_from import Parent
     from microzoo.train.models import UNet
     from microzoo.trust.fingerprint import Fingerprint
 
@@ -59,6 +60,9 @@ class TrainingResult:
         ("epochs", "early stopping" or "time limit").
     verdict : the model against the classical baseline on the validation images
         (:func:`microzoo.qc.verdict.baseline_verdict`); None without QC.
+    notices : what the run decided for the user (e.g. the layers that started fresh when
+        training from a parent package, ``training.init_from``).
+    validation : the model's and the baseline's outputs on the validation images (what QC scored).
     """
 
     task: str
@@ -76,6 +80,8 @@ class TrainingResult:
     best_epoch: int = 0
     stopped: str = "epochs"
     verdict: Verdict | None = None
+    notices: tuple[str, ...] = ()
+    validation: TaskCheck | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -128,27 +134,38 @@ class TrainedRun:
     train: Sequence[Sample]
     val: Sequence[Sample]
     check: TaskCheck
+    parent: Parent | None = None
+    notices: tuple[str, ...] = ()
 
 
 def run_task(config: Any, *, out_dir: Path, config_path: Path, resume: bool = False,
-             progress: ProgressCallback | None = None) -> TrainingResult:  # fmt: skip
-    """Train, check and export the task ``config.task`` (see :func:`microzoo.train.run.train`)."""
+             progress: ProgressCallback | None = None, parent: Parent | None = None,
+             notices: Sequence[str] = ()) -> TrainingResult:  # fmt: skip
+    """Train, check and export the task ``config.task`` (see :func:`microzoo.train.run.train`);
+    ``parent``: start from its weights (:mod:`microzoo.train.init_from`)."""
     progress = progress or no_progress
     task_module = importlib.import_module(get_task(config.task).module)
     data, settings = config.data, config.training
     truth = "labels" if data.labels is not None else "targets" if data.targets is not None else None
     samples = load_samples(data, truth=truth, progress=progress)
-    train, val = split_samples(samples, fraction=data.validation_fraction, seed=settings.seed)
+    train, val = split_samples(samples, fraction=data.validation_fraction, seed=settings.seed,
+                               validation=data.validation_images, training=data.training_images)  # fmt: skip
     setup: LoopSetup = task_module.setup(config, train, val)
     network = build_network(config, in_channels=train[0].image.shape[0], out_channels=setup.out_channels)
     if setup.output_statistics is not None:
         cast("UNet", network).set_output_statistics(*setup.output_statistics)
+    notices = list(notices)
+    if parent is not None:
+        from microzoo.train.init_from import load_parent_weights
+
+        notices += load_parent_weights(network, parent)
     loop = fit(network, sample_batch=setup.sample_batch, loss_fn=setup.loss_fn, validate=setup.validate,
                monitor=setup.monitor, mode=setup.mode, settings=settings, out_dir=out_dir, resume=resume,
                progress=progress)  # fmt: skip
     network = load_best(network, loop.best_checkpoint)
     check = task_module.check(config, network, train, val, out_dir=out_dir, progress=progress)
-    run = TrainedRun(config, Path(out_dir), config_path, network, setup.out_channels, loop, train, val, check)
+    run = TrainedRun(config, Path(out_dir), config_path, network, setup.out_channels, loop, train, val, check,
+                     parent, tuple(notices))  # fmt: skip
     return finish(run, progress=progress)
 
 
@@ -246,6 +263,7 @@ def finish(run: TrainedRun, *, progress: ProgressCallback | None = None) -> Trai
         metrics=metrics, curves_csv=loop.curves_csv, curves_png=loop.curves_png,
         best_checkpoint=loop.best_checkpoint, last_checkpoint=loop.last_checkpoint, figures=figures,
         history=loop.history, best_epoch=loop.best_epoch, stopped=loop.stopped, verdict=verdict,
+        notices=run.notices, validation=check,
     )  # fmt: skip
 
 
@@ -260,7 +278,7 @@ def _training_record(run: TrainedRun) -> dict[str, Any]:
         "patch_size": list(config.data.patch_size), "learning_rate": settings.learning_rate,
         "optimizer": f"AdamW (weight decay {settings.weight_decay:g})", "schedule": settings.scheduler,
         "seconds": float(history[-1]["seconds"]) if history else 0.0, "seed": settings.seed,
-        **dict(run.check.notes),
+        **({"init_from": run.parent.name} if run.parent else {}), **dict(run.check.notes),
     }  # fmt: skip
 
 
@@ -269,6 +287,7 @@ def _export(run: TrainedRun, task: TrainingTask, *, figures: dict[str, float], r
     from microzoo.io.axes import COLOUR_CHANNELS
     from microzoo.train import models
     from microzoo.train.export import ExportSpec, export_package
+    from microzoo.train.init_from import parent_record
 
     config, check = run.config, run.check
     step = 2**config.network.depth
@@ -288,6 +307,7 @@ def _export(run: TrainedRun, task: TrainingTask, *, figures: dict[str, float], r
         authors=list(config.authors), license=config.license, training=_training_record(run), qc=figures,
         fingerprint=fingerprint_or_none([s.raw for s in run.train]),
         instance_settings=dict(check.instance_settings) if check.instance_settings else None, qc_report=report,
+        parent=parent_record(run.parent) if run.parent else None,
         channel_names=COLOUR_CHANNELS if run.train[0].colour else None,
     )  # fmt: skip
     return export_package(run.network, out_dir=run.out_dir / "package", spec=spec, progress=progress)

@@ -26,7 +26,8 @@ SOURCE = Path(microzoo.__file__).resolve().parent
 ORDER = ("base", "io", "package", "runtime", "qc", "trust", "train", "zoo", "selection", "front")
 LAYER_OF = {
     "errors": "base", "progress": "base", "_lazy": "base", "io": "io", "package": "package", "runtime": "runtime",
-    "qc": "qc", "trust": "trust", "train": "train", "zoo": "zoo", "selection": "selection", "cli": "front", "cli_zoo": "front", "demo": "front",
+    "qc": "qc", "trust": "trust", "train": "train", "zoo": "zoo", "selection": "selection",
+    "cli": "front", "cli_zoo": "front", "demo": "front",
     "cli_select": "front", "cli_learn": "front",
     "napari": "front", "__init__": "front",
 }  # fmt: skip

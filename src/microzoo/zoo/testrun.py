@@ -140,9 +140,7 @@ def try_image(package_dir: Path, image_path: Path, out_dir: Path, *, axes: str |
     data = np.asarray(image.data)
     model = Model.open(package_dir)
     prediction = model.predict_image(data, axes=image.axes)
-    note = trust_note(
-        model.package, [data], [image_path.name], [image.axes], outputs=[prediction.outputs], model=model
-    )
+    note = trust_note(model.package, [data], [image_path.name], [image.axes], outputs=[prediction.outputs], model=model)
     first = model.output_ids[0]
     shown = _display_plane(np.asarray(prediction.outputs[first]), prediction.axes[first])
     picture = _display_plane(data, image.axes)

@@ -120,32 +120,35 @@ def summarise(records: list[dict]) -> str:
         f"{len(records)} images ({sum(r['fluorescence'] for r in records)} fluorescence), {seconds:.1f} s per image "
         "for the plain prediction and 7 transforms (images over 512 pixels tiled)",
         "",
-        "| uncertainty | error | Spearman rho (p) | AURC | oracle | random |",
-        "|---|---|---|---|---|---|",
+        "| images | uncertainty | error | Spearman rho (p) | AURC | oracle | random |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for u_name in ("spread_on_foreground", "flip_rate"):
-        u = np.array([r[u_name] for r in records])
-        for e_name, error in (
-            ("1 - F1@0.5 (plain)", np.array([1 - r["plain"]["f1"] for r in records])),
-            ("1 - F1@0.5 (TTA mean)", np.array([1 - r["tta"]["f1"] for r in records])),
-            ("1 - foreground IoU (TTA mean)", np.array([1 - r["tta"]["fg_iou"] for r in records])),
-        ):
-            defined = np.isfinite(error)
-            rho, p = spearmanr(u[defined], error[defined])
+    fluorescence = [r for r in records if r["fluorescence"]]
+    for subset, chosen in ((f"all {len(records)}", records), (f"{len(fluorescence)} fluorescence", fluorescence)):
+        for u_name in ("spread_on_foreground", "flip_rate"):
+            u = np.array([r[u_name] for r in chosen])
+            for e_name, error in (
+                ("1 - F1@0.5 (plain)", np.array([1 - r["plain"]["f1"] for r in chosen])),
+                ("1 - F1@0.5 (TTA mean)", np.array([1 - r["tta"]["f1"] for r in chosen])),
+                ("1 - foreground IoU (TTA mean)", np.array([1 - r["tta"]["fg_iou"] for r in chosen])),
+            ):
+                defined = np.isfinite(error)
+                rho, p = spearmanr(u[defined], error[defined])
+                lines.append(
+                    f"| {subset} | {u_name} | {e_name} | {rho:.3f} ({p:.1g}) | {_aurc(u[defined], error[defined]):.3f}"
+                    f" | {_aurc(error[defined], error[defined]):.3f} | {error[defined].mean():.3f} |"
+                )
+    lines += ["", "| images | prediction | pooled F1@0.5 | mean per-image F1@0.5 | mean foreground IoU | "
+              "ECE (10 bins, pooled) |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for subset, chosen in ((f"all {len(records)}", records), (f"{len(fluorescence)} fluorescence", fluorescence)):
+        for name in ("plain", "tta"):
+            tp, fp, fn = (sum(r[name][k] for r in chosen) for k in ("tp", "fp", "fn"))
+            f1s = np.array([r[name]["f1"] for r in chosen])
+            bins = np.sum([np.array(r[f"bins_{name}"]) for r in chosen], axis=0)
             lines.append(
-                f"| {u_name} | {e_name} | {rho:.3f} ({p:.1g}) | {_aurc(u[defined], error[defined]):.3f} | "
-                f"{_aurc(error[defined], error[defined]):.3f} | {error[defined].mean():.3f} |"
+                f"| {subset} | {'plain' if name == 'plain' else 'TTA mean (8)'} | {2 * tp / (2 * tp + fp + fn):.3f} | "
+                f"{np.nanmean(f1s):.3f} | {np.mean([r[name]['fg_iou'] for r in chosen]):.3f} | {_ece(bins):.5f} |"
             )
-    lines += ["", "| | pooled F1@0.5 | mean per-image F1@0.5 | mean foreground IoU | ECE (10 bins, pooled) |",
-              "|---|---|---|---|---|"]  # fmt: skip
-    for name in ("plain", "tta"):
-        tp, fp, fn = (sum(r[name][k] for r in records) for k in ("tp", "fp", "fn"))
-        f1s = np.array([r[name]["f1"] for r in records])
-        bins = np.sum([np.array(r[f"bins_{name}"]) for r in records], axis=0)
-        lines.append(
-            f"| {'plain prediction' if name == 'plain' else 'TTA mean (8)'} | {2 * tp / (2 * tp + fp + fn):.3f} | "
-            f"{np.nanmean(f1s):.3f} | {np.mean([r[name]['fg_iou'] for r in records]):.3f} | {_ece(bins):.4f} |"
-        )
     for group, keep in (("fluorescence", True), ("brightfield/histology", False)):
         chosen = [r for r in records if r["fluorescence"] == keep]
         if chosen:

@@ -10,7 +10,8 @@ import pytest
 from microzoo.errors import DataError, ImageError
 from microzoo.io.files import list_images
 from microzoo.io.read import read_array as read_image
-from microzoo.trust.fingerprint import Fingerprint, fingerprint_images, guess_modality, image_features
+from microzoo.qc.image_features import guess_modality, image_features
+from microzoo.trust.fingerprint import Fingerprint, fingerprint_images
 from microzoo.trust.ood import check_images
 
 

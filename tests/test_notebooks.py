@@ -196,6 +196,7 @@ def test_notebook_trains_checks_predicts_and_exports(
     text = _text(nb)
     assert "package test: PASSED" in text and "Traceback" not in text
     assert "| method |" in text  # the QC summary table
+    assert "Verdict: " in text and "the classical baseline" in text  # the one-line verdict
     # data, curves, QC panel(s) and predictions were drawn
     assert _images(nb) >= 4
     prediction = tifffile.imread(next((out / "predictions").glob("*.tif")))

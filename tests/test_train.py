@@ -116,6 +116,8 @@ def test_semantic_isbi_writes_model_report_curves_and_package(isbi: Path, tmp_pa
     assert result.curves_png.stat().st_size > 1000 and result.best_checkpoint.exists()
     metrics = json.loads(result.metrics.read_text())
     assert metrics["task"] == "semantic" and metrics["methods"][0] == "U-Net" and "Otsu" in metrics["methods"][1]
+    # the U-Net's membrane probabilities are calibrated against the truth; Otsu gives none
+    assert list(metrics["calibration"]) == ["U-Net"] and 0 <= metrics["calibration"]["U-Net"]["ece"] <= 1
     assert {"mean_iou", "baseline mean_iou"} <= set(result.figures)
     description = yaml.safe_load(result.package.read_text())
     assert description["format_version"].startswith("0.5")
@@ -134,6 +136,9 @@ def test_instances_dsb_chooses_thresholds_on_validation_images(dsb: Path, tmp_pa
     assert description["config"]["microzoo"]["instance_settings"] == chosen["settings"]
     assert {"f1@0.5", "baseline f1@0.5"} <= set(result.figures)
     assert "val_f1" in result.history[-1]
+    calibration = json.loads(result.metrics.read_text())["calibration"]  # of the foreground channel
+    assert list(calibration) == ["U-Net"] and len(calibration["U-Net"]["counts"]) == 10
+    assert 0 <= calibration["U-Net"]["ece"] <= 1
 
 
 def test_care_w2s_is_compared_with_a_tuned_gaussian_and_the_noisy_input(w2s: Path, tmp_path: Path) -> None:
@@ -143,6 +148,11 @@ def test_care_w2s_is_compared_with_a_tuned_gaussian_and_the_noisy_input(w2s: Pat
     assert metrics["methods"][0] == "CARE" and metrics["methods"][2] == "noisy input"
     assert metrics["methods"][1].startswith("Gaussian")
     assert {"psnr_fitted", "baseline psnr_fitted"} <= set(result.figures) and result.package is None
+    verdict = result.verdict  # against the Gaussian, on the figure the report ranks by
+    assert verdict is not None and (verdict.model, verdict.baseline) == tuple(metrics["methods"][:2])
+    assert verdict.metric == "psnr_fitted" and verdict.difference == pytest.approx(
+        result.figures["psnr_fitted"] - result.figures["baseline psnr_fitted"]
+    )
 
 
 def test_n2v_in_3d_on_stacks_exports_a_package_with_its_fingerprint(w2s_volumes: Path, tmp_path: Path) -> None:
@@ -392,11 +402,13 @@ def test_data_split_grey_conversion_pairing_and_empty_patches(dsb: Path, isbi: P
 
 
 def test_cli_train_from_yaml_and_short_form_errors(w2s: Path, tmp_path: Path) -> None:
-    config = _tiny(n2v_config(images=w2s / "noisy", patch_size=32), epochs=1)
+    config = _tiny(n2v_config(images=w2s / "noisy", targets=w2s / "clean", patch_size=32), epochs=1)
     path = save_config(config, tmp_path / "n2v.yaml")
     runner = CliRunner()
     result = runner.invoke(app, ["train", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
+    verdict = next(line for line in result.output.splitlines() if line.startswith("Verdict: N2V2 "))
+    assert "the classical baseline Gaussian (sigma" in verdict and "on psnr_fitted:" in verdict
     assert "Curves:" in result.output and (tmp_path / "out" / "config.yaml").exists()
     missing = runner.invoke(app, ["train", "semantic", "--images", str(w2s / "noisy"), "--out", str(tmp_path / "x")])
     assert missing.exit_code != 0 and "--labels" in str(missing.output) + str(missing.exception)

@@ -12,7 +12,7 @@ import microzoo
 from microzoo.errors import MicrozooError
 from microzoo.io.axes import to_grayscale
 from microzoo.io.read import read_image
-from microzoo.runtime.uncertainty import TRANSFORMS, predict_with_uncertainty
+from microzoo.runtime.uncertainty import TRANSFORMS, flip_rate, predict_with_uncertainty
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,9 @@ def test_tta_on_the_example_model_gives_a_sane_spread(example_model: Path, nucle
     # the members disagree near object borders, not everywhere
     rate = result.flip_rate["probability"]
     assert rate is not None and 0 < rate < 0.5
+    votes = result.votes["probability"]
+    assert votes is not None and votes.shape == probability.shape and votes.max() == 4
+    assert rate == flip_rate(votes, 4) == pytest.approx(np.mean((votes > 0) & (votes < 4)) / np.mean(votes > 0))
     # the mean lies between the members: never outside [0, 1]
     assert 0 <= probability.min() and probability.max() <= 1
 
@@ -153,9 +156,13 @@ def test_bad_options_are_refused(tmp_path_factory, options, message) -> None:
 
 
 def test_an_image_without_y_and_x_is_refused(tmp_path_factory) -> None:
+    from microzoo.errors import AxesError, ImageError
+
     model = microzoo.load_model(built_package(tmp_path_factory, "parameterized"))
-    with pytest.raises(MicrozooError, match="axes"):
+    with pytest.raises(AxesError, match="say which axes"):
         predict_with_uncertainty(model, np.zeros((2, 32, 32), np.float32))
+    with pytest.raises(ImageError, match="turns the y, x plane.*axes 'zyc'"):
+        predict_with_uncertainty(model, np.zeros((2, 32, 3), np.float32), axes="zyc")
 
 
 # --- files and the command line -----------------------------------------------------------------

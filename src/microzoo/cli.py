@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from microzoo.qc.evaluate import Evaluation
     from microzoo.runtime.batch import FileResult
+    from microzoo.runtime.predict import Model
     from microzoo.trust.note import TrustNote
 
 app = typer.Typer(
@@ -253,11 +254,18 @@ def predict(
     ensemble: list[str] | None = typer.Option(
         None, "--ensemble", help="Another model of the ensemble (repeat the option); implies --uncertainty ensemble."
     ),
+    truth: Path | None = typer.Option(
+        None, "--truth", help="Folder of ground truth named like the inputs: score the outputs and the baseline."
+    ),
+    task: str | None = typer.Option(
+        None, "--task", help="With --truth: restoration, semantic or instances (default: from the package)."
+    ),
 ) -> None:
     """Run a model on images: files, folders and globs, tiled to fit memory, one progress bar.
 
     Images too large for memory, and every .ome.zarr output, stream tile by tile; an
-    interrupted run continues when the same command runs again."""
+    interrupted run continues when the same command runs again. With --truth, the outputs and
+    the classical baseline are scored against the truth (report in OUT/qc) and the verdict printed."""
     from microzoo.io.read import find_images
     from microzoo.runtime.predict import Model
     from microzoo.runtime.resources import parse_bytes
@@ -299,6 +307,29 @@ def predict(
     _print_trust_note(console, run.trust)
     if run.trust_file is not None:
         console.print(escape(f"trust: each image's verdict, score and reasons in {run.trust_file}"))
+    if truth is not None:
+        from microzoo.io.files import image_stem
+        from microzoo.io.read import image_format
+
+        qc_dir = out / "qc" if image_format(out) is None else out.parent / f"{image_stem(out)}_qc"
+        _score_against_truth(console, loaded, run.results, truth=truth, task=task, axes=axes, out_dir=qc_dir)
+
+
+def _score_against_truth(console: Console, model: Model, results: list[FileResult], *, truth: Path,
+                         task: str | None, axes: str | None, out_dir: Path) -> None:  # fmt: skip
+    """``predict --truth``: figures, the verdict against the classical baseline, the report."""
+    from microzoo.qc.scored import score_predictions
+    from microzoo.qc.verdict import verdicts_against_baselines
+
+    with _progress_bar("scoring") as progress:
+        scored = score_predictions(model, results, truth_dir=truth, out_dir=out_dir, task=task, axes=axes,
+                                   progress=progress)  # fmt: skip
+    for notice in scored.notices:
+        console.print(f"[yellow]note:[/] {escape(notice)}")
+    _print_evaluation_summary(console, scored.evaluation)
+    for verdict in verdicts_against_baselines(scored.evaluation, list(scored.classical_params)):
+        console.print(escape(verdict.line))
+    console.print(escape(f"report: {scored.paths['report']}"))
 
 
 def _uncertainty_option(method: str | None, ensemble: list[str] | None, threads: int | None) -> dict[str, object]:
@@ -516,6 +547,7 @@ def compare(
 ) -> None:
     """Rank models and classical baselines on your own annotated images, with confidence intervals."""
     from microzoo.qc.compare import compare as run_compare
+    from microzoo.qc.verdict import verdicts_against_baselines
 
     with _progress_bar("comparing") as progress:
         result = run_compare(
@@ -537,6 +569,8 @@ def compare(
     for notice in result.notices:
         console.print(f"[yellow]note:[/] {escape(notice)}")
     _print_evaluation_summary(console, result.evaluation)
+    for verdict in verdicts_against_baselines(result.evaluation, list(result.classical_params)):
+        console.print(escape(verdict.line))
     console.print(escape(f"report: {result.paths['report']}"))
 
 
@@ -588,6 +622,8 @@ def train_command(
     figures = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k.startswith("val_"))
     console.print(f"Stopped after {len(result.history)} epochs ({result.stopped}); best epoch {result.best_epoch}; "
                   f"last epoch: loss {last['train_loss']:.4g}, {figures}")  # fmt: skip
+    if result.verdict is not None:
+        console.print(escape(result.verdict.line))
     for label, path in (("Package", result.package), ("QC report", result.report), ("Curves", result.curves_png),
                         ("Configuration", result.config), ("Checkpoints", result.best_checkpoint.parent)):  # fmt: skip
         if path is not None:

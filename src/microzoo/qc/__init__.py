@@ -6,6 +6,7 @@ The verbs, importable from here (loaded on first use, so ``import microzoo.qc`` 
     evaluate_folders(pred_dirs, truth_dir, ...)    the same on folders, report written
     write_evaluation(evaluation, out_dir, ...)     metrics.json, per_image.csv, report.html
     compare(models, images_dir=..., ...)           models and classical baselines side by side
+    baseline_verdict(evaluation, model, baseline)  the one-line verdict against the classical baseline
     baselines_for(task, ...)                       the classical baselines of a task
     denoise / segment / tune_denoiser              classical methods on one image
     run_classical_on_folder(method, in, out)       what `microzoo baseline` runs
@@ -23,6 +24,7 @@ _EXPORTS = {
     "denoise": "classical", "run_classical_on_folder": "classical", "segment": "classical",
     "tune_denoiser": "classical",
     "Difference": "evaluate", "Estimate": "evaluate", "Evaluation": "evaluate", "evaluate": "evaluate",
+    "Verdict": "verdict", "baseline_verdict": "verdict",
     "write_evaluation": "evaluate",
     "evaluate_folders": "folders",
     "QCTask": "tasks", "TASKS": "tasks", "get_task": "tasks",

@@ -59,6 +59,15 @@ class Difference:
 
 
 @dataclass(frozen=True)
+class GroupFigures:
+    """The figures of one group of images (:mod:`microzoo.qc.groups`), as for the whole set."""
+
+    images: tuple[str, ...]
+    summary: dict[str, dict[str, Estimate]]
+    differences: tuple[Difference, ...]
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """Every figure of an evaluation; :meth:`to_dict` gives it JSON-ready."""
 
@@ -72,6 +81,10 @@ class Evaluation:
     differences: tuple[Difference, ...]
     settings: TaskSettings = field(default_factory=dict)
     calibration: dict[str, Reliability] = field(default_factory=dict)  # method -> foreground calibration
+    #: group name -> its figures, when ``evaluate`` was given groups (else empty)
+    by_group: dict[str, GroupFigures] = field(default_factory=dict)
+    #: plain sentences: a method better over all images but worse on a group
+    group_notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         document = _json_safe(
@@ -91,6 +104,15 @@ class Evaluation:
                     for method, figures in self.per_image.items()
                 },
                 "settings": self.settings,
+                "groups": {
+                    name: {
+                        "images": list(group.images),
+                        "summary": {m: {k: vars(e) for k, e in f.items()} for m, f in group.summary.items()},
+                        "differences": [{**vars(d), "verdict": d.verdict} for d in group.differences],
+                    }
+                    for name, group in self.by_group.items()
+                },
+                "group_notes": list(self.group_notes),
             }
         )
         if self.calibration:
@@ -134,6 +156,7 @@ def evaluate(
     main_metric: str | None = None,
     n_bootstrap: int = 2000,
     seed: int = 0,
+    groups: Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
     probabilities: Mapping[str, Sequence[np.ndarray]] | None = None,
 ) -> Evaluation:
@@ -156,6 +179,10 @@ def evaluate(
     main_metric : the figure that ranks images and draws the distributions; by default
         ``psnr_fitted``, ``mean_iou``, ``f1@0.5`` or ``f1``.
     n_bootstrap, seed : number of bootstrap resamples of the images, and their seed.
+    groups : each image's group name (e.g. :meth:`microzoo.qc.groups.ImageGroups.of_images`):
+        the figures and paired differences of each group too (``by_group``, bootstrapped
+        within the group), and ``group_notes`` where a method better over all images is worse
+        on a group.
     progress : called as ``progress(done, total, description)`` while scoring.
     probabilities : semantic and instances only: method -> each image's foreground probability
         (the truth's shape); their calibration (:mod:`microzoo.qc.calibration`) is reported.
@@ -177,6 +204,8 @@ def evaluate(
         raise DataError(f"give {n} distinct image names, one per truth image")
     if n_bootstrap < 1:
         raise DataError(f"n_bootstrap must be at least 1, got {n_bootstrap}")
+    if groups is not None and len(groups) != n:
+        raise DataError(f"give one group name per image: {len(groups)} names for {n} images")
     calibration = _calibration(probabilities, predictions, truths, task, n_bootstrap=n_bootstrap, seed=seed)
 
     if definition.check is not None:
@@ -198,37 +227,18 @@ def evaluate(
             progress(done, total, f"scoring {method}")
         vectors[method] = np.stack(rows)
 
-    rng = np.random.default_rng(seed)
-    weights = np.zeros((n_bootstrap, n))
-    np.add.at(weights, (np.arange(n_bootstrap)[:, None], rng.integers(0, n, size=(n_bootstrap, n))), 1)
-    full, boot, per_image = {}, {}, {}
-    for method, vector in vectors.items():
-        full[method] = scorer.aggregate(vector.sum(axis=0))
-        boot[method] = scorer.aggregate(weights @ vector)
-        per_image[method] = scorer.aggregate(vector)
-    if main_metric not in full[next(iter(full))]:
+    summary, differences = _figures(vectors, scorer, definition, n_bootstrap=n_bootstrap, seed=seed)
+    if main_metric not in summary[next(iter(summary))]:
         raise DataError(
-            f"unknown main metric {main_metric!r}; choose one of {', '.join(sorted(full[next(iter(full))]))}"
+            f"unknown main metric {main_metric!r}; choose one of {', '.join(sorted(summary[next(iter(summary))]))}"
         )
-    # resampling one image gives that image back every time: no interval, and no verdict, from it
-    interval = _interval if n >= 2 else (lambda samples: (float("nan"), float("nan")))
-    summary = {
-        method: {name: Estimate(float(value), *interval(boot[method][name])) for name, value in figures.items()}
-        for method, figures in full.items()
-    }
-    differences = []
-    for first, second in itertools.combinations(predictions, 2):
-        for metric in scorer.headline:
-            a, b = full[first][metric], full[second][metric]
-            if np.isinf(a) and np.isinf(b):  # two exact copies: nothing to tell apart
-                value, low, high = float("nan"), float("nan"), float("nan")
-            else:
-                value = float(a - b)
-                low, high = interval(boot[first][metric] - boot[second][metric])
-            better = None
-            if low > 0 or high < 0:
-                better = first if (low > 0) == definition.higher_is_better(metric) else second
-            differences.append(Difference(first, second, metric, value, low, high, better))
+    per_image = {method: scorer.aggregate(vector) for method, vector in vectors.items()}
+    by_group: dict[str, GroupFigures] = {}
+    for name in dict.fromkeys(groups or ()):
+        members = np.array([g == name for g in groups or ()])
+        figures, paired = _figures({m: v[members] for m, v in vectors.items()}, scorer, definition,
+                                   n_bootstrap=n_bootstrap, seed=seed)  # fmt: skip
+        by_group[str(name)] = GroupFigures(tuple(np.array(names)[members].tolist()), figures, tuple(paired))
     settings = {
         "task": task,
         "n_images": n,
@@ -247,7 +257,11 @@ def evaluate(
         summary=summary,
         per_image=per_image,
         differences=tuple(differences),
-        settings=settings,
+        settings={**settings, **({"groups": len(by_group)} if by_group else {})},
+        by_group=by_group,
+        group_notes=group_notes(
+            differences, by_group, main_metric, higher_is_better=definition.higher_is_better(main_metric)
+        ),  # fmt: skip
     )
 
 
@@ -269,6 +283,68 @@ def _calibration(
     if unknown:
         raise DataError(f"probabilities for {', '.join(sorted(unknown))}, which has no predictions: name a method")
     return calibration_by_method(probabilities, truths, n_bootstrap=n_bootstrap, seed=seed)
+
+
+def _figures(vectors: dict[str, np.ndarray], scorer: Any, definition: Any, *, n_bootstrap: int, seed: int
+             ) -> tuple[dict[str, dict[str, Estimate]], list[Difference]]:  # fmt: skip
+    """Every method's figures with their intervals, and the paired differences, from per-image vectors."""
+    n = len(next(iter(vectors.values())))
+    rng = np.random.default_rng(seed)
+    weights = np.zeros((n_bootstrap, n))
+    np.add.at(weights, (np.arange(n_bootstrap)[:, None], rng.integers(0, n, size=(n_bootstrap, n))), 1)
+    full, boot = {}, {}
+    for method, vector in vectors.items():
+        full[method] = scorer.aggregate(vector.sum(axis=0))
+        boot[method] = scorer.aggregate(weights @ vector)
+    # resampling one image gives that image back every time: no interval, and no verdict, from it
+    interval = _interval if n >= 2 else (lambda samples: (float("nan"), float("nan")))
+    summary = {
+        method: {name: Estimate(float(value), *interval(boot[method][name])) for name, value in figures.items()}
+        for method, figures in full.items()
+    }
+    differences = []
+    for first, second in itertools.combinations(vectors, 2):
+        for metric in scorer.headline:
+            a, b = full[first][metric], full[second][metric]
+            if np.isinf(a) and np.isinf(b):  # two exact copies: nothing to tell apart
+                value, low, high = float("nan"), float("nan"), float("nan")
+            else:
+                value = float(a - b)
+                low, high = interval(boot[first][metric] - boot[second][metric])
+            better = None
+            if low > 0 or high < 0:
+                better = first if (low > 0) == definition.higher_is_better(metric) else second
+            differences.append(Difference(first, second, metric, value, low, high, better))
+    return summary, differences
+
+
+def group_notes(differences: Sequence[Difference], by_group: Mapping[str, GroupFigures], metric: str, *,
+                higher_is_better: bool = True) -> tuple[str, ...]:  # fmt: skip
+    """Sentences for each method clearly better over all images but worse on a group of them.
+
+    "worse" when the group's paired interval says so; "no better" when the group's difference
+    goes the other way within its interval (noise, or too few images to tell).
+    """
+    notes = []
+    for overall in differences:
+        if overall.metric != metric or overall.better is None:
+            continue
+        winner = overall.better
+        loser = overall.second if winner == overall.first else overall.first
+        sign = 1.0 if winner == overall.first else -1.0  # winner - loser
+        for name, group in by_group.items():
+            d = next(x for x in group.differences if x.metric == metric and {x.first, x.second} == {winner, loser})
+            value = sign * d.difference
+            if d.better != loser and not (value < 0 if higher_is_better else value > 0):
+                continue
+            how = "worse" if d.better == loser else "no better"
+            spread = (f"[{min(sign * d.low, sign * d.high):+.3f}, {max(sign * d.low, sign * d.high):+.3f}]"
+                      if np.isfinite(d.low) else "no interval")  # fmt: skip
+            notes.append(
+                f"{winner} is better than {loser} on {metric} over all images ({sign * overall.difference:+.3f}) "
+                f"but {how} on the {len(group.images)} image(s) of group '{name}' ({value:+.3f} {spread})"
+            )
+    return tuple(notes)
 
 
 def write_evaluation(

@@ -268,6 +268,7 @@ def render_report(
         ],
         summary_rows=summary_rows,
         differences=differences,
+        groups=_group_rows(evaluation, metric),
         how_to_read=task.how_to_read,
         distribution_png=distribution_png,
         curves_png=curves_png,
@@ -292,6 +293,20 @@ def render_report(
     if reliability_numbers is not None:
         numbers["reliability"] = reliability_numbers
     return html, numbers
+
+
+def _group_rows(evaluation: Evaluation, metric: str) -> list[dict[str, object]]:
+    """Per group of images: each method's main figure with its interval, and the verdicts of the pairs."""
+    rows = []
+    for name, group in evaluation.by_group.items():
+        cells = []
+        for method in evaluation.methods:
+            e = group.summary[method][metric]
+            cells.append(f"{_fmt(e.value, metric)} [{_fmt(e.low, metric)}, {_fmt(e.high, metric)}]")
+        verdicts = [f"{d.first} − {d.second}: {_fmt(d.difference, metric)} ({d.verdict})"
+                    for d in group.differences if d.metric == metric]  # fmt: skip
+        rows.append({"name": name, "n": len(group.images), "cells": cells, "verdicts": verdicts})
+    return rows
 
 
 def write_csv(path: str | Path, evaluation: Evaluation) -> None:

@@ -29,13 +29,14 @@ import numpy as np
 from microzoo.errors import ImageError, MicrozooError
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.runtime.outputs import Outputs
-from microzoo.runtime.predict import Model, Prediction
+from microzoo.runtime.predict import Model, Prediction, _default_axes
 
 __all__ = [
     "METHODS",
     "TRANSFORMS",
     "UncertainPrediction",
     "UncertaintySettings",
+    "flip_rate",
     "predict_with_uncertainty",
     "uncertainty_settings",
 ]
@@ -75,6 +76,8 @@ class UncertainPrediction:
         How many predictions were combined.
     method : str
         ``"tta"``, ``"dropout"`` or ``"ensemble"``.
+    votes : dict
+        Output id -> per pixel, how many members are > 0.5 (uint16); ``None`` as for ``flip_rate``.
     """
 
     prediction: Prediction
@@ -82,6 +85,7 @@ class UncertainPrediction:
     flip_rate: dict[str, float | None]
     members: int
     method: str
+    votes: dict[str, np.ndarray | None] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,17 +164,10 @@ _Run = tuple[int, Iterator[tuple[Prediction | None, tuple[str, ...]]]]
 
 
 def _image_axes(model: Model, image: Any, axes: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Input id -> image, and -> its axes, resolved as :meth:`Model.predict_image` resolves them."""
     images = {k: np.asarray(v) for k, v in model._per_input(image, "image").items()}
     given = model._per_input(axes, "axes") if axes is not None else {}
-    resolved = {}
-    for tid, data in images.items():
-        resolved[tid] = given.get(tid) or ("yx" if data.ndim == 2 else "")
-        if not resolved[tid]:
-            raise ImageError(
-                f"the image for input '{tid}' has {data.ndim} dimensions {data.shape}: say which axes "
-                "they are, e.g. axes='zyx', 'cyx' or 'yxc' (on the command line: --axes)"
-            )
-    return images, resolved
+    return images, {tid: given.get(tid) or _default_axes(data, tid) for tid, data in images.items()}
 
 
 def _turn(array: np.ndarray, axes: str, name: str, *, inverse: bool = False) -> np.ndarray | None:
@@ -307,8 +304,7 @@ class _Running:
         self.mean = first.astype(np.float64)
         self.m2 = np.zeros_like(self.mean)
         self.in_unit = bool(first.size) and float(first.min()) >= 0 and float(first.max()) <= 1
-        self.any_above = first > 0.5
-        self.all_above = self.any_above.copy()
+        self.above = (first > 0.5).astype(np.uint16)
 
     def add(self, value: np.ndarray) -> None:
         self.n += 1
@@ -316,9 +312,7 @@ class _Running:
         self.mean += delta / self.n
         self.m2 += delta * (value - self.mean)
         self.in_unit = self.in_unit and float(value.min()) >= 0 and float(value.max()) <= 1
-        above = value > 0.5
-        self.any_above |= above
-        self.all_above &= above
+        self.above += value > 0.5
 
     def mean_array(self) -> np.ndarray:
         floating = np.issubdtype(self.dtype, np.floating)
@@ -327,12 +321,19 @@ class _Running:
     def spread(self) -> np.ndarray:
         return np.sqrt(self.m2 / self.n).astype(np.float32)
 
+    def votes(self) -> np.ndarray | None:
+        return self.above if self.in_unit else None
+
     def flip_rate(self) -> float | None:
-        if not self.in_unit:
-            return None
-        foreground = int(self.any_above.sum())
-        disagree = int((self.any_above & ~self.all_above).sum())
-        return disagree / foreground if foreground else 0.0
+        return flip_rate(self.above, self.n) if self.in_unit else None
+
+
+def flip_rate(votes: np.ndarray, members: int) -> float:
+    """The fraction of the foreground (pixels where any member is > 0.5) on which the members
+    disagree (some > 0.5, some not), from the vote counts of :attr:`UncertainPrediction.votes`."""
+    foreground = int(np.count_nonzero(votes))
+    disagree = foreground - int(np.count_nonzero(votes == members))
+    return disagree / foreground if foreground else 0.0
 
 
 def _combine(runs: _Run, method: str, progress: ProgressCallback) -> UncertainPrediction:
@@ -367,4 +368,5 @@ def _combine(runs: _Run, method: str, progress: ProgressCallback) -> UncertainPr
         flip_rate={oid: r.flip_rate() for oid, r in running.items()},
         members=n,
         method=method,
+        votes={oid: r.votes() for oid, r in running.items()},
     )

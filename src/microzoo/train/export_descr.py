@@ -237,7 +237,7 @@ def _describe(tmp: Path, spec: ExportSpec, x: np.ndarray, net: Any, script_kind:
 
 def _guess_modality(x: np.ndarray) -> str | None:
     from microzoo.errors import ImageError
-    from microzoo.trust.fingerprint import guess_modality
+    from microzoo.qc.image_features import guess_modality
 
     plane = x[0, 0] if x.ndim == 4 else x[0, 0, x.shape[2] // 2]
     try:

@@ -21,7 +21,8 @@ from microzoo.errors import ConfigError, DataError
 from microzoo.io.files import list_images, pair_by_stem
 from microzoo.io.read import read_array
 from microzoo.progress import ProgressCallback
-from microzoo.trust.fingerprint import Fingerprint, guess_modality
+from microzoo.qc.image_features import guess_modality
+from microzoo.trust.fingerprint import Fingerprint
 from microzoo.trust.leakage import find_near_duplicates
 from microzoo.trust.ood import check_images
 

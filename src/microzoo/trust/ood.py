@@ -1,6 +1,6 @@
 """Out-of-distribution check: do these images look like the model's training data?
 
-Each image's fingerprint features (:func:`microzoo.trust.fingerprint.image_features`) are
+Each image's fingerprint features (:func:`microzoo.qc.image_features.image_features`) are
 turned into robust z-scores against the training images (distance from the training median
 in units of the training spread), each divided by that feature's tolerance (the |z| that 99%
 of training images stay within). The image's score is the largest of these; it is flagged
@@ -18,7 +18,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from microzoo.progress import ProgressCallback, no_progress
-from microzoo.trust.fingerprint import FeatureSummary, Fingerprint, image_features
+from microzoo.qc.image_features import image_features
+from microzoo.trust.fingerprint import FeatureSummary, Fingerprint
 
 #: How each feature is described: (name in words, word when higher, word when lower).
 WORDS = {

@@ -22,7 +22,7 @@ from microzoo.io.atomic import atomic_output
 from microzoo.progress import ProgressCallback
 from microzoo.qc.baselines import instances_baseline
 from microzoo.qc.metrics import instance_metrics_dataset, match_instances
-from microzoo.runtime.instances import N_TARGET_CHANNELS, InstanceSettings, instances_from_output
+from microzoo.runtime.instances import FOREGROUND, N_TARGET_CHANNELS, InstanceSettings, instances_from_output
 from microzoo.train.config import InstancesConfig
 from microzoo.train.data import PatchSampler, Sample
 from microzoo.train.loop import predict_batches
@@ -91,5 +91,5 @@ def check(
     return TaskCheck(
         postprocessing="sigmoid", notes={"loss": "binary cross-entropy on foreground, boundary and distance maps"},
         truths=truths, predictions=predictions, inputs=[s.raw[0] for s in val],
-        instance_settings=chosen.model_dump(),
+        instance_settings=chosen.model_dump(), probabilities={"U-Net": [o[FOREGROUND] for o in outputs]},
     )  # fmt: skip

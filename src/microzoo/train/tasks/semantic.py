@@ -130,8 +130,9 @@ def check(
     multiple = 2**config.network.depth
     train_classes = [class_map(s.require_truth(), n, name=s.name, foreground=config.foreground) for s in train]
     otsu = semantic_baseline(train_images=[s.raw[0] for s in train], train_classes=train_classes, n_classes=n)
+    raw = [predict_image(network, s.image, multiple=multiple) for s in val]
     predictions = {
-        "U-Net": [predicted_classes(predict_image(network, s.image, multiple=multiple)) for s in val],
+        "U-Net": [predicted_classes(o) for o in raw],
         otsu.name: [otsu(s.raw[0]).astype(np.int32) for s in val],
     }
     notes: dict[str, object] = {"loss": config.loss, "classes": n}
@@ -140,5 +141,13 @@ def check(
     return TaskCheck(
         postprocessing="sigmoid" if n == 2 else "softmax", notes=notes, predictions=predictions,
         truths=[class_map(s.require_truth(), n, name=s.name, foreground=config.foreground) for s in val],
-        inputs=[s.raw[0] for s in val],
+        inputs=[s.raw[0] for s in val], probabilities={"U-Net": [foreground_of_logits(o) for o in raw]},
     )  # fmt: skip
+
+
+def foreground_of_logits(output: np.ndarray) -> np.ndarray:
+    """P(class > 0) from raw outputs ``(k, ...)``: the sigmoid of one channel, else 1 - softmax's class 0."""
+    logits = torch.from_numpy(np.asarray(output, dtype=np.float32))
+    if logits.shape[0] == 1:
+        return torch.sigmoid(logits[0]).numpy()
+    return (1.0 - torch.softmax(logits, dim=0)[0]).numpy()

@@ -32,6 +32,7 @@ from microzoo.train.loop import BatchSampler, LoopResult, LossFunction, Mode, Va
 from microzoo.train.tasks.registry import TrainingTask, get_task
 
 if TYPE_CHECKING:
+    from microzoo.qc.verdict import Verdict
     from microzoo.train.models import UNet
     from microzoo.trust.fingerprint import Fingerprint
 
@@ -56,6 +57,8 @@ class TrainingResult:
     history : one row per epoch (loss, validation figures, learning rate, seconds).
     best_epoch, stopped : the epoch whose weights were kept, and why training stopped
         ("epochs", "early stopping" or "time limit").
+    verdict : the model against the classical baseline on the validation images
+        (:func:`microzoo.qc.verdict.baseline_verdict`); None without QC.
     """
 
     task: str
@@ -72,6 +75,7 @@ class TrainingResult:
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     stopped: str = "epochs"
+    verdict: Verdict | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,8 @@ class TaskCheck:
     first, then the classical baseline (None: no QC, e.g. Noise2Void without clean images).
     ``notes`` are task details for the package's training record; ``output_scale`` (gain,
     offset per channel) maps the network's output back to the input's units in the package.
+    ``probabilities`` (segmentation): method -> foreground probability per validation image,
+    for the calibration in the QC report.
     """
 
     postprocessing: Literal["sigmoid", "softmax", "none"]
@@ -106,6 +112,7 @@ class TaskCheck:
     inputs: Sequence[np.ndarray] | None = None
     instance_settings: Mapping[str, Any] | None = None
     output_scale: tuple[list[float], list[float]] | None = None
+    probabilities: Mapping[str, Sequence[np.ndarray]] | None = None
 
 
 @dataclass(frozen=True)
@@ -211,12 +218,14 @@ def finish(run: TrainedRun, *, progress: ProgressCallback | None = None) -> Trai
     config, check, loop = run.config, run.check, run.loop
     task = get_task(config.task)
     figures: dict[str, float] = {}
-    report = metrics = None
+    report = metrics = verdict = None
     if check.predictions:
         from microzoo.qc.evaluate import evaluate, write_evaluation
+        from microzoo.qc.verdict import baseline_verdict
 
         evaluation = evaluate(check.predictions, check.truths, task=task.qc_task, names=[s.name for s in run.val],
-                              n_bootstrap=500, seed=config.training.seed, progress=progress)  # fmt: skip
+                              n_bootstrap=500, seed=config.training.seed, progress=progress,
+                              probabilities=check.probabilities)  # fmt: skip
         paths = write_evaluation(evaluation, run.out_dir / "qc", truths=check.truths, predictions=check.predictions,
                                  inputs=check.inputs)  # fmt: skip
         report, metrics = paths["report"], paths["metrics"]
@@ -225,6 +234,8 @@ def finish(run: TrainedRun, *, progress: ProgressCallback | None = None) -> Trai
             figures[metric] = evaluation.summary[model][metric].value
             if others:
                 figures[f"baseline {metric}"] = evaluation.summary[others[0]][metric].value
+        if others:
+            verdict = baseline_verdict(evaluation, model, others[0])
     package = None
     if config.training.export:
         package = _export(run, task, figures=figures, report=report, progress=progress)
@@ -232,7 +243,7 @@ def finish(run: TrainedRun, *, progress: ProgressCallback | None = None) -> Trai
         task=config.task, out_dir=run.out_dir, config=run.config_path, package=package, report=report,
         metrics=metrics, curves_csv=loop.curves_csv, curves_png=loop.curves_png,
         best_checkpoint=loop.best_checkpoint, last_checkpoint=loop.last_checkpoint, figures=figures,
-        history=loop.history, best_epoch=loop.best_epoch, stopped=loop.stopped,
+        history=loop.history, best_epoch=loop.best_epoch, stopped=loop.stopped, verdict=verdict,
     )  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""Comparing label images in tests."""
+"""Label images for tests: comparing them, and small ones with a known error."""
 
 from __future__ import annotations
 
@@ -17,3 +17,19 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
         return False
     pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
     return pairs.shape[1] == len(np.unique(a)) == len(np.unique(b))
+
+
+def three_squares(n: int = 8, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``n`` 32x32 label images of three 6x6 squares (jittered), and the same with the third missed."""
+    rng = np.random.default_rng(seed)
+    truths, missing = [], []
+    for _ in range(n):
+        labels = np.zeros((32, 32), np.uint16)
+        for k, (y, x) in enumerate([(2, 2), (2, 20), (20, 10)]):
+            dy, dx = rng.integers(0, 4, 2)
+            labels[y + dy : y + dy + 6, x + dx : x + dx + 6] = k + 1
+        truths.append(labels)
+        partial = labels.copy()
+        partial[partial == 3] = 0
+        missing.append(partial)
+    return truths, missing

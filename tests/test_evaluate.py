@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import tifffile
+from _labels import three_squares
 from skimage.segmentation import find_boundaries
 from typer.testing import CliRunner
 
@@ -19,24 +20,8 @@ from microzoo.qc.folders import evaluate_folders
 from microzoo.qc.metrics import instance_metrics_dataset, match_instances, restoration_metrics
 
 
-def _label_images(n=8, seed=0):
-    """n images of three 6x6 squares each; the second method misses the last square."""
-    rng = np.random.default_rng(seed)
-    truths, missing = [], []
-    for _ in range(n):
-        labels = np.zeros((32, 32), np.uint16)
-        for k, (y, x) in enumerate([(2, 2), (2, 20), (20, 10)]):
-            dy, dx = rng.integers(0, 4, 2)
-            labels[y + dy : y + dy + 6, x + dx : x + dx + 6] = k + 1
-        truths.append(labels)
-        partial = labels.copy()
-        partial[partial == 3] = 0
-        missing.append(partial)
-    return truths, missing
-
-
 def test_instances_pooled_like_stardist_with_a_clear_verdict():
-    truths, missing = _label_images()
+    truths, missing = three_squares()
     result = evaluate({"perfect": truths, "misses one": missing}, truths, task="instances", n_bootstrap=300)
     perfect = result.summary["perfect"]["f1@0.5"]
     assert (perfect.value, perfect.low, perfect.high) == (1.0, 1.0, 1.0)
@@ -50,7 +35,7 @@ def test_instances_pooled_like_stardist_with_a_clear_verdict():
 
 
 def test_identical_methods_show_no_clear_difference_and_the_seed_fixes_intervals():
-    truths, missing = _label_images()
+    truths, missing = three_squares()
     mixed = [m if i % 2 else t for i, (t, m) in enumerate(zip(truths, missing, strict=True))]
     first = evaluate({"a": mixed, "b": mixed}, truths, task="instances", n_bootstrap=200, seed=3)
     assert all(d.verdict == "no clear difference" for d in first.differences)
@@ -103,7 +88,7 @@ def test_detection_needs_a_tolerance_and_pools_counts():
 
 
 def test_misuse_is_a_data_error():
-    truths, missing = _label_images(n=2)
+    truths, missing = three_squares(n=2)
     with pytest.raises(DataError, match="task"):
         evaluate({"a": truths}, truths, task="counting")
     with pytest.raises(DataError, match="1 predictions for 2"):
@@ -119,7 +104,7 @@ def _write(folder, arrays, names):
 
 
 def test_folders_write_metrics_csv_and_report(tmp_path):
-    truths, missing = _label_images(n=4)
+    truths, missing = three_squares(n=4)
     names = ["a1", "a2", "b1", "b2"]
     _write(tmp_path / "truth", truths, names)
     _write(tmp_path / "net", truths, names)
@@ -143,7 +128,7 @@ def test_folders_write_metrics_csv_and_report(tmp_path):
 
 
 def test_folders_that_do_not_pair_are_named(tmp_path):
-    truths, _ = _label_images(n=3)
+    truths, _ = three_squares(n=3)
     _write(tmp_path / "truth", truths, ["x", "y", "z"])
     _write(tmp_path / "net", truths, ["x", "y", "w"])
     with pytest.raises(
@@ -174,7 +159,7 @@ def test_dsb2018_labels_against_eroded_copies(shared_data, tmp_path):
 
 
 def test_cli_evaluate_prints_a_summary_and_the_report_path(tmp_path):
-    truths, missing = _label_images(n=3)
+    truths, missing = three_squares(n=3)
     names = ["p", "q", "r"]
     _write(tmp_path / "truth", truths, names)
     _write(tmp_path / "seg", missing, names)
@@ -222,7 +207,7 @@ def test_restoration_with_nan_pixels_is_refused_naming_the_file_and_count(tmp_pa
 
 @pytest.mark.parametrize("task", ["instances", "semantic"])
 def test_probability_map_truth_is_refused_by_the_one_label_check(tmp_path, task):
-    truths, _ = _label_images(n=2)
+    truths, _ = three_squares(n=2)
     probabilities = [(t > 0) * 0.8 for t in truths]
     _write(tmp_path / "truth", probabilities, ["a", "b"])
     _write(tmp_path / "net", truths, ["a", "b"])

@@ -76,9 +76,9 @@ def test_io_api() -> None:
 
 def test_qc_api() -> None:
     _check_subpackage("qc", [
-        "Baseline", "Comparison", "Difference", "Estimate", "Evaluation", "QCTask", "TASKS", "baselines_for",
-        "compare", "denoise", "evaluate", "evaluate_folders", "get_task", "run_classical_on_folder", "segment",
-        "tune_denoiser", "write_evaluation",
+        "Baseline", "Comparison", "Difference", "Estimate", "Evaluation", "ImageGroups", "QCTask", "TASKS",
+        "Verdict", "baseline_verdict", "baselines_for", "compare", "denoise", "evaluate", "evaluate_folders",
+        "find_groups", "get_task", "run_classical_on_folder", "segment", "tune_denoiser", "write_evaluation",
     ])  # fmt: skip
 
 

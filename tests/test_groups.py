@@ -3,31 +3,40 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from _labels import three_squares
 
 from microzoo.errors import DataError
+from microzoo.qc.compare import compare
 from microzoo.qc.evaluate import evaluate, write_evaluation
 from microzoo.qc.groups import find_groups
 from microzoo.qc.image_features import guess_modality
+from microzoo.qc.verdict import baseline_verdict
 
 
 @pytest.fixture(scope="module")
-def dsb_test(shared_data: Path) -> tuple[list[np.ndarray], list[str]]:
-    """The first 10 fluorescence and 6 colour (histology) DSB2018 test images, and their modality."""
-    images, kinds = [], []
+def dsb_paths(shared_data: Path) -> list[Path]:
+    """The first 10 fluorescence and 6 colour (histology) DSB2018 test images."""
+    paths = []
     wanted = {"fluorescence": 10, "colour": 6}
     for path in sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png")):
-        image = iio.imread(path)[..., :3]
-        kind = guess_modality(image)
+        kind = guess_modality(iio.imread(path)[..., :3])
         if wanted.get(kind, 0) > 0:
             wanted[kind] -= 1
-            images.append(image)
-            kinds.append(kind)
-    return images, kinds
+            paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def dsb_test(dsb_paths: list[Path]) -> tuple[list[np.ndarray], list[str]]:
+    """Those images, and their modality."""
+    images = [iio.imread(path)[..., :3] for path in dsb_paths]
+    return images, [guess_modality(image) for image in images]
 
 
 def test_fluorescence_and_histology_images_form_two_named_groups(dsb_test) -> None:
@@ -50,26 +59,10 @@ def test_images_alike_or_too_few_form_no_groups(dsb_test) -> None:
         find_groups(images, max_groups=1)
 
 
-def _squares(n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Label images of three squares, and the same with the third square missed."""
-    rng = np.random.default_rng(seed)
-    truths, missing = [], []
-    for _ in range(n):
-        labels = np.zeros((32, 32), np.uint16)
-        for k, (y, x) in enumerate([(2, 2), (2, 20), (20, 10)]):
-            dy, dx = rng.integers(0, 4, 2)
-            labels[y + dy : y + dy + 6, x + dx : x + dx + 6] = k + 1
-        truths.append(labels)
-        partial = labels.copy()
-        partial[partial == 3] = 0
-        missing.append(partial)
-    return truths, missing
-
-
 def test_a_method_better_on_average_but_worse_on_a_group_is_said_plainly(tmp_path: Path) -> None:
     # "net" is perfect on 20 fluorescence images and misses a square on 5 histology images,
     # where the watershed is perfect; the watershed misses a square on every fluorescence image
-    truths, missing = _squares(25, seed=0)
+    truths, missing = three_squares(25, seed=0)
     net = truths[:20] + missing[20:]
     watershed = missing[:20] + truths[20:]
     groups = ["fluorescence"] * 20 + ["histology"] * 5
@@ -91,10 +84,31 @@ def test_a_method_better_on_average_but_worse_on_a_group_is_said_plainly(tmp_pat
     assert document["group_notes"] == [note] and document["settings"]["groups"] == 2
     html = paths["report"].read_text()
     assert "By group of images" in html and "of group &#39;histology&#39;" in html
+    verdict = baseline_verdict(evaluation, "net", "watershed")
+    assert verdict.kind == "better" and verdict.group_notes == (note,)
+    assert verdict.line.endswith(f" But: {note}.") and "the baseline on the group(s) where it loses" in verdict.advice
+
+
+def test_compare_splits_its_figures_by_the_groups_of_its_images(
+    dsb_paths: list[Path], shared_data: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "truth").mkdir()
+    for path in dsb_paths:
+        shutil.copy(path, tmp_path / "images")
+        shutil.copy(shared_data / "dsb2018" / "test" / "labels" / f"{path.stem}.tif", tmp_path / "truth")
+    result = compare([], images_dir=tmp_path / "images", truth_dir=tmp_path / "truth", task="instances",
+                     classical=True, out_dir=tmp_path / "out")  # fmt: skip
+    groups = result.evaluation.by_group
+    assert [len(g.images) for g in groups.values()] == [10, 6]
+    assert list(groups)[1] == "colour, bright background (histology-like)"
+    watershed = {name: g.summary["Otsu+watershed"]["f1@0.5"] for name, g in groups.items()}
+    assert all(0 <= e.low <= e.value <= e.high <= 1 for e in watershed.values())
+    assert "By group of images" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_without_groups_nothing_changes() -> None:
-    truths, missing = _squares(6, seed=1)
+    truths, missing = three_squares(6, seed=1)
     plain = evaluate({"a": truths, "b": missing}, truths, task="instances", n_bootstrap=100)
     grouped = evaluate({"a": truths, "b": missing}, truths, task="instances", n_bootstrap=100, groups=["g"] * 6)
     assert plain.by_group == {} and plain.group_notes == () and "groups" not in plain.to_dict()["settings"]

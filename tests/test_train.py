@@ -374,7 +374,9 @@ def test_two_class_foreground_is_label_above_zero_or_label_zero(shared_data: Pat
 
 
 def test_data_split_grey_conversion_pairing_and_empty_patches(dsb: Path, isbi: Path, tmp_path: Path) -> None:
+    # one of these DSB crops is colour histology: "grey" converts it (colour: tests/test_colour_training.py)
     config = instances_config(images=dsb / "images", labels=dsb / "labels", patch_size=32).data
+    config = config.model_copy(update={"colour": "grey"})
     samples = load_samples(config, truth="labels")
     assert all(s.image.shape == (1, 64, 64) and s.truth.shape == (64, 64) for s in samples)
     assert [s.name for s in split_samples(samples, fraction=0.4, seed=3)[1]] == [

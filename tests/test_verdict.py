@@ -10,6 +10,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from _labels import three_squares
 from typer.testing import CliRunner
 
 from microzoo.cli import app
@@ -19,24 +20,8 @@ from microzoo.qc.evaluate import evaluate
 from microzoo.qc.verdict import baseline_verdict, best_baseline
 
 
-def _squares(n=8, seed=0):
-    """Label images of three squares; ``missing`` loses the third square on every image."""
-    rng = np.random.default_rng(seed)
-    truths, missing = [], []
-    for _ in range(n):
-        labels = np.zeros((32, 32), np.uint16)
-        for k, (y, x) in enumerate([(2, 2), (2, 20), (20, 10)]):
-            dy, dx = rng.integers(0, 4, 2)
-            labels[y + dy : y + dy + 6, x + dx : x + dx + 6] = k + 1
-        truths.append(labels)
-        partial = labels.copy()
-        partial[partial == 3] = 0
-        missing.append(partial)
-    return truths, missing
-
-
 def test_better_and_worse_read_the_paired_interval_from_either_side():
-    truths, missing = _squares()
+    truths, missing = three_squares()
     evaluation = evaluate({"baseline": missing, "net": truths}, truths, task="instances", n_bootstrap=300)
     good = baseline_verdict(evaluation, "net", "baseline")
     assert good.kind == "better" and good.metric == "f1@0.5"
@@ -62,7 +47,7 @@ def test_lower_is_better_metrics_turn_the_kind_not_the_sign():
 
 
 def test_no_clear_difference_advises_more_images_with_an_estimate():
-    truths, missing = _squares(n=10)
+    truths, missing = three_squares(n=10)
     # the net misses the third square on 4 images of 10, the baseline on 3 other ones
     net = [m if i in (0, 1, 2, 3) else t for i, (t, m) in enumerate(zip(truths, missing, strict=True))]
     base = [m if i in (4, 5, 6) else t for i, (t, m) in enumerate(zip(truths, missing, strict=True))]
@@ -77,7 +62,7 @@ def test_no_clear_difference_advises_more_images_with_an_estimate():
 
 
 def test_one_image_gives_no_interval_and_the_sign_said_to_be_weak():
-    truths, missing = _squares(n=1)
+    truths, missing = three_squares(n=1)
     evaluation = evaluate({"net": truths, "Otsu": missing, "same": truths}, truths, task="instances", n_bootstrap=50)
     verdict = baseline_verdict(evaluation, "Otsu", "net")
     assert verdict.kind == "worse" and math.isnan(verdict.interval[0])
@@ -89,7 +74,7 @@ def test_one_image_gives_no_interval_and_the_sign_said_to_be_weak():
 
 
 def test_best_baseline_and_refusals():
-    truths, missing = _squares()
+    truths, missing = three_squares()
     evaluation = evaluate({"net": truths, "weak": missing, "strong": truths}, truths, task="instances",
                           n_bootstrap=100)  # fmt: skip
     assert best_baseline(evaluation, ["weak", "strong"]) == "strong"

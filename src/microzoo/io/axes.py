@@ -9,7 +9,9 @@ model input, :func:`map_from_model` turns the model's output back into the image
 - image axes the model lacks (time, or z for a 2-D model) are folded into the model's batch
   axis, so a 2-D model runs slice by slice over a z-stack or time series, and are unfolded
   again afterwards;
-- an RGB(A) image given to a one-channel model is converted to grayscale.
+- an RGB(A) image given to a one-channel model is converted to grayscale; given to a
+  three-channel (colour) model, its alpha channel is dropped; a grey image given to a
+  three-channel model is repeated into its three channels.
 
 >>> import numpy as np
 >>> stack = np.zeros((5, 64, 48), dtype="float32")
@@ -35,11 +37,13 @@ __all__ = [
     "AXES_LETTERS",
     "AxesMapping",
     "check_axes",
+    "is_colour_model",
     "ids_to_letters",
     "letters_to_ids",
     "map_from_model",
     "map_to_model",
     "select_channels",
+    "COLOUR_CHANNELS",
     "RGB_WEIGHTS",
     "rgb_to_grey",
     "to_grayscale",
@@ -166,6 +170,7 @@ def map_to_model(
     model_axes: Sequence[str],
     *,
     channels: int | None,
+    colour: bool = False,
 ) -> tuple[np.ndarray, AxesMapping]:
     """Arrange an image as a model input.
 
@@ -180,6 +185,9 @@ def map_to_model(
     channels
         How many channels the model's input takes; None if it has no channel axis or if any
         number is accepted.
+    colour
+        The model takes red, green and blue (:func:`is_colour_model`): an RGBA image loses its
+        alpha channel, a grey image is repeated into the three.
 
     Returns
     -------
@@ -198,9 +206,8 @@ def map_to_model(
     model = ids_to_letters(model_axes)
     notices: list[str] = []
 
-    n_notices = len(notices)
-    array, cur = _match_channels(array, axes, model, channels, notices)
-    gray_from_rgb = len(notices) > n_notices  # the only notice _match_channels gives
+    array, cur = _match_channels(array, axes, model, channels, notices, colour=colour)
+    gray_from_rgb = any(notice.startswith(_TO_GREY) for notice in notices)
 
     missing_space = [a for a in model if a in _SPATIAL and a not in cur]
     if missing_space:
@@ -285,8 +292,24 @@ def select_channels(data: np.ndarray, axes: str, channels: int | Sequence[int]) 
     return picked, f"used channel(s) {', '.join(map(str, wanted))} of {n}"
 
 
+_TO_GREY = "converted RGB to grayscale"
+
+#: the input channel names of a colour model (what microzoo's colour training exports)
+COLOUR_CHANNELS = ("red", "green", "blue")
+
+
+def is_colour_model(channel_names: Sequence[object] | None) -> bool:
+    """Whether a model input's channels are red, green and blue (by name).
+
+    >>> is_colour_model(["red", "green", "blue"]), is_colour_model(["channel0", "channel1", "channel2"])
+    (True, False)
+    """
+    names = tuple(str(n).lower() for n in channel_names or ())
+    return names in (COLOUR_CHANNELS, ("r", "g", "b"))
+
+
 def _match_channels(
-    array: np.ndarray, axes: str, model: str, channels: int | None, notices: list[str]
+    array: np.ndarray, axes: str, model: str, channels: int | None, notices: list[str], *, colour: bool = False
 ) -> tuple[np.ndarray, str]:
     """Reconcile the image's channel axis with the model's; may convert RGB(A) to gray."""
     has_c = "c" in axes
@@ -304,8 +327,16 @@ def _match_channels(
     spatial_only = set(axes) - {"b"} == {"c", "y", "x"}
     if channels == 1 and n in (3, 4) and spatial_only:
         gray = rgb_to_grey(array, channel_axis=axes.index("c"))
-        notices.append("converted RGB to grayscale for a 1-channel model" + (" (alpha dropped)" if n == 4 else ""))
+        notices.append(_TO_GREY + " for a 1-channel model" + (" (alpha dropped)" if n == 4 else ""))
         return np.expand_dims(gray, axes.index("c")), axes
+    if colour and channels == 3 and n == 4 and spatial_only:
+        notices.append("dropped the alpha channel of an RGBA image for a 3-channel (colour) model")
+        return np.take(array, [0, 1, 2], axis=axes.index("c")), axes
+    if colour and channels == 3 and n == 1:
+        notices.append("repeated a grey image into the 3 channels of a colour model")
+        if not has_c:
+            array, axes = array[..., np.newaxis], axes + "c"
+        return np.repeat(array, 3, axis=axes.index("c")), axes
     what = f"{n} channels" if has_c else "no channel axis"
     raise AxesError(
         f"the image has axes {axes!r} (shape {tuple(array.shape)}) with {what}, but the model "

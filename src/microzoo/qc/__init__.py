@@ -7,6 +7,7 @@ The verbs, importable from here (loaded on first use, so ``import microzoo.qc`` 
     write_evaluation(evaluation, out_dir, ...)     metrics.json, per_image.csv, report.html
     compare(models, images_dir=..., ...)           models and classical baselines side by side
     baseline_verdict(evaluation, model, baseline)  the one-line verdict against the classical baseline
+    find_groups(images)                            groups of images that look alike (evaluate(groups=))
     baselines_for(task, ...)                       the classical baselines of a task
     denoise / segment / tune_denoiser              classical methods on one image
     run_classical_on_folder(method, in, out)       what `microzoo baseline` runs
@@ -27,6 +28,7 @@ _EXPORTS = {
     "Verdict": "verdict", "baseline_verdict": "verdict",
     "write_evaluation": "evaluate",
     "evaluate_folders": "folders",
+    "ImageGroups": "groups", "find_groups": "groups",
     "QCTask": "tasks", "TASKS": "tasks", "get_task": "tasks",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS)

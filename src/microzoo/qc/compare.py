@@ -34,6 +34,7 @@ from microzoo.io.read import read_array, read_image
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.qc.baselines import baselines_for
 from microzoo.qc.calibration import foreground_probability
+from microzoo.qc.groups import groups_of
 from microzoo.qc.tasks import QCTask, as_intensities, as_labels, get_task
 
 if TYPE_CHECKING:
@@ -126,8 +127,15 @@ def compare(
     gray_inputs = [_gray(x) for x in inputs]
     calibrated = {m: [x for x in p if x is not None] for m, p in probabilities.items()}
     calibrated = {m: p for m, p in calibrated.items() if len(p) == len(truths)}  # every output a probability
+    groups = groups_of(inputs)  # figures per group too, when the images fall into distinct groups
     evaluation = evaluate(
-        predictions, truths, task=task, names=names, data_range=data_range, probabilities=calibrated or None
+        predictions,
+        truths,
+        task=task,
+        names=names,
+        data_range=data_range,
+        probabilities=calibrated or None,
+        groups=groups,
     )
     paths = write_evaluation(evaluation, out_dir, truths=truths, predictions=predictions, inputs=gray_inputs)
     return Comparison(evaluation, paths, classical_params, tuple(dict.fromkeys(notices)))

@@ -18,6 +18,7 @@ from microzoo.io.files import list_images, pair_by_stem
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.qc import metrics
 from microzoo.qc.evaluate import Evaluation, evaluate, write_evaluation
+from microzoo.qc.groups import groups_of
 from microzoo.qc.tasks import as_labels, get_task
 
 
@@ -110,10 +111,12 @@ def evaluate_folders(
 
     Files are paired by name without extension (``a.tif`` with ``a.png``); a name missing
     from any folder is a :class:`~microzoo.errors.DataError` that lists them. ``images_dir``
-    holds the inputs, shown in the report's panels. Detection truths and predictions are CSV
-    files of coordinates (columns ``z``/``y``/``x`` or ``axis-0``, ...) or label images whose
-    object centroids are used. All images are held in memory. Writes ``metrics.json``,
-    ``per_image.csv`` and ``report.html`` into ``out_dir``; the other options are those of
+    holds the inputs, shown in the report's panels; when they fall into groups
+    (:func:`microzoo.qc.groups.find_groups`), the figures are split by group too. Detection
+    truths and predictions are CSV files of coordinates (columns ``z``/``y``/``x`` or
+    ``axis-0``, ...) or label images whose object centroids are used. All images are held in
+    memory. Writes ``metrics.json``, ``per_image.csv`` and ``report.html`` into ``out_dir``;
+    the other options are those of
     :func:`evaluate`.
     """
     get_task(task)
@@ -136,6 +139,7 @@ def evaluate_folders(
         main_metric=main_metric,
         n_bootstrap=n_bootstrap,
         seed=seed,
+        groups=groups_of(inputs) if inputs is not None else None,
         progress=progress,
     )
     progress(0, 1, "writing the report")

@@ -27,7 +27,7 @@ from microzoo.io.axes import to_grayscale
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.qc.image_features import image_features
 
-__all__ = ["GROUP_FEATURES", "MIN_SILHOUETTE", "ImageGroups", "find_groups", "group_features"]
+__all__ = ["GROUP_FEATURES", "MIN_SILHOUETTE", "ImageGroups", "find_groups", "group_features", "groups_of"]
 
 #: the features groups are found by, and the difference in each that counts as one unit
 GROUP_FEATURES = {"colour": 0.1, "background_level": 0.2, "spectral_slope": 0.5, "object_size": 0.2}
@@ -157,6 +157,15 @@ def find_groups(
         features=medians,
         silhouette=score,
     )
+
+
+def groups_of(images: Sequence[np.ndarray], *, progress: ProgressCallback | None = None) -> tuple[str, ...] | None:
+    """Each image's group name when the images fall into groups (what ``evaluate(groups=)`` takes), else None.
+
+    What ``compare``, ``predict --truth`` and the QC after training use.
+    """
+    found = find_groups(images, progress=progress)
+    return None if found is None else found.of_images()
 
 
 def _names(medians: dict[str, tuple[float, ...]], colour_share: Sequence[float]) -> tuple[str, ...]:

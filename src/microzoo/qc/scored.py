@@ -20,6 +20,7 @@ from microzoo.io.files import list_images, pair_by_stem
 from microzoo.io.read import read_array, read_image
 from microzoo.progress import ProgressCallback, no_progress
 from microzoo.qc.compare import Comparison, _as_prediction, _gray, _instance_settings, _run_classical, _truth
+from microzoo.qc.groups import groups_of
 from microzoo.qc.tasks import get_task
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ def score_predictions(
         inputs, task, train_noisy=None, train_clean=None, data_range=data_range, progress=progress
     )
     predictions = {model.package.name: outputs, **baseline}
-    evaluation = evaluate(predictions, truths, task=task, names=kept, data_range=data_range)
+    evaluation = evaluate(predictions, truths, task=task, names=kept, data_range=data_range, groups=groups_of(inputs))
     gray_inputs = [_gray(x) for x in inputs]
     paths = write_evaluation(evaluation, out_dir, truths=truths, predictions=predictions, inputs=gray_inputs)
     return Comparison(evaluation, paths, params, tuple(dict.fromkeys([*notices, *classical_notices])))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from microzoo.errors import DataError
+from microzoo.qc.evaluate import group_notes
 from microzoo.qc.tasks import get_task
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class Verdict:
     n_images: int
     advice: str
     line: str
+    #: groups of images (:mod:`microzoo.qc.groups`) on which a model better overall is worse
+    group_notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         def finite(x: float) -> float | None:
@@ -57,7 +60,7 @@ class Verdict:
         return {
             "kind": self.kind, "model": self.model, "baseline": self.baseline, "metric": self.metric,
             "difference": finite(self.difference), "interval": [finite(x) for x in self.interval],
-            "n_images": self.n_images, "advice": self.advice, "line": self.line,
+            "n_images": self.n_images, "advice": self.advice, "line": self.line, "group_notes": list(self.group_notes),
         }  # fmt: skip
 
 
@@ -130,8 +133,13 @@ def baseline_verdict(
         "worse": "is worse than",
         "no clear difference": "shows no clear difference from",
     }[kind]
+    notes = group_notes([d], evaluation.by_group, metric, higher_is_better=higher) if kind == "better" else ()
+    if notes:
+        advice = ("Use the model on images like those it wins on, the baseline on the group(s) where it loses; "
+                  "or train with more images like those.")  # fmt: skip
     line = f"Verdict: {model} {subject} the classical baseline {baseline} on {metric}: {figures}. {advice}"
-    return Verdict(kind, model, baseline, metric, difference, (low, high), n, advice, line)
+    line += "".join(f" But: {note}." for note in notes)
+    return Verdict(kind, model, baseline, metric, difference, (low, high), n, advice, line, notes)
 
 
 def _advice(kind: str, task: str, baseline: str, difference: float, interval: tuple[float, float], n: int,

@@ -190,7 +190,7 @@ class Model:
         progress: ProgressCallback | None = None,
     ) -> Prediction:
         """Like :meth:`predict`, returning a :class:`Prediction` with axes and notices."""
-        from microzoo.io.axes import map_from_model, map_to_model, select_channels
+        from microzoo.io.axes import is_colour_model, map_from_model, map_to_model, select_channels
 
         if tile is not None:
             _checked_tile(tile)
@@ -209,7 +209,8 @@ class Model:
                 notices.append(notice)
             model_axes = self.tensor_axes(tensor)
             channels = _channel_count(tensor)
-            tensors[tid], mappings[tid] = map_to_model(data, image_axes, model_axes, channels=channels)
+            tensors[tid], mappings[tid] = map_to_model(data, image_axes, model_axes, channels=channels,
+                                                       colour=is_colour_model(_channel_names(tensor)))  # fmt: skip
             notices.extend(mappings[tid].notices)
         raw_outputs, n_tiles, run_notices = self._predict_tensors(
             tensors, tile=tile, memory_budget=memory_budget, progress=progress
@@ -404,9 +405,14 @@ def _default_axes(data: np.ndarray, tid: str) -> str:
 
 
 def _channel_count(tensor: Any) -> int | None:
+    names = _channel_names(tensor)
+    return None if names is None else len(names)
+
+
+def _channel_names(tensor: Any) -> list[str] | None:
     for axis in tensor.axes:
         if str(axis.type) == "channel":
-            return len(axis.channel_names)
+            return [str(n) for n in axis.channel_names]
     return None
 
 

@@ -16,7 +16,7 @@ from typing import Any, cast
 import numpy as np
 
 from microzoo.errors import OutputError, ProcessingError
-from microzoo.io.axes import ids_to_letters
+from microzoo.io.axes import ids_to_letters, is_colour_model
 from microzoo.io.files import image_stem
 from microzoo.progress import ProgressCallback
 from microzoo.runtime import resources
@@ -44,8 +44,9 @@ def open_view(descr: Any, path: Path, *, axes: str | None, level: int, channel: 
 
 def _view_of(descr: Any, image: Any, channel: Sequence[int] | None) -> ModelView:
     tensor = descr.inputs[0]
-    channels = next((len(a.channel_names) for a in tensor.axes if str(a.type) == "channel"), None)
-    return ModelView(image.data, image.axes, tuple(str(a.id) for a in tensor.axes), channels=channels, channel=channel)
+    names = next((list(a.channel_names) for a in tensor.axes if str(a.type) == "channel"), None)
+    return ModelView(image.data, image.axes, tuple(str(a.id) for a in tensor.axes), channels=None if names is None
+                     else len(names), channel=channel, colour=is_colour_model(names))  # fmt: skip
 
 
 def plan_stream(

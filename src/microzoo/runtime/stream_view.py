@@ -51,8 +51,10 @@ class ModelView:
         *,
         channels: int | None,
         channel: Sequence[int] | None = None,
+        colour: bool = False,
     ) -> None:
         self.data = data
+        self.colour = colour
         self.axes = axes
         self.model_axes = tuple(model_axes)
         self.channels = channels
@@ -69,7 +71,8 @@ class ModelView:
             1 if a in "zyx" and a in model_letters else self._channel_count(a, n)
             for a, n in zip(axes, image_shape, strict=True)
         )
-        proxy, mapping = map_to_model(np.zeros(proxy_shape, dtype=data.dtype), axes, self.model_axes, channels=channels)
+        proxy, mapping = map_to_model(np.zeros(proxy_shape, dtype=data.dtype), axes, self.model_axes, channels=channels,
+                                      colour=colour)  # fmt: skip
         sizes = dict(zip(axes, image_shape, strict=True))
         self.mapping: AxesMapping = dataclasses.replace(mapping, input_shape=image_shape)
         self.folded = mapping.folded_axes
@@ -127,7 +130,7 @@ class ModelView:
         block = np.asarray(self.data[tuple(index)])
         if self.channel is not None and "c" in self._block_axes:
             block = np.take(block, self.channel, axis=self._block_axes.index("c"))
-        mapped, _ = map_to_model(block, self._block_axes, self.model_axes, channels=self.channels)
+        mapped, _ = map_to_model(block, self._block_axes, self.model_axes, channels=self.channels, colour=self.colour)
         if "channel" in bounds and "channel" in self.model_axes:  # channels are read whole
             c = self.model_axes.index("channel")
             mapped = mapped[(slice(None),) * c + (slice(*bounds["channel"]),)]

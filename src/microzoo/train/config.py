@@ -72,6 +72,11 @@ class DataConfig(_Strict):
     )
     validation_patches: int = Field(default=32, ge=1, description="fixed patches the loop validates on")
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
+    colour: Literal["auto", "grey", "rgb"] = Field(
+        default="auto",
+        description="RGB(A) images: 'rgb' trains on 3 colour channels (alpha dropped, grey images repeated), "
+        "'grey' converts them to grey, 'auto' keeps colour when some images are colour (their channels differ)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:

@@ -1,9 +1,11 @@
 """Training data: read folders, normalise, split, cut augmented patches.
 
-1. :func:`load_samples` reads every image of a folder (TIFF, PNG, Zarr; RGB(A) becomes grey)
-   and, when asked, its partner of the same name in a second folder (label images, or clean
-   images for CARE). Each image is normalised by its own percentiles (1 and 99.8 by
-   default), the normalisation the exported package repeats before prediction.
+1. :func:`load_samples` reads every image of a folder (TIFF, PNG, Zarr) and, when asked, its
+   partner of the same name in a second folder (label images, or clean images for CARE).
+   RGB(A) pictures keep 3 colour channels when the data are colour (``data.colour``: ``auto``
+   when the channels of some image differ; alpha dropped, grey images repeated to 3 channels)
+   and become grey otherwise. Each image is normalised per channel by its own percentiles (1
+   and 99.8 by default), the normalisation the exported package repeats before prediction.
 2. :func:`split_samples` puts a seeded share of the images aside for validation (a single
    image is cut in two along x instead).
 3. :class:`PatchSampler` cuts random patches of a fixed size, redraws patches without
@@ -29,7 +31,7 @@ from microzoo.io.files import image_stem, list_images, pair_by_stem
 from microzoo.io.read import find_images, read_image
 from microzoo.train.config import AugmentationConfig, DataConfig
 
-__all__ = ["PatchSampler", "Sample", "load_samples", "normalize_percentiles", "split_samples"]
+__all__ = ["PatchSampler", "Sample", "is_colour", "load_samples", "normalize_percentiles", "split_samples"]
 
 
 @dataclass(frozen=True)
@@ -42,12 +44,22 @@ class Sample:
     raw : the image in its own units, float32, ``(c, *spatial)``.
     image : ``raw`` normalised by its percentiles, float32, ``(c, *spatial)``.
     truth : label image (integers, ``spatial``) or clean image (float32 raw, ``(c, *spatial)``), or None.
+    colour : whether ``raw`` holds the red, green and blue channels of a colour set.
     """
 
     name: str
     raw: np.ndarray
     image: np.ndarray
     truth: np.ndarray | None = None
+    colour: bool = False
+
+    @property
+    def grey(self) -> np.ndarray:
+        """``raw`` as one grey image ``spatial``: a colour sample made grey as the runtime does for a
+        grey model, else the first channel (what classical baselines and reports take)."""
+        if self.colour:
+            return rgb_to_grey(self.raw, channel_axis=0).astype(np.float32)
+        return self.raw[0]
 
     def require_truth(self) -> np.ndarray:
         """``truth``, for the tasks that train on it (their configs require labels or clean images)."""
@@ -68,9 +80,9 @@ def normalize_percentiles(image: np.ndarray, *, low: float = 1.0, high: float = 
     return ((image - p_low) / (p_high - p_low + 1e-6)).astype(np.float32)
 
 
-def _channels_first(data: Any, axes: str, *, spatial_dims: int, path: Path) -> np.ndarray:
-    """``(c, *spatial)`` float32 from an image (an array, or a lazy one: read whole) with axes;
-    RGB(A) ``yxc`` becomes one grey channel."""
+def _channels_first(data: Any, axes: str, *, spatial_dims: int, path: Path) -> tuple[np.ndarray, bool]:
+    """``(c, *spatial)`` float32 from an image (an array, or a lazy one: read whole) with axes,
+    and whether it is an RGB(A) picture (``yxc`` with 3 or 4 channels: alpha dropped here)."""
     wanted = "yx" if spatial_dims == 2 else "zyx"
     extra = set(axes) - set(wanted) - {"c"}
     if extra or not set(wanted) <= set(axes):
@@ -82,13 +94,13 @@ def _channels_first(data: Any, axes: str, *, spatial_dims: int, path: Path) -> n
     order = ("c" if "c" in axes else "") + wanted
     array = np.transpose(np.asarray(data), [axes.index(a) for a in order]).astype(np.float32)
     if "c" not in axes:
-        return array[None]
-    if axes.endswith("c") and array.shape[0] in (3, 4):  # RGB(A) picture: grey as the runtime does
-        return rgb_to_grey(array, channel_axis=0)[None].astype(np.float32)
-    return array
+        return array[None], False
+    if axes.endswith("c") and array.shape[0] in (3, 4):  # RGB(A) picture
+        return array[:3], True
+    return array, False
 
 
-def _read(path: Path, *, axes: str | None, spatial_dims: int) -> np.ndarray:
+def _read(path: Path, *, axes: str | None, spatial_dims: int) -> tuple[np.ndarray, bool]:
     try:
         image = read_image(path, axes=axes)
     except AxesError:
@@ -96,6 +108,24 @@ def _read(path: Path, *, axes: str | None, spatial_dims: int) -> np.ndarray:
             raise
         image = read_image(path, axes="zyx")  # a plain 3-D stack: the usual meaning
     return _channels_first(image.data, image.axes, spatial_dims=spatial_dims, path=path)
+
+
+#: channels that differ by more than this share of the image's range make a picture colour
+COLOUR_TOLERANCE = 0.02
+
+
+def is_colour(rgb: np.ndarray) -> bool:
+    """Whether the 3 channels of an RGB picture ``(3, *spatial)`` differ (a grey picture repeats one)."""
+    span = float(np.ptp(rgb)) or 1.0
+    return float(np.abs(rgb - rgb.mean(axis=0)).mean()) > COLOUR_TOLERANCE * span
+
+
+def _as_colour(raw: np.ndarray, picture: bool, keep: bool) -> np.ndarray:
+    """An RGB picture as 3 channels (``keep``) or grey as the runtime makes it; a grey image repeated
+    to 3 channels when the set is colour."""
+    if picture:
+        return raw if keep else rgb_to_grey(raw, channel_axis=0)[None].astype(np.float32)
+    return np.repeat(raw, 3, axis=0) if keep and raw.shape[0] == 1 else raw
 
 
 def _partners(images: list[Path], folder: Path, role: str) -> list[Path]:
@@ -124,13 +154,25 @@ def load_samples(
         raise DataError(f"data.images: {error}") from None
     partners = _partners(paths, Path(getattr(config, truth)), truth) if truth else [None] * len(paths)
     low, high = config.normalization_percentiles
+    read = []
+    for done, path in enumerate(paths, start=1):
+        read.append(_read(path, axes=config.axes, spatial_dims=config.spatial_dims))
+        if progress:
+            progress(done, 2 * len(paths), "reading training images")
+    keep = config.colour == "rgb" or (
+        config.colour == "auto" and any(picture and is_colour(raw) for raw, picture in read)
+    )
+    if keep and not any(picture for _, picture in read):
+        raise DataError("data.colour is 'rgb' but no image is an RGB(A) picture; use 'auto' or 'grey'")
     samples, channels = [], set()
-    for done, (path, partner) in enumerate(zip(paths, partners, strict=True), start=1):
-        raw = _read(path, axes=config.axes, spatial_dims=config.spatial_dims)
+    for done, (path, partner, (raw, picture)) in enumerate(zip(paths, partners, read, strict=True), start=1):
+        raw = _as_colour(raw, picture, keep)
         channels.add(raw.shape[0])
         other = None
         if partner is not None:
-            other = _read(partner, axes=config.axes, spatial_dims=config.spatial_dims)
+            # clean images follow their inputs' colour; label images stay one channel
+            other = _as_colour(*_read(partner, axes=config.axes, spatial_dims=config.spatial_dims),
+                               keep and truth != "labels")  # fmt: skip
             if other.shape[1:] != raw.shape[1:]:
                 raise DataError(
                     f"{path.name} has spatial shape {raw.shape[1:]} but its {truth} file {partner.name} "
@@ -142,9 +184,9 @@ def load_samples(
                         f"{partner.name} is not a label image (one channel of whole numbers, 0 = background)"
                     )
                 other = other[0].astype(np.int32)
-        samples.append(Sample(image_stem(path), raw, normalize_percentiles(raw, low=low, high=high), other))
+        samples.append(Sample(image_stem(path), raw, normalize_percentiles(raw, low=low, high=high), other, keep))
         if progress:
-            progress(done, len(paths), "reading training images")
+            progress(len(paths) + done, 2 * len(paths), "reading training images")
     if len(channels) > 1:
         raise DataError(f"the images have different channel counts {sorted(channels)}; give images alike")
     return samples

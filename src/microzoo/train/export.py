@@ -92,6 +92,9 @@ class ExportSpec(BaseModel):
     cover: np.ndarray | None = None
     instance_settings: dict[str, Any] | None = None
     qc_report: Path | None = None
+    #: the input channels' names (default ``channel0``, ...); a colour model's are
+    #: :data:`microzoo.io.axes.COLOUR_CHANNELS`, which lets the runtime give it grey images too
+    channel_names: tuple[str, ...] | None = None
 
     @property
     def spatial_axes(self) -> tuple[str, ...]:

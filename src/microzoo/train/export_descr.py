@@ -85,7 +85,11 @@ def _input_descr(v05: Any, tmp: Path, spec: ExportSpec, x: np.ndarray) -> Any:
         id=v05.TensorId(INPUT_ID),
         axes=[
             v05.BatchAxis(),
-            v05.ChannelAxis(channel_names=[v05.Identifier(f"channel{i}") for i in range(spec.in_channels)]),
+            v05.ChannelAxis(
+                channel_names=[
+                    v05.Identifier(n) for n in spec.channel_names or [f"channel{i}" for i in range(spec.in_channels)]
+                ]  # fmt: skip
+            ),
             *[
                 v05.SpaceInputAxis(id=a, size=v05.ParameterizedSize(min=spec.size_min, step=spec.size_step))
                 for a in spatial
@@ -239,7 +243,10 @@ def _guess_modality(x: np.ndarray) -> str | None:
     from microzoo.errors import ImageError
     from microzoo.qc.image_features import guess_modality
 
-    plane = x[0, 0] if x.ndim == 4 else x[0, 0, x.shape[2] // 2]
+    if x.ndim == 4 and x.shape[1] == 3:  # a colour model: its test image in colour
+        plane = np.moveaxis(x[0], 0, -1)
+    else:
+        plane = x[0, 0] if x.ndim == 4 else x[0, 0, x.shape[2] // 2]
     try:
         return guess_modality(plane)
     except ImageError:  # too small to tell

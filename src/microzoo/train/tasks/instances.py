@@ -86,10 +86,10 @@ def check(
     watershed = instances_baseline()
     predictions = {
         "U-Net": [instances_from_output(o, settings=chosen) for o in outputs],
-        watershed.name: [watershed(s.raw[0]) for s in val],
+        watershed.name: [watershed(s.grey) for s in val],
     }
     return TaskCheck(
         postprocessing="sigmoid", notes={"loss": "binary cross-entropy on foreground, boundary and distance maps"},
-        truths=truths, predictions=predictions, inputs=[s.raw[0] for s in val],
+        truths=truths, predictions=predictions, inputs=[s.grey for s in val],
         instance_settings=chosen.model_dump(), probabilities={"U-Net": [o[FOREGROUND] for o in outputs]},
     )  # fmt: skip

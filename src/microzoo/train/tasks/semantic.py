@@ -129,11 +129,11 @@ def check(
     n = config.n_classes
     multiple = 2**config.network.depth
     train_classes = [class_map(s.require_truth(), n, name=s.name, foreground=config.foreground) for s in train]
-    otsu = semantic_baseline(train_images=[s.raw[0] for s in train], train_classes=train_classes, n_classes=n)
+    otsu = semantic_baseline(train_images=[s.grey for s in train], train_classes=train_classes, n_classes=n)
     raw = [predict_image(network, s.image, multiple=multiple) for s in val]
     predictions = {
         "U-Net": [predicted_classes(o) for o in raw],
-        otsu.name: [otsu(s.raw[0]).astype(np.int32) for s in val],
+        otsu.name: [otsu(s.grey).astype(np.int32) for s in val],
     }
     notes: dict[str, object] = {"loss": config.loss, "classes": n}
     if n == 2:
@@ -141,7 +141,7 @@ def check(
     return TaskCheck(
         postprocessing="sigmoid" if n == 2 else "softmax", notes=notes, predictions=predictions,
         truths=[class_map(s.require_truth(), n, name=s.name, foreground=config.foreground) for s in val],
-        inputs=[s.raw[0] for s in val], probabilities={"U-Net": [foreground_of_logits(o) for o in raw]},
+        inputs=[s.grey for s in val], probabilities={"U-Net": [foreground_of_logits(o) for o in raw]},
     )  # fmt: skip
 
 

@@ -221,10 +221,12 @@ def finish(run: TrainedRun, *, progress: ProgressCallback | None = None) -> Trai
     report = metrics = verdict = None
     if check.predictions:
         from microzoo.qc.evaluate import evaluate, write_evaluation
+        from microzoo.qc.groups import groups_of
         from microzoo.qc.verdict import baseline_verdict
 
+        groups = groups_of([s.raw for s in run.val]) if config.data.spatial_dims == 2 else None
         evaluation = evaluate(check.predictions, check.truths, task=task.qc_task, names=[s.name for s in run.val],
-                              n_bootstrap=500, seed=config.training.seed, progress=progress,
+                              n_bootstrap=500, seed=config.training.seed, groups=groups, progress=progress,
                               probabilities=check.probabilities)  # fmt: skip
         paths = write_evaluation(evaluation, run.out_dir / "qc", truths=check.truths, predictions=check.predictions,
                                  inputs=check.inputs)  # fmt: skip
@@ -264,6 +266,7 @@ def _training_record(run: TrainedRun) -> dict[str, Any]:
 
 def _export(run: TrainedRun, task: TrainingTask, *, figures: dict[str, float], report: Path | None,
             progress: ProgressCallback) -> Path:  # fmt: skip
+    from microzoo.io.axes import COLOUR_CHANNELS
     from microzoo.train import models
     from microzoo.train.export import ExportSpec, export_package
 
@@ -285,5 +288,6 @@ def _export(run: TrainedRun, task: TrainingTask, *, figures: dict[str, float], r
         authors=list(config.authors), license=config.license, training=_training_record(run), qc=figures,
         fingerprint=fingerprint_or_none([s.raw for s in run.train]),
         instance_settings=dict(check.instance_settings) if check.instance_settings else None, qc_report=report,
+        channel_names=COLOUR_CHANNELS if run.train[0].colour else None,
     )  # fmt: skip
     return export_package(run.network, out_dir=run.out_dir / "package", spec=spec, progress=progress)

@@ -39,8 +39,8 @@ from microzoo.io.read import read_array
 from microzoo.qc.metrics import affine_fit
 from microzoo.runtime.predict import Model
 from microzoo.trust.hallucination import residual_structure
-from microzoo.trust.note import judge_image
 from microzoo.trust.reference import package_reference
+from microzoo.trust.verdict import judge_image
 
 DATA = Path(os.environ.get("MICROZOO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -39,8 +39,8 @@ from microzoo.qc.metrics_instances import match_instances
 from microzoo.qc.tasks import TASKS
 from microzoo.runtime.instances import instance_settings_of
 from microzoo.runtime.predict import Model
-from microzoo.trust.note import CHEAP_TRANSFORMS, flip_check, flip_limit_for, judge_image
 from microzoo.trust.reference import output_statistics, package_reference
+from microzoo.trust.verdict import CHEAP_TRANSFORMS, flip_check, flip_limit_for, judge_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ood_rates import is_fluorescence  # noqa: E402

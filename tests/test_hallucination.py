@@ -55,8 +55,8 @@ def test_the_verdict_of_a_restoration_says_when_its_residual_holds_structure(
 ) -> None:
     """A reference whose test residual was noise (excess 1): an over-smoothed output differs."""
     from microzoo.package.load import open_package
-    from microzoo.trust.note import judge_image
     from microzoo.trust.reference import output_statistics, package_reference
+    from microzoo.trust.verdict import judge_image
 
     noisy, clean = w2s_pair
     base = package_reference(open_package(example_model))

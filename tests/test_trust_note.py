@@ -103,8 +103,8 @@ def test_the_flip_check_calls_a_self_contradicting_prediction_uncertain(example_
     rate on the package's test input) makes the verdict
     uncertain, with the rate in words; a differing input outranks it."""
     from microzoo.io.read import read_image
-    from microzoo.trust.note import FLIP_FACTOR, flip_check, flip_limit_for, judge_image
     from microzoo.trust.reference import package_reference
+    from microzoo.trust.verdict import FLIP_FACTOR, flip_check, flip_limit_for, judge_image
 
     model = microzoo.load_model(example_model, weights="onnx")
     image = read_image(sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png"))[0])
@@ -194,7 +194,8 @@ def test_with_uncertainty_tta_the_note_uses_all_eight_flips(
     """`predict --uncertainty tta` already predicted under the 8 flips and rotations: the note uses
     that flip rate (and its own limit) instead of running the cheap check."""
     from microzoo.runtime.uncertainty import TRANSFORMS
-    from microzoo.trust.note import flip_limit_for, predict_files_with_note
+    from microzoo.trust.note import predict_files_with_note
+    from microzoo.trust.verdict import flip_limit_for
 
     image = sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png"))[0]  # 256x256 fluorescence
     model = microzoo.load_model(example_model, weights="onnx")

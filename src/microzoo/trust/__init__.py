@@ -20,7 +20,7 @@ _EXPORTS = {
     "Finding": "checks", "check_folders": "checks", "load_model_claims": "checks", "run_checks": "checks",
     "Fingerprint": "fingerprint", "fingerprint_images": "fingerprint",
     "NearDuplicate": "leakage", "find_near_duplicates": "leakage",
-    "ImageTrust": "note", "TrustNote": "note", "trust_note": "note",
+    "ImageTrust": "verdict", "TrustNote": "note", "trust_note": "note",
     "package_reference": "reference", "residual_structure": "hallucination",
     "OODResult": "ood", "check_images": "ood",
 }  # fmt: skip

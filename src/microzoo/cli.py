@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from microzoo.qc.evaluate import Evaluation
     from microzoo.runtime.batch import FileResult
     from microzoo.runtime.predict import Model
+    from microzoo.runtime.uncertainty import UncertaintySettings
     from microzoo.trust.note import TrustNote
 
 app = typer.Typer(
@@ -292,7 +293,7 @@ def predict(
             workers=workers,
             scheduler=scheduler,
             progress=progress,
-            **_uncertainty_option(uncertainty, ensemble, threads),
+            uncertainty=_uncertainty_option(uncertainty, ensemble, threads),
         )
     console = _console()
     _print_notices(console, run.results)
@@ -332,15 +333,17 @@ def _score_against_truth(console: Console, model: Model, results: list[FileResul
     console.print(escape(f"report: {scored.paths['report']}"))
 
 
-def _uncertainty_option(method: str | None, ensemble: list[str] | None, threads: int | None) -> dict[str, object]:
-    """``uncertainty=`` for predict_files from --uncertainty and --ensemble (empty without them)."""
+def _uncertainty_option(
+    method: str | None, ensemble: list[str] | None, threads: int | None
+) -> UncertaintySettings | None:
+    """``uncertainty=`` for predict_files from --uncertainty and --ensemble (None without them)."""
     from microzoo.runtime.predict import Model
     from microzoo.runtime.uncertainty import UncertaintySettings
 
     if method is None and not ensemble:
-        return {}
+        return None
     others = tuple(Model.open(source, threads=threads) for source in ensemble or ())
-    return {"uncertainty": UncertaintySettings(method=method or "ensemble", ensemble=others)}
+    return UncertaintySettings(method=method or "ensemble", ensemble=others)
 
 
 def _print_uncertainty(console: Console, results: list[FileResult]) -> None:

@@ -43,11 +43,12 @@ class ResidualStructure:
 def residual_structure(image: np.ndarray, output: np.ndarray) -> ResidualStructure | None:
     """The residual figures of one restoration (see the module docstring); ``None`` when the
     image and the output do not have the same 2-D shape once squeezed (or are under 32 pixels)."""
-    image = _plane(image)
-    output = _plane(output)
-    if image is None or output is None or image.shape != output.shape or min(image.shape) < 32:
+    image_plane, output_plane = _plane(image), _plane(output)
+    if image_plane is None or output_plane is None:
         return None
-    image, output = _central(image), _central(output)
+    if image_plane.shape != output_plane.shape or min(image_plane.shape) < 32:
+        return None
+    image, output = _central(image_plane), _central(output_plane)
     from microzoo.qc.metrics import affine_fit
 
     good = np.isfinite(image) & np.isfinite(output)

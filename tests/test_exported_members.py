@@ -95,7 +95,7 @@ def test_trust_api() -> None:
 
 def test_selection_api() -> None:
     _check_subpackage("selection", [
-        "Candidate", "Ranking", "Selection", "images_to_separate", "named_candidates", "rank_with_truth",
+        "Candidate", "Ranking", "Selection", "named_candidates", "rank_with_truth",
         "rank_without_truth", "select_models", "zoo_candidates",
     ])  # fmt: skip
 

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from microzoo.cli import app
 from microzoo.errors import DataError
 from microzoo.qc.compare import compare
-from microzoo.selection import images_to_separate, select_models
+from microzoo.qc.verdict import images_to_separate
+from microzoo.selection import select_models
 from microzoo.selection.candidates import unfit_input, zoo_candidates
 
 N_IMAGES = 6

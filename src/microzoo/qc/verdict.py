@@ -142,6 +142,20 @@ def baseline_verdict(
     return Verdict(kind, model, baseline, metric, difference, (low, high), n, advice, line, notes)
 
 
+def images_to_separate(n: int, difference: float, low: float, high: float) -> int | None:
+    """Annotated images (in all) for the 95% interval of ``difference`` to exclude 0.
+
+    The interval's half-width shrinks as 1/sqrt(n); None when the difference is 0 or undefined.
+
+    >>> images_to_separate(10, 0.02, -0.01, 0.05)   # half-width 0.03: (0.03 / 0.02)**2 * 10
+    23
+    """
+    if not all(math.isfinite(x) for x in (difference, low, high)) or difference == 0:
+        return None
+    half = (high - low) / 2
+    return max(n + 1, math.ceil(n * (half / abs(difference)) ** 2))
+
+
 def _advice(kind: str, task: str, baseline: str, difference: float, interval: tuple[float, float], n: int,
             higher: bool) -> str:  # fmt: skip
     more = "training pairs" if task == "restoration" else "annotated images"
@@ -156,7 +170,7 @@ def _advice(kind: str, task: str, baseline: str, difference: float, interval: tu
     half = (high - low) / 2
     favours_model = (difference > 0) == higher and difference != 0
     if favours_model and half > abs(difference) > 0:
-        needed = math.ceil(n * (half / abs(difference)) ** 2)
+        needed = images_to_separate(n, difference, low, high)
         return (f"Annotate more evaluation images (about {needed} in all would separate a difference this size), "
                 f"or train longer; until then the simpler {baseline} does as well.")  # fmt: skip
     return f"Train longer or with more {more}; until then the simpler {baseline} does as well."

@@ -13,7 +13,7 @@ from microzoo._lazy import lazy_exports
 #: public name -> the module that defines it
 _EXPORTS = {
     "Candidate": "candidates", "named_candidates": "candidates", "zoo_candidates": "candidates",
-    "Ranking": "rank", "images_to_separate": "rank", "rank_with_truth": "rank", "rank_without_truth": "rank",
+    "Ranking": "rank", "rank_with_truth": "rank", "rank_without_truth": "rank",
     "Selection": "select", "select_models": "select",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS)

@@ -5,7 +5,7 @@ With ground truth (:func:`rank_with_truth`) the ranking reads an
 method's figure on the task's main metric with its 95% bootstrap interval, and for each pair of
 neighbours in the ranking the paired interval of their difference. A difference whose interval
 excludes 0 is real; one whose interval contains 0 is noise at this number of images. When the
-top two cannot be separated, :func:`images_to_separate` estimates how many annotated images
+top two cannot be separated, :func:`microzoo.qc.verdict.images_to_separate` estimates how many annotated images
 would: the paired bootstrap standard deviation shrinks as 1/sqrt(n), so a difference ``d`` whose
 interval half-width is ``h`` on ``n`` images needs about ``n * (h / d)**2`` (if ``d`` stays what
 it is now).
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from microzoo.qc.tasks import get_task
+from microzoo.qc.verdict import images_to_separate
 
 if TYPE_CHECKING:
     from microzoo.qc.compare import MethodRuns
@@ -111,20 +112,6 @@ class Ranking:
                 for name, group in self.by_group.items()
             },
         }  # fmt: skip
-
-
-def images_to_separate(n: int, difference: float, low: float, high: float) -> int | None:
-    """Annotated images (in all) for the 95% interval of ``difference`` to exclude 0.
-
-    The interval's half-width shrinks as 1/sqrt(n); None when the difference is 0 or undefined.
-
-    >>> images_to_separate(10, 0.02, -0.01, 0.05)   # half-width 0.03: (0.03 / 0.02)**2 * 10
-    23
-    """
-    if not all(math.isfinite(x) for x in (difference, low, high)) or difference == 0:
-        return None
-    half = (high - low) / 2
-    return max(n + 1, math.ceil(n * (half / abs(difference)) ** 2))
 
 
 def rank_with_truth(evaluation: Evaluation, kinds: Mapping[str, str]) -> Ranking:

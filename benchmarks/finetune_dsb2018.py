@@ -15,6 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _dsb_budget import OUT, budget_config, f1, log, test_vectors, train_budget, train_names  # noqa: E402
@@ -48,17 +51,35 @@ def main() -> None:
                                    steps=args.steps, steps_per_epoch=args.steps_per_epoch, init_from=init)  # fmt: skip
             run_dir = args.out / f"{kind}_{size}"
             summary = train_budget(config, run_dir)
-            row[kind] = (f1(*test_vectors(config, run_dir)), summary["wall_s"])
+            vectors, scorer = test_vectors(config, run_dir)
+            row[kind] = (f1(vectors, scorer), summary["wall_s"])
+            row[f"{kind} vectors"] = vectors
             log(f"{kind} {size} images: test F1 {row[kind][0]:.3f}")
         rows.append((size, row))
     print(f"\nParent: {parent['steps']} steps on {parent['images']} train images, {parent['wall_s'] / 60:.1f} min "
           f"wall (train {parent['train_s'] / 60:.1f} min); test F1 {parent_f1:.3f}.\n")  # fmt: skip
     print(f"Each run below: {args.steps} steps (batch 8, patch 96), 8 validation images.\n")
-    print("| training images | fine-tuned F1 | from scratch F1 | difference | wall min (ft / scratch) |")
+    print("| training images | fine-tuned F1 | from scratch F1 | difference [95% interval] | wall min (ft / scratch) |")
     print("|---|---|---|---|---|")
     for size, row in rows:
         (ft, ft_s), (sc, sc_s) = row["fine-tuned"], row["scratch"]
-        print(f"| {size} | {ft:.3f} | {sc:.3f} | {ft - sc:+.3f} | {ft_s / 60:.1f} / {sc_s / 60:.1f} |")
+        low, high = paired_interval(row["fine-tuned vectors"], row["scratch vectors"], scorer)
+        print(f"| {size} | {ft:.3f} | {sc:.3f} | {ft - sc:+.3f} [{low:+.3f}, {high:+.3f}] | "
+              f"{ft_s / 60:.1f} / {sc_s / 60:.1f} |")  # fmt: skip
+    print(
+        "\nIntervals: paired bootstrap over the 100 test images (1000 resamples); one training run each "
+        "(seed 0), so they do not include the randomness of training."
+    )
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, scorer: Any, n: int = 1000) -> tuple[float, float]:
+    """95% bootstrap interval of F1(a) - F1(b), the test images resampled together."""
+    rng = np.random.default_rng(0)
+    weights = np.zeros((n, len(a)))
+    np.add.at(weights, (np.arange(n)[:, None], rng.integers(0, len(a), size=(n, len(a)))), 1)
+    diff = scorer.aggregate(weights @ a)["f1@0.5"] - scorer.aggregate(weights @ b)["f1@0.5"]
+    low, high = np.percentile(diff, [2.5, 97.5])
+    return float(low), float(high)
 
 
 if __name__ == "__main__":

@@ -157,11 +157,16 @@ def adopt_parent_network(config: Any, parent: Parent) -> tuple[Any, list[str]]:
         if name in parent.kwargs and data["network"][name] != parent.kwargs[name]:
             changed.append(f"{name} {data['network'][name]} -> {parent.kwargs[name]}")
             data["network"][name] = parent.kwargs[name]
+    colour = {1: "grey", 3: "rgb"}.get(parent.kwargs.get("in_channels", 0))
+    if data["data"].get("colour") == "auto" and colour is not None:
+        # the first layer is kept only if the images reach it as the parent's did
+        data["data"]["colour"] = colour
+        changed.append(f"data.colour auto -> {colour} (the parent takes {parent.kwargs['in_channels']} channel(s))")
     try:
         adopted = validate_config(data, source=f"the configuration with the network of {parent.name}")
     except ConfigError as error:
         raise ConfigError(f"cannot train from {parent.source}: {error}") from None
-    notices = [f"network settings taken from the parent {parent.name}: {', '.join(changed)}"] if changed else []
+    notices = [f"settings taken from the parent {parent.name}: {', '.join(changed)}"] if changed else []
     return adopted, notices
 
 

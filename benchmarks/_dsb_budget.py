@@ -47,6 +47,7 @@ def budget_config(name: str, *, training: list[str], validation: list[str], step
     config.training.learning_rate, config.training.scheduler = LR, "cosine"
     config.training.early_stopping_patience = None
     config.data.training_images, config.data.validation_images = list(training), list(validation)
+    config.data.colour = "grey"  # the recorded recipe: every modality made grey (test_vectors feeds grey)
     config.training.init_from = init_from
     return config
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -320,17 +320,11 @@ def _score_against_truth(console: Console, model: Model, results: list[FileResul
                          task: str | None, axes: str | None, out_dir: Path) -> None:  # fmt: skip
     """``predict --truth``: figures, the verdict against the classical baseline, the report."""
     from microzoo.qc.scored import score_predictions
-    from microzoo.qc.verdict import verdicts_against_baselines
 
     with _progress_bar("scoring") as progress:
         scored = score_predictions(model, results, truth_dir=truth, out_dir=out_dir, task=task, axes=axes,
                                    progress=progress)  # fmt: skip
-    for notice in scored.notices:
-        console.print(f"[yellow]note:[/] {escape(notice)}")
-    _print_evaluation_summary(console, scored.evaluation)
-    for verdict in verdicts_against_baselines(scored.evaluation, list(scored.classical_params)):
-        console.print(escape(verdict.line))
-    console.print(escape(f"report: {scored.paths['report']}"))
+    _print_scored(console, scored.notices, scored.evaluation, list(scored.classical_params), scored.paths["report"])
 
 
 def _uncertainty_option(
@@ -468,6 +462,20 @@ def evaluate(
     console.print(escape(f"Report: {out / 'report.html'}"))
 
 
+def _print_scored(
+    console: Console, notices: Sequence[str], evaluation: Evaluation, baselines: list[str], report: Path
+) -> None:
+    """What `compare` and `predict --truth` print: notices, the figures, the verdict lines, the report."""
+    from microzoo.qc.verdict import verdicts_against_baselines
+
+    for notice in notices:
+        console.print(f"[yellow]note:[/] {escape(notice)}")
+    _print_evaluation_summary(console, evaluation)
+    for verdict in verdicts_against_baselines(evaluation, baselines):
+        console.print(escape(verdict.line))
+    console.print(escape(f"report: {report}"))
+
+
 def _print_evaluation_summary(console: Console, result: Evaluation) -> None:
     """The data-set figures with intervals, and the verdict of every pair on the main metric."""
     from rich.table import Table
@@ -550,7 +558,6 @@ def compare(
 ) -> None:
     """Rank models and classical baselines on your own annotated images, with confidence intervals."""
     from microzoo.qc.compare import compare as run_compare
-    from microzoo.qc.verdict import verdicts_against_baselines
 
     with _progress_bar("comparing") as progress:
         result = run_compare(
@@ -569,12 +576,7 @@ def compare(
             progress=progress,
         )
     console = _console()
-    for notice in result.notices:
-        console.print(f"[yellow]note:[/] {escape(notice)}")
-    _print_evaluation_summary(console, result.evaluation)
-    for verdict in verdicts_against_baselines(result.evaluation, list(result.classical_params)):
-        console.print(escape(verdict.line))
-    console.print(escape(f"report: {result.paths['report']}"))
+    _print_scored(console, result.notices, result.evaluation, list(result.classical_params), result.paths["report"])
 
 
 @app.command("train")

@@ -87,7 +87,7 @@ class Evaluation:
     group_notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        document = _json_safe(
+        document = json_safe(
             {
                 "task": self.task,
                 "methods": list(self.methods),
@@ -116,16 +116,16 @@ class Evaluation:
             }
         )
         if self.calibration:
-            document["calibration"] = _json_safe({m: r.to_dict() for m, r in self.calibration.items()})
+            document["calibration"] = json_safe({m: r.to_dict() for m, r in self.calibration.items()})
         return document
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN and infinities become null (JSON has neither)."""
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (float, np.floating)):
         return float(value) if np.isfinite(value) else None
     if isinstance(value, np.integer):
@@ -363,7 +363,7 @@ def write_evaluation(
     out_dir.mkdir(parents=True, exist_ok=True)
     html, figure_numbers = render_report(evaluation, truths=truths, predictions=predictions, inputs=inputs)
     document = evaluation.to_dict()
-    document["figures"] = _json_safe(figure_numbers)
+    document["figures"] = json_safe(figure_numbers)
     paths = {
         "metrics": out_dir / "metrics.json",
         "per_image": out_dir / "per_image.csv",

@@ -22,12 +22,15 @@ from microzoo.qc import panels
 from microzoo.qc.tasks import get_task
 
 if TYPE_CHECKING:
+    import jinja2
+
     from microzoo.qc.evaluate import Evaluation
 
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
-def _fmt(value: float | None, metric: str = "") -> str:
+def format_figure(value: float | None, metric: str = "") -> str:
+    """A figure as every report shows it: 2 decimals for PSNR, distances and MAE, else 3; ``–`` for none."""
     if value is None or np.isnan(value):
         return "–"
     if np.isinf(value):
@@ -36,7 +39,26 @@ def _fmt(value: float | None, metric: str = "") -> str:
     return f"{value:.{digits}f}"
 
 
-def _png(figure: Figure) -> str:
+def format_estimate(value: float | None, low: float | None, high: float | None, metric: str = "") -> str:
+    """A figure and its interval: ``0.777 [0.715, 0.828]``."""
+    return f"{format_figure(value, metric)} [{format_figure(low, metric)}, {format_figure(high, metric)}]"
+
+
+def html_templates(folder: Path) -> jinja2.Environment:
+    """The Jinja environment of a report's templates in ``folder`` (escaping on, undefined names fail)."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folder),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def png_uri(figure: Figure) -> str:
+    """A figure as a PNG ``data:`` URI to embed in a self-contained HTML report."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -72,7 +94,7 @@ def _distributions(evaluation: Evaluation) -> tuple[str, dict[str, dict[str, np.
         axes.grid(axis="y", alpha=0.3)
         numbers[metric] = {m: v for m, v in zip(evaluation.methods, values, strict=True)}
     figure.tight_layout()
-    return _png(figure), numbers
+    return png_uri(figure), numbers
 
 
 def _threshold_curves(evaluation: Evaluation) -> tuple[str, dict[str, dict[str, list[float]]]]:
@@ -99,7 +121,7 @@ def _threshold_curves(evaluation: Evaluation) -> tuple[str, dict[str, dict[str, 
         axes.set_title(f"{name} vs IoU threshold (band: 95% interval)", fontsize=10)
     axes.legend(fontsize=8, loc="lower left")
     figure.tight_layout()
-    return _png(figure), numbers
+    return png_uri(figure), numbers
 
 
 def _reliability(evaluation: Evaluation) -> tuple[str, dict[str, object]]:
@@ -109,7 +131,7 @@ def _reliability(evaluation: Evaluation) -> tuple[str, dict[str, object]]:
     figure = Figure(figsize=(4.6, 4.2))
     draw_reliability(figure.add_subplot(1, 1, 1), evaluation.calibration, _COLOURS)
     figure.tight_layout()
-    return _png(figure), {method: result.to_dict() for method, result in evaluation.calibration.items()}
+    return png_uri(figure), {method: result.to_dict() for method, result in evaluation.calibration.items()}
 
 
 # ---------------------------------------------------------------- image panels
@@ -137,7 +159,7 @@ def _panel(
     axes[0].set_title("truth", fontsize=9)
     image_axes, error_axes = axes[1::2], axes[2::2]
     for ax, method in zip(image_axes, methods, strict=True):
-        value = _fmt(evaluation.per_image[method][evaluation.main_metric][index], evaluation.main_metric)
+        value = format_figure(evaluation.per_image[method][evaluation.main_metric][index], evaluation.main_metric)
         task.show(ax, predictions[method][index], settings=settings, background=background)
         ax.set_title(f"{method}\n{evaluation.main_metric} {value}", fontsize=9)
     task.show_errors(
@@ -157,7 +179,7 @@ def _panel(
             ax.set_yticks([])
     figure.suptitle(f"{evaluation.images[index]} ({reason})", fontsize=10, y=1.0)
     figure.tight_layout()
-    return _png(figure)
+    return png_uri(figure)
 
 
 def _ranked_images(evaluation: Evaluation) -> list[int]:
@@ -187,8 +209,6 @@ def render_report(
     n_worst: int = 8,
 ) -> tuple[str, dict[str, object]]:
     """Render the report; return the HTML text and the numbers behind its figures."""
-    import jinja2
-
     from microzoo import __version__
 
     metric = evaluation.main_metric
@@ -235,8 +255,8 @@ def render_report(
             )
             cells.append(
                 {
-                    "value": _fmt(estimate.value, name),
-                    "interval": f"[{_fmt(estimate.low, name)}, {_fmt(estimate.high, name)}]",
+                    "value": format_figure(estimate.value, name),
+                    "interval": f"[{format_figure(estimate.low, name)}, {format_figure(estimate.high, name)}]",
                     "best": best,
                 }
             )
@@ -245,21 +265,15 @@ def render_report(
         {
             "pair": f"{d.first} − {d.second}",
             "metric": d.metric,
-            "difference": _fmt(d.difference, d.metric),
-            "interval": f"[{_fmt(d.low, d.metric)}, {_fmt(d.high, d.metric)}]",
+            "difference": format_figure(d.difference, d.metric),
+            "interval": f"[{format_figure(d.low, d.metric)}, {format_figure(d.high, d.metric)}]",
             "verdict": d.verdict,
             "decided": d.better is not None,
         }
         for d in evaluation.differences
         if d.metric == metric or len(evaluation.headline) <= 6
     ]
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    environment = html_templates(Path(__file__).parent / "templates")
     html = environment.get_template("report.html.j2").render(
         evaluation=evaluation,
         headline=[
@@ -274,10 +288,16 @@ def render_report(
         curves_png=curves_png,
         reliability_png=reliability_png,
         calibration=[
-            {"method": m, "ece": _fmt(r.ece), "interval": f"[{_fmt(r.ece_low)}, {_fmt(r.ece_high)}]"}
+            {
+                "method": m,
+                "ece": format_figure(r.ece),
+                "interval": f"[{format_figure(r.ece_low)}, {format_figure(r.ece_high)}]",
+            }
             for m, r in evaluation.calibration.items()
         ],
-        worst=[{"image": image, "values": [_fmt(v, metric) for v in values]} for image, values in worst_values],
+        worst=[
+            {"image": image, "values": [format_figure(v, metric) for v in values]} for image, values in worst_values
+        ],
         panels=panels,
         settings=evaluation.settings,
         version=__version__,
@@ -302,8 +322,8 @@ def _group_rows(evaluation: Evaluation, metric: str) -> list[dict[str, object]]:
         cells = []
         for method in evaluation.methods:
             e = group.summary[method][metric]
-            cells.append(f"{_fmt(e.value, metric)} [{_fmt(e.low, metric)}, {_fmt(e.high, metric)}]")
-        verdicts = [f"{d.first} − {d.second}: {_fmt(d.difference, metric)} ({d.verdict})"
+            cells.append(format_estimate(e.value, e.low, e.high, metric))
+        verdicts = [f"{d.first} − {d.second}: {format_figure(d.difference, metric)} ({d.verdict})"
                     for d in group.differences if d.metric == metric]  # fmt: skip
         rows.append({"name": name, "n": len(group.images), "cells": cells, "verdicts": verdicts})
     return rows

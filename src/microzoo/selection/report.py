@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from microzoo.io.atomic import atomic_output
 from microzoo.qc import panels
-from microzoo.qc.report import _fmt, _png  # one number format and one PNG embedding for every report
+from microzoo.qc.report import format_estimate, format_figure, html_templates, png_uri  # one look for every report
 from microzoo.qc.tasks import get_task
 
 if TYPE_CHECKING:
@@ -94,17 +94,17 @@ def _panel(runs: MethodRuns, order: list[str], per_image: dict[str, list[float]]
         ax.set_title("truth", fontsize=9)
     for ax, method in zip(axes, order, strict=True):
         task.show(ax, runs.predictions[method][index], settings=settings, background=background)
-        ax.set_title(f"{method}\n{_short(metric)} {_fmt(per_image[method][index], metric)}", fontsize=9)
+        ax.set_title(f"{method}\n{_short(metric)} {format_figure(per_image[method][index], metric)}", fontsize=9)
     for ax in figure.axes:
         ax.set_xticks([])
         ax.set_yticks([])
     figure.suptitle(f"{runs.names[index]} ({reason})", fontsize=10, y=1.0)
     figure.tight_layout()
-    return _png(figure)
+    return png_uri(figure)
 
 
 def _cell(ranking: Ranking, method: str, index: int) -> str:
-    value = _fmt(ranking.per_image[method][index], ranking.metric)
+    value = format_figure(ranking.per_image[method][index], ranking.metric)
     verdicts = ranking.trust.get(method)
     return f"{value} ({verdicts[index]})" if verdicts else value
 
@@ -115,8 +115,6 @@ def _short(metric: str) -> str:
 
 def render_selection(selection: Selection, runs: MethodRuns, document: dict[str, Any], *, n_panels: int = 4) -> str:
     """The HTML report."""
-    import jinja2
-
     from microzoo import __version__
 
     ranking = selection.ranking
@@ -129,8 +127,8 @@ def render_selection(selection: Selection, runs: MethodRuns, document: dict[str,
     ]
     rows = [
         {
-            "rank": e.rank, "method": e.method, "kind": e.kind, "value": _fmt(e.value, metric),
-            "interval": f"[{_fmt(e.low, metric)}, {_fmt(e.high, metric)}]",
+            "rank": e.rank, "method": e.method, "kind": e.kind, "value": format_figure(e.value, metric),
+            "interval": f"[{format_figure(e.low, metric)}, {format_figure(e.high, metric)}]",
             "trusted": "–" if e.trusted is None else f"{e.trusted:.0%}", "trust_evidence": e.trust_evidence,
         }
         for e in ranking.entries
@@ -139,19 +137,12 @@ def render_selection(selection: Selection, runs: MethodRuns, document: dict[str,
     groups = [
         {
             "name": name, "n": group["n_images"],
-            "cells": [f"{_fmt(v, metric)} [{_fmt(lo, metric)}, {_fmt(hi, metric)}]" for v, lo, hi in
-                      (group["figures"][m] for m in order)],
+            "cells": [format_estimate(v, lo, hi, metric) for v, lo, hi in (group["figures"][m] for m in order)],
         }
         for name, group in ranking.by_group.items()
     ]  # fmt: skip
     evidence = sorted({f"{e.method}: {e.trust_evidence}" for e in ranking.entries if e.trust_evidence})
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    environment = html_templates(Path(__file__).parent / "templates")
     qc = document.get("qc_report")
     return environment.get_template("selection.html.j2").render(
         ranking=ranking, rows=rows, order=order, per_image=per_image, panels=panel_list, n_images=n,

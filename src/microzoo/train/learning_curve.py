@@ -357,7 +357,7 @@ def write_learning_curve(curve: LearningCurve, out_dir: str | os.PathLike[str]) 
     import html
 
     from microzoo.io.atomic import atomic_output
-    from microzoo.qc.evaluate import _json_safe
+    from microzoo.qc.evaluate import json_safe
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -365,7 +365,7 @@ def write_learning_curve(curve: LearningCurve, out_dir: str | os.PathLike[str]) 
     with atomic_output(paths["plot"]) as tmp:
         _plot(curve).savefig(tmp, format="png", dpi=110)
     with atomic_output(paths["json"]) as tmp:
-        tmp.write_text(json.dumps(_json_safe(curve.to_dict()), indent=1, allow_nan=False), encoding="utf-8")
+        tmp.write_text(json.dumps(json_safe(curve.to_dict()), indent=1, allow_nan=False), encoding="utf-8")
     png = base64.b64encode(paths["plot"].read_bytes()).decode()
     rows = "".join(
         f"<tr><td>{p.fraction:.0%}</td><td>{p.images}</td><td>{p.value:.3f}</td>"

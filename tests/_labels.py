@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+import imageio.v3 as iio
 import numpy as np
 
 
@@ -33,3 +37,20 @@ def three_squares(n: int = 8, seed: int = 0) -> tuple[list[np.ndarray], list[np.
         partial[partial == 3] = 0
         missing.append(partial)
     return truths, missing
+
+
+def fluorescent_nuclei(root: Path, shared_data: Path, n: int = 4) -> Path:
+    """``root/images`` and ``root/truth``: ``n`` small DSB2018 test images of fluorescent nuclei
+    (grey, dark, at most 360 rows) and their instance labels."""
+    (root / "images").mkdir(parents=True)
+    (root / "truth").mkdir()
+    taken = 0
+    for path in sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png")):
+        rgb = iio.imread(path)[..., :3].astype(float)
+        if rgb.std(axis=-1).mean() < 1 and rgb.mean() < 60 and rgb.shape[0] <= 360:
+            shutil.copy(path, root / "images" / path.name)
+            shutil.copy(shared_data / "dsb2018" / "test" / "labels" / f"{path.stem}.tif", root / "truth")
+            taken += 1
+        if taken == n:
+            break
+    return root

@@ -6,10 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from _labels import fluorescent_nuclei
 
 from microzoo.errors import DataError
 from microzoo.qc.classical import DEFAULT_GRIDS
@@ -19,19 +19,7 @@ from microzoo.qc.compare import compare
 @pytest.fixture(scope="module")
 def nuclei(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     """Four DSB2018 test images of fluorescent nuclei with their instance labels."""
-    root = tmp_path_factory.mktemp("nuclei")
-    (root / "images").mkdir()
-    (root / "truth").mkdir()
-    taken = 0
-    for path in sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png")):
-        rgb = iio.imread(path)[..., :3].astype(float)
-        if rgb.std(axis=-1).mean() < 1 and rgb.mean() < 60 and rgb.shape[0] <= 360:
-            shutil.copy(path, root / "images" / path.name)
-            shutil.copy(shared_data / "dsb2018" / "test" / "labels" / f"{path.stem}.tif", root / "truth")
-            taken += 1
-        if taken == 4:
-            break
-    return root
+    return fluorescent_nuclei(tmp_path_factory.mktemp("nuclei"), shared_data)
 
 
 def test_model_against_watershed_on_nuclei(nuclei: Path, example_model: Path, tmp_path: Path) -> None:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import pytest
-from _labels import three_squares
+from _labels import fluorescent_nuclei, three_squares
 from typer.testing import CliRunner
 
 from microzoo.cli import app
@@ -86,26 +84,10 @@ def test_best_baseline_and_refusals():
         best_baseline(evaluation, [])
 
 
-def _nuclei(root: Path, shared_data: Path, n: int = 4) -> Path:
-    """``n`` small DSB2018 test images of fluorescent nuclei and their instance labels."""
-    (root / "images").mkdir(parents=True)
-    (root / "truth").mkdir()
-    taken = 0
-    for path in sorted((shared_data / "dsb2018" / "test" / "images").glob("*.png")):
-        rgb = iio.imread(path)[..., :3].astype(float)
-        if rgb.std(axis=-1).mean() < 1 and rgb.mean() < 60 and rgb.shape[0] <= 360:
-            shutil.copy(path, root / "images" / path.name)
-            shutil.copy(shared_data / "dsb2018" / "test" / "labels" / f"{path.stem}.tif", root / "truth")
-            taken += 1
-        if taken == n:
-            break
-    return root
-
-
 def test_predict_with_truth_prints_the_verdict_and_equals_compare(
     shared_data: Path, example_model: Path, tmp_path: Path
 ) -> None:
-    nuclei = _nuclei(tmp_path / "data", shared_data)
+    nuclei = fluorescent_nuclei(tmp_path / "data", shared_data)
     out = tmp_path / "out"
     run = CliRunner().invoke(app, ["predict", str(example_model), str(nuclei / "images"), "-o", str(out),
                                    "--truth", str(nuclei / "truth"), "--task", "instances"])  # fmt: skip

@@ -10,6 +10,7 @@ is gone) are removed the next time the same target is written.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -87,3 +88,18 @@ def process_running(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created when missing; its folder must exist) for the block.
+
+    Processes on one machine queue on it; the kernel releases it when its holder dies, so a
+    killed process never leaves a lock that blocks the next one.
+    """
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -37,6 +37,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from microzoo.io.atomic import exclusive_lock
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: the PostgreSQL advisory lock that lets one process migrate at a time
 MIGRATION_LOCK = 0x6D7A6F6F  # "mzoo"
@@ -214,7 +216,7 @@ def migrate_to(url: str, revision: str, *, engine: Engine | None = None) -> None
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     try:
-        with engine.connect() as connection:
+        with _sqlite_open_lock(engine), engine.connect() as connection:
             connection.execution_options(write=True)  # SQLite: BEGIN IMMEDIATE, one migrating process at a time
             if connection.dialect.name == "postgresql":  # the same on PostgreSQL: server and worker start together
                 connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
@@ -224,6 +226,24 @@ def migrate_to(url: str, revision: str, *, engine: Engine | None = None) -> None
     finally:
         if own_engine:
             engine.dispose()
+
+
+@contextlib.contextmanager
+def _sqlite_open_lock(engine: Engine) -> Iterator[None]:
+    """On a SQLite file, hold ``DATABASE.lock`` while the first connection opens it and migrates.
+
+    Processes that open a new database together (a server and its workers) race to switch it to
+    WAL; SQLite can then answer "database is locked" at once, without waiting out the busy
+    timeout. Queuing the opening and the migration on a file lock makes one process do both
+    and the others find the database ready. Other databases (PostgreSQL) need nothing here.
+    """
+    database = engine.url.database or ":memory:"
+    in_memory = database == ":memory:" or database.startswith("file::memory:")
+    if engine.dialect.name != "sqlite" or in_memory or not Path(database).parent.is_dir():
+        yield  # PostgreSQL, an in-memory database, or a folder that is missing (SQLite says so)
+        return
+    with exclusive_lock(Path(database).with_name(Path(database).name + ".lock")):
+        yield
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -7,6 +7,7 @@ Layout under ``ROOT``::
     staging/PID-UUID/          an upload being checked (``zoo.ingest`` writes it)
     try/                       inputs and outputs of "try it" jobs
     publish.lock               held (flock) by a publish, and by :func:`remove_orphans`
+    zoo.sqlite(.lock)          the embedded index, and the lock held while a process opens and migrates it
 
 A publish renames the checked staging folder to ``files/NAME/VERSION``, writes the zip under a
 temporary name and renames it, and only then commits the version's rows. A process killed before
@@ -21,7 +22,6 @@ tests use it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import signal
@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from microzoo.errors import ZooNotFound
-from microzoo.io.atomic import atomic_output, process_running
+from microzoo.io.atomic import atomic_output, exclusive_lock, process_running
 
 #: where a publish can be killed by the test hook, in order
 CRASH_POINTS = ("staged", "renamed", "zipped", "in_transaction", "committed")
@@ -84,12 +84,8 @@ def file_in_version(root: Path, name: str, version: str, relative: str) -> Path:
 def publish_lock(root: Path) -> Iterator[None]:
     """Hold ``ROOT/publish.lock`` exclusively (released by the kernel if the process dies)."""
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / "publish.lock", "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_lock(root / "publish.lock"):
+        yield
 
 
 def sha256_and_size(path: Path) -> tuple[str, int]:

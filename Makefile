@@ -11,24 +11,29 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: a bare `torch` requirement would pull a newer CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,classical]" torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev,classical,napari-tests]" torch==2.13.0 "pydantic<2.13"
 	touch $(STAMP)
 
 setup: system $(STAMP)
 
-# System packages the zoo's tests use: PostgreSQL (the service tests run on it as well as SQLite) and
-# Debian's chromium (the web tests drive it with Playwright). Installed with apt-get when run as root
-# and missing; otherwise a note says which tests will skip. Never fails the set-up.
+# System packages the tests use: PostgreSQL (the zoo's service tests run on it as well as SQLite),
+# Debian's chromium (the web tests drive it with Playwright), Xvfb and the xcb/GL libraries Qt needs
+# (the napari plugin's tests open a viewer on a virtual display). Installed with apt-get when run as
+# root and missing; otherwise a note says which tests will skip. Never fails the set-up.
+SYSTEM_PACKAGES := postgresql chromium xvfb xauth libgl1 libegl1 libfontconfig1 libdbus-1-3 libxkbcommon-x11-0 \
+	libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 \
+	libxcb-xfixes0 libxcb-shape0 libxcb-cursor0
 system:
-	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then \
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 \
+		&& command -v Xvfb >/dev/null 2>&1 && dpkg -s libxcb-icccm4 libxkbcommon-x11-0 >/dev/null 2>&1; then \
 		true; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing Debian's postgresql and chromium for the zoo's tests"; \
+		echo "installing Debian's postgresql, chromium, Xvfb and Qt's xcb libraries for the tests"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			postgresql chromium) || echo "NOTE: apt-get failed: the PostgreSQL and browser tests will skip"; \
+			$(SYSTEM_PACKAGES)) || echo "NOTE: apt-get failed: the PostgreSQL, browser and napari tests will skip"; \
 	else \
-		echo "NOTE: postgresql or chromium is missing and this is not root with apt-get: the PostgreSQL"; \
-		echo "      service tests and the browser tests will skip (run 'make system' as root to install them)"; \
+		echo "NOTE: postgresql, chromium or Xvfb is missing and this is not root with apt-get: the PostgreSQL"; \
+		echo "      service tests, the browser tests and the napari tests will skip (run 'make system' as root)"; \
 	fi
 
 demo: setup

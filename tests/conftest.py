@@ -30,4 +30,4 @@ def example_model(shared_data: Path) -> Path:
 
 
 # the zoo's database fixtures (`db`: SQLite and PostgreSQL, `postgres_admin_url`, `zoo_root`)
-pytest_plugins = ["_postgres", "_zoo_db"]
+pytest_plugins = ["_postgres", "_zoo_db", "_napari"]

@@ -19,6 +19,7 @@ The tree::
     ├── ConfigError             a configuration file or option is invalid
     ├── DataError               a data set (folder of images, labels) is unusable
     ├── ClusterError            a Dask cluster cannot be reached, or its workers died on a task
+    ├── Cancelled               the user cancelled the work (a front end's cancel button)
     └── ZooError                a model repository refused a request (``status``: the HTTP status)
         ├── ZooNotFound         no such model, version, file or job (404)
         ├── ZooAuthError        no token, an unknown or revoked token, or a role too low (401/403)
@@ -83,6 +84,10 @@ class DataError(MicrozooError):
 
 class ClusterError(MicrozooError):
     """A Dask scheduler cannot be reached, or the workers running a task kept dying."""
+
+
+class Cancelled(MicrozooError):
+    """The user cancelled the work: raised from a progress callback (``microzoo.progress.cancellable``)."""
 
 
 class ZooError(MicrozooError):

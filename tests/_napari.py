@@ -1,0 +1,74 @@
+"""The napari plugin's test set-up: a virtual display (Xvfb) for the viewer, and the warnings napari raises.
+
+napari draws its canvas with OpenGL, which Qt's ``offscreen`` platform does not provide here, so
+the viewer runs on an Xvfb display that this plugin starts for the session (the set-up installs
+Xvfb and the xcb libraries Qt needs: ``make system``). Without Xvfb or a Qt binding the napari tests
+skip, with the reason in the summary. The display is started before the QApplication because
+pytest-qt's ``qapp`` asks ``qapp_args`` first, which depends on it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+#: warnings napari and its Qt stack raise that are not ours (the suite turns warnings into errors)
+NAPARI_WARNINGS = [
+    pytest.mark.filterwarnings("ignore:System theme detection requires a Qt6 backend:UserWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:napari.*"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:vispy.*"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:npe2.*"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:app_model.*"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:magicgui.*"),
+    pytest.mark.filterwarnings("ignore::FutureWarning:napari.*"),
+]
+
+
+def _why_no_viewer() -> str | None:
+    try:
+        import napari  # noqa: F401
+        import qtpy  # noqa: F401  (raises when no Qt binding is installed)
+    except Exception as error:  # noqa: BLE001 - any failure to import is the reason to skip
+        return f"napari or a Qt binding is not installed ({error}): pip install -e '.[napari-tests]'"
+    if not os.environ.get("DISPLAY") and shutil.which("Xvfb") is None:
+        return "Xvfb is not installed (napari's canvas needs a display): run 'make system' as root"
+    return None
+
+
+@pytest.fixture(scope="session")
+def napari_display() -> Iterator[str]:
+    """A display for Qt: ``$DISPLAY`` when set, else an Xvfb server started for the session."""
+    reason = _why_no_viewer()
+    if reason:
+        pytest.skip(reason)
+    if os.environ.get("DISPLAY"):
+        yield os.environ["DISPLAY"]
+        return
+    read, write = os.pipe()
+    server = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1600x1200x24", "-nolisten", "tcp"],
+        pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    os.close(write)
+    with os.fdopen(read) as handle:
+        number = handle.readline().strip()
+    if not number:
+        server.kill()
+        pytest.skip("Xvfb did not start: check that it runs ('Xvfb :99' in a terminal)")
+    os.environ["DISPLAY"] = f":{number}"
+    os.environ["QT_QPA_PLATFORM"] = "xcb"
+    try:
+        yield os.environ["DISPLAY"]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def qapp_args(napari_display: str) -> list[str]:
+    """pytest-qt's QApplication arguments; asking for the display first starts Xvfb before Qt."""
+    return ["microzoo-tests"]

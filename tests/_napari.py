@@ -13,6 +13,8 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,3 +74,23 @@ def napari_display() -> Iterator[str]:
 def qapp_args(napari_display: str) -> list[str]:
     """pytest-qt's QApplication arguments; asking for the display first starts Xvfb before Qt."""
     return ["microzoo-tests"]
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where widget screenshots go: ``$MICROZOO_SCREENSHOTS`` when set (to look at them), else a temporary folder."""
+    folder = Path(os.environ.get("MICROZOO_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def save_screenshot(widget: Any, path: Path) -> Path:
+    """Save a Qt widget (a dock widget, a dialog) as PNG at ``path`` and check it is a real picture."""
+    from qtpy.QtWidgets import QApplication
+
+    QApplication.processEvents()
+    pixmap = widget.grab()
+    size = f"{pixmap.width()}x{pixmap.height()}"
+    assert pixmap.width() > 50 and pixmap.height() > 50, f"{path.name}: the widget is {size}"
+    assert pixmap.save(str(path)), f"could not save {path}"
+    return path

@@ -33,7 +33,12 @@ from microzoo.package.load import ModelPackage
 from microzoo.progress import ProgressCallback
 from microzoo.runtime.batch import FileResult, predict_files
 from microzoo.runtime.predict import Model
-from microzoo.runtime.uncertainty import TRANSFORMS
+from microzoo.runtime.uncertainty import (
+    TRANSFORMS,
+    UncertaintySettings,
+    predict_with_uncertainty,
+    uncertainty_settings,
+)
 from microzoo.trust.fingerprint import Fingerprint
 from microzoo.trust.ood import OODResult
 from microzoo.trust.reference import Reference, package_fingerprint, package_reference
@@ -215,13 +220,103 @@ def predict_files_with_note(
     transforms = {"cheap": CHEAP_TRANSFORMS, "tta": TRANSFORMS, "off": ()}[flips]
     inspect = functools.partial(_judge_one, reference, transforms, options.get("tile"), options.get("channel"))
     results = predict_files(model, inputs, out, progress=progress, on_image=inspect, **options)
-    notes = tuple(
-        f"{r.input.name}: compared on an overview of every {_ordinal(r.overview)} pixel of y and x (it was streamed)"
-        for r in results
-        if r.overview > 1
-    )
+    notes = tuple(_overview_note(r.input.name, r.overview) for r in results if r.overview > 1)
     note = _note(reference, [r.inspected for r in results], notes)
     return FilePredictions(results, note, write_note(note, trust_path(out)) if results else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayPrediction:
+    """What :func:`predict_array_with_note` did for one array (a napari layer's data).
+
+    ``outputs``: output id -> NumPy array (predicted in memory) or the lazily opened level 0
+    of the OME-Zarr it was streamed into (``paths``); ``axes``: output id -> the axes letters
+    of that array; ``note``: the trust note of this one image (its verdict in
+    ``note.images[0]``); ``uncertainty``: the spread of the first output (with ``uncertainty``).
+    """
+
+    outputs: dict[str, Any]
+    axes: dict[str, str]
+    notices: tuple[str, ...]
+    note: TrustNote
+    uncertainty: np.ndarray | None = None
+    paths: dict[str, Path] = dataclasses.field(default_factory=dict)
+
+
+def predict_array_with_note(
+    model: Model,
+    image: Any,
+    *,
+    axes: str,
+    tile: int | Mapping[str, int] | None = None,
+    channel: int | Sequence[int] | None = None,
+    uncertainty: str | UncertaintySettings | None = None,
+    stream_to: str | Path | None = None,
+    name: str = "image",
+    flips: str = "cheap",
+    pixel_size: Mapping[str, float] | None = None,
+    unit: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> ArrayPrediction:
+    """Predict one image given as an array (``axes`` its letters) and judge it as
+    :func:`predict_files_with_note` judges a file (``name`` names it in the note).
+
+    A NumPy array is predicted in memory (:meth:`Model.predict_image`, or
+    :func:`~microzoo.runtime.uncertainty.predict_with_uncertainty` with ``uncertainty``). Any
+    other array (Dask, Zarr, a lazy TIFF) is never loaded whole: it streams into
+    ``stream_to/<output id>.ome.zarr`` (see :func:`_stream_array`). ``pixel_size`` (per axis
+    letter, in ``unit``: the note compares it when it is in micrometres) is optional.
+    ``progress`` raising :class:`~microzoo.errors.Cancelled` stops the work between tiles.
+    """
+    reference = package_reference(model.package)
+    transforms = {"cheap": CHEAP_TRANSFORMS, "tta": TRANSFORMS, "off": ()}[flips]
+    if not isinstance(image, np.ndarray):
+        return _stream_array(
+            model, reference, transforms, image, axes=axes, tile=tile, channel=channel, uncertainty=uncertainty,
+            stream_to=stream_to, name=name, progress=progress,
+        )  # fmt: skip
+    options: dict[str, Any] = {"axes": axes, "tile": tile, "channel": channel, "progress": progress}
+    uncertain = None
+    if uncertainty is None:
+        prediction = model.predict_image(image, **options)
+    else:
+        settings = uncertainty_settings(uncertainty)
+        uncertain = predict_with_uncertainty(model, image, **settings.options(), **options)
+        prediction = uncertain.prediction
+    if progress is not None:
+        progress(0, 1, "checking the prediction (trust note)")
+    judged = _judge_one(
+        reference, transforms, tile, channel, name, image, axes,
+        prediction=prediction, model=model, pixel_size=pixel_size, unit=unit, uncertainty=uncertain,
+    )  # fmt: skip
+    if progress is not None:
+        progress(1, 1, "checking the prediction (trust note)")
+    first = model.output_ids[0]
+    return ArrayPrediction(
+        outputs=dict(prediction.outputs),
+        axes=dict(prediction.axes),
+        notices=prediction.notices,
+        note=_note(reference, [judged]),
+        uncertainty=None if uncertain is None else uncertain.spread[first],
+    )
+
+
+def _stream_array(
+    model: Model,
+    reference: Reference,
+    transforms: Sequence[str],
+    image: Any,
+    *,
+    axes: str,
+    tile: int | Mapping[str, int] | None,
+    channel: int | Sequence[int] | None,
+    uncertainty: Any,
+    stream_to: str | Path | None,
+    name: str,
+    progress: ProgressCallback | None,
+) -> ArrayPrediction:
+    """The streaming branch of :func:`predict_array_with_note`."""
+    raise NotImplementedError("streaming an array is not there yet")
 
 
 def trust_path(out: Path) -> Path:
@@ -247,6 +342,10 @@ def write_note(note: TrustNote, path: Path) -> Path:
     return path
 
 
+def _overview_note(name: str, k: int) -> str:
+    return f"{name}: compared on an overview of every {_ordinal(k)} pixel of y and x (it was streamed)"
+
+
 def _ordinal(k: int) -> str:
     """``2`` -> ``"2nd"``, ``11`` -> ``"11th"``."""
     return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
@@ -257,7 +356,7 @@ def _judge_one(
     transforms: Sequence[str],
     tile: Any,
     channel: Any,
-    path: Path,
+    path: Path | str,
     image: np.ndarray,
     axes: str,
     *,
@@ -268,10 +367,10 @@ def _judge_one(
     uncertainty: Any = None,
 ) -> ImageTrust:
     """:func:`judge_image` for one file as :func:`predict_files` read it (picklable, so Dask
-    workers can run it); a streamed image (no ``prediction``) gets the input check only. When
-    the prediction was made with ``--uncertainty`` (an ``UncertainPrediction``), its flip rate
-    is used instead of a check of its own (the limit from all 8 flips and rotations of the test
-    input, whatever the method)."""
+    workers can run it), or of one array named ``path``; a streamed image (no ``prediction``)
+    gets the input check only. When the prediction was made with ``--uncertainty`` (an
+    ``UncertainPrediction``), its flip rate is used instead of a check of its own (the limit
+    from all 8 flips and rotations of the test input, whatever the method)."""
     rate, words, limit = None, "", FLIP_FLOOR
     rates = [r for r in (uncertainty.flip_rate.values() if uncertainty is not None else ()) if r is not None]
     if rates:
@@ -284,17 +383,19 @@ def _judge_one(
     if pixel_size and unit == "micrometer" and "x" in pixel_size:
         micrometres = float(pixel_size["x"])
     return judge_image(
-        reference, image, path.name, axes,
+        reference, image, path.name if isinstance(path, Path) else path, axes,
         outputs=None if prediction is None else prediction.outputs,
         pixel_size=micrometres, flip_rate=rate, flip_check=words, flip_limit=limit,
     )  # fmt: skip
 
 
 __all__ = [
+    "ArrayPrediction",
     "FilePredictions",
     "NO_FINGERPRINT",
     "TrustNote",
     "package_fingerprint",
+    "predict_array_with_note",
     "predict_files_with_note",
     "trust_note",
     "trust_path",

@@ -1,0 +1,192 @@
+"""The Run widget and its layers: the same values as ``microzoo predict``, cancel, the trust note in
+colour, and a Dask-backed layer streamed with a peak memory below the layer's size."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from _napari import NAPARI_WARNINGS, save_screenshot
+
+from microzoo.io.read import read_image
+from microzoo.runtime.predict import Model
+
+pytestmark = NAPARI_WARNINGS
+
+FLUORESCENCE = "003cee89357d9fe13516167fd67b609a164651b21934585648c740d2c3d86dc1.png"  # 256x256
+HISTOLOGY = "1e488c42eb1a54a3e8412b1f12cde530f950f238d71078f2ede6a85a02168e1f.png"  # H&E, 256x320
+
+
+@pytest.fixture(scope="module")
+def example(shared_data: Path) -> Path:
+    return shared_data / "bmz" / "unet2d_nuclei_broad"
+
+
+@pytest.fixture(scope="module")
+def model(example: Path) -> Model:
+    return Model.open(example)
+
+
+def _dsb(shared_data: Path, name: str) -> np.ndarray:
+    return np.asarray(read_image(shared_data / "dsb2018" / "test" / "images" / name).data)
+
+
+def _widget(make_napari_viewer, model: Model):
+    from microzoo.napari._state import ChosenModel, state_of
+    from microzoo.napari.run_widget import RunWidget
+
+    viewer = make_napari_viewer()
+    widget = RunWidget(viewer)
+    state_of(viewer).choose(ChosenModel("example", model))
+    return viewer, widget
+
+
+def _finish(qtbot, job, timeout: int = 60_000) -> None:
+    qtbot.waitUntil(lambda: not job.running, timeout=timeout)
+    qtbot.wait(50)  # the queued succeeded/ended signals
+
+
+# --- layers, without a viewer ------------------------------------------------------------
+
+
+def test_layer_input_guesses_axes_and_keeps_lazy_data_lazy() -> None:
+    import dask.array as da
+    from napari.layers import Image
+
+    from microzoo.napari.layers import layer_input
+
+    assert layer_input(Image(np.zeros((32, 40))))[1] == "yx"
+    assert layer_input(Image(np.zeros((5, 32, 40))))[1] == "zyx"
+    assert layer_input(Image(np.zeros((3, 5, 32, 40))))[1] == "tzyx"
+    assert layer_input(Image(np.zeros((32, 40, 3), np.uint8), rgb=True))[1] == "yxc"
+    lazy = da.zeros((64, 64), chunks=16)
+    data, axes = layer_input(Image(lazy))
+    assert data is lazy and axes == "yx"
+    pyramid = [np.zeros((64, 64)), np.zeros((32, 32))]
+    data, _ = layer_input(Image(pyramid, multiscale=True))
+    assert data is pyramid[0]
+
+
+def test_output_layers_kinds_scale_and_translate(model: Model) -> None:
+    from napari.layers import Image
+
+    from microzoo.napari.layers import output_layers
+
+    layer = Image(np.zeros((40, 48, 3), np.uint8), rgb=True, name="cells", scale=(0.5, 0.25), translate=(10, 20))
+    probability = np.linspace(0, 1, 40 * 48, dtype=np.float32).reshape(40, 48)
+    prediction = SimpleNamespace(
+        outputs={"probability": probability, "labels": np.arange(40 * 48, dtype=np.int32).reshape(40, 48)},
+        axes={"probability": "yx", "labels": "yx"},
+        uncertainty=np.full((40, 48), 3.0, np.float32),
+        paths={},
+    )
+    made = output_layers(prediction, model, layer, "yxc")
+    assert [(kwargs["name"], kind) for _, kwargs, kind in made] == [
+        ("cells probability", "image"), ("cells labels", "labels"), ("cells probability uncertainty", "image"),
+    ]  # fmt: skip
+    for _, kwargs, _ in made:
+        assert kwargs["scale"] == [0.5, 0.25] and kwargs["translate"] == [10.0, 20.0]
+    assert made[0][1]["colormap"] == "magma" and made[0][1]["contrast_limits"] == [0.0, 1.0]
+    assert made[2][1]["contrast_limits"] == [3.0, 4.0]  # a flat map: a range napari accepts
+
+
+# --- the widget --------------------------------------------------------------------------
+
+
+def test_run_gives_the_values_of_microzoo_predict(make_napari_viewer, qtbot, model, example, shared_data, tmp_path,
+                                                  screenshots) -> None:  # fmt: skip
+    image = _dsb(shared_data, FLUORESCENCE)
+    viewer, widget = _widget(make_napari_viewer, model)
+    viewer.add_image(image, name="nuclei", scale=(0.4, 0.4), translate=(5, 7))
+    assert widget.axes_edit.text() == "yxc" and widget.format_box.currentText() == model.weight_format
+    job = widget.run()
+    assert job is not None
+    _finish(qtbot, job)
+    assert job.error is None, job.error
+    output = viewer.layers["nuclei probability"]
+    assert tuple(output.scale) == (0.4, 0.4) and tuple(output.translate) == (5, 7)
+
+    source = shared_data / "dsb2018" / "test" / "images" / FLUORESCENCE
+    command = [sys.executable, "-m", "microzoo.cli", "predict", str(example), str(source), "-o", str(tmp_path / "cli")]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    expected = read_image(tmp_path / "cli" / f"{source.stem}.tif").data
+    assert output.data.shape == expected.shape
+    np.testing.assert_allclose(output.data, expected, atol=1e-5)
+    assert widget.verdict_label.text() == "Trust: similar"
+    assert "#2e7d32" in widget.verdict_label.styleSheet()  # green
+    assert "added nuclei probability" in widget.status_label.text()
+    save_screenshot(widget, screenshots / "run_widget_similar.png")
+
+
+def test_the_histology_image_differs_in_red(make_napari_viewer, qtbot, model, shared_data, screenshots) -> None:
+    viewer, widget = _widget(make_napari_viewer, model)
+    viewer.add_image(_dsb(shared_data, HISTOLOGY), name="H&E section")
+    job = widget.run()
+    _finish(qtbot, job)
+    assert job.error is None, job.error
+    assert widget.verdict_label.text() == "Trust: differs"
+    assert "#c62828" in widget.verdict_label.styleSheet()  # red
+    note = widget.note_label.text()
+    assert "differ from the package's test input" in note and "colour" in note
+    widget.resize(420, 640)
+    save_screenshot(widget, screenshots / "run_widget_differs.png")
+
+
+def test_cancel_stops_between_tiles_and_adds_nothing(make_napari_viewer, qtbot, model, shared_data) -> None:
+    viewer, widget = _widget(make_napari_viewer, model)
+    tile = _dsb(shared_data, FLUORESCENCE)[..., 0]
+    viewer.add_image(np.tile(tile, (8, 8)), name="mosaic")  # 2048 x 2048: many 512 tiles
+    job = widget.run()
+    job.progressed.connect(lambda done, total, text: widget.cancel() if total > 1 else None)
+    assert widget.cancel_button.isEnabled() and not widget.run_button.isEnabled()
+    _finish(qtbot, job)
+    assert job.error is not None and job.error.startswith("cancelled at")
+    assert widget.status_label.text() == "cancelled: no layer was added"
+    assert [layer.name for layer in viewer.layers] == ["mosaic"]
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_a_bad_axes_field_is_refused_in_words(make_napari_viewer, model) -> None:
+    viewer, widget = _widget(make_napari_viewer, model)
+    viewer.add_image(np.zeros((64, 64), np.float32), name="plane")
+    widget.axes_edit.setText("zyx")
+    assert widget.run() is None
+    assert "give 2 axes letters" in widget.status_label.text()
+
+
+class PeakMemory:
+    """The largest growth of this process' resident memory while inside the ``with`` (sampled every 5 ms)."""
+
+    def __enter__(self) -> PeakMemory:
+        self.start = self.peak = _rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss())
+            time.sleep(0.005)
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss())
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
+
+def _rss() -> int:
+    import os
+
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

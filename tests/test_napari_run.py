@@ -160,6 +160,41 @@ def test_a_bad_axes_field_is_refused_in_words(make_napari_viewer, model) -> None
     assert "give 2 axes letters" in widget.status_label.text()
 
 
+def test_a_dask_layer_streams_with_peak_memory_below_its_size(make_napari_viewer, qtbot, tmp_path, monkeypatch,
+                                                             screenshots) -> None:  # fmt: skip
+    """A 64 MiB Zarr stack as a Dask layer: predicted by the streaming runner into an OME-Zarr in the
+    cache folder, the process growing by less than half the layer (loading it whole grows by all of it)."""
+    import dask.array as da
+    import zarr
+    from _packages import build_parameterized
+
+    model = Model.open(build_parameterized(tmp_path / "package"), threads=1)
+    stack = zarr.create_array(tmp_path / "stack.zarr", shape=(16, 1024, 1024), chunks=(1, 512, 512), dtype="float32")
+    rng = np.random.default_rng(0)
+    for z in range(stack.shape[0]):
+        stack[z] = rng.random((1024, 1024), dtype=np.float32)
+    layer_bytes = 16 * 1024 * 1024 * 4
+    monkeypatch.setenv("MICROZOO_MEMORY_BUDGET", "16MB")  # batches of a few tiles
+    viewer, widget = _widget(make_napari_viewer, model)
+    viewer.add_image(da.from_zarr(stack), name="stack")
+    widget.tile_box.setValue(256)
+    model.predict(np.zeros((64, 64), np.float32))  # weights loaded before measuring
+    qtbot.wait(100)
+    with PeakMemory() as streamed:
+        job = widget.run()
+        _finish(qtbot, job, timeout=120_000)
+    assert job.error is None, job.error
+    output = viewer.layers["stack prob"]
+    assert not isinstance(output.data, np.ndarray) and output.data.shape[-2:] == (1024, 1024)
+    assert "cache" in widget.status_label.text() and ".ome.zarr" in widget.status_label.text()
+    with PeakMemory() as whole:
+        loaded = np.asarray(viewer.layers["stack"].data)
+    assert whole.growth >= 0.9 * layer_bytes  # the measurement sees a layer loaded whole
+    assert streamed.growth < 0.5 * layer_bytes, f"grew by {streamed.growth / 2**20:.0f} MiB"
+    expected = model.predict(loaded[3])
+    np.testing.assert_allclose(np.asarray(output.data[3]), expected, atol=1e-5)
+
+
 class PeakMemory:
     """The largest growth of this process' resident memory while inside the ``with`` (sampled every 5 ms)."""
 

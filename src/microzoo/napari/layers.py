@@ -36,9 +36,7 @@ def layer_input(layer: Any) -> tuple[Any, str]:
 
 def _guess(ndim: int) -> str:
     if ndim not in GUESSED_AXES:
-        raise AxesError(
-            f"a layer of {ndim} dimensions: say which axes they are in the Axes field, e.g. yx, zyx, tzyx"
-        )
+        raise AxesError(f"a layer of {ndim} dimensions: say which axes they are in the Axes field, e.g. yx, zyx, tzyx")
     return GUESSED_AXES[ndim]
 
 

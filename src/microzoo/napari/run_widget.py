@@ -84,7 +84,7 @@ class RunWidget(QWidget):
         )
         self.run_button = QPushButton("Run")
         self.run_button.setToolTip("Predict the layer with the model; the outputs arrive as new layers.")
-        self.run_button.clicked.connect(self.run)
+        self.run_button.clicked.connect(self._run_clicked)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Stop at the next tile; nothing is added.")
         self.cancel_button.clicked.connect(self.cancel)
@@ -97,7 +97,7 @@ class RunWidget(QWidget):
         self.verdict_label.setToolTip("Whether the image looks like the data the model is known to work on.")
         self.note_label = QLabel("")
         self.note_label.setWordWrap(True)
-        self.note_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.note_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self._layout()
 
         self.layer_box.currentIndexChanged.connect(self._layer_chosen)
@@ -226,6 +226,9 @@ class RunWidget(QWidget):
         self._status(f"predicting {layer.name} with {chosen.model.package.name}…")
         self._set_running(True)
         return self.job.start()
+
+    def _run_clicked(self) -> None:
+        self.run()
 
     def cancel(self) -> None:
         """Stop the running prediction at its next tile (nothing is added)."""

@@ -96,6 +96,16 @@ def test_output_layers_kinds_scale_and_translate(model: Model) -> None:
     assert made[2][1]["contrast_limits"] == [3.0, 4.0]  # a flat map: a range napari accepts
 
 
+def test_layer_pixel_size_only_in_physical_units() -> None:
+    from napari.layers import Image
+
+    from microzoo.napari.layers import layer_pixel_size
+
+    assert layer_pixel_size(Image(np.zeros((8, 8)), scale=(0.5, 0.5)), "yx") == (None, None)  # pixels
+    measured = Image(np.zeros((4, 8, 8)), scale=(2.0, 0.3, 0.3), units=("um", "um", "um"))
+    assert layer_pixel_size(measured, "zyx") == ({"z": 2.0, "y": 0.3, "x": 0.3}, "micrometer")
+
+
 # --- the widget --------------------------------------------------------------------------
 
 
@@ -122,6 +132,20 @@ def test_run_gives_the_values_of_microzoo_predict(make_napari_viewer, qtbot, mod
     assert "#2e7d32" in widget.verdict_label.styleSheet()  # green
     assert "added nuclei probability" in widget.status_label.text()
     save_screenshot(widget, screenshots / "run_widget_similar.png")
+
+
+def test_uncertainty_arrives_as_its_own_layer(make_napari_viewer, qtbot, model, shared_data) -> None:
+    viewer, widget = _widget(make_napari_viewer, model)
+    viewer.add_image(_dsb(shared_data, FLUORESCENCE), name="nuclei", scale=(0.4, 0.4))
+    offered = [widget.uncertainty_box.itemText(i) for i in range(widget.uncertainty_box.count())]
+    assert offered == ["none", "flips and rotations (tta)"]  # no dropout: the example has no PyTorch state dict
+    widget.uncertainty_box.setCurrentText("flips and rotations (tta)")
+    job = widget.run()
+    _finish(qtbot, job)
+    assert job.error is None, job.error
+    spread = viewer.layers["nuclei probability uncertainty"]
+    assert spread.data.shape == (256, 256) and spread.data.max() > 0 and tuple(spread.scale) == (0.4, 0.4)
+    assert spread.colormap.name == "viridis"
 
 
 def test_the_histology_image_differs_in_red(make_napari_viewer, qtbot, model, shared_data, screenshots) -> None:

@@ -52,6 +52,17 @@ def layer_geometry(layer: Any, axes: str) -> tuple[dict[str, float], dict[str, f
     return {letters[i]: scale[i] for i in kept}, {letters[i]: translate[i] for i in kept}
 
 
+def layer_pixel_size(layer: Any, axes: str) -> tuple[dict[str, float] | None, str | None]:
+    """The layer's pixel size per spatial axis letter and its unit (e.g. ``"micrometer"``), or
+    ``(None, None)`` when its scale is in pixels (napari's default) or its axes' units differ."""
+    scale, _ = layer_geometry(layer, axes)
+    letters = axes[:-1] if getattr(layer, "rgb", False) and axes.endswith("c") else axes
+    units = {str(u) for a, u in zip(letters, getattr(layer, "units", ()), strict=False) if a in "zyx"}
+    if len(units) != 1 or units == {"pixel"} or not scale:
+        return None, None
+    return {a: size for a, size in scale.items() if a in "zyx"}, units.pop()
+
+
 def output_layers(prediction: Any, model: Any, layer: Any, axes: str) -> list[tuple[Any, dict[str, Any], str]]:
     """The layers a prediction of ``layer`` (given to the model with ``axes``) becomes, as
     napari ``LayerDataTuple``\\ s ``(data, kwargs, kind)``, in the model's output order, the

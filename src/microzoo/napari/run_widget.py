@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 
 from microzoo.napari._jobs import Job
 from microzoo.napari._state import ChosenModel, state_of
-from microzoo.napari.layers import layer_input, output_layers
+from microzoo.napari.layers import layer_input, layer_pixel_size, output_layers
 from microzoo.napari.settings import load_settings
 
 #: the colour of each verdict in the trust note panel
@@ -76,10 +76,10 @@ class RunWidget(QWidget):
         self.format_box = QComboBox()
         self.format_box.setToolTip("The model's weights to run; the results agree across formats.")
         self.uncertainty_box = QComboBox()
-        self.uncertainty_box.addItems(list(UNCERTAINTY))
         self.uncertainty_box.setToolTip(
             "Predict several times and show how much the predictions disagree as an extra layer: "
-            "flips and rotations (8 predictions), or dropout samples (needs PyTorch weights with dropout). "
+            "flips and rotations (8 predictions), or dropout samples (offered for models with PyTorch weights: "
+            "choose pytorch_state_dict; the network needs dropout layers). "
             "Not for layers that stream (Dask or Zarr data)."
         )
         self.run_button = QPushButton("Run")
@@ -171,6 +171,10 @@ class RunWidget(QWidget):
             self.format_box.addItems(formats)
             wanted = self._default_format if self._default_format in formats else chosen.model.weight_format
             self.format_box.setCurrentText(wanted)
+        self.uncertainty_box.clear()
+        offered = [label for label, method in UNCERTAINTY.items() if method != "dropout" or "pytorch_state_dict" in
+                   (available_formats(chosen.model.package) if chosen is not None else [])]  # fmt: skip
+        self.uncertainty_box.addItems(offered)
         self._set_running(self.running)
 
     def selected_layer(self) -> Any:
@@ -203,6 +207,7 @@ class RunWidget(QWidget):
         if weights and weights != model.weight_format:
             model = Model(model.package, weights=weights, device=model.device, threads=model.threads)
         tile = self.tile_box.value() or None
+        pixel_size, unit = layer_pixel_size(layer, axes)
         uncertainty = UNCERTAINTY[self.uncertainty_box.currentText()]
         stream_to = self.cache_dir / "predictions" / f"{_safe(layer.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -211,7 +216,7 @@ class RunWidget(QWidget):
 
             return predict_array_with_note(
                 model, data, axes=axes, tile=tile, uncertainty=uncertainty,
-                stream_to=stream_to, name=layer.name, progress=progress,
+                stream_to=stream_to, name=layer.name, pixel_size=pixel_size, unit=unit, progress=progress,
             )  # fmt: skip
 
         self._run_input = (layer, axes)

@@ -96,6 +96,38 @@ def test_output_layers_kinds_scale_and_translate(model: Model) -> None:
     assert made[2][1]["contrast_limits"] == [3.0, 4.0]  # a flat map: a range napari accepts
 
 
+def test_a_streamed_output_arrives_as_pyramids_with_its_labels(model: Model, tmp_path: Path) -> None:
+    """A streamed output (an OME-Zarr with a pyramid and ``labels/instances``) is shown lazily,
+    level by level, its instance labels as a labels layer without the channel axis."""
+    from napari.layers import Image
+
+    from microzoo.io.ome_zarr import OmeZarrWriter
+    from microzoo.io.read import read_image
+    from microzoo.napari.layers import output_layers
+
+    path = tmp_path / "probability.ome.zarr"
+    writer = OmeZarrWriter.create(path, shape=(3, 64, 64), dtype="float32", axes="cyx", chunks=(1, 16, 16))
+    writer.write((slice(None), slice(None), slice(None)), np.full((3, 64, 64), 2.5, np.float32))
+    writer.build_pyramid(min_size=16)
+    labels = writer.create_labels("instances", dtype=np.uint32)
+    labels.write((slice(None), slice(8, 24), slice(8, 24)), np.full((1, 16, 16), 7, np.uint32))
+    labels.build_pyramid(method="nearest", min_size=16)
+    prediction = SimpleNamespace(
+        outputs={"probability": read_image(path).data}, axes={"probability": "cyx"}, paths={"probability": path},
+        uncertainty=None,
+    )  # fmt: skip
+    layer = Image(np.zeros((64, 64), np.float32), name="big", scale=(0.5, 0.5))
+    (image, image_kwargs, image_kind), (found, labels_kwargs, labels_kind) = output_layers(
+        prediction, model, layer, "yx"
+    )
+    assert image_kind == "image" and image_kwargs["multiscale"]
+    assert [level.shape for level in image] == [(3, 64, 64), (3, 32, 32), (3, 16, 16)]
+    assert image_kwargs["scale"] == [1.0, 0.5, 0.5] and image_kwargs["contrast_limits"] == [2.5, 3.5]
+    assert labels_kind == "labels" and labels_kwargs["name"] == "big probability labels"
+    assert [level.shape for level in found] == [(64, 64), (32, 32), (16, 16)] and labels_kwargs["scale"] == [0.5, 0.5]
+    assert int(np.asarray(found[0][8:24, 8:24]).min()) == 7 and int(np.asarray(found[0]).sum()) == 7 * 256
+
+
 def test_layer_pixel_size_only_in_physical_units() -> None:
     from napari.layers import Image
 

@@ -84,10 +84,12 @@ def output_layers(prediction: Any, model: Any, layer: Any, axes: str) -> list[tu
             kwargs["multiscale"] = True
         kwargs["contrast_limits"] = _contrast_limits(levels[-1] if levels else data)
         layers.append((levels or data, kwargs, "image"))
-        labels = _instance_labels(model, data, out_axes)
+        labels, labels_axes = _instance_labels(model, data, out_axes, prediction.paths.get(oid))
         if labels is not None:
-            labels_placed = _placement(out_axes.replace("c", ""), out_scale, translate)
-            labels_kwargs = {"name": f"{layer.name} {oid} labels", "metadata": source, **labels_placed}
+            labels_kwargs = {"name": f"{layer.name} {oid} labels", "metadata": source,
+                             **_placement(labels_axes, out_scale, translate)}  # fmt: skip
+            if isinstance(labels, list):
+                labels_kwargs["multiscale"] = True
             layers.append((labels, labels_kwargs, "labels"))
     if prediction.uncertainty is not None:
         first = next(iter(prediction.outputs))
@@ -122,8 +124,11 @@ def _placement(axes: str, scale: Mapping[str, float], translate: Mapping[str, fl
 
 
 def _contrast_limits(data: Any) -> list[float]:
-    """[0, 1] for a probability map, else its finite range (a lazy array: its coarsest level is given)."""
-    values = np.asarray(data[...] if not isinstance(data, np.ndarray) else data, dtype=np.float64)
+    """[0, 1] for a probability map, else its finite range (a lazy array: of every k-th pixel,
+    at most about 256 per axis, so nothing large is read)."""
+    if not isinstance(data, np.ndarray):
+        data = data[tuple(slice(None, None, max(1, int(n) // 256)) for n in data.shape)]
+    values = np.asarray(data, dtype=np.float64)
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return [0.0, 1.0]
@@ -146,13 +151,35 @@ def _pyramid(path: Path | None, level0: Any) -> list[Any] | None:
     return levels if all(level.ndim == level0.ndim for level in levels) else None
 
 
-def _instance_labels(model: Any, data: Any, axes: str) -> np.ndarray | None:
-    """Labels decoded from an instance model's in-memory output (the package's own settings), else None."""
+def _instance_labels(model: Any, data: Any, axes: str, path: Path | None) -> tuple[Any, str]:
+    """An instance model's labels and their axes, or ``(None, "")``: a streamed output's
+    ``labels/instances`` (lazy, its levels), or decoded from an in-memory output with the
+    package's own settings (as ``microzoo predict`` streams them)."""
     from microzoo.runtime.instances import N_TARGET_CHANNELS, instance_settings_of, instances_from_output
 
+    if path is not None:
+        return _streamed_labels(path)
     settings = instance_settings_of(model.descr)
     if settings is None or not isinstance(data, np.ndarray) or not axes.startswith("c"):
-        return None
+        return None, ""
     if data.shape[0] != N_TARGET_CHANNELS:
-        return None
-    return instances_from_output(data, settings=settings)
+        return None, ""
+    return instances_from_output(data, settings=settings), axes[1:]
+
+
+def _streamed_labels(path: Path) -> tuple[Any, str]:
+    """The levels of ``path/labels/instances`` (lazy, the channel axis of length 1 dropped) and their axes."""
+    import dask.array as da
+
+    from microzoo.io.read import read_image
+    from microzoo.runtime.stitch_job import LABELS_NAME
+
+    folder = Path(path) / "labels" / LABELS_NAME
+    if not folder.is_dir():
+        return None, ""
+    first = read_image(folder)
+    levels = [first.data] + [read_image(folder, level=k).data for k in range(1, len(first.levels))]
+    if "c" in first.axes:
+        where = (slice(None),) * first.axes.index("c") + (0,)
+        levels = [da.from_zarr(level)[where] for level in levels]
+    return (levels if len(levels) > 1 else levels[0]), first.axes.replace("c", "")

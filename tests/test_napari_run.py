@@ -181,7 +181,12 @@ def test_uncertainty_arrives_as_its_own_layer(make_napari_viewer, qtbot, model, 
 
 
 def test_the_histology_image_differs_in_red(make_napari_viewer, qtbot, model, shared_data, screenshots) -> None:
-    viewer, widget = _widget(make_napari_viewer, model)
+    """The widget docked from the plugin's manifest; the H&E image is called ``differs``, in red, with its reasons."""
+    from microzoo.napari._state import ChosenModel, state_of
+
+    viewer = make_napari_viewer(show=True)
+    _, widget = viewer.window.add_plugin_dock_widget("microzoo", "Run")
+    state_of(viewer).choose(ChosenModel("example", model))
     viewer.add_image(_dsb(shared_data, HISTOLOGY), name="H&E section")
     job = widget.run()
     _finish(qtbot, job)
@@ -190,8 +195,10 @@ def test_the_histology_image_differs_in_red(make_napari_viewer, qtbot, model, sh
     assert "#c62828" in widget.verdict_label.styleSheet()  # red
     note = widget.note_label.text()
     assert "differ from the package's test input" in note and "colour" in note
-    widget.resize(420, 640)
     save_screenshot(widget, screenshots / "run_widget_differs.png")
+    viewer.window._qt_window.resize(1400, 900)
+    viewer.layers["H&E section probability"].opacity = 0.5
+    save_screenshot(viewer.window._qt_window, screenshots / "run_viewer_differs.png")
 
 
 def test_cancel_stops_between_tiles_and_adds_nothing(make_napari_viewer, qtbot, model, shared_data) -> None:

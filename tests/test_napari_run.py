@@ -166,6 +166,20 @@ def test_run_gives_the_values_of_microzoo_predict(make_napari_viewer, qtbot, mod
     save_screenshot(widget, screenshots / "run_widget_similar.png")
 
 
+def test_a_stack_is_predicted_plane_by_plane_with_its_scale(make_napari_viewer, qtbot, model, shared_data) -> None:
+    viewer, widget = _widget(make_napari_viewer, model)
+    plane = _dsb(shared_data, FLUORESCENCE)[:128, :128, 0]
+    viewer.add_image(np.stack([plane, plane[::-1]]), name="stack", scale=(2.0, 0.5, 0.5), translate=(4, 0, 0))
+    assert widget.axes_edit.text() == "zyx"
+    job = widget.run()
+    _finish(qtbot, job)
+    assert job.error is None, job.error
+    output = viewer.layers["stack probability"]
+    assert output.data.shape == (2, 128, 128) and tuple(output.scale) == (2.0, 0.5, 0.5)
+    assert tuple(output.translate) == (4, 0, 0)
+    np.testing.assert_allclose(output.data[1], model.predict(plane[::-1])["probability"], atol=1e-5)
+
+
 def test_uncertainty_arrives_as_its_own_layer(make_napari_viewer, qtbot, model, shared_data) -> None:
     viewer, widget = _widget(make_napari_viewer, model)
     viewer.add_image(_dsb(shared_data, FLUORESCENCE), name="nuclei", scale=(0.4, 0.4))

@@ -3,8 +3,6 @@ colour, and a Dask-backed layer streamed with a peak memory below the layer's si
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -13,7 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from _napari import NAPARI_WARNINGS, save_screenshot
+from typer.testing import CliRunner
 
+from microzoo.cli import app
 from microzoo.io.read import read_image
 from microzoo.runtime.predict import Model
 from microzoo.trust.note import predict_array_with_note
@@ -156,8 +156,8 @@ def test_run_gives_the_values_of_microzoo_predict(make_napari_viewer, qtbot, mod
     assert tuple(output.scale) == (0.4, 0.4) and tuple(output.translate) == (5, 7)
 
     source = shared_data / "dsb2018" / "test" / "images" / FLUORESCENCE
-    command = [sys.executable, "-m", "microzoo.cli", "predict", str(example), str(source), "-o", str(tmp_path / "cli")]
-    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    result = CliRunner().invoke(app, ["predict", str(example), str(source), "-o", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
     expected = read_image(tmp_path / "cli" / f"{source.stem}.tif").data
     assert output.data.shape == expected.shape
     np.testing.assert_allclose(output.data, expected, atol=1e-5)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _mosaic import dsb_mosaic
+from _mosaic import assert_within_spec_tolerance, dsb_mosaic
 
 from microzoo.io.ome_zarr import OmeZarrWriter
 from microzoo.io.read import read_image
@@ -14,13 +14,6 @@ from microzoo.runtime.predict import Model
 from microzoo.runtime.stream import predict_stream, rate_text
 
 SIZE = 2048
-
-
-def assert_within_spec_tolerance(actual: np.ndarray, expected: np.ndarray) -> None:
-    """The format's reproducibility tolerance: rtol 1e-3, atol 1e-3, at most 100 mismatches per million."""
-    assert actual.shape == expected.shape and actual.dtype == expected.dtype
-    bad = ~np.isclose(actual, expected, rtol=1e-3, atol=1e-3)
-    assert bad.sum() / bad.size * 1e6 <= 100, f"{bad.sum()} of {bad.size} values differ"
 
 
 @pytest.fixture(scope="module")

@@ -206,8 +206,13 @@ def _zarr_metadata_files(root: Path, array_path: str) -> list[Path]:
 
 
 def _storage_chunks(data: Any) -> tuple[int, ...] | None:
-    chunks = None if isinstance(data, np.ndarray) else getattr(data, "chunks", None)
-    return None if chunks is None else tuple(int(n) for n in chunks)
+    """The shape of the blocks ``data`` is stored in (a Dask array's largest chunk), or None."""
+    if isinstance(data, np.ndarray):
+        return None
+    chunks = getattr(data, "chunksize", None) or getattr(data, "chunks", None)  # Dask: chunksize
+    if not chunks or not all(isinstance(n, (int, np.integer)) for n in chunks):
+        return None
+    return tuple(int(n) for n in chunks)
 
 
 def _format_of(path: Path) -> str:

@@ -40,7 +40,7 @@ from microzoo.progress import ProgressCallback
 from microzoo.runtime.stream_job import StreamJob
 from microzoo.runtime.stream_setup import prepare_stream
 
-__all__ = ["StreamResult", "predict_stream", "prepare_stream", "rate_text", "run_batches"]
+__all__ = ["StreamResult", "predict_stream", "prepare_stream", "rate_text", "run_batches", "run_stream"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,26 +60,40 @@ class StreamResult:
 
 def predict_stream(
     model: Any,
-    source: str | os.PathLike[str],
+    source: str | os.PathLike[str] | Any,
     target: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]],
     *,
     progress: ProgressCallback | None = None,
     forwards: int | None = None,
     **options: Any,
 ) -> StreamResult:
-    """Stream ``model`` over ``source`` into ``target`` on this machine (options: those of
-    :func:`prepare_stream`); reading, the forwards and writing overlap. A job a killed run left
-    is continued.
+    """Stream ``model`` over ``source`` (an image file, or an array with ``axes``) into
+    ``target`` on this machine (options: those of :func:`prepare_stream`); reading, the
+    forwards and writing overlap. A job a killed or cancelled run left is continued.
 
     ``forwards``: forwards run at once, each with the job's threads (default: as many as the
     cores hold, at most :data:`~microzoo.runtime.resources.MAX_FORWARDS`; see
     :func:`~microzoo.runtime.resources.forward_split`). It does not change a byte of the result
     (batches are fixed by the plan), so a resumed job may use another number.
     """
-    from microzoo.runtime.resources import forward_split
-
     start = time.perf_counter()
     job = prepare_stream(model, source, target, progress=progress, **options)
+    return run_stream(job, model, progress=progress, forwards=forwards, start=start)
+
+
+def run_stream(
+    job: StreamJob,
+    model: Any,
+    *,
+    progress: ProgressCallback | None = None,
+    forwards: int | None = None,
+    start: float | None = None,
+) -> StreamResult:
+    """Run the batches of a prepared ``job`` still to do, then finish it (the second half of
+    :func:`predict_stream`; ``start``: when the work began, for :attr:`StreamResult.seconds`)."""
+    from microzoo.runtime.resources import forward_split
+
+    start = time.perf_counter() if start is None else start
     model = model.with_threads(job.threads)
     if forwards is None:
         forwards = forward_split(job.threads, device=model.device)[1]

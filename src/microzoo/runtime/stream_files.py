@@ -64,7 +64,8 @@ def _shape(path: Path) -> tuple[int, ...]:
 
 def overview(data: Any, axes: str, *, size: int | None = None, planes: int = OVERVIEW_PLANES) -> tuple[np.ndarray, int]:
     """Every k-th pixel of y and x (k so both are at most ``size``, default :data:`OVERVIEW_SIZE`)
-    of at most ``planes`` planes per other axis (channels whole), read lazily; the array and k."""
+    of at most ``planes`` planes per other axis (channels whole), read lazily in bands of rows
+    (so a Dask array never computes more than a band); the array and k."""
     shape = dict(zip(axes, data.shape, strict=True))
     k = max(1, math.ceil(max(shape.get("y", 1), shape.get("x", 1)) / (size or OVERVIEW_SIZE)))
     index = []
@@ -75,13 +76,30 @@ def overview(data: Any, axes: str, *, size: int | None = None, planes: int = OVE
             index.append(slice(None))
         else:
             index.append(slice(None, None, max(1, math.ceil(shape[a] / planes))))
+    if "y" not in axes:
+        return _strided(data, axes, tuple(index)), k
+    from microzoo.io.read import _storage_chunks
+
+    y = axes.index("y")
+    chunk = (_storage_chunks(data) or data.shape)[y]
+    band = k * math.ceil(max(int(chunk), 256) / k)  # a multiple of k: every band starts on a kept row
+    bands = [
+        _strided(data, axes, index[:y] + [slice(start, min(start + band, shape["y"]), k)] + index[y + 1 :])
+        for start in range(0, shape["y"], band)
+    ]
+    return np.concatenate(bands, axis=y), k
+
+
+def _strided(data: Any, axes: str, index: Sequence[slice]) -> np.ndarray:
+    """``data[index]`` as a NumPy array (``index``: slices with steps), read lazily."""
     try:
-        return np.asarray(data[tuple(index)]), k
+        return np.asarray(data[tuple(index)])
     except (IndexError, ValueError, TypeError):  # a lazy array without steps: read plane rows
-        whole = tuple(slice(None) if s.step is None or a in "yx" else s for a, s in zip(axes, index, strict=True))
-        return np.asarray(data[whole])[
-            tuple(s if a in "yx" else slice(None) for a, s in zip(axes, index, strict=True))
-        ], k
+        whole = tuple(
+            slice(s.start, s.stop) if s.step is None or a in "yx" else s for a, s in zip(axes, index, strict=True)
+        )
+        steps = tuple(slice(None, None, s.step) if a in "yx" else slice(None) for a, s in zip(axes, index, strict=True))
+        return np.asarray(data[whole])[steps]
 
 
 def stream_file(

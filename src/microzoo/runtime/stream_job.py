@@ -115,6 +115,11 @@ class StreamJob:
             from microzoo.runtime.stream_setup import open_view
 
             s = self.record["settings"]
+            if "path" not in self.record["input"]:
+                raise OutputError(
+                    f"the job in {self.folder} streams an array, not a file: run it again with "
+                    "predict_stream given the same array"
+                )
             self._view = open_view(
                 self.descr, Path(self.record["input"]["path"]), axes=s["axes"], level=s["level"], channel=s["channel"]
             )

@@ -112,7 +112,9 @@ def statistics_pass(
 def statistics_block(view: ModelView) -> tuple[int, ...]:
     """The block the statistics pass reads: one sample, every channel, about 1024 pixels along
     y and x (a multiple of the storage chunks), whole along other axes up to 64."""
-    chunks = dict(zip(view.axes, getattr(view.data, "chunks", None) or view.data.shape, strict=True))
+    from microzoo.io.read import _storage_chunks
+
+    chunks = dict(zip(view.axes, _storage_chunks(view.data) or view.data.shape, strict=True))
 
     def multiple(letter: str, n: int, about: int) -> int:
         chunk = max(1, int(chunks.get(letter, n)))
@@ -265,7 +267,7 @@ def _differences(record: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[s
 
 def prepare_stream(
     model: Any,
-    source: str | os.PathLike[str],
+    source: str | os.PathLike[str] | Any,
     target: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]],
     *,
     axes: str | None = None,
@@ -279,18 +281,22 @@ def prepare_stream(
 ) -> StreamJob:
     """Create the job that streams ``model`` over ``source`` into ``target``, or resume it.
 
-    ``target``: one path (a one-output model) or output id -> path; ``.ome.zarr``/``.zarr``
-    (or ``.tif`` when the result fits in memory). An existing job for the same model, input
-    and settings is resumed (settings left None take the recorded value, so rerunning the same
-    command continues it); another job there is refused unless ``overwrite``.
+    ``source``: an image file, or an array read region by region (a Dask array, a
+    ``zarr.Array``, a lazy TIFF: :mod:`microzoo.runtime.stream_source`; ``axes`` required,
+    ``level`` ignored). ``target``: one path (a one-output model) or output id -> path;
+    ``.ome.zarr``/``.zarr`` (or ``.tif`` when the result fits in memory). An existing job for
+    the same model, input and settings is resumed (settings left None take the recorded value,
+    so rerunning the same command continues it); another job there is refused unless ``overwrite``.
     """
-    source = Path(source)
+    from microzoo.runtime.stream_source import array_identity, array_image, is_array_source
+
+    image = array_image(source, axes) if is_array_source(source) else None
     targets = _targets(model, target)
     channel = [channel] if isinstance(channel, int) else channel
     folder = job_folder(next(iter(targets.values())))
     wanted = {
         "model": model_identity(model),
-        "input": input_identity(source, level),
+        "input": input_identity(Path(source), level) if image is None else array_identity(source),
         "settings": _settings(model, axes, level, channel, tile, memory_budget, threads),
         "targets": {oid: str(p.resolve()) for oid, p in targets.items()},
     }
@@ -305,13 +311,22 @@ def prepare_stream(
                 f"({'; '.join(differ[:4])}{'; ...' if len(differ) > 4 else ''}): run the same command to "
                 "continue it, or pass --overwrite to start again"
             )
-        return StreamJob(folder, record, package=model.package)
+        return _with_input(StreamJob(folder, record, package=model.package), image)
     existing = [p for p in targets.values() if p.exists()]
     if existing and not overwrite:
         raise OutputError(
             f"the output {existing[0]} exists already: pass --overwrite to replace it, or choose another output with -o"
         )
-    return _create_job(model, source, targets, folder, wanted, tile=tile, progress=progress)
+    job = _create_job(model, Path(source) if image is None else image, targets, folder, wanted, tile=tile,
+                      progress=progress)  # fmt: skip
+    return _with_input(job, image)
+
+
+def _with_input(job: StreamJob, image: Any) -> StreamJob:
+    """``job`` reading ``image`` (an array source: the job folder cannot reopen it), or as it is."""
+    if image is not None:
+        job._view = _view_of(job.descr, image, job.record["settings"]["channel"])
+    return job
 
 
 def _targets(model: Any, target: Any) -> dict[str, Path]:
@@ -340,7 +355,7 @@ def _targets(model: Any, target: Any) -> dict[str, Path]:
 
 def _create_job(
     model: Any,
-    source: Path,
+    source: Any,
     targets: dict[str, Path],
     folder: Path,
     wanted: dict[str, Any],
@@ -353,7 +368,7 @@ def _create_job(
     from microzoo.runtime.predict import _tile_request
 
     s = wanted["settings"]
-    image = open_image(source, axes=s["axes"], level=s["level"])
+    image = open_image(source, axes=s["axes"], level=s["level"]) if isinstance(source, Path) else source
     view = _view_of(model.descr, image, s["channel"])
     tid = str(model.descr.inputs[0].id)
     shapes = {tid: dict(zip(view.model_axes, view.shape, strict=True))}

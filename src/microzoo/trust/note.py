@@ -253,6 +253,8 @@ def predict_array_with_note(
     uncertainty: str | UncertaintySettings | None = None,
     stream_to: str | Path | None = None,
     name: str = "image",
+    memory_budget: int | None = None,
+    overwrite: bool = False,
     flips: str = "cheap",
     pixel_size: Mapping[str, float] | None = None,
     unit: str | None = None,
@@ -264,18 +266,23 @@ def predict_array_with_note(
     A NumPy array is predicted in memory (:meth:`Model.predict_image`, or
     :func:`~microzoo.runtime.uncertainty.predict_with_uncertainty` with ``uncertainty``). Any
     other array (Dask, Zarr, a lazy TIFF) is never loaded whole: it streams into
-    ``stream_to/<output id>.ome.zarr`` (see :func:`_stream_array`). ``pixel_size`` (per axis
-    letter, in ``unit``: the note compares it when it is in micrometres) is optional.
-    ``progress`` raising :class:`~microzoo.errors.Cancelled` stops the work between tiles.
+    ``stream_to/<output id>.ome.zarr`` (:func:`microzoo.runtime.stream.predict_stream`), its
+    outputs come back opened lazily, its note looks at an overview, and ``uncertainty`` is
+    refused. A streamed run cancelled or killed part way continues when run again with the same
+    array and settings; ``overwrite`` replaces other outputs in ``stream_to``. ``pixel_size``
+    (per axis letter, in ``unit``: the note compares it when it is in micrometres) is optional.
+    ``progress`` raising :class:`~microzoo.errors.Cancelled` stops the work between tiles
+    (between batches of tiles when streamed).
     """
     reference = package_reference(model.package)
     transforms = {"cheap": CHEAP_TRANSFORMS, "tta": TRANSFORMS, "off": ()}[flips]
     if not isinstance(image, np.ndarray):
         return _stream_array(
             model, reference, transforms, image, axes=axes, tile=tile, channel=channel, uncertainty=uncertainty,
-            stream_to=stream_to, name=name, progress=progress,
+            stream_to=stream_to, name=name, memory_budget=memory_budget, overwrite=overwrite, progress=progress,
         )  # fmt: skip
-    options: dict[str, Any] = {"axes": axes, "tile": tile, "channel": channel, "progress": progress}
+    options: dict[str, Any] = {"axes": axes, "tile": tile, "channel": channel, "memory_budget": memory_budget,
+                               "progress": progress}  # fmt: skip
     uncertain = None
     if uncertainty is None:
         prediction = model.predict_image(image, **options)
@@ -313,10 +320,51 @@ def _stream_array(
     uncertainty: Any,
     stream_to: str | Path | None,
     name: str,
+    memory_budget: int | None,
+    overwrite: bool,
     progress: ProgressCallback | None,
 ) -> ArrayPrediction:
-    """The streaming branch of :func:`predict_array_with_note`."""
-    raise NotImplementedError("streaming an array is not there yet")
+    """The streaming branch of :func:`predict_array_with_note`: the array streams into
+    ``stream_to/<output id>.ome.zarr`` (an unfinished job of the same array continues; other
+    outputs there are replaced only with ``overwrite``); the note looks at an overview."""
+    from microzoo.errors import ImageError, OutputError
+    from microzoo.io.read import read_image
+    from microzoo.runtime.stream import prepare_stream, run_stream
+    from microzoo.runtime.stream_files import overview
+
+    what = f"this {type(image).__name__} of shape {tuple(image.shape)}"
+    if uncertainty is not None:
+        raise ImageError(
+            f"uncertainty needs the whole image in memory, but {what} is predicted tile by tile: "
+            "predict it without uncertainty, or give it as a NumPy array"
+        )
+    if stream_to is None:
+        raise OutputError(
+            f"{what} is predicted tile by tile into OME-Zarr files, never loaded whole: "
+            "give stream_to, the folder to write them in"
+        )
+    folder = Path(stream_to)
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = {oid: folder / f"{oid}.ome.zarr" for oid in model.output_ids}
+    options: dict[str, Any] = {"axes": axes, "tile": tile, "channel": channel, "memory_budget": memory_budget,
+                               "threads": model.threads, "progress": progress}  # fmt: skip
+    try:
+        job = prepare_stream(model, image, targets, **options)  # created, or continued
+    except OutputError:
+        if not overwrite:
+            raise
+        job = prepare_stream(model, image, targets, overwrite=True, **options)
+    result = run_stream(job, model, progress=progress)
+    written = {oid: read_image(path, lazy=True) for oid, path in result.outputs.items()}
+    small, k = overview(image, job.record["settings"]["axes"])
+    judged = _judge_one(reference, transforms, tile, channel, name, small, job.record["settings"]["axes"])
+    return ArrayPrediction(
+        outputs={oid: w.data for oid, w in written.items()},
+        axes={oid: w.axes for oid, w in written.items()},
+        notices=result.notices,
+        note=_note(reference, [judged], [_overview_note(name, k)] if k > 1 else []),
+        paths=dict(result.outputs),
+    )
 
 
 def trust_path(out: Path) -> Path:

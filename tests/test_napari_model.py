@@ -4,6 +4,7 @@ test it, errors in words, settings that persist; the plugin's manifest and its d
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from typing import Any
 
 import pytest
@@ -62,6 +63,38 @@ def test_the_example_opens_from_its_folder_shows_its_details_and_passes_its_test
     save_screenshot(dock, screenshots / "model_widget.png")
 
 
+def test_a_package_that_does_not_reproduce_its_test_output_fails_its_test(widget, example_model, qtbot, tmp_path):
+    import hashlib
+
+    import numpy as np
+
+    folder = tmp_path / "changed"
+    shutil.copytree(example_model, folder)
+    expected = np.load(folder / "test_output.npy")
+    np.save(folder / "test_output.npy", expected + 0.5)  # no model gives this
+    yaml = folder / "bioimageio.yaml"
+    old, new = (
+        hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in (example_model / "test_output.npy", folder / "test_output.npy")
+    )
+    yaml.write_text(yaml.read_text().replace(old, new))
+    _finish(qtbot, widget.open_source(str(folder)))
+    _finish(qtbot, widget.test())
+    assert widget.test_label.text().startswith("Test FAILED"), widget.test_label.text()
+    assert "FAILED: torchscript, probability" in widget.test_label.text()
+    assert "e05050" in widget.test_label.styleSheet()
+
+
+def test_a_test_run_can_be_cancelled(widget, example_model, qtbot):
+    _finish(qtbot, widget.open_source(str(example_model)))
+    job = widget.test()
+    widget.cancel_button.click()
+    _finish(qtbot, job)
+    assert widget.test_label.text().startswith("Test not finished: cancelled at")
+    assert widget.status_label.text().startswith("Stopped (cancelled at")
+    assert widget.test_button.isEnabled() and not widget.cancel_button.isVisible()
+
+
 def test_a_bad_path_is_an_error_in_words(widget, qtbot, tmp_path):
     _finish(qtbot, widget.open_source(str(tmp_path / "missing")))
     assert "no model package at" in widget.status_label.text()
@@ -77,8 +110,14 @@ def test_without_a_zoo_the_search_says_where_to_set_one(widget, qtbot, monkeypat
     assert "no zoo is set" in widget.status_label.text() and "Settings" in widget.status_label.text()
 
 
-def test_a_zoo_model_is_found_opened_and_shows_the_zoo_test(widget, qtbot, zoo_server, published_example):
+def test_a_zoo_model_is_found_opened_and_shows_the_zoo_test(
+    make_napari_viewer, qtbot, zoo_server, published_example, screenshots
+):
     from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1400, 1000)
+    dock, widget = viewer.window.add_plugin_dock_widget("microzoo", "Model")
 
     name, version = published_example
     widget.zoo_edit.setText(zoo_server.url)
@@ -94,6 +133,7 @@ def test_a_zoo_model_is_found_opened_and_shows_the_zoo_test(widget, qtbot, zoo_s
     assert widget.test_label.text().startswith("Tested by the zoo: passed")
     assert "microzoo runs" in widget.test_label.text()
     assert state_of(widget.viewer).model.source == f"zoo:{name}/{version}"
+    save_screenshot(dock, screenshots / "model_widget_zoo.png")
 
 
 def test_settings_persist_across_widgets_and_choose_the_weights(make_napari_viewer, example_model, qtbot):

@@ -17,6 +17,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -25,6 +26,7 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -54,15 +56,35 @@ class ModelWidget(QWidget):
             self.settings = load_settings()
         except ConfigError as error:
             self.settings, problem = Settings(), str(error)
-        layout = QVBoxLayout(self)
+        content = QWidget()
+        layout = QVBoxLayout(content)
         layout.addWidget(self._choose_box())
         layout.addWidget(self._details_box())
         layout.addWidget(self._settings_box())
         layout.addStretch(1)
+        scroll = QScrollArea()  # a long description scrolls instead of squeezing the labels
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(content)
+        self._scroll, self._content = scroll, content
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
         self._show_settings()
         self._set_running(False)
         if problem:
             self._status(problem, error=True)
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        """Once styled (napari's theme widens buttons), keep the scroll area as wide as its content."""
+        super().showEvent(event)
+        self._fit_width()
+
+    def _fit_width(self) -> None:
+        bar = self._scroll.verticalScrollBar()
+        width = bar.sizeHint().width() if bar is not None else 16
+        self._scroll.setMinimumWidth(self._content.minimumSizeHint().width() + width + 2)
 
     # -- the panels
     def _choose_box(self) -> QGroupBox:
@@ -90,7 +112,6 @@ class ModelWidget(QWidget):
         form.addLayout(_row(self.search_edit, self.search_button))
         self.results_list = QListWidget()
         self.results_list.setToolTip("Models the zoo found; double-click one to open it")
-        self.results_list.setMaximumHeight(110)
         self.results_list.setVisible(False)
         self.results_list.itemDoubleClicked.connect(self._open_result)
         form.addWidget(self.results_list)
@@ -176,15 +197,24 @@ class ModelWidget(QWidget):
             raise ConfigError("open a model first")
         package = self.opened.model.package
         self.test_label.setText("Testing: running the model on its test input …")
-        return self._start(lambda progress: test_package(package, progress=progress), self._show_test)
+        self.test_label.setStyleSheet("")
+        return self._start(
+            lambda progress: test_package(package, progress=progress),
+            self._show_test,
+            stopped=lambda message: self.test_label.setText(f"Test not finished: {message}"),
+        )
 
     # -- job plumbing
-    def _start(self, work: Any, show: Any) -> Job:
+    def _start(self, work: Any, show: Any, stopped: Any = None) -> Job:
+        """Run ``work`` in a Job: ``show(result)`` on success, ``stopped(message)`` on failure or cancel."""
         job = Job(work, parent=self)
         job.succeeded.connect(show)
         job.progressed.connect(self._progressed)
         job.failed.connect(lambda message: self._status(message, error=True))
-        job.cancelled.connect(lambda message: self._status(f"Cancelled: {message}"))
+        job.cancelled.connect(lambda message: self._status(f"Stopped ({message})."))
+        if stopped is not None:
+            job.failed.connect(stopped)
+            job.cancelled.connect(stopped)
         job.ended.connect(lambda: self._set_running(False))
         self.job = job
         self._set_running(True)
@@ -226,6 +256,7 @@ class ModelWidget(QWidget):
         self.licence_label.setText(f"<b>Licence:</b> {html.escape(s.license or 'not stated')}")
         citations = "<br>".join(html.escape(c) for c in s.citations) or "none given"
         self.citation_label.setText(f"<b>Cite:</b> {citations}")
+        self.test_label.setStyleSheet("")
         if opened.zoo_version is not None:
             self.test_label.setText(zoo_test_words(opened.zoo_version))
         else:
@@ -239,6 +270,7 @@ class ModelWidget(QWidget):
         weights = opened.model.weight_format
         self._status(f"Chosen: {s.name} ({weights} weights). The Run, Check and Train widgets use it. {notices}")
         state_of(self.viewer).choose(ChosenModel(opened.source, opened.model))
+        self._fit_width()
         self._set_running(False)
 
     def _show_results(self, items: list[dict[str, Any]]) -> None:
@@ -252,6 +284,10 @@ class ModelWidget(QWidget):
             entry.setToolTip(summary.get("description") or "")
             self.results_list.addItem(entry)
         self.results_list.setVisible(bool(items))
+        rows = min(max(len(items), 1), 4)
+        self.results_list.setFixedHeight(
+            self.results_list.sizeHintForRow(0) * rows + 2 * self.results_list.frameWidth() + 4
+        )
         found = f"{len(items)} model(s) found: double-click one to open it." if items else "No model found."
         self._status(found)
 

@@ -136,6 +136,28 @@ def test_a_zoo_model_is_found_opened_and_shows_the_zoo_test(
     save_screenshot(dock, screenshots / "model_widget_zoo.png")
 
 
+def test_a_zoo_model_downloaded_before_opens_when_the_zoo_cannot_be_reached(
+    widget, qtbot, zoo_server, published_example
+):
+    from _zoo import free_port
+
+    from microzoo.package.zoo_ref import _cache_path, fetch_zoo_package
+
+    name, version = published_example
+    downloaded = fetch_zoo_package(f"zoo:{name}/{version}", zoo=zoo_server.url)
+    offline = f"http://127.0.0.1:{free_port()}"  # nothing answers there
+    cached = _cache_path(offline, name, version)
+    cached.parent.mkdir(parents=True)
+    shutil.copy(downloaded, cached)  # as if downloaded from that zoo before it went offline
+    widget.zoo_edit.setText(offline)
+    widget.zoo_edit.editingFinished.emit()
+    _finish(qtbot, widget.open_source(f"zoo:{name}/{version}"))
+    assert widget.name_label.text() == "UNet 2D Nuclei Broad", widget.status_label.text()
+    assert "cannot be reached" in widget.test_label.text()
+    _finish(qtbot, widget.open_source(f"zoo:{name}"))  # the latest version needs the zoo
+    assert "cannot reach the zoo" in widget.status_label.text()
+
+
 def test_settings_persist_across_widgets_and_choose_the_weights(make_napari_viewer, example_model, qtbot):
     from microzoo.napari.model_widget import ModelWidget
 

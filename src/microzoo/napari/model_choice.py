@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from microzoo.errors import ConfigError
+from microzoo.errors import ConfigError, DownloadError
 from microzoo.napari.settings import Settings, zoo_url
 from microzoo.progress import ProgressCallback
 
@@ -39,8 +39,14 @@ def open_model(source: str, settings: Settings, progress: ProgressCallback | Non
         from microzoo.zoo.client import ZooClient
 
         name, version = parse_zoo_ref(source)
-        with ZooClient(require_zoo(settings)) as client:
-            zoo_version = client.version_info(name, version)
+        try:
+            with ZooClient(require_zoo(settings)) as client:
+                zoo_version = client.version_info(name, version)
+        except DownloadError:
+            if version is None:
+                raise
+            # offline: a version downloaded before opens from the cache
+            zoo_version = {"version": version, "test_status": "unknown (the zoo cannot be reached)"}
         source = f"zoo:{name}/{zoo_version['version']}"
         location = fetch_zoo_package(source, zoo=require_zoo(settings), progress=progress)
     package = open_package(location, progress=progress)

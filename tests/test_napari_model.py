@@ -95,6 +95,18 @@ def test_a_test_run_can_be_cancelled(widget, example_model, qtbot):
     assert widget.test_button.isEnabled() and not widget.cancel_button.isVisible()
 
 
+def test_a_model_chosen_by_another_widget_is_shown(widget, example_model):
+    from microzoo.napari._state import ChosenModel
+    from microzoo.runtime.predict import Model
+
+    model = Model.open(example_model, weights="onnx")
+    state_of(widget.viewer).choose(ChosenModel("trained/model", model))
+    assert widget.name_label.text() == "UNet 2D Nuclei Broad" and "MIT" in widget.licence_label.text()
+    assert "onnx weights" in widget.status_label.text()
+    assert widget.opened.model is model and widget.test_button.isEnabled()
+    assert state_of(widget.viewer).model.source == "trained/model"  # shown, not chosen again
+
+
 def test_a_bad_path_is_an_error_in_words(widget, qtbot, tmp_path):
     _finish(qtbot, widget.open_source(str(tmp_path / "missing")))
     assert "no model package at" in widget.status_label.text()

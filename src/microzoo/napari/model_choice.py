@@ -30,7 +30,6 @@ def open_model(source: str, settings: Settings, progress: ProgressCallback | Non
     from microzoo.package.load import open_package
     from microzoo.runtime.engines import available_formats
     from microzoo.runtime.predict import Model
-    from microzoo.runtime.summary import summarize
 
     zoo_version = None
     location: str | Path = source
@@ -51,9 +50,17 @@ def open_model(source: str, settings: Settings, progress: ProgressCallback | Non
         location = fetch_zoo_package(source, zoo=require_zoo(settings), progress=progress)
     package = open_package(location, progress=progress)
     chosen = settings.weight_format if settings.weight_format in available_formats(package) else None
+    return describe_model(source, Model(package, weights=chosen), zoo_version)
+
+
+def describe_model(source: str, model: Any, zoo_version: dict[str, Any] | None = None) -> OpenedModel:
+    """An opened model with its summary and cover (reads only the description: quick)."""
+    from microzoo.runtime.summary import summarize
+
+    package = model.package
     covers = [package.root / str(c.source) for c in package.descr.covers if "://" not in str(c.source)]
     cover = next((c for c in covers if c.is_file()), None)
-    return OpenedModel(source, Model(package, weights=chosen), summarize(package), cover, zoo_version)
+    return OpenedModel(source, model, summarize(package), cover, zoo_version)
 
 
 def require_zoo(settings: Settings) -> str:

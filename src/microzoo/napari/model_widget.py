@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
 from microzoo.errors import ConfigError, MicrozooError
 from microzoo.napari._jobs import Job
 from microzoo.napari._state import ChosenModel, state_of
-from microzoo.napari.model_choice import OpenedModel, open_model, search_zoo, test_words, zoo_test_words
+from microzoo.napari.model_choice import OpenedModel, describe_model, open_model, search_zoo, test_words, zoo_test_words
 from microzoo.napari.settings import Settings, load_settings, save_settings, settings_path, zoo_url
 from microzoo.runtime.engines import SUPPORTED_FORMATS
 
@@ -73,6 +73,7 @@ class ModelWidget(QWidget):
         outer.addWidget(scroll)
         self._show_settings()
         self._set_running(False)
+        state_of(napari_viewer).model_changed.connect(self._model_chosen)
         if problem:
             self._status(problem, error=True)
 
@@ -246,7 +247,16 @@ class ModelWidget(QWidget):
         self.status_label.setStyleSheet("color: #e05050" if error else "")
 
     # -- showing results
-    def _show_model(self, opened: OpenedModel) -> None:
+    def _model_chosen(self, chosen: ChosenModel | None) -> None:
+        """Another widget chose a model (Train's "Use this model", Check's "Use the best"): show it."""
+        if chosen is None or (self.opened is not None and chosen.model is self.opened.model):
+            return
+        try:
+            self._show_model(describe_model(chosen.source, chosen.model), choose=False)
+        except Exception as error:  # noqa: BLE001 - a model another widget chose must not break this one
+            self._status(f"Chosen elsewhere: {chosen.source} (cannot describe it: {error})", error=True)
+
+    def _show_model(self, opened: OpenedModel, *, choose: bool = True) -> None:
         self.opened = opened
         s = opened.summary
         self.name_label.setText(s.name)
@@ -269,7 +279,8 @@ class ModelWidget(QWidget):
         notices = " ".join(opened.model.package.notices)
         weights = opened.model.weight_format
         self._status(f"Chosen: {s.name} ({weights} weights). The Run, Check and Train widgets use it. {notices}")
-        state_of(self.viewer).choose(ChosenModel(opened.source, opened.model))
+        if choose:
+            state_of(self.viewer).choose(ChosenModel(opened.source, opened.model))
         self._fit_width()
         self._set_running(False)
 

@@ -46,6 +46,8 @@ def test_the_example_opens_from_its_folder_shows_its_details_and_passes_its_test
     assert widget.name_label.text() == "UNet 2D Nuclei Broad"
     assert "nuclei broad dataset" in widget.description_label.text()
     assert "MIT" in widget.licence_label.text()
+    assert "Constantin Pape, Fynn Beuttenmueller" in widget.authors_label.text()
+    assert "torchscript, onnx (runs torchscript)" in widget.authors_label.text()
     assert (
         "Ronneberger" in widget.citation_label.text() and "10.1007/978-3-319-24574-4_28" in widget.citation_label.text()
     )
@@ -105,6 +107,16 @@ def test_a_model_chosen_by_another_widget_is_shown(widget, example_model):
     assert "onnx weights" in widget.status_label.text()
     assert widget.opened.model is model and widget.test_button.isEnabled()
     assert state_of(widget.viewer).model.source == "trained/model"  # shown, not chosen again
+
+
+def test_the_folder_button_opens_the_chosen_folder(widget, example_model, qtbot, monkeypatch):
+    from qtpy.QtWidgets import QFileDialog
+
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(example_model))
+    widget.folder_button.click()
+    _finish(qtbot, widget.job)
+    assert widget.source_edit.text() == str(example_model)
+    assert state_of(widget.viewer).model.source == str(example_model)
 
 
 def test_a_bad_path_is_an_error_in_words(widget, qtbot, tmp_path):

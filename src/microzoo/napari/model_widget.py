@@ -135,6 +135,7 @@ class ModelWidget(QWidget):
         self.inputs_label = _label("")
         self.outputs_label = _label("")
         self.licence_label = _label("")
+        self.authors_label = _label("")
         self.citation_label = _label("")
         self.test_label = _label("")
         self.test_button = _button(
@@ -142,7 +143,13 @@ class ModelWidget(QWidget):
         )
         for widget in (self.cover_label, self.name_label, self.description_label, self.inputs_label):
             layout.addWidget(widget)
-        for widget in (self.outputs_label, self.licence_label, self.citation_label, self.test_label):
+        for widget in (
+            self.outputs_label,
+            self.authors_label,
+            self.licence_label,
+            self.citation_label,
+            self.test_label,
+        ):
             layout.addWidget(widget)
         layout.addLayout(_row(self.test_button, stretch=True))
         return box
@@ -264,6 +271,9 @@ class ModelWidget(QWidget):
         self.inputs_label.setText(_tensors_html("Input", s.inputs))
         self.outputs_label.setText(_tensors_html("Output", s.outputs))
         self.licence_label.setText(f"<b>Licence:</b> {html.escape(s.license or 'not stated')}")
+        authors = ", ".join(a.split(";")[0] for a in s.authors) or "not stated"
+        weights = f"{', '.join(s.weight_formats) or 'none microzoo runs'} (runs {opened.model.weight_format})"
+        self.authors_label.setText(f"<b>Authors:</b> {html.escape(authors)}<br><b>Weights:</b> {html.escape(weights)}")
         citations = "<br>".join(html.escape(c) for c in s.citations) or "none given"
         self.citation_label.setText(f"<b>Cite:</b> {citations}")
         self.test_label.setStyleSheet("")

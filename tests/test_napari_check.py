@@ -131,3 +131,34 @@ def test_layers_become_files_paired_by_name(tmp_path: Path) -> None:
         write_pairs([LayerPair("a", rgb, True, labels[0]), LayerPair("b", rgb, True)], tmp_path / "two")
     with pytest.raises(DataError, match="pick the truth layer drawn on this image"):
         write_pairs([LayerPair("a", stack[0], False, labels[0][:8])], tmp_path / "three")
+
+
+def test_select_from_the_zoo_of_the_settings(
+    make_napari_viewer, qtbot, zoo_server, published_example: tuple[str, str], nuclei: Path, monkeypatch
+) -> None:
+    """The zoo of the settings: its model for the task joins the candidates; a zoo:NAME/VERSION chosen in
+    the Model widget is fetched from that zoo (once: it is the same candidate)."""
+    from microzoo.napari._state import ChosenModel
+    from microzoo.napari.check_widget import CheckWidget
+    from microzoo.napari.settings import Settings, save_settings
+
+    monkeypatch.setenv("MICROZOO_CACHE", os.environ["MICROZOO_NAPARI_CACHE"])  # zoo downloads in the test's folder
+    monkeypatch.delenv("MICROZOO_ZOO", raising=False)
+    save_settings(Settings(zoo_url=zoo_server.url))
+    name, version = published_example
+    viewer = make_napari_viewer()
+    state_of(viewer).choose(ChosenModel(f"zoo:{name}/{version}", None))
+    widget = CheckWidget(viewer)
+    assert widget.zoo_label.text() == f"Zoo: {zoo_server.url}" and widget.use_zoo.isEnabled()
+    assert widget.models.count() == 1 and "chosen in the Model widget" in widget.models.item(0).text()
+    widget.use_zoo.setChecked(True)
+    widget.search_words.setText("nuclei")
+    widget.source_tabs.setCurrentIndex(1)
+    widget.images_dir.setText(str(nuclei / "images"))
+    widget.truth_dir.setText(str(nuclei / "truth"))
+    job = widget.run()
+    assert job is not None, widget.status.text()
+    qtbot.waitUntil(lambda: widget.run_button.isEnabled(), timeout=120_000)
+    assert widget.selection is not None, widget.status.text()
+    assert [c.origin for c in widget.selection.candidates] == ["named"]  # the zoo's copy of it is the same file
+    assert {widget.table.item(r, 1).text() for r in range(2)} == {"UNet 2D Nuclei Broad", "Otsu+watershed"}

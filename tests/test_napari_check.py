@@ -131,6 +131,8 @@ def test_layers_become_files_paired_by_name(tmp_path: Path) -> None:
         write_pairs([LayerPair("a", rgb, True, labels[0]), LayerPair("b", rgb, True)], tmp_path / "two")
     with pytest.raises(DataError, match="pick the truth layer drawn on this image"):
         write_pairs([LayerPair("a", stack[0], False, labels[0][:8])], tmp_path / "three")
+    with pytest.raises(DataError, match="give 2-D images"):
+        write_pairs([LayerPair("a", np.zeros((2, 3, 16, 16)), False)], tmp_path / "four")
 
 
 def test_select_from_the_zoo_of_the_settings(

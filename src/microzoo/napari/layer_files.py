@@ -20,7 +20,7 @@ from microzoo.errors import DataError
 
 @dataclass(frozen=True)
 class LayerPair:
-    """One image for the selection: an image layer's name and data, and its truth's data (or None)."""
+    """An image layer's name and data (``rgb``: its last axis is colour), and its truth's data or None."""
 
     name: str
     image: Any
@@ -40,24 +40,25 @@ def write_pairs(pairs: Sequence[LayerPair], folder: Path) -> tuple[Path, Path | 
     taken: set[str] = set()
     for pair in pairs:
         image = np.asarray(pair.image)
-        planes = [image] if pair.rgb or image.ndim == 2 else list(image)
-        if image.ndim - pair.rgb not in (2, 3):
-            raise DataError(f"the layer {pair.name} has {image.ndim} dimensions: select checks 2-D images")
+        spatial = image.ndim - pair.rgb  # a stack's planes and y, x
+        if spatial not in (2, 3) or (pair.rgb and spatial != 2):
+            raise DataError(f"the layer {pair.name} is {image.shape}: give 2-D images (or a stack of 2-D grey images)")
+        planes = [image] if spatial == 2 else list(image)
         truths: list[Any] = [None] * len(planes)
         if pair.truth is not None:
             truth = np.asarray(pair.truth)
-            if truth.shape[: image.ndim - pair.rgb] != image.shape[: image.ndim - pair.rgb]:
+            if truth.shape[:spatial] != image.shape[:spatial]:
                 raise DataError(
-                    f"the truth of {pair.name} is {truth.shape[-2:]} pixels and the image {image.shape[:2]}: "
-                    "pick the truth layer drawn on this image"
+                    f"the truth of {pair.name} is {truth.shape[:spatial]} pixels and the image "
+                    f"{image.shape[:spatial]}: pick the truth layer drawn on this image"
                 )
-            truths = [truth] if len(planes) == 1 else list(truth)
+            truths = [truth] if spatial == 2 else list(truth)
         stem = _unique(re.sub(r"[^A-Za-z0-9._-]+", "_", pair.name).strip("_.") or "image", taken)
         for k, (plane, truth) in enumerate(zip(planes, truths, strict=True)):
             name = stem if len(planes) == 1 else f"{stem}-{k:03d}"
             write_image(folder / "images" / f"{name}.tif", plane, "yxc" if pair.rgb else "yx")
             if truth is not None:
-                write_image(folder / "truth" / f"{name}.tif", _storable(truth), "yx")
+                write_image(folder / "truth" / f"{name}.tif", _storable(truth), "yx" if truth.ndim == 2 else "yxc")
     return folder / "images", (folder / "truth" if all(with_truth) else None)
 
 

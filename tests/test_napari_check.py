@@ -164,3 +164,29 @@ def test_select_from_the_zoo_of_the_settings(
     assert widget.selection is not None, widget.status.text()
     assert [c.origin for c in widget.selection.candidates] == ["named"]  # the zoo's copy of it is the same file
     assert {widget.table.item(r, 1).text() for r in range(2)} == {"UNet 2D Nuclei Broad", "Otsu+watershed"}
+
+
+def test_without_truth_the_ranking_says_it_is_weaker(
+    make_napari_viewer, qtbot, nuclei: Path, example_model: Path, screenshots: Path
+) -> None:
+    from microzoo.napari.check_widget import CheckWidget
+
+    viewer = make_napari_viewer()
+    for path in sorted((nuclei / "images").glob("*.png"))[:2]:
+        viewer.open(str(path))
+    widget = CheckWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Check and select")
+    assert all(widget._row_truth(r) is None for r in range(widget.layers_table.rowCount()))
+    widget.add_model(str(example_model))
+    job = widget.run()
+    assert job is not None, widget.status.text()
+    qtbot.waitUntil(lambda: widget.run_button.isEnabled(), timeout=120_000)
+    assert widget.selection is not None, widget.status.text()
+    document = json.loads(Path(widget.selection.paths["json"]).read_text())
+    assert document["ground_truth"] is False and "weaker" in widget.ranking.title_label.text()
+    assert widget.table.horizontalHeaderItem(4).text() == "Trusted images"
+    trusted = {widget.table.item(r, 1).text(): widget.table.item(r, 4).text() for r in range(2)}
+    entries = {e["method"]: e for e in document["ranking"]}
+    assert trusted["Otsu+watershed"] == "–" and trusted["UNet 2D Nuclei Broad"].endswith("%")
+    assert trusted["UNet 2D Nuclei Broad"] == f"{entries['UNet 2D Nuclei Broad']['trusted']:.0%}"
+    save_screenshot(widget.content, screenshots / "check-without-truth.png")

@@ -221,11 +221,14 @@ def test_cancel_stops_between_tiles_and_adds_nothing(make_napari_viewer, qtbot, 
     tile = _dsb(shared_data, FLUORESCENCE)[..., 0]
     viewer.add_image(np.tile(tile, (8, 8)), name="mosaic")  # 2048 x 2048: many 512 tiles
     job = widget.run()
+    formats = []
+    job.progressed.connect(lambda done, total, text: formats.append(widget.progress_bar.format()))
     job.progressed.connect(lambda done, total, text: widget.cancel() if total > 1 else None)
     assert widget.cancel_button.isEnabled() and not widget.run_button.isEnabled()
     _finish(qtbot, job)
     assert job.error is not None and job.error.startswith("cancelled at")
     assert widget.status_label.text() == "cancelled: no layer was added"
+    assert "predicting tiles: %v of %m" in formats  # the progress bar counts tiles
     assert [layer.name for layer in viewer.layers] == ["mosaic"]
     assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
 
@@ -271,6 +274,7 @@ def test_a_dask_layer_streams_with_peak_memory_below_its_size(make_napari_viewer
     output = viewer.layers["big prob"]
     assert output.multiscale and output.data.shape == (size, size)
     assert f"{widget.cache_dir}/predictions/big-" in widget.status_label.text()
+    assert widget.progress_bar.format() == "ready"
     with PeakMemory() as whole:
         region = np.asarray(levels[0])[1000:1512, 2000:2512]
     assert whole.growth >= 0.9 * layer_bytes  # the measurement sees a layer loaded whole

@@ -244,7 +244,8 @@ class RunWidget(QWidget):
     def _progressed(self, done: int, total: int, description: str) -> None:
         self.progress_bar.setRange(0, max(total, 1))
         self.progress_bar.setValue(min(done, max(total, 1)))
-        self.progress_bar.setFormat(f"{description}: %v of %m")
+        counted = f"{done}/{total}" in description  # the streaming runner says "tile 5/169, ..."
+        self.progress_bar.setFormat(description if counted else f"{description}: %v of %m")
 
     def _succeeded(self, prediction: Any, model: Any) -> None:
         assert self._run_input is not None

@@ -233,6 +233,35 @@ def test_cancel_stops_between_tiles_and_adds_nothing(make_napari_viewer, qtbot, 
     assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
 
 
+def test_a_library_refusal_is_shown_in_red(make_napari_viewer, qtbot, model) -> None:
+    import dask.array as da
+
+    viewer, widget = _widget(make_napari_viewer, model)
+    viewer.add_image(da.zeros((600, 600), chunks=300, dtype=np.float32), name="lazy")
+    widget.uncertainty_box.setCurrentText("flips and rotations (tta)")
+    job = widget.run()
+    _finish(qtbot, job)
+    assert "uncertainty needs the whole image in memory" in widget.status_label.text()
+    assert "#c62828" in widget.status_label.styleSheet()
+    assert [layer.name for layer in viewer.layers] == ["lazy"]
+
+
+def test_the_layer_picker_follows_the_layer_list(make_napari_viewer, model) -> None:
+    viewer, widget = _widget(make_napari_viewer, model)
+    assert widget.layer_box.count() == 0 and not widget.run_button.isEnabled()
+    viewer.add_image(np.zeros((64, 64), np.float32), name="first")
+    viewer.add_labels(np.zeros((64, 64), np.int32), name="not an image")
+    viewer.add_image(np.zeros((3, 64, 64), np.float32), name="second")
+    assert [widget.layer_box.itemText(i) for i in range(widget.layer_box.count())] == ["first", "second"]
+    assert widget.layer_box.currentText() == "first" and widget.run_button.isEnabled()
+    widget.layer_box.setCurrentText("second")
+    assert widget.axes_edit.text() == "zyx"
+    viewer.layers["second"].name = "renamed"
+    assert widget.layer_box.currentText() == "renamed"
+    viewer.layers.remove("renamed")
+    assert widget.layer_box.currentText() == "first" and widget.axes_edit.text() == "yx"
+
+
 def test_a_bad_axes_field_is_refused_in_words(make_napari_viewer, model) -> None:
     viewer, widget = _widget(make_napari_viewer, model)
     viewer.add_image(np.zeros((64, 64), np.float32), name="plane")

@@ -51,6 +51,7 @@ class RunWidget(QWidget):
         self.state = state_of(napari_viewer)
         self.job: Job | None = None
         self._run_input: tuple[Any, str] | None = None  # the layer and axes of the running job
+        self._layers: list[Any] = []  # the image layers listed in the picker, in its order
         settings = load_settings()
         self.cache_dir = settings.cache_dir
         self._default_format = settings.weight_format
@@ -136,15 +137,18 @@ class RunWidget(QWidget):
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
 
     def _refresh_layers(self, *_: Any) -> None:
-        current = self.layer_box.currentText()
-        names = [layer.name for layer in self._image_layers()]
+        """The picker lists the viewer's image layers (after an insert, a removal or a rename), keeping the choice."""
+        current = self.selected_layer()
+        self._layers = self._image_layers()
         self.layer_box.blockSignals(True)
         self.layer_box.clear()
-        self.layer_box.addItems(names)
-        if current in names:
-            self.layer_box.setCurrentText(current)
+        self.layer_box.addItems([layer.name for layer in self._layers])
+        if current in self._layers:
+            self.layer_box.setCurrentIndex(self._layers.index(current))
         self.layer_box.blockSignals(False)
-        if self.layer_box.currentText() != current:
+        for layer in self._layers:
+            layer.events.name.connect(self._refresh_layers)  # connecting twice keeps one connection
+        if self.selected_layer() is not current:
             self._layer_chosen()
         self._set_running(self.running)
 
@@ -179,8 +183,8 @@ class RunWidget(QWidget):
 
     def selected_layer(self) -> Any:
         """The image layer chosen in the picker, or None."""
-        name = self.layer_box.currentText()
-        return next((layer for layer in self._image_layers() if layer.name == name), None)
+        index = self.layer_box.currentIndex()
+        return self._layers[index] if 0 <= index < len(self._layers) else None
 
     # --- running -----------------------------------------------------------------------
 

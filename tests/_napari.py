@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,23 +50,43 @@ def napari_display() -> Iterator[str]:
         yield os.environ["DISPLAY"]
         return
     read, write = os.pipe()
-    server = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1600x1200x24", "-nolisten", "tcp"],
-        pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    os.set_inheritable(write, True)
+    server = _spawn_ending_with_us(
+        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1600x1200x24", "-nolisten", "tcp"]
+    )
     os.close(write)
     with os.fdopen(read) as handle:
         number = handle.readline().strip()
     if not number:
-        server.kill()
+        os.kill(server, 9)
         pytest.skip("Xvfb did not start: check that it runs ('Xvfb :99' in a terminal)")
     os.environ["DISPLAY"] = f":{number}"
     os.environ["QT_QPA_PLATFORM"] = "xcb"
-    try:
-        yield os.environ["DISPLAY"]
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    # No teardown: the QApplication outlives every fixture, and Qt ends the process (exit code 1,
+    # before pytest's summary) when its display goes away. Xvfb ends with this process instead.
+    yield os.environ["DISPLAY"]
+
+
+def _spawn_ending_with_us(command: list[str]) -> int:
+    """Start ``command`` (inheriting open descriptors) so that Linux sends it SIGTERM when this process ends.
+
+    Forked by hand rather than with ``subprocess``: a ``Popen`` of a process still running at exit
+    warns, and this one is meant to run until then.
+    """
+    import ctypes
+    import signal
+
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            os.execvp(command[0], command)
+        finally:
+            os._exit(127)
+    return pid
 
 
 @pytest.fixture(scope="session")

@@ -126,9 +126,15 @@ def test_cancel_abandons_the_run_and_an_incomplete_form_says_what_is_missing(
     make_napari_viewer, qtbot, w2s_field, tmp_path: Path
 ) -> None:
     viewer = make_napari_viewer()
-    widget = TrainWidget(viewer)
+    _, widget = viewer.window.add_plugin_dock_widget("microzoo", "Train")  # through the manifest
+    assert isinstance(widget, TrainWidget)
     assert widget.train() is None and "image layer" in widget.status.text()
     viewer.add_image(w2s_field[0], name="noisy")
+    viewer.add_labels((w2s_field[1] > 100).astype(np.uint8), name="mask")
+    widget.task.setCurrentIndex(widget.task.findData("semantic"))
+    assert widget.partner_label.text() == "Label layer" and widget.patch.text() == "128 x 128"
+    assert [widget.partner_layer.itemText(i) for i in range(widget.partner_layer.count())] == [
+        "(choose a layer)", "mask"]  # fmt: skip
     widget.task.setCurrentIndex(widget.task.findData("care"))
     assert widget.partner_label.text() == "Clean layer"
     assert widget.train() is None and "clean layer" in widget.status.text()
@@ -140,3 +146,21 @@ def test_cancel_abandons_the_run_and_an_incomplete_form_says_what_is_missing(
     _wait(qtbot, job)
     assert widget.result is None and "cancelled" in widget.status.text()
     assert not (tmp_path / "run" / "package").exists() and widget.train_button.isEnabled()
+
+
+def test_layers_become_training_images_named_alike(tmp_path: Path) -> None:
+    from microzoo.errors import DataError
+    from microzoo.io.read import read_image
+    from microzoo.napari.train_inputs import layer_images, write_training_layers
+
+    stack = np.arange(2 * 3 * 16 * 16, dtype=np.uint16).reshape(2, 3, 16, 16)
+    assert [axes for _, axes in layer_images(stack, rgb=False, spatial_dims=2, name="s")] == ["yx"] * 6
+    assert [a.shape for a, _ in layer_images(stack, rgb=False, spatial_dims=3, name="s")] == [(3, 16, 16)] * 2
+    with pytest.raises(DataError, match="3-D"):
+        layer_images(stack[0, 0], rgb=False, spatial_dims=3, name="s")
+    labels = (stack[0] % 3).astype(np.uint8)
+    folders = write_training_layers(tmp_path, ("s", stack[0], False), ("labels", "m", labels), spatial_dims=2)
+    assert sorted(p.name for p in folders["labels"].iterdir()) == ["000.tif", "001.tif", "002.tif"]
+    assert np.array_equal(read_image(folders["labels"] / "002.tif").data, labels[2])
+    with pytest.raises(DataError, match="differ in size"):
+        write_training_layers(tmp_path / "b", ("s", stack[0], False), ("labels", "m", labels[:2]), spatial_dims=2)

@@ -59,6 +59,8 @@ class TrainWidget(QWidget):
         self.result: Any = None
         self.curve_points: list[dict[str, float]] = []
         self._stop_early = threading.Event()
+        self._trainings: list[Job] = []  # cancelled when the widget goes (the viewer closes)
+        self.destroyed.connect(_canceller(self._trainings))
         layout = QVBoxLayout(self)
         layout.addWidget(self._task_box())
         layout.addWidget(self._data_box())
@@ -315,6 +317,7 @@ class TrainWidget(QWidget):
         self._say(f"Training {task} into {out} ...")
         self._set_running(True)
         self.job = Job(work)
+        self._trainings[:] = [self.job]
         self.job.progressed.connect(self._progressed)
         self.job.succeeded.connect(self._trained)
         self.job.failed.connect(lambda message: self._say(f"Training failed: {message}", error=True))
@@ -466,7 +469,17 @@ class TrainWidget(QWidget):
 
 
 #: why training stopped (``TrainingResult.stopped``), in words
-_STOPPED = {"epochs": "all epochs done", "early stopping": "the validation loss stopped improving"}
+_STOPPED = {"epochs": "all epochs done", "early stopping": "the validation figure stopped improving"}
+
+
+def _canceller(jobs: list[Job]) -> Callable[..., None]:
+    """A slot cancelling ``jobs`` (it holds the list, not the widget, which is gone when it runs)."""
+
+    def cancel(*_: Any) -> None:
+        for job in jobs:
+            job.cancel()
+
+    return cancel
 
 
 def _slot(start: Callable[[], Any]) -> Callable[..., None]:

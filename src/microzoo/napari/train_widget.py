@@ -50,7 +50,7 @@ VERDICT_COLOURS = {"better": "#2e9e44", "no clear difference": "#e08a00", "worse
 class TrainWidget(QWidget):
     """Train, stop early, see the QC verdict, use the model, publish it to the zoo."""
 
-    epoch_finished = Signal(dict)  # a history row, emitted from the training thread
+    epoch_finished = Signal(object)  # a history row (dict), emitted from the training thread
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()

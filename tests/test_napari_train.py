@@ -164,3 +164,17 @@ def test_layers_become_training_images_named_alike(tmp_path: Path) -> None:
     assert np.array_equal(read_image(folders["labels"] / "002.tif").data, labels[2])
     with pytest.raises(DataError, match="differ in size"):
         write_training_layers(tmp_path / "b", ("s", stack[0], False), ("labels", "m", labels[:2]), spatial_dims=2)
+
+
+def test_closing_the_viewer_mid_run_cancels_the_training(make_napari_viewer, qtbot, w2s_field, tmp_path: Path) -> None:
+    viewer = make_napari_viewer()
+    viewer.add_image(w2s_field[0], name="noisy")
+    _, widget = viewer.window.add_plugin_dock_widget("microzoo", "Train")
+    _tiny(widget, epochs=500)
+    widget.output.setText(str(tmp_path / "run"))
+    job = widget.train()
+    qtbot.waitUntil(lambda: "epoch 1/500" in widget.status.text(), timeout=60_000)  # training
+    viewer.close()  # the dock widget goes with it; the run must not outlive it, nor call it
+    _wait(qtbot, job, timeout=30_000)
+    assert job.error is not None and job.error.startswith("cancelled")
+    assert not (tmp_path / "run" / "package").exists()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import QUrl, Signal
+from qtpy.QtCore import QObject, QUrl, Signal
 from qtpy.QtGui import QDesktopServices
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -50,8 +50,6 @@ VERDICT_COLOURS = {"better": "#2e9e44", "no clear difference": "#e08a00", "worse
 class TrainWidget(QWidget):
     """Train, stop early, see the QC verdict, use the model, publish it to the zoo."""
 
-    epoch_finished = Signal(object)  # a history row (dict), emitted from the training thread
-
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
@@ -59,6 +57,7 @@ class TrainWidget(QWidget):
         self.result: Any = None
         self.curve_points: list[dict[str, float]] = []
         self._stop_early = threading.Event()
+        self._doing, self._opened, self._zoo_url = "", Path(), ""
         self._trainings: list[Job] = []  # cancelled when the widget goes (the viewer closes)
         self.destroyed.connect(_canceller(self._trainings))
         layout = QVBoxLayout(self)
@@ -69,6 +68,10 @@ class TrainWidget(QWidget):
         layout.addWidget(self._curve())
         layout.addWidget(self._result_box())
         layout.addStretch(1)
+        # each epoch's row (a dict) from the training thread; the relay outlives the widget, so a
+        # run still going when the viewer closes never emits on a deleted object
+        self._relay = _Relay()
+        self.epoch_finished = self._relay.row
         self.epoch_finished.connect(self._add_point)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(self._refresh_layers)
@@ -303,12 +306,13 @@ class TrainWidget(QWidget):
             self._say(f"Cannot train: {error}", error=True)
             return None
         rate, fraction = self.rate.value(), self.validation.value()
+        relay, stop = self._relay, self._stop_early  # the work holds these, not the widget
 
         def work(progress: ProgressCallback) -> Any:
             config = short_form_config(task, **prepare(), **options)
             config.training.learning_rate, config.data.validation_fraction = rate, fraction
-            return train(config, out_dir=out, progress=progress, on_epoch=self.epoch_finished.emit,
-                         should_stop=self._stop_early.is_set)  # fmt: skip
+            return train(config, out_dir=out, progress=progress, on_epoch=relay.row.emit,
+                         should_stop=stop.is_set)  # fmt: skip
 
         self._stop_early.clear()
         self.curve_points.clear()
@@ -320,9 +324,10 @@ class TrainWidget(QWidget):
         self._trainings[:] = [self.job]
         self.job.progressed.connect(self._progressed)
         self.job.succeeded.connect(self._trained)
-        self.job.failed.connect(lambda message: self._say(f"Training failed: {message}", error=True))
-        self.job.cancelled.connect(lambda message: self._say(f"Training cancelled: {message}; nothing was exported."))
-        self.job.ended.connect(lambda: self._set_running(False))
+        self.job.failed.connect(self._failed)
+        self.job.cancelled.connect(self._cancelled)
+        self.job.ended.connect(self._ended)
+        self._doing = "Training"
         return self.job.start()
 
     def _data_source(self, task: str, dims: int, cache: Path) -> tuple[Any, str]:
@@ -429,11 +434,14 @@ class TrainWidget(QWidget):
             return None
         folder = self.result.package.parent
         job = Job(lambda progress: Model.open(folder, progress=progress))
-        job.succeeded.connect(lambda model: state_of(self.viewer).choose(ChosenModel(str(folder), model)))
-        job.succeeded.connect(lambda model: self._say(f"Chosen: {model.package.name}; run it in the Run widget."))
-        job.failed.connect(lambda message: self._say(f"Cannot open the model: {message}", error=True))
-        self.job = job
+        job.succeeded.connect(self._chosen)
+        job.failed.connect(self._failed)
+        self.job, self._doing, self._opened = job, "Opening the model", folder
         return job.start()
+
+    def _chosen(self, model: Any) -> None:
+        state_of(self.viewer).choose(ChosenModel(str(self._opened), model))
+        self._say(f"Chosen: {model.package.name}; run it in the Run widget.")
 
     def publish(self) -> Job | None:
         """Upload the package to the settings' zoo with the token given (a :class:`Job`)."""
@@ -459,17 +467,36 @@ class TrainWidget(QWidget):
                 return client.push(folder)
 
         job = Job(work)
-        job.succeeded.connect(lambda answer: self._say(
-            f"Uploaded to {url} as {answer['name']}/{answer['version']} ({answer.get('status', '')}): "
-            "the zoo tests it, then a reviewer publishes it."))  # fmt: skip
-        job.failed.connect(lambda message: self._say(f"Publishing failed: {message}", error=True))
+        job.succeeded.connect(self._published)
+        job.failed.connect(self._failed)
         self._say(f"Uploading to {url} ...")
-        self.job = job
+        self.job, self._doing, self._zoo_url = job, "Publishing", url
         return job.start()
+
+    def _published(self, answer: dict[str, Any]) -> None:
+        self._say(f"Uploaded to {self._zoo_url} as {answer['name']}/{answer['version']} ({answer.get('status', '')}): "
+                  "the zoo tests it, then a reviewer publishes it.")  # fmt: skip
+
+    # the jobs' slots are the widget's methods: Qt drops them with the widget (a run may outlive it)
+
+    def _failed(self, message: str) -> None:
+        self._say(f"{self._doing} failed: {message}", error=True)
+
+    def _cancelled(self, message: str) -> None:
+        self._say(f"Training cancelled: {message}; nothing was exported.")
+
+    def _ended(self) -> None:
+        self._set_running(False)
 
 
 #: why training stopped (``TrainingResult.stopped``), in words
 _STOPPED = {"epochs": "all epochs done", "early stopping": "the validation figure stopped improving"}
+
+
+class _Relay(QObject):
+    """Carries rows from the training thread to the widget in the main thread (a queued signal)."""
+
+    row = Signal(object)
 
 
 def _canceller(jobs: list[Job]) -> Callable[..., None]:

@@ -12,7 +12,8 @@ from _napari import NAPARI_WARNINGS, save_screenshot
 
 from microzoo.napari._state import state_of
 from microzoo.napari.settings import load_settings
-from microzoo.napari.train_widget import VERDICT_COLOURS, TrainWidget
+from microzoo.napari.train_result import VERDICT_COLOURS
+from microzoo.napari.train_widget import TrainWidget
 from microzoo.package.validate import validate_package
 from microzoo.train.loop import USER_STOP
 
@@ -70,13 +71,13 @@ def test_n2v_on_a_w2s_layer_trains_draws_its_curve_exports_and_is_chosen(
     assert list(widget.train_line.get_xdata()) == [1, 2]
     assert np.allclose(widget.val_line.get_ydata(), [row["val_loss"] for row in result.history])
     # the verdict the CLI prints, in its colour
-    assert widget.verdict.text() == result.verdict.line
-    assert VERDICT_COLOURS[result.verdict.kind] in widget.verdict.styleSheet()
+    assert widget.result_panel.verdict.text() == result.verdict.line
+    assert VERDICT_COLOURS[result.verdict.kind] in widget.result_panel.verdict.styleSheet()
     opened: list[str] = []
-    monkeypatch.setattr("microzoo.napari.train_widget.QDesktopServices.openUrl", lambda url: opened.append(url))
-    widget.open_report()
+    monkeypatch.setattr("microzoo.napari.train_result.QDesktopServices.openUrl", lambda url: opened.append(url))
+    widget.result_panel.open_report()
     assert [url.toLocalFile() for url in opened] == [str(result.report)]
-    use = widget.use_model()
+    use = widget.result_panel.use_model()
     _wait(qtbot, use)
     chosen = state_of(viewer).model
     assert chosen is not None and chosen.source == str(result.package.parent)
@@ -106,13 +107,13 @@ def test_stop_early_from_folders_still_exports_and_publishes_to_the_zoo(
     result = widget.result
     assert job.error is None and result.stopped == USER_STOP and len(result.history) < 50
     assert validate_package(result.package).passed and result.out_dir == tmp_path / "run"
-    assert "No comparison" in widget.verdict.text() and not widget.report_button.isEnabled()
+    assert "No comparison" in widget.result_panel.verdict.text() and not widget.result_panel.report_button.isEnabled()
     assert widget.curve_points == result.history
     # publishing: a token is needed, then the zoo set in the settings receives it
     save_settings(Settings(zoo_url=zoo_server.url))
-    assert widget.publish() is None and "token" in widget.status.text()
-    widget.token.setText(zoo_server.tokens["uploader"])
-    publish = widget.publish()
+    assert widget.result_panel.publish() is None and "token" in widget.status.text()
+    widget.result_panel.token.setText(zoo_server.tokens["uploader"])
+    publish = widget.result_panel.publish()
     _wait(qtbot, publish, timeout=60_000)
     assert publish.error is None, publish.error
     answer = publish.result

@@ -16,8 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import QObject, QUrl, Signal
-from qtpy.QtGui import QDesktopServices
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -38,13 +37,10 @@ from qtpy.QtWidgets import (
 
 from microzoo.errors import DataError, MicrozooError
 from microzoo.napari._jobs import Job
-from microzoo.napari._state import ChosenModel, state_of
 from microzoo.napari.train_inputs import PARTNERS, default_config, new_folder, task_partner, write_training_layers
+from microzoo.napari.train_result import ResultPanel, start_slot
 from microzoo.progress import ProgressCallback
 from microzoo.train.tasks.registry import TASKS
-
-#: the verdict's colour: green better than the classical baseline, orange no clear difference, red worse
-VERDICT_COLOURS = {"better": "#2e9e44", "no clear difference": "#e08a00", "worse": "#d62728"}
 
 
 class TrainWidget(QWidget):
@@ -57,7 +53,6 @@ class TrainWidget(QWidget):
         self.result: Any = None
         self.curve_points: list[dict[str, float]] = []
         self._stop_early = threading.Event()
-        self._doing, self._opened, self._zoo_url = "", Path(), ""
         self._trainings: list[Job] = []  # cancelled when the widget goes (the viewer closes)
         self.destroyed.connect(_canceller(self._trainings))
         layout = QVBoxLayout(self)
@@ -66,7 +61,8 @@ class TrainWidget(QWidget):
         layout.addWidget(self._parameter_box())
         layout.addLayout(self._buttons())
         layout.addWidget(self._curve())
-        layout.addWidget(self._result_box())
+        self.result_panel = ResultPanel(napari_viewer, self._say)
+        layout.addWidget(self.result_panel)
         layout.addStretch(1)
         # each epoch's row (a dict) from the training thread; the relay outlives the widget, so a
         # run still going when the viewer closes never emits on a deleted object
@@ -174,7 +170,7 @@ class TrainWidget(QWidget):
         self.train_button.setToolTip("Train, check against the classical baseline and export the package.")
         self.stop_button.setToolTip("End training after this step; the model learnt so far is checked and exported.")
         self.cancel_button.setToolTip("Abandon the run: nothing is exported.")
-        self.train_button.clicked.connect(_slot(self.train))
+        self.train_button.clicked.connect(start_slot(self.train))
         self.stop_button.clicked.connect(self.stop_early)
         self.cancel_button.clicked.connect(self.cancel)
         for button in (self.train_button, self.stop_button, self.cancel_button):
@@ -204,39 +200,6 @@ class TrainWidget(QWidget):
         self.axes.legend(fontsize="small")
         self.canvas.setToolTip("Both should fall; a validation loss rising while training loss falls is over-fitting.")
         return self.canvas
-
-    def _result_box(self) -> QGroupBox:
-        box = QGroupBox("Result")
-        column = QVBoxLayout(box)
-        self.verdict = QLabel("Train a model to see how it compares with a classical method.")
-        self.verdict.setWordWrap(True)
-        self.package_label = QLabel("")
-        self.package_label.setWordWrap(True)
-        self.report_button = QPushButton("Open the QC report")
-        self.report_button.setToolTip("The model against the classical baseline on the validation images (HTML).")
-        self.use_button = QPushButton("Use this model")
-        self.use_button.setToolTip("Choose the trained model in the Model and Run widgets.")
-        self.report_button.clicked.connect(self.open_report)
-        self.use_button.clicked.connect(_slot(self.use_model))
-        row = QHBoxLayout()
-        row.addWidget(self.report_button)
-        row.addWidget(self.use_button)
-        publish = QHBoxLayout()
-        self.token = QLineEdit()
-        self.token.setEchoMode(QLineEdit.Password)
-        self.token.setPlaceholderText("zoo upload token")
-        self.token.setToolTip("A token with the uploader role, from the zoo's administrator (never saved).")
-        self.publish_button = QPushButton("Publish to the zoo")
-        self.publish_button.setToolTip("Upload the package to the zoo in the settings; it is tested, then reviewed.")
-        self.publish_button.clicked.connect(_slot(self.publish))
-        publish.addWidget(self.token)
-        publish.addWidget(self.publish_button)
-        for item in (self.verdict, self.package_label):
-            column.addWidget(item)
-        column.addLayout(row)
-        column.addLayout(publish)
-        self._show_result(None)
-        return box
 
     # ------------------------------------------------------------------ form state
 
@@ -317,7 +280,7 @@ class TrainWidget(QWidget):
         self._stop_early.clear()
         self.curve_points.clear()
         self._draw_curve()
-        self._show_result(None)
+        self.result_panel.show_result(None)
         self._say(f"Training {task} into {out} ...")
         self._set_running(True)
         self.job = Job(work)
@@ -327,7 +290,6 @@ class TrainWidget(QWidget):
         self.job.failed.connect(self._failed)
         self.job.cancelled.connect(self._cancelled)
         self.job.ended.connect(self._ended)
-        self._doing = "Training"
         return self.job.start()
 
     def _data_source(self, task: str, dims: int, cache: Path) -> tuple[Any, str]:
@@ -385,112 +347,21 @@ class TrainWidget(QWidget):
         self.axes.autoscale_view()
         self.canvas.draw_idle()
 
+    # the jobs' slots are the widget's methods: Qt drops them with the widget (a run may outlive it)
+
     def _trained(self, result: Any) -> None:
         self.result = result
         self._say("Done: the model is checked and exported." if result.package else "Done (export switched off).")
-        self._show_result(result)
-
-    def _show_result(self, result: Any) -> None:
-        """The verdict in its colour, why training stopped, the package; buttons enabled for what exists."""
-        verdict, package = getattr(result, "verdict", None), getattr(result, "package", None)
-        self.verdict.setStyleSheet(f"color: {VERDICT_COLOURS[verdict.kind]}" if verdict else "")
-        if result is None:
-            self.verdict.setText("Train a model to see how it compares with a classical method.")
-            self.package_label.setText("")
-        else:
-            self.verdict.setText(verdict.line if verdict else (
-                "No comparison with a classical method: it needs clean images or labels of the validation "
-                "images (N2V: give clean images of the same fields)."))  # fmt: skip
-            why = _STOPPED.get(result.stopped, result.stopped)
-            lines = [f"Trained {len(result.history)} epochs ({why}); the best, epoch {result.best_epoch}, is kept."]
-            self.package_label.setText("\n".join(lines + ([f"Package: {package.parent}"] if package else [])))
-        self.report_button.setEnabled(getattr(result, "report", None) is not None)
-        self.use_button.setEnabled(package is not None)
-        self.publish_button.setEnabled(package is not None)
-        self.token.setPlaceholderText(f"upload token for {self._zoo() or 'the zoo (set its address in Model)'}")
-
-    @staticmethod
-    def _zoo() -> str | None:
-        """The zoo address from the settings (None when unset or unreadable)."""
-        from microzoo.napari.settings import load_settings, zoo_url
-
-        try:
-            return zoo_url(load_settings())
-        except MicrozooError:
-            return None
-
-    # ------------------------------------------------------------------ the result
-
-    def open_report(self) -> None:
-        """Open the QC report in the web browser."""
-        if self.result is not None and self.result.report is not None:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.result.report)))
-
-    def use_model(self) -> Job | None:
-        """Open the exported package and choose it in this viewer (a :class:`Job`)."""
-        from microzoo.runtime.predict import Model
-
-        if self.result is None or self.result.package is None:
-            return None
-        folder = self.result.package.parent
-        job = Job(lambda progress: Model.open(folder, progress=progress))
-        job.succeeded.connect(self._chosen)
-        job.failed.connect(self._failed)
-        self.job, self._doing, self._opened = job, "Opening the model", folder
-        return job.start()
-
-    def _chosen(self, model: Any) -> None:
-        state_of(self.viewer).choose(ChosenModel(str(self._opened), model))
-        self._say(f"Chosen: {model.package.name}; run it in the Run widget.")
-
-    def publish(self) -> Job | None:
-        """Upload the package to the settings' zoo with the token given (a :class:`Job`)."""
-        from microzoo.napari.settings import load_settings, zoo_url
-        from microzoo.zoo.client import ZooClient
-
-        if self.result is None or self.result.package is None:
-            return None
-        try:
-            url = zoo_url(load_settings())
-        except MicrozooError as error:
-            self._say(str(error), error=True)
-            return None
-        token = self.token.text().strip()
-        if not url or not token:
-            missing = "no zoo address: set it in the Model widget's settings" if not url else "give an upload token"
-            self._say(f"Cannot publish: {missing}.", error=True)
-            return None
-        folder = self.result.package.parent
-
-        def work(progress: ProgressCallback) -> dict[str, Any]:
-            with ZooClient(url, token=token) as client:
-                return client.push(folder)
-
-        job = Job(work)
-        job.succeeded.connect(self._published)
-        job.failed.connect(self._failed)
-        self._say(f"Uploading to {url} ...")
-        self.job, self._doing, self._zoo_url = job, "Publishing", url
-        return job.start()
-
-    def _published(self, answer: dict[str, Any]) -> None:
-        self._say(f"Uploaded to {self._zoo_url} as {answer['name']}/{answer['version']} ({answer.get('status', '')}): "
-                  "the zoo tests it, then a reviewer publishes it.")  # fmt: skip
-
-    # the jobs' slots are the widget's methods: Qt drops them with the widget (a run may outlive it)
+        self.result_panel.show_result(result)
 
     def _failed(self, message: str) -> None:
-        self._say(f"{self._doing} failed: {message}", error=True)
+        self._say(f"Training failed: {message}", error=True)
 
     def _cancelled(self, message: str) -> None:
         self._say(f"Training cancelled: {message}; nothing was exported.")
 
     def _ended(self) -> None:
         self._set_running(False)
-
-
-#: why training stopped (``TrainingResult.stopped``), in words
-_STOPPED = {"epochs": "all epochs done", "early stopping": "the validation figure stopped improving"}
 
 
 class _Relay(QObject):
@@ -507,15 +378,6 @@ def _canceller(jobs: list[Job]) -> Callable[..., None]:
             job.cancel()
 
     return cancel
-
-
-def _slot(start: Callable[[], Any]) -> Callable[..., None]:
-    """A button's slot calling ``start`` (which returns its Job, for tests), whatever the signal passes."""
-
-    def slot(*_: Any) -> None:
-        start()
-
-    return slot
 
 
 class _FolderField(QWidget):

@@ -37,13 +37,9 @@ def _tiny(widget: TrainWidget, *, epochs: int = 2) -> None:
 
 
 def _wait(qtbot, job, timeout: int = 120_000) -> None:
-    """Wait for the job, then deliver its queued signals: the job ends (``running`` False) in its
-    thread just after posting them, so the widget's slots may not have run yet."""
-    from qtpy.QtWidgets import QApplication
-
+    """Wait until the job's last signal was handled (the widget shows its result)."""
     assert job is not None
     qtbot.waitUntil(lambda: not job.running, timeout=timeout)
-    QApplication.processEvents()
 
 
 def test_n2v_on_a_w2s_layer_trains_draws_its_curve_exports_and_is_chosen(

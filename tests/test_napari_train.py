@@ -148,7 +148,7 @@ def test_cancel_abandons_the_run_and_an_incomplete_form_says_what_is_missing(
 def test_layers_become_training_images_named_alike(tmp_path: Path) -> None:
     from microzoo.errors import DataError
     from microzoo.io.read import read_image
-    from microzoo.napari.train_inputs import layer_images, write_training_layers
+    from microzoo.napari.layer_files import LayerPair, layer_images, write_pairs
 
     stack = np.arange(2 * 3 * 16 * 16, dtype=np.uint16).reshape(2, 3, 16, 16)
     assert [axes for _, axes in layer_images(stack, rgb=False, spatial_dims=2, name="s")] == ["yx"] * 6
@@ -156,11 +156,12 @@ def test_layers_become_training_images_named_alike(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="3-D"):
         layer_images(stack[0, 0], rgb=False, spatial_dims=3, name="s")
     labels = (stack[0] % 3).astype(np.uint8)
-    folders = write_training_layers(tmp_path, ("s", stack[0], False), ("labels", "m", labels), spatial_dims=2)
-    assert sorted(p.name for p in folders["labels"].iterdir()) == ["000.tif", "001.tif", "002.tif"]
-    assert np.array_equal(read_image(folders["labels"] / "002.tif").data, labels[2])
-    with pytest.raises(DataError, match="differ in size"):
-        write_training_layers(tmp_path / "b", ("s", stack[0], False), ("labels", "m", labels[:2]), spatial_dims=2)
+    folders = write_pairs([LayerPair("s", stack[0], False, labels)], tmp_path, truth_role="labels")
+    assert sorted(p.name for p in folders["labels"].iterdir()) == ["s-000.tif", "s-001.tif", "s-002.tif"]
+    assert sorted(p.name for p in folders["images"].iterdir()) == ["s-000.tif", "s-001.tif", "s-002.tif"]
+    assert np.array_equal(read_image(folders["labels"] / "s-002.tif").data, labels[2])
+    with pytest.raises(DataError, match="pick the layer drawn on this image"):
+        write_pairs([LayerPair("s", stack[0], False, labels[:2])], tmp_path / "b", truth_role="labels")
 
 
 def test_closing_the_viewer_mid_run_cancels_the_training(make_napari_viewer, qtbot, w2s_field, tmp_path: Path) -> None:

@@ -37,7 +37,8 @@ from qtpy.QtWidgets import (
 
 from microzoo.errors import DataError, MicrozooError
 from microzoo.napari._jobs import Job
-from microzoo.napari.train_inputs import PARTNERS, default_config, new_folder, task_partner, write_training_layers
+from microzoo.napari.layer_files import LayerPair, write_pairs
+from microzoo.napari.train_inputs import PARTNERS, default_config, new_folder, task_partner
 from microzoo.napari.train_result import ResultPanel, start_slot
 from microzoo.progress import ProgressCallback
 from microzoo.train.tasks.registry import TASKS
@@ -312,9 +313,9 @@ class TrainWidget(QWidget):
         if role and required and partner_layer is None:
             raise DataError(f"{task} needs a {PARTNERS[role][1].lower()} of the same size as the image layer")
         level0 = image.data[0] if getattr(image, "multiscale", False) else image.data
-        pair = (role, partner_layer.name, partner_layer.data) if role and partner_layer is not None else None
+        pair = LayerPair(image.name, level0, bool(image.rgb), None if partner_layer is None else partner_layer.data)
         folder = new_folder(cache / "training-data", image.name)
-        return (lambda: write_training_layers(folder, (image.name, level0, bool(image.rgb)), pair, dims)), image.name
+        return (lambda: write_pairs([pair], folder, truth_role=role or "truth", spatial_dims=dims)), image.name
 
     def stop_early(self) -> None:
         """End training after the current step; the model is still checked and exported."""

@@ -118,10 +118,11 @@ def test_layers_become_files_paired_by_name(tmp_path: Path) -> None:
     labels = np.zeros((2, 16, 16), np.int64)
     labels[:, 4:8, 4:8] = 1
     rgb = np.zeros((16, 16, 3), np.uint8)
-    images, truth = write_pairs(
+    written = write_pairs(
         [LayerPair("cells: day 1", stack, False, labels), LayerPair("cells: day 1", rgb, True, labels[0])],
         tmp_path / "run",
     )
+    images, truth = written["images"], written.get("truth")
     names = ["cells_day_1-000.tif", "cells_day_1-001.tif", "cells_day_1-2.tif"]
     assert sorted(p.name for p in images.iterdir()) == names
     assert truth is not None and sorted(p.name for p in truth.iterdir()) == names
@@ -129,10 +130,10 @@ def test_layers_become_files_paired_by_name(tmp_path: Path) -> None:
     assert tifffile.imread(truth / names[0]).dtype == np.uint32
     with pytest.raises(DataError, match="for every image or for none"):
         write_pairs([LayerPair("a", rgb, True, labels[0]), LayerPair("b", rgb, True)], tmp_path / "two")
-    with pytest.raises(DataError, match="pick the truth layer drawn on this image"):
+    with pytest.raises(DataError, match="pick the layer drawn on this image"):
         write_pairs([LayerPair("a", stack[0], False, labels[0][:8])], tmp_path / "three")
-    with pytest.raises(DataError, match="give 2-D images"):
-        write_pairs([LayerPair("a", np.zeros((2, 3, 16, 16)), False)], tmp_path / "four")
+    with pytest.raises(DataError, match="give a 2-D colour image"):
+        write_pairs([LayerPair("a", np.zeros((2, 16, 16, 3)), True)], tmp_path / "four")
 
 
 def test_select_from_the_zoo_of_the_settings(

@@ -368,7 +368,8 @@ class CheckWidget(QWidget):
             settings.cache_dir.mkdir(parents=True, exist_ok=True)
             folder = Path(tempfile.mkdtemp(prefix="check-", dir=settings.cache_dir))
             if from_layers:
-                images, truth = write_pairs(pairs, folder)
+                written = write_pairs(pairs, folder)
+                images, truth = written["images"], written.get("truth")
             else:
                 images, truth = Path(images_text), (Path(truth_text) if truth_text else None)
             sources = [str(fetch_zoo_package(m, zoo=url)) if is_zoo_ref(m) else m for m in models]

@@ -329,7 +329,7 @@ def _stream_array(
     outputs there are replaced only with ``overwrite``); the note looks at an overview."""
     from microzoo.errors import ImageError, OutputError
     from microzoo.io.read import read_image
-    from microzoo.runtime.stream import prepare_stream, run_stream
+    from microzoo.runtime.stream import prepare_stream, resumed_notice, run_stream
     from microzoo.runtime.stream_files import overview
 
     what = f"this {type(image).__name__} of shape {tuple(image.shape)}"
@@ -361,7 +361,7 @@ def _stream_array(
     return ArrayPrediction(
         outputs={oid: w.data for oid, w in written.items()},
         axes={oid: w.axes for oid, w in written.items()},
-        notices=result.notices,
+        notices=resumed_notice(result.resumed, result.n_batches) + result.notices,
         note=_note(reference, [judged], [_overview_note(name, k)] if k > 1 else []),
         paths=dict(result.outputs),
     )

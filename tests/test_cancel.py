@@ -132,3 +132,22 @@ def test_a_cancelled_array_prediction_continues_when_run_again(tiny: Model, tmp_
     np.testing.assert_allclose(np.asarray(again.outputs["prob"]), expected, rtol=1e-4, atol=1e-4)
     # a finished result there is replaced by the next run (overwrite), which starts afresh
     assert predict_array_with_note(tiny, lazy, **options).notices == ()
+
+
+def test_an_array_prediction_stops_in_the_trust_notes_flip_check(tiny: Model) -> None:
+    """In memory, the note's flip check predicts the image again (flipped): a cancel pressed as
+    the check begins stops it after its first prediction."""
+    from microzoo.trust.note import predict_array_with_note
+
+    image = np.random.default_rng(4).normal(100, 20, (256, 256)).astype(np.float32)
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def press_at_the_check(done: int, total: int, description: str) -> None:
+        seen.append(description)
+        if description.startswith("checking"):
+            stop.set()
+
+    with pytest.raises(Cancelled, match=r"cancelled at 1/2: checking the prediction \(trust note\)"):
+        predict_array_with_note(tiny, image, axes="yx", progress=cancellable(press_at_the_check, stop))
+    assert seen.count("checking the prediction (trust note)") == 1

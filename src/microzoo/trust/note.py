@@ -290,14 +290,16 @@ def predict_array_with_note(
         settings = uncertainty_settings(uncertainty)
         uncertain = predict_with_uncertainty(model, image, **settings.options(), **options)
         prediction = uncertain.prediction
+    checking = "checking the prediction (trust note)"
     if progress is not None:
-        progress(0, 1, "checking the prediction (trust note)")
+        progress(0, 1, checking)
     judged = _judge_one(
         reference, transforms, tile, channel, name, image, axes,
         prediction=prediction, model=model, pixel_size=pixel_size, unit=unit, uncertainty=uncertain,
+        progress=None if progress is None else lambda done, total, _: progress(done, total, checking),
     )  # fmt: skip
     if progress is not None:
-        progress(1, 1, "checking the prediction (trust note)")
+        progress(1, 1, checking)
     first = model.output_ids[0]
     return ArrayPrediction(
         outputs=dict(prediction.outputs),
@@ -413,19 +415,22 @@ def _judge_one(
     pixel_size: Mapping[str, float] | None = None,
     unit: str | None = None,
     uncertainty: Any = None,
+    progress: ProgressCallback | None = None,
 ) -> ImageTrust:
     """:func:`judge_image` for one file as :func:`predict_files` read it (picklable, so Dask
     workers can run it), or of one array named ``path``; a streamed image (no ``prediction``)
     gets the input check only. When the prediction was made with ``--uncertainty`` (an
     ``UncertainPrediction``), its flip rate is used instead of a check of its own (the limit
-    from all 8 flips and rotations of the test input, whatever the method)."""
+    from all 8 flips and rotations of the test input, whatever the method). ``progress`` hears
+    of each prediction of the flip check (and may cancel between them)."""
     rate, words, limit = None, "", FLIP_FLOOR
     rates = [r for r in (uncertainty.flip_rate.values() if uncertainty is not None else ()) if r is not None]
     if rates:
         rate, words = max(rates), members_words(uncertainty.method, uncertainty.members)
         limit = flip_limit_for(model, TRANSFORMS) if model is not None else FLIP_FLOOR
     elif prediction is not None and model is not None and transforms:
-        rate, words = flip_check(model, image, axes, transforms=transforms, tile=tile, channel=channel)
+        rate, words = flip_check(model, image, axes, transforms=transforms, tile=tile, channel=channel,
+                                 progress=progress)  # fmt: skip
         limit = flip_limit_for(model, transforms)
     micrometres = None
     if pixel_size and unit == "micrometer" and "x" in pixel_size:

@@ -266,7 +266,7 @@ def predict_array_with_note(
     A NumPy array is predicted in memory (:meth:`Model.predict_image`, or
     :func:`~microzoo.runtime.uncertainty.predict_with_uncertainty` with ``uncertainty``). Any
     other array (Dask, Zarr, a lazy TIFF) is never loaded whole: it streams into
-    ``stream_to/<output id>.ome.zarr`` (:func:`microzoo.runtime.stream.predict_stream`), its
+    ``stream_to/<output id>.ome.zarr`` (:mod:`microzoo.trust.note_stream`), its
     outputs come back opened lazily, its note looks at an overview, and ``uncertainty`` is
     refused. A streamed run cancelled or killed part way continues when run again with the same
     array and settings; ``overwrite`` replaces other outputs in ``stream_to``. ``pixel_size``
@@ -277,7 +277,9 @@ def predict_array_with_note(
     reference = package_reference(model.package)
     transforms = {"cheap": CHEAP_TRANSFORMS, "tta": TRANSFORMS, "off": ()}[flips]
     if not isinstance(image, np.ndarray):
-        return _stream_array(
+        from microzoo.trust.note_stream import stream_array
+
+        return stream_array(
             model, reference, transforms, image, axes=axes, tile=tile, channel=channel, uncertainty=uncertainty,
             stream_to=stream_to, name=name, memory_budget=memory_budget, overwrite=overwrite, progress=progress,
         )  # fmt: skip
@@ -307,65 +309,6 @@ def predict_array_with_note(
         notices=prediction.notices,
         note=_note(reference, [judged]),
         uncertainty=None if uncertain is None else uncertain.spread[first],
-    )
-
-
-def _stream_array(
-    model: Model,
-    reference: Reference,
-    transforms: Sequence[str],
-    image: Any,
-    *,
-    axes: str,
-    tile: int | Mapping[str, int] | None,
-    channel: int | Sequence[int] | None,
-    uncertainty: Any,
-    stream_to: str | Path | None,
-    name: str,
-    memory_budget: int | None,
-    overwrite: bool,
-    progress: ProgressCallback | None,
-) -> ArrayPrediction:
-    """The streaming branch of :func:`predict_array_with_note`: the array streams into
-    ``stream_to/<output id>.ome.zarr`` (an unfinished job of the same array continues; other
-    outputs there are replaced only with ``overwrite``); the note looks at an overview."""
-    from microzoo.errors import ImageError, OutputError
-    from microzoo.io.read import read_image
-    from microzoo.runtime.stream import prepare_stream, resumed_notice, run_stream
-    from microzoo.runtime.stream_files import overview
-
-    what = f"this {type(image).__name__} of shape {tuple(image.shape)}"
-    if uncertainty is not None:
-        raise ImageError(
-            f"uncertainty needs the whole image in memory, but {what} is predicted tile by tile: "
-            "predict it without uncertainty, or give it as a NumPy array"
-        )
-    if stream_to is None:
-        raise OutputError(
-            f"{what} is predicted tile by tile into OME-Zarr files, never loaded whole: "
-            "give stream_to, the folder to write them in"
-        )
-    folder = Path(stream_to)
-    folder.mkdir(parents=True, exist_ok=True)
-    targets = {oid: folder / f"{oid}.ome.zarr" for oid in model.output_ids}
-    options: dict[str, Any] = {"axes": axes, "tile": tile, "channel": channel, "memory_budget": memory_budget,
-                               "threads": model.threads, "progress": progress}  # fmt: skip
-    try:
-        job = prepare_stream(model, image, targets, **options)  # created, or continued
-    except OutputError:
-        if not overwrite:
-            raise
-        job = prepare_stream(model, image, targets, overwrite=True, **options)
-    result = run_stream(job, model, progress=progress)
-    written = {oid: read_image(path, lazy=True) for oid, path in result.outputs.items()}
-    small, k = overview(image, job.record["settings"]["axes"])
-    judged = _judge_one(reference, transforms, tile, channel, name, small, job.record["settings"]["axes"])
-    return ArrayPrediction(
-        outputs={oid: w.data for oid, w in written.items()},
-        axes={oid: w.axes for oid, w in written.items()},
-        notices=resumed_notice(result.resumed, result.n_batches) + result.notices,
-        note=_note(reference, [judged], [_overview_note(name, k)] if k > 1 else []),
-        paths=dict(result.outputs),
     )
 
 

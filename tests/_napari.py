@@ -95,6 +95,22 @@ def qapp_args(napari_display: str) -> list[str]:
     return ["microzoo-tests"]
 
 
+@pytest.fixture(autouse=True)
+def napari_settings_in_tmp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """In the napari test modules (``test_napari*``): the plugin's settings file, its cache folder and
+    microzoo's download cache (zoo packages, extracted zips) in a fresh temporary folder per test, so
+    that no test reads or writes the user's home folder."""
+    if not request.module.__name__.startswith("test_napari"):
+        yield
+        return
+    folder = tmp_path_factory.mktemp("napari-settings")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MICROZOO_NAPARI_SETTINGS", str(folder / "napari.json"))
+        patch.setenv("MICROZOO_NAPARI_CACHE", str(folder / "cache"))
+        patch.setenv("MICROZOO_CACHE", str(folder / "downloads"))
+        yield
+
+
 @pytest.fixture(scope="session")
 def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where widget screenshots go: ``$MICROZOO_SCREENSHOTS`` when set (to look at them), else a temporary folder."""

@@ -87,6 +87,7 @@ def test_select_ranks_three_candidates_with_the_figures_of_compare(
         == {"UNet 2D Nuclei Broad", "tiny-dsb", "Otsu+watershed"}
     )
     assert [e.kind for e in ranking.entries if e.method == "Otsu+watershed"] == ["baseline"]
+    assert selection.sources == {"UNet 2D Nuclei Broad": str(example_model), "tiny-dsb": str(trained_package)}
     # the same figures as compare: every estimate, interval and per-image value
     for entry in ranking.entries:
         estimate = evaluation.summary[entry.method]["f1@0.5"]

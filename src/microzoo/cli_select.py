@@ -57,6 +57,8 @@ def print_selection(console: Any, result: Any) -> None:
     """The ranking table, what is real and what is noise, the verdict, and where the report is."""
     from rich.table import Table
 
+    from microzoo.qc.report import format_estimate  # as selection.html and the napari widget show it
+
     ranking = result.ranking
     for notice in result.notices:
         console.print(f"[yellow]note:[/] {escape(notice)}")
@@ -70,7 +72,7 @@ def print_selection(console: Any, result: Any) -> None:
     if trust:
         table.add_column("trusted images", justify="right")
     for e in ranking.entries:
-        cells = [str(e.rank), escape(e.method), e.kind, f"{e.value:.3f} [{e.low:.3f}, {e.high:.3f}]"]
+        cells = [str(e.rank), escape(e.method), e.kind, format_estimate(e.value, e.low, e.high, ranking.metric)]
         if trust:
             cells.append("–" if e.trusted is None else f"{e.trusted:.0%}")
         table.add_row(*cells)

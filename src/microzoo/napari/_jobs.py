@@ -39,7 +39,9 @@ class Job(QObject):
         self._work = work
         self._stop = threading.Event()
         self._worker: Any = None
-        self._done = threading.Event()
+        self._done = threading.Event()  # set in the worker when the work returned
+        self._delivered = False  # set in the main thread once the last signal arrived
+        self.ended.connect(self._mark_delivered)
         self.result: Any = None
         self.error: str | None = None
 
@@ -58,11 +60,18 @@ class Job(QObject):
 
     @property
     def running(self) -> bool:
-        return self._worker is not None and not self._done.is_set()
+        """Started, and its last signal (``ended``) not yet handled in the main thread.
+
+        So ``qtbot.waitUntil(lambda: not job.running)`` returns only after the widgets showed
+        the result, not merely once the worker finished."""
+        return self._worker is not None and not self._delivered
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the work ended (tests); True when it did within ``timeout`` seconds."""
+        """Block until the work returned in its thread (signals may still be queued); True within ``timeout``."""
         return self._done.wait(timeout)
+
+    def _mark_delivered(self) -> None:
+        self._delivered = True
 
     def _report(self, done: int, total: int, description: str) -> None:
         self.progressed.emit(int(done), int(total), str(description))

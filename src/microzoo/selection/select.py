@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,8 @@ class Selection:
     left_out: tuple[str, ...]  # zoo models not run, with the reason
     notices: tuple[str, ...]
     paths: dict[str, Path]
+    #: method label in the ranking -> the source it was opened from (``Model.open`` takes it)
+    sources: dict[str, str] = field(default_factory=dict)
 
 
 def select_models(
@@ -106,6 +108,7 @@ def select_models(
         left_out=left_out,
         notices=(*notices, *runs.notices),
         paths=paths,
+        sources=dict(runs.sources),
     )
     from microzoo.selection.report import write_selection
 

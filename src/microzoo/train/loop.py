@@ -13,9 +13,11 @@ checkpoints in ``OUT/checkpoints/`` and the loss curves in ``OUT/curves/``:
   after the first epoch, then at most every :data:`CURVES_INTERVAL_S` seconds, and after the last).
 
 It stops after ``epochs``, earlier when the validation figure has not improved for
-``early_stopping_patience`` epochs, or when ``max_minutes`` have passed (the current epoch is
-validated and saved first). On the CPU with ``deterministic`` the same seed gives the same
-weights; on a GPU results are close but not bit-identical.
+``early_stopping_patience`` epochs, when ``max_minutes`` have passed, or when the caller's
+``should_stop()`` says so (checked after every step: a front end's "stop early"); the current
+epoch is validated and saved first, so what was learnt is kept. On the CPU with
+``deterministic`` the same seed gives the same weights; on a GPU results are close but not
+bit-identical.
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ Validator = Callable[[torch.nn.Module], dict[str, float]]
 Mode = Literal["min", "max"]
 #: the loss curves' PNG is redrawn at most this often (and after the last epoch)
 CURVES_INTERVAL_S = 30.0
+#: ``LoopResult.stopped`` when the caller's ``should_stop`` ended training
+USER_STOP = "stopped by the user"
+#: reasons to stop that a resumed run continues past
+_RESUMABLE = ("time limit", USER_STOP)
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass(frozen=True)
@@ -62,7 +72,7 @@ class LoopResult:
     best_epoch: int
     best_value: float
     monitor: str
-    stopped: str  # "epochs", "early stopping" or "time limit"
+    stopped: str  # "epochs", "early stopping", "time limit" or "stopped by the user"
 
 
 def choose_device(setting: str) -> torch.device:
@@ -185,7 +195,7 @@ class RunState:
     best_value: float = float("nan")
     best_epoch: int = -1
     stale: int = 0  # epochs since the best
-    stopped: str = ""  # "", "epochs", "early stopping" or "time limit"
+    stopped: str = ""  # "", "epochs", "early stopping", "time limit" or "stopped by the user"
 
     @property
     def seconds(self) -> float:
@@ -203,7 +213,7 @@ class RunState:
         torch.set_rng_state(state["torch_rng"])
         self.history, self.epoch = list(state["history"]), int(state["epoch"]) + 1
         self.best_value, self.best_epoch, self.stale = state["best_value"], state["best_epoch"], state["stale"]
-        self.stopped = "" if state["stopped"] == "time limit" else state["stopped"]
+        self.stopped = "" if state["stopped"] in _RESUMABLE else state["stopped"]
 
     def checkpoint(self, network: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
         """Everything ``last.pt`` holds to resume after this epoch."""
@@ -214,16 +224,17 @@ class RunState:
                 "best_epoch": self.best_epoch, "stale": self.stale, "stopped": self.stopped}  # fmt: skip
 
     def record(self, row: dict[str, float], value: float, mode: Mode, settings: TrainingConfig,
-               out_of_time: bool) -> bool:  # fmt: skip
-        """Add an epoch's row; return whether it is the best so far; decide whether to stop."""
+               cut: str) -> bool:  # fmt: skip
+        """Add an epoch's row; return whether it is the best so far; decide whether to stop
+        (``cut``: why the epoch ended early, "time limit" or "stopped by the user"; "" when it did not)."""
         self.history.append(row)
         improved = _improved(value, self.best_value, mode)
         if improved:
             self.best_value, self.best_epoch, self.stale = value, self.epoch + 1, 0
         else:
             self.stale += 1
-        if out_of_time:
-            self.stopped = "time limit"
+        if cut:
+            self.stopped = cut
         elif settings.early_stopping_patience is not None and self.stale >= settings.early_stopping_patience:
             self.stopped = "early stopping"
         elif self.epoch + 1 >= settings.epochs:
@@ -233,8 +244,10 @@ class RunState:
 
 def _train_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer, run: RunState, *,
                  sample_batch: BatchSampler, loss_fn: LossFunction, settings: TrainingConfig, device: torch.device,
-                 started: float, progress: ProgressCallback, last_figure: str) -> tuple[float, bool]:  # fmt: skip
-    """One epoch of steps; return the mean loss and whether the time budget ran out."""
+                 started: float, progress: ProgressCallback, last_figure: str,
+                 should_stop: Callable[[], bool]) -> tuple[float, str]:  # fmt: skip
+    """One epoch of steps; return the mean loss and why it ended early ("time limit",
+    "stopped by the user"; "" when it ran all its steps)."""
     network.train()
     losses: list[float] = []
     total_steps = settings.epochs * settings.steps_per_epoch
@@ -257,8 +270,10 @@ def _train_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer, run
             for group in optimizer.param_groups:
                 group["lr"] = cosine_rate(settings, done, minutes)
         if settings.max_minutes is not None and minutes >= settings.max_minutes:
-            return float(np.mean(losses)), True
-    return float(np.mean(losses)), False
+            return float(np.mean(losses)), "time limit"
+        if should_stop():
+            return float(np.mean(losses)), USER_STOP
+    return float(np.mean(losses)), ""
 
 
 def fit(
@@ -274,6 +289,7 @@ def fit(
     resume: bool = False,
     progress: ProgressCallback | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> LoopResult:
     """Train ``network`` in place and return where the checkpoints and curves are.
 
@@ -286,7 +302,11 @@ def fit(
         higher (``"max"``) is better.
     resume : continue from ``OUT/checkpoints/last.pt``; without it an existing run is an error.
     progress : called after every step as ``progress(step, total_steps, "epoch e/E loss ... monitor ...")``.
-    on_epoch : called with each epoch's row of the history.
+    on_epoch : called with each epoch's row of the history (after it was saved), e.g. to draw
+        a live loss curve; it runs in the training thread.
+    should_stop : checked after every step; when it returns True the epoch ends there, is
+        validated and saved, and training stops (``LoopResult.stopped`` "stopped by the user").
+        A resumed run continues such a run.
     """
     progress = progress or no_progress
     paths = _RunPaths.under(Path(out_dir))
@@ -306,9 +326,9 @@ def fit(
     last_figure = f"{monitor} {run.history[-1][monitor]:.4f}" if run.history else f"{monitor} -"
     with torch_settings(settings, device):
         while not run.stopped and run.epoch < settings.epochs:
-            loss, out_of_time = _train_epoch(network, optimizer, run, sample_batch=sample_batch, loss_fn=loss_fn,
-                                             settings=settings, device=device, started=started, progress=progress,
-                                             last_figure=last_figure)  # fmt: skip
+            loss, cut = _train_epoch(network, optimizer, run, sample_batch=sample_batch, loss_fn=loss_fn,
+                                     settings=settings, device=device, started=started, progress=progress,
+                                     last_figure=last_figure, should_stop=should_stop or _never)  # fmt: skip
             network.eval()
             with torch.no_grad():
                 figures = {name: float(value) for name, value in validate(network).items()}
@@ -318,7 +338,7 @@ def fit(
             rate = optimizer.param_groups[0]["lr"]
             row = {"epoch": run.epoch + 1, "train_loss": loss, **figures, "learning_rate": rate,
                    "seconds": earlier + time.monotonic() - started}  # fmt: skip
-            if run.record(row, value, mode, settings, out_of_time):
+            if run.record(row, value, mode, settings, cut):
                 _save({"network": network.state_dict(), "epoch": run.epoch + 1, "monitor": monitor, "value": value},
                       paths.best)  # fmt: skip
             _save(run.checkpoint(network, optimizer, scheduler), paths.last)

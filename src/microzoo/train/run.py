@@ -21,6 +21,7 @@ The output folder then holds::
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ def train(
     out_dir: str | os.PathLike[str],
     progress: ProgressCallback | None = None,
     resume: bool = False,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainingResult:
     """Train the model a task config describes, check it, and export it.
 
@@ -49,6 +52,13 @@ def train(
     progress : called as ``progress(done, total, description)``; while training the
         description reads ``"epoch 3/100 loss 0.1234 val_iou 0.8123"``.
     resume : continue an interrupted run in ``out_dir`` (with the same configuration).
+    on_epoch : called with each epoch's row of the history (``epoch``, ``train_loss``, the
+        validation figures such as ``val_loss``, ``learning_rate``, ``seconds``), in the training
+        thread: a front end's live loss curve.
+    should_stop : checked after every training step; when it returns True the epoch ends there
+        and training stops as if its epochs were done: the best weights are checked and exported
+        (``TrainingResult.stopped`` is "stopped by the user"). To abandon a run instead, raise
+        :class:`~microzoo.errors.Cancelled` from ``progress``.
 
     With ``config.training.init_from`` (a package microzoo exported, or any package with the
     pytorch_state_dict weights of microzoo's U-Net) training starts from its weights, the
@@ -86,7 +96,7 @@ def train(
             )
         save_config(config, config_path)
     return run_task(config, out_dir=out_dir, config_path=config_path, resume=resume, progress=progress,
-                    parent=parent, notices=notices)  # fmt: skip
+                    parent=parent, notices=notices, on_epoch=on_epoch, should_stop=should_stop)  # fmt: skip
 
 
 def _comparable(config: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ A task module (named in :data:`microzoo.train.tasks.registry.TASKS`) supplies on
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -57,7 +57,7 @@ class TrainingResult:
     figures : QC figures, e.g. ``{"f1@0.5": 0.81, "baseline f1@0.5": 0.66}``.
     history : one row per epoch (loss, validation figures, learning rate, seconds).
     best_epoch, stopped : the epoch whose weights were kept, and why training stopped
-        ("epochs", "early stopping" or "time limit").
+        ("epochs", "early stopping", "time limit" or "stopped by the user").
     verdict : the model against the classical baseline on the validation images
         (:func:`microzoo.qc.verdict.baseline_verdict`); None without QC.
     notices : what the run decided for the user (e.g. the layers that started fresh when
@@ -140,9 +140,11 @@ class TrainedRun:
 
 def run_task(config: Any, *, out_dir: Path, config_path: Path, resume: bool = False,
              progress: ProgressCallback | None = None, parent: Parent | None = None,
-             notices: Sequence[str] = ()) -> TrainingResult:  # fmt: skip
+             notices: Sequence[str] = (), on_epoch: Callable[[dict[str, float]], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> TrainingResult:  # fmt: skip
     """Train, check and export the task ``config.task`` (see :func:`microzoo.train.run.train`);
-    ``parent``: start from its weights (:mod:`microzoo.train.init_from`)."""
+    ``parent``: start from its weights (:mod:`microzoo.train.init_from`); ``on_epoch`` and
+    ``should_stop`` go to :func:`~microzoo.train.loop.fit`."""
     progress = progress or no_progress
     task_module = importlib.import_module(get_task(config.task).module)
     data, settings = config.data, config.training
@@ -161,7 +163,7 @@ def run_task(config: Any, *, out_dir: Path, config_path: Path, resume: bool = Fa
         notices += load_parent_weights(network, parent)
     loop = fit(network, sample_batch=setup.sample_batch, loss_fn=setup.loss_fn, validate=setup.validate,
                monitor=setup.monitor, mode=setup.mode, settings=settings, out_dir=out_dir, resume=resume,
-               progress=progress)  # fmt: skip
+               progress=progress, on_epoch=on_epoch, should_stop=should_stop)  # fmt: skip
     network = load_best(network, loop.best_checkpoint)
     check = task_module.check(config, network, train, val, out_dir=out_dir, progress=progress)
     run = TrainedRun(config, Path(out_dir), config_path, network, setup.out_channels, loop, train, val, check,

@@ -270,7 +270,8 @@ def predict_array_with_note(
     outputs come back opened lazily, its note looks at an overview, and ``uncertainty`` is
     refused. A streamed run cancelled or killed part way continues when run again with the same
     array and settings; ``overwrite`` replaces other outputs in ``stream_to``. ``pixel_size``
-    (per axis letter, in ``unit``: the note compares it when it is in micrometres) is optional.
+    (per axis letter, in ``unit``: the note compares it when it is in micrometres; in memory
+    only, as for files: an overview's pixels are larger) is optional.
     ``progress`` raising :class:`~microzoo.errors.Cancelled` stops the work between tiles
     (between batches of tiles when streamed).
     """

@@ -40,7 +40,15 @@ from microzoo.progress import ProgressCallback
 from microzoo.runtime.stream_job import StreamJob
 from microzoo.runtime.stream_setup import prepare_stream
 
-__all__ = ["StreamResult", "predict_stream", "prepare_stream", "rate_text", "run_batches", "run_stream"]
+__all__ = [
+    "StreamResult",
+    "predict_stream",
+    "prepare_stream",
+    "rate_text",
+    "resumed_notice",
+    "run_batches",
+    "run_stream",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +118,14 @@ def run_stream(
         seconds=time.perf_counter() - start,
         notices=notices,
     )
+
+
+def resumed_notice(resumed: int, n_batches: int) -> tuple[str, ...]:
+    """The notice that a run continued an unfinished job, ``resumed`` of its ``n_batches``
+    batches done (none when it started afresh)."""
+    if not resumed:
+        return ()
+    return (f"continued an unfinished job: {resumed} of {n_batches} batches of tiles were done already",)
 
 
 def run_batches(

@@ -124,7 +124,7 @@ def stream_file(
     from microzoo.runtime.batch import FileResult
     from microzoo.runtime.outputs import Outputs
     from microzoo.runtime.predict import Prediction
-    from microzoo.runtime.stream import predict_stream, prepare_stream
+    from microzoo.runtime.stream import predict_stream, prepare_stream, resumed_notice
 
     start = time.perf_counter()
     options: dict[str, Any] = {
@@ -146,9 +146,7 @@ def stream_file(
     else:
         result = predict_stream(model, path, dict(plan), progress=progress, **options)
         n_tiles, notices, resumed, n_batches = result.n_tiles, result.notices, result.resumed, result.n_batches
-    if resumed:
-        notices = (f"continued an unfinished job: {resumed} of {n_batches} batches of tiles were done already",
-                   *notices)  # fmt: skip
+    notices = resumed_notice(resumed, n_batches) + tuple(notices)
     inspected, k = None, 1
     written = {oid: read_image(target, lazy=True) for oid, target in plan.items()}
     if on_image is not None:

@@ -266,18 +266,21 @@ def predict_array_with_note(
     A NumPy array is predicted in memory (:meth:`Model.predict_image`, or
     :func:`~microzoo.runtime.uncertainty.predict_with_uncertainty` with ``uncertainty``). Any
     other array (Dask, Zarr, a lazy TIFF) is never loaded whole: it streams into
-    ``stream_to/<output id>.ome.zarr`` (:func:`microzoo.runtime.stream.predict_stream`), its
+    ``stream_to/<output id>.ome.zarr`` (:mod:`microzoo.trust.note_stream`), its
     outputs come back opened lazily, its note looks at an overview, and ``uncertainty`` is
     refused. A streamed run cancelled or killed part way continues when run again with the same
     array and settings; ``overwrite`` replaces other outputs in ``stream_to``. ``pixel_size``
-    (per axis letter, in ``unit``: the note compares it when it is in micrometres) is optional.
+    (per axis letter, in ``unit``: the note compares it when it is in micrometres; in memory
+    only, as for files: an overview's pixels are larger) is optional.
     ``progress`` raising :class:`~microzoo.errors.Cancelled` stops the work between tiles
     (between batches of tiles when streamed).
     """
     reference = package_reference(model.package)
     transforms = {"cheap": CHEAP_TRANSFORMS, "tta": TRANSFORMS, "off": ()}[flips]
     if not isinstance(image, np.ndarray):
-        return _stream_array(
+        from microzoo.trust.note_stream import stream_array
+
+        return stream_array(
             model, reference, transforms, image, axes=axes, tile=tile, channel=channel, uncertainty=uncertainty,
             stream_to=stream_to, name=name, memory_budget=memory_budget, overwrite=overwrite, progress=progress,
         )  # fmt: skip
@@ -290,14 +293,16 @@ def predict_array_with_note(
         settings = uncertainty_settings(uncertainty)
         uncertain = predict_with_uncertainty(model, image, **settings.options(), **options)
         prediction = uncertain.prediction
+    checking = "checking the prediction (trust note)"
     if progress is not None:
-        progress(0, 1, "checking the prediction (trust note)")
+        progress(0, 1, checking)
     judged = _judge_one(
         reference, transforms, tile, channel, name, image, axes,
         prediction=prediction, model=model, pixel_size=pixel_size, unit=unit, uncertainty=uncertain,
+        progress=None if progress is None else lambda done, total, _: progress(done, total, checking),
     )  # fmt: skip
     if progress is not None:
-        progress(1, 1, "checking the prediction (trust note)")
+        progress(1, 1, checking)
     first = model.output_ids[0]
     return ArrayPrediction(
         outputs=dict(prediction.outputs),
@@ -305,65 +310,6 @@ def predict_array_with_note(
         notices=prediction.notices,
         note=_note(reference, [judged]),
         uncertainty=None if uncertain is None else uncertain.spread[first],
-    )
-
-
-def _stream_array(
-    model: Model,
-    reference: Reference,
-    transforms: Sequence[str],
-    image: Any,
-    *,
-    axes: str,
-    tile: int | Mapping[str, int] | None,
-    channel: int | Sequence[int] | None,
-    uncertainty: Any,
-    stream_to: str | Path | None,
-    name: str,
-    memory_budget: int | None,
-    overwrite: bool,
-    progress: ProgressCallback | None,
-) -> ArrayPrediction:
-    """The streaming branch of :func:`predict_array_with_note`: the array streams into
-    ``stream_to/<output id>.ome.zarr`` (an unfinished job of the same array continues; other
-    outputs there are replaced only with ``overwrite``); the note looks at an overview."""
-    from microzoo.errors import ImageError, OutputError
-    from microzoo.io.read import read_image
-    from microzoo.runtime.stream import prepare_stream, run_stream
-    from microzoo.runtime.stream_files import overview
-
-    what = f"this {type(image).__name__} of shape {tuple(image.shape)}"
-    if uncertainty is not None:
-        raise ImageError(
-            f"uncertainty needs the whole image in memory, but {what} is predicted tile by tile: "
-            "predict it without uncertainty, or give it as a NumPy array"
-        )
-    if stream_to is None:
-        raise OutputError(
-            f"{what} is predicted tile by tile into OME-Zarr files, never loaded whole: "
-            "give stream_to, the folder to write them in"
-        )
-    folder = Path(stream_to)
-    folder.mkdir(parents=True, exist_ok=True)
-    targets = {oid: folder / f"{oid}.ome.zarr" for oid in model.output_ids}
-    options: dict[str, Any] = {"axes": axes, "tile": tile, "channel": channel, "memory_budget": memory_budget,
-                               "threads": model.threads, "progress": progress}  # fmt: skip
-    try:
-        job = prepare_stream(model, image, targets, **options)  # created, or continued
-    except OutputError:
-        if not overwrite:
-            raise
-        job = prepare_stream(model, image, targets, overwrite=True, **options)
-    result = run_stream(job, model, progress=progress)
-    written = {oid: read_image(path, lazy=True) for oid, path in result.outputs.items()}
-    small, k = overview(image, job.record["settings"]["axes"])
-    judged = _judge_one(reference, transforms, tile, channel, name, small, job.record["settings"]["axes"])
-    return ArrayPrediction(
-        outputs={oid: w.data for oid, w in written.items()},
-        axes={oid: w.axes for oid, w in written.items()},
-        notices=result.notices,
-        note=_note(reference, [judged], [_overview_note(name, k)] if k > 1 else []),
-        paths=dict(result.outputs),
     )
 
 
@@ -413,19 +359,22 @@ def _judge_one(
     pixel_size: Mapping[str, float] | None = None,
     unit: str | None = None,
     uncertainty: Any = None,
+    progress: ProgressCallback | None = None,
 ) -> ImageTrust:
     """:func:`judge_image` for one file as :func:`predict_files` read it (picklable, so Dask
     workers can run it), or of one array named ``path``; a streamed image (no ``prediction``)
     gets the input check only. When the prediction was made with ``--uncertainty`` (an
     ``UncertainPrediction``), its flip rate is used instead of a check of its own (the limit
-    from all 8 flips and rotations of the test input, whatever the method)."""
+    from all 8 flips and rotations of the test input, whatever the method). ``progress`` hears
+    of each prediction of the flip check (and may cancel between them)."""
     rate, words, limit = None, "", FLIP_FLOOR
     rates = [r for r in (uncertainty.flip_rate.values() if uncertainty is not None else ()) if r is not None]
     if rates:
         rate, words = max(rates), members_words(uncertainty.method, uncertainty.members)
         limit = flip_limit_for(model, TRANSFORMS) if model is not None else FLIP_FLOOR
     elif prediction is not None and model is not None and transforms:
-        rate, words = flip_check(model, image, axes, transforms=transforms, tile=tile, channel=channel)
+        rate, words = flip_check(model, image, axes, transforms=transforms, tile=tile, channel=channel,
+                                 progress=progress)  # fmt: skip
         limit = flip_limit_for(model, transforms)
     micrometres = None
     if pixel_size and unit == "micrometer" and "x" in pixel_size:

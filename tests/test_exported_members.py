@@ -23,6 +23,7 @@ def test_top_level_api() -> None:
         "cli_select",
         "cli_learn",
         "demo",
+        "napari",
         "TYPE_CHECKING",
         "Any",
         "annotations",

@@ -10,14 +10,13 @@ the colour histology image among them is called ``differs``.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from microzoo.errors import DataError
 from microzoo.io.atomic import atomic_output
+from microzoo.io.files import shared_data_dir
 from microzoo.progress import ProgressCallback
 from microzoo.trust.note import TrustNote
 
@@ -34,19 +33,6 @@ class DemoResult:
     overlays: tuple[Path, ...]
     notices: tuple[str, ...]
     trust: TrustNote | None = None  # one verdict per predicted image
-
-
-def shared_data_dir() -> Path:
-    """``$MICROZOO_SHARED_DATA``, or ``shared/data`` beside the repository."""
-    env = os.environ.get("MICROZOO_SHARED_DATA")
-    here = Path(__file__).resolve().parents[3] / "shared" / "data"
-    path = Path(env) if env else here
-    if not path.is_dir():
-        raise DataError(
-            f"the real data folder {path} is missing: put the shared folder beside the "
-            "repository or set MICROZOO_SHARED_DATA"
-        )
-    return path
 
 
 def pick_images(folder: Path, n: int = N_IMAGES) -> list[Path]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from microzoo.errors import DataError, ImageError
 from microzoo.io.read import IMAGE_SUFFIXES, find_images
 
-__all__ = ["image_stem", "list_images", "pair_by_stem"]
+__all__ = ["image_stem", "list_images", "pair_by_stem", "shared_data_dir"]
 
 #: other suffixes a stem drops (point lists for detection)
 _OTHER_SUFFIXES = (".csv",)
@@ -111,3 +111,17 @@ def pair_by_stem(
         )
     stems = list(reference)
     return stems, {role: [files[stem] for stem in stems] for role, files in keyed.items()}
+
+
+def shared_data_dir() -> Path:
+    """The project's real data: ``$MICROZOO_SHARED_DATA``, or ``shared/data`` beside the repository
+    (a source checkout: the tour, the notebooks and the docs' commands use it)."""
+    env = os.environ.get("MICROZOO_SHARED_DATA")
+    here = Path(__file__).resolve().parents[4] / "shared" / "data"
+    path = Path(env) if env else here
+    if not path.is_dir():
+        raise DataError(
+            f"the real data folder {path} is missing: put the shared folder beside the "
+            "repository or set MICROZOO_SHARED_DATA"
+        )
+    return path

@@ -86,20 +86,27 @@ def cli_markdown() -> str:
 
 def api_names(package: str) -> list[tuple[str, str]]:
     """The public names of ``package`` (its ``__all__``, dunders left out) and the identifier mkdocstrings
-    documents each under: ``module.qualname`` where it is defined; a constant under its module in
-    the package's ``_EXPORTS`` (name -> module), else as ``package.name``."""
+    documents each under, found without importing the names (importing all of them takes torch and
+    bioimageio.spec: seconds): a lazily exported name under the module its package's table names
+    (``_EXPORTS``: name -> module), an imported one under ``module.qualname`` where it is defined, a
+    constant as ``package.name`` (griffe follows the import)."""
     _use_this_checkout()
     module = importlib.import_module(package)
+    lazy: dict[str, str] = {}
+    for value in vars(module).values():  # the tables given to lazy_exports: {name: module}
+        if isinstance(value, dict) and value and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            if set(value) <= set(module.__all__):
+                lazy.update(value)
     names: list[tuple[str, str]] = []
     for name in module.__all__:
         if name.startswith("__"):
             continue
-        value = getattr(module, name)
+        value = vars(module).get(name)
         where, qualname = getattr(value, "__module__", None), getattr(value, "__qualname__", None)
-        if isinstance(where, str) and where.startswith("microzoo") and isinstance(qualname, str):
+        if value is None and name in lazy:
+            names.append((name, f"{package}.{lazy[name]}.{name}"))
+        elif isinstance(where, str) and where.startswith("microzoo") and isinstance(qualname, str):
             names.append((name, f"{where}.{qualname}"))
-        elif name in getattr(module, "_EXPORTS", {}):  # a constant a lazy package re-exports
-            names.append((name, f"{package}.{module._EXPORTS[name]}.{name}"))
         else:
             names.append((name, f"{package}.{name}"))
     return names

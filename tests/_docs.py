@@ -50,13 +50,7 @@ NOT_RUN = {"text", "yaml", "console", "json", "toml", "ini", "html", "csv", "sql
 #: Pages whose commands are converted to the convention on another branch: skipped until then, with
 #: the reason below. The lead removes each entry when the branch that converts the page is merged
 #: (a page left here is a defect: its commands would never run).
-PENDING_PAGES = {
-    "docs/training.md",
-    "docs/zoo.md",
-    "docs/large-images.md",
-    "docs/cluster.md",
-    "docs/napari.md",
-}
+PENDING_PAGES: set[str] = set()
 PENDING_REASON = "converted on branch docs"
 
 #: files kept of each image folder in a page's data/ (partner folders keep the same stems)

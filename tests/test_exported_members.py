@@ -24,6 +24,7 @@ def test_top_level_api() -> None:
         "cli_learn",
         "demo",
         "napari",
+        "notebook",
         "TYPE_CHECKING",
         "Any",
         "annotations",
@@ -82,7 +83,8 @@ def test_qc_api() -> None:
     _check_subpackage("qc", [
         "Baseline", "Comparison", "Difference", "Estimate", "Evaluation", "ImageGroups", "QCTask", "TASKS",
         "Verdict", "baseline_verdict", "baselines_for", "compare", "denoise", "evaluate", "evaluate_folders",
-        "find_groups", "get_task", "run_classical_on_folder", "segment", "tune_denoiser", "write_evaluation",
+        "find_groups", "get_task", "run_classical_on_folder", "segment", "read_evaluation", "tune_denoiser",
+        "write_evaluation",
     ])  # fmt: skip
 
 

@@ -124,3 +124,11 @@ def test_zoo_api() -> None:
     _check_subpackage(
         "zoo", ["CommentInfo", "JobInfo", "SearchQuery", "SearchResult", "TokenInfo", "VersionInfo", "Zoo"]
     )
+
+
+def test_notebook_api() -> None:
+    _check_subpackage("notebook", [
+        "LiveLossPlot", "Picture", "Pictures", "Table", "check_config", "check_package", "data_folder", "loss_figure",
+        "output_folder", "predict_images", "qc_panels", "qc_table", "quick_config", "read_loss_csv", "show_data",
+        "train_live", "zip_package",
+    ])  # fmt: skip

@@ -17,7 +17,7 @@ import numpy as np
 from microzoo.errors import ConfigError, DataError
 from microzoo.io.files import image_stem, list_images, pair_by_stem, shared_data_dir
 from microzoo.io.read import Image, read_image
-from microzoo.notebook.display import Picture, Pictures, Table
+from microzoo.notebook.display import Panel, Pictures, Table, row_of_images
 from microzoo.qc.panels import plane, stretch
 
 __all__ = [
@@ -123,20 +123,6 @@ def display_view(image: Image) -> np.ndarray:
     return plane(data, colour=True)
 
 
-def _row(panels: list[tuple[str, np.ndarray, dict[str, Any]]], title: str, lines: list[str]) -> Picture:
-    from matplotlib.figure import Figure
-
-    size = 2.8 if len(panels) > 3 else 3.2
-    figure = Figure(figsize=(size * len(panels), size + 0.4))
-    for ax, (name, array, options) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
-        ax.imshow(array, **{"cmap": "gray", "interpolation": "nearest", **options})
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
-    figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    return Picture.of(figure, "", lines)
-
-
 def show_data(
     images: str | os.PathLike[str], partners: str | os.PathLike[str] | None = None, *, task: str, n: int = 3
 ) -> Pictures:
@@ -157,7 +143,7 @@ def show_data(
     for path in paths[:n]:
         image = read_image(path)
         view = display_view(image)
-        panels: list[tuple[str, np.ndarray, dict[str, Any]]] = [("image", stretch(view), {})]
+        panels: list[Panel] = [("image", stretch(view), {})]
         lines = [describe(path.name, image)]
         if path_ := partner_of.get(image_stem(path)):
             other = read_image(path_)
@@ -165,11 +151,11 @@ def show_data(
             panels += _partner_panels(task, stretch(view), display_view(other))
         if task in ("care", "n2v"):
             panels += [(f"{name}, zoom", array[:ZOOM, :ZOOM], options) for name, array, options in list(panels)]
-        rows.append(_row(panels, path.name[:60], lines))
+        rows.append(row_of_images(panels, path.name[:60], lines))
     return Pictures(tuple(rows), (f"{len(paths)} images in {images}",))
 
 
-def _partner_panels(task: str, image: np.ndarray, other: np.ndarray) -> list[tuple[str, np.ndarray, dict[str, Any]]]:
+def _partner_panels(task: str, image: np.ndarray, other: np.ndarray) -> list[Panel]:
     if task == "semantic":
         foreground = other > 0
         grey = image.mean(axis=-1) if image.ndim == 3 else image

@@ -11,15 +11,21 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+#: one panel of a row: its title, the 2-D (or RGB) array, and options for ``imshow``
+Panel = tuple[str, np.ndarray, dict[str, Any]]
+
 
 @dataclass(frozen=True)
 class Picture:
-    """A drawn figure (PNG; empty: text only) with its title and the lines of text that go with it."""
+    """A drawn figure (PNG; empty: text only), its title (the figure shows it; text output and
+    ``alt`` repeat it) and the lines of text that go with it."""
 
     title: str
     png: bytes
@@ -40,7 +46,7 @@ class Picture:
         return path
 
     def _repr_html_(self) -> str:
-        text = "".join(f"<div>{html.escape(line)}</div>" for line in (self.title, *self.lines) if line)
+        text = "".join(f"<div>{html.escape(line)}</div>" for line in self.lines if line)
         if not self.png:  # nothing drawn yet: the text alone
             return text
         source = "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
@@ -52,6 +58,21 @@ class Picture:
 
     def __repr__(self) -> str:
         return str(self)
+
+
+def row_of_images(panels: Sequence[Panel], title: str, lines: Sequence[str] = ()) -> Picture:
+    """Panels side by side (grey unless the options say otherwise, no axes), ``title`` above."""
+    from matplotlib.figure import Figure
+
+    size = 2.6 if len(panels) > 4 else 3.0
+    figure = Figure(figsize=(size * len(panels), size + 0.5))
+    for ax, (name, array, options) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
+        ax.imshow(array, **{"cmap": "gray", "interpolation": "nearest", **options})
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return Picture.of(figure, title, lines)
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,8 @@ def summary_lines(result: TrainingResult) -> list[str]:
     """What a finished run did, in a few lines: epochs, time, why it stopped, the epoch kept."""
     minutes = result.history[-1]["seconds"] / 60 if result.history else 0.0
     lines = [
-        f"{len(result.history)} epochs in {minutes:.1f} minutes; stopped by {result.stopped}; "
+        f"{len(result.history)} epoch{'s' if len(result.history) != 1 else ''} in {minutes:.1f} minutes; "
+        f"stopped by {result.stopped}; "
         f"the weights of epoch {result.best_epoch} were kept (best validation figure)",
         f"curves: {result.curves_csv} and {result.curves_png.name}",
         *result.notices,

@@ -11,14 +11,18 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from microzoo.errors import ConfigError
 from microzoo.notebook.data import ZOOM, display_view
-from microzoo.notebook.display import Picture, Pictures, Table
+from microzoo.notebook.display import Panel, Picture, Pictures, Table, row_of_images
 from microzoo.qc.panels import stretch
+
+if TYPE_CHECKING:
+    from microzoo.qc.tasks import QCTask
+    from microzoo.runtime.predict import Model
 
 __all__ = ["check_package", "predict_images", "zip_package"]
 
@@ -47,61 +51,60 @@ def predict_images(
     clean images with the same names) each row also shows the truth and the main QC figure
     (restoration: before and after).
     """
-    from microzoo.io.axes import to_grayscale
-    from microzoo.io.files import image_stem, list_images, pair_by_stem
-    from microzoo.io.read import read_image
-    from microzoo.io.write import write_image
+    from microzoo.io.files import list_images, pair_by_stem
     from microzoo.qc.tasks import get_task
-    from microzoo.runtime.instances import instance_settings_of
     from microzoo.runtime.predict import Model
     from microzoo.train import TASKS
 
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    qc_task = get_task(TASKS[task].qc_task)
-    out = Path(out)
-    assert qc_task.from_output is not None  # every training task's QC task runs models
     model = Model.open(_folder(package))
-    settings = instance_settings_of(model.descr)
     paths = list_images(images, role="images")[:n]
     truth_paths: Sequence[Path | None] = [None] * len(paths)
     if truths is not None:
         _, paired = pair_by_stem({"images": paths, "truths": list_images(truths, role="truths")}, extra_ok=True)
         truth_paths = paired["truths"]
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for path, truth_path in zip(paths, truth_paths, strict=True):
-        image = read_image(path)
-        prediction = model.predict_image(np.asarray(image.data), axes=image.axes)
-        (output,), (axes,) = prediction.outputs.values(), prediction.axes.values()
-        channels = np.moveaxis(output, axes.index("c"), 0) if "c" in axes else output[np.newaxis]
-        predicted = qc_task.from_output(channels, settings)
-        saved = _saved(predicted, qc_task.name)
-        write_image(out / f"{image_stem(path)}.tif", saved, "yx")
-        view = display_view(image)
-        panels = [("input", stretch(view), {}), *_output_panels(qc_task.name, channels, predicted)]
-        lines = [f"{path.name}: saved as {out / (image_stem(path) + '.tif')}", *prediction.notices]
-        if truth_path is not None:
-            truth = np.asarray(read_image(truth_path).data)
-            truth = to_grayscale(truth) if qc_task.name == "restoration" else truth
-            figure = _figure(qc_task.name, predicted, truth, to_grayscale(view),
-                             foreground=channels.shape[0] == 1)  # fmt: skip
-            panels.append((f"truth ({figure})", *_truth_panel(qc_task.name, truth)))
-            lines.append(f"against the truth: {figure}")
-        if qc_task.name == "restoration":
-            panels += [(f"{name.split(' (')[0]}, zoom", array[:ZOOM, :ZOOM], options)
-                       for name, array, options in panels]  # fmt: skip
-        rows.append(_picture(panels, path.name[:60], lines))
+    rows = [_predict_one(model, path, truth, qc_task=get_task(TASKS[task].qc_task), out=out)
+            for path, truth in zip(paths, truth_paths, strict=True)]  # fmt: skip
     return Pictures(tuple(rows), (f"{model!r}", f"{len(rows)} image(s) of {images}, predictions in {out}"))
+
+
+def _predict_one(model: Model, path: Path, truth_path: Path | None, *, qc_task: QCTask, out: Path) -> Picture:
+    """Predict one image, save the prediction as ``out/<stem>.tif``, draw it (and its truth)."""
+    from microzoo.io.axes import to_grayscale
+    from microzoo.io.files import image_stem
+    from microzoo.io.read import read_image
+    from microzoo.io.write import write_image
+    from microzoo.runtime.instances import instance_settings_of
+
+    assert qc_task.from_output is not None  # every training task's QC task runs models
+    image = read_image(path)
+    prediction = model.predict_image(np.asarray(image.data), axes=image.axes)
+    first = model.output_ids[0]  # the output the task scores (a microzoo package has one)
+    output, axes = prediction.outputs[first], prediction.axes[first]
+    channels = np.moveaxis(output, axes.index("c"), 0) if "c" in axes else output[np.newaxis]
+    predicted = qc_task.from_output(channels, instance_settings_of(model.descr))
+    target = write_image(out / f"{image_stem(path)}.tif", _saved(predicted, qc_task.name), "yx")
+    view = display_view(image)
+    panels = [("input", stretch(view), {}), *_output_panels(qc_task.name, channels, predicted)]
+    lines = [f"{path.name}: saved as {target}", *prediction.notices]
+    if truth_path is not None:
+        truth = np.asarray(read_image(truth_path).data)
+        truth = to_grayscale(truth) if qc_task.name == "restoration" else truth
+        figure = _figure(qc_task.name, predicted, truth, to_grayscale(view), foreground=channels.shape[0] == 1)
+        panels.append((f"truth ({figure})", *_truth_panel(qc_task.name, truth)))
+        lines.append(f"against the truth: {figure}")
+    if qc_task.name == "restoration":  # zoomed corners, where the noise shows
+        panels += [(f"{name.split(' (')[0]}, zoom", array[:ZOOM, :ZOOM], options) for name, array, options in panels]
+    return row_of_images(panels, path.name[:60], lines)
 
 
 def _saved(predicted: np.ndarray, task: str) -> np.ndarray:
     if task == "restoration":
         return predicted.astype(np.float32)
     return predicted.astype(np.uint16 if task == "instances" else np.uint8)
-
-
-Panel = tuple[str, np.ndarray, dict[str, Any]]
 
 
 def _output_panels(task: str, channels: np.ndarray, predicted: np.ndarray) -> list[Panel]:
@@ -138,20 +141,6 @@ def _figure(task: str, predicted: np.ndarray, truth: np.ndarray, image: np.ndarr
     metric = evaluation.main_metric
     values = [format_figure(float(evaluation.per_image[m][metric][0]), metric) for m in predictions]
     return f"{metric} {' -> '.join(values)}"
-
-
-def _picture(panels: list[Panel], title: str, lines: list[str]) -> Picture:
-    from matplotlib.figure import Figure
-
-    size = 2.6 if len(panels) > 4 else 3.0
-    figure = Figure(figsize=(size * len(panels), size + 0.5))
-    for ax, (name, array, options) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
-        ax.imshow(array, **{"cmap": "gray", "interpolation": "nearest", **options})
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
-    figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    return Picture.of(figure, "", lines)
 
 
 def check_package(package: str | os.PathLike[str]) -> Table:

@@ -143,7 +143,7 @@ def show_data(
     for path in paths[:n]:
         image = read_image(path)
         view = display_view(image)
-        panels: list[Panel] = [("image", stretch(view), {})]
+        panels: list[Panel] = [("noisy" if task in ("care", "n2v") else "image", stretch(view), {})]
         lines = [describe(path.name, image)]
         if path_ := partner_of.get(image_stem(path)):
             other = read_image(path_)

@@ -94,7 +94,11 @@ def api_names(package: str) -> list[tuple[str, str]]:
     module = importlib.import_module(package)
     lazy: dict[str, str] = {}
     for value in vars(module).values():  # the tables given to lazy_exports: {name: module}
-        if isinstance(value, dict) and value and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        if (
+            isinstance(value, dict)
+            and value
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        ):
             if set(value) <= set(module.__all__):
                 lazy.update(value)
     names: list[tuple[str, str]] = []

@@ -60,7 +60,7 @@ PENDING_PAGES = {
 PENDING_REASON = "converted on branch docs"
 
 #: files kept of each image folder in a page's data/ (partner folders keep the same stems)
-FILES_PER_FOLDER = 4
+FILES_PER_FOLDER = 3
 #: a background command must answer on its port within this many seconds
 PORT_TIMEOUT_S = 90.0
 

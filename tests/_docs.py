@@ -4,7 +4,7 @@ Run one page (its case is named by its path)::
 
     PYTHONPATH=$PWD/src .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_docs_commands.py -k runner.md
     ... tests/test_docs_commands.py -k "README"          # README.md
-    ... tests/test_docs_commands.py -k convention -rA   # which blocks are not run, and why
+    ... tests/test_docs_commands.py -k not_run -rA      # which blocks are not run, and why
 
 The convention (docs/internals.md, "Documentation"): README.md and docs/**/*.md; each fenced block
 has a language. ``bash`` and ``python`` blocks run, in page order, each page in a fresh temporary

@@ -31,6 +31,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60, help="steps of every run")
     p.add_argument("--steps-per-epoch", type=int, default=20)
     p.add_argument("--out", type=Path, default=OUT / "learning_curve_dsb2018")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="train every size with seeds 0..N-1 and average each test image's scores "
+                   "(as `microzoo learning-curve --repeats N` does)")  # fmt: skip
     args = p.parse_args()
 
     from microzoo.train.learning_curve import curve_from_vectors
@@ -40,14 +43,20 @@ def main() -> None:
     order = [pool[i] for i in np.random.default_rng(0).permutation(len(pool))]
     sizes = [max(1, round(f * len(pool))) for f in FRACTIONS] + [len(pool)]
     vectors, walls, scorer = [], [], None
+    per_seed: dict[int, list[float]] = {}
     for size in sizes:
-        config = budget_config(f"dsb2018-lc-{size}", training=order[:size], validation=validation, steps=args.steps,
-                               steps_per_epoch=args.steps_per_epoch)  # fmt: skip
-        run_dir = args.out / f"images_{size:04d}"
-        walls.append(train_budget(config, run_dir)["wall_s"])
-        vector, scorer = test_vectors(config, run_dir)
-        vectors.append(vector)
-        log(f"{size} images: test F1 {f1(vector, scorer):.3f}")
+        seed_vectors = []
+        for seed in range(args.seeds):
+            config = budget_config(f"dsb2018-lc-{size}" + (f"-seed-{seed}" if seed else ""), training=order[:size],
+                                   validation=validation, steps=args.steps, steps_per_epoch=args.steps_per_epoch,
+                                   seed=seed)  # fmt: skip
+            run_dir = args.out / (f"images_{size:04d}" + (f"_seed_{seed}" if seed else ""))
+            walls.append(train_budget(config, run_dir)["wall_s"])
+            vector, scorer = test_vectors(config, run_dir)
+            seed_vectors.append(vector)
+            per_seed.setdefault(size, []).append(f1(vector, scorer))
+            log(f"{size} images, seed {seed}: test F1 {f1(vector, scorer):.3f}")
+        vectors.append(np.mean(seed_vectors, axis=0))
     curve = curve_from_vectors(sizes[:-1], vectors[:-1], scorer.aggregate, metric="f1@0.5", fractions=FRACTIONS,
                                predict_at=[len(pool)], n_bootstrap=500, task="instances")  # fmt: skip
     predicted, low, high = curve.predictions[len(pool)]
@@ -55,10 +64,12 @@ def main() -> None:
     wall = ", ".join(f"{w / 60:.1f}" for w in walls)
     print(f"\nEach run: {args.steps} steps (batch 8, patch 96; wall min per run {wall}); 8 validation images; "
           "F1@0.5 pooled over the 100 test images.\n")  # fmt: skip
-    print("| training images | test F1 | fitted curve |")
-    print("|---|---|---|")
+    seeds = f"{args.seeds} seeds: mean of their per-image scores" if args.seeds > 1 else "seed 0"
+    print(f"| training images | test F1 ({seeds}) | each seed's F1 | fitted curve |")
+    print("|---|---|---|---|")
     for size, vector in zip(sizes, vectors, strict=True):
-        print(f"| {size} | {f1(vector, scorer):.3f} | {float(curve.fit.predict(size)):.3f} |")
+        each = ", ".join(f"{v:.3f}" for v in per_seed[size])
+        print(f"| {size} | {f1(vector, scorer):.3f} | {each} | {float(curve.fit.predict(size)):.3f} |")
     print(f"\nCurve on 10/25/50%: a={curve.fit.a:.4f}, b={curve.fit.b:.4f}, c={curve.fit.c:.2f}"
           f"{'' if curve.fit.exponent_fitted else ' (fixed)'}. Predicted for {len(pool)} images: {predicted:.3f} "
           f"[{low:.3f}, {high:.3f}]; measured {measured:.3f}; |predicted - measured| = {abs(predicted - measured):.3f} "

@@ -213,3 +213,21 @@ def test_probability_map_truth_is_refused_by_the_one_label_check(tmp_path, task)
     _write(tmp_path / "net", truths, ["a", "b"])
     with pytest.raises(DataError, match=r"truth.a\.tif holds non-integer values \(a probability map\?\)"):
         evaluate_folders({"net": tmp_path / "net"}, tmp_path / "truth", task=task, out_dir=tmp_path / "out")
+
+
+def test_read_evaluation_gives_back_what_write_evaluation_wrote(shared_data, tmp_path):
+    """DSB 2018 labels against eroded copies, with groups: every figure, difference, group and
+    setting of metrics.json comes back, NaN included (one-image groups have no interval)."""
+    from microzoo.qc.evaluate import read_evaluation, write_evaluation
+
+    labels = sorted((shared_data / "dsb2018" / "test" / "labels").glob("*.tif"))[:3]
+    truths = [tifffile.imread(p)[:128, :128] for p in labels]
+    eroded = [np.where(find_boundaries(t, mode="inner"), 0, t) for t in truths]
+    evaluation = evaluate({"eroded": eroded, "same": truths}, truths, task="instances", n_bootstrap=20,
+                          names=[p.stem for p in labels], groups=["a", "a", "b"])  # fmt: skip
+    paths = write_evaluation(evaluation, tmp_path, truths=truths, predictions={"eroded": eroded, "same": truths})
+    back = read_evaluation(paths["metrics"])
+    assert back.to_dict() == evaluation.to_dict()
+    assert math.isnan(back.by_group["b"].summary["eroded"]["f1@0.5"].low)
+    with pytest.raises(DataError, match="cannot read an evaluation"):
+        read_evaluation(paths["per_image"])

@@ -24,6 +24,7 @@ def test_top_level_api() -> None:
         "cli_learn",
         "demo",
         "napari",
+        "notebook",
         "TYPE_CHECKING",
         "Any",
         "annotations",
@@ -82,7 +83,8 @@ def test_qc_api() -> None:
     _check_subpackage("qc", [
         "Baseline", "Comparison", "Difference", "Estimate", "Evaluation", "ImageGroups", "QCTask", "TASKS",
         "Verdict", "baseline_verdict", "baselines_for", "compare", "denoise", "evaluate", "evaluate_folders",
-        "find_groups", "get_task", "run_classical_on_folder", "segment", "tune_denoiser", "write_evaluation",
+        "find_groups", "get_task", "run_classical_on_folder", "segment", "read_evaluation", "tune_denoiser",
+        "write_evaluation",
     ])  # fmt: skip
 
 
@@ -122,3 +124,11 @@ def test_zoo_api() -> None:
     _check_subpackage(
         "zoo", ["CommentInfo", "JobInfo", "SearchQuery", "SearchResult", "TokenInfo", "VersionInfo", "Zoo"]
     )
+
+
+def test_notebook_api() -> None:
+    _check_subpackage("notebook", [
+        "LiveLossPlot", "Picture", "Pictures", "Table", "check_config", "check_package", "data_folder", "loss_figure",
+        "output_folder", "predict_images", "qc_panels", "qc_table", "quick_config", "read_loss_csv", "show_data",
+        "train_live", "zip_package",
+    ])  # fmt: skip

@@ -4,7 +4,8 @@ Every ``import`` in every module of ``src/microzoo`` counts, including those ins
 and under ``TYPE_CHECKING`` (relative imports are resolved), because an import inside a
 function is a dependency all the same. The order, lowest first::
 
-    io < package < runtime < qc < trust < train < zoo < selection < front ends (cli, cli_*, demo, napari, zoo.server)
+    io < package < runtime < qc < trust < train < zoo < selection
+      < front ends (cli, cli_*, demo, napari, notebook, zoo.server)
 
 ``errors`` and ``progress`` are the base every layer may use, and ``from microzoo import
 __version__`` (or ``MicrozooError``) is allowed everywhere; anything else from the package root
@@ -29,7 +30,7 @@ LAYER_OF = {
     "qc": "qc", "trust": "trust", "train": "train", "zoo": "zoo", "selection": "selection",
     "cli": "front", "cli_zoo": "front", "demo": "front",
     "cli_select": "front", "cli_learn": "front",
-    "napari": "front", "__init__": "front",
+    "napari": "front", "notebook": "front", "__init__": "front",
 }  # fmt: skip
 BASE_NAMES_OF_ROOT = {"__version__", "MicrozooError"}
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -99,3 +100,48 @@ def test_cli_learning_curve_trains_nested_runs_on_a_fixed_validation_set(shared_
     stamp = (Path(report["points"][0]["run"]) / "validation_scores.npy").stat().st_mtime_ns
     assert CliRunner().invoke(app, args).exit_code == 0
     assert (Path(report["points"][0]["run"]) / "validation_scores.npy").stat().st_mtime_ns == stamp
+
+
+def test_repeats_average_each_images_scores_over_seeds(shared_data: Path, tmp_path: Path) -> None:
+    """`--repeats 2`: each fraction trains with seeds 0 and 1, and its point is the figure of the
+    per-image scores averaged over both runs (so one unlucky seed does not bend the curve)."""
+    from microzoo.qc.tasks import get_task as get_qc_task
+
+    source = shared_data / "isbi2012" / "train"
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+        for i in range(5):
+            iio.imwrite(tmp_path / folder / f"{i:02d}.png", iio.imread(source / folder / f"{i:02d}.png")[:64, :64])
+    out = tmp_path / "curve"
+    args = ["learning-curve", "semantic", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
+            "--fractions", "0.5,1", "--epochs", "1", "--steps-per-epoch", "2", "--patch", "32", "--repeats", "2",
+            "-o", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "learning_curve.json").read_text())
+    assert "trained 2 times (seeds 0-1)" in report["budget"]
+    with np.load(out / "runs" / "validation_truths.npz") as archive:
+        truths = [archive[k] for k in archive.files]
+    scorer, _ = get_qc_task("semantic").scorer(truths, {"model": truths})
+    for point in report["points"]:
+        first = Path(point["run"])
+        second = first.with_name(first.name + "_seed_1")
+        seeds = [yaml.safe_load((d / "config.yaml").read_text())["training"]["seed"] for d in (first, second)]
+        assert seeds == [0, 1]
+        a, b = np.load(first / "validation_scores.npy"), np.load(second / "validation_scores.npy")
+        expected = scorer.aggregate(((a + b) / 2).sum(axis=0))["mean_iou"]
+        assert point["value"] == pytest.approx(expected)
+        # the two seeds trained different networks (initial weights, patches) on the same images
+        weights = [torch.load(d / "checkpoints" / "last.pt", weights_only=True) for d in (first, second)]
+        assert not all(torch.equal(x, y) for x, y in zip(_tensors(weights[0]), _tensors(weights[1]), strict=True))
+        assert (yaml.safe_load((first / "config.yaml").read_text())["data"]["training_images"]
+                == yaml.safe_load((second / "config.yaml").read_text())["data"]["training_images"])  # fmt: skip
+
+
+def _tensors(checkpoint: object) -> list[torch.Tensor]:
+    """Every tensor of a checkpoint (nested dicts), in key order."""
+    if isinstance(checkpoint, torch.Tensor):
+        return [checkpoint]
+    if isinstance(checkpoint, dict):
+        return [t for key in sorted(checkpoint, key=str) for t in _tensors(checkpoint[key])]
+    return []

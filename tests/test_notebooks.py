@@ -158,6 +158,20 @@ def test_notebook_uses_only_the_public_api(path: Path) -> None:
     assert not any(m in used for m in ("microzoo.train.config", "microzoo.train.run", "microzoo.train.tasks")), used
 
 
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_notebook_is_a_short_sequence_of_calls(path: Path) -> None:
+    """The helpers live in microzoo.notebook: no function or class defined in a cell, no step past 14 lines."""
+    nb = nbformat.read(path, as_version=4)
+    code = [cell.source for cell in nb.cells if cell.cell_type == "code"]
+    for source in code:
+        defined = [node for node in ast.walk(ast.parse(source))
+                   if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))]  # fmt: skip
+        assert not defined, f"{path.name} defines {[getattr(n, 'name', 'lambda') for n in defined]}: put it in microzoo"
+    # after the parameters cell: the configuration is the longest step (13 lines), the others 1 to 9
+    assert max(len(source.splitlines()) for source in code[1:]) <= 14
+    assert "from microzoo import notebook" in "\n".join(code)
+
+
 @pytest.mark.parametrize(
     "notebook", ["train_semantic_segmentation", "train_instances_nuclei", "train_care_denoising", "train_noise2void"]
 )

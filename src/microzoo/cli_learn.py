@@ -21,6 +21,9 @@ def learning_curve_command(
     patch: int | None = typer.Option(None, "--patch", help="Patch side (default 128)."),
     max_minutes: float | None = typer.Option(None, "--max-minutes", help="Also stop each run after this long."),
     from_model: str | None = typer.Option(None, "--from", help="Start every run from this package's weights."),
+    repeats: int = typer.Option(
+        1, "--repeats", min=1, help="Train each fraction this many times (seeds seed, seed+1, ...) and average."
+    ),
 ) -> None:
     """Train on growing fractions of your images and fit the curve: the figure to expect with more annotation."""
     from microzoo.cli import _console, _progress_bar
@@ -39,7 +42,7 @@ def learning_curve_command(
     )  # fmt: skip
     config.training.init_from = from_model
     with _progress_bar("learning curve") as progress:
-        curve = learning_curve(config, out_dir=out, fractions=chosen, progress=progress)
+        curve = learning_curve(config, out_dir=out, fractions=chosen, repeats=repeats, progress=progress)
     console = _console()
     console.print(escape(curve.summary()))
     console.print(escape(f"Report: {out / 'report.html'}"))

@@ -5,6 +5,7 @@ The verbs, importable from here (loaded on first use, so ``import microzoo.qc`` 
     evaluate(predictions, truths, task=...)        figures per image and pooled, with intervals
     evaluate_folders(pred_dirs, truth_dir, ...)    the same on folders, report written
     write_evaluation(evaluation, out_dir, ...)     metrics.json, per_image.csv, report.html
+    read_evaluation(metrics_json)                  the evaluation read back from its metrics.json
     compare(models, images_dir=..., ...)           models and classical baselines side by side
     baseline_verdict(evaluation, model, baseline)  the one-line verdict against the classical baseline
     find_groups(images)                            groups of images that look alike (evaluate(groups=))
@@ -26,7 +27,7 @@ _EXPORTS = {
     "tune_denoiser": "classical",
     "Difference": "evaluate", "Estimate": "evaluate", "Evaluation": "evaluate", "evaluate": "evaluate",
     "Verdict": "verdict", "baseline_verdict": "verdict",
-    "write_evaluation": "evaluate",
+    "read_evaluation": "evaluate", "write_evaluation": "evaluate",
     "evaluate_folders": "folders",
     "ImageGroups": "groups", "find_groups": "groups",
     "QCTask": "tasks", "TASKS": "tasks", "get_task": "tasks",

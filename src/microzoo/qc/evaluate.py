@@ -120,6 +120,60 @@ class Evaluation:
         return document
 
 
+def read_evaluation(path: str | Path) -> Evaluation:
+    """An :class:`Evaluation` read back from the ``metrics.json`` that :func:`write_evaluation` wrote.
+
+    Every figure, difference, group and setting comes back (JSON's nulls as NaN); the calibration
+    numbers stay in the file (``calibration`` is left empty).
+    """
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        return _evaluation_from_dict(document)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(
+            f"cannot read an evaluation from {path} ({error}); give the metrics.json that microzoo evaluate, "
+            "compare or train wrote"
+        ) from None
+
+
+def _number(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _estimates(figures: Mapping[str, Mapping[str, dict[str, Any]]]) -> dict[str, dict[str, Estimate]]:
+    return {method: {name: Estimate(_number(e["value"]), _number(e["low"]), _number(e["high"]))
+                     for name, e in by_name.items()} for method, by_name in figures.items()}  # fmt: skip
+
+
+def _differences(rows: Sequence[Mapping[str, Any]]) -> tuple[Difference, ...]:
+    return tuple(Difference(row["first"], row["second"], row["metric"], _number(row["difference"]),
+                            _number(row["low"]), _number(row["high"]), row["better"]) for row in rows)  # fmt: skip
+
+
+def _evaluation_from_dict(document: Mapping[str, Any]) -> Evaluation:
+    per_image = {
+        method: {name: np.array([_number(v) for v in values]) for name, values in figures.items()}
+        for method, figures in document["per_image"].items()
+    }
+    groups = {
+        name: GroupFigures(tuple(g["images"]), _estimates(g["summary"]), _differences(g["differences"]))
+        for name, g in document.get("groups", {}).items()
+    }
+    return Evaluation(
+        task=document["task"],
+        methods=tuple(document["methods"]),
+        images=tuple(document["images"]),
+        main_metric=document["main_metric"],
+        headline=tuple(document["headline_metrics"]),
+        summary=_estimates(document["summary"]),
+        per_image=per_image,
+        differences=_differences(document["differences"]),
+        settings=document.get("settings", {}),
+        by_group=groups,
+        group_notes=tuple(document.get("group_notes", ())),
+    )
+
+
 def json_safe(value: Any) -> Any:
     """NaN and infinities become null (JSON has neither)."""
     if isinstance(value, dict):

@@ -137,14 +137,17 @@ def _reliability(evaluation: Evaluation) -> tuple[str, dict[str, object]]:
 # ---------------------------------------------------------------- image panels
 
 
-def _panel(
+def panel_figure(
     evaluation: Evaluation,
     index: int,
-    reason: str,
+    *,
     truths: Sequence[np.ndarray],
     predictions: Mapping[str, Sequence[np.ndarray]],
-    inputs: Sequence[np.ndarray] | None,
-) -> str:
+    inputs: Sequence[np.ndarray] | None = None,
+    reason: str = "",
+) -> Figure:
+    """One image's panel as the report draws it: the input, the truth, then each method's
+    prediction (titled with its main figure) and its errors; ``reason`` ("worst", ...) joins the title."""
     task, methods = get_task(evaluation.task), evaluation.methods
     truth = truths[index]
     columns = (1 if inputs is not None else 0) + 1 + 2 * len(methods)
@@ -177,9 +180,27 @@ def _panel(
         if ax.images or ax.lines:
             ax.set_xticks([])
             ax.set_yticks([])
-    figure.suptitle(f"{evaluation.images[index]} ({reason})", fontsize=10, y=1.0)
+    title = f"{evaluation.images[index]} ({reason})" if reason else evaluation.images[index]
+    figure.suptitle(title, fontsize=10, y=1.0)
     figure.tight_layout()
-    return png_uri(figure)
+    return figure
+
+
+def panel_choice(evaluation: Evaluation, n_panels: int = 4) -> list[tuple[int, str]]:
+    """The images the report shows as panels, at most ``n_panels``: ``(index, reason)`` for the
+    worst, second worst, median and best image by the main metric averaged over methods."""
+    ranked = _ranked_images(evaluation)
+    chosen: dict[int, str] = {}
+    if ranked:
+        picks = [
+            (ranked[0], "worst"),
+            (ranked[1] if len(ranked) > 1 else ranked[0], "second worst"),
+            (ranked[len(ranked) // 2], "median"),
+            (ranked[-1], "best"),
+        ]
+        for index, reason in picks:
+            chosen.setdefault(index, reason)
+    return list(chosen.items())[:n_panels]
 
 
 def _ranked_images(evaluation: Evaluation) -> list[int]:
@@ -219,23 +240,15 @@ def render_report(
         for i in ranked[:n_worst]
     ]
     worst = [{"image": image, **dict(zip(evaluation.methods, values, strict=True))} for image, values in worst_values]
-    chosen: dict[int, str] = {}
-    if ranked:
-        picks = [
-            (ranked[0], "worst"),
-            (ranked[1] if len(ranked) > 1 else ranked[0], "second worst"),
-            (ranked[len(ranked) // 2], "median"),
-            (ranked[-1], "best"),
-        ]
-        for index, reason in picks:
-            chosen.setdefault(index, reason)
     panels = [
         {
             "image": evaluation.images[i],
             "reason": reason,
-            "png": _panel(evaluation, i, reason, truths, predictions, inputs),
+            "png": png_uri(
+                panel_figure(evaluation, i, truths=truths, predictions=predictions, inputs=inputs, reason=reason)
+            ),
         }
-        for i, reason in list(chosen.items())[:n_panels]
+        for i, reason in panel_choice(evaluation, n_panels)
     ]
     distribution_png, distribution_numbers = _distributions(evaluation)
     curves_png, curve_numbers = _threshold_curves(evaluation) if task.threshold_curves else (None, None)

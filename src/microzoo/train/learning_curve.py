@@ -12,7 +12,7 @@ evaluate``), and :func:`fit_curve` fits a saturating power law::
 ``a`` is the plateau, the figure that unlimited annotation would approach with this training
 budget. The intervals come from resampling the validation images (bootstrap, the same resample
 for every fraction, the fit repeated on each): they cover which validation images were drawn,
-not the randomness of training (one run per fraction). With fewer than four fractions the
+not the randomness of training (``repeats`` averages several seeds per fraction). With fewer than four fractions the
 exponent is fixed at 0.5 (three free parameters would go through the points exactly).
 
 :func:`write_learning_curve` writes ``report.html`` (the plot with the fitted curve and its
@@ -209,7 +209,8 @@ def curve_from_vectors(
     )
     notes = [
         "Intervals: 95% bootstrap over the validation images (the same resample for every run, the curve "
-        "refitted on each); they do not cover the randomness of training (one run per fraction)."
+        "refitted on each); they do not cover the randomness of training (each fraction's runs differ by "
+        "their seeds too: `--repeats N` averages N seeds per fraction)."
     ]
     if not fit.exponent_fitted:
         notes.append(f"Fewer than four fractions: the exponent c is fixed at {FIXED_EXPONENT}.")
@@ -250,28 +251,66 @@ def _names(config: Any) -> tuple[list[str], list[str]]:
     return pool, validation
 
 
+def _train_one_run(
+    config: Any, run_dir: Path, scores: Path, truths_file: Path, qc_task: Any, *, training: list[str],
+    validation: list[str], seed: int, label: str, progress: ProgressCallback,
+) -> None:  # fmt: skip
+    """Train one run of the curve and save its per-image validation scores (and, once, the truths)."""
+    from microzoo.io.atomic import atomic_output
+    from microzoo.train.run import train
+
+    run_config = config.model_copy(deep=True)
+    run_config.data.training_images, run_config.data.validation_images = list(training), list(validation)
+    run_config.training.export = False
+    run_config.training.seed = seed
+    extra = f"-seed-{seed}" if seed != config.training.seed else ""
+    run_config.name = f"{config.name}-{len(training)}-images{extra}"
+
+    def step(done: int, total: int, description: str) -> None:
+        progress(done, total, f"{label}: {description}")
+
+    result = train(run_config, out_dir=run_dir, progress=step, resume=(run_dir / "config.yaml").exists())
+    check = result.validation
+    if check is None or not check.predictions:
+        raise DataError(f"`{config.task}` gives no validation figures without ground truth; "
+                        "give labels or targets to draw a learning curve")  # fmt: skip
+    model_predictions = next(iter(check.predictions.values()))
+    if not truths_file.exists():
+        with atomic_output(truths_file) as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, *check.truths)
+    scorer, _ = qc_task.scorer(check.truths, {"model": check.truths})
+    with atomic_output(scores) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.stack([scorer.vectorize(t, p) for t, p in
+                                  zip(check.truths, model_predictions, strict=True)]))  # fmt: skip
+
+
 def learning_curve(
     config: Any, *, out_dir: str | os.PathLike[str], fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    n_bootstrap: int = 500, progress: ProgressCallback | None = None,
+    repeats: int = 1, n_bootstrap: int = 500, progress: ProgressCallback | None = None,
 ) -> LearningCurve:  # fmt: skip
     """Train ``config`` on growing ``fractions`` of its images and fit the learning curve.
 
     Each run trains into ``OUT/runs/images_NNNN/`` (no package); a run that finished before
-    is reused, so an interrupted learning curve continues where it stopped. The report goes
-    to ``OUT`` (:func:`write_learning_curve`).
+    is reused, so an interrupted learning curve continues where it stopped. With ``repeats``
+    above 1 every fraction is trained that many times with the training seeds ``seed``,
+    ``seed + 1``, ... (into ``images_NNNN_seed_S/`` beyond the first) and each validation
+    image's scores are averaged over them, so one unlucky run does not bend the curve (the
+    images drawn for a fraction stay the same). The report goes to ``OUT``
+    (:func:`write_learning_curve`).
 
     Raises
     ------
-    ConfigError, DataError : as :func:`microzoo.train.run.train`; fractions outside (0, 1].
+    ConfigError, DataError : as :func:`microzoo.train.run.train`; fractions outside (0, 1];
+    ``repeats`` below 1.
     """
-    from microzoo.io.atomic import atomic_output
     from microzoo.qc.tasks import get_task as get_qc_task
-    from microzoo.train.run import train
     from microzoo.train.tasks.registry import get_task
 
     progress = progress or no_progress
     if not fractions or any(not 0 < f <= 1 for f in fractions):
         raise DataError(f"fractions {list(fractions)}: give fractions in (0, 1], e.g. 0.1,0.25,0.5,1")
+    if repeats < 1:
+        raise DataError(f"repeats {repeats}: train each fraction at least once (1, or more to average seeds)")
     out = Path(out_dir)
     pool, validation = _names(config)
     order = [pool[i] for i in np.random.default_rng(config.training.seed).permutation(len(pool))]
@@ -281,33 +320,22 @@ def learning_curve(
     qc_task = get_qc_task(get_task(config.task).qc_task)
     truths_file = out / "runs" / "validation_truths.npz"  # the scorer's settings come from them
     vectors, runs = [], []
+    total_runs = len(sizes) * repeats
     for index, size in enumerate(sizes):
-        run_dir = out / "runs" / f"images_{size:04d}"
-        scores = run_dir / "validation_scores.npy"
-        runs.append(str(run_dir))
-        if not scores.exists():
-            run_config = config.model_copy(deep=True)
-            run_config.data.training_images, run_config.data.validation_images = order[:size], list(validation)
-            run_config.training.export = False
-            run_config.name = f"{config.name}-{size}-images"
-
-            def step(done: int, total: int, description: str, size: int = size, index: int = index) -> None:
-                progress(done, total, f"run {index + 1}/{len(sizes)} ({size} images): {description}")
-
-            result = train(run_config, out_dir=run_dir, progress=step, resume=(run_dir / "config.yaml").exists())
-            check = result.validation
-            if check is None or not check.predictions:
-                raise DataError(f"`{config.task}` gives no validation figures without ground truth; "
-                                "give labels or targets to draw a learning curve")  # fmt: skip
-            model_predictions = next(iter(check.predictions.values()))
-            if not truths_file.exists():
-                with atomic_output(truths_file) as tmp, open(tmp, "wb") as handle:
-                    np.savez_compressed(handle, *check.truths)
-            scorer, _ = qc_task.scorer(check.truths, {"model": check.truths})
-            with atomic_output(scores) as tmp, open(tmp, "wb") as handle:
-                np.save(handle, np.stack([scorer.vectorize(t, p) for t, p in
-                                          zip(check.truths, model_predictions, strict=True)]))  # fmt: skip
-        vectors.append(np.load(scores))
+        per_seed = []
+        for repeat in range(repeats):
+            seed = config.training.seed + repeat
+            run_dir = out / "runs" / (f"images_{size:04d}" + (f"_seed_{seed}" if repeat else ""))
+            scores = run_dir / "validation_scores.npy"
+            if not repeat:
+                runs.append(str(run_dir))  # a point names its first run; the others sit beside it
+            if not scores.exists():
+                number = index * repeats + repeat + 1
+                _train_one_run(config, run_dir, scores, truths_file, qc_task, training=order[:size],
+                               validation=validation, seed=seed, label=f"run {number}/{total_runs} ({size} images"
+                               + (f", seed {seed})" if repeats > 1 else ")"), progress=progress)  # fmt: skip
+            per_seed.append(np.load(scores))
+        vectors.append(np.mean(per_seed, axis=0))
     with np.load(truths_file) as archive:
         truths = [archive[key] for key in archive.files]
     scorer, _ = qc_task.scorer(truths, {"model": truths})
@@ -315,7 +343,9 @@ def learning_curve(
     limit = f", at most {settings.max_minutes:g} minutes" if settings.max_minutes else ""
     budget = (
         f"{settings.epochs} epochs x {settings.steps_per_epoch} steps of {settings.batch_size} patches{limit} per run"
-    )
+        + (f"; each fraction trained {repeats} times (seeds {settings.seed}-{settings.seed + repeats - 1}), "
+           "per-image scores averaged" if repeats > 1 else "")
+    )  # fmt: skip
     curve = curve_from_vectors(
         sizes, vectors, scorer.aggregate, metric=qc_task.main_metric,
         higher_is_better=qc_task.higher_is_better(qc_task.main_metric), fractions=[s / len(pool) for s in sizes],

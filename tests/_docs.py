@@ -4,7 +4,7 @@ Run one page (its case is named by its path)::
 
     PYTHONPATH=$PWD/src .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_docs_commands.py -k runner.md
     ... tests/test_docs_commands.py -k "README"          # README.md
-    ... tests/test_docs_commands.py -k convention -rA   # which blocks are not run, and why
+    ... tests/test_docs_commands.py -k not_run -rA      # which blocks are not run, and why
 
 The convention (docs/internals.md, "Documentation"): README.md and docs/**/*.md; each fenced block
 has a language. ``bash`` and ``python`` blocks run, in page order, each page in a fresh temporary
@@ -54,7 +54,7 @@ PENDING_PAGES: set[str] = set()
 PENDING_REASON = "converted on branch docs"
 
 #: files kept of each image folder in a page's data/ (partner folders keep the same stems)
-FILES_PER_FOLDER = 4
+FILES_PER_FOLDER = 3
 #: a background command must answer on its port within this many seconds
 PORT_TIMEOUT_S = 90.0
 
@@ -62,7 +62,9 @@ _MARKER = re.compile(r"^<!--\s*not run\b(?P<rest>.*?)-->\s*$", re.DOTALL)
 _REASON = re.compile(r"^\s*:\s*(?P<reason>\S.*?)\s*$", re.DOTALL)
 # shell syntax that CliRunner cannot stand for: pipes, redirections, lists, variables, globs, quoting tricks
 _SHELL_SYNTAX = re.compile(r"[|&;<>$`*?\[\]{}~()]")
-_STATEFUL = re.compile(r"^\s*(cd|pushd|popd|export|source|\.|set|alias|unset|[A-Za-z_][A-Za-z0-9_]*=|\w+\s*\(\)|function)\b")
+_STATEFUL = re.compile(
+    r"^\s*(cd|pushd|popd|export|source|\.|set|alias|unset|[A-Za-z_][A-Za-z0-9_]*=|\w+\s*\(\)|function)\b"
+)
 _HEREDOC = re.compile(r"<<-?\s*(['\"]?)(?P<word>[A-Za-z_][A-Za-z0-9_]*)\1")
 _PORT = re.compile(r"--port[ =](\d+)")
 
@@ -333,7 +335,9 @@ class PageRun:
         self.timings.append((commands[0].splitlines()[0], time.perf_counter() - started, "bash"))
         if result.returncode != 0:
             output = (result.stdout + result.stderr)[-4000:]
-            raise AssertionError(f"{block.where}: exit status {result.returncode} from\n{script}\n--- output ---\n{output}")
+            raise AssertionError(
+                f"{block.where}: exit status {result.returncode} from\n{script}\n--- output ---\n{output}"
+            )
 
     def _cli(self, block: Block, command: str, words: list[str]) -> None:
         from typer.testing import CliRunner
@@ -350,7 +354,9 @@ class PageRun:
                 import traceback
 
                 detail += "\n" + "".join(traceback.format_exception(result.exception))[-4000:]
-            raise AssertionError(f"{block.where}: exit status {result.exit_code} from\n{command}\n--- output ---\n{detail}")
+            raise AssertionError(
+                f"{block.where}: exit status {result.exit_code} from\n{command}\n--- output ---\n{detail}"
+            )
 
     def _start(self, block: Block, command: str) -> None:
         port = _PORT.search(command)
@@ -431,13 +437,14 @@ def page_environment(folder: Path) -> dict[str, str]:
     return env
 
 
-def run_page(page: str, folder: Path) -> PageRun:
-    """Run every runnable block of ``page`` in ``folder`` (which gets ``data/``); raises AssertionError
-    naming the page, line and command at the first failure. Background processes are stopped at the end."""
+def run_page(page: str, folder: Path, text: str | None = None) -> PageRun:
+    """Run every runnable block of ``page`` (or of ``text``, named ``page``) in ``folder`` (which gets
+    ``data/``); raises AssertionError naming the page, line and command at the first failure.
+    Background processes are stopped at the end."""
     make_data(folder / "data")
     run = PageRun(page, folder, page_environment(folder))
     try:
-        for block in blocks(page):
+        for block in blocks(page, text):
             if block.runs:
                 run.run_block(block)
     finally:

@@ -95,7 +95,8 @@ def test_a_docstring_griffe_cannot_read_and_a_broken_link_fail_the_build(tmp_pat
     """The strict build's checks fail on what they exist for (a small site, built the same way)."""
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "sample.py").write_text(
-        'def scale(x: float) -> float:\n    """Scale.\n\n    Args:\n        factor: not a parameter.\n    """\n'
+        'def scale(x: float) -> float:\n    """Scale.\n\n    Parameters\n    ----------\n    factor : float\n'
+        '        not a parameter.\n    """\n'
         "    return x\n"
     )
     docs = tmp_path / "docs"
@@ -109,7 +110,7 @@ def test_a_docstring_griffe_cannot_read_and_a_broken_link_fail_the_build(tmp_pat
         config.write_text(
             f"site_name: t\ndocs_dir: docs\nstrict: true\n{validation}"
             "plugins:\n  - mkdocstrings:\n      handlers:\n        python:\n          paths: [pkg]\n"
-            "          options:\n            docstring_style: google\n"
+            "          options:\n            docstring_style: numpy\n"
         )
 
     from mkdocs.exceptions import Abort

@@ -49,7 +49,9 @@ def test_page_follows_the_convention(page: str) -> None:
 
 def test_not_run_blocks_are_listed_with_their_reasons() -> None:
     """The report of what the tests do not run (shown with -rA), and nothing pending that does not exist."""
-    not_run = [block for page in pages() for block in blocks(page) if block.lang in {"bash", "python"} and not block.runs]
+    not_run = [
+        block for page in pages() for block in blocks(page) if block.lang in {"bash", "python"} and not block.runs
+    ]
     for block in not_run:
         print(f"{block.where}: not run: {block.reason}")
         assert block.reason, block.where
@@ -114,7 +116,13 @@ microzoo search nuclei | head -3
     assert len(commands) == 5
     assert commands[2] == "cat > config.yaml <<'EOF'\nepochs: 2\nEOF"
     assert cli_words(commands[0]) == ["info", "data/bmz/unet2d_nuclei_broad"]
-    assert cli_words(commands[1]) == ["predict", "data/bmz/unet2d_nuclei_broad", "data/dsb2018/test/images", "-o", "out/"]
+    assert cli_words(commands[1]) == [
+        "predict",
+        "data/bmz/unet2d_nuclei_broad",
+        "data/dsb2018/test/images",
+        "-o",
+        "out/",
+    ]
     assert [cli_words(command) for command in commands[2:]] == [None, None, None]
     assert cli_words("microzoo predict M 'data/*.png' -o out") is None  # a glob: the shell decides
 
@@ -124,7 +132,10 @@ def test_data_keeps_the_layout_and_the_partners(tmp_path: Path) -> None:
     images = sorted(path.stem for path in (data / "dsb2018" / "test" / "images").iterdir())
     labels = sorted(path.stem for path in (data / "dsb2018" / "test" / "labels").iterdir())
     assert len(images) == FILES_PER_FOLDER and images == labels
-    assert images == sorted(path.stem for path in (SHARED_DATA / "dsb2018" / "test" / "images").iterdir())[:FILES_PER_FOLDER]
+    assert (
+        images
+        == sorted(path.stem for path in (SHARED_DATA / "dsb2018" / "test" / "images").iterdir())[:FILES_PER_FOLDER]
+    )
     assert sorted(p.name for p in (data / "w2s" / "train" / "noisy").iterdir()) == sorted(
         p.name for p in (data / "w2s" / "train" / "clean").iterdir()
     )
@@ -134,6 +145,42 @@ def test_data_keeps_the_layout_and_the_partners(tmp_path: Path) -> None:
     assert len(list((data / "bsd68" / "train400").iterdir())) == FILES_PER_FOLDER
     package = data / "bmz" / "unet2d_nuclei_broad"
     shared = SHARED_DATA / "bmz" / "unet2d_nuclei_broad"
-    assert not package.is_symlink() and sorted(p.name for p in package.iterdir()) == sorted(p.name for p in shared.iterdir())
+    assert not package.is_symlink() and sorted(p.name for p in package.iterdir()) == sorted(
+        p.name for p in shared.iterdir()
+    )
     assert all(not p.is_symlink() for p in package.rglob("*"))  # a copy: commands may edit it
     assert ROOT.is_dir()
+
+
+def test_a_page_runs_in_order_with_its_server_in_the_background(tmp_path: Path) -> None:
+    """What a page about the zoo relies on: ` &` starts the server, later blocks reach it, a failing
+    command names its page and line, and the server is stopped at the end."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    page = f"""# Zoo
+
+```bash
+microzoo serve --root zoo --port {port} --workers 0 &
+microzoo search nuclei --zoo http://127.0.0.1:{port}
+echo "searched" > searched.txt
+```
+
+```python
+import json, urllib.request
+health = urllib.request.urlopen("http://127.0.0.1:{port}/id_map.json", timeout=10).status
+```
+
+```python
+assert health == 200 and open("searched.txt").read() == "searched\\n"
+```
+"""
+    run = run_page("zoo-page.md", tmp_path, page)
+    assert [how for _, _, how in run.timings] == ["background", "in-process", "bash", "python", "python"]
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), 1):
+        pass  # stopped
+    failing = page.replace("echo", "false && echo")
+    with pytest.raises(AssertionError, match="zoo-page.md:3: exit status 1"):
+        run_page("zoo-page.md", tmp_path / "again", failing)

@@ -5,7 +5,8 @@
   options with their defaults, walked from the click tree, so a new command or option appears by itself.
 - ``<!-- api: microzoo.NAME -->`` becomes one mkdocstrings ``:::`` block per name of that package's
   ``__all__`` (dunder names left out), pointing at the module that defines it; griffe's docstring
-  warnings then fail ``mkdocs build --strict``.
+  warnings (numpy style, as the code writes them) then fail ``mkdocs build --strict``. The Sphinx
+  roles the docstrings cite with (``:func:`x```) are shown as the name alone.
 
 The source documented is this checkout's ``src/`` (put first on ``sys.path``), never an installed copy.
 """
@@ -73,7 +74,8 @@ def cli_markdown() -> str:
         lines += ["", f"## `{' '.join(path)}` {{#{'-'.join(path)}}}", ""]
         if command.help:
             lines += [_escape(command.help.strip().replace("\b\n", "")), ""]
-        lines += ["```text", command.get_usage(context).strip(), "```", ""]
+        usage = re.sub(r"\{(\w+)\}", lambda match: match.group(1).upper(), command.get_usage(context).strip())
+        lines += ["```text", usage, "```", ""]  # typer writes arguments {model}: MODEL, as --help's synopses
         records = [p.get_help_record(context) for p in command.params]
         records = [r for r in records if r is not None]
         if records:
@@ -94,7 +96,11 @@ def api_names(package: str) -> list[tuple[str, str]]:
     module = importlib.import_module(package)
     lazy: dict[str, str] = {}
     for value in vars(module).values():  # the tables given to lazy_exports: {name: module}
-        if isinstance(value, dict) and value and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        if (
+            isinstance(value, dict)
+            and value
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        ):
             if set(value) <= set(module.__all__):
                 lazy.update(value)
     names: list[tuple[str, str]] = []
@@ -115,6 +121,14 @@ def api_names(package: str) -> list[tuple[str, str]]:
 def api_markdown(package: str) -> str:
     """One mkdocstrings block per public name of ``package``."""
     return "\n".join(f"::: {identifier}\n" for _, identifier in api_names(package))
+
+
+_ROLE = re.compile(r":(?:func|class|meth|data|attr|mod|exc|obj):(<code>)~?")
+
+
+def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
+    """Docstrings cite with Sphinx roles (``:func:`name```): the page shows the name alone (mkdocs hook)."""
+    return _ROLE.sub(r"\1", html)
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:

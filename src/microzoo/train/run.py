@@ -44,6 +44,11 @@ def train(
 ) -> TrainingResult:
     """Train the model a task config describes, check it, and export it.
 
+    With ``config.training.init_from`` (a package microzoo exported, or any package with the
+    pytorch_state_dict weights of microzoo's U-Net) training starts from its weights, the
+    network settings become the parent's, and the package records its parent
+    (:mod:`microzoo.train.init_from`); ``TrainingResult.notices`` says what started fresh.
+
     Parameters
     ----------
     config : a task config (:func:`~microzoo.train.config.semantic_config`, ...) or the path of
@@ -59,11 +64,6 @@ def train(
         and training stops as if its epochs were done: the best weights are checked and exported
         (``TrainingResult.stopped`` is "stopped by the user"). To abandon a run instead, raise
         :class:`~microzoo.errors.Cancelled` from ``progress``.
-
-    With ``config.training.init_from`` (a package microzoo exported, or any package with the
-    pytorch_state_dict weights of microzoo's U-Net) training starts from its weights, the
-    network settings become the parent's, and the package records its parent
-    (:mod:`microzoo.train.init_from`); ``TrainingResult.notices`` says what started fresh.
 
     Raises
     ------

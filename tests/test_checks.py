@@ -171,3 +171,15 @@ def test_a_pixel_size_that_is_not_positive_is_refused(tmp_path: Path, pixel_size
         checks.check_folders(test_dir=tmp_path, pixel_size=pixel_size)
     result = CliRunner().invoke(app, ["check", "--test", str(tmp_path), "--pixel-size", "0"])
     assert result.exit_code != 0 and isinstance(result.exception, ConfigError)
+
+
+def test_too_few_training_images_for_the_out_of_distribution_check_say_so(dsb):
+    """With 3 training images no fingerprint can be learned: the findings say the check did not run
+    (and how to make it run) instead of leaving it out silently; with 5 it runs."""
+    train, test = dsb
+    findings = checks.run_checks(train_images=train[:3], test_images=test[:2])
+    ood = [f for f in findings if f.check == "out of distribution"]
+    assert len(ood) == 1 and ood[0].severity == "note"
+    assert "Not checked: 3 training image(s)" in ood[0].what and "at least 5" in ood[0].action
+    with_five = checks.run_checks(train_images=train[:5], test_images=test[:2])
+    assert not any(f.what.startswith("Not checked") for f in with_five)

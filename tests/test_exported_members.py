@@ -113,7 +113,7 @@ def test_package_api() -> None:
 def test_train_api() -> None:
     _check_subpackage("train", [
         "TASKS", "ExportSpec", "TrainingResult", "care_config", "export_package", "instances_config", "load_config",
-        "n2v_config", "predict_image", "save_config", "semantic_config", "short_form_config", "train",
+        "n2v_config", "package_name", "predict_image", "save_config", "semantic_config", "short_form_config", "train",
     ])  # fmt: skip
     import microzoo.train
 

@@ -24,6 +24,7 @@ from microzoo.train.config import (
     n2v_config,
     save_config,
     semantic_config,
+    short_form_config,
 )
 from microzoo.train.data import PatchSampler, Sample, load_samples, split_samples
 from microzoo.train.loop import cosine_rate, fit, load_checkpoint
@@ -344,6 +345,39 @@ def test_config_errors_name_the_field(tmp_path: Path, data: dict, field: str) ->
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(path)
+
+
+def test_names_the_package_format_refuses_are_refused_before_training_and_made_from_folders(tmp_path: Path) -> None:
+    """A name the zoo format refuses (under 5 characters, a dot) fails when the config is read,
+    not at export after the whole training; names made from a folder or a layer are made to fit."""
+    from microzoo.train import package_name
+
+    for bad, why in (("abc", "3 characters"), ("cells.v2", "'.'")):
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump({"task": "n2v", "name": bad, "data": {"images": "a"}}))
+        with pytest.raises(ConfigError, match=f"name.*{why}.*5 to 128"):
+            load_config(path)
+    assert package_name("n2v-my.images [raw]") == "n2v-my-images (raw)"
+    assert package_name("ab") == "ab-model"
+    assert package_name("x" * 200) == "x" * 128
+    noisy = tmp_path / "w2s.noisy"
+    noisy.mkdir()
+    config = short_form_config("n2v", images=noisy, name=package_name(f"n2v-{noisy.name}"))
+    assert config.name == "n2v-w2s-noisy"
+
+
+def test_a_minimal_n2v_config_gets_the_network_of_its_variant(tmp_path: Path) -> None:
+    """`network.n2v2` follows `variant` unless given: a YAML with only the data trains N2V2 (the default
+    variant) and `variant: n2v` the plain network; a contradiction given explicitly is still refused."""
+    path = tmp_path / "n2v.yaml"
+    for extra, n2v2 in (({}, True), ({"variant": "n2v"}, False), ({"network": {"depth": 2}}, True)):
+        path.write_text(yaml.safe_dump({"task": "n2v", "data": {"images": "a"}, **extra}))
+        config = load_config(path)
+        assert config.network.n2v2 is n2v2 and config.variant == ("n2v2" if n2v2 else "n2v")
+    assert load_config(path).network.depth == 2
+    path.write_text(yaml.safe_dump({"task": "n2v", "data": {"images": "a"}, "network": {"n2v2": False}}))
+    with pytest.raises(ConfigError, match="network.n2v2 is False but variant is 'n2v2'"):
         load_config(path)
 
 

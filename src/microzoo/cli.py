@@ -606,7 +606,7 @@ def train_command(
     """Train a model on your images, check it against a classical baseline, export a zoo package."""
     from microzoo.errors import ConfigError
     from microzoo.train import config as configs
-    from microzoo.train import short_form_config, train
+    from microzoo.train import package_name, short_form_config, train
     from microzoo.train.tasks import get_task
 
     if not what.lower().endswith((".yaml", ".yml")):
@@ -616,7 +616,8 @@ def train_command(
         config = short_form_config(
             what, images=images.resolve(), labels=labels.resolve() if labels else None,
             targets=targets.resolve() if targets else None, foreground=foreground, spatial_dims=3 if three_d else 2,
-            patch_size=patch, epochs=epochs, max_minutes=max_minutes, name=f"{what}-{images.resolve().name}",
+            patch_size=patch, epochs=epochs, max_minutes=max_minutes,
+            name=package_name(f"{what}-{images.resolve().name}"),
         )  # fmt: skip
     else:
         config = configs.load_config(what)

@@ -28,7 +28,7 @@ def learning_curve_command(
     """Train on growing fractions of your images and fit the curve: the figure to expect with more annotation."""
     from microzoo.cli import _console, _progress_bar
     from microzoo.errors import ConfigError
-    from microzoo.train import short_form_config
+    from microzoo.train import package_name, short_form_config
     from microzoo.train.learning_curve import learning_curve
 
     try:
@@ -38,7 +38,7 @@ def learning_curve_command(
     config = short_form_config(
         task, images=images.resolve(), labels=labels.resolve() if labels else None,
         targets=targets.resolve() if targets else None, patch_size=patch, epochs=epochs,
-        steps_per_epoch=steps_per_epoch, max_minutes=max_minutes, name=f"{task}-{images.resolve().name}",
+        steps_per_epoch=steps_per_epoch, max_minutes=max_minutes, name=package_name(f"{task}-{images.resolve().name}"),
     )  # fmt: skip
     config.training.init_from = from_model
     with _progress_bar("learning curve") as progress:

@@ -252,7 +252,7 @@ class TrainWidget(QWidget):
     def train(self) -> Job | None:
         """Start training (a :class:`Job`); None with the reason in the status line when the form is incomplete."""
         from microzoo.napari.settings import load_settings
-        from microzoo.train.config import short_form_config
+        from microzoo.train.config import package_name, short_form_config
         from microzoo.train.run import train
 
         try:
@@ -260,7 +260,7 @@ class TrainWidget(QWidget):
             task, dims = self.task.currentData(), 3 if self.three_d.isChecked() else 2
             patch = tuple(int(p) for p in self.patch.text().replace("x", " ").replace(",", " ").split())
             prepare, source_name = self._data_source(task, dims, settings.cache_dir)
-            name = self.name.text().strip() or f"{task}-{source_name}"
+            name = self.name.text().strip() or package_name(f"{task}-{source_name}")
             out = Path(self.output.text()) if self.output.text() else new_folder(settings.cache_dir / "models", name)
             options: dict[str, Any] = {
                 "epochs": self.epochs.value(), "steps_per_epoch": self.steps.value(), "name": name,

@@ -19,6 +19,7 @@ from microzoo.train.config import (
     instances_config,
     load_config,
     n2v_config,
+    package_name,
     save_config,
     semantic_config,
     short_form_config,
@@ -27,7 +28,7 @@ from microzoo.train.tasks.registry import TASKS
 
 __all__ = [
     "TASKS", "ExportSpec", "TrainingResult", "care_config", "export_package", "instances_config", "load_config",
-    "n2v_config", "predict_image", "save_config", "semantic_config", "short_form_config", "train",
+    "n2v_config", "package_name", "predict_image", "save_config", "semantic_config", "short_form_config", "train",
 ]  # fmt: skip
 
 #: the verbs that need torch, imported on first use

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from microzoo.errors import ConfigError
 
@@ -137,6 +137,21 @@ class TrainingConfig(_Strict):
     )
 
 
+#: what the zoo format accepts as a model's name (bioimageio.spec 0.5: 5-128 of these characters)
+NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+- ()")
+
+
+def package_name(text: str) -> str:
+    """A model name the zoo format accepts, made from ``text`` (a task and a folder's or layer's name).
+
+    >>> package_name("n2v-noisy"), package_name("care-W2S.v1 [ch0]"), package_name("ab")
+    ('n2v-noisy', 'care-W2S-v1 (ch0)', 'ab-model')
+    """
+    text = text.replace("[", "(").replace("]", ")")
+    name = "".join(c if c in NAME_CHARACTERS else "-" for c in text).strip(" -")[:128]
+    return name if len(name) >= 5 else f"{name}-model".lstrip("-")
+
+
 class _TaskBase(_Strict):
     name: str = Field(default="microzoo-model", min_length=1)
     description: str = ""
@@ -145,6 +160,19 @@ class _TaskBase(_Strict):
     data: DataConfig
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name_fits_the_package(cls, name: str) -> str:
+        """The exported package carries this name: refuse one the format refuses now, not after training."""
+        bad = sorted(set(name) - NAME_CHARACTERS)
+        if not 5 <= len(name) <= 128 or bad:
+            why = f"characters {''.join(bad)!r} are not allowed" if bad else f"it has {len(name)} characters"
+            raise ValueError(
+                f"name {name!r}: {why}; the package's name needs 5 to 128 letters, digits, spaces or _+-() "
+                "(the zoo format's rule), e.g. 'nuclei-unet'"
+            )
+        return name
 
     @model_validator(mode="after")
     def _patch_fits_network(self) -> _TaskBase:
@@ -209,6 +237,17 @@ class N2VConfig(_TaskBase):
     variant: Literal["n2v", "n2v2"] = "n2v2"
     masked_fraction: float = Field(default=0.002, gt=0.0, le=0.2, description="pixels masked per patch")
     mask_radius: int = Field(default=2, ge=1, le=10, description="replacement values come from this radius")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _network_follows_variant(cls, data: Any) -> Any:
+        """``network.n2v2`` not given: it follows ``variant`` (N2V2's network for the n2v2 variant)."""
+        if isinstance(data, dict):
+            network = data.get("network")
+            if network is None or (isinstance(network, dict) and "n2v2" not in network):
+                n2v2 = data.get("variant", "n2v2") == "n2v2"
+                data = {**data, "network": {**(network or {}), "n2v2": n2v2}}
+        return data
 
     @model_validator(mode="after")
     def _match_variant(self) -> N2VConfig:

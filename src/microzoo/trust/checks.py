@@ -22,7 +22,7 @@ from microzoo.io.files import list_images, pair_by_stem
 from microzoo.io.read import read_array
 from microzoo.progress import ProgressCallback
 from microzoo.qc.image_features import guess_modality
-from microzoo.trust.fingerprint import Fingerprint
+from microzoo.trust.fingerprint import MIN_FINGERPRINT_IMAGES, Fingerprint
 from microzoo.trust.leakage import find_near_duplicates
 from microzoo.trust.ood import check_images
 
@@ -433,8 +433,9 @@ def run_checks(
 ) -> list[Finding]:
     """Run every check whose inputs are given; warnings first.
 
-    Without a ``fingerprint``, one is made from ``train_images`` (at least 5) to check the
-    test images against.
+    Without a ``fingerprint``, one is made from ``train_images`` (at least
+    ``MIN_FINGERPRINT_IMAGES``) to check the test images against; with fewer, a note says the
+    check did not run.
     """
     _check_pixel_size(pixel_size)
     findings: list[Finding] = []
@@ -448,10 +449,22 @@ def run_checks(
         )
     if len(test_labels):
         findings += check_label_balance(test_labels)
-    if fingerprint is None and len(train_images) >= 5:
+    if fingerprint is None and len(train_images) >= MIN_FINGERPRINT_IMAGES:
         from microzoo.trust.fingerprint import fingerprint_images
 
         fingerprint = fingerprint_images(train_images, progress=progress)
+    elif fingerprint is None and len(train_images) and len(test_images):
+        findings.append(
+            Finding(
+                check="out of distribution",
+                severity="note",
+                what=f"Not checked: {len(train_images)} training image(s) are too few to learn their typical "
+                f"ranges (at least {MIN_FINGERPRINT_IMAGES} are needed).",
+                why="Without those ranges microzoo cannot tell whether your test images resemble the training data.",
+                action=f"Give at least {MIN_FINGERPRINT_IMAGES} training images with --train, or a model that "
+                "carries a training fingerprint with --model.",
+            )
+        )
     if fingerprint is not None and len(test_images):
         findings += check_out_of_distribution(
             fingerprint, test_images, names=test_names, pixel_size=pixel_size, progress=progress

@@ -38,6 +38,9 @@ SCALE_FLOOR = {
 LOG_FEATURES = ("noise_level",)
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 
+#: the fewest training images a fingerprint learns typical ranges from
+MIN_FINGERPRINT_IMAGES = 5
+
 
 class FeatureSummary(BaseModel):
     """How one feature was distributed over the training images."""
@@ -151,9 +154,9 @@ def fingerprint_images(
     """
     progress = progress or no_progress
     images = list(images)
-    if len(images) < 5:
+    if len(images) < MIN_FINGERPRINT_IMAGES:
         raise DataError(
-            f"a fingerprint needs at least 5 training images to learn their typical ranges, "
+            f"a fingerprint needs at least {MIN_FINGERPRINT_IMAGES} training images to learn their typical ranges, "
             f"got {len(images)}; give more images"
         )
     rows, shapes, dtypes, channels = [], set(), set(), set()

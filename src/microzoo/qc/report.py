@@ -137,7 +137,7 @@ def _reliability(evaluation: Evaluation) -> tuple[str, dict[str, object]]:
 # ---------------------------------------------------------------- image panels
 
 
-def _panel(
+def image_panel(
     evaluation: Evaluation,
     index: int,
     reason: str,
@@ -145,6 +145,8 @@ def _panel(
     predictions: Mapping[str, Sequence[np.ndarray]],
     inputs: Sequence[np.ndarray] | None,
 ) -> str:
+    """One image's panel as the report shows it (a PNG ``data:`` URI): the input, the truth, and per
+    method its prediction (titled with its figure) and its errors; ``reason`` goes in the title."""
     task, methods = get_task(evaluation.task), evaluation.methods
     truth = truths[index]
     columns = (1 if inputs is not None else 0) + 1 + 2 * len(methods)
@@ -233,7 +235,7 @@ def render_report(
         {
             "image": evaluation.images[i],
             "reason": reason,
-            "png": _panel(evaluation, i, reason, truths, predictions, inputs),
+            "png": image_panel(evaluation, i, reason, truths, predictions, inputs),
         }
         for i, reason in list(chosen.items())[:n_panels]
     ]

@@ -384,42 +384,6 @@ def _print_trust_note(console: Console, note: TrustNote) -> None:
         console.print(f"  {escape(line)}")
 
 
-def _print_image_verdicts(console: Console, note: TrustNote) -> None:
-    """Each image's verdict on one line (a warning for those that are not similar), then what
-    the verdicts rest on."""
-    for image in note.images:
-        line = f"trust: {image.name[:12]}: {image.verdict}" + (
-            f": {'; '.join(image.reasons[:3])}" if image.reasons else ""
-        )
-        console.print(f"[yellow]{escape(line)}[/]" if image.verdict != "similar" else escape(line))
-    console.print(escape(f"  (checked: {', '.join(note.images[0].checked)}; against {note.evidence})"))
-
-
-@app.command()
-def demo(out: Path = typer.Option(Path("demo-output"), "-o", "--out", help="Where to write the results.")) -> None:
-    """The main job on real data: test the zoo example model, predict nuclei on DSB2018 images."""
-    from microzoo.demo import run_demo
-
-    with _progress_bar("demo") as progress:
-        result = run_demo(out, progress=progress)
-    console = _console()
-    console.print(
-        f"[bold]{escape(result.model_name)}[/]: reproduction test "
-        + ("[green]passed[/]" if result.test_passed else "[red]FAILED[/]")
-    )
-    for line in result.test_lines:
-        console.print(f"  {escape(line)}")
-    for notice in result.notices:
-        console.print(f"[yellow]note:[/] {escape(notice)}")
-    console.print(escape(f"{len(result.outputs)} probability maps and overlays written to {out.resolve()}:"))
-    for output, overlay in zip(result.outputs, result.overlays, strict=True):
-        console.print(escape(f"  {output.name}   {overlay.name}"))
-    if result.trust is not None:
-        _print_image_verdicts(console, result.trust)
-    if not result.test_passed:
-        raise typer.Exit(1)
-
-
 @app.command()
 def evaluate(
     pred: list[str] = typer.Option(
@@ -695,6 +659,15 @@ def _register_select_command() -> None:
 
 
 _register_select_command()
+
+
+def _register_tour_command() -> None:
+    from microzoo.cli_tour import register
+
+    register(app)
+
+
+_register_tour_command()
 
 
 @app.callback()

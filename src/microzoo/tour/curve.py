@@ -58,7 +58,8 @@ def step_curve(ctx: TourContext) -> StepResult:
     figures = [(f"{p.images} training images: {curve.metric}", f"{p.value:.3f} [{p.low:.3f}, {p.high:.3f}]")
                for p in curve.points]  # fmt: skip
     figures += [(f"expected with {n} images", f"{v:.3f} [{lo:.3f}, {hi:.3f}]") for n, (v, lo, hi) in more.items()]
-    figures.append(("plateau of this budget", f"{curve.plateau[0]:.3f} [{curve.plateau[1]:.3f}, {curve.plateau[2]:.3f}]"))
+    plateau = curve.plateau
+    figures.append(("plateau of this budget", f"{plateau[0]:.3f} [{plateau[1]:.3f}, {plateau[2]:.3f}]"))
     plot = folder / "learning_curve.png"
     import base64
 
@@ -74,7 +75,8 @@ def step_curve(ctx: TourContext) -> StepResult:
         number=4,
         title="How many annotated images do you need?",
         what=(
-            f"A nuclei segmentation network trains {len(curve.points)} times, on {', '.join(str(p.images) for p in curve.points)} "
+            f"A nuclei segmentation network trains {len(curve.points)} times, on "
+            f"{', '.join(str(p.images) for p in curve.points)} "
             f"annotated DSB2018 fluorescence images, each run with the same short budget ({curve.budget}); the "
             "fitted curve says what twice and four times as many images would give, with intervals."
         ),
@@ -93,7 +95,10 @@ def step_curve(ctx: TourContext) -> StepResult:
         figures=tuple(figures),
         lines=(curve.summary(), *curve.notes),
         pictures=(picture,),
-        reports=(("learning-curve report", folder / "report.html"), ("its figures (JSON)", folder / "learning_curve.json")),
+        reports=(
+            ("learning-curve report", folder / "report.html"),
+            ("its figures (JSON)", folder / "learning_curve.json"),
+        ),
         seconds=time.perf_counter() - start,
         facts={"points": [(p.images, p.value) for p in curve.points], "flat": bool(flat),
                "predictions": {str(n): v[0] for n, v in curve.predictions.items()},

@@ -180,7 +180,7 @@ def step_zoo(ctx: TourContext) -> StepResult:
         ),
         lines=tuple(_report_lines(report)),
         tables=(compat_table(compat),) if compat else (),
-        reports=(("the zoo's record of the version (JSON)", write_json(ctx.folder("zoo-record") / "example.json", info)),),
+        reports=(("the zoo's record of the version (JSON)", write_json(ctx.folder("zoo") / "example.json", info)),),
         seconds=time.perf_counter() - start,
         facts={"name": name, "version": version, "test_status": info["test_status"], "compat": compat,
                "status": info.get("status")},
@@ -245,11 +245,12 @@ def step_publish(ctx: TourContext) -> StepResult:
         core_passed = done.returncode == 0 and re.search(r"status\s+passed", output) is not None
         status_lines = [line.strip() for line in output.splitlines() if re.search(r"status|passed|failed", line)]
         lines.append(f"`bioimageio test {name}/{version}` (stock bioimageio.core, by the zoo's id): "
-                     f"{'passed' if core_passed else 'FAILED (exit %d)' % done.returncode}")  # fmt: skip
+                     f"{'passed' if core_passed else f'FAILED (exit {done.returncode})'}")  # fmt: skip
         if not core_passed:
             lines.extend(status_lines[:8] or output.splitlines()[-8:])
     else:
         lines.append(f"Not run: {missing}; the zoo serves the ids it would use all the same.")
+    core_words = "passed" if core_passed else "not run" if core_passed is None else "FAILED"
     compat = info.get("compat") or {}
     runs = [tool for tool, entry in compat.get("consumers", {}).items() if entry["runs"]]
     sample = sorted((ctx.data / "w2s" / "test" / "noisy").glob("*.tif"))[0]
@@ -278,17 +279,17 @@ def step_publish(ctx: TourContext) -> StepResult:
             f"   # Model: zoo:{name}/{version}",
         ),
         summary=(f"{name}/{version} published ({info['test_status']}); search '{words}' finds {len(hits)}; "
-                 f"bioimageio.core test: {'passed' if core_passed else 'not run' if core_passed is None else 'FAILED'}"),  # fmt: skip
+                 f"bioimageio.core test: {core_words}"),  # fmt: skip
         figures=(
             ("model", f"{name}/{version}"),
             ("zoo test run", str(info["test_status"])),
             ("found by search", ", ".join(hits) or "nothing"),
             ("tools that run it", ", ".join(runs) or "none"),
-            ("stock bioimageio.core", "passed" if core_passed else "not run" if core_passed is None else "failed"),
+            ("stock bioimageio.core", core_words),
         ),
         lines=tuple(lines),
         tables=(compat_table(compat),) if compat else (),
-        reports=(("the zoo's record of the version (JSON)", write_json(ctx.folder("zoo-record") / "trained.json", info)),),
+        reports=(("the zoo's record of the version (JSON)", write_json(ctx.folder("zoo") / "trained.json", info)),),
         seconds=time.perf_counter() - start,
         facts={"name": name, "version": version, "test_status": info["test_status"], "found": hits,
                "core_passed": core_passed, "core_missing": missing},

@@ -8,12 +8,12 @@ histology images flagged, the package run by stock bioimageio.core, streaming's 
 
 from __future__ import annotations
 
-import html
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 
 from microzoo.tour import TourResult, run_tour
 
@@ -40,11 +40,11 @@ def test_six_steps_on_one_page_with_their_commands_and_reports(tour: TourResult)
     page = tour.page.read_text(encoding="utf-8")
     assert "This is the quick tour" in page
     for step in tour.steps:
-        assert f'id="step-{step.number}"' in page and html.escape(step.title) in page
-        assert step.what and step.why and html.escape(step.what) in page
+        assert f'id="step-{step.number}"' in page and escape(step.title) in page
+        assert step.what and step.why and escape(step.what) in page
         assert step.commands and all(c.startswith(("microzoo ", "BIOIMAGEIO_", "MICROZOO_ZOO=")) for c in step.commands)
         for line in step.commands:
-            assert html.escape(line) in page, line
+            assert escape(line) in page, line
         for label, path in step.reports:
             assert path.exists(), (step.number, label, path)
             href = os.path.relpath(path, tour.page.parent)

@@ -8,6 +8,7 @@ as ``microzoo learning-curve instances`` builds it), with intervals.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -15,9 +16,21 @@ import numpy as np
 
 from microzoo.tour.common import Picture, StepResult, TourContext, command, link_images
 
-#: images (fluorescence, file order), fractions and the budget of each run
-FULL = {"images": 28, "fractions": (0.25, 0.5, 1.0), "epochs": 100, "steps": 10, "patch": 64, "minutes": 0.4}
-QUICK = {"images": 6, "fractions": (0.5, 1.0), "epochs": 1, "steps": 3, "patch": 64, "minutes": 0.1}
+
+@dataclasses.dataclass(frozen=True)
+class CurveSizes:
+    """Images (fluorescence, file order), fractions and the budget of each run."""
+
+    images: int
+    fractions: tuple[float, ...]
+    epochs: int
+    steps: int
+    patch: int
+    minutes: float
+
+
+FULL = CurveSizes(images=28, fractions=(0.25, 0.5, 1.0), epochs=100, steps=10, patch=64, minutes=0.4)
+QUICK = CurveSizes(images=6, fractions=(0.5, 1.0), epochs=1, steps=3, patch=64, minutes=0.1)
 
 
 def fluorescence_images(folder: Path, n: int, *, side: int = 360) -> list[Path]:
@@ -43,15 +56,14 @@ def step_curve(ctx: TourContext) -> StepResult:
     sizes = QUICK if ctx.quick else FULL
     folder = ctx.folder("learning-curve")
     train = ctx.data / "dsb2018" / "train"
-    chosen = fluorescence_images(train / "images", int(sizes["images"]))  # type: ignore[call-overload]
+    chosen = fluorescence_images(train / "images", sizes.images)
     images = link_images(chosen, folder / "images")
     labels = link_images([train / "labels" / f"{p.stem}.tif" for p in chosen], folder / "labels")
-    fractions = tuple(float(f) for f in sizes["fractions"])  # type: ignore[attr-defined]
+    fractions = sizes.fractions
     config = short_form_config(
-        "instances", images=images.resolve(), labels=labels.resolve(), patch_size=int(sizes["patch"]),
-        epochs=int(sizes["epochs"]), steps_per_epoch=int(sizes["steps"]), max_minutes=float(sizes["minutes"]),
-        name=f"instances-{images.name}",
-    )  # type: ignore[call-overload]  # fmt: skip
+        "instances", images=images.resolve(), labels=labels.resolve(), patch_size=sizes.patch, epochs=sizes.epochs,
+        steps_per_epoch=sizes.steps, max_minutes=sizes.minutes, name=f"instances-{images.name}",
+    )  # fmt: skip
     curve = learning_curve(config, out_dir=folder, fractions=fractions, progress=ctx.progress)
     last = curve.points[-1]
     more = {n: v for n, v in sorted(curve.predictions.items()) if n > last.images}
@@ -87,9 +99,9 @@ def step_curve(ctx: TourContext) -> StepResult:
         ),
         commands=(
             command("learning-curve", "instances", "--images", images, "--labels", labels, "-o", folder,
-                    "--fractions", ",".join(f"{f:g}" for f in fractions), "--epochs", str(sizes["epochs"]),
-                    "--steps-per-epoch", str(sizes["steps"]), "--patch", str(sizes["patch"]),
-                    "--max-minutes", f"{sizes['minutes']:g}"),
+                    "--fractions", ",".join(f"{f:g}" for f in fractions), "--epochs", str(sizes.epochs),
+                    "--steps-per-epoch", str(sizes.steps), "--patch", str(sizes.patch),
+                    "--max-minutes", f"{sizes.minutes:g}"),
         ),  # fmt: skip
         summary=f"{curve.metric} {last.value:.3f} with {last.images} images; the curve {answer}",
         figures=tuple(figures),

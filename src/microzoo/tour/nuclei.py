@@ -80,7 +80,7 @@ def step_nuclei(ctx: TourContext) -> StepResult:
                       outputs=[seen[n][2] for n in names], model=models[0])  # fmt: skip
     note_path = write_note(note, folder / "trust.json")
     metric = evaluation.main_metric
-    model_name = runs.names and next(iter(runs.sources))
+    model_name = next(iter(runs.sources))
     rows = []
     for group, figures in evaluation.by_group.items():
         rows.append((group, str(len(figures.images)),

@@ -254,8 +254,9 @@ def step_publish(ctx: TourContext) -> StepResult:
     compat = info.get("compat") or {}
     runs = [tool for tool, entry in compat.get("consumers", {}).items() if entry["runs"]]
     sample = sorted((ctx.data / "w2s" / "test" / "noisy").glob("*.tif"))[0]
-    env = (f"BIOIMAGEIO_COLLECTION_HTTP_PATTERN='{zoo.url}/artifacts/{{bioimageio_id}}/files/rdf.yaml' "
-           f"BIOIMAGEIO_ID_MAP={zoo.url}/id_map.json BIOIMAGEIO_ID_MAP_DRAFT={zoo.url}/id_map_draft.json")  # fmt: skip
+    url = "http://127.0.0.1:8000"  # the zoo as step 1's command starts it (the tour's own port is gone after it)
+    env = (f"BIOIMAGEIO_COLLECTION_HTTP_PATTERN='{url}/artifacts/{{bioimageio_id}}/files/rdf.yaml' "
+           f"BIOIMAGEIO_ID_MAP={url}/id_map.json BIOIMAGEIO_ID_MAP_DRAFT={url}/id_map_draft.json")  # fmt: skip
     ctx.progress(3, 3, "published")
     return StepResult(
         number=5,
@@ -271,11 +272,11 @@ def step_publish(ctx: TourContext) -> StepResult:
             "colleagues) use it by name."
         ),
         commands=(
-            command("push", package, "--zoo", zoo.url, "--token", "TOKEN"),
-            command("search", words, "--zoo", zoo.url),
+            command("push", package, "--zoo", url, "--token", "TOKEN"),
+            command("search", words, "--zoo", url),
             f"{env} bioimageio test {name}/{version}",
-            command("serve", "--root", ctx.out / "zoo", "--port", "8000") + "   # then open http://127.0.0.1:8000",
-            f"MICROZOO_ZOO=http://127.0.0.1:8000 napari {shown(sample)} -w microzoo Model Run"
+            command("serve", "--root", ctx.out / "zoo", "--port", "8000") + f"   # the web pages: {url}",
+            f"MICROZOO_ZOO={url} napari {shown(sample)} -w microzoo Model Run"
             f"   # Model: zoo:{name}/{version}",
         ),
         summary=(f"{name}/{version} published ({info['test_status']}); search '{words}' finds {len(hits)}; "

@@ -45,8 +45,8 @@ test: check
 
 # Static checks (pinned in the dev extra): lint, format, types. Developers run it; `make test` runs it too.
 check: setup
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks tools
+	$(VENV)/bin/ruff format --check src tests benchmarks tools
 	$(VENV)/bin/mypy
 
 clean:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,5 +28,20 @@ def lazy_exports(package: str, where: Mapping[str, str]) -> tuple[Callable[[str]
 
     def __dir__() -> list[str]:
         return sorted({*vars(sys.modules[package]), *where})
+
+    # A verb named like the module that defines it (``qc.evaluate`` in ``qc/evaluate.py``): importing
+    # that module sets the package's attribute to the module, which would then shadow the verb
+    # (``from microzoo.qc import evaluate`` gave the module once anything had imported
+    # ``microzoo.qc.evaluate``). The package keeps the verb instead.
+    shadowed = {name for name, module in where.items() if module == name}
+    if shadowed:
+
+        class _Package(types.ModuleType):
+            def __setattr__(self, name: str, value: Any) -> None:
+                if name in shadowed and isinstance(value, types.ModuleType) and value.__name__ == f"{package}.{name}":
+                    value = getattr(value, name)
+                super().__setattr__(name, value)
+
+        sys.modules[package].__class__ = _Package
 
     return __getattr__, __dir__

@@ -261,17 +261,24 @@ def predict(
     task: str | None = typer.Option(
         None, "--task", help="With --truth: restoration, semantic or instances (default: from the package)."
     ),
+    flip_check: str = typer.Option(
+        "cheap", "--flip-check",
+        help="The trust note's flip check: cheap (2 flips: the image predicted twice more), tta (all 8) or off.",
+    ),  # fmt: skip
 ) -> None:
     """Run a model on images: files, folders and globs, tiled to fit memory, one progress bar.
 
     Images too large for memory, and every .ome.zarr output, stream tile by tile; an
     interrupted run continues when the same command runs again. With --truth, the outputs and
     the classical baseline are scored against the truth (report in OUT/qc) and the verdict printed."""
+    from microzoo.errors import ConfigError
     from microzoo.io.read import find_images
     from microzoo.runtime.predict import Model
     from microzoo.runtime.resources import parse_bytes
     from microzoo.trust.note import predict_files_with_note
 
+    if flip_check not in ("cheap", "tta", "off"):
+        raise ConfigError(f"--flip-check {flip_check}: choose cheap, tta or off")
     _use_zoo(zoo)
     tiles, channels = _parse_tile(tile), _parse_channels(channel)
     budget = parse_bytes(memory_budget) if memory_budget is not None else None
@@ -294,6 +301,7 @@ def predict(
             scheduler=scheduler,
             progress=progress,
             uncertainty=_uncertainty_option(uncertainty, ensemble, threads),
+            flips=flip_check,
         )
     console = _console()
     _print_notices(console, run.results)

@@ -29,7 +29,7 @@ class CurveSizes:
     minutes: float
 
 
-FULL = CurveSizes(images=28, fractions=(0.25, 0.5, 1.0), epochs=100, steps=10, patch=64, minutes=0.4)
+FULL = CurveSizes(images=28, fractions=(0.25, 0.5, 1.0), epochs=100, steps=10, patch=64, minutes=0.3)
 QUICK = CurveSizes(images=6, fractions=(0.5, 1.0), epochs=1, steps=3, patch=64, minutes=0.1)
 
 

@@ -20,7 +20,7 @@ def tour(
     ),
 ) -> None:
     """Learn deep learning for microscopy by using it: a zoo, a model and its trust note, training,
-    classical baselines, a learning curve, publishing, and a large image (about 8 minutes, offline)."""
+    classical baselines, a learning curve, publishing, and a large image (under 10 minutes on 2 cores, offline)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from microzoo.cli import _console

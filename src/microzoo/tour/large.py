@@ -144,15 +144,15 @@ def step_large(ctx: TourContext) -> StepResult:
         ),
         why=(
             "Slide scanners and light-sheet microscopes make images larger than a computer's memory; streaming keeps "
-            "memory flat whatever the image's size (its peak is set by the tile budget, not the image), and gives "
-            "the same pixels as the in-memory runner."
+            "memory flat whatever the image's size (its peak is set by the tile budget, not the image); the last "
+            "figures say how closely its pixels match the in-memory runner's."
         ),
         commands=(
             command(*stream_args[:2], Path(stream_args[2]), "-o", streamed_out, *same),
             command(*memory_args[:2], Path(memory_args[2]), "-o", memory_out, *same),
         ),
         summary=(f"{side}x{side}: streamed peak {mib(stream_peak)} in {stream_seconds:.0f} s, in memory peak "
-                 f"{mib(memory_peak)} in {memory_seconds:.0f} s; max |difference| {worst:.2g}"),  # fmt: skip
+                 f"{mib(memory_peak)} in {memory_seconds:.0f} s; max |difference| {worst:.3g}"),  # fmt: skip
         figures=(
             ("image", f"{side}x{side} uint8 ({megapixels:.0f} MP); one float32 plane of it: {mib(image_bytes)}"),
             ("model", "the Noise2Void package of step 3 (U-Net depth 2, 8 features)"),
@@ -161,10 +161,10 @@ def step_large(ctx: TourContext) -> StepResult:
             ("in memory (TIFF in and out)", f"peak {mib(memory_peak)}, {memory_seconds:.0f} s "
                                             f"({megapixels / memory_seconds:.2f} MP/s)"),
             ("streamed peak / in-memory peak", f"{stream_peak / memory_peak:.2f}"),
-            ("the two outputs", f"max |difference| {worst:.2g}; {per_million:.1f} values per million outside "
+            ("the two outputs", f"max |difference| {worst:.3g}; {per_million:.1f} values per million outside "
                                 "the format's tolerance (rtol 1e-3, atol 1e-3)"),
             (f"the two outputs, {EDGE} px from the edges",
-             f"max |difference| {inner_worst:.2g}; {inner_per_million:.1f} per million outside the tolerance"),
+             f"max |difference| {inner_worst:.3g}; {inner_per_million:.1f} per million outside the tolerance"),
         ),  # fmt: skip
         lines=(
             "Peak memory is each process's maximum resident set size (ru_maxrss), Python and PyTorch included: "

@@ -262,7 +262,8 @@ def predict(
         None, "--task", help="With --truth: restoration, semantic or instances (default: from the package)."
     ),
     flip_check: str = typer.Option(
-        "cheap", "--flip-check",
+        "cheap",
+        "--flip-check",
         help="The trust note's flip check: cheap (2 flips: the image predicted twice more), tta (all 8) or off.",
     ),  # fmt: skip
 ) -> None:

@@ -14,7 +14,7 @@ from rich.markup import escape
 
 def tour(
     out: Path = typer.Option(Path("tour-output"), "-o", "--out", help="Folder for tour.html and every report."),
-    quick: bool = typer.Option(False, "--quick", help="The same six steps at tiny sizes (a minute or two; for tests)."),
+    quick: bool = typer.Option(False, "--quick", help="The same six steps at tiny sizes (for the tests)."),
     data: Path | None = typer.Option(
         None, "--data", help="The shared data (default: $MICROZOO_SHARED_DATA, else ../shared/data)."
     ),

@@ -23,7 +23,7 @@ from microzoo.tour.common import Picture, StepResult, Table, TourContext, comman
 #: training and test fields of W2S, the crop of the test fields, the training budget
 FULL = {"train": 24, "validation": 4, "test": 5, "crop": 256, "minutes": 1.5, "epochs": 100, "steps": 25,
         "patch": 64, "batch": 8}  # fmt: skip
-QUICK = {"train": 3, "validation": 1, "test": 2, "crop": 128, "minutes": 0.3, "epochs": 2, "steps": 8,
+QUICK = {"train": 3, "validation": 1, "test": 2, "crop": 128, "minutes": 0.15, "epochs": 2, "steps": 8,
          "patch": 32, "batch": 4}  # fmt: skip
 #: the network: the U-Net depth of Noise2Void's paper with a quarter of its features: it trains and
 #: predicts fast on a CPU (step 6 runs it over 67 megapixels twice)

@@ -20,7 +20,7 @@ from microzoo.tour.common import Picture, StepResult, Table, TourContext, comman
 from microzoo.tour.zoo_steps import EXAMPLE
 
 #: image sets (name prefixes of DSB2018 test images): fluorescence, and colour histology
-QUICK_FLUORESCENCE = ("003cee89357d", "08151b19806e", "1400420310c9")
+QUICK_FLUORESCENCE = ("003cee89357d", "08151b19806e")
 QUICK_HISTOLOGY = ("1e488c42eb1a",)
 FLUORESCENCE = 14  # the full tour: this many fluorescence images (of at most 520x696 pixels) ...
 HISTOLOGY = 6  # ... and this many histology images

@@ -37,7 +37,7 @@ system:
 	fi
 
 demo: setup
-	$(VENV)/bin/microzoo demo --out demo-output
+	$(VENV)/bin/microzoo tour --out demo-output
 
 # The static checks first (a minute), then the suite with its doctests.
 test: check

@@ -22,7 +22,8 @@ def test_top_level_api() -> None:
         "cli_zoo",
         "cli_select",
         "cli_learn",
-        "demo",
+        "cli_tour",
+        "tour",
         "napari",
         "notebook",
         "TYPE_CHECKING",
@@ -94,6 +95,10 @@ def test_trust_api() -> None:
         "check_images", "find_near_duplicates", "fingerprint_images", "load_model_claims", "package_reference",
         "residual_structure", "run_checks", "trust_note",
     ])  # fmt: skip
+
+
+def test_tour_api() -> None:
+    _check_subpackage("tour", ["STEPS", "Picture", "StepResult", "Table", "TourResult", "run_tour"])
 
 
 def test_selection_api() -> None:

@@ -4,8 +4,8 @@ Every ``import`` in every module of ``src/microzoo`` counts, including those ins
 and under ``TYPE_CHECKING`` (relative imports are resolved), because an import inside a
 function is a dependency all the same. The order, lowest first::
 
-    io < package < runtime < qc < trust < train < zoo < selection
-      < front ends (cli, cli_*, demo, napari, notebook, zoo.server)
+    io < package < runtime < qc < trust < train < zoo < selection < tour
+      < front ends (cli, cli_*, napari, notebook, zoo.server)
 
 ``errors`` and ``progress`` are the base every layer may use, and ``from microzoo import
 __version__`` (or ``MicrozooError``) is allowed everywhere; anything else from the package root
@@ -24,12 +24,12 @@ import microzoo
 
 SOURCE = Path(microzoo.__file__).resolve().parent
 #: layer names, lowest first; a module's layer is its first name below ``microzoo``
-ORDER = ("base", "io", "package", "runtime", "qc", "trust", "train", "zoo", "selection", "front")
+ORDER = ("base", "io", "package", "runtime", "qc", "trust", "train", "zoo", "selection", "tour", "front")
 LAYER_OF = {
     "errors": "base", "progress": "base", "_lazy": "base", "io": "io", "package": "package", "runtime": "runtime",
-    "qc": "qc", "trust": "trust", "train": "train", "zoo": "zoo", "selection": "selection",
-    "cli": "front", "cli_zoo": "front", "demo": "front",
-    "cli_select": "front", "cli_learn": "front",
+    "qc": "qc", "trust": "trust", "train": "train", "zoo": "zoo", "selection": "selection", "tour": "tour",
+    "cli": "front", "cli_zoo": "front",
+    "cli_select": "front", "cli_learn": "front", "cli_tour": "front",
     "napari": "front", "notebook": "front", "__init__": "front",
 }  # fmt: skip
 BASE_NAMES_OF_ROOT = {"__version__", "MicrozooError"}

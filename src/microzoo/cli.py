@@ -261,17 +261,25 @@ def predict(
     task: str | None = typer.Option(
         None, "--task", help="With --truth: restoration, semantic or instances (default: from the package)."
     ),
+    flip_check: str = typer.Option(
+        "cheap",
+        "--flip-check",
+        help="The trust note's flip check: cheap (2 flips: the image predicted twice more), tta (all 8) or off.",
+    ),  # fmt: skip
 ) -> None:
     """Run a model on images: files, folders and globs, tiled to fit memory, one progress bar.
 
     Images too large for memory, and every .ome.zarr output, stream tile by tile; an
     interrupted run continues when the same command runs again. With --truth, the outputs and
     the classical baseline are scored against the truth (report in OUT/qc) and the verdict printed."""
+    from microzoo.errors import ConfigError
     from microzoo.io.read import find_images
     from microzoo.runtime.predict import Model
     from microzoo.runtime.resources import parse_bytes
     from microzoo.trust.note import predict_files_with_note
 
+    if flip_check not in ("cheap", "tta", "off"):
+        raise ConfigError(f"--flip-check {flip_check}: choose cheap, tta or off")
     _use_zoo(zoo)
     tiles, channels = _parse_tile(tile), _parse_channels(channel)
     budget = parse_bytes(memory_budget) if memory_budget is not None else None
@@ -294,6 +302,7 @@ def predict(
             scheduler=scheduler,
             progress=progress,
             uncertainty=_uncertainty_option(uncertainty, ensemble, threads),
+            flips=flip_check,
         )
     console = _console()
     _print_notices(console, run.results)
@@ -382,42 +391,6 @@ def _print_trust_note(console: Console, note: TrustNote) -> None:
         console.print(f"trust: {escape(note.headline)}")
     for line in note.details:
         console.print(f"  {escape(line)}")
-
-
-def _print_image_verdicts(console: Console, note: TrustNote) -> None:
-    """Each image's verdict on one line (a warning for those that are not similar), then what
-    the verdicts rest on."""
-    for image in note.images:
-        line = f"trust: {image.name[:12]}: {image.verdict}" + (
-            f": {'; '.join(image.reasons[:3])}" if image.reasons else ""
-        )
-        console.print(f"[yellow]{escape(line)}[/]" if image.verdict != "similar" else escape(line))
-    console.print(escape(f"  (checked: {', '.join(note.images[0].checked)}; against {note.evidence})"))
-
-
-@app.command()
-def demo(out: Path = typer.Option(Path("demo-output"), "-o", "--out", help="Where to write the results.")) -> None:
-    """The main job on real data: test the zoo example model, predict nuclei on DSB2018 images."""
-    from microzoo.demo import run_demo
-
-    with _progress_bar("demo") as progress:
-        result = run_demo(out, progress=progress)
-    console = _console()
-    console.print(
-        f"[bold]{escape(result.model_name)}[/]: reproduction test "
-        + ("[green]passed[/]" if result.test_passed else "[red]FAILED[/]")
-    )
-    for line in result.test_lines:
-        console.print(f"  {escape(line)}")
-    for notice in result.notices:
-        console.print(f"[yellow]note:[/] {escape(notice)}")
-    console.print(escape(f"{len(result.outputs)} probability maps and overlays written to {out.resolve()}:"))
-    for output, overlay in zip(result.outputs, result.overlays, strict=True):
-        console.print(escape(f"  {output.name}   {overlay.name}"))
-    if result.trust is not None:
-        _print_image_verdicts(console, result.trust)
-    if not result.test_passed:
-        raise typer.Exit(1)
 
 
 @app.command()
@@ -696,6 +669,15 @@ def _register_select_command() -> None:
 
 
 _register_select_command()
+
+
+def _register_tour_command() -> None:
+    from microzoo.cli_tour import register
+
+    register(app)
+
+
+_register_tour_command()
 
 
 @app.callback()

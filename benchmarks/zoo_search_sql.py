@@ -8,7 +8,8 @@ The zoo is filled by ``zoo_load.fill`` (10,000 generated published versions), th
 pages 1-3, three sorts; the same generator and seed) run one after the other through
 ``Zoo.search``. Each SQL statement is timed from the driver's cursor events: the first is the
 count, the second the facet counts, the rest (the page of ids and its rows) the page. Printed:
-the median and p95 of each and of the whole ``Zoo.search`` call.
+the median and p95 of each and of the whole ``Zoo.search`` call, and whether every run found the
+same results (total, page, facets of each query: with ``--old-src``, old and new must agree).
 
 With ``--old-src``: each round measures the code under ``--old-src`` (on a zoo it filled, at its
 own schema) and then this checkout's (on its own zoo), A B A B, each in a fresh process.
@@ -17,6 +18,7 @@ own schema) and then this checkout's (on its own zoo), A B A B, each in a fresh 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -59,16 +61,16 @@ def measure(root: Path, url: str | None, entries: int, queries: int) -> dict[str
     import httpx
 
     rng = random.Random(1)
-    figures: dict[str, list[float]] = {"count": [], "facets": [], "page": [], "search": []}
+    figures: dict[str, list] = {"count": [], "facets": [], "page": [], "search": [], "results": []}
     for n in range(queries + 5):  # the first 5 warm the caches
         params = dict(httpx.URL(search_path(rng)).params)
-        query = SearchQuery(
-            text=params.pop("q", ""), sort=params.pop("sort"), page=int(params.pop("page")), **params
-        )
+        query = SearchQuery(text=params.pop("q", ""), sort=params.pop("sort"), page=int(params.pop("page")), **params)
         times.clear()
         start = time.perf_counter()
-        zoo.search(query)
+        result = zoo.search(query)
         whole = (time.perf_counter() - start) * 1000
+        found = [result.total, [(v.name, v.version) for v in result.items], result.facets]
+        figures["results"].append(hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()[:16])
         if n >= 5:
             figures["count"].append(times[0])
             figures["facets"].append(times[1])
@@ -140,10 +142,15 @@ def main() -> None:
                 figures: dict[str, list] = {code: [] for code in codes}
                 for _ in range(args.rounds):
                     for code, src in codes.items():  # A B A B
-                        figures[code].append(_run(src, "--root", str(roots[code]), "--url", urls[code],
-                                                  "--entries", str(args.entries), "--queries", str(args.queries)))  # fmt: skip
+                        where = ["--root", str(roots[code]), "--url", urls[code], "--entries", str(args.entries)]
+                        figures[code].append(_run(src, *where, "--queries", str(args.queries)))
                 for code in codes:
                     print(f"| {db} | {code} | {_summary(figures[code])} |")
+                same = len({json.dumps(f["results"]) for code in codes for f in figures[code]}) == 1
+                print(
+                    f"|  | results (total, page, facets of every query) {'the same' if same else 'DIFFER'} "
+                    f"in every run{' of both codes' if len(codes) > 1 else ''} | | | | |"
+                )
             finally:
                 for root in roots.values():
                     shutil.rmtree(root, ignore_errors=True)

@@ -24,7 +24,6 @@ fixed pieces; the user's words and filter values are bound parameters only.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -112,8 +111,11 @@ def index_version(session: Session, version: Version) -> None:
     model_downloads = select(func.coalesce(func.max(Model.downloads), 0)).where(Model.name == version.name)
     session.execute(
         insert(SearchEntry).values(
-            version_id=version.id, name=version.name, published_at=version.published_at,
-            downloads=model_downloads.scalar_subquery(), facets=keys,
+            version_id=version.id,
+            name=version.name,
+            published_at=version.published_at,
+            downloads=model_downloads.scalar_subquery(),
+            facets=keys,
         )  # fmt: skip
     )
     session.execute(
@@ -163,7 +165,8 @@ def search_versions(session: Session, query: SearchQuery) -> tuple[int, list[Ver
     total = session.execute(_statement(f"SELECT count(*) FROM search_entries e{where}", statement_params), params)
     total_found = int(total.scalar_one())
     if postgresql:
-        facet_sql = f"SELECT k, count(*) FROM search_entries e CROSS JOIN LATERAL unnest(e.facets) AS k{where} GROUP BY k"
+        unnest = "CROSS JOIN LATERAL unnest(e.facets) AS k"
+        facet_sql = f"SELECT k, count(*) FROM search_entries e {unnest}{where} GROUP BY k"
     else:
         facet_sql = f"SELECT j.value, count(*) FROM search_entries e, json_each(e.facets) j{where} GROUP BY j.value"
     facets: dict[str, dict[str, int]] = {}

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -139,6 +140,14 @@ class SearchEntry(Base):
         Index("ix_search_entries_date", "published_at", "version_id"),
         Index("ix_search_entries_downloads", "downloads", "published_at", "version_id"),
     )
+
+
+class SearchState(Base):
+    """One row (id 1): ``generation``, raised by every change of ``search_entries`` (revision 0003)."""
+
+    __tablename__ = "search_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(BigInteger)
 
 
 class Comment(Base):

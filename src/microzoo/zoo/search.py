@@ -18,8 +18,12 @@ stemming) and ranked by ``ts_rank``. Not ``websearch_to_tsquery``: it has no pre
 two databases would find different models.
 
 A search is three statements over the entries (the count, the facet counts, the page of ids,
-each filtered the same way) and one that loads the page's versions. They are SQL text built from
-fixed pieces; the user's words and filter values are bound parameters only.
+each filtered the same way) and one that loads the page's versions. The count and facet counts of
+a search without words (the home page, a click on a facet) are cached in each process, keyed by
+``search_state.generation``, which :func:`index_version` raises whenever an entry changes: that
+number is the one definition of when cached counts are stale, whichever process changed them.
+The statements are SQL text built from fixed pieces; the user's words and filter values are bound
+parameters only.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ from microzoo.zoo.db import Model, SearchEntry, Version
 from microzoo.zoo.records import SORTS, SearchQuery
 
 MAX_PER_PAGE = 100
+#: counts of searches without words kept per process: (database URL, generation, filters) -> (total, facets)
+_COUNTS: dict[tuple[str, int, tuple[str, ...]], tuple[int, dict[str, dict[str, int]]]] = {}
+MAX_CACHED = 256
 #: bm25 weights of the FTS5 columns name, title, description, tags, authors (as PostgreSQL's A, A, C, B, C)
 BM25_WEIGHTS = "10.0, 10.0, 1.0, 4.0, 1.0"
 #: PostgreSQL: the weighted tsvector of an entry, from the bound parameters of :func:`_text_fields`
@@ -91,9 +98,11 @@ def index_version(session: Session, version: Version) -> None:
     compatibility matrix, so the consumers). Downloads are counted by :func:`add_download`.
     """
     postgresql = session.get_bind().dialect.name == "postgresql"
-    session.execute(text("DELETE FROM search_entries WHERE version_id = :id"), {"id": version.id})
+    removed = session.execute(text("DELETE FROM search_entries WHERE version_id = :id"), {"id": version.id})
     if not postgresql:
         session.execute(text("DELETE FROM version_text WHERE rowid = :id"), {"id": version.id})
+    if removed.rowcount or version.is_latest:  # the entries change: cached counts are stale
+        session.execute(text("UPDATE search_state SET generation = generation + 1 WHERE id = 1"))
     if not version.is_latest:
         return
     fields = _text_fields(version)
@@ -162,7 +171,28 @@ def search_versions(session: Session, query: SearchQuery) -> tuple[int, list[Ver
     keys = [f"{name}={value}" for name, value in query.filters().items()]
     matched, filters, params, statement_params = _where(words, keys, postgresql=postgresql)
     where = _clause(matched, filters)
-    total = session.execute(_statement(f"SELECT count(*) FROM search_entries e{where}", statement_params), params)
+    cached = None
+    if not words:  # a search without words: its counts are cached until the entries change
+        generation = session.execute(text("SELECT generation FROM search_state WHERE id = 1")).scalar_one()
+        cache_key = (str(session.get_bind().engine.url), int(generation), tuple(keys))
+        cached = _COUNTS.get(cache_key)
+    if cached is None:
+        cached = _counts(session, where, params, statement_params, postgresql=postgresql)
+        if not words:
+            if len(_COUNTS) >= MAX_CACHED:
+                _COUNTS.clear()
+            _COUNTS[cache_key] = cached
+    total_found, facets = cached[0], {name: dict(values) for name, values in cached[1].items()}
+    ids = _page_ids(session, query, words, (matched, filters), params, statement_params, postgresql=postgresql)
+    rows = {row.id: row for row in session.scalars(select(Version).where(Version.id.in_(ids)))} if ids else {}
+    return total_found, [rows[i] for i in ids if i in rows], facets
+
+
+def _counts(
+    session: Session, where: str, params: dict[str, Any], binds: list[Any], *, postgresql: bool
+) -> tuple[int, dict[str, dict[str, int]]]:
+    """The number of entries that match, and their facet counts (each field's values, most frequent first)."""
+    total = session.execute(_statement(f"SELECT count(*) FROM search_entries e{where}", binds), params)
     total_found = int(total.scalar_one())
     if postgresql:
         unnest = "CROSS JOIN LATERAL unnest(e.facets) AS k"
@@ -170,13 +200,10 @@ def search_versions(session: Session, query: SearchQuery) -> tuple[int, list[Ver
     else:
         facet_sql = f"SELECT j.value, count(*) FROM search_entries e, json_each(e.facets) j{where} GROUP BY j.value"
     facets: dict[str, dict[str, int]] = {}
-    for key, count in session.execute(_statement(facet_sql, statement_params), params):
+    for key, count in session.execute(_statement(facet_sql, binds), params):
         field_name, _, value = str(key).partition("=")
         facets.setdefault(field_name, {})[value] = int(count)
-    facets = {name: dict(sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))) for name, values in facets.items()}
-    ids = _page_ids(session, query, words, (matched, filters), params, statement_params, postgresql=postgresql)
-    rows = {row.id: row for row in session.scalars(select(Version).where(Version.id.in_(ids)))} if ids else {}
-    return total_found, [rows[i] for i in ids if i in rows], facets
+    return total_found, {name: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for name, v in facets.items()}
 
 
 def _where(words: list[str], keys: list[str], *, postgresql: bool) -> tuple[str, str, dict[str, Any], list[Any]]:

@@ -6,6 +6,9 @@ SQLite); on PostgreSQL also the ``tsvector`` (moved here from ``versions.search_
 replaces the ``facets`` table. On SQLite the FTS5 table ``version_text`` stays the full-text index;
 its rows are now those of the versions a search finds only.
 
+``search_state`` holds one number, raised by every change of the entries: the counts of a search
+without words are cached by the processes that serve searches until it changes.
+
 Existing rows fill it: every ``is_latest`` version, with the facet rows it had and its model's
 downloads (and on PostgreSQL its search vector).
 
@@ -15,6 +18,8 @@ Create Date: 2026-12-01
 """
 
 from __future__ import annotations
+
+import time
 
 import sqlalchemy as sa
 from alembic import op
@@ -42,6 +47,15 @@ def upgrade() -> None:
         sa.Column("downloads", sa.Integer, nullable=False, server_default="0"),
         sa.Column("facets", postgresql.ARRAY(sa.Text) if pg else sa.Text, nullable=False),
     )
+    # one row: a number that every change of the entries raises, so that caches of counts know they are stale
+    op.create_table(
+        "search_state",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("generation", sa.BigInteger, nullable=False),
+    )
+    # starting from the time in microseconds, not 0: a table made again never repeats a number a cache has seen
+    start = int(time.time() * 1_000_000)
+    op.execute(sa.text("INSERT INTO search_state (id, generation) VALUES (1, :start)").bindparams(start=start))
     op.create_index("ix_search_entries_name", "search_entries", ["name"])  # a download counts on its model's entry
     # newest first and most downloaded first read these in order (no sort) when no word narrows the search
     op.create_index("ix_search_entries_date", "search_entries", ["published_at", "version_id"])
@@ -97,3 +111,4 @@ def downgrade() -> None:
             "FROM search_entries e, json_each(e.facets) j"
         )
     op.drop_table("search_entries")
+    op.drop_table("search_state")

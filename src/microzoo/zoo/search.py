@@ -29,10 +29,11 @@ parameters only.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Text, bindparam, func, insert, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from microzoo.errors import ZooError
@@ -98,7 +99,8 @@ def index_version(session: Session, version: Version) -> None:
     compatibility matrix, so the consumers). Downloads are counted by :func:`add_download`.
     """
     postgresql = session.get_bind().dialect.name == "postgresql"
-    removed = session.execute(text("DELETE FROM search_entries WHERE version_id = :id"), {"id": version.id})
+    delete = text("DELETE FROM search_entries WHERE version_id = :id")
+    removed = cast(CursorResult[Any], session.execute(delete, {"id": version.id}))
     if not postgresql:
         session.execute(text("DELETE FROM version_text WHERE rowid = :id"), {"id": version.id})
     if removed.rowcount or version.is_latest:  # the entries change: cached counts are stale

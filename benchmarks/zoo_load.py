@@ -8,7 +8,7 @@ and a schemathesis run against the OpenAPI document.
 Filling: 10,000 published versions are written through the service's own tables and index code:
 ``zoo.db`` rows (``Model``, ``Version`` published and latest, with a generated
 :class:`~microzoo.zoo.summary.PackageSummary` and ``zoo.compat.compat_matrix``) and
-``zoo.search.index_version`` (the FTS5 entry or the tsvector, and the facet rows) in one
+``zoo.search.index_version`` (the search entry, with its FTS5 row or its tsvector) in one
 transaction per 500 entries, so search reads exactly what an upload and a review leave. Each entry
 has its files (``rdf.yaml`` and the zip, written by ``zoo.storage.write_zip``) so model pages and
 ``Zoo.check_consistency`` see a complete zoo. Summaries vary: titles and descriptions drawn from

@@ -72,8 +72,8 @@ def test_a_publish_killed_at_any_point(point: str, zoo_root: Path, db: str, exam
         assert not (zoo_root / "files" / "crashy").exists()
         assert restarted.claim_job("w") is None
         assert restarted.id_map("http://zoo.test", drafts=True) == {}
-        with restarted.engine.connect() as connection:  # nor a facet row of the rolled-back version
-            assert connection.execute(text("SELECT count(*) FROM facets")).scalar_one() == 0
+        with restarted.engine.connect() as connection:  # nor a search entry of the rolled-back version
+            assert connection.execute(text("SELECT count(*) FROM search_entries")).scalar_one() == 0
     if point in ("in_transaction", "committed"):  # the zoo works on (no lock left behind): the upload goes through
         again = _publish_in_child(zoo_root, db, token, example_model, point="none")
         assert again.returncode == 0, again.stderr

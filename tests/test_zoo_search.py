@@ -164,3 +164,75 @@ def test_queries_a_search_refuses(filled) -> None:
             zoo.search(bad)
         assert refused.value.status == 400
     assert zoo.search(SearchQuery(page=99)).items == []
+
+
+def test_the_search_table_follows_publication_tests_and_downloads(
+    zoo_root: Path, db: str, example_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version is found once published, replaced by its model's next, refiled after a test run, counted."""
+    runs = {"deepImageJ": True}
+    monkeypatch.setattr(review, "compatibility", lambda s, r: {"consumers": {"deepImageJ": {"runs": runs["now"]}}})
+    zoo = Zoo(zoo_root, db, publish_on_pass=True)
+    token = zoo.authorise(zoo.create_token("uploader"), "uploader")
+
+    def upload(name: str, title: str, passes: bool = True) -> None:
+        runs["now"] = passes
+        zoo.publish_upload(staged_example(zoo, example_model, small=True, title=title), token=token, name=name)
+        while (job := zoo.claim_job("w")) is not None:
+            zoo.finish_job(job.id, ok=True, result={"formats": {}})
+
+    upload("owl", "Quokka finder")
+    upload("fox", "Membrane finder")
+    found = zoo.search(SearchQuery(text="finder", sort="date"))
+    assert [(v.name, v.version) for v in found.items] == [("fox", "1"), ("owl", "1")] and found.total == 2
+    assert found.facets["consumer"] == {"deepImageJ": 2}
+    assert zoo.search(SearchQuery()).facets["consumer"] == {"deepImageJ": 2}  # counted, and cached
+    # a draft is not found; its model's published version still is
+    zoo.publish_upload(staged_example(zoo, example_model, small=True, title="Wombat draft"), token=token, name="owl")
+    assert [(v.name, v.version) for v in zoo.search(SearchQuery(text="owl")).items] == [("owl", "1")]
+    # its test run passes (publish on pass): version 2 replaces version 1, with its own text and facets
+    runs["now"] = False
+    while (job := zoo.claim_job("w")) is not None:
+        zoo.finish_job(job.id, ok=True, result={"formats": {}})
+    assert zoo.search(SearchQuery(text="quokka")).items == []  # version 1's title is not found any more
+    found = zoo.search(SearchQuery(text="wombat draft"))
+    assert [(v.name, v.version) for v in found.items] == [("owl", "2")] and found.total == 1
+    assert zoo.search(SearchQuery()).facets["consumer"] == {"deepImageJ": 1}  # the cache saw the publication
+    assert zoo.search(SearchQuery(consumer="deepImageJ")).total == 1
+    # downloads reorder: the model's count, whichever version is latest
+    assert [v.name for v in zoo.search(SearchQuery(sort="downloads")).items] == ["owl", "fox"]  # ties: newest first
+    for _ in range(2):
+        zoo.count_download("fox", "1")
+    zoo.count_download("owl", "1")
+    assert [v.name for v in zoo.search(SearchQuery(sort="downloads")).items] == ["fox", "owl"]
+    zoo.close()
+
+
+def test_the_migration_rebuilds_the_same_search_table(filled, db: str) -> None:
+    """The search table that revision 0003 fills from a zoo's rows gives the results that the indexing code's gives."""
+    from alembic import command
+    from alembic.config import Config
+
+    from microzoo.zoo.db import MIGRATIONS, migrate_to
+
+    zoo, _ = filled
+    queries = [
+        SearchQuery(per_page=100), SearchQuery(text="nuclei"), SearchQuery(text="model", sort="downloads", page=2,
+        per_page=5), SearchQuery(sort="date", task="segmentation"), SearchQuery(text="hopper", consumer="deepImageJ"),
+        SearchQuery(text="mod", weight_format="onnx", license="CC-BY-4.0", sort="relevance"),
+    ]  # fmt: skip
+
+    def results() -> list[tuple[int, list[tuple[str, str]], dict[str, dict[str, int]]]]:
+        found = [zoo.search(query) for query in queries]
+        return [(r.total, [(v.name, v.version) for v in r.items], r.facets) for r in found]
+
+    before = results()
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with zoo.engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0002")  # back to the facets table (and PostgreSQL's versions.search_vector)
+        connection.commit()
+    migrate_to(db, "head")
+    assert results() == before
+    assert before[0][0] == 30 and before[1][0] == 6 and all(r[1] for r in before)

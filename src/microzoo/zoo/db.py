@@ -6,11 +6,10 @@ SQLite (the default, ``ROOT/zoo.sqlite``) runs in WAL mode with a busy timeout, 
 its workers (several processes) share one file; transactions that write begin with
 ``BEGIN IMMEDIATE`` (see :func:`session_scope`) so two writers queue instead of failing.
 
-Search: on SQLite an FTS5 table ``version_text`` (rowid = ``versions.id``), on PostgreSQL a
-``search_vector`` tsvector column with a GIN index; both created by the migrations by dialect.
-``facets`` holds one row per (version, field, value) for filters and facet counts (task,
-modality, dims, license, weight_format, consumer), for the versions a search finds only (the
-latest published of each model).
+Search: ``search_entries`` (revision 0003), one narrow row per model for its latest published
+version (the versions a search finds): sort keys, facet keys and, on PostgreSQL, the ``tsvector``
+with a GIN index; on SQLite the FTS5 table ``version_text`` (rowid = ``versions.id``) is the text
+index beside it. ``zoo.search.index_version`` keeps both in step with ``versions``.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -34,6 +34,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -119,12 +120,34 @@ class Version(Base):
     retested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
-class Facet(Base):
-    __tablename__ = "facets"
-    version_id: Mapped[int] = mapped_column(Integer, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
-    field: Mapped[str] = mapped_column(String(30), primary_key=True)
-    value: Mapped[str] = mapped_column(String(200), primary_key=True)
-    __table_args__ = (Index("ix_facets_field_value", "field", "value", "version_id"),)
+class SearchEntry(Base):
+    """What a search reads: one narrow row per model, for its latest published version (revision 0003).
+
+    ``facets``: the ``field=value`` keys it is filed under (``text[]`` on PostgreSQL, a JSON array on
+    SQLite). On PostgreSQL the table also has a ``search_vector`` tsvector (not mapped: written and
+    read in SQL by ``zoo.search``); on SQLite the FTS5 table ``version_text`` is the text index.
+    """
+
+    __tablename__ = "search_entries"
+    version_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    published_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    downloads: Mapped[int] = mapped_column(Integer, default=0)
+    facets: Mapped[list[str]] = mapped_column(JSON().with_variant(ARRAY(Text), "postgresql"))
+    __table_args__ = (
+        Index("ix_search_entries_date", "published_at", "version_id"),
+        Index("ix_search_entries_downloads", "downloads", "published_at", "version_id"),
+    )
+
+
+class SearchState(Base):
+    """One row (id 1): ``generation``, raised by every change of ``search_entries`` (revision 0003)."""
+
+    __tablename__ = "search_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(BigInteger)
 
 
 class Comment(Base):

@@ -16,7 +16,7 @@ from microzoo.errors import ZooConflict, ZooError
 from microzoo.zoo import jobs
 from microzoo.zoo.db import Comment, Version, utcnow
 from microzoo.zoo.records import CommentInfo, TokenInfo, VersionInfo
-from microzoo.zoo.search import update_facets
+from microzoo.zoo.search import index_version
 from microzoo.zoo.tokens import require_role, role_allows
 
 
@@ -111,7 +111,7 @@ class ReviewMixin:
             row.test_status = outcome
             row.test_report = result
             row.compat = compatibility(row.summary, result)
-            update_facets(session, row)
+            index_version(session, row)  # the consumers may have changed
             _add_comment(session, row, None, f"test run {outcome}" + (f": {error}" if error else ""), "status")
             if self.publish_on_pass and outcome == "passed" and row.status != "published":
                 row.status = "published"
@@ -167,4 +167,4 @@ def _mark_published(session: Session, row: Version) -> None:
     ).first()
     for version in session.scalars(select(Version).where(Version.name == row.name)):
         version.is_latest = version.id == newest
-        update_facets(session, version)  # only the latest has facet rows
+        index_version(session, version)  # only the latest has a search entry

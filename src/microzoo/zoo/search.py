@@ -1,35 +1,57 @@
 """Finding models: full text, filters, facet counts, order and pages.
 
-Full text covers the model's id, title, description, tags and authors. On SQLite it is an FTS5
-table (``version_text``, rowid = version id) ranked by bm25; every word the user typed must match,
-as a prefix (``nucl`` finds "nuclei"). Words are taken with ``\\w+`` and each is quoted, so no
-input can be FTS syntax. On PostgreSQL the ``search_vector`` column (weights: id and title A, tags
-B, description and authors C) is matched with ``to_tsquery`` built the same way from the quoted
-words (every word, as a prefix, English stemming) and ranked by ``ts_rank``. Not
-``websearch_to_tsquery``: it has no prefixes, so the two databases would find different models.
+Everything a search reads is in ``search_entries`` (revision 0003): one narrow row per model, for
+its latest published version (the only version a search finds), with the sort keys (publication
+time, the model's downloads) and the facet keys ``field=value`` (``text[]`` on PostgreSQL, a JSON
+array on SQLite), so that a model with several weight formats or consumers counts once under each.
+:func:`index_version` writes a version's entry when it is its model's latest and removes it
+otherwise; publishing, a finished test run (a new compatibility matrix) and an upload call it, a
+download adds to the entry's count. The wide ``versions`` rows are read for the page alone.
 
-Only the latest published version of each model is found. Filters and facets read the
-``facets`` table: one row per (version, field, value), so that a model with several weight
-formats or consumers counts once under each.
+Full text covers the model's id, title, description, tags and authors. On SQLite it is an FTS5
+table (``version_text``, rowid = version id, rows for the entries only) ranked by bm25; every word
+the user typed must match, as a prefix (``nucl`` finds "nuclei"). Words are taken with ``\\w+``
+and each is quoted, so no input can be FTS syntax. On PostgreSQL the entry's ``search_vector``
+(weights: id and title A, tags B, description and authors C; GIN-indexed) is matched with
+``to_tsquery`` built the same way from the quoted words (every word, as a prefix, English
+stemming) and ranked by ``ts_rank``. Not ``websearch_to_tsquery``: it has no prefixes, so the
+two databases would find different models.
+
+A search is three statements over the entries (the count, the facet counts, the page of ids,
+each filtered the same way) and one that loads the page's versions. The count and facet counts of
+a search without words (the home page, a click on a facet) are cached in each process, keyed by
+``search_state.generation``, which :func:`index_version` raises whenever an entry changes: that
+number is the one definition of when cached counts are stale, whichever process changed them.
+The statements are SQL text built from fixed pieces; the user's words and filter values are bound
+parameters only.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Float, Integer, delete, desc, func, insert, literal_column, select, text
+from sqlalchemy import Text, bindparam, func, insert, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Select
 
 from microzoo.errors import ZooError
-from microzoo.zoo.db import Facet, Model, Version
+from microzoo.zoo.db import Model, SearchEntry, Version
 from microzoo.zoo.records import SORTS, SearchQuery
 
 MAX_PER_PAGE = 100
+#: counts of searches without words kept per process: (database URL, generation, filters) -> (total, facets)
+_COUNTS: dict[tuple[str, int, tuple[str, ...]], tuple[int, dict[str, dict[str, int]]]] = {}
+MAX_CACHED = 256
 #: bm25 weights of the FTS5 columns name, title, description, tags, authors (as PostgreSQL's A, A, C, B, C)
 BM25_WEIGHTS = "10.0, 10.0, 1.0, 4.0, 1.0"
+#: PostgreSQL: the weighted tsvector of an entry, from the bound parameters of :func:`_text_fields`
+TSVECTOR = (
+    "setweight(to_tsvector('english', :name || ' ' || replace(:name, '-', ' ') || ' ' || :title), 'A') || "
+    "setweight(to_tsvector('english', :tags), 'B') || "
+    "setweight(to_tsvector('english', :description || ' ' || :authors), 'C')"
+)
 
 
 def fts_query(words_text: str) -> str:
@@ -64,10 +86,66 @@ def facet_values(summary: dict[str, Any], compat: dict[str, Any] | None) -> set[
     return pairs
 
 
+def facet_keys(summary: dict[str, Any], compat: dict[str, Any] | None) -> list[str]:
+    """The ``field=value`` keys of an entry, sorted (field names have no ``=``; the value is the rest)."""
+    return sorted(f"{field_name}={value}" for field_name, value in facet_values(summary, compat))
+
+
 def index_version(session: Session, version: Version) -> None:
-    """Write ``version``'s full-text entry and facet rows (replacing those it had)."""
+    """Bring ``version``'s search entry in step with its row: written if it is its model's latest, else none.
+
+    Called wherever what a search finds of a version changes: an upload (a draft: no entry), a
+    publication (for every version of the model: the latest moves), a finished test run (the
+    compatibility matrix, so the consumers). Downloads are counted by :func:`add_download`.
+    """
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    delete = text("DELETE FROM search_entries WHERE version_id = :id")
+    removed = cast(CursorResult[Any], session.execute(delete, {"id": version.id}))
+    if not postgresql:
+        session.execute(text("DELETE FROM version_text WHERE rowid = :id"), {"id": version.id})
+    if removed.rowcount or version.is_latest:  # the entries change: cached counts are stale
+        session.execute(text("UPDATE search_state SET generation = generation + 1 WHERE id = 1"))
+    if not version.is_latest:
+        return
+    fields = _text_fields(version)
+    keys = facet_keys(version.summary or {}, version.compat)
+    if postgresql:
+        statement = text(
+            "INSERT INTO search_entries (version_id, name, published_at, downloads, facets, search_vector) "
+            "VALUES (:id, CAST(:model AS varchar), :published_at, "
+            "coalesce((SELECT downloads FROM models WHERE name = CAST(:model AS varchar)), 0), "
+            f":facets, {TSVECTOR})"
+        ).bindparams(bindparam("facets", type_=ARRAY(Text)))
+        entry = {"model": version.name, "published_at": version.published_at, "facets": keys}
+        session.execute(statement, {**fields, **entry})  # :name is text in the tsvector, :model the varchar column
+        return
+    model_downloads = select(func.coalesce(func.max(Model.downloads), 0)).where(Model.name == version.name)
+    session.execute(
+        insert(SearchEntry).values(
+            version_id=version.id,
+            name=version.name,
+            published_at=version.published_at,
+            downloads=model_downloads.scalar_subquery(),
+            facets=keys,
+        )  # fmt: skip
+    )
+    session.execute(
+        text(
+            "INSERT INTO version_text(rowid, name, title, description, tags, authors) "
+            "VALUES (:id, :name, :title, :description, :tags, :authors)"
+        ),
+        fields,
+    )
+
+
+def add_download(session: Session, name: str) -> None:
+    """One more download of model ``name`` on its search entry (the downloads order)."""
+    session.execute(text("UPDATE search_entries SET downloads = downloads + 1 WHERE name = :name"), {"name": name})
+
+
+def _text_fields(version: Version) -> dict[str, Any]:
     summary = version.summary or {}
-    fields = {
+    return {
         "id": version.id,
         "name": version.name,
         "title": str(summary.get("title") or ""),
@@ -75,41 +153,6 @@ def index_version(session: Session, version: Version) -> None:
         "tags": " ".join(map(str, summary.get("tags") or [])),
         "authors": " ".join(map(str, summary.get("authors") or [])),
     }
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            text(
-                "UPDATE versions SET search_vector = "
-                "setweight(to_tsvector('english', :name || ' ' || replace(:name, '-', ' ') || ' ' || :title), 'A') || "
-                "setweight(to_tsvector('english', :tags), 'B') || "
-                "setweight(to_tsvector('english', :description || ' ' || :authors), 'C') WHERE id = :id"
-            ),
-            fields,
-        )
-    else:
-        session.execute(text("DELETE FROM version_text WHERE rowid = :id"), {"id": version.id})
-        session.execute(
-            text(
-                "INSERT INTO version_text(rowid, name, title, description, tags, authors) "
-                "VALUES (:id, :name, :title, :description, :tags, :authors)"
-            ),
-            fields,
-        )
-    update_facets(session, version)
-
-
-def update_facets(session: Session, version: Version) -> None:
-    """Replace ``version``'s facet rows: those of its summary and matrix if it is its model's latest, else none.
-
-    Only the versions a search can find have facet rows, so counting them needs no join.
-    """
-    session.execute(delete(Facet).where(Facet.version_id == version.id))
-    if not version.is_latest:
-        return
-    rows = [
-        {"version_id": version.id, "field": f, "value": v} for f, v in facet_values(version.summary, version.compat)
-    ]
-    if rows:
-        session.execute(insert(Facet), rows)
 
 
 def check_query(query: SearchQuery) -> None:
@@ -126,66 +169,108 @@ def search_versions(session: Session, query: SearchQuery) -> tuple[int, list[Ver
     """(total, the page of versions in order, facet counts over everything that matched)."""
     check_query(query)
     postgresql = session.get_bind().dialect.name == "postgresql"
-    conditions = _conditions(query, postgresql=postgresql)
-    found = select(Version.id).where(Version.is_latest.is_(True), *(c(Version.id) for c in conditions))
-    total = session.execute(select(func.count()).select_from(found.subquery())).scalar_one()
-    counts = session.execute(
-        select(Facet.field, Facet.value, func.count())
-        .where(*(c(Facet.version_id) for c in conditions))
-        .group_by(Facet.field, Facet.value)
-    )
-    facets: dict[str, dict[str, int]] = {}
-    for field_name, value, count in counts:
-        facets.setdefault(field_name, {})[value] = count
-    facets = {name: dict(sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))) for name, values in facets.items()}
-    ordered = found.join(Model, Model.name == Version.name).add_columns(Version)
-    if query.sort == "downloads":
-        ordered = ordered.order_by(desc(Model.downloads))
-    elif query.sort == "relevance" and _words(query.text):
-        ordered = _by_relevance(ordered, query.text, postgresql=postgresql)
-    ordered = ordered.order_by(desc(Version.published_at), desc(Version.id))
-    page = ordered.offset((query.page - 1) * query.per_page).limit(query.per_page)
-    versions = [row[-1] for row in session.execute(page)]
-    return total, versions, facets
+    words = _words(query.text)
+    keys = [f"{name}={value}" for name, value in query.filters().items()]
+    matched, filters, params, statement_params = _where(words, keys, postgresql=postgresql)
+    where = _clause(matched, filters)
+    cached = None
+    if not words:  # a search without words: its counts are cached until the entries change
+        generation = session.execute(text("SELECT generation FROM search_state WHERE id = 1")).scalar_one()
+        cache_key = (str(session.get_bind().engine.url), int(generation), tuple(keys))
+        cached = _COUNTS.get(cache_key)
+    if cached is None:
+        cached = _counts(session, where, params, statement_params, postgresql=postgresql)
+        if not words:
+            if len(_COUNTS) >= MAX_CACHED:
+                _COUNTS.clear()
+            _COUNTS[cache_key] = cached
+    total_found, facets = cached[0], {name: dict(values) for name, values in cached[1].items()}
+    ids = _page_ids(session, query, words, (matched, filters), params, statement_params, postgresql=postgresql)
+    rows = {row.id: row for row in session.scalars(select(Version).where(Version.id.in_(ids)))} if ids else {}
+    return total_found, [rows[i] for i in ids if i in rows], facets
 
 
-def _conditions(query: SearchQuery, *, postgresql: bool) -> list[Callable[[Any], Any]]:
-    """What a version id must satisfy to be found: one ``IN (ids)`` per filter and one for the words.
-
-    Each is a function of the id column so the same conditions select versions and facet rows.
-    """
-    sets: list[Any] = [
-        select(Facet.version_id).where(Facet.field == field_name, Facet.value == value)
-        for field_name, value in query.filters().items()
-    ]
-    if _words(query.text) and postgresql:
-        vector: Any = literal_column("versions.search_vector")
-        tsquery = func.to_tsquery("english", tsquery_text(query.text))
-        sets.append(select(Version.id).where(vector.op("@@")(tsquery)))
-    elif _words(query.text):
-        # an IN of the FTS query runs it once; a join lets SQLite run the MATCH once per version
-        fts = text("SELECT rowid FROM version_text WHERE version_text MATCH :q").bindparams(q=fts_query(query.text))
-        sets.append(fts.columns(rowid=Integer))
-    return [_id_in(ids) for ids in sets]
-
-
-def _id_in(ids: Any) -> Callable[[Any], Any]:
-    def condition(column: Any) -> Any:
-        return column.in_(ids)
-
-    return condition
-
-
-def _by_relevance(statement: Select[Any], words_text: str, *, postgresql: bool) -> Select[Any]:
-    """``statement`` ordered best match first (PostgreSQL ``ts_rank``, SQLite weighted bm25)."""
+def _counts(
+    session: Session, where: str, params: dict[str, Any], binds: list[Any], *, postgresql: bool
+) -> tuple[int, dict[str, dict[str, int]]]:
+    """The number of entries that match, and their facet counts (each field's values, most frequent first)."""
+    total = session.execute(_statement(f"SELECT count(*) FROM search_entries e{where}", binds), params)
+    total_found = int(total.scalar_one())
     if postgresql:
-        vector: Any = literal_column("versions.search_vector")
-        return statement.order_by(desc(func.ts_rank(vector, func.to_tsquery("english", tsquery_text(words_text)))))
-    hits = (
-        text(f"SELECT rowid, bm25(version_text, {BM25_WEIGHTS}) AS score FROM version_text WHERE version_text MATCH :q")
-        .bindparams(q=fts_query(words_text))
-        .columns(rowid=Integer, score=Float)
-        .cte("hits")
-        .prefix_with("MATERIALIZED")
-    )
-    return statement.join(hits, hits.c.rowid == Version.id).order_by(hits.c.score)  # bm25: lower is better
+        unnest = "CROSS JOIN LATERAL unnest(e.facets) AS k"
+        facet_sql = f"SELECT k, count(*) FROM search_entries e {unnest}{where} GROUP BY k"
+    else:
+        facet_sql = f"SELECT j.value, count(*) FROM search_entries e, json_each(e.facets) j{where} GROUP BY j.value"
+    facets: dict[str, dict[str, int]] = {}
+    for key, count in session.execute(_statement(facet_sql, binds), params):
+        field_name, _, value = str(key).partition("=")
+        facets.setdefault(field_name, {})[value] = int(count)
+    return total_found, {name: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for name, v in facets.items()}
+
+
+def _where(words: list[str], keys: list[str], *, postgresql: bool) -> tuple[str, str, dict[str, Any], list[Any]]:
+    """The conditions on entries ``e``: for the words, for the filters (SQL, "" for none); parameters; typed binds."""
+    params: dict[str, Any] = {}
+    binds: list[Any] = []
+    matched = ""
+    if words and postgresql:
+        matched = "e.search_vector @@ to_tsquery('english', :tsq)"
+        params["tsq"] = tsquery_text(" ".join(words))
+    elif words:
+        # an IN of the FTS query runs it once; a join lets SQLite run the MATCH once per entry
+        matched = "e.version_id IN (SELECT rowid FROM version_text WHERE version_text MATCH :fts)"
+        params["fts"] = fts_query(" ".join(words))
+    filters: list[str] = []
+    if keys and postgresql:
+        filters.append("e.facets @> :keys")
+        params["keys"] = keys
+        binds.append(bindparam("keys", type_=ARRAY(Text)))
+    for i, key in enumerate([] if postgresql else keys):
+        filters.append(f"EXISTS (SELECT 1 FROM json_each(e.facets) WHERE json_each.value = :key{i})")
+        params[f"key{i}"] = key
+    return matched, " AND ".join(filters), params, binds
+
+
+def _clause(*conditions: str) -> str:
+    """`` WHERE a AND b`` of the non-empty ``conditions`` ("" for none)."""
+    present = [c for c in conditions if c]
+    return " WHERE " + " AND ".join(present) if present else ""
+
+
+def _statement(sql: str, binds: list[Any]) -> Any:
+    statement = text(sql)
+    return statement.bindparams(*binds) if binds else statement
+
+
+def _page_ids(
+    session: Session,
+    query: SearchQuery,
+    words: list[str],
+    conditions: tuple[str, str],
+    params: dict[str, Any],
+    binds: list[Any],
+    *,
+    postgresql: bool,
+) -> list[int]:
+    """The ids of the page's versions, in order: by relevance, downloads or date; then newest first."""
+    newest = "e.published_at DESC, e.version_id DESC"
+    where = _clause(*conditions)
+    page = {"limit": query.per_page, "offset": (query.page - 1) * query.per_page}
+    if query.sort == "downloads":
+        sql = f"SELECT e.version_id FROM search_entries e{where} ORDER BY e.downloads DESC, {newest}"
+    elif query.sort == "relevance" and words and postgresql:
+        rank = "ts_rank(e.search_vector, to_tsquery('english', :tsq))"
+        sql = f"SELECT e.version_id FROM search_entries e{where} ORDER BY {rank} DESC, {newest}"
+    elif query.sort == "relevance" and words:
+        # the FTS query runs once, as the CTE that gives each hit its bm25 score (lower is better)
+        filters = _clause(conditions[1])
+        sql = (
+            "WITH hits AS MATERIALIZED (SELECT rowid AS id, "
+            f"bm25(version_text, {BM25_WEIGHTS}) AS score FROM version_text WHERE version_text MATCH :fts) "
+            f"SELECT e.version_id FROM hits JOIN search_entries e ON e.version_id = hits.id{filters} "
+            f"ORDER BY hits.score, {newest}"
+        )
+    else:
+        sql = f"SELECT e.version_id FROM search_entries e{where} ORDER BY {newest}"
+    statement = _statement(sql + " LIMIT :limit OFFSET :offset", binds)
+    return [int(i) for i in session.execute(statement, {**params, **page}).scalars()]

@@ -24,7 +24,7 @@ from microzoo.zoo.db import utcnow as _now
 from microzoo.zoo.ids import check_model_name, check_version, new_model_name, next_integer_version
 from microzoo.zoo.records import CommentInfo, JobInfo, SearchQuery, SearchResult, TokenInfo, VersionInfo
 from microzoo.zoo.review import ReviewMixin
-from microzoo.zoo.search import index_version, search_versions
+from microzoo.zoo.search import add_download, index_version, search_versions
 from microzoo.zoo.tokens import ROLES, check_role, new_token, require_role, token_sha256
 
 __all__ = ["Zoo", "TokenInfo", "VersionInfo", "CommentInfo", "JobInfo", "SearchQuery", "SearchResult", "ROLES"]
@@ -237,6 +237,7 @@ class Zoo(ReviewMixin):
             if not done.rowcount:
                 raise ZooNotFound(f"no version {name}/{version} in this zoo")
             session.execute(update(Model).where(Model.name == name).values(downloads=Model.downloads + 1))
+            add_download(session, name)
 
     def id_map(self, base_url: str, *, drafts: bool = False) -> dict[str, dict[str, str]]:
         """bioimageio.spec's id map: ``{"NAME": {"source", "sha256"}, "NAME/VERSION": ...}`` of published versions.

@@ -9,10 +9,7 @@ and passes; a draft is not found that way.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -21,6 +18,8 @@ import pytest
 from _postgres import postgres_admin_url  # noqa: F401  (fixture)
 from _zoo import ZooServer, package_zip, start_zoo
 from _zoo_db import db  # noqa: F401  (fixture)
+
+from microzoo.tour.zoo_steps import stock_bioimageio
 
 pytestmark = pytest.mark.slow
 EXAMPLE = "bmz/unet2d_nuclei_broad"
@@ -137,25 +136,11 @@ def test_review_workflow_over_http(zoo_server: ZooServer, shared_data: Path, pub
     assert 'id="qc-numbers"' in page and "0.875" in page and "say which microscope" in page
 
 
-def _stock_bioimageio(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`bioimageio ARGS` from the shared environment, told about the zoo by its three variables only."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path / "home"),
-        "BIOIMAGEIO_COLLECTION_HTTP_PATTERN": f"{url}/artifacts/{{bioimageio_id}}/files/rdf.yaml",
-        "BIOIMAGEIO_ID_MAP": f"{url}/id_map.json",
-        "BIOIMAGEIO_ID_MAP_DRAFT": f"{url}/id_map_draft.json",
-        "BIOIMAGEIO_CACHE_PATH": str(tmp_path / "bioimageio-cache"),
-    }
-    command = [str(Path(sys.executable).parent / "bioimageio"), *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
-
-
 def test_stock_bioimageio_core_tests_a_published_model_from_the_zoo(
     zoo_server: ZooServer, published_example, tmp_path: Path
 ):
     name, version = published_example
-    result = _stock_bioimageio(zoo_server.url, tmp_path, "test", f"{name}/{version}")
+    result = stock_bioimageio(zoo_server.url, tmp_path, "test", f"{name}/{version}")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert re.search(r"status\s+passed", output) and re.search(rf"\bid\s+{name}\b", output), output[:3000]
@@ -173,7 +158,7 @@ def test_drafts_are_not_served_where_bioimageio_resolves_ids(zoo_server: ZooServ
         draft = http.get("/id_map_draft.json").json()[f"{name}/draft"]
         assert draft["source"] == f"{zoo_server.url}/drafts/{name}/{version}/files/rdf.yaml"
         assert _sha256(http.get(draft["source"]).content) == draft["sha256"]
-    result = _stock_bioimageio(zoo_server.url, tmp_path, "test", f"{name}/{version}")
+    result = stock_bioimageio(zoo_server.url, tmp_path, "test", f"{name}/{version}")
     assert result.returncode != 0
     assert "not found" in (result.stdout + result.stderr).lower()
 

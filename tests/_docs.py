@@ -47,12 +47,6 @@ RUN = {"bash", "python"}
 #: languages whose blocks never run: outputs, synopses with placeholders, files shown
 NOT_RUN = {"text", "yaml", "console", "json", "toml", "ini", "html", "csv", "sql", "dockerfile"}
 
-#: Pages whose commands are converted to the convention on another branch: skipped until then, with
-#: the reason below. The lead removes each entry when the branch that converts the page is merged
-#: (a page left here is a defect: its commands would never run).
-PENDING_PAGES: set[str] = set()
-PENDING_REASON = "converted on branch docs"
-
 #: files kept of each image folder in a page's data/ (partner folders keep the same stems)
 FILES_PER_FOLDER = 3
 #: a background command must answer on its port within this many seconds

@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 from _docs import (
     FILES_PER_FOLDER,
-    PENDING_PAGES,
-    PENDING_REASON,
     ROOT,
     SHARED_DATA,
     blocks,
@@ -31,8 +29,6 @@ RUNNABLE = [page for page in pages() if any(block.runs for block in blocks(page)
 @pytest.mark.slow
 @pytest.mark.parametrize("page", RUNNABLE)
 def test_page_commands_run(page: str, tmp_path: Path) -> None:
-    if page in PENDING_PAGES:
-        pytest.skip(PENDING_REASON)
     run = run_page(page, tmp_path)
     ran = sum(1 for block in blocks(page) if block.runs)
     assert ran and run.timings, page
@@ -42,21 +38,18 @@ def test_page_commands_run(page: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("page", pages())
 def test_page_follows_the_convention(page: str) -> None:
-    if page in PENDING_PAGES:
-        pytest.skip(PENDING_REASON)
     assert convention_problems(page) == []
 
 
 def test_not_run_blocks_are_listed_with_their_reasons() -> None:
-    """The report of what the tests do not run (shown with -rA), and nothing pending that does not exist."""
+    """The report of what the tests do not run (shown with -rA), each with its reason."""
     not_run = [
         block for page in pages() for block in blocks(page) if block.lang in {"bash", "python"} and not block.runs
     ]
     for block in not_run:
         print(f"{block.where}: not run: {block.reason}")
         assert block.reason, block.where
-    assert PENDING_PAGES <= set(pages()), PENDING_PAGES - set(pages())
-    runnable = [block for page in pages() if page not in PENDING_PAGES for block in blocks(page) if block.runs]
+    runnable = [block for page in pages() for block in blocks(page) if block.runs]
     assert len(runnable) > len(not_run)
 
 

@@ -208,6 +208,34 @@ def test_the_search_table_follows_publication_tests_and_downloads(
     zoo.close()
 
 
+def test_a_repeated_search_reads_only_the_generation_and_its_page(filled) -> None:
+    """A search made again is answered from the process's cache: no count, facet or page statement."""
+    from sqlalchemy import event
+
+    zoo, _ = filled
+    statements: list[str] = []
+
+    def record(connection, cursor, statement, *rest) -> None:
+        statements.append(statement)
+
+    event.listen(zoo.engine, "before_cursor_execute", record)
+    try:
+        for query in (SearchQuery(text="nuclei tissue"), SearchQuery(text="model", sort="date", task="denoising")):
+            first = zoo.search(query)
+            statements.clear()
+            again = zoo.search(query)
+            assert (again.total, [(v.name, v.version) for v in again.items], again.facets) == (
+                first.total, [(v.name, v.version) for v in first.items], first.facets)  # fmt: skip
+            assert first.total > 0 and not [s for s in statements if "search_entries" in s]
+            assert any("search_state" in s for s in statements)  # the generation: is the cache still right?
+        statements.clear()
+        zoo.search(SearchQuery(text="model", sort="downloads"))
+        zoo.search(SearchQuery(text="model", sort="downloads"))  # a download reorders without a new generation
+        assert len([s for s in statements if "ORDER BY e.downloads" in s]) == 2
+    finally:
+        event.remove(zoo.engine, "before_cursor_execute", record)
+
+
 def test_the_migration_rebuilds_the_same_search_table(filled, db: str) -> None:
     """The search table that revision 0003 fills from a zoo's rows gives the results that the indexing code's gives."""
     from alembic import command

@@ -19,9 +19,14 @@ two databases would find different models.
 
 A search is three statements over the entries (the count, the facet counts, the page of ids,
 each filtered the same way) and one that loads the page's versions. The count and facet counts of
-a search without words (the home page, a click on a facet) are cached in each process, keyed by
-``search_state.generation``, which :func:`index_version` raises whenever an entry changes: that
-number is the one definition of when cached counts are stale, whichever process changed them.
+every search, and its page of ids unless it is ordered by downloads, are cached in each process
+(the most recent :data:`MAX_CACHED` searches), keyed by ``search_state.generation``, which
+:func:`index_version` raises whenever an entry changes: that number is the one definition of when
+a cached figure is stale, whichever process changed it, so a cached search finds what the
+database would. A zoo's index changes when a version is published or tested, and is read at every
+search: a repeated search (the home page, a facet click, a popular word) then costs the read of
+the generation and of its page's rows. Pages ordered by downloads are always computed, as a
+download changes their order without changing the generation.
 The statements are SQL text built from fixed pieces; the user's words and filter values are bound
 parameters only.
 """
@@ -29,6 +34,8 @@ parameters only.
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from typing import Any, cast
 
 from sqlalchemy import Text, bindparam, func, insert, select, text
@@ -41,9 +48,37 @@ from microzoo.zoo.db import Model, SearchEntry, Version
 from microzoo.zoo.records import SORTS, SearchQuery
 
 MAX_PER_PAGE = 100
-#: counts of searches without words kept per process: (database URL, generation, filters) -> (total, facets)
-_COUNTS: dict[tuple[str, int, tuple[str, ...]], tuple[int, dict[str, dict[str, int]]]] = {}
-MAX_CACHED = 256
+#: searches whose counts (and pages of ids) each process keeps, the most recently used
+MAX_CACHED = 512
+
+
+class _Recent:
+    """The ``size`` most recently used results of a computation, by key; safe across the server's threads."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+#: (database URL, generation, words, filters) -> (total, facets)
+_COUNTS = _Recent(MAX_CACHED)
+#: (database URL, generation, words, filters, sort, page, per page) -> the page's version ids
+_PAGES = _Recent(MAX_CACHED)
 #: bm25 weights of the FTS5 columns name, title, description, tags, authors (as PostgreSQL's A, A, C, B, C)
 BM25_WEIGHTS = "10.0, 10.0, 1.0, 4.0, 1.0"
 #: PostgreSQL: the weighted tsvector of an entry, from the bound parameters of :func:`_text_fields`
@@ -173,19 +208,19 @@ def search_versions(session: Session, query: SearchQuery) -> tuple[int, list[Ver
     keys = [f"{name}={value}" for name, value in query.filters().items()]
     matched, filters, params, statement_params = _where(words, keys, postgresql=postgresql)
     where = _clause(matched, filters)
-    cached = None
-    if not words:  # a search without words: its counts are cached until the entries change
-        generation = session.execute(text("SELECT generation FROM search_state WHERE id = 1")).scalar_one()
-        cache_key = (str(session.get_bind().engine.url), int(generation), tuple(keys))
-        cached = _COUNTS.get(cache_key)
-    if cached is None:
-        cached = _counts(session, where, params, statement_params, postgresql=postgresql)
-        if not words:
-            if len(_COUNTS) >= MAX_CACHED:
-                _COUNTS.clear()
-            _COUNTS[cache_key] = cached
-    total_found, facets = cached[0], {name: dict(values) for name, values in cached[1].items()}
-    ids = _page_ids(session, query, words, (matched, filters), params, statement_params, postgresql=postgresql)
+    generation = session.execute(text("SELECT generation FROM search_state WHERE id = 1")).scalar_one()
+    key = (str(session.get_bind().engine.url), int(generation), tuple(words), tuple(keys))
+    counted = _COUNTS.get(key)
+    if counted is None:
+        counted = _counts(session, where, params, statement_params, postgresql=postgresql)
+        _COUNTS.put(key, counted)
+    total_found, facets = counted[0], {name: dict(values) for name, values in counted[1].items()}
+    page_key = (*key, query.sort, query.page, query.per_page)
+    ids = None if query.sort == "downloads" else _PAGES.get(page_key)
+    if ids is None:
+        ids = _page_ids(session, query, words, (matched, filters), params, statement_params, postgresql=postgresql)
+        if query.sort != "downloads":
+            _PAGES.put(page_key, tuple(ids))
     rows = {row.id: row for row in session.scalars(select(Version).where(Version.id.in_(ids)))} if ids else {}
     return total_found, [rows[i] for i in ids if i in rows], facets
 

@@ -39,9 +39,12 @@ system:
 demo: setup
 	$(VENV)/bin/microzoo tour --out demo-output
 
-# The static checks first (a minute), then the suite with its doctests.
+# The static checks first (a minute), then the suite with its doctests, in TEST_WORKERS processes
+# (pytest-xdist; one file's tests stay in one process, so its fixtures are made once). Each process
+# starts its own throw-away PostgreSQL, Xvfb and zoo on free loopback ports. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: check
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # Static checks (pinned in the dev extra): lint, format, types. Developers run it; `make test` runs it too.
 check: setup

@@ -20,6 +20,10 @@ with its own default checkpoint (microzoo: best validation loss; CAREamics: the 
 and its own normalisation; the affine fit makes units irrelevant. Printed: a table per run,
 the median ratio of steps per second (microzoo / CAREamics, target >= 1.0) and the median PSNR
 difference (target >= 0 dB), with the load average before each run.
+
+Trials of microzoo's own settings: ``--microzoo-only --epochs N [--jitter J] [--weight-decay W]``
+trains microzoo alone for a fixed number of steps (deterministic: one run per setting), so the
+fitted PSNR of two settings compares what the steps learn, whatever the machine's load.
 """
 
 from __future__ import annotations
@@ -46,10 +50,15 @@ CAREAMICS_PYTHON = Path(os.environ.get("CAREAMICS_PYTHON", "/work/careamics-venv
 def _config(settings: dict, out: Path):
     from microzoo.train.config import n2v_config
 
+    epochs, minutes = (settings["epochs"], None) if settings.get("epochs") else (100_000, settings["seconds"] / 60)
     config = n2v_config(images=Path(settings["train_folder"]), name="w2s-n2v2", variant="n2v2",
-                        patch_size=settings["patch"], batch_size=settings["batch"], epochs=100_000,
+                        patch_size=settings["patch"], batch_size=settings["batch"], epochs=epochs,
                         steps_per_epoch=settings["steps_per_epoch"], seed=settings["seed"],
-                        max_minutes=settings["seconds"] / 60)  # fmt: skip
+                        max_minutes=minutes)  # fmt: skip
+    if settings.get("jitter") is not None:
+        config.data.augmentation.intensity_jitter = settings["jitter"]
+    if settings.get("weight_decay") is not None:
+        config.training.weight_decay = settings["weight_decay"]
     config.masked_fraction = settings["masked_fraction"]
     config.data.validation_patches = settings["val_patches"]
     config.network.depth, config.network.base_features = settings["depth"], settings["features"]
@@ -153,6 +162,11 @@ def main() -> None:
     parser.add_argument("--test-fields", type=int, default=30, help="W2S test fields scored (081 onwards)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--seed", type=int, default=0)
+    trial = parser.add_argument_group("microzoo trials (runs of microzoo alone, each setting deterministic)")
+    trial.add_argument("--microzoo-only", action="store_true", help="run microzoo alone, no CAREamics")
+    trial.add_argument("--epochs", type=int, help="a fixed number of epochs instead of --seconds of wall time")
+    trial.add_argument("--jitter", type=float, help="microzoo's intensity jitter (default: its N2V default)")
+    trial.add_argument("--weight-decay", type=float, help="microzoo's AdamW weight decay (default: its default)")
     args = parser.parse_args()
     if args.worker_microzoo:
         microzoo_worker(args.worker_microzoo)
@@ -160,7 +174,7 @@ def main() -> None:
 
     w2s = DATA / "w2s"
     keys = ("seconds", "patch", "batch", "depth", "features", "lr", "steps_per_epoch", "val_patches",
-            "masked_fraction", "threads", "seed")  # fmt: skip
+            "masked_fraction", "threads", "seed", "epochs", "jitter", "weight_decay")  # fmt: skip
     settings = {key: getattr(args, key) for key in keys}
     settings["train_folder"] = str(w2s / "train" / "noisy")
     settings["train"] = train_files(settings)
@@ -173,7 +187,7 @@ def main() -> None:
           f"work folder {workdir}", flush=True)  # fmt: skip
     runs = []
     for repeat in range(args.repeats):
-        for tool in ("microzoo", "careamics"):
+        for tool in ("microzoo",) if args.microzoo_only else ("microzoo", "careamics"):
             run = run_tool(tool, settings, workdir)
             run["repeat"] = repeat + 1
             runs.append(run)
@@ -190,6 +204,8 @@ def main() -> None:
             r["load"]] for r in runs])  # fmt: skip
     ours = [r for r in runs if r["tool"] == "microzoo"]
     theirs = [r for r in runs if r["tool"] == "careamics"]
+    if not theirs:
+        return
     speed = [a["steps_per_s"] / b["steps_per_s"] for a, b in zip(ours, theirs, strict=True)]
     quality = [a["psnr_fitted"] - b["psnr_fitted"] for a, b in zip(ours, theirs, strict=True)]
     print(

@@ -40,8 +40,9 @@ demo: setup
 	$(VENV)/bin/microzoo tour --out demo-output
 
 # The static checks first (a minute), then the suite with its doctests, in TEST_WORKERS processes
-# (pytest-xdist; one file's tests stay in one process, so its fixtures are made once). Each process
-# starts its own throw-away PostgreSQL, Xvfb and zoo on free loopback ports. TEST_WORKERS=0: one process.
+# (pytest-xdist; one file's tests stay in one process, so its module fixtures are made once; no
+# state is shared between files). Each process starts its own throw-away PostgreSQL and Xvfb, and
+# each zoo test file its own zoo, on free loopback ports. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: check
 	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)

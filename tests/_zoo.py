@@ -157,15 +157,20 @@ def package_zip(folder: Path, *, changes: dict[str, str] | None = None) -> bytes
     return buffer.getvalue()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def zoo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooServer]:
-    """One real zoo for the session (a temporary root, its own download cache)."""
+    """One real zoo for each test file (a temporary root, its own download cache).
+
+    Not one for the session: files publish into it (a second version of the example, new models)
+    and read what is there, so with the suite spread over processes (``make test``) what a file
+    found would depend on which files ran before it in the same process.
+    """
     server = start_zoo(tmp_path_factory.mktemp("zoo-root"), cache=tmp_path_factory.mktemp("zoo-cache"))
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def published_example(zoo_server: ZooServer, shared_data: Path) -> tuple[str, str]:
     """The BioImage Model Zoo example package, uploaded, tested by the worker and published: (name, version)."""
     answer = zoo_server.upload(package_zip(shared_data / "bmz" / "unet2d_nuclei_broad"))

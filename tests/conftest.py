@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from _zoo import published_example, zoo_server  # noqa: F401  (one real zoo for the session, shared by the zoo's tests)
+from _zoo import published_example, zoo_server  # noqa: F401  (one real zoo for each test file that uses it)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MICROZOO_SHARED_DATA", REPO.parent / "shared" / "data"))

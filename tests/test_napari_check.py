@@ -164,7 +164,7 @@ def test_select_from_the_zoo_of_the_settings(
     qtbot.waitUntil(lambda: widget.run_button.isEnabled(), timeout=120_000)
     assert widget.selection is not None, widget.status.text()
     # the zoo's copy of the chosen model is the same file: one candidate, not two (other models the
-    # session's zoo holds, published by other tests, may join)
+    # zoo holds, published by other tests of this file, may join)
     candidates = widget.selection.candidates
     assert [c.origin for c in candidates].count("named") == 1
     assert not [c for c in candidates if c.origin == "zoo" and c.title == f"{name}/{version}"]

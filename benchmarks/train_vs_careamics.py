@@ -180,10 +180,11 @@ def main() -> None:
     settings["train"] = train_files(settings)
     settings["test"] = [str(p) for p in sorted((w2s / "test" / "noisy").glob("*.tif"))[: args.test_fields]]
     workdir = Path(tempfile.mkdtemp(prefix="microzoo-vs-careamics-"))
+    length = f"{args.epochs} epochs" if args.epochs else f"{args.seconds:.0f} s"
     print(f"{time.strftime('%Y-%m-%d %H:%M')}: N2V2, patch {args.patch}, batch {args.batch}, depth {args.depth}, "
           f"{args.features} base features, lr {args.lr:g}, {args.steps_per_epoch} steps per epoch, "
           f"{args.val_patches} validation patches, {args.masked_fraction:.1%} masked; {len(settings['train'])} train "
-          f"fields, {len(settings['test'])} test fields; {args.seconds:.0f} s each run, {args.threads} threads; "
+          f"fields, {len(settings['test'])} test fields; {length} each run, {args.threads} threads; "
           f"work folder {workdir}", flush=True)  # fmt: skip
     runs = []
     for repeat in range(args.repeats):

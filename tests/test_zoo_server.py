@@ -260,9 +260,9 @@ def _still_running(pids: list[int], marker: bytes, *, within: float = 15.0) -> l
     """
     end = time.monotonic() + within
     while True:
-        alive = [pid for pid in pids if marker in _cmdline(pid) and _cmdline(pid)]
+        alive = [(pid, command) for pid in pids if (command := _cmdline(pid)) and marker in command]
         if not alive or time.monotonic() > end:
-            return [(pid, _cmdline(pid)) for pid in alive]
+            return alive
         time.sleep(0.2)
 
 

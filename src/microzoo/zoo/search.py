@@ -216,10 +216,11 @@ def search_versions(session: Session, query: SearchQuery) -> tuple[int, list[Ver
         _COUNTS.put(key, counted)
     total_found, facets = counted[0], {name: dict(values) for name, values in counted[1].items()}
     page_key = (*key, query.sort, query.page, query.per_page)
-    ids = None if query.sort == "downloads" else _PAGES.get(page_key)
+    cacheable = query.sort != "downloads"  # a download reorders without a new generation
+    ids = _PAGES.get(page_key) if cacheable else None
     if ids is None:
         ids = _page_ids(session, query, words, (matched, filters), params, statement_params, postgresql=postgresql)
-        if query.sort != "downloads":
+        if cacheable:
             _PAGES.put(page_key, tuple(ids))
     rows = {row.id: row for row in session.scalars(select(Version).where(Version.id.in_(ids)))} if ids else {}
     return total_found, [rows[i] for i in ids if i in rows], facets

@@ -168,6 +168,8 @@ def main() -> None:
     trial.add_argument("--jitter", type=float, help="microzoo's intensity jitter (default: its N2V default)")
     trial.add_argument("--weight-decay", type=float, help="microzoo's AdamW weight decay (default: its default)")
     args = parser.parse_args()
+    if args.epochs and not args.microzoo_only:
+        parser.error("--epochs fixes microzoo's steps only: use it with --microzoo-only (a pair shares --seconds)")
     if args.worker_microzoo:
         microzoo_worker(args.worker_microzoo)
         return

@@ -21,7 +21,7 @@ and its own normalisation; the affine fit makes units irrelevant. Printed: a tab
 the median ratio of steps per second (microzoo / CAREamics, target >= 1.0) and the median PSNR
 difference (target >= 0 dB), with the load average before each run.
 
-Trials of microzoo's own settings: ``--microzoo-only --epochs N [--jitter J] [--weight-decay W]``
+Trials of microzoo's own settings: ``--microzoo-only --epochs N [--jitter J] [--weight-decay W] [--scheduler S]``
 trains microzoo alone for a fixed number of steps (deterministic: one run per setting), so the
 fitted PSNR of two settings compares what the steps learn, whatever the machine's load.
 """
@@ -59,6 +59,8 @@ def _config(settings: dict, out: Path):
         config.data.augmentation.intensity_jitter = settings["jitter"]
     if settings.get("weight_decay") is not None:
         config.training.weight_decay = settings["weight_decay"]
+    if settings.get("scheduler") is not None:
+        config.training.scheduler = settings["scheduler"]
     config.masked_fraction = settings["masked_fraction"]
     config.data.validation_patches = settings["val_patches"]
     config.network.depth, config.network.base_features = settings["depth"], settings["features"]
@@ -167,6 +169,11 @@ def main() -> None:
     trial.add_argument("--epochs", type=int, help="a fixed number of epochs instead of --seconds of wall time")
     trial.add_argument("--jitter", type=float, help="microzoo's intensity jitter (default: its N2V default)")
     trial.add_argument("--weight-decay", type=float, help="microzoo's AdamW weight decay (default: its default)")
+    trial.add_argument(
+        "--scheduler",
+        choices=("plateau", "cosine", "none"),
+        help="microzoo's learning-rate schedule (default: its N2V default)",
+    )
     args = parser.parse_args()
     if args.epochs and not args.microzoo_only:
         parser.error("--epochs fixes microzoo's steps only: use it with --microzoo-only (a pair shares --seconds)")
@@ -176,7 +183,7 @@ def main() -> None:
 
     w2s = DATA / "w2s"
     keys = ("seconds", "patch", "batch", "depth", "features", "lr", "steps_per_epoch", "val_patches",
-            "masked_fraction", "threads", "seed", "epochs", "jitter", "weight_decay")  # fmt: skip
+            "masked_fraction", "threads", "seed", "epochs", "jitter", "weight_decay", "scheduler")  # fmt: skip
     settings = {key: getattr(args, key) for key in keys}
     settings["train_folder"] = str(w2s / "train" / "noisy")
     settings["train"] = train_files(settings)

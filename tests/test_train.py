@@ -168,14 +168,21 @@ def test_n2v_in_3d_on_stacks_exports_a_package_with_its_fingerprint(w2s_volumes:
     assert (result.package.parent / "training_fingerprint.json").exists()
 
 
-def test_restoration_package_answers_in_the_input_units_in_microzoo_and_bioimageio_core(
-    w2s: Path, tmp_path: Path
+def test_restoration_package_answers_in_the_input_units_and_tiles_without_seams(
+    w2s: Path, shared_data: Path, tmp_path: Path
 ) -> None:
     from _reference import reference_predict
 
     import microzoo
     from microzoo.train.data import normalize_percentiles
-    from microzoo.train.tasks.skeleton import build_network, load_best, predict_image
+    from microzoo.train.tasks.skeleton import (
+        build_network,
+        export_halo,
+        load_best,
+        network_kwargs,
+        predict_image,
+        receptive_radius,
+    )
 
     # CARE's residual U-Net starts near the identity: after a few steps its output is a restored
     # input, so the package's output must lie in the input's range (0..255 on W2S), not in 0..1
@@ -197,6 +204,46 @@ def test_restoration_package_answers_in_the_input_units_in_microzoo_and_bioimage
     # in the input's units: the denoised image lies in the raw image's range, not in 0..1
     assert np.percentile(raw, 1) - 20 < np.median(ours) < np.percentile(raw, 99) + 20
     assert abs(float(ours.mean()) - float(raw.mean())) < 0.25 * float(np.ptp(raw))
+
+    # the declared halo covers the network's receptive field (radius 22 at depth 2, rounded up to
+    # the tile grid of 4), and a W2S field predicted in small tiles equals it predicted in one
+    kwargs = network_kwargs(config, in_channels=1, out_channels=1)
+    halo = description["outputs"][0]["axes"][-1]["halo"]
+    assert halo == export_halo(kwargs) == 24 and receptive_radius(kwargs) == 22
+    field = tifffile.imread(shared_data / "w2s" / "test" / "noisy" / "081.tif")[:256, :256]
+    model = microzoo.load_model(result.package.parent)
+    whole = model.predict(field, axes="yx", tile=256 + 2 * halo)["output"]  # one tile
+    tiled = model.predict(field, axes="yx", tile=2 * halo + 16)["output"]  # 16 new pixels per tile
+    np.testing.assert_allclose(tiled, whole, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("n2v2", [False, True])
+def test_the_receptive_radius_is_the_farthest_input_pixel_that_changes_an_output_pixel(n2v2: bool) -> None:
+    import torch
+
+    from microzoo.train.models import UNet
+    from microzoo.train.tasks.skeleton import receptive_radius
+
+    radius = receptive_radius({"depth": 2, "n2v2": n2v2, "batch_norm": True})
+    assert radius == (25 if n2v2 else 22)
+    torch.manual_seed(1)
+    network = UNet(1, 1, depth=2, base_features=8, n2v2=n2v2).double().eval()  # other weights, other features
+    image = torch.rand(1, 1, 96, 96, dtype=torch.float64)
+
+    def changed(distance: int) -> list[bool]:
+        """Whether the centre output pixel changes when one input pixel at this (Chebyshev) distance does:
+        along both axes, on the diagonals and between them, every sign."""
+        offsets = {(s * distance, t * k) for k in (0, distance // 2, distance) for s in (-1, 1) for t in (-1, 1)}
+        offsets |= {(b, a) for a, b in offsets}
+        batch = image.repeat(len(offsets) + 1, 1, 1, 1)
+        for i, (dy, dx) in enumerate(sorted(offsets), start=1):
+            batch[i, 0, 48 + dy, 48 + dx] += 1.0
+        with torch.no_grad():
+            centre = network(batch)[:, 0, 48, 48]
+        return (centre[1:] != centre[0]).tolist()
+
+    assert not any(changed(radius + 1))  # nothing beyond the radius reaches the pixel
+    assert any(changed(radius))  # something at the radius does
 
 
 # ------------------------------------------------------------------ determinism, resume, stopping

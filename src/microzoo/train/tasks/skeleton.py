@@ -17,6 +17,7 @@ A task module (named in :data:`microzoo.train.tasks.registry.TASKS`) supplies on
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -188,6 +189,51 @@ def build_network(config: Any, *, in_channels: int, out_channels: int) -> torch.
         return UNet(**network_kwargs(config, in_channels=in_channels, out_channels=out_channels))
 
 
+def receptive_radius(kwargs: dict[str, Any]) -> int:
+    """How far (pixels, along one axis) an input pixel can be from an output pixel that it changes,
+    for :class:`~microzoo.train.models.UNet` with these keyword arguments.
+
+    Measured rather than derived: the support of one output pixel's gradient on a random input, in a
+    2-D twin with the same depth and blocks (the 3-D network's kernels are the same along every
+    axis, and the support does not depend on the number of features or the weights). Depth 2: 22
+    pixels (25 with N2V2's blur pooling); depth 3: 46 (53).
+    """
+    depth, n2v2, batch_norm = (
+        int(kwargs.get("depth", 3)),
+        bool(kwargs.get("n2v2")),
+        bool(kwargs.get("batch_norm", True)),
+    )
+    return _twin_radius(depth, n2v2, batch_norm)
+
+
+@functools.cache
+def _twin_radius(depth: int, n2v2: bool, batch_norm: bool) -> int:
+    from microzoo.train.models import UNet
+
+    size = 16 * 2**depth  # a radius is about 7 * 2**depth: the centre's support stays inside
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        network = UNet(1, 1, spatial_dims=2, depth=depth, base_features=4, batch_norm=batch_norm, n2v2=n2v2).eval()
+        image = torch.randn(1, 1, size, size, requires_grad=True)
+    network(image)[0, 0, size // 2, size // 2].backward()
+    assert image.grad is not None
+    ys, xs = np.nonzero(image.grad[0, 0].abs().numpy())
+    return int(max(np.abs(ys - size // 2).max(), np.abs(xs - size // 2).max()))
+
+
+def export_halo(kwargs: dict[str, Any]) -> int:
+    """The halo an exported U-Net's output declares: its receptive radius rounded up to a multiple of
+    ``2 ** depth`` (tiles start on that grid), so that tiled outputs equal the whole image's.
+
+    A smaller halo leaves seams: on a trained depth-2 N2V2 U-Net (radius 25), tiles of 256 with a
+    halo of 16 put 9,600-19,300 values per million of W2S fields beyond a package test's tolerance
+    (rtol = atol = 1e-3), with 24 or 28 none (benchmarks/halo_seams.py, RESULTS.md "Tile seams
+    against the halo").
+    """
+    step = 2 ** int(kwargs.get("depth", 3))
+    return max(2 * step, -(-receptive_radius(kwargs) // step) * step)
+
+
 def load_best(network: torch.nn.Module, checkpoint: Path) -> torch.nn.Module:
     """Put the best checkpoint's weights into ``network`` (on the CPU, in eval mode)."""
     from microzoo.train.loop import load_checkpoint
@@ -293,15 +339,16 @@ def _export(run: TrainedRun, task: TrainingTask, *, figures: dict[str, float], r
 
     config, check = run.config, run.check
     step = 2**config.network.depth
-    halo = max(16, 2 * step)
     test_input = run.val[0].raw
     in_channels = int(test_input.shape[0])
     out_channels = run.out_channels
+    kwargs = network_kwargs(config, in_channels=in_channels, out_channels=out_channels)
+    halo = export_halo(kwargs)
     spec = ExportSpec(
         name=config.name, description=config.description or f"{task.name} U-Net trained with microzoo",
         task=task.name, spatial_dims=config.data.spatial_dims, in_channels=in_channels,
         out_channels=out_channels, architecture_source=Path(models.__file__), architecture_callable="UNet",
-        architecture_kwargs=network_kwargs(config, in_channels=in_channels, out_channels=out_channels),
+        architecture_kwargs=kwargs,
         normalization_percentiles=tuple(config.data.normalization_percentiles),
         postprocessing=check.postprocessing, output_scale=check.output_scale, size_min=2 * halo + step,
         size_step=step, halo=halo,

@@ -5,25 +5,28 @@
 
 Both tools train N2V2 (blur pooling, no top skip; 0.2% of pixels masked per patch, median
 replacement) with the same patch, batch, U-Net depth and base features, optimizer steps per
-epoch, validation patches and learning rate (Adam-family, each tool's default schedule: halve
-on a plateau) on the 51 W2S training fields that microzoo's seeded split trains on (channel 0,
-noisy images only); each for ``--seconds`` of wall time on this CPU with the same number of
-threads. Each run is its own process, microzoo and CAREamics in turn (A B A B ...), so a busy
-moment of this shared machine falls on both alike. CAREamics runs in its own environment
-(benchmarks/_careamics_n2v.py explains what was installed and stubbed there).
+epoch, validation patches and learning rate (Adam-family, each tool's default schedule for N2V:
+microzoo a cosine annealed to the time limit, CAREamics halving on a plateau) on the 51 W2S
+training fields that microzoo's seeded split trains on (channel 0, noisy images only); each for
+``--seconds`` of wall time on this CPU with the same number of threads. Each run is its own
+process, microzoo and CAREamics in turn (A B A B ...), so a busy moment of this shared machine
+falls on both alike. CAREamics runs in its own environment (benchmarks/_careamics_n2v.py
+explains what was installed and stubbed there).
 
 Per run: optimizer steps per second of training (steps / seconds from the first batch to the
 end of training, validation and checkpoints included), and the PSNR (peak 255) of the trained
 network's predictions on the W2S test fields against their clean images after the per-image
 affine fit of microzoo's qc metrics (as benchmarks/train_w2s.py scores). Each tool predicts
-with its own default checkpoint (microzoo: best validation loss; CAREamics: the last for N2V)
+with its own default checkpoint for N2V (both the last; microzoo's other checkpoint, the best
+validation loss, is scored too)
 and its own normalisation; the affine fit makes units irrelevant. Printed: a table per run,
 the median ratio of steps per second (microzoo / CAREamics, target >= 1.0) and the median PSNR
 difference (target >= 0 dB), with the load average before each run.
 
-Trials of microzoo's own settings: ``--microzoo-only --epochs N [--jitter J] [--weight-decay W] [--scheduler S]``
-trains microzoo alone for a fixed number of steps (deterministic: one run per setting), so the
-fitted PSNR of two settings compares what the steps learn, whatever the machine's load.
+Trials of microzoo's own settings: ``--microzoo-only --epochs N [--jitter J] [--weight-decay W]
+[--scheduler S] [--keep best|last]`` trains microzoo alone for a fixed number of steps
+(deterministic: one run per setting), so the fitted PSNR of two settings compares what the steps
+learn, whatever the machine's load.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ def _config(settings: dict, out: Path):
         config.training.weight_decay = settings["weight_decay"]
     if settings.get("scheduler") is not None:
         config.training.scheduler = settings["scheduler"]
+    if settings.get("keep") is not None:
+        config.training.keep = settings["keep"]
     config.masked_fraction = settings["masked_fraction"]
     config.data.validation_patches = settings["val_patches"]
     config.network.depth, config.network.base_features = settings["depth"], settings["features"]
@@ -104,8 +109,9 @@ def microzoo_worker(settings_path: Path) -> None:
     from microzoo.train.tasks.skeleton import build_network, load_best
 
     test = [tifffile.imread(p).astype(np.float32) for p in settings["test"]]
-    # the best-validation checkpoint (what microzoo exports) and, for comparison, the last one
-    for checkpoint, name in (("best.pt", "predictions.npy"), ("last.pt", "predictions_last.npy")):
+    # the checkpoint microzoo keeps (training.keep: the last for N2V) and, for comparison, the other one
+    kept, other = ("last.pt", "best.pt") if config.training.keep == "last" else ("best.pt", "last.pt")
+    for checkpoint, name in ((kept, "predictions.npy"), (other, "predictions_other.npy")):
         network = load_best(
             build_network(config, in_channels=1, out_channels=1), out / "run" / "checkpoints" / checkpoint
         )
@@ -139,10 +145,10 @@ def run_tool(tool: str, settings: dict, workdir: Path) -> dict:
     clean = [tifffile.imread(p.replace("/noisy/", "/clean/")) for p in settings["test"]]
     fitted = [psnr_pair(truth, pred.astype(np.float64))[1] for truth, pred in zip(clean, predictions, strict=True)]
     extra = {}
-    if (out / "predictions_last.npy").exists():
-        last = np.load(out / "predictions_last.npy")
-        extra["psnr_fitted_last"] = float(
-            np.mean([psnr_pair(t, p.astype(np.float64))[1] for t, p in zip(clean, last, strict=True)])
+    if (out / "predictions_other.npy").exists():
+        other = np.load(out / "predictions_other.npy")
+        extra["psnr_fitted_other"] = float(
+            np.mean([psnr_pair(t, p.astype(np.float64))[1] for t, p in zip(clean, other, strict=True)])
         )
     return {**result, "tool": tool, "load": load, "wall": wall, "psnr_fitted": float(np.mean(fitted)),
             "steps_per_s": result["steps"] / result["train_seconds"], **extra}  # fmt: skip
@@ -174,6 +180,7 @@ def main() -> None:
         choices=("plateau", "cosine", "none"),
         help="microzoo's learning-rate schedule (default: its N2V default)",
     )
+    trial.add_argument("--keep", choices=("best", "last"), help="microzoo's kept checkpoint (default: its N2V default)")
     args = parser.parse_args()
     if args.epochs and not args.microzoo_only:
         parser.error("--epochs fixes microzoo's steps only: use it with --microzoo-only (a pair shares --seconds)")
@@ -183,7 +190,7 @@ def main() -> None:
 
     w2s = DATA / "w2s"
     keys = ("seconds", "patch", "batch", "depth", "features", "lr", "steps_per_epoch", "val_patches",
-            "masked_fraction", "threads", "seed", "epochs", "jitter", "weight_decay", "scheduler")  # fmt: skip
+            "masked_fraction", "threads", "seed", "epochs", "jitter", "weight_decay", "scheduler", "keep")  # fmt: skip
     settings = {key: getattr(args, key) for key in keys}
     settings["train_folder"] = str(w2s / "train" / "noisy")
     settings["train"] = train_files(settings)
@@ -204,7 +211,7 @@ def main() -> None:
             print(
                 f"  pair {repeat + 1} {tool:9s}: {run['steps']} steps in {run['train_seconds']:.0f} s = "
                 f"{run['steps_per_s']:.3f} steps/s; fitted PSNR {run['psnr_fitted']:.2f} dB"
-                + (f" (last checkpoint {run['psnr_fitted_last']:.2f})" if "psnr_fitted_last" in run else "")
+                + (f" (other checkpoint {run['psnr_fitted_other']:.2f})" if "psnr_fitted_other" in run else "")
                 + "; "
                 f"process {run['wall']:.0f} s; load average before {run['load']:.2f}",
                 flush=True,

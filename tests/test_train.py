@@ -166,6 +166,19 @@ def test_n2v_in_3d_on_stacks_exports_a_package_with_its_fingerprint(w2s_volumes:
     assert [op["id"] for op in description["outputs"][0]["postprocessing"]] == ["scale_linear", "ensure_dtype"]
     assert description["config"]["microzoo"]["fingerprint"] == "training_fingerprint.json"
     assert (result.package.parent / "training_fingerprint.json").exists()
+    # Noise2Void keeps its last epoch (its validation loss is too noisy to choose by), annealed by the
+    # cosine schedule: the package holds the last checkpoint's weights and every front end says so
+    assert (config.training.keep, config.training.scheduler) == ("last", "cosine")
+    assert config.training.early_stopping_patience is None
+    assert result.kept_epoch == len(result.history) == 2 and "the last epoch, 2," in result.kept
+    from microzoo.train.export_descr import STATE_DICT_FILE
+
+    packaged = torch.load(result.package.parent / STATE_DICT_FILE, weights_only=True)
+    last = load_checkpoint(result.last_checkpoint)["network"]
+    assert packaged.keys() == last.keys() and all(torch.equal(packaged[k], last[k]) for k in last)
+    assert description["config"]["microzoo"]["training"]["keep"] == "last"
+    # 3-D keeps the former halo: the format's size rule would pad thin stacks to twice the radius
+    assert description["outputs"][0]["axes"][-1]["halo"] == 16
 
 
 def test_restoration_package_answers_in_the_input_units_and_tiles_without_seams(
@@ -366,6 +379,23 @@ def test_cosine_schedule_anneals_over_the_steps_or_the_time_budget(tmp_path: Pat
 
 
 # ------------------------------------------------------------------ configuration and data
+
+
+def test_n2v_keeps_the_last_epoch_unless_its_config_says_otherwise(tmp_path: Path) -> None:
+    defaults = n2v_config(images="noisy")
+    assert (defaults.training.keep, defaults.training.scheduler, defaults.training.early_stopping_patience) == (
+        "last", "cosine", None)  # fmt: skip
+    care = care_config(images="noisy", targets="clean")
+    assert (care.training.keep, care.training.scheduler, care.training.early_stopping_patience) == (
+        "best", "plateau", 20)  # fmt: skip
+    path = tmp_path / "n2v.yaml"
+    path.write_text(yaml.safe_dump({"task": "n2v", "data": {"images": "noisy"},
+                                    "training": {"keep": "best", "early_stopping_patience": 5}}))  # fmt: skip
+    given = load_config(path)
+    assert (given.training.keep, given.training.scheduler, given.training.early_stopping_patience) == (
+        "best", "cosine", 5)  # fmt: skip
+    path.write_text(yaml.safe_dump({"task": "n2v", "data": {"images": "noisy"}, "training": None}))
+    assert load_config(path).training.keep == "last"
 
 
 def test_config_yaml_round_trip_with_relative_paths(tmp_path: Path) -> None:

@@ -606,8 +606,8 @@ def train_command(
         console.print(escape(f"Note: {notice}"))
     last = result.history[-1]
     figures = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k.startswith("val_"))
-    console.print(f"Stopped after {len(result.history)} epochs ({result.stopped}); best epoch {result.best_epoch}; "
-                  f"last epoch: loss {last['train_loss']:.4g}, {figures}")  # fmt: skip
+    console.print(escape(f"Stopped after {len(result.history)} epochs ({result.stopped}); {result.kept}; "
+                         f"last epoch: loss {last['train_loss']:.4g}, {figures}"))  # fmt: skip
     if result.verdict is not None:
         console.print(escape(result.verdict.line))
     for label, path in (("Package", result.package), ("QC report", result.report), ("Curves", result.curves_png),

@@ -75,7 +75,7 @@ class ResultPanel(QGroupBox):
                 "No comparison with a classical method: it needs clean images or labels of the validation "
                 "images (N2V: give clean images of the same fields)."))  # fmt: skip
             why = _STOPPED.get(result.stopped, result.stopped)
-            lines = [f"Trained {len(result.history)} epochs ({why}); the best, epoch {result.best_epoch}, is kept."]
+            lines = [f"Trained {len(result.history)} epochs ({why}); {result.kept}."]
             self.package_label.setText("\n".join(lines + ([f"Package: {package.parent}"] if package else [])))
         self.report_button.setEnabled(getattr(result, "report", None) is not None)
         self.use_button.setEnabled(package is not None)

@@ -161,8 +161,7 @@ def summary_lines(result: TrainingResult) -> list[str]:
     minutes = result.history[-1]["seconds"] / 60 if result.history else 0.0
     lines = [
         f"{len(result.history)} epoch{'s' if len(result.history) != 1 else ''} in {minutes:.1f} minutes; "
-        f"stopped by {result.stopped}; "
-        f"the weights of epoch {result.best_epoch} were kept (best validation figure)",
+        f"stopped by {result.stopped}; {result.kept}",
         f"curves: {result.curves_csv} and {result.curves_png.name}",
         *result.notices,
     ]

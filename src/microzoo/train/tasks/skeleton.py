@@ -57,8 +57,10 @@ class TrainingResult:
     best_checkpoint, last_checkpoint : ``best.pt`` (weights) and ``last.pt`` (resumable state).
     figures : QC figures, e.g. ``{"f1@0.5": 0.81, "baseline f1@0.5": 0.66}``.
     history : one row per epoch (loss, validation figures, learning rate, seconds).
-    best_epoch, stopped : the epoch whose weights were kept, and why training stopped
+    best_epoch, stopped : the epoch with the best validation figure, and why training stopped
         ("epochs", "early stopping", "time limit" or "stopped by the user").
+    kept_epoch, kept : the epoch whose weights QC and the package got (``training.keep``: the best
+        epoch or the last), and a sentence that says which and why, for every front end to show.
     verdict : the model against the classical baseline on the validation images
         (:func:`microzoo.qc.verdict.baseline_verdict`); None without QC.
     notices : what the run decided for the user (e.g. the layers that started fresh when
@@ -80,6 +82,8 @@ class TrainingResult:
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     stopped: str = "epochs"
+    kept_epoch: int = 0
+    kept: str = ""
     verdict: Verdict | None = None
     notices: tuple[str, ...] = ()
     validation: TaskCheck | None = field(default=None, repr=False, compare=False)
@@ -165,7 +169,7 @@ def run_task(config: Any, *, out_dir: Path, config_path: Path, resume: bool = Fa
     loop = fit(network, sample_batch=setup.sample_batch, loss_fn=setup.loss_fn, validate=setup.validate,
                monitor=setup.monitor, mode=setup.mode, settings=settings, out_dir=out_dir, resume=resume,
                progress=progress, on_epoch=on_epoch, should_stop=should_stop)  # fmt: skip
-    network = load_best(network, loop.best_checkpoint)
+    network = load_best(network, loop.best_checkpoint if settings.keep == "best" else loop.last_checkpoint)
     check = task_module.check(config, network, train, val, out_dir=out_dir, progress=progress)
     run = TrainedRun(config, Path(out_dir), config_path, network, setup.out_channels, loop, train, val, check,
                      parent, tuple(notices))  # fmt: skip
@@ -229,8 +233,16 @@ def export_halo(kwargs: dict[str, Any]) -> int:
     halo of 16 put 9,600-19,300 values per million of W2S fields beyond a package test's tolerance
     (rtol = atol = 1e-3), with 24 or 28 none (benchmarks/halo_seams.py, RESULTS.md "Tile seams
     against the halo").
+
+    3-D packages keep the former halo, ``max(16, 2 * 2 ** depth)``: the format has one halo for every
+    axis here, and every input is padded to at least twice the halo along each, so the radius (46 to
+    53 at depth 3) would turn a stack of 20 planes into one of 120 and multiply the compute of thin
+    stacks; where such a stack is tiled, its tiles can show seams (measured in 2-D only; docs/training.md,
+    Limits).
     """
     step = 2 ** int(kwargs.get("depth", 3))
+    if kwargs.get("spatial_dims", 2) == 3:
+        return max(16, 2 * step)
     return max(2 * step, -(-receptive_radius(kwargs) // step) * step)
 
 
@@ -310,9 +322,21 @@ def finish(run: TrainedRun, *, progress: ProgressCallback | None = None) -> Trai
         task=config.task, out_dir=run.out_dir, config=run.config_path, package=package, report=report,
         metrics=metrics, curves_csv=loop.curves_csv, curves_png=loop.curves_png,
         best_checkpoint=loop.best_checkpoint, last_checkpoint=loop.last_checkpoint, figures=figures,
-        history=loop.history, best_epoch=loop.best_epoch, stopped=loop.stopped, verdict=verdict,
-        notices=run.notices, validation=check,
+        history=loop.history, best_epoch=loop.best_epoch, stopped=loop.stopped, kept_epoch=_kept_epoch(run),
+        kept=_kept_sentence(run), verdict=verdict, notices=run.notices, validation=check,
     )  # fmt: skip
+
+
+def _kept_epoch(run: TrainedRun) -> int:
+    return run.loop.best_epoch if run.config.training.keep == "best" else len(run.loop.history)
+
+
+def _kept_sentence(run: TrainedRun) -> str:
+    """Which epoch's weights were kept, and why (``training.keep``)."""
+    if run.config.training.keep == "best":
+        return f"the weights of epoch {run.loop.best_epoch} were kept (the best validation {run.loop.monitor})"
+    return (f"the weights of the last epoch, {len(run.loop.history)}, were kept (training.keep: last; "
+            f"the best validation {run.loop.monitor} was epoch {run.loop.best_epoch})")  # fmt: skip
 
 
 def _training_record(run: TrainedRun) -> dict[str, Any]:
@@ -321,7 +345,7 @@ def _training_record(run: TrainedRun) -> dict[str, Any]:
     history = loop.history
     return {
         "data": str(config.data.images), "images": len(run.train), "epochs": len(history),
-        "best_epoch": loop.best_epoch, "stopped": loop.stopped,
+        "best_epoch": loop.best_epoch, "kept_epoch": _kept_epoch(run), "keep": settings.keep, "stopped": loop.stopped,
         "batch_size": settings.batch_size, "steps_per_epoch": settings.steps_per_epoch,
         "patch_size": list(config.data.patch_size), "learning_rate": settings.learning_rate,
         "optimizer": f"AdamW (weight decay {settings.weight_decay:g})", "schedule": settings.scheduler,

@@ -60,6 +60,30 @@ def test_intervals_resample_the_validation_images_for_every_run_together() -> No
     json.dumps(curve.to_dict(), allow_nan=True)  # plain data
 
 
+def test_several_seeds_are_averaged_and_their_spread_widens_the_intervals() -> None:
+    """Runs of one size with different seeds: the point is the figure of their averaged per-image
+    scores, and the intervals, which resample the seeds too, are wider than those of the average alone."""
+    rng = np.random.default_rng(1)
+    scorer, _ = get_task("instances").scorer([], {}, thresholds=(0.5,))
+    sizes, seeded = [20, 50, 100], []
+    for size in sizes:
+        runs = []
+        for shift in (-0.12, 0.0, 0.12):  # three seeds of very different luck
+            recall = 0.8 - 0.15 * (size / 100) ** -0.5 + shift
+            tp = rng.binomial(30, recall, size=40)
+            runs.append(np.stack([tp, rng.binomial(5, 0.3, 40), 30 - tp, 0.8 * tp], axis=1).astype(float))
+        seeded.append(np.stack(runs))  # (seeds, images, k)
+    averaged = [v.mean(axis=0) for v in seeded]
+    with_seeds = curve_from_vectors(sizes, seeded, scorer.aggregate, metric="f1@0.5", predict_at=[200])
+    images_only = curve_from_vectors(sizes, averaged, scorer.aggregate, metric="f1@0.5", predict_at=[200])
+    for point, same in zip(with_seeds.points, images_only.points, strict=True):
+        assert point.value == pytest.approx(same.value)  # the point: the seeds' averaged scores
+        assert point.high - point.low > 1.5 * (same.high - same.low)
+    wide, narrow = with_seeds.predictions[200], images_only.predictions[200]
+    assert wide[0] == pytest.approx(narrow[0]) and wide[2] - wide[1] > narrow[2] - narrow[1]
+    assert "over the seeds" in with_seeds.notes[0] and "do not cover" in images_only.notes[0]
+
+
 def test_named_split_and_its_errors() -> None:
     empty = np.zeros((1, 4, 4), np.float32)
     samples = [Sample(n, empty, empty) for n in "abcdef"]

@@ -12,8 +12,9 @@ evaluate``), and :func:`fit_curve` fits a saturating power law::
 ``a`` is the plateau, the figure that unlimited annotation would approach with this training
 budget. The intervals come from resampling the validation images (bootstrap, the same resample
 for every fraction, the fit repeated on each): they cover which validation images were drawn,
-not the randomness of training (``repeats`` averages several seeds per fraction). With fewer than four fractions the
-exponent is fixed at 0.5 (three free parameters would go through the points exactly).
+not the randomness of training, unless ``repeats`` trains several seeds per fraction: then each
+point averages its seeds' per-image scores and the resamples draw the seeds too. With fewer than
+four fractions the exponent is fixed at 0.5 (three free parameters would go through the points exactly).
 
 :func:`write_learning_curve` writes ``report.html`` (the plot with the fitted curve and its
 band), ``learning_curve.json`` and ``learning_curve.png``.
@@ -165,17 +166,33 @@ def curve_from_vectors(
 
     ``vectors[i]`` is ``(n_images, k)`` for the run on ``sizes[i]`` images, the same validation
     images in the same order for every run; ``aggregate(sums)[metric]`` turns sums into the
-    figure. The images are resampled together for every run (``n_bootstrap`` times).
+    figure. Where a size was trained with several seeds, ``vectors[i]`` is ``(seeds, n_images, k)``:
+    its point is the figure of the scores averaged over the seeds, and each resample draws the
+    seeds too (with replacement, before the images), so the intervals cover the randomness of
+    training as well as the choice of validation images. The images are resampled together for
+    every run (``n_bootstrap`` times).
     """
-    n_images = len(vectors[0])
-    if any(len(v) != n_images for v in vectors):
+    runs_seeds = [np.asarray(v, float) for v in vectors]
+    runs_seeds = [v[None] if v.ndim == 2 else v for v in runs_seeds]  # (seeds, images, k) each
+    n_images = runs_seeds[0].shape[1]
+    if any(v.shape[1] != n_images for v in runs_seeds):
         raise DataError("every run must be scored on the same validation images")
-    stacked = np.stack([np.asarray(v, float) for v in vectors])  # (runs, images, k)
-    figures = [float(aggregate(v.sum(axis=0))[metric]) for v in stacked]
+    figures = [float(aggregate(v.mean(axis=0).sum(axis=0))[metric]) for v in runs_seeds]
     rng = np.random.default_rng(seed)
     weights = np.zeros((n_bootstrap, n_images))
     np.add.at(weights, (np.arange(n_bootstrap)[:, None], rng.integers(0, n_images, size=(n_bootstrap, n_images))), 1)
-    boot = np.stack([np.asarray(aggregate(weights @ v)[metric], float) for v in stacked], axis=1)  # (boot, runs)
+    columns = []
+    for v in runs_seeds:
+        seeds = len(v)
+        draws = np.zeros((n_bootstrap, seeds))  # each resample's share of each seed (1 / seeds per draw)
+        if seeds > 1:
+            np.add.at(draws, (np.arange(n_bootstrap)[:, None], rng.integers(0, seeds, size=(n_bootstrap, seeds))), 1)
+        else:
+            draws[:] = 1
+        drawn = np.einsum("bs,sik->bik", draws / seeds, v)  # each resample's seed-averaged scores
+        columns.append(np.asarray(aggregate(np.einsum("bi,bik->bk", weights, drawn))[metric], float))
+    boot = np.stack(columns, axis=1)  # (boot, runs)
+    several = any(len(v) > 1 for v in runs_seeds)
     fit = fit_curve(sizes, figures, higher_is_better=higher_is_better)
     largest = int(max(sizes))
     targets = sorted({largest, 2 * largest, 4 * largest, *(int(n) for n in predict_at)})
@@ -208,10 +225,14 @@ def curve_from_vectors(
         for i, (f, s) in enumerate(zip(fractions, sizes, strict=True))
     )
     notes = [
+        "Intervals: 95% bootstrap over the seeds of each fraction and the validation images (the same "
+        "images for every run, the curve refitted on each resample), so they cover the randomness of "
+        "training as well as which validation images were drawn."
+        if several else
         "Intervals: 95% bootstrap over the validation images (the same resample for every run, the curve "
         "refitted on each); they do not cover the randomness of training (each fraction's runs differ by "
-        "their seeds too: `--repeats N` averages N seeds per fraction)."
-    ]
+        "their seeds too: `--repeats N` trains N seeds per fraction and puts their spread in the intervals)."
+    ]  # fmt: skip
     if not fit.exponent_fitted:
         notes.append(f"Fewer than four fractions: the exponent c is fixed at {FIXED_EXPONENT}.")
     return LearningCurve(
@@ -335,7 +356,7 @@ def learning_curve(
                                validation=validation, seed=seed, label=f"run {number}/{total_runs} ({size} images"
                                + (f", seed {seed})" if repeats > 1 else ")"), progress=progress)  # fmt: skip
             per_seed.append(np.load(scores))
-        vectors.append(np.mean(per_seed, axis=0))
+        vectors.append(np.stack(per_seed))  # (seeds, images, k): the curve averages them and resamples the seeds
     with np.load(truths_file) as archive:
         truths = [archive[key] for key in archive.files]
     scorer, _ = qc_task.scorer(truths, {"model": truths})

@@ -74,6 +74,10 @@ class LoopResult:
     monitor: str
     stopped: str  # "epochs", "early stopping", "time limit" or "stopped by the user"
 
+    def kept(self, keep: str) -> tuple[Path, int]:
+        """The checkpoint and epoch that ``training.keep`` chooses: ``"best"`` (validation figure) or ``"last"``."""
+        return (self.best_checkpoint, self.best_epoch) if keep == "best" else (self.last_checkpoint, len(self.history))
+
 
 def choose_device(setting: str) -> torch.device:
     """``"auto"``: the GPU when there is one, else the CPU."""

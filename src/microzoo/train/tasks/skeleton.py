@@ -169,7 +169,7 @@ def run_task(config: Any, *, out_dir: Path, config_path: Path, resume: bool = Fa
     loop = fit(network, sample_batch=setup.sample_batch, loss_fn=setup.loss_fn, validate=setup.validate,
                monitor=setup.monitor, mode=setup.mode, settings=settings, out_dir=out_dir, resume=resume,
                progress=progress, on_epoch=on_epoch, should_stop=should_stop)  # fmt: skip
-    network = load_best(network, loop.best_checkpoint if settings.keep == "best" else loop.last_checkpoint)
+    network = load_best(network, loop.kept(settings.keep)[0])
     check = task_module.check(config, network, train, val, out_dir=out_dir, progress=progress)
     run = TrainedRun(config, Path(out_dir), config_path, network, setup.out_channels, loop, train, val, check,
                      parent, tuple(notices))  # fmt: skip
@@ -247,7 +247,8 @@ def export_halo(kwargs: dict[str, Any]) -> int:
 
 
 def load_best(network: torch.nn.Module, checkpoint: Path) -> torch.nn.Module:
-    """Put the best checkpoint's weights into ``network`` (on the CPU, in eval mode)."""
+    """Put a checkpoint's weights into ``network`` (on the CPU, in eval mode): ``best.pt``, or ``last.pt``
+    where ``training.keep`` is ``last``."""
     from microzoo.train.loop import load_checkpoint
 
     network.load_state_dict(load_checkpoint(checkpoint)["network"])
@@ -322,21 +323,20 @@ def finish(run: TrainedRun, *, progress: ProgressCallback | None = None) -> Trai
         task=config.task, out_dir=run.out_dir, config=run.config_path, package=package, report=report,
         metrics=metrics, curves_csv=loop.curves_csv, curves_png=loop.curves_png,
         best_checkpoint=loop.best_checkpoint, last_checkpoint=loop.last_checkpoint, figures=figures,
-        history=loop.history, best_epoch=loop.best_epoch, stopped=loop.stopped, kept_epoch=_kept_epoch(run),
-        kept=_kept_sentence(run), verdict=verdict, notices=run.notices, validation=check,
+        history=loop.history, best_epoch=loop.best_epoch, stopped=loop.stopped,
+        kept_epoch=loop.kept(config.training.keep)[1], kept=_kept_sentence(run), verdict=verdict,
+        notices=run.notices, validation=check,
     )  # fmt: skip
-
-
-def _kept_epoch(run: TrainedRun) -> int:
-    return run.loop.best_epoch if run.config.training.keep == "best" else len(run.loop.history)
 
 
 def _kept_sentence(run: TrainedRun) -> str:
     """Which epoch's weights were kept, and why (``training.keep``)."""
-    if run.config.training.keep == "best":
-        return f"the weights of epoch {run.loop.best_epoch} were kept (the best validation {run.loop.monitor})"
-    return (f"the weights of the last epoch, {len(run.loop.history)}, were kept (training.keep: last; "
-            f"the best validation {run.loop.monitor} was epoch {run.loop.best_epoch})")  # fmt: skip
+    loop, keep = run.loop, run.config.training.keep
+    epoch = loop.kept(keep)[1]
+    if keep == "best":
+        return f"the weights of epoch {epoch} were kept (the best validation {loop.monitor})"
+    return (f"the weights of the last epoch, {epoch}, were kept (training.keep: last; "
+            f"the best validation {loop.monitor} was epoch {loop.best_epoch})")  # fmt: skip
 
 
 def _training_record(run: TrainedRun) -> dict[str, Any]:
@@ -345,7 +345,8 @@ def _training_record(run: TrainedRun) -> dict[str, Any]:
     history = loop.history
     return {
         "data": str(config.data.images), "images": len(run.train), "epochs": len(history),
-        "best_epoch": loop.best_epoch, "kept_epoch": _kept_epoch(run), "keep": settings.keep, "stopped": loop.stopped,
+        "best_epoch": loop.best_epoch, "kept_epoch": loop.kept(settings.keep)[1], "keep": settings.keep,
+        "stopped": loop.stopped,
         "batch_size": settings.batch_size, "steps_per_epoch": settings.steps_per_epoch,
         "patch_size": list(config.data.patch_size), "learning_rate": settings.learning_rate,
         "optimizer": f"AdamW (weight decay {settings.weight_decay:g})", "schedule": settings.scheduler,

@@ -42,10 +42,11 @@ demo: setup
 # The static checks first (a minute), then the suite with its doctests, in TEST_WORKERS processes
 # (pytest-xdist; one file's tests stay in one process, so its module fixtures are made once; no
 # state is shared between files). Each process starts its own throw-away PostgreSQL and Xvfb, and
-# each zoo test file its own zoo, on free loopback ports. TEST_WORKERS=0: one process.
+# each zoo test file its own zoo, on free loopback ports. TEST_WORKERS=0: one process. The 25
+# slowest tests are listed at the end (the suite's time budget is 15 minutes).
 TEST_WORKERS ?= 2
 test: check
-	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	$(PY) -m pytest -q --durations=25 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # Static checks (pinned in the dev extra): lint, format, types. Developers run it; `make test` runs it too.
 check: setup

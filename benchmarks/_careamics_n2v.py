@@ -113,6 +113,7 @@ def main() -> None:
                 "fit_seconds": fit_seconds,
                 "epochs": int(careamist.trainer.current_epoch),
                 "torch_threads": clock.threads,
+                "parameters": sum(p.numel() for p in careamist.model.parameters()),
             }
         )
     )

@@ -69,6 +69,8 @@ def _config(settings: dict, out: Path):
     config.masked_fraction = settings["masked_fraction"]
     config.data.validation_patches = settings["val_patches"]
     config.network.depth, config.network.base_features = settings["depth"], settings["features"]
+    if settings.get("upsampling") is not None:
+        config.network.upsampling = settings["upsampling"]
     config.training.learning_rate = settings["lr"]
     config.training.threads = settings["threads"]
     config.training.early_stopping_patience = None  # CAREamics does not stop early either
@@ -117,7 +119,9 @@ def microzoo_worker(settings_path: Path) -> None:
         )
         predictions = np.stack([restore(network, image, depth=settings["depth"]) for image in test])
         np.save(out / name, predictions.astype(np.float32))
-    print("result=" + json.dumps({"steps": steps[0], "train_seconds": train_seconds, "epochs": len(result.history)}))
+    parameters = sum(p.numel() for p in network.parameters())
+    print("result=" + json.dumps({"steps": steps[0], "train_seconds": train_seconds, "epochs": len(result.history),
+                                  "parameters": parameters}))  # fmt: skip
 
 
 def run_tool(tool: str, settings: dict, workdir: Path) -> dict:
@@ -181,6 +185,9 @@ def main() -> None:
         help="microzoo's learning-rate schedule (default: its N2V default)",
     )
     trial.add_argument("--keep", choices=("best", "last"), help="microzoo's kept checkpoint (default: its N2V default)")
+    trial.add_argument(
+        "--upsampling", choices=("transposed", "linear"), help="microzoo's U-Net upsampling (default: its N2V default)"
+    )
     args = parser.parse_args()
     if args.epochs and not args.microzoo_only:
         parser.error("--epochs fixes microzoo's steps only: use it with --microzoo-only (a pair shares --seconds)")
@@ -190,7 +197,8 @@ def main() -> None:
 
     w2s = DATA / "w2s"
     keys = ("seconds", "patch", "batch", "depth", "features", "lr", "steps_per_epoch", "val_patches",
-            "masked_fraction", "threads", "seed", "epochs", "jitter", "weight_decay", "scheduler", "keep")  # fmt: skip
+            "masked_fraction", "threads", "seed", "epochs", "jitter", "weight_decay", "scheduler", "keep",
+            "upsampling")  # fmt: skip
     settings = {key: getattr(args, key) for key in keys}
     settings["train_folder"] = str(w2s / "train" / "noisy")
     settings["train"] = train_files(settings)
@@ -212,7 +220,7 @@ def main() -> None:
                 f"  pair {repeat + 1} {tool:9s}: {run['steps']} steps in {run['train_seconds']:.0f} s = "
                 f"{run['steps_per_s']:.3f} steps/s; fitted PSNR {run['psnr_fitted']:.2f} dB"
                 + (f" (other checkpoint {run['psnr_fitted_other']:.2f})" if "psnr_fitted_other" in run else "")
-                + "; "
+                + f"; {run.get('parameters', 0):,} weights; "
                 f"process {run['wall']:.0f} s; load average before {run['load']:.2f}",
                 flush=True,
             )

@@ -128,3 +128,25 @@ def test_fine_tune_infers_the_parents_task_and_untrainable_reason_says_why(
                        epochs=1, steps_per_epoch=1, batch_size=2, patch_size=32)  # fmt: skip
     assert result.task == "instances"
     assert yaml.safe_load(result.package.read_text())["config"]["microzoo"]["parent"]["name"] == "tiny-nuclei"
+
+
+def test_a_parent_written_before_linear_upsampling_keeps_its_transposed_convolutions(tmp_path: Path) -> None:
+    """Kwargs without `upsampling` (packages exported before the setting existed) describe the U-Net's
+    default, transposed convolutions: a Noise2Void run (linear by default) started from such a parent
+    adopts them, so every parent tensor fits."""
+    from microzoo.train.config import n2v_config
+    from microzoo.train.init_from import Parent, adopt_parent_network
+    from microzoo.train.models import UNet
+
+    kwargs = {"in_channels": 1, "out_channels": 1, "spatial_dims": 2, "depth": 2, "base_features": 8,
+              "batch_norm": True, "residual": False, "n2v2": True}  # fmt: skip
+    state = UNet(**kwargs).state_dict()
+    parent = Parent(name="old-n2v", source=str(tmp_path), sha256="0" * 64, zoo_id=None, kwargs=kwargs, task="n2v",
+                    state=state)  # fmt: skip
+    config = n2v_config(images=tmp_path)
+    assert config.network.upsampling == "linear"
+    adopted, notices = adopt_parent_network(config, parent)
+    assert adopted.network.upsampling == "transposed" and adopted.network.depth == 2
+    assert any("upsampling linear -> transposed" in notice for notice in notices)
+    rebuilt = UNet(**{**kwargs, "upsampling": adopted.network.upsampling}).state_dict()
+    assert {k: tuple(v.shape) for k, v in rebuilt.items()} == {k: tuple(v.shape) for k, v in state.items()}

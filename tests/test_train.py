@@ -230,17 +230,23 @@ def test_restoration_package_answers_in_the_input_units_and_tiles_without_seams(
     np.testing.assert_allclose(tiled, whole, rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("n2v2", [False, True])
-def test_the_receptive_radius_is_the_farthest_input_pixel_that_changes_an_output_pixel(n2v2: bool) -> None:
+@pytest.mark.parametrize(
+    "n2v2, upsampling, expected", [(False, "transposed", 22), (True, "transposed", 25), (False, "linear", 26),
+                                   (True, "linear", 29)]
+)  # fmt: skip
+def test_the_receptive_radius_is_the_farthest_input_pixel_that_changes_an_output_pixel(
+    n2v2: bool, upsampling: str, expected: int
+) -> None:
     import torch
 
     from microzoo.train.models import UNet
     from microzoo.train.tasks.skeleton import receptive_radius
 
-    radius = receptive_radius({"depth": 2, "n2v2": n2v2, "batch_norm": True})
-    assert radius == (25 if n2v2 else 22)
+    radius = receptive_radius({"depth": 2, "n2v2": n2v2, "batch_norm": True, "upsampling": upsampling})
+    assert radius == expected
     torch.manual_seed(1)
-    network = UNet(1, 1, depth=2, base_features=8, n2v2=n2v2).double().eval()  # other weights, other features
+    # other weights, other features
+    network = UNet(1, 1, depth=2, base_features=8, n2v2=n2v2, upsampling=upsampling).double().eval()
     image = torch.rand(1, 1, 96, 96, dtype=torch.float64)
 
     def changed(distance: int) -> list[bool]:
@@ -257,6 +263,66 @@ def test_the_receptive_radius_is_the_farthest_input_pixel_that_changes_an_output
 
     assert not any(changed(radius + 1))  # nothing beyond the radius reaches the pixel
     assert any(changed(radius))  # something at the radius does
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_blur_pooling_gives_max_pooling_values_and_gradients_and_exports_with_standard_operations(
+    spatial_dims: int,
+) -> None:
+    """N2V2's max-blur pooling takes its 2-wide max one axis at a time, with its own backward in
+    training: values and gradients are those of torch's max pooling at stride 1 over a
+    replicate-padded edge, and TorchScript (scripted or traced) gives the eager network's output."""
+    import torch
+    from torch.nn import functional
+
+    from microzoo.runtime.torch_export import quiet_torch
+    from microzoo.train.models import BlurPool, UNet
+
+    pool = BlurPool(3, spatial_dims)
+    torch.manual_seed(0)
+    shape = (2, 3, 16, 12) if spatial_dims == 2 else (2, 3, 8, 16, 12)
+    x = torch.rand(shape, dtype=torch.float64, requires_grad=True)
+    x.data[0, 0, :4, :4] = 0.5  # ties: the gradient goes to one of them, none is lost
+    max_pool = functional.max_pool2d if spatial_dims == 2 else functional.max_pool3d
+    reference = max_pool(functional.pad(x, (0, 1) * spatial_dims, mode="replicate"), 2, stride=1)
+    reference = functional.pad(reference, (1, 1) * spatial_dims, mode="reflect")
+    conv = functional.conv2d if spatial_dims == 2 else functional.conv3d
+    reference = conv(reference, pool.kernel.double(), stride=2, groups=3)
+    ours = pool.double()(x)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-12)
+    weights = torch.randn_like(ours)
+    (grad_ours,) = torch.autograd.grad(ours, x, weights)
+    (grad_reference,) = torch.autograd.grad(reference, x, weights)
+    torch.testing.assert_close(grad_ours, grad_reference, rtol=0, atol=1e-12)
+    assert float(grad_ours.sum()) == pytest.approx(float(weights.sum()) * 1.0, rel=1e-9)  # blur taps sum to 1
+
+    network = UNet(1, 1, spatial_dims=spatial_dims, depth=2, base_features=4, n2v2=True).eval()
+    image = torch.rand((1, 1) + (16,) * spatial_dims)
+    with torch.no_grad(), quiet_torch():  # torch deprecates TorchScript, which the zoo format still needs
+        eager = network(image)
+        assert torch.equal(torch.jit.script(network)(image), eager)
+        assert torch.equal(torch.jit.trace(network, image)(image), eager)
+
+
+def test_linear_upsampling_narrows_the_blocks_to_careamics_size() -> None:
+    """`upsampling="linear"`: weight-free upsampling, the blocks before it halve the features (as
+    CAREamics' and the original N2V's U-Nets): 82 instead of 115 thousand weights at depth 2 and 16
+    features, in 2-D and 3-D, and an output of the input's shape."""
+    import torch
+
+    from microzoo.train.models import UNet
+
+    def weights(network: torch.nn.Module) -> int:
+        return sum(p.numel() for p in network.parameters())
+
+    assert weights(UNet(1, 1, depth=2, base_features=16, n2v2=True)) == 114_769
+    assert weights(UNet(1, 1, depth=2, base_features=16, n2v2=True, upsampling="linear")) == 81_345
+    for dims, shape in ((2, (2, 1, 32, 48)), (3, (1, 1, 8, 16, 16))):
+        network = UNet(1, 1, spatial_dims=dims, depth=2, base_features=4, residual=True, upsampling="linear")
+        assert not any(isinstance(m, (torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)) for m in network.modules())
+        assert network(torch.rand(shape)).shape == shape
+    with pytest.raises(ValueError, match="upsampling must be 'transposed' or 'linear'"):
+        UNet(1, 1, upsampling="nearest")
 
 
 # ------------------------------------------------------------------ determinism, resume, stopping
@@ -453,6 +519,11 @@ def test_a_minimal_n2v_config_gets_the_network_of_its_variant(tmp_path: Path) ->
         config = load_config(path)
         assert config.network.n2v2 is n2v2 and config.variant == ("n2v2" if n2v2 else "n2v")
     assert load_config(path).network.depth == 2
+    # N2V's network upsamples linearly unless the config says otherwise; other tasks transpose
+    assert load_config(path).network.upsampling == "linear"
+    path.write_text(yaml.safe_dump({"task": "n2v", "data": {"images": "a"}, "network": {"upsampling": "transposed"}}))
+    assert load_config(path).network.upsampling == "transposed" and load_config(path).network.n2v2
+    assert care_config(images=tmp_path, targets=tmp_path).network.upsampling == "transposed"
     path.write_text(yaml.safe_dump({"task": "n2v", "data": {"images": "a"}, "network": {"n2v2": False}}))
     with pytest.raises(ConfigError, match="network.n2v2 is False but variant is 'n2v2'"):
         load_config(path)

@@ -108,6 +108,10 @@ class NetworkConfig(_Strict):
     batch_norm: bool = True
     residual: bool = Field(default=False, description="add the input to the output (CARE)")
     n2v2: bool = Field(default=False, description="blur-pool and no top skip connection (N2V2)")
+    upsampling: Literal["transposed", "linear"] = Field(
+        default="transposed",
+        description="transposed convolutions, or linear interpolation with blocks that narrow their features",
+    )
 
 
 class TrainingConfig(_Strict):
@@ -242,6 +246,12 @@ class CareConfig(_TaskBase):
 #: to the time limit when that comes first) and does not stop early.
 N2V_TRAINING_DEFAULTS: dict[str, Any] = {"keep": "last", "scheduler": "cosine", "early_stopping_patience": None}
 
+#: Noise2Void's network, where the config does not say otherwise: linear upsampling, whose blocks
+#: narrow the features (CAREamics' and the original N2V's U-Net; 82 instead of 115 thousand weights
+#: at depth 2 and 16 features, with the same fitted PSNR on W2S and more steps per second:
+#: benchmarks/RESULTS.md, "N2V2 against CAREamics"). ``n2v2`` follows the variant.
+N2V_NETWORK_DEFAULTS: dict[str, Any] = {"upsampling": "linear"}
+
 
 class N2VConfig(_TaskBase):
     """Self-supervised denoising (Noise2Void; N2V2 by default) from noisy images alone."""
@@ -262,13 +272,13 @@ class N2VConfig(_TaskBase):
 
     @model_validator(mode="before")
     @classmethod
-    def _network_follows_variant(cls, data: Any) -> Any:
-        """``network.n2v2`` not given: it follows ``variant`` (N2V2's network for the n2v2 variant)."""
-        if isinstance(data, dict):
-            network = data.get("network")
-            if network is None or (isinstance(network, dict) and "n2v2" not in network):
-                n2v2 = data.get("variant", "n2v2") == "n2v2"
-                data = {**data, "network": {**(network or {}), "n2v2": n2v2}}
+    def _network_defaults(cls, data: Any) -> Any:
+        """The settings of :data:`N2V_NETWORK_DEFAULTS` that the config does not give; ``network.n2v2``
+        not given follows ``variant`` (N2V2's network for the n2v2 variant)."""
+        network = data.get("network") if isinstance(data, dict) else None
+        if isinstance(data, dict) and (network is None or isinstance(network, dict)):
+            defaults = {**N2V_NETWORK_DEFAULTS, "n2v2": data.get("variant", "n2v2") == "n2v2"}
+            data = {**data, "network": {**defaults, **(network or {})}}
         return data
 
     @model_validator(mode="after")

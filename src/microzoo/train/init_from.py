@@ -30,7 +30,7 @@ __all__ = [
 ]  # fmt: skip
 
 #: the U-Net's architecture kwargs that the task config's ``network`` section sets
-NETWORK_FIELDS = ("depth", "base_features", "batch_norm", "residual", "n2v2")
+NETWORK_FIELDS = ("depth", "base_features", "batch_norm", "residual", "n2v2", "upsampling")
 
 
 @dataclass(frozen=True)
@@ -151,12 +151,20 @@ def adopt_parent_network(config: Any, parent: Parent) -> tuple[Any, list[str]]:
     """``config`` with its ``network`` settings set to the parent's; notices name what changed."""
     from microzoo.train.config import validate_config
 
+    import inspect
+
+    from microzoo.train.models import UNet
+
     data = config.model_dump(mode="json")
     changed = []
+    # a setting the parent's kwargs lack is the U-Net's default: packages written before it existed
+    # (``upsampling``: transposed) were built with that default
+    defaults = {name: p.default for name, p in inspect.signature(UNet).parameters.items()}
     for name in NETWORK_FIELDS:
-        if name in parent.kwargs and data["network"][name] != parent.kwargs[name]:
-            changed.append(f"{name} {data['network'][name]} -> {parent.kwargs[name]}")
-            data["network"][name] = parent.kwargs[name]
+        value = parent.kwargs.get(name, defaults[name])
+        if data["network"][name] != value:
+            changed.append(f"{name} {data['network'][name]} -> {value}")
+            data["network"][name] = value
     colour = {1: "grey", 3: "rgb"}.get(parent.kwargs.get("in_channels", 0))
     if data["data"].get("colour") == "auto" and colour is not None:
         # the first layer is kept only if the images reach it as the parent's did

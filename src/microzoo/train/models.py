@@ -12,8 +12,15 @@ The shape of the network (depth 3)::
                                     └ down ─ bottom ─ up ┘
 
 A block is two 3x3 convolutions, each followed by batch norm (optional) and ReLU; ``down``
-halves every spatial size (max pooling, or max-blur pooling for N2V2); ``up`` doubles it
-(transposed convolution). Input sizes must be multiples of ``2 ** depth``.
+halves every spatial size (max pooling, or max-blur pooling for N2V2); ``up`` doubles it. Input
+sizes must be multiples of ``2 ** depth``.
+
+``up`` is a transposed convolution (``upsampling="transposed"``, the default), which also halves
+the features, or a linear interpolation (``upsampling="linear"``: bilinear in 2-D, trilinear in
+3-D) without weights; then the block before it narrows the features instead (its first
+convolution keeps its level's width, its second halves it), as in CAREamics' and the original
+Noise2Void's U-Nets: at depth 2 and 16 base features, 82 thousand weights instead of 115, and one
+N2V2 training step ~10% faster on a CPU (benchmarks/RESULTS.md, "N2V2 against CAREamics").
 
 N2V2 (Höck et al. 2022) removes the checkerboard artefacts of Noise2Void with blur pooling
 and without the top skip connection: pass ``n2v2=True``. CARE learns the residual between
@@ -38,20 +45,63 @@ def _conv(spatial_dims: int) -> type[nn.Module]:
     return nn.Conv2d if spatial_dims == 2 else nn.Conv3d
 
 
-def _block(spatial_dims: int, in_features: int, out_features: int, batch_norm: bool) -> nn.Sequential:
-    """Two 3x3 convolutions, each with optional batch norm and ReLU."""
+def _block(
+    spatial_dims: int, in_features: int, out_features: int, batch_norm: bool, middle_features: int | None = None
+) -> nn.Sequential:
+    """Two 3x3 convolutions (``in -> middle -> out``; ``middle`` defaults to ``out``), each with
+    optional batch norm and ReLU."""
     norm = nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d
+    middle = out_features if middle_features is None else middle_features
     layers: list[nn.Module] = []
-    for features_in in (in_features, out_features):
-        layers.append(_conv(spatial_dims)(features_in, out_features, kernel_size=3, padding=1, bias=not batch_norm))
+    for features_in, features_out in ((in_features, middle), (middle, out_features)):
+        layers.append(_conv(spatial_dims)(features_in, features_out, kernel_size=3, padding=1, bias=not batch_norm))
         if batch_norm:
-            layers.append(norm(out_features))
+            layers.append(norm(features_out))
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
 
+def _neighbour_max(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``max(x[i], x[i + 1])`` along ``dim``, the last element kept (a 2-wide max at stride 1 over a
+    replicate-padded edge)."""
+    n = x.shape[dim]
+    return torch.cat([torch.maximum(x.narrow(dim, 0, n - 1), x.narrow(dim, 1, n - 1)), x.narrow(dim, n - 1, 1)], dim)
+
+
+class _NeighbourMax(torch.autograd.Function):
+    """:func:`_neighbour_max` with a backward pass that routes each gradient to the larger
+    neighbour through one saved mask: 2.5 times faster to train than torch's own backward of
+    ``maximum``, which handles ties by halves with several passes over the tensor, and than
+    ``max_pool2d(kernel 2, stride 1)``, whose forward is slow at stride 1 (6 against 17 ms for
+    forward and backward on an 8 x 16 x 64 x 64 batch, one core). Ties go to the first
+    neighbour, as max pooling sends them; values are equal either way."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dim: int) -> torch.Tensor:  # noqa: ANN001
+        n = x.shape[dim]
+        ctx.dim = dim
+        ctx.save_for_backward(x.narrow(dim, 1, n - 1) > x.narrow(dim, 0, n - 1))
+        return _neighbour_max(x, dim)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+        (to_second,) = ctx.saved_tensors
+        n = grad.shape[ctx.dim]
+        moved = grad.narrow(ctx.dim, 0, n - 1) * to_second
+        grad_x = grad.clone()
+        grad_x.narrow(ctx.dim, 0, n - 1).sub_(moved)
+        grad_x.narrow(ctx.dim, 1, n - 1).add_(moved)
+        return grad_x, None
+
+
 class BlurPool(nn.Module):
-    """Max-blur pooling (Zhang 2019): max over 2x2 at stride 1, then a [1, 2, 1] blur at stride 2."""
+    """Max-blur pooling (Zhang 2019): max over 2x2 at stride 1, then a [1, 2, 1] blur at stride 2.
+
+    The max is taken one axis at a time (separable; the same values as ``max_pool2d`` with kernel 2
+    and stride 1 on a replicate-padded edge); in training, through :class:`_NeighbourMax`, which
+    makes a depth-2 N2V2 U-Net's training step ~15% faster on a CPU. TorchScript, tracing and ONNX
+    export see only standard operations.
+    """
 
     def __init__(self, channels: int, spatial_dims: int = 2) -> None:
         super().__init__()
@@ -66,13 +116,22 @@ class BlurPool(nn.Module):
         self.register_buffer("kernel", kernel.expand(channels, 1, *kernel.shape).contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for dim in range(2, 2 + self.spatial_dims):
+            if torch.jit.is_scripting():
+                x = _neighbour_max(x, dim)
+            else:
+                x = self._train_max(x, dim)
         if self.spatial_dims == 2:
-            x = nn.functional.max_pool2d(nn.functional.pad(x, (0, 1, 0, 1), mode="replicate"), 2, stride=1)
             x = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
             return nn.functional.conv2d(x, self.kernel, stride=2, groups=self.channels)
-        x = nn.functional.max_pool3d(nn.functional.pad(x, (0, 1, 0, 1, 0, 1), mode="replicate"), 2, stride=1)
         x = nn.functional.pad(x, (1, 1, 1, 1, 1, 1), mode="reflect")
         return nn.functional.conv3d(x, self.kernel, stride=2, groups=self.channels)
+
+    @torch.jit.unused
+    def _train_max(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing():
+            return _NeighbourMax.apply(x, dim)
+        return _neighbour_max(x, dim)
 
 
 class UNet(nn.Module):
@@ -94,15 +153,21 @@ class UNet(nn.Module):
         Add the input to the output (CARE restoration).
     n2v2
         Blur pooling and no skip connection at full resolution (N2V2).
+    upsampling
+        ``"transposed"`` (transposed convolutions) or ``"linear"`` (bilinear or trilinear
+        interpolation, blocks that narrow their features; see the module).
     """
 
     def __init__(
         self, in_channels: int = 1, out_channels: int = 1, *, spatial_dims: int = 2, depth: int = 3,
         base_features: int = 32, batch_norm: bool = True, residual: bool = False, n2v2: bool = False,
+        upsampling: str = "transposed",
     ) -> None:  # fmt: skip
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        if upsampling not in ("transposed", "linear"):
+            raise ValueError(f"upsampling must be 'transposed' or 'linear', got {upsampling!r}")
         if residual and in_channels != out_channels:
             raise ValueError("a residual U-Net needs as many output channels as input channels")
         self.depth, self.residual, self.n2v2 = depth, residual, n2v2
@@ -117,14 +182,23 @@ class UNet(nn.Module):
             else:
                 self.downs.append(nn.MaxPool2d(2) if spatial_dims == 2 else nn.MaxPool3d(2))
             previous = features[level]
-        self.bottom = _block(spatial_dims, features[depth - 1], features[depth], batch_norm)
-        transpose = nn.ConvTranspose2d if spatial_dims == 2 else nn.ConvTranspose3d
         self.ups = nn.ModuleList()
         self.decoders = nn.ModuleList()
+        if upsampling == "transposed":
+            self.bottom = _block(spatial_dims, features[depth - 1], features[depth], batch_norm)
+        else:  # the bottom and every decoder but the top one end at the width of the level above
+            self.bottom = _block(spatial_dims, features[depth - 1], features[depth - 1], batch_norm, features[depth])
+        transpose = nn.ConvTranspose2d if spatial_dims == 2 else nn.ConvTranspose3d
         for level in reversed(range(depth)):
-            self.ups.append(transpose(features[level + 1], features[level], kernel_size=2, stride=2))
             skip = 0 if (n2v2 and level == 0) else features[level]
-            self.decoders.append(_block(spatial_dims, features[level] + skip, features[level], batch_norm))
+            if upsampling == "transposed":
+                self.ups.append(transpose(features[level + 1], features[level], kernel_size=2, stride=2))
+                self.decoders.append(_block(spatial_dims, features[level] + skip, features[level], batch_norm))
+            else:
+                mode = "bilinear" if spatial_dims == 2 else "trilinear"
+                self.ups.append(nn.Upsample(scale_factor=2, mode=mode, align_corners=False))
+                out = features[max(level - 1, 0)]
+                self.decoders.append(_block(spatial_dims, features[level] + skip, out, batch_norm, features[level]))
         self.head = _conv(spatial_dims)(features[0], out_channels, kernel_size=1)
         self.output_gain: torch.Tensor  # buffers (device and state dict follow the module), declared for type checkers
         self.output_offset: torch.Tensor

@@ -181,7 +181,7 @@ def network_kwargs(config: Any, *, in_channels: int, out_channels: int) -> dict[
     net = config.network
     return {"in_channels": in_channels, "out_channels": out_channels, "spatial_dims": config.data.spatial_dims,
             "depth": net.depth, "base_features": net.base_features, "batch_norm": net.batch_norm,
-            "residual": net.residual, "n2v2": net.n2v2}  # fmt: skip
+            "residual": net.residual, "n2v2": net.n2v2, "upsampling": net.upsampling}  # fmt: skip
 
 
 def build_network(config: Any, *, in_channels: int, out_channels: int) -> torch.nn.Module:
@@ -200,28 +200,34 @@ def receptive_radius(kwargs: dict[str, Any]) -> int:
     Measured rather than derived: the support of one output pixel's gradient on a random input, in a
     2-D twin with the same depth and blocks (the 3-D network's kernels are the same along every
     axis, and the support does not depend on the number of features or the weights). Depth 2: 22
-    pixels (25 with N2V2's blur pooling); depth 3: 46 (53).
+    pixels (25 with N2V2's blur pooling); depth 3: 46 (53); linear upsampling adds 4 at depth 2 and
+    8 at depth 3.
     """
-    depth, n2v2, batch_norm = (
+    depth, n2v2, batch_norm, upsampling = (
         int(kwargs.get("depth", 3)),
         bool(kwargs.get("n2v2")),
         bool(kwargs.get("batch_norm", True)),
+        str(kwargs.get("upsampling", "transposed")),
     )
-    return _twin_radius(depth, n2v2, batch_norm)
+    return _twin_radius(depth, n2v2, batch_norm, upsampling)
 
 
 @functools.cache
-def _twin_radius(depth: int, n2v2: bool, batch_norm: bool) -> int:
+def _twin_radius(depth: int, n2v2: bool, batch_norm: bool, upsampling: str) -> int:
     from microzoo.train.models import UNet
 
     size = 16 * 2**depth  # a radius is about 7 * 2**depth: the centre's support stays inside
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        network = UNet(1, 1, spatial_dims=2, depth=depth, base_features=4, batch_norm=batch_norm, n2v2=n2v2).eval()
-        image = torch.randn(1, 1, size, size, requires_grad=True)
-    network(image)[0, 0, size // 2, size // 2].backward()
+        network = UNet(
+            1, 1, spatial_dims=2, depth=depth, base_features=8, batch_norm=batch_norm, n2v2=n2v2, upsampling=upsampling
+        ).eval()
+        # several random images: a ReLU that happens to be off at the edge of one image's support
+        # would hide a part of it; the union over the batch does not
+        image = torch.randn(8, 1, size, size, requires_grad=True)
+    network(image)[:, 0, size // 2, size // 2].sum().backward()
     assert image.grad is not None
-    ys, xs = np.nonzero(image.grad[0, 0].abs().numpy())
+    ys, xs = np.nonzero(image.grad[:, 0].abs().sum(0).numpy())
     return int(max(np.abs(ys - size // 2).max(), np.abs(xs - size // 2).max()))
 
 

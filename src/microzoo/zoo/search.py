@@ -17,27 +17,31 @@ and each is quoted, so no input can be FTS syntax. On PostgreSQL the entry's ``s
 stemming) and ranked by ``ts_rank``. Not ``websearch_to_tsquery``: it has no prefixes, so the
 two databases would find different models.
 
-A search is three statements over the entries (the count, the facet counts, the page of ids,
-each filtered the same way) and one that loads the page's versions. The count and facet counts of
-every search, and its page of ids unless it is ordered by downloads, are cached in each process
-(the most recent :data:`MAX_CACHED` searches), keyed by ``search_state.generation``, which
-:func:`index_version` raises whenever an entry changes: that number is the one definition of when
-a cached figure is stale, whichever process changed it, so a cached search finds what the
-database would. A zoo's index changes when a version is published or tested, and is read at every
-search: a repeated search (the home page, a facet click, a popular word) then costs the read of
-the generation and of its page's rows. Pages ordered by downloads are always computed, as a
-download changes their order without changing the generation.
+A search reads the generation (``search_state.generation``, which :func:`index_version` raises
+whenever an entry changes: the one definition of when something a process holds is stale, whichever
+process changed it), the ids and scores of the entries its words match (one statement, the text
+index's; kept for the most recent :data:`MAX_CACHED` word lists of the generation), and the rows of
+its page of versions. Filters, the count, the facet counts and the order by date or relevance are
+computed in the process from :class:`_Entries`, the generation's entries held in memory (ids, dates
+and facet keys: about 1 MB for 10,000 models, read once per generation): a facet count over 10,000
+entries is a column sum of a boolean matrix (~0.3 ms) where SQLite's ``json_each`` grouping took
+~15 ms a search (benchmarks/RESULTS.md, "The zoo under load", runs 11-13). Pages ordered by
+downloads are read from the database, filtered in SQL the same way, as a download changes their
+order without a new generation.
 The statements are SQL text built from fixed pieces; the user's words and filter values are bound
 parameters only.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, cast
 
+import numpy as np
 from sqlalchemy import Text, bindparam, func, insert, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import CursorResult
@@ -75,10 +79,10 @@ class _Recent:
                 self._items.popitem(last=False)
 
 
-#: (database URL, generation, words, filters) -> (total, facets)
-_COUNTS = _Recent(MAX_CACHED)
-#: (database URL, generation, words, filters, sort, page, per page) -> the page's version ids
-_PAGES = _Recent(MAX_CACHED)
+#: (database URL, generation) -> the generation's entries (:class:`_Entries`); a process needs the last few
+_ENTRIES = _Recent(4)
+#: (database URL, generation, words) -> the matched version ids and their scores (lower ranks first)
+_HITS = _Recent(MAX_CACHED)
 #: bm25 weights of the FTS5 columns name, title, description, tags, authors (as PostgreSQL's A, A, C, B, C)
 BM25_WEIGHTS = "10.0, 10.0, 1.0, 4.0, 1.0"
 #: PostgreSQL: the weighted tsvector of an entry, from the bound parameters of :func:`_text_fields`
@@ -200,48 +204,122 @@ def check_query(query: SearchQuery) -> None:
         raise ZooError(f"per_page must be between 1 and {MAX_PER_PAGE}, not {query.per_page}")
 
 
+@dataclass(frozen=True)
+class _Entries:
+    """The search entries of one generation, in memory: what filters, counts, facets and the date order read."""
+
+    ids: np.ndarray  # version ids, ascending
+    keys: tuple[str, ...]  # every facet key (``field=value``) of any entry: the columns of ``filed``
+    columns: dict[str, int]  # key -> its column
+    filed: np.ndarray  # (entries, keys) bool: entry i is filed under key j
+    newest: np.ndarray  # each entry's place in the date order: 0 for the newest (then the highest id)
+
+    @classmethod
+    def read(cls, session: Session) -> _Entries:
+        """Read in the date order (the database's, so ties and NULLs order as in SQL): ~40 ms for 10,000."""
+        rows = session.execute(
+            text("SELECT version_id, facets FROM search_entries ORDER BY published_at DESC, version_id DESC")
+        ).all()
+        # entries share their facet lists (a task, a licence, formats...): each distinct one is parsed once.
+        # SQLite returns the JSON array as text (a plain SELECT skips the ORM's JSON type), PostgreSQL a list.
+        distinct: dict[Any, int] = {}
+        combination = np.fromiter(
+            (distinct.setdefault(row[1] if isinstance(row[1], str) else tuple(row[1] or ()), len(distinct))
+             for row in rows), dtype=np.int64, count=len(rows),
+        )  # fmt: skip
+        lists = [json.loads(raw) if isinstance(raw, str) else list(raw) for raw in distinct]
+        keys = tuple(sorted({key for keys_of_list in lists for key in keys_of_list}))
+        columns = {key: j for j, key in enumerate(keys)}
+        filed_by_list = np.zeros((len(lists), len(keys)), dtype=bool)
+        for i, keys_of_list in enumerate(lists):
+            filed_by_list[i, [columns[key] for key in keys_of_list]] = True
+        by_date = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))  # ids, newest first
+        order = np.argsort(by_date, kind="stable")  # entry k (in id order) is the order[k]-th newest
+        return cls(by_date[order], keys, columns, filed_by_list[combination[order]], order)
+
+    def matching(self, version_ids: np.ndarray, scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The row mask of the entries of these (ascending) version ids, and each row's score if given (inf
+        elsewhere)."""
+        selected = np.zeros(len(self.ids), dtype=bool)
+        score = None if scores is None else np.full(len(self.ids), np.inf)
+        if len(self.ids):
+            rows = np.searchsorted(self.ids, version_ids).clip(max=len(self.ids) - 1)
+            known = self.ids[rows] == version_ids  # an id the text index has and this generation has not: left out
+            selected[rows[known]] = True
+            if score is not None and scores is not None:
+                score[rows[known]] = scores[known]
+        return selected, score
+
+    def facets(self, selected: np.ndarray) -> dict[str, dict[str, int]]:
+        """Each field's values among the ``selected`` entries (a row mask), most frequent first."""
+        counts = self.filed[selected].sum(axis=0)
+        found: dict[str, dict[str, int]] = {}
+        for j in np.flatnonzero(counts):
+            field_name, _, value = self.keys[j].partition("=")
+            found.setdefault(field_name, {})[value] = int(counts[j])
+        return {name: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for name, v in found.items()}
+
+
 def search_versions(session: Session, query: SearchQuery) -> tuple[int, list[Version], dict[str, dict[str, int]]]:
     """(total, the page of versions in order, facet counts over everything that matched)."""
     check_query(query)
     postgresql = session.get_bind().dialect.name == "postgresql"
     words = _words(query.text)
     keys = [f"{name}={value}" for name, value in query.filters().items()]
-    matched, filters, params, statement_params = _where(words, keys, postgresql=postgresql)
-    where = _clause(matched, filters)
-    generation = session.execute(text("SELECT generation FROM search_state WHERE id = 1")).scalar_one()
-    key = (str(session.get_bind().engine.url), int(generation), tuple(words), tuple(keys))
-    counted = _COUNTS.get(key)
-    if counted is None:
-        counted = _counts(session, where, params, statement_params, postgresql=postgresql)
-        _COUNTS.put(key, counted)
-    total_found, facets = counted[0], {name: dict(values) for name, values in counted[1].items()}
-    page_key = (*key, query.sort, query.page, query.per_page)
-    cacheable = query.sort != "downloads"  # a download reorders without a new generation
-    ids = _PAGES.get(page_key) if cacheable else None
-    if ids is None:
-        ids = _page_ids(session, query, words, (matched, filters), params, statement_params, postgresql=postgresql)
-        if cacheable:
-            _PAGES.put(page_key, tuple(ids))
-    rows = {row.id: row for row in session.scalars(select(Version).where(Version.id.in_(ids)))} if ids else {}
-    return total_found, [rows[i] for i in ids if i in rows], facets
-
-
-def _counts(
-    session: Session, where: str, params: dict[str, Any], binds: list[Any], *, postgresql: bool
-) -> tuple[int, dict[str, dict[str, int]]]:
-    """The number of entries that match, and their facet counts (each field's values, most frequent first)."""
-    total = session.execute(_statement(f"SELECT count(*) FROM search_entries e{where}", binds), params)
-    total_found = int(total.scalar_one())
-    if postgresql:
-        unnest = "CROSS JOIN LATERAL unnest(e.facets) AS k"
-        facet_sql = f"SELECT k, count(*) FROM search_entries e {unnest}{where} GROUP BY k"
+    url = str(session.get_bind().engine.url)
+    generation = _generation(session)
+    entries = _ENTRIES.get((url, generation))
+    if entries is None:
+        entries = _Entries.read(session)
+        if _generation(session) == generation:  # nothing changed while it was read (PostgreSQL: read committed)
+            _ENTRIES.put((url, generation), entries)
+    selected, score = np.ones(len(entries.ids), dtype=bool), None
+    if words:
+        ranked = query.sort == "relevance"
+        hits = _HITS.get((url, generation, tuple(words)))
+        if hits is None or (ranked and hits[1] is None):
+            hits = _hits(session, words, ranked=ranked, postgresql=postgresql)
+            _HITS.put((url, generation, tuple(words)), hits)
+        selected, score = entries.matching(*hits)
+    for key in keys:
+        column = entries.columns.get(key)
+        selected &= entries.filed[:, column] if column is not None else False
+    if query.sort == "downloads":  # a download reorders without a new generation: read from the database
+        ids = _ids_by_downloads(session, query, words, keys, postgresql=postgresql)
     else:
-        facet_sql = f"SELECT j.value, count(*) FROM search_entries e, json_each(e.facets) j{where} GROUP BY j.value"
-    facets: dict[str, dict[str, int]] = {}
-    for key, count in session.execute(_statement(facet_sql, binds), params):
-        field_name, _, value = str(key).partition("=")
-        facets.setdefault(field_name, {})[value] = int(count)
-    return total_found, {name: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for name, v in facets.items()}
+        chosen = np.flatnonzero(selected)
+        if query.sort == "relevance" and score is not None:
+            order = np.lexsort((entries.newest[chosen], score[chosen]))  # the last key sorts first
+        else:
+            order = np.argsort(entries.newest[chosen], kind="stable")
+        start = (query.page - 1) * query.per_page
+        ids = [int(i) for i in entries.ids[chosen[order[start : start + query.per_page]]]]
+    rows = {row.id: row for row in session.scalars(select(Version).where(Version.id.in_(ids)))} if ids else {}
+    return int(selected.sum()), [rows[i] for i in ids if i in rows], entries.facets(selected)
+
+
+def _generation(session: Session) -> int:
+    return int(session.execute(text("SELECT generation FROM search_state WHERE id = 1")).scalar_one())
+
+
+def _hits(
+    session: Session, words: list[str], *, ranked: bool, postgresql: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The version ids (ascending) of the entries that every word matches, and if ``ranked`` their scores
+    (lower ranks first: bm25 on SQLite, minus ``ts_rank`` on PostgreSQL; scoring every hit costs 2-5
+    times the match alone on SQLite, so searches in another order skip it)."""
+    if postgresql:
+        score = "-ts_rank(search_vector, to_tsquery('english', :q))" if ranked else "NULL"
+        sql = f"SELECT version_id, {score} FROM search_entries WHERE search_vector @@ to_tsquery('english', :q)"
+        found = session.execute(text(sql), {"q": tsquery_text(" ".join(words))}).all()
+    else:
+        score = f"bm25(version_text, {BM25_WEIGHTS})" if ranked else "NULL"
+        sql = f"SELECT rowid, {score} FROM version_text WHERE version_text MATCH :q"
+        found = session.execute(text(sql), {"q": fts_query(" ".join(words))}).all()
+    found.sort(key=lambda row: row[0])
+    ids = np.fromiter((row[0] for row in found), dtype=np.int64, count=len(found))
+    scores = np.fromiter((row[1] for row in found), dtype=np.float64, count=len(found)) if ranked else None
+    return ids, scores
 
 
 def _where(words: list[str], keys: list[str], *, postgresql: bool) -> tuple[str, str, dict[str, Any], list[Any]]:
@@ -278,35 +356,13 @@ def _statement(sql: str, binds: list[Any]) -> Any:
     return statement.bindparams(*binds) if binds else statement
 
 
-def _page_ids(
-    session: Session,
-    query: SearchQuery,
-    words: list[str],
-    conditions: tuple[str, str],
-    params: dict[str, Any],
-    binds: list[Any],
-    *,
-    postgresql: bool,
+def _ids_by_downloads(
+    session: Session, query: SearchQuery, words: list[str], keys: list[str], *, postgresql: bool
 ) -> list[int]:
-    """The ids of the page's versions, in order: by relevance, downloads or date; then newest first."""
+    """The ids of the page's versions, most downloaded first, then newest first (read from the database)."""
+    matched, filters, params, binds = _where(words, keys, postgresql=postgresql)
     newest = "e.published_at DESC, e.version_id DESC"
-    where = _clause(*conditions)
+    sql = f"SELECT e.version_id FROM search_entries e{_clause(matched, filters)} ORDER BY e.downloads DESC, {newest}"
     page = {"limit": query.per_page, "offset": (query.page - 1) * query.per_page}
-    if query.sort == "downloads":
-        sql = f"SELECT e.version_id FROM search_entries e{where} ORDER BY e.downloads DESC, {newest}"
-    elif query.sort == "relevance" and words and postgresql:
-        rank = "ts_rank(e.search_vector, to_tsquery('english', :tsq))"
-        sql = f"SELECT e.version_id FROM search_entries e{where} ORDER BY {rank} DESC, {newest}"
-    elif query.sort == "relevance" and words:
-        # the FTS query runs once, as the CTE that gives each hit its bm25 score (lower is better)
-        filters = _clause(conditions[1])
-        sql = (
-            "WITH hits AS MATERIALIZED (SELECT rowid AS id, "
-            f"bm25(version_text, {BM25_WEIGHTS}) AS score FROM version_text WHERE version_text MATCH :fts) "
-            f"SELECT e.version_id FROM hits JOIN search_entries e ON e.version_id = hits.id{filters} "
-            f"ORDER BY hits.score, {newest}"
-        )
-    else:
-        sql = f"SELECT e.version_id FROM search_entries e{where} ORDER BY {newest}"
     statement = _statement(sql + " LIMIT :limit OFFSET :offset", binds)
     return [int(i) for i in session.execute(statement, {**params, **page}).scalars()]

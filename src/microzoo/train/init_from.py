@@ -149,10 +149,9 @@ def _require_unet(state: dict[str, Any], kwargs: dict[str, Any], *, source: str,
 
 def adopt_parent_network(config: Any, parent: Parent) -> tuple[Any, list[str]]:
     """``config`` with its ``network`` settings set to the parent's; notices name what changed."""
-    from microzoo.train.config import validate_config
-
     import inspect
 
+    from microzoo.train.config import validate_config
     from microzoo.train.models import UNet
 
     data = config.model_dump(mode="json")

@@ -316,7 +316,7 @@ def _hits(
         score = f"bm25(version_text, {BM25_WEIGHTS})" if ranked else "NULL"
         sql = f"SELECT rowid, {score} FROM version_text WHERE version_text MATCH :q"
         found = session.execute(text(sql), {"q": fts_query(" ".join(words))}).all()
-    found.sort(key=lambda row: row[0])
+    found = sorted(found, key=lambda row: row[0])
     ids = np.fromiter((row[0] for row in found), dtype=np.int64, count=len(found))
     scores = np.fromiter((row[1] for row in found), dtype=np.float64, count=len(found)) if ranked else None
     return ids, scores

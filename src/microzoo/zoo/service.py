@@ -56,8 +56,8 @@ class Zoo(ReviewMixin):
         """Close the index's connections."""
         self.engine.dispose()
 
-    def _session(self, *, write: bool = False) -> Any:
-        return session_scope(self.engine, write=write)
+    def _session(self, *, write: bool = False, reads_alone: bool = False) -> Any:
+        return session_scope(self.engine, write=write, reads_alone=reads_alone)
 
     # tokens
     def create_token(self, role: str, label: str = "") -> str:
@@ -268,7 +268,7 @@ class Zoo(ReviewMixin):
     # search
     def search(self, query: SearchQuery) -> SearchResult:
         """The latest published version of each model that ``query`` finds, a page of them, and facets."""
-        with self._session() as session:
+        with self._session(reads_alone=True) as session:  # the search checks the generation itself
             total, rows, facets = search_versions(session, query)
             items = [VersionInfo.of(row) for row in rows]
         return SearchResult(total=total, items=items, facets=facets, page=query.page, per_page=query.per_page)

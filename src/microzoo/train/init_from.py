@@ -149,16 +149,12 @@ def _require_unet(state: dict[str, Any], kwargs: dict[str, Any], *, source: str,
 
 def adopt_parent_network(config: Any, parent: Parent) -> tuple[Any, list[str]]:
     """``config`` with its ``network`` settings set to the parent's; notices name what changed."""
-    import inspect
-
     from microzoo.train.config import validate_config
-    from microzoo.train.models import UNet
+    from microzoo.train.tasks.skeleton import unet_defaults
 
     data = config.model_dump(mode="json")
     changed = []
-    # a setting the parent's kwargs lack is the U-Net's default: packages written before it existed
-    # (``upsampling``: transposed) were built with that default
-    defaults = {name: p.default for name, p in inspect.signature(UNet).parameters.items()}
+    defaults = unet_defaults()  # what a parent written before a setting existed was built with
     for name in NETWORK_FIELDS:
         value = parent.kwargs.get(name, defaults[name])
         if data["network"][name] != value:

@@ -203,13 +203,19 @@ def receptive_radius(kwargs: dict[str, Any]) -> int:
     pixels (25 with N2V2's blur pooling); depth 3: 46 (53); linear upsampling adds 4 at depth 2 and
     8 at depth 3.
     """
-    depth, n2v2, batch_norm, upsampling = (
-        int(kwargs.get("depth", 3)),
-        bool(kwargs.get("n2v2")),
-        bool(kwargs.get("batch_norm", True)),
-        str(kwargs.get("upsampling", "transposed")),
-    )
-    return _twin_radius(depth, n2v2, batch_norm, upsampling)
+    full = {**unet_defaults(), **kwargs}
+    return _twin_radius(int(full["depth"]), bool(full["n2v2"]), bool(full["batch_norm"]), str(full["upsampling"]))
+
+
+@functools.cache
+def unet_defaults() -> dict[str, Any]:
+    """:class:`~microzoo.train.models.UNet`'s keyword defaults: what a package's kwargs that lack a
+    setting (written before it existed, such as ``upsampling``) were built with."""
+    import inspect
+
+    from microzoo.train.models import UNet
+
+    return {name: p.default for name, p in inspect.signature(UNet).parameters.items()}
 
 
 @functools.cache
@@ -246,8 +252,9 @@ def export_halo(kwargs: dict[str, Any]) -> int:
     stacks; where such a stack is tiled, its tiles can show seams (measured in 2-D only; docs/training.md,
     Limits).
     """
-    step = 2 ** int(kwargs.get("depth", 3))
-    if kwargs.get("spatial_dims", 2) == 3:
+    full = {**unet_defaults(), **kwargs}
+    step = 2 ** int(full["depth"])
+    if full["spatial_dims"] == 3:
         return max(16, 2 * step)
     return max(2 * step, -(-receptive_radius(kwargs) // step) * step)
 

@@ -208,15 +208,17 @@ def test_the_search_table_follows_publication_tests_and_downloads(
     zoo.close()
 
 
-def test_a_repeated_search_reads_only_the_generation_and_its_page(filled) -> None:
-    """A search made again is answered from the process's cache: no count, facet or page statement."""
+def test_a_repeated_search_is_one_statement_the_page_with_the_generation(filled) -> None:
+    """A search made again is answered from the process's cache: one statement, the page's rows with the
+    generation that says the cache is still right (no count, facet or text-match statement)."""
     from sqlalchemy import event
 
     zoo, _ = filled
     statements: list[str] = []
 
     def record(connection, cursor, statement, *rest) -> None:
-        statements.append(statement)
+        if statement != "BEGIN":  # SQLite's transaction (PostgreSQL searches in autocommit)
+            statements.append(statement)
 
     event.listen(zoo.engine, "before_cursor_execute", record)
     try:
@@ -226,14 +228,33 @@ def test_a_repeated_search_reads_only_the_generation_and_its_page(filled) -> Non
             again = zoo.search(query)
             assert (again.total, [(v.name, v.version) for v in again.items], again.facets) == (
                 first.total, [(v.name, v.version) for v in first.items], first.facets)  # fmt: skip
-            assert first.total > 0 and not [s for s in statements if "search_entries" in s]
-            assert any("search_state" in s for s in statements)  # the generation: is the cache still right?
+            assert first.total > 0 and len(statements) == 1
+            assert "search_state" in statements[0] and "versions" in statements[0]
         statements.clear()
         zoo.search(SearchQuery(text="model", sort="downloads"))
         zoo.search(SearchQuery(text="model", sort="downloads"))  # a download reorders without a new generation
         assert len([s for s in statements if "ORDER BY e.downloads" in s]) == 2
     finally:
         event.remove(zoo.engine, "before_cursor_execute", record)
+
+
+def test_a_change_made_by_another_process_is_seen_by_the_next_search(filled, db: str, example_model: Path) -> None:
+    """A process searches from the generation it last saw; another process's publication (a new generation) is
+    found by its next search, which then answers as a process that never searched before would."""
+    zoo, _ = filled
+    query = SearchQuery(text="quokka")
+    assert zoo.search(query).total == 0  # this process now holds the entries of the current generation
+    other = Zoo(zoo.root, db, publish_on_pass=True)  # another process, as far as the database can tell
+    token = other.authorise(other.create_token("uploader"), "uploader")
+    other.publish_upload(staged_example(other, example_model, small=True, title="Quokka finder"), token=token)
+    while (job := other.claim_job("w")) is not None:
+        other.finish_job(job.id, ok=True, result={"formats": {}})
+    found = zoo.search(query)
+    assert found.total == 1 and found.items[0].summary["title"] == "Quokka finder"
+    with zoo.engine.connect() as connection:  # the other process published the fixture's draft too (on pass)
+        entries = connection.exec_driver_sql("SELECT count(*) FROM search_entries").scalar_one()
+    assert zoo.search(SearchQuery()).total == entries == 32
+    other.close()
 
 
 def test_the_migration_rebuilds_the_same_search_table(filled, db: str) -> None:
@@ -264,3 +285,47 @@ def test_the_migration_rebuilds_the_same_search_table(filled, db: str) -> None:
     migrate_to(db, "head")
     assert results() == before
     assert before[0][0] == 30 and before[1][0] == 6 and all(r[1] for r in before)
+
+
+def _end_other_connections(url: str) -> int:
+    """End every other connection to the database of ``url`` (as a restarted server would); how many."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as connection:
+        ended = connection.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(ended[0]) if ended else 0
+
+
+@pytest.mark.parametrize("idle", [False, True], ids=["in-use", "idle"])
+def test_a_search_survives_its_pooled_connections_being_ended(
+    zoo_root: Path, postgres_admin_url: str, example_model: Path, monkeypatch: pytest.MonkeyPatch, idle: bool
+) -> None:
+    """PostgreSQL: connections ended while pooled (a server restart) cost no failed search. One idle longer than
+    ``PING_AFTER_IDLE_S`` is pinged at checkout and replaced; one used a moment ago fails its statement once,
+    which renews the pool, and the search is made again."""
+    from _postgres import drop_database, new_database
+    from sqlalchemy import event
+
+    from microzoo.zoo import db as zoo_db
+
+    url = new_database(postgres_admin_url)
+    zoo = Zoo(zoo_root, url, publish_on_pass=True)
+    try:
+        token = zoo.authorise(zoo.create_token("uploader"), "uploader")
+        zoo.publish_upload(staged_example(zoo, example_model, small=True, title="Quokka finder"), token=token)
+        while (job := zoo.claim_job("w")) is not None:
+            zoo.finish_job(job.id, ok=True, result={"formats": {}})
+        assert zoo.search(SearchQuery(text="quokka")).total == 1
+        errors: list[BaseException] = []
+        event.listen(zoo.engine, "handle_error", lambda context: errors.append(context.original_exception))
+        monkeypatch.setattr(zoo_db, "PING_AFTER_IDLE_S", 0.0 if idle else 3600.0)
+        assert _end_other_connections(url) >= 1
+        found = zoo.search(SearchQuery(text="quokka"))
+        assert found.total == 1 and found.items[0].summary["title"] == "Quokka finder"
+        assert len(errors) == (0 if idle else 1)  # pinged and replaced, or failed once and made again
+    finally:
+        zoo.close()
+        drop_database(postgres_admin_url, url)

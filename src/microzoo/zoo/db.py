@@ -189,7 +189,7 @@ def engine_for(url: str) -> Engine:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return _ping_when_idle(create_engine(url, pool_size=10, max_overflow=20))
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
@@ -206,6 +206,41 @@ def engine_for(url: str) -> Engine:
     def _on_begin(connection: Any) -> None:
         immediate = connection.get_execution_options().get("write", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+#: a pooled server connection unused for longer than this is pinged before it is handed out
+PING_AFTER_IDLE_S = 10.0
+
+
+def _ping_when_idle(engine: Engine) -> Engine:
+    """Ping a pooled connection at checkout only when it has been idle for :data:`PING_AFTER_IDLE_S`.
+
+    SQLAlchemy's ``pool_pre_ping`` pings at every checkout: one more round trip for every request
+    (a search is one statement: it would be two), for the case of a database restarted while the
+    connection sat in the pool. Pinging the connections that sat idle keeps that case (the pool
+    then opens a new connection, as with ``pool_pre_ping``); a connection that died while in use
+    (a restart under load) fails its next statement once, which makes SQLAlchemy renew the whole
+    pool; a search (``Zoo.search``) retries once on such a failure.
+    """
+    import time
+
+    from sqlalchemy import exc
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:  # the pool drops this connection and checks out another (or a new one)
+            raise exc.DisconnectionError(f"a pooled connection did not answer a ping: {error}") from error
 
     return engine
 

@@ -34,6 +34,7 @@ parameters only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -43,13 +44,14 @@ from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import Text, bindparam, func, insert, select, text
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from microzoo.errors import ZooError
-from microzoo.zoo.db import Model, SearchEntry, Version
-from microzoo.zoo.records import SORTS, SearchQuery
+from microzoo.zoo.db import Model, SearchEntry, SearchState, Version
+from microzoo.zoo.records import SORTS, SearchQuery, VersionInfo
 
 MAX_PER_PAGE = 100
 #: searches whose counts (and pages of ids) each process keeps, the most recently used
@@ -83,6 +85,14 @@ class _Recent:
 _ENTRIES = _Recent(4)
 #: (database URL, generation, words) -> the matched version ids and their scores (lower ranks first)
 _HITS = _Recent(MAX_CACHED)
+#: database URL -> the generation this process last saw confirmed (what the next search assumes)
+_SEEN: dict[str, int] = {}
+#: tries of a search whose generation changed while it ran
+MAX_ATTEMPTS = 3
+#: a JSON column's text -> its value (summaries never change; a compatibility matrix seldom)
+_DECODED = _Recent(2048)
+_JSON_COLUMNS = ("summary", "compat", "test_report")
+_INFO_FIELDS = tuple(f.name for f in dataclasses.fields(VersionInfo) if f.name not in _JSON_COLUMNS)
 #: bm25 weights of the FTS5 columns name, title, description, tags, authors (as PostgreSQL's A, A, C, B, C)
 BM25_WEIGHTS = "10.0, 10.0, 1.0, 4.0, 1.0"
 #: PostgreSQL: the weighted tsvector of an entry, from the bound parameters of :func:`_text_fields`
@@ -260,42 +270,95 @@ class _Entries:
         return {name: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for name, v in found.items()}
 
 
-def search_versions(session: Session, query: SearchQuery) -> tuple[int, list[Version], dict[str, dict[str, int]]]:
-    """(total, the page of versions in order, facet counts over everything that matched)."""
+def search_versions(session: Session, query: SearchQuery) -> tuple[int, list[VersionInfo], dict[str, dict[str, int]]]:
+    """(total, the page of versions in order, facet counts over everything that matched).
+
+    Optimistic about the generation: the process computes the page from the entries (and word
+    matches) it holds for the generation it last saw, and the one statement that reads the page's
+    rows reads the generation beside them (:func:`_page`). When that is still the database's, the
+    answer is the database's, read in one round trip; when another process changed the entries
+    meanwhile, the search is made again at the new generation. Nothing is cached under a generation
+    before a statement has confirmed it.
+    """
     check_query(query)
     postgresql = session.get_bind().dialect.name == "postgresql"
     words = _words(query.text)
     keys = [f"{name}={value}" for name, value in query.filters().items()]
     url = str(session.get_bind().engine.url)
-    generation = _generation(session)
-    entries = _ENTRIES.get((url, generation))
-    if entries is None:
-        entries = _Entries.read(session)
-        if _generation(session) == generation:  # nothing changed while it was read (PostgreSQL: read committed)
-            _ENTRIES.put((url, generation), entries)
-    selected, score = np.ones(len(entries.ids), dtype=bool), None
-    if words:
-        ranked = query.sort == "relevance"
-        hits = _HITS.get((url, generation, tuple(words)))
-        if hits is None or (ranked and hits[1] is None):
-            hits = _hits(session, words, ranked=ranked, postgresql=postgresql)
-            _HITS.put((url, generation, tuple(words)), hits)
-        selected, score = entries.matching(*hits)
-    for key in keys:
-        column = entries.columns.get(key)
-        selected &= entries.filed[:, column] if column is not None else False
-    if query.sort == "downloads":  # a download reorders without a new generation: read from the database
-        ids = _ids_by_downloads(session, query, words, keys, postgresql=postgresql)
-    else:
-        chosen = np.flatnonzero(selected)
-        if query.sort == "relevance" and score is not None:
-            order = np.lexsort((entries.newest[chosen], score[chosen]))  # the last key sorts first
+    generation = _SEEN.get(url)
+    for _attempt in range(MAX_ATTEMPTS):
+        held = _ENTRIES.get((url, generation)) if generation is not None else None
+        if held is None:  # a generation this process has not read: read it, and its entries
+            generation = _generation(session)
+            held = _ENTRIES.get((url, generation)) or _Entries.read(session)
+        entries: _Entries = held
+        selected, score, new_hits = np.ones(len(entries.ids), dtype=bool), None, None
+        if words:
+            ranked = query.sort == "relevance"
+            hits = _HITS.get((url, generation, tuple(words)))
+            if hits is None or (ranked and hits[1] is None):
+                hits = new_hits = _hits(session, words, ranked=ranked, postgresql=postgresql)
+            selected, score = entries.matching(*hits)
+        for key in keys:
+            column = entries.columns.get(key)
+            selected &= entries.filed[:, column] if column is not None else False
+        if query.sort == "downloads":  # a download reorders without a new generation: read from the database
+            ids = _ids_by_downloads(session, query, words, keys, postgresql=postgresql)
         else:
-            order = np.argsort(entries.newest[chosen], kind="stable")
-        start = (query.page - 1) * query.per_page
-        ids = [int(i) for i in entries.ids[chosen[order[start : start + query.per_page]]]]
-    rows = {row.id: row for row in session.scalars(select(Version).where(Version.id.in_(ids)))} if ids else {}
+            chosen = np.flatnonzero(selected)
+            if query.sort == "relevance" and score is not None:
+                order = np.lexsort((entries.newest[chosen], score[chosen]))  # the last key sorts first
+            else:
+                order = np.argsort(entries.newest[chosen], kind="stable")
+            start = (query.page - 1) * query.per_page
+            ids = [int(i) for i in entries.ids[chosen[order[start : start + query.per_page]]]]
+        now, rows = _page(session, ids)
+        if now == generation:  # everything above was read at the generation the page was
+            _SEEN[url] = generation
+            _ENTRIES.put((url, generation), entries)
+            if new_hits is not None:
+                _HITS.put((url, generation, tuple(words)), new_hits)
+            break
+        generation = now  # the entries changed meanwhile: again, at the new generation
+    # after MAX_ATTEMPTS changes in a row (publications racing the search) the last attempt is answered, uncached
     return int(selected.sum()), [rows[i] for i in ids if i in rows], entries.facets(selected)
+
+
+def _page(session: Session, ids: list[int]) -> tuple[int, dict[int, VersionInfo]]:
+    """The generation and the versions of ``ids``, in one statement (so one snapshot, one round trip).
+
+    The JSON columns are read as text and decoded here (:func:`_decoded`): most pages show versions
+    that earlier pages showed, and a version's summary never changes.
+    """
+    table = Version.__table__
+    plain = [column for column in table.c if column.name not in _JSON_COLUMNS]
+    as_text = [sql_cast(table.c[name], Text).label(name) for name in _JSON_COLUMNS]
+    statement = (
+        select(SearchState.generation, *plain, *as_text)
+        .select_from(SearchState.__table__.outerjoin(table, table.c.id.in_(ids)))
+        .where(SearchState.id == 1)
+    )
+    generation: Any = None
+    rows: dict[int, VersionInfo] = {}
+    for row in session.execute(statement).mappings():
+        generation = row["generation"]
+        if row["id"] is not None:
+            fields = {name: row[name] for name in _INFO_FIELDS}
+            fields.update({name: _decoded(row[name]) for name in _JSON_COLUMNS})
+            fields["downloads"] = fields["downloads"] or 0
+            rows[row["id"]] = VersionInfo(**fields)
+    return int(generation), rows
+
+
+def _decoded(raw: str | None) -> Any:
+    """A JSON column's value from its text, decoded once per distinct text (values are shared: never mutate)."""
+    if raw is None:
+        return None
+    value = _DECODED.get(raw)
+    if value is None:
+        value = json.loads(raw)
+        _DECODED.put(raw, value)
+    return value
 
 
 def _generation(session: Session) -> int:

@@ -268,9 +268,16 @@ class Zoo(ReviewMixin):
     # search
     def search(self, query: SearchQuery) -> SearchResult:
         """The latest published version of each model that ``query`` finds, a page of them, and facets."""
-        with self._session(reads_alone=True) as session:  # the search checks the generation itself
-            total, rows, facets = search_versions(session, query)
-            items = [VersionInfo.of(row) for row in rows]
+        from sqlalchemy.exc import DBAPIError
+
+        for attempt in (1, 2):
+            try:
+                with self._session(reads_alone=True) as session:  # the search checks the generation itself
+                    total, items, facets = search_versions(session, query)
+                break
+            except DBAPIError as error:  # a connection that died in the pool (a restarted server): once more
+                if attempt == 2 or not error.connection_invalidated:
+                    raise
         return SearchResult(total=total, items=items, facets=facets, page=query.page, per_page=query.per_page)
 
     # jobs

@@ -35,7 +35,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from microzoo.io.atomic import exclusive_lock
@@ -246,22 +246,32 @@ def _ping_when_idle(engine: Engine) -> Engine:
 
 
 @contextlib.contextmanager
-def session_scope(engine: Engine, *, write: bool = False, reads_alone: bool = False) -> Iterator[Session]:
+def session_scope(engine: Engine, *, write: bool = False) -> Iterator[Session]:
     """A session in one transaction, committed at the end (rolled back on an exception).
 
     ``write=True`` takes SQLite's write lock at the start (``BEGIN IMMEDIATE``), so a transaction
     that reads and then writes never fails half-way because another process wrote in between.
-    ``reads_alone=True``, for reads that need no common snapshot (a search checks its own): on
-    PostgreSQL each statement commits itself, which saves the BEGIN and COMMIT round trips
-    (two of a search's five); SQLite keeps its transaction (it costs no round trip there).
     """
     with engine.connect() as connection:
         if write:
             connection.execution_options(write=True)
-        elif reads_alone and engine.dialect.name == "postgresql":
-            connection.execution_options(isolation_level="AUTOCOMMIT")
         with Session(bind=connection, expire_on_commit=False) as session, session.begin():
             yield session
+
+
+@contextlib.contextmanager
+def read_connection(engine: Engine) -> Iterator[Connection]:
+    """A plain connection for reads that need no common snapshot (a search checks its own generation).
+
+    No ORM session around it (a search's statements are SQL: the session's bookkeeping cost about
+    1 ms a search), and on PostgreSQL each statement commits itself, which saves the BEGIN and
+    COMMIT round trips; SQLite keeps its transaction (it costs no round trip there), rolled back
+    at the end.
+    """
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield connection
 
 
 def upgrade_to_head(url: str, *, engine: Engine | None = None) -> None:

@@ -46,7 +46,7 @@ import numpy as np
 from sqlalchemy import Text, bindparam, func, insert, select, text
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import CursorResult
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.orm import Session
 
 from microzoo.errors import ZooError
@@ -93,6 +93,20 @@ MAX_ATTEMPTS = 3
 _DECODED = _Recent(2048)
 _JSON_COLUMNS = ("summary", "compat", "test_report")
 _INFO_FIELDS = tuple(f.name for f in dataclasses.fields(VersionInfo) if f.name not in _JSON_COLUMNS)
+_GENERATION = text("SELECT generation FROM search_state WHERE id = 1")
+
+
+def _page_statement() -> Any:
+    """The generation and the rows of the versions ``:ids`` (an expanding list), JSON columns as text."""
+    table = Version.__table__
+    plain = [column for column in table.c if column.name not in _JSON_COLUMNS]
+    as_text = [sql_cast(table.c[name], Text).label(name) for name in _JSON_COLUMNS]
+    joined = SearchState.__table__.outerjoin(table, table.c.id.in_(bindparam("ids", expanding=True)))
+    return select(SearchState.generation, *plain, *as_text).select_from(joined).where(SearchState.id == 1)
+
+
+#: built once: a statement is a tree of objects that SQLAlchemy would otherwise build and key again each search
+_PAGE = _page_statement()
 #: bm25 weights of the FTS5 columns name, title, description, tags, authors (as PostgreSQL's A, A, C, B, C)
 BM25_WEIGHTS = "10.0, 10.0, 1.0, 4.0, 1.0"
 #: PostgreSQL: the weighted tsvector of an entry, from the bound parameters of :func:`_text_fields`
@@ -225,9 +239,9 @@ class _Entries:
     newest: np.ndarray  # each entry's place in the date order: 0 for the newest (then the highest id)
 
     @classmethod
-    def read(cls, session: Session) -> _Entries:
+    def read(cls, connection: Connection) -> _Entries:
         """Read in the date order (the database's, so ties and NULLs order as in SQL): ~40 ms for 10,000."""
-        rows = session.execute(
+        rows = connection.execute(
             text("SELECT version_id, facets FROM search_entries ORDER BY published_at DESC, version_id DESC")
         ).all()
         # entries share their facet lists (a task, a licence, formats...): each distinct one is parsed once.
@@ -270,7 +284,9 @@ class _Entries:
         return {name: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for name, v in found.items()}
 
 
-def search_versions(session: Session, query: SearchQuery) -> tuple[int, list[VersionInfo], dict[str, dict[str, int]]]:
+def search_versions(
+    connection: Connection, query: SearchQuery
+) -> tuple[int, list[VersionInfo], dict[str, dict[str, int]]]:
     """(total, the page of versions in order, facet counts over everything that matched).
 
     Optimistic about the generation: the process computes the page from the entries (and word
@@ -281,29 +297,29 @@ def search_versions(session: Session, query: SearchQuery) -> tuple[int, list[Ver
     before a statement has confirmed it.
     """
     check_query(query)
-    postgresql = session.get_bind().dialect.name == "postgresql"
+    postgresql = connection.dialect.name == "postgresql"
     words = _words(query.text)
     keys = [f"{name}={value}" for name, value in query.filters().items()]
-    url = str(session.get_bind().engine.url)
+    url = str(connection.engine.url)
     generation = _SEEN.get(url)
     for _attempt in range(MAX_ATTEMPTS):
         held = _ENTRIES.get((url, generation)) if generation is not None else None
         if held is None:  # a generation this process has not read: read it, and its entries
-            generation = _generation(session)
-            held = _ENTRIES.get((url, generation)) or _Entries.read(session)
+            generation = _generation(connection)
+            held = _ENTRIES.get((url, generation)) or _Entries.read(connection)
         entries: _Entries = held
         selected, score, new_hits = np.ones(len(entries.ids), dtype=bool), None, None
         if words:
             ranked = query.sort == "relevance"
             hits = _HITS.get((url, generation, tuple(words)))
             if hits is None or (ranked and hits[1] is None):
-                hits = new_hits = _hits(session, words, ranked=ranked, postgresql=postgresql)
+                hits = new_hits = _hits(connection, words, ranked=ranked, postgresql=postgresql)
             selected, score = entries.matching(*hits)
         for key in keys:
             column = entries.columns.get(key)
             selected &= entries.filed[:, column] if column is not None else False
         if query.sort == "downloads":  # a download reorders without a new generation: read from the database
-            ids = _ids_by_downloads(session, query, words, keys, postgresql=postgresql)
+            ids = _ids_by_downloads(connection, query, words, keys, postgresql=postgresql)
         else:
             chosen = np.flatnonzero(selected)
             if query.sort == "relevance" and score is not None:
@@ -312,7 +328,7 @@ def search_versions(session: Session, query: SearchQuery) -> tuple[int, list[Ver
                 order = np.argsort(entries.newest[chosen], kind="stable")
             start = (query.page - 1) * query.per_page
             ids = [int(i) for i in entries.ids[chosen[order[start : start + query.per_page]]]]
-        now, rows = _page(session, ids)
+        now, rows = _page(connection, ids)
         if now == generation:  # everything above was read at the generation the page was
             _SEEN[url] = generation
             _ENTRIES.put((url, generation), entries)
@@ -324,23 +340,15 @@ def search_versions(session: Session, query: SearchQuery) -> tuple[int, list[Ver
     return int(selected.sum()), [rows[i] for i in ids if i in rows], entries.facets(selected)
 
 
-def _page(session: Session, ids: list[int]) -> tuple[int, dict[int, VersionInfo]]:
+def _page(connection: Connection, ids: list[int]) -> tuple[int, dict[int, VersionInfo]]:
     """The generation and the versions of ``ids``, in one statement (so one snapshot, one round trip).
 
     The JSON columns are read as text and decoded here (:func:`_decoded`): most pages show versions
     that earlier pages showed, and a version's summary never changes.
     """
-    table = Version.__table__
-    plain = [column for column in table.c if column.name not in _JSON_COLUMNS]
-    as_text = [sql_cast(table.c[name], Text).label(name) for name in _JSON_COLUMNS]
-    statement = (
-        select(SearchState.generation, *plain, *as_text)
-        .select_from(SearchState.__table__.outerjoin(table, table.c.id.in_(ids)))
-        .where(SearchState.id == 1)
-    )
     generation: Any = None
     rows: dict[int, VersionInfo] = {}
-    for row in session.execute(statement).mappings():
+    for row in connection.execute(_PAGE, {"ids": ids}).mappings():
         generation = row["generation"]
         if row["id"] is not None:
             fields = {name: row[name] for name in _INFO_FIELDS}
@@ -361,12 +369,12 @@ def _decoded(raw: str | None) -> Any:
     return value
 
 
-def _generation(session: Session) -> int:
-    return int(session.execute(text("SELECT generation FROM search_state WHERE id = 1")).scalar_one())
+def _generation(connection: Connection) -> int:
+    return int(connection.execute(_GENERATION).scalar_one())
 
 
 def _hits(
-    session: Session, words: list[str], *, ranked: bool, postgresql: bool
+    connection: Connection, words: list[str], *, ranked: bool, postgresql: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The version ids (ascending) of the entries that every word matches, and if ``ranked`` their scores
     (lower ranks first: bm25 on SQLite, minus ``ts_rank`` on PostgreSQL; scoring every hit costs 2-5
@@ -374,11 +382,11 @@ def _hits(
     if postgresql:
         score = "-ts_rank(search_vector, to_tsquery('english', :q))" if ranked else "NULL"
         sql = f"SELECT version_id, {score} FROM search_entries WHERE search_vector @@ to_tsquery('english', :q)"
-        found = session.execute(text(sql), {"q": tsquery_text(" ".join(words))}).all()
+        found = connection.execute(text(sql), {"q": tsquery_text(" ".join(words))}).all()
     else:
         score = f"bm25(version_text, {BM25_WEIGHTS})" if ranked else "NULL"
         sql = f"SELECT rowid, {score} FROM version_text WHERE version_text MATCH :q"
-        found = session.execute(text(sql), {"q": fts_query(" ".join(words))}).all()
+        found = connection.execute(text(sql), {"q": fts_query(" ".join(words))}).all()
     found = sorted(found, key=lambda row: row[0])
     ids = np.fromiter((row[0] for row in found), dtype=np.int64, count=len(found))
     scores = np.fromiter((row[1] for row in found), dtype=np.float64, count=len(found)) if ranked else None
@@ -420,7 +428,7 @@ def _statement(sql: str, binds: list[Any]) -> Any:
 
 
 def _ids_by_downloads(
-    session: Session, query: SearchQuery, words: list[str], keys: list[str], *, postgresql: bool
+    connection: Connection, query: SearchQuery, words: list[str], keys: list[str], *, postgresql: bool
 ) -> list[int]:
     """The ids of the page's versions, most downloaded first, then newest first (read from the database)."""
     matched, filters, params, binds = _where(words, keys, postgresql=postgresql)
@@ -428,4 +436,4 @@ def _ids_by_downloads(
     sql = f"SELECT e.version_id FROM search_entries e{_clause(matched, filters)} ORDER BY e.downloads DESC, {newest}"
     page = {"limit": query.per_page, "offset": (query.page - 1) * query.per_page}
     statement = _statement(sql + " LIMIT :limit OFFSET :offset", binds)
-    return [int(i) for i in session.execute(statement, {**params, **page}).scalars()]
+    return [int(i) for i in connection.execute(statement, {**params, **page}).scalars()]

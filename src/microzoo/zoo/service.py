@@ -19,7 +19,18 @@ from sqlalchemy.orm import Session
 
 from microzoo.errors import UploadError, ZooAuthError, ZooConflict, ZooError, ZooNotFound
 from microzoo.zoo import jobs, storage
-from microzoo.zoo.db import Comment, Job, Model, Token, Version, default_url, engine_for, session_scope, upgrade_to_head
+from microzoo.zoo.db import (
+    Comment,
+    Job,
+    Model,
+    Token,
+    Version,
+    default_url,
+    engine_for,
+    read_connection,
+    session_scope,
+    upgrade_to_head,
+)
 from microzoo.zoo.db import utcnow as _now
 from microzoo.zoo.ids import check_model_name, check_version, new_model_name, next_integer_version
 from microzoo.zoo.records import CommentInfo, JobInfo, SearchQuery, SearchResult, TokenInfo, VersionInfo
@@ -56,8 +67,8 @@ class Zoo(ReviewMixin):
         """Close the index's connections."""
         self.engine.dispose()
 
-    def _session(self, *, write: bool = False, reads_alone: bool = False) -> Any:
-        return session_scope(self.engine, write=write, reads_alone=reads_alone)
+    def _session(self, *, write: bool = False) -> Any:
+        return session_scope(self.engine, write=write)
 
     # tokens
     def create_token(self, role: str, label: str = "") -> str:
@@ -272,8 +283,8 @@ class Zoo(ReviewMixin):
 
         for attempt in (1, 2):
             try:
-                with self._session(reads_alone=True) as session:  # the search checks the generation itself
-                    total, items, facets = search_versions(session, query)
+                with read_connection(self.engine) as connection:  # the search checks the generation itself
+                    total, items, facets = search_versions(connection, query)
                 break
             except DBAPIError as error:  # a connection that died in the pool (a restarted server): once more
                 if attempt == 2 or not error.connection_invalidated:

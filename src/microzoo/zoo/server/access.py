@@ -81,6 +81,16 @@ def check_read(request: Request) -> None:
         request.app.state.zoo.authorise(request_token(request), "uploader")
 
 
+async def read_allowed(request: Request) -> None:
+    """:func:`check_read` as the routers' dependency: a public zoo's request is let through in the event
+    loop (FastAPI would run a plain function in a worker thread, a hop of each request); a token is
+    checked in a thread, as it reads the database."""
+    if request.app.state.read_token_required:
+        from starlette.concurrency import run_in_threadpool
+
+        await run_in_threadpool(check_read, request)
+
+
 def base_url(request: Request) -> str:
     """The zoo's public address (``public_url``, else the address the request came to)."""
     configured: str | None = request.app.state.public_url

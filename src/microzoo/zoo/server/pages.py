@@ -22,14 +22,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from microzoo.errors import MicrozooError, ZooError, ZooNotFound
-from microzoo.zoo.server.access import TOKEN_COOKIE, authorise_write, base_url, check_read, rate_limit_client
+from microzoo.zoo.server.access import TOKEN_COOKIE, authorise_write, base_url, rate_limit_client, read_allowed
 from microzoo.zoo.server.api import JOB_ID, MAX_TRY_IMAGE_BYTES, queue_try, search_query, upload_package
 from microzoo.zoo.server.model_view import model_context
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(env=jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True))
 templates.env.filters["when"] = lambda value: value.strftime("%Y-%m-%d %H:%M") if value else ""
-router = APIRouter(include_in_schema=False, dependencies=[Depends(check_read)])
+router = APIRouter(include_in_schema=False, dependencies=[Depends(read_allowed)])
 open_router = APIRouter(include_in_schema=False)  # pages a zoo that requires a token to read still shows
 FACETS = {"task": "Task", "modality": "Modality", "dims": "Dimensions", "weight_format": "Weight format",
           "license": "Licence", "consumer": "Runs in"}  # fmt: skip

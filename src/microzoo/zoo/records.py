@@ -109,6 +109,16 @@ class JobInfo:
 
 
 @dataclass(frozen=True)
+class VersionPage:
+    """What a version's page shows from the index, read in one transaction."""
+
+    info: VersionInfo
+    versions: list[VersionInfo]  # every version of the model, oldest first
+    comments: list[CommentInfo]
+    convert_jobs: list[JobInfo]  # asked conversions to other weight formats, oldest first
+
+
+@dataclass(frozen=True)
 class SearchQuery:
     """A search: words (all must match, as prefixes), filters (exact values), order and page."""
 

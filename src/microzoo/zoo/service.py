@@ -33,7 +33,15 @@ from microzoo.zoo.db import (
 )
 from microzoo.zoo.db import utcnow as _now
 from microzoo.zoo.ids import check_model_name, check_version, new_model_name, next_integer_version
-from microzoo.zoo.records import CommentInfo, JobInfo, SearchQuery, SearchResult, TokenInfo, VersionInfo
+from microzoo.zoo.records import (
+    CommentInfo,
+    JobInfo,
+    SearchQuery,
+    SearchResult,
+    TokenInfo,
+    VersionInfo,
+    VersionPage,
+)
 from microzoo.zoo.review import ReviewMixin
 from microzoo.zoo.search import add_download, index_version, search_versions
 from microzoo.zoo.tokens import ROLES, check_role, new_token, require_role, token_sha256
@@ -193,6 +201,24 @@ class Zoo(ReviewMixin):
         """One version (None: the latest published, or the newest of any state when not ``published_only``)."""
         with self._session() as session:
             return VersionInfo.of(self._row(session, name, version, published_only=published_only))
+
+    def version_page(self, name: str, version: str) -> VersionPage:
+        """A version (any state) with its model's versions, its comments and its convert jobs: what its page
+        shows, read in one transaction (four statements; one call each of :meth:`version`, :meth:`versions`,
+        :meth:`comments` and :meth:`jobs_of` read the version again each)."""
+        with self._session() as session:
+            rows = session.scalars(select(Version).where(Version.name == name).order_by(Version.id)).all()
+            row = next((r for r in reversed(rows) if r.version == version), None)
+            if row is None:
+                raise ZooNotFound(f"no version {name}/{version} in this zoo")
+            comments = session.scalars(select(Comment).where(Comment.version_id == row.id).order_by(Comment.id))
+            converts = select(Job).where(Job.version_id == row.id, Job.kind == "convert").order_by(Job.id)
+            return VersionPage(
+                info=VersionInfo.of(row),
+                versions=[VersionInfo.of(r) for r in rows],
+                comments=[CommentInfo.of(c) for c in comments],
+                convert_jobs=[JobInfo.of(job, row) for job in session.scalars(converts)],
+            )
 
     def version_by_id(self, version_id: int) -> VersionInfo:
         """The version with index id ``version_id`` (any state; workers use it)."""

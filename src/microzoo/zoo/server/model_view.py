@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -9,6 +11,7 @@ from urllib.parse import quote
 from fastapi import Request
 
 from microzoo.errors import MicrozooError
+from microzoo.zoo import storage
 from microzoo.zoo.server.access import base_url
 
 CONSUMERS = ("microzoo", "bioimageio.core", "deepImageJ", "ilastik")
@@ -18,32 +21,66 @@ _FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg", ".gif")
 def model_context(request: Request, name: str, version: str) -> dict[str, Any]:
     """Everything the model page of ``name/version`` shows."""
     zoo = request.app.state.zoo
-    info = zoo.version(name, version, published_only=False)
+    page = zoo.version_page(name, version)
+    info = page.info
     summary: dict[str, Any] = dict(info.summary or {})
     base = base_url(request)
     path = f"{quote(name)}/{quote(info.version)}"
     files = f"/{'artifacts' if info.status == 'published' else 'drafts'}/{path}/files/"
     report: dict[str, Any] = dict(info.test_report or {})
+    stored = _Stored(Path(zoo.root), name, info.version, info.rdf_sha256)
+    documentation, qc_figures, qc_numbers = _package_extras(stored, summary.get("documentation"), files)
     return {
         "info": info,
         "summary": summary,
         "files": files,
         "covers": [files + quote(c) for c in summary.get("covers", [])],
-        "documentation": _documentation(zoo, name, info.version, summary.get("documentation"), files),
+        "documentation": documentation,
         "test_formats": dict(report.get("formats", {})),
         "test_log": str(report.get("log", "")),
         "compat": dict(info.compat or {}),
-        "qc_figures": _qc_figures(zoo, name, info.version, files),
-        "qc_numbers": _qc_numbers(zoo, name, info.version),
-        "versions": list(reversed(zoo.versions(name))),
-        "comments": zoo.comments(name, info.version),
+        "qc_figures": qc_figures,
+        "qc_numbers": qc_numbers,
+        "versions": list(reversed(page.versions)),
+        "comments": page.comments,
         "zip_url": f"{base}/api/models/{path}/package.zip",
         "usage": usage_lines(base, name, info.version),
         "convertible": convertible_formats(info),
-        "convert_jobs": zoo.jobs_of(name, info.version, "convert"),
+        "convert_jobs": page.convert_jobs,
         "pending": info.test_status in ("pending", "running"),
         "uploaded": request.query_params.get("uploaded") == "1",
     }
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """A stored version's files: the zoo's root, the version, and its ``rdf.yaml`` hash (what they hold)."""
+
+    root: Path
+    name: str
+    version: str
+    rdf_sha256: str
+
+    @property
+    def folder(self) -> Path:
+        return storage.version_dir(self.root, self.name, self.version)
+
+    def file(self, relative: str) -> Path:
+        """``relative`` inside the version's folder (:class:`ZooNotFound` if missing or outside it)."""
+        return storage.file_in_version(self.root, self.name, self.version, relative)
+
+
+@functools.lru_cache(maxsize=256)
+def _package_extras(
+    stored: _Stored, documentation: str | None, files: str
+) -> tuple[str, list[dict[str, str]], dict[str, Any]]:
+    """The version's documentation (sanitised HTML), QC figures and QC numbers, read from its stored files.
+
+    Kept per version and ``rdf.yaml`` hash (a version's files do not change once stored): reading and
+    rendering them (parsing ``rdf.yaml``, rendering markdown, listing the folder) was most of a model
+    page's time. Shared between requests: read-only.
+    """
+    return _documentation(stored, documentation, files), _qc_figures(stored, files), _qc_numbers(stored)
 
 
 def convertible_formats(info: Any) -> list[str]:
@@ -75,36 +112,36 @@ def usage_lines(base: str, name: str, version: str) -> dict[str, list[str]]:
     }
 
 
-def _documentation(zoo: Any, name: str, version: str, file_name: str | None, files: str) -> str:
+def _documentation(stored: _Stored, file_name: str | None, files: str) -> str:
     """The package's documentation as sanitised HTML ('' where it has none)."""
     if not file_name:
         return ""
     from microzoo.zoo.markdown import render_markdown
 
     try:
-        text = Path(zoo.file_path(name, version, file_name)).read_text(encoding="utf-8", errors="replace")
+        text = stored.file(file_name).read_text(encoding="utf-8", errors="replace")
     except (MicrozooError, OSError):
         return ""
     return str(render_markdown(text, resolve_url=lambda url: files + url))
 
 
-def _qc_numbers(zoo: Any, name: str, version: str) -> dict[str, Any]:
+def _qc_numbers(stored: _Stored) -> dict[str, Any]:
     """The QC figures a microzoo-trained package records (``config.microzoo.qc``: metric -> value)."""
     import yaml
 
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, where PyYAML was built with it
     try:
-        description = yaml.safe_load(Path(zoo.file_path(name, version, "rdf.yaml")).read_text(encoding="utf-8"))
+        description = yaml.load(stored.file("rdf.yaml").read_text(encoding="utf-8"), Loader=loader)
         qc = description["config"]["microzoo"]["qc"]
     except (MicrozooError, OSError, yaml.YAMLError, KeyError, TypeError):
         return {}
     return {str(k): v for k, v in qc.items() if isinstance(v, (int, float, str))} if isinstance(qc, dict) else {}
 
 
-def _qc_figures(zoo: Any, name: str, version: str, files: str) -> list[dict[str, str]]:
+def _qc_figures(stored: _Stored, files: str) -> list[dict[str, str]]:
     """The QC figures and report the package holds (files named ``qc*``), as links."""
-    try:
-        folder = Path(zoo.file_path(name, version, "rdf.yaml")).parent
-    except MicrozooError:
+    folder = stored.folder
+    if not folder.is_dir():
         return []
     found = []
     for path in sorted(folder.rglob("qc*")):

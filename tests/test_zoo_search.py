@@ -231,6 +231,11 @@ def test_a_repeated_search_is_one_statement_the_page_with_the_generation(filled)
             assert first.total > 0 and len(statements) == 1
             assert "search_state" in statements[0] and "versions" in statements[0]
         statements.clear()
+        swapped = zoo.search(SearchQuery(text="Tissue nuclei NUCLEI"))  # the same words in another order: cached
+        nuclei_tissue = zoo.search(SearchQuery(text="nuclei tissue"))
+        assert [(v.name, v.version) for v in swapped.items] == [(v.name, v.version) for v in nuclei_tissue.items]
+        assert swapped.total == nuclei_tissue.total > 0 and len(statements) == 2
+        statements.clear()
         zoo.search(SearchQuery(text="model", sort="downloads"))
         zoo.search(SearchQuery(text="model", sort="downloads"))  # a download reorders without a new generation
         assert len([s for s in statements if "ORDER BY e.downloads" in s]) == 2

@@ -298,7 +298,7 @@ def search_versions(
     """
     check_query(query)
     postgresql = connection.dialect.name == "postgresql"
-    words = _words(query.text)
+    words = sorted(set(_words(query.text)))  # every word must match: order and repeats change nothing
     keys = [f"{name}={value}" for name, value in query.filters().items()]
     url = str(connection.engine.url)
     generation = _SEEN.get(url)

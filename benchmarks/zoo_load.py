@@ -276,6 +276,7 @@ def load_figures(
             "requests": len(figures) * requests,
             "ratio": statistics.median(f["ratio"] for f in figures) if kind != reference else 1.0,
             "error_examples": [e for f in figures for e in f["errors"]][:3],
+            "p95_rounds": [f["p95"] for f in figures],
         }
     return summary
 
@@ -284,11 +285,12 @@ def print_load(label: str, summary: dict, clients: int, think: float) -> None:
     how = f"each pausing {think:g} s on average between requests" if think else "back to back (saturation)"
     print(f"\n### {label}: {clients} concurrent clients, {how}; medians over rounds "
           f"(os load now {os.getloadavg()[0]:.1f})\n")  # fmt: skip
-    print("| requests | p50 ms | p95 ms | p95 / reference p95 | requests/s | errors |")
-    print("|---|---|---|---|---|---|")
+    print("| requests | p50 ms | p95 ms | p95 / reference p95 | requests/s | errors | p95 of each round |")
+    print("|---|---|---|---|---|---|---|")
     for kind, s in summary.items():
+        rounds = ", ".join(f"{p95:.0f}" for p95 in s["p95_rounds"])
         print(f"| {kind} | {s['p50']:.1f} | {s['p95']:.1f} | {s['ratio']:.2f} | {s['rps']:.0f} | "
-              f"{s['errors']} of {s['requests']} |")  # fmt: skip
+              f"{s['errors']} of {s['requests']} | {rounds} |")  # fmt: skip
         for example in s["error_examples"]:
             print(f"  error: {example}")
 

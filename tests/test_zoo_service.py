@@ -154,6 +154,13 @@ def test_review_transitions(zoo: Zoo, example_model: Path) -> None:
     )
     assert [t for k, t in texts if k == "status"][-1] == "published"
     assert draft.id == published.id
+    converting = zoo.enqueue("convert", version_id=published.id, payload={"formats": ["onnx"]})
+    page = zoo.version_page("m", "1")  # what the model page shows, read in one transaction
+    assert page.info == zoo.version("m", "1") and [v.version for v in page.versions] == ["1"]
+    assert [(c.kind, c.text) for c in page.comments] == texts
+    assert [j.id for j in page.convert_jobs] == [converting]  # its test jobs are not conversions
+    with pytest.raises(ZooNotFound, match="m/9"):
+        zoo.version_page("m", "9")
 
 
 def test_latest_is_the_newest_published_and_id_map(zoo: Zoo, example_model: Path) -> None:

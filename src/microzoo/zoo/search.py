@@ -17,17 +17,18 @@ and each is quoted, so no input can be FTS syntax. On PostgreSQL the entry's ``s
 stemming) and ranked by ``ts_rank``. Not ``websearch_to_tsquery``: it has no prefixes, so the
 two databases would find different models.
 
-A search reads the generation (``search_state.generation``, which :func:`index_version` raises
+A search needs the generation (``search_state.generation``, which :func:`index_version` raises
 whenever an entry changes: the one definition of when something a process holds is stale, whichever
 process changed it), the ids and scores of the entries its words match (one statement, the text
 index's; kept for the most recent :data:`MAX_CACHED` word lists of the generation), and the rows of
-its page of versions. Filters, the count, the facet counts and the order by date or relevance are
-computed in the process from :class:`_Entries`, the generation's entries held in memory (ids, dates
-and facet keys: about 1 MB for 10,000 models, read once per generation): a facet count over 10,000
-entries is a column sum of a boolean matrix (~0.3 ms) where SQLite's ``json_each`` grouping took
-~15 ms a search (benchmarks/RESULTS.md, "The zoo under load", runs 11-13). Pages ordered by
-downloads are read from the database, filtered in SQL the same way, as a download changes their
-order without a new generation.
+its page of versions, which are read with the generation in one statement: a search whose words the
+process has seen is one round trip (:func:`search_versions`). Filters, the count, the facet counts
+and the order by date or relevance are computed in the process from :class:`_Entries`, the
+generation's entries held in memory (ids, dates and facet keys: about 1 MB for 10,000 models, read
+once per generation): a facet count over 10,000 entries is a column sum of a boolean matrix (~0.3
+ms) where SQLite's ``json_each`` grouping took ~15 ms a search (benchmarks/RESULTS.md, "The zoo
+under load", runs 11-13). Pages ordered by downloads are read from the database, filtered in SQL the
+same way, as a download changes their order without a new generation.
 The statements are SQL text built from fixed pieces; the user's words and filter values are bound
 parameters only.
 """

@@ -22,6 +22,14 @@ from microzoo.zoo.records import JobInfo
 JOB_KINDS = ("test", "retest", "try", "convert")
 
 
+def version_jobs(session: Session, row: Version, kind: str | None = None) -> list[JobInfo]:
+    """The jobs of the version ``row`` (only those of ``kind`` if given), oldest first."""
+    statement = select(Job).where(Job.version_id == row.id)
+    if kind is not None:
+        statement = statement.where(Job.kind == kind)
+    return [JobInfo.of(job, row) for job in session.scalars(statement.order_by(Job.id))]
+
+
 def add_job(session: Session, kind: str, *, version_id: int | None, payload: dict[str, Any]) -> Job:
     """Queue a job in ``session``'s transaction (flushed: its id is set)."""
     if kind not in JOB_KINDS:

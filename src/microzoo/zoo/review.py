@@ -80,9 +80,7 @@ class ReviewMixin:
     def comments(self, name: str, version: str) -> list[CommentInfo]:
         """The version's comments and changes of state, oldest first."""
         with self._session() as session:
-            row = self._row(session, name, version, published_only=False)
-            found = session.scalars(select(Comment).where(Comment.version_id == row.id).order_by(Comment.id))
-            return [CommentInfo.of(c) for c in found]
+            return version_comments(session, self._row(session, name, version, published_only=False))
 
     def review_queue(
         self, statuses: tuple[str, ...] = ("in_review", "changes_requested", "draft")
@@ -168,3 +166,9 @@ def _mark_published(session: Session, row: Version) -> None:
     for version in session.scalars(select(Version).where(Version.name == row.name)):
         version.is_latest = version.id == newest
         index_version(session, version)  # only the latest has a search entry
+
+
+def version_comments(session: Session, row: Version) -> list[CommentInfo]:
+    """The comments and changes of state of the version ``row``, oldest first."""
+    found = session.scalars(select(Comment).where(Comment.version_id == row.id).order_by(Comment.id))
+    return [CommentInfo.of(c) for c in found]

@@ -21,7 +21,6 @@ from microzoo.errors import UploadError, ZooAuthError, ZooConflict, ZooError, Zo
 from microzoo.zoo import jobs, storage
 from microzoo.zoo.db import (
     Comment,
-    Job,
     Model,
     Token,
     Version,
@@ -42,7 +41,7 @@ from microzoo.zoo.records import (
     VersionInfo,
     VersionPage,
 )
-from microzoo.zoo.review import ReviewMixin
+from microzoo.zoo.review import ReviewMixin, version_comments
 from microzoo.zoo.search import add_download, index_version, search_versions
 from microzoo.zoo.tokens import ROLES, check_role, new_token, require_role, token_sha256
 
@@ -192,7 +191,7 @@ class Zoo(ReviewMixin):
     def versions(self, name: str) -> list[VersionInfo]:
         """Every version of ``name``, oldest first; :class:`ZooNotFound` for an unknown model."""
         with self._session() as session:
-            rows = session.scalars(select(Version).where(Version.name == name).order_by(Version.id)).all()
+            rows = _version_rows(session, name)
         if not rows:
             raise ZooNotFound(f"no model {name!r} in this zoo: `microzoo search` lists them")
         return [VersionInfo.of(row) for row in rows]
@@ -207,17 +206,15 @@ class Zoo(ReviewMixin):
         shows, read in one transaction (four statements; one call each of :meth:`version`, :meth:`versions`,
         :meth:`comments` and :meth:`jobs_of` read the version again each)."""
         with self._session() as session:
-            rows = session.scalars(select(Version).where(Version.name == name).order_by(Version.id)).all()
+            rows = _version_rows(session, name)
             row = next((r for r in reversed(rows) if r.version == version), None)
             if row is None:
                 raise ZooNotFound(f"no version {name}/{version} in this zoo")
-            comments = session.scalars(select(Comment).where(Comment.version_id == row.id).order_by(Comment.id))
-            converts = select(Job).where(Job.version_id == row.id, Job.kind == "convert").order_by(Job.id)
             return VersionPage(
                 info=VersionInfo.of(row),
                 versions=[VersionInfo.of(r) for r in rows],
-                comments=[CommentInfo.of(c) for c in comments],
-                convert_jobs=[JobInfo.of(job, row) for job in session.scalars(converts)],
+                comments=version_comments(session, row),
+                convert_jobs=jobs.version_jobs(session, row, "convert"),
             )
 
     def version_by_id(self, version_id: int) -> VersionInfo:
@@ -334,11 +331,7 @@ class Zoo(ReviewMixin):
     def jobs_of(self, name: str, version: str, kind: str | None = None) -> list[JobInfo]:
         """The jobs of a version (only those of ``kind`` if given), oldest first."""
         with self._session() as session:
-            row = self._row(session, name, version, published_only=False)
-            statement = select(Job).where(Job.version_id == row.id)
-            if kind is not None:
-                statement = statement.where(Job.kind == kind)
-            return [JobInfo.of(job, row) for job in session.scalars(statement.order_by(Job.id))]
+            return jobs.version_jobs(session, self._row(session, name, version, published_only=False), kind)
 
     def request_conversion(self, name: str, version: str, *, token: TokenInfo, formats: list[str]) -> int:
         """Queue a ``convert`` job adding ``formats`` to a version; return the job's id.
@@ -439,3 +432,8 @@ def _write_description(folder: Path, name: str, version: str) -> str:
         raise UploadError("the checked upload has no rdf.yaml: the package's description is missing")
     write_identity(folder, name=name, version=version)
     return storage.sha256_and_size(folder / "rdf.yaml")[0]
+
+
+def _version_rows(session: Session, name: str) -> list[Version]:
+    """Every version row of model ``name``, oldest first (none for an unknown model)."""
+    return list(session.scalars(select(Version).where(Version.name == name).order_by(Version.id)))

@@ -61,7 +61,7 @@ def as_json(obj: Any) -> Any:
 
 
 #: values a record's field can hold that JSON takes as they are (JSON columns hold only plain values)
-_PLAIN_TYPES = frozenset({str, int, float, bool, type(None), dict, list})
+_PLAIN_TYPES: tuple[type, ...] = (str, int, float, bool, type(None), dict, list)
 
 
 @functools.cache
@@ -72,8 +72,8 @@ def _field_names(record_type: type) -> tuple[str, ...]:
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, (str, int, float, bool, type(None), dict, list)):
-        return value  # JSON columns and scalars
+    if isinstance(value, _PLAIN_TYPES):
+        return value  # subclasses of the plain types (a str enum, say)
     return jsonable_encoder(value)
 
 
